@@ -1,1 +1,74 @@
+//! # shoal-transport
+//!
+//! How Shoal nodes talk, one layer above `shoal-core`:
+//!
+//! - **RPC over TCP** ([`RpcServer`], [`RpcClient`]): `u32` big-endian length-prefixed frames
+//!   capped before allocation (16 MiB by default), many requests multiplexed on one connection
+//!   by correlation id, per-request timeouts, a bound on requests in flight per connection, a
+//!   connection pool that reconnects with exponential backoff and jitter, a version handshake,
+//!   and graceful shutdown that drains requests in flight.
+//! - **Typed services** ([`Rpc`], [`Router`]): declare a method with serde request and response
+//!   types, register an async handler.
+//! - **Datagrams over UDP** ([`UdpTransport`]) for gossip and probes, capped at 1400 bytes.
+//! - **An in-memory network** ([`MemoryNetwork`]) implementing the same traits
+//!   ([`RpcTransport`], [`DatagramTransport`]) on `shoal-sim`'s network model.
+//! - **Fault injection** ([`FaultFilter`]): drop or delay traffic to or from chosen peers, off
+//!   unless enabled, so multi-process tests can partition real nodes without root.
+//!
+//! ```
+//! use shoal_core::NodeId;
+//! use shoal_transport::{Router, Rpc, RpcClient, RpcServer, TransportConfig};
+//!
+//! struct Greet;
+//! impl Rpc for Greet {
+//!     const NAME: &'static str = "example.greet";
+//!     type Request = String;
+//!     type Response = String;
+//! }
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let mut router = Router::new();
+//! router.register::<Greet, _, _>(|ctx, name| async move {
+//!     Ok(format!("hello {name}, from a handler called by {}", ctx.source))
+//! })?;
+//! let config = TransportConfig::local();
+//! let server = RpcServer::bind("127.0.0.1:0".parse()?, NodeId::new(1), router, config.clone()).await?;
+//!
+//! let client = RpcClient::new(NodeId::new(2), config)?;
+//! let reply = client.call::<Greet>(server.local_addr(), &"shoal".to_string()).await?;
+//! assert_eq!(reply, "hello shoal, from a handler called by n2");
+//!
+//! server.shutdown().await;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
 
+#![warn(missing_docs)]
+
+mod client;
+mod config;
+mod connection;
+mod datagram;
+mod error;
+mod fault;
+mod frame;
+mod handshake;
+mod memory;
+mod server;
+mod service;
+mod stats;
+mod transport;
+mod wire;
+mod writer;
+
+pub use client::RpcClient;
+pub use config::{ConfigError, TransportConfig, MAX_FRAME_CEILING};
+pub use datagram::{UdpTransport, DATAGRAM_HEADER_BYTES};
+pub use error::TransportError;
+pub use fault::{Direction, FaultAction, FaultFilter, Verdict};
+pub use frame::{read_frame, FrameError, LENGTH_PREFIX_BYTES};
+pub use memory::{MemoryEndpoint, MemoryNetwork};
+pub use server::RpcServer;
+pub use service::{BoxFuture, RegisterError, RequestContext, Router, Rpc};
+pub use stats::{StatsSnapshot, TransportStats};
+pub use transport::{Datagram, DatagramTransport, RpcTransport, RpcTransportExt};

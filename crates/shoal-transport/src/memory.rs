@@ -1,0 +1,233 @@
+//! An in-memory network implementing the same traits as TCP and UDP, on shoal-sim's network
+//! model: per-link latency, loss, duplication, reordering and partitions, with tokio timers.
+//!
+//! Upper layers test their real async code without sockets. Run tests on a current-thread
+//! runtime with paused time (`#[tokio::test(start_paused = true)]`) and a fixed seed, and the
+//! network's choices repeat from run to run.
+
+use crate::service::{RequestContext, Router};
+use crate::transport::{Datagram, DatagramTransport, RpcTransport};
+use async_trait::async_trait;
+use shoal_core::{DetRng, Error, ErrorCode, MethodId, NodeId};
+use shoal_sim::{Fate, LinkConfig, NetworkModel};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Datagrams queued at an endpoint before further ones are dropped (a full socket buffer).
+const DATAGRAM_QUEUE: usize = 4096;
+
+/// A simulated network joining [`MemoryEndpoint`]s. Cloning shares it.
+#[derive(Clone)]
+pub struct MemoryNetwork {
+    inner: Arc<Mutex<NetState>>,
+}
+
+struct NetState {
+    model: NetworkModel<SocketAddr>,
+    rng: DetRng,
+    endpoints: HashMap<SocketAddr, EndpointEntry>,
+    max_datagram_payload: usize,
+}
+
+struct EndpointEntry {
+    router: Arc<Router>,
+    datagrams: mpsc::Sender<Datagram>,
+}
+
+impl MemoryNetwork {
+    /// A network whose links all behave like `link`, drawing randomness from `seed`.
+    pub fn new(seed: u64, link: LinkConfig) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(NetState {
+                model: NetworkModel::new(link),
+                rng: DetRng::from_seed(seed),
+                endpoints: HashMap::new(),
+                max_datagram_payload: 1400 - crate::datagram::DATAGRAM_HEADER_BYTES,
+            })),
+        }
+    }
+
+    /// Attaches an endpoint at `addr` for `node`, serving `router`. Replaces any endpoint
+    /// already there (a restarted node).
+    pub fn endpoint(&self, addr: SocketAddr, node: NodeId, router: Router) -> MemoryEndpoint {
+        let (tx, rx) = mpsc::channel(DATAGRAM_QUEUE);
+        self.state().endpoints.insert(
+            addr,
+            EndpointEntry {
+                router: Arc::new(router),
+                datagrams: tx,
+            },
+        );
+        MemoryEndpoint {
+            net: self.clone(),
+            addr,
+            node,
+            datagrams: tokio::sync::Mutex::new(rx),
+        }
+    }
+
+    /// Detaches the endpoint at `addr`, as if its process died: calls to it fail, datagrams
+    /// to it vanish.
+    pub fn remove(&self, addr: SocketAddr) {
+        self.state().endpoints.remove(&addr);
+    }
+
+    /// Changes the network model: links, partitions, healing.
+    pub fn with_model<R>(&self, f: impl FnOnce(&mut NetworkModel<SocketAddr>) -> R) -> R {
+        f(&mut self.state().model)
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, NetState> {
+        // Critical sections are single map or model updates; a poisoned lock is consistent.
+        match self.inner.lock() {
+            Ok(state) => state,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn fate(&self, from: SocketAddr, to: SocketAddr) -> Fate {
+        let mut state = self.state();
+        let NetState { model, rng, .. } = &mut *state;
+        model.fate(from, to, rng)
+    }
+}
+
+/// One node's attachment to a [`MemoryNetwork`]: an [`RpcTransport`] and a
+/// [`DatagramTransport`].
+pub struct MemoryEndpoint {
+    net: MemoryNetwork,
+    addr: SocketAddr,
+    node: NodeId,
+    datagrams: tokio::sync::Mutex<mpsc::Receiver<Datagram>>,
+}
+
+impl MemoryEndpoint {
+    /// The address this endpoint is attached at.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A request's or response's delay across the network, or `None` if it is lost (the
+    /// caller then waits for its timeout, as on a real network). RPC rides a reliable stream,
+    /// so a duplicated message arrives once, at its first copy's time.
+    async fn cross(&self, from: SocketAddr, to: SocketAddr) -> Option<Duration> {
+        match self.net.fate(from, to) {
+            Fate::Dropped(_) => None,
+            Fate::Delivered(delay) | Fate::Duplicated(delay, _) => Some(delay),
+        }
+    }
+
+    async fn exchange(
+        &self,
+        peer: SocketAddr,
+        method: MethodId,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, Error> {
+        let Some(delay) = self.cross(self.addr, peer).await else {
+            return std::future::pending().await;
+        };
+        tokio::time::sleep(delay).await;
+        let router = {
+            let state = self.net.state();
+            match state.endpoints.get(&peer) {
+                Some(entry) => Arc::clone(&entry.router),
+                None => {
+                    return Err(Error::new(
+                        ErrorCode::Unavailable,
+                        format!("no endpoint at {peer}"),
+                    ))
+                }
+            }
+        };
+        let ctx = RequestContext {
+            source: self.node,
+            peer: self.addr,
+            timeout,
+        };
+        let result = router.dispatch(ctx, method, &body, Vec::new()).await;
+        let Some(delay) = self.cross(peer, self.addr).await else {
+            return std::future::pending().await;
+        };
+        tokio::time::sleep(delay).await;
+        result
+    }
+}
+
+#[async_trait]
+impl RpcTransport for MemoryEndpoint {
+    async fn call_raw(
+        &self,
+        peer: SocketAddr,
+        method: MethodId,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, Error> {
+        match tokio::time::timeout(timeout, self.exchange(peer, method, body, timeout)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::new(
+                ErrorCode::Timeout,
+                format!("no response from {peer} within {timeout:?}"),
+            )),
+        }
+    }
+
+    fn local_node(&self) -> NodeId {
+        self.node
+    }
+}
+
+#[async_trait]
+impl DatagramTransport for MemoryEndpoint {
+    async fn send_to(&self, to: SocketAddr, payload: &[u8]) -> Result<(), Error> {
+        let max = self.max_payload();
+        if payload.len() > max {
+            return Err(Error::new(
+                ErrorCode::TooLarge,
+                format!("datagram payload of {} bytes is over the {max}-byte cap", payload.len()),
+            ));
+        }
+        let delays = match self.net.fate(self.addr, to) {
+            Fate::Dropped(_) => return Ok(()),
+            Fate::Delivered(d) => vec![d],
+            Fate::Duplicated(a, b) => vec![a, b],
+        };
+        let Some(queue) = self.net.state().endpoints.get(&to).map(|e| e.datagrams.clone()) else {
+            return Ok(());
+        };
+        for delay in delays {
+            let datagram = Datagram {
+                from: self.addr,
+                source: self.node,
+                payload: payload.to_vec(),
+            };
+            let queue = queue.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                // A full queue drops the datagram, like a full socket buffer.
+                let _ = queue.try_send(datagram);
+            });
+        }
+        Ok(())
+    }
+
+    async fn recv(&self) -> Result<Datagram, Error> {
+        self.datagrams
+            .lock()
+            .await
+            .recv()
+            .await
+            .ok_or_else(|| Error::new(ErrorCode::Unavailable, "endpoint detached"))
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn max_payload(&self) -> usize {
+        self.net.state().max_datagram_payload
+    }
+}
