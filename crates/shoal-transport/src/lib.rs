@@ -61,6 +61,9 @@ mod transport;
 mod wire;
 mod writer;
 
+#[cfg(test)]
+mod bad_input_tests;
+
 pub use client::RpcClient;
 pub use config::{ConfigError, TransportConfig, MAX_FRAME_CEILING};
 pub use datagram::{UdpTransport, DATAGRAM_HEADER_BYTES};

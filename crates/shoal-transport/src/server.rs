@@ -17,6 +17,7 @@ use crate::writer::write_frames;
 use shoal_core::{Error, ErrorCode, NodeId, RequestHeader, PROTOCOL_VERSION};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -32,6 +33,7 @@ pub struct RpcServer {
     /// Every connection task holds a clone of the sender; when all are gone, all drained.
     drained: mpsc::Receiver<()>,
     accept: JoinHandle<()>,
+    shared: Arc<Shared>,
     stats: Arc<TransportStats>,
     fault: FaultFilter,
 }
@@ -43,6 +45,8 @@ struct Shared {
     config: TransportConfig,
     stats: Arc<TransportStats>,
     fault: FaultFilter,
+    /// Connection tasks alive right now.
+    open_connections: AtomicUsize,
 }
 
 impl RpcServer {
@@ -80,17 +84,24 @@ impl RpcServer {
             config,
             stats: Arc::clone(&stats),
             fault: fault.clone(),
+            open_connections: AtomicUsize::new(0),
         });
-        let accept = tokio::spawn(accept_loop(listener, shared, shutdown_rx, drained_tx));
+        let accept = tokio::spawn(accept_loop(listener, Arc::clone(&shared), shutdown_rx, drained_tx));
         tracing::debug!(%local_addr, %node, "rpc server listening");
         Ok(RpcServer {
             local_addr,
             shutdown,
             drained,
             accept,
+            shared,
             stats,
             fault,
         })
+    }
+
+    /// Connections currently open (accepted and not yet closed).
+    pub fn open_connections(&self) -> usize {
+        self.shared.open_connections.load(Ordering::Acquire)
     }
 
     /// The address the server listens on (with the real port if it bound port 0).
@@ -150,6 +161,7 @@ async fn accept_loop(
         match accepted {
             Ok((stream, remote)) => {
                 backoff = Duration::from_millis(1);
+                shared.open_connections.fetch_add(1, Ordering::AcqRel);
                 let task = ConnectionTask {
                     shared: Arc::clone(&shared),
                     shutdown: shutdown.clone(),
@@ -175,6 +187,12 @@ struct ConnectionTask {
     _drained: mpsc::Sender<()>,
     /// Held for the connection's lifetime; bounds open connections.
     _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for ConnectionTask {
+    fn drop(&mut self) {
+        self.shared.open_connections.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl ConnectionTask {
