@@ -68,7 +68,9 @@ impl FaultFilter {
         Self::default()
     }
 
-    pub(crate) fn with_stats(stats: Arc<TransportStats>) -> Self {
+    /// A disabled filter that counts its drops and delays in `stats` (share them with the
+    /// transports the filter is given to).
+    pub fn with_stats(stats: Arc<TransportStats>) -> Self {
         Self {
             inner: Arc::new(FilterInner {
                 stats,
