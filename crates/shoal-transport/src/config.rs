@@ -19,6 +19,11 @@ pub struct TransportConfig {
     /// request's timeout) for a free slot; a server answers requests beyond it with
     /// `Overloaded`. Default 1024.
     pub max_in_flight_per_connection: usize,
+    /// Bytes a connection may hold waiting for its socket to drain. Sends beyond it fail
+    /// (`Overloaded` for a client's request; a server drops the response and counts it): a
+    /// peer that stops reading must not grow our memory. At least `max_frame_bytes + 4`.
+    /// Default 32 MiB.
+    pub max_write_buffer_bytes: usize,
     /// Connections a server accepts at once; further ones wait in the listen backlog.
     /// Default 4096.
     pub max_connections: usize,
@@ -48,6 +53,7 @@ impl Default for TransportConfig {
         Self {
             max_frame_bytes: 16 << 20,
             max_in_flight_per_connection: 1024,
+            max_write_buffer_bytes: 32 << 20,
             max_connections: 4096,
             default_request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
@@ -95,6 +101,9 @@ impl TransportConfig {
         }
         if self.max_in_flight_per_connection == 0 || self.max_in_flight_per_connection > 1 << 20 {
             return fail("max_in_flight_per_connection must be within 1..=1048576".into());
+        }
+        if self.max_write_buffer_bytes < self.max_frame_bytes + crate::frame::LENGTH_PREFIX_BYTES {
+            return fail("max_write_buffer_bytes must be at least max_frame_bytes + 4".into());
         }
         if self.max_connections == 0 {
             return fail("max_connections must be at least 1".into());

@@ -7,7 +7,7 @@ use crate::frame::read_frame;
 use crate::handshake::{client_handshake, Hello};
 use crate::stats::{bump, TransportStats};
 use crate::wire::{self, Incoming};
-use crate::writer::write_frames;
+use crate::writer::{FrameSink, SendError};
 use shoal_core::{
     CorrelationId, Error, ErrorCode, MethodId, NodeId, RequestHeader, PROTOCOL_VERSION,
 };
@@ -16,11 +16,15 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::io::BufReader;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
 type Reply = Result<Vec<u8>, Error>;
+
+/// Read buffer per connection: one system call picks up many small frames.
+pub(crate) const READ_BUFFER_BYTES: usize = 64 << 10;
 
 /// Requests waiting for their response, by correlation id.
 #[derive(Default)]
@@ -69,7 +73,7 @@ pub(crate) struct Connection {
     /// Bounds requests in flight on this connection; a caller holds a permit until answered.
     in_flight: Arc<Semaphore>,
     max_in_flight: u32,
-    frames: mpsc::Sender<Vec<u8>>,
+    frames: FrameSink,
     /// Set when the connection failed or the server sent GoAway: use a new one for new calls.
     retired: Arc<AtomicBool>,
     stats: Arc<TransportStats>,
@@ -80,6 +84,7 @@ pub(crate) struct Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         self.reader.abort();
+        self.frames.close();
         self.pending.fail_all(&Error::new(ErrorCode::Unavailable, "connection closed"));
     }
 }
@@ -122,17 +127,12 @@ impl Connection {
         };
         bump(&stats.connections_opened);
         let (read_half, write_half) = stream.into_split();
-        let (frames_tx, frames_rx) = mpsc::channel(config.max_in_flight_per_connection);
-        tokio::spawn(async move {
-            if let Err(e) = write_frames(write_half, frames_rx).await {
-                tracing::debug!(%peer, error = %e, "connection writer stopped");
-            }
-        });
+        let (frames, _writer) = FrameSink::start(write_half, config.max_write_buffer_bytes);
         let pending = Arc::new(Pending::default());
         let retired = Arc::new(AtomicBool::new(false));
         let reader = tokio::spawn(read_responses(ReaderState {
             peer,
-            read_half,
+            read_half: BufReader::with_capacity(READ_BUFFER_BYTES, read_half),
             pending: Arc::clone(&pending),
             retired: Arc::clone(&retired),
             stats: Arc::clone(&stats),
@@ -150,7 +150,7 @@ impl Connection {
             pending,
             in_flight: Arc::new(Semaphore::new(max_in_flight as usize)),
             max_in_flight,
-            frames: frames_tx,
+            frames,
             retired,
             stats,
             fault,
@@ -165,7 +165,7 @@ impl Connection {
 
     /// Whether new calls should use another connection.
     pub(crate) fn is_retired(&self) -> bool {
-        self.retired.load(Ordering::Acquire) || self.frames.is_closed()
+        self.retired.load(Ordering::Acquire)
     }
 
     /// Sends one request and waits for its response until `deadline`.
@@ -233,16 +233,13 @@ impl Connection {
     }
 
     fn enqueue(&self, frame: Vec<u8>) -> Result<(), Error> {
-        self.frames.try_send(frame).map_err(|e| match e {
-            // The queue is as deep as the in-flight bound; it is full only when the socket
-            // has stopped draining, e.g. the peer stopped reading.
-            mpsc::error::TrySendError::Full(_) => Error::new(
+        self.frames.send(&frame).map_err(|e| match e {
+            // Full only when the socket has stopped draining, e.g. the peer stopped reading.
+            SendError::Full => Error::new(
                 ErrorCode::Overloaded,
-                format!("send queue to {} is full", self.peer),
+                format!("send buffer to {} is full", self.peer),
             ),
-            mpsc::error::TrySendError::Closed(_) => {
-                Error::new(ErrorCode::Unavailable, "connection closed")
-            }
+            SendError::Closed => Error::new(ErrorCode::Unavailable, "connection closed"),
         })
     }
 
@@ -255,7 +252,7 @@ impl Connection {
 
 struct ReaderState {
     peer: SocketAddr,
-    read_half: tokio::net::tcp::OwnedReadHalf,
+    read_half: BufReader<tokio::net::tcp::OwnedReadHalf>,
     pending: Arc<Pending>,
     retired: Arc<AtomicBool>,
     stats: Arc<TransportStats>,

@@ -6,6 +6,7 @@
 //! `shutdown` that every connection has drained.
 
 use crate::config::TransportConfig;
+use crate::connection::READ_BUFFER_BYTES;
 use crate::fault::{Direction, FaultFilter, Verdict};
 use crate::error::TransportError;
 use crate::frame::read_frame;
@@ -13,7 +14,7 @@ use crate::handshake::server_handshake;
 use crate::service::{BoxFuture, RequestContext, Router};
 use crate::stats::{bump, count_frame_error, TransportStats};
 use crate::wire::{self, Incoming};
-use crate::writer::write_frames;
+use crate::writer::FrameSink;
 use shoal_core::{Error, ErrorCode, NodeId, RequestHeader, PROTOCOL_VERSION};
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -21,6 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
+use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
@@ -211,10 +213,10 @@ impl ConnectionTask {
         };
         bump(&shared.stats.connections_opened);
         let peer = hello.listen_addr.unwrap_or(remote);
-        let (mut read_half, write_half) = stream.into_split();
+        let (read_half, write_half) = stream.into_split();
+        let mut read_half = BufReader::with_capacity(READ_BUFFER_BYTES, read_half);
         let max_in_flight = config.max_in_flight_per_connection;
-        let (frames, frames_rx) = mpsc::channel(max_in_flight + 16);
-        let writer = tokio::spawn(write_frames(write_half, frames_rx));
+        let (frames, writer) = FrameSink::start(write_half, config.max_write_buffer_bytes);
         let in_flight = Arc::new(Semaphore::new(max_in_flight));
         let conn = ConnectionContext {
             shared: Arc::clone(&shared),
@@ -226,7 +228,7 @@ impl ConnectionTask {
             let read = tokio::select! {
                 biased;
                 _ = self.shutdown.changed() => {
-                    let _ = conn.frames.send(wire::goaway_frame()).await;
+                    conn.send(&wire::goaway_frame());
                     break "server shutting down".to_string();
                 }
                 read = read_frame(&mut read_half, config.max_frame_bytes, config.frame_stall_timeout) => read,
@@ -240,7 +242,7 @@ impl ConnectionTask {
                 }
             };
             match wire::parse(&payload) {
-                Ok(Incoming::Request(header, body)) => conn.handle(header, body).await,
+                Ok(Incoming::Request(header, body)) => conn.handle(header, body),
                 Ok(other) => {
                     bump(&shared.stats.corrupt_frames);
                     break format!("client sent a non-request frame: {other:?}");
@@ -255,7 +257,7 @@ impl ConnectionTask {
         // Let requests already accepted finish and be answered.
         let all = u32::try_from(max_in_flight).unwrap_or(u32::MAX);
         let _ = tokio::time::timeout(config.drain_timeout, in_flight.acquire_many(all)).await;
-        drop(conn);
+        conn.frames.close();
         let _ = writer.await;
     }
 }
@@ -264,12 +266,18 @@ impl ConnectionTask {
 struct ConnectionContext {
     shared: Arc<Shared>,
     peer: SocketAddr,
-    frames: mpsc::Sender<Vec<u8>>,
+    frames: FrameSink,
     in_flight: Arc<Semaphore>,
 }
 
 impl ConnectionContext {
-    async fn handle(&self, header: RequestHeader, body: &[u8]) {
+    /// Sends a frame to the client. If the client has stopped reading (the buffer is full) or
+    /// the connection broke, the frame is dropped and counted; the client times out.
+    fn send(&self, frame: &[u8]) {
+        send_or_count(&self.frames, &self.shared.stats, frame);
+    }
+
+    fn handle(&self, header: RequestHeader, body: &[u8]) {
         let id = header.correlation_id;
         if header.version != PROTOCOL_VERSION {
             let error = Error::new(
@@ -278,7 +286,7 @@ impl ConnectionContext {
                 },
                 format!("request of protocol v{}", header.version),
             );
-            let _ = self.frames.send(wire::error_frame(id, error)).await;
+            self.send(&wire::error_frame(id, error));
             return;
         }
         let Ok(permit) = Arc::clone(&self.in_flight).try_acquire_owned() else {
@@ -290,7 +298,7 @@ impl ConnectionContext {
                     self.shared.config.max_in_flight_per_connection
                 ),
             );
-            let _ = self.frames.send(wire::error_frame(id, error)).await;
+            self.send(&wire::error_frame(id, error));
             return;
         };
         let inbound_delay = match self.shared.fault.check(self.peer, Direction::Inbound) {
@@ -330,10 +338,16 @@ impl ConnectionContext {
                 Verdict::Drop => return,
                 Verdict::Delay(d) => tokio::time::sleep(d).await,
             }
-            let _ = frames.send(frame).await;
+            send_or_count(&frames, &shared.stats, &frame);
             drop(permit);
         });
         run_inline_or_spawn(job);
+    }
+}
+
+fn send_or_count(frames: &FrameSink, stats: &TransportStats, frame: &[u8]) {
+    if frames.send(frame).is_err() {
+        bump(&stats.unsent_responses);
     }
 }
 

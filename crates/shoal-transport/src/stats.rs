@@ -46,6 +46,8 @@ counters! {
     unknown_responses,
     /// Requests refused because the connection's in-flight bound was reached.
     overloaded_rejections,
+    /// Responses dropped because the client stopped reading or the connection broke.
+    unsent_responses,
     /// Requests whose handler outran the caller's deadline.
     handler_timeouts,
     /// Calls that timed out waiting for a response.

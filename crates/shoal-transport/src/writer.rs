@@ -1,37 +1,150 @@
-//! The one task per connection that owns the socket's write half.
+//! The write side of a connection, shared by every task that answers or sends on it.
 //!
-//! Frames arrive already encoded over a bounded channel. The task writes whatever is queued in
-//! one system call (up to a batch limit), so many concurrent requests share a write instead of
-//! each paying for one, and callers never hold the socket across an await, which keeps their
-//! cancellation safe.
+//! Sending is synchronous and never awaits, which keeps callers cancellation-safe. When the
+//! connection is idle the frame goes straight to the socket with a non-blocking write, saving
+//! the wake-up of a writer task (most of the latency of a small RPC). When the socket is full,
+//! or a flush is already under way, the frame is appended to a buffer that a writer task
+//! drains in large writes, so frames stay in order and concurrent senders share system calls.
+//! The buffer is bounded in bytes: a peer that stops reading makes sends fail, not memory
+//! grow.
 
-use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use std::io;
+use std::sync::{Arc, Mutex};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
-/// Coalesce queued frames into writes of at most this many bytes.
-const BATCH_BYTES: usize = 64 << 10;
+/// Why a frame was not accepted for sending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SendError {
+    /// More than the buffer bound is waiting for the socket: the peer is not reading.
+    Full,
+    /// The connection is closed or its socket failed.
+    Closed,
+}
 
-/// Writes frames from `frames` until every sender is gone, then shuts the write half down.
-pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(
-    mut sink: W,
-    mut frames: mpsc::Receiver<Vec<u8>>,
-) -> std::io::Result<()> {
-    let mut batch: Vec<u8> = Vec::with_capacity(BATCH_BYTES);
-    while let Some(first) = frames.recv().await {
-        if first.len() >= BATCH_BYTES {
-            sink.write_all(&first).await?;
-            continue;
-        }
-        batch.extend_from_slice(&first);
-        while batch.len() < BATCH_BYTES {
-            match frames.try_recv() {
-                Ok(next) => batch.extend_from_slice(&next),
-                Err(_) => break,
-            }
-        }
-        sink.write_all(&batch).await?;
-        batch.clear();
+/// The sending end of a connection. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct FrameSink {
+    shared: Arc<SinkShared>,
+}
+
+struct SinkShared {
+    half: OwnedWriteHalf,
+    state: Mutex<SinkState>,
+    wake: Notify,
+    max_buffered_bytes: usize,
+}
+
+#[derive(Default)]
+struct SinkState {
+    /// Bytes waiting for the writer task, whole frames in order.
+    buffered: Vec<u8>,
+    /// The writer task owns the socket's output until it has emptied `buffered`.
+    flushing: bool,
+    closed: bool,
+    failed: bool,
+}
+
+impl FrameSink {
+    /// Wraps `half` and starts its writer task, which ends after [`FrameSink::close`] once
+    /// everything accepted has been written.
+    pub(crate) fn start(half: OwnedWriteHalf, max_buffered_bytes: usize) -> (Self, JoinHandle<()>) {
+        let shared = Arc::new(SinkShared {
+            half,
+            state: Mutex::new(SinkState::default()),
+            wake: Notify::new(),
+            max_buffered_bytes,
+        });
+        let writer = tokio::spawn(drain(Arc::clone(&shared)));
+        (FrameSink { shared }, writer)
     }
-    sink.flush().await?;
-    sink.shutdown().await
+
+    /// Queues one complete frame, writing it at once if the connection is idle.
+    pub(crate) fn send(&self, frame: &[u8]) -> Result<(), SendError> {
+        let shared = &*self.shared;
+        let mut state = lock(&shared.state);
+        if state.closed || state.failed {
+            return Err(SendError::Closed);
+        }
+        if !state.flushing {
+            // Idle: nothing is buffered, so writing now keeps frames in order.
+            let written = match shared.half.try_write(frame) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(_) => {
+                    state.failed = true;
+                    return Err(SendError::Closed);
+                }
+            };
+            if written == frame.len() {
+                return Ok(());
+            }
+            state.buffered.extend_from_slice(&frame[written..]);
+        } else {
+            if state.buffered.len() + frame.len() > shared.max_buffered_bytes {
+                return Err(SendError::Full);
+            }
+            state.buffered.extend_from_slice(frame);
+            return Ok(());
+        }
+        state.flushing = true;
+        drop(state);
+        shared.wake.notify_one();
+        Ok(())
+    }
+
+    /// Accepts no more frames; the writer task exits once the buffer is written.
+    pub(crate) fn close(&self) {
+        lock(&self.shared.state).closed = true;
+        self.shared.wake.notify_one();
+    }
+}
+
+/// The writer task: sleeps until woken, then writes buffered frames until none are left.
+async fn drain(shared: Arc<SinkShared>) {
+    let mut batch = Vec::new();
+    loop {
+        shared.wake.notified().await;
+        loop {
+            {
+                let mut state = lock(&shared.state);
+                if state.buffered.is_empty() {
+                    state.flushing = false;
+                    if state.closed || state.failed {
+                        return;
+                    }
+                    break;
+                }
+                std::mem::swap(&mut batch, &mut state.buffered);
+            }
+            if let Err(e) = write_all(&shared.half, &batch).await {
+                tracing::debug!(error = %e, "connection write failed");
+                lock(&shared.state).failed = true;
+                return;
+            }
+            batch.clear();
+        }
+    }
+}
+
+async fn write_all(half: &OwnedWriteHalf, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        half.writable().await?;
+        match half.try_write(bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The state is a buffer and three flags, each updated whole; a poisoned lock is consistent.
+fn lock(m: &Mutex<SinkState>) -> std::sync::MutexGuard<'_, SinkState> {
+    match m.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
 }
