@@ -1,1 +1,30 @@
+//! # Shoal
+//!
+//! A toolkit for building clustered systems, published as layered crates that can be used
+//! one at a time. This umbrella crate re-exports them under one roof, each behind a feature
+//! of its name:
+//!
+//! | module | crate | what it is |
+//! |---|---|---|
+//! | [`core`] | `shoal-core` | ids, hybrid logical clock, key ranges, descriptors, error codes, envelope, codec |
+//! | [`transport`] | `shoal-transport` | multiplexed TCP RPC, UDP datagrams, in-memory network, fault injection |
+//! | [`sim`] | `shoal-sim` | deterministic simulator for sans-IO protocol cores |
+//!
+//! ```
+//! use shoal::core::{Hlc, NodeId, SystemClock};
+//! use std::time::Duration;
+//!
+//! let mut hlc = Hlc::new(NodeId::new(1), SystemClock::new(), Duration::from_millis(500));
+//! let (a, b) = (hlc.now(), hlc.now());
+//! assert!(b > a);
+//! ```
 
+#![warn(missing_docs)]
+
+pub use shoal_core as core;
+
+#[cfg(feature = "sim")]
+pub use shoal_sim as sim;
+
+#[cfg(feature = "transport")]
+pub use shoal_transport as transport;

@@ -1,1 +1,84 @@
-fn main(){}
+//! Developer tasks for the Shoal workspace, run as `cargo xtask <task>`.
+//!
+//! - `cargo xtask ci`: what CI runs (`.ci/run`): format check, clippy with `-D warnings`,
+//!   and the test suite.
+//! - `cargo xtask bench [ARGS]`: the transport benchmark (`rpc_bench`) in release mode; extra
+//!   arguments go to it (e.g. `--json`, `--seconds 5`).
+//! - `cargo xtask codec-bench`: the criterion benches for the wire envelope.
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let task = args.next();
+    let rest: Vec<String> = args.collect();
+    let result = match task.as_deref() {
+        Some("ci") => run(Command::new("bash").arg(".ci/run")),
+        Some("bench") => run(cargo()
+            .args([
+                "run",
+                "--release",
+                "-p",
+                "shoal-transport",
+                "--example",
+                "rpc_bench",
+                "--",
+            ])
+            .args(&rest)),
+        Some("codec-bench") => run(cargo().args(["bench", "-p", "shoal", "--bench", "codec"])),
+        Some("help") | Some("--help") | Some("-h") | None => {
+            print_help();
+            return if task.is_none() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+        Some(other) => Err(format!("unknown task {other:?}; try `cargo xtask help`")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_help() {
+    eprintln!(
+        "usage: cargo xtask <task>\n\n\
+         tasks:\n  \
+         ci            format check, clippy -D warnings, tests (what CI runs)\n  \
+         bench [ARGS]  transport benchmark rpc_bench in release mode (ARGS go to it)\n  \
+         codec-bench   criterion benches for the wire envelope"
+    );
+}
+
+/// `cargo`, run from the workspace root whatever the current directory.
+fn cargo() -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(workspace_root());
+    command
+}
+
+fn workspace_root() -> PathBuf {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or(manifest_dir)
+}
+
+fn run(command: &mut Command) -> Result<(), String> {
+    command.current_dir(workspace_root());
+    let status = command
+        .status()
+        .map_err(|e| format!("could not start {command:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{command:?} failed with {status}"))
+    }
+}

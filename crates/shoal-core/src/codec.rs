@@ -112,11 +112,15 @@ pub fn decode_prefix<T: DeserializeOwned>(
         });
     }
     // The tier bounds what any single length prefix may allocate to at most the tier size.
-    let result = match bytes.len() {
-        0..=TIER_64K => decode_limited::<T, TIER_64K>(bytes),
-        0..=TIER_1M => decode_limited::<T, TIER_1M>(bytes),
-        0..=TIER_16M => decode_limited::<T, TIER_16M>(bytes),
-        _ => decode_limited::<T, MAX_MESSAGE_BYTES>(bytes),
+    let len = bytes.len();
+    let result = if len <= TIER_64K {
+        decode_limited::<T, TIER_64K>(bytes)
+    } else if len <= TIER_1M {
+        decode_limited::<T, TIER_1M>(bytes)
+    } else if len <= TIER_16M {
+        decode_limited::<T, TIER_16M>(bytes)
+    } else {
+        decode_limited::<T, MAX_MESSAGE_BYTES>(bytes)
     };
     result.map_err(|e| CodecError::Decode(e.to_string()))
 }
@@ -137,7 +141,9 @@ fn config() -> bincode::config::Configuration {
 
 fn is_limit_error(e: &bincode::error::EncodeError) -> bool {
     match e {
-        bincode::error::EncodeError::Io { inner, .. } => inner.kind() == io::ErrorKind::FileTooLarge,
+        bincode::error::EncodeError::Io { inner, .. } => {
+            inner.kind() == io::ErrorKind::FileTooLarge
+        }
         _ => false,
     }
 }
@@ -152,7 +158,10 @@ struct LimitedWriter<'a> {
 impl io::Write for LimitedWriter<'_> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         if self.buf.len() + data.len() > self.limit {
-            return Err(io::Error::new(io::ErrorKind::FileTooLarge, "message over limit"));
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                "message over limit",
+            ));
         }
         self.buf.extend_from_slice(data);
         Ok(data.len())
@@ -202,21 +211,30 @@ mod tests {
     fn encoding_over_the_limit_fails_and_leaves_the_buffer_alone() {
         let mut buf = vec![1, 2, 3];
         let err = encode_into(&vec![7u8; 1000], &mut buf, 100).unwrap_err();
-        assert!(matches!(err, CodecError::TooLarge { limit: 100, .. }), "{err:?}");
+        assert!(
+            matches!(err, CodecError::TooLarge { limit: 100, .. }),
+            "{err:?}"
+        );
         assert_eq!(buf, vec![1, 2, 3]);
     }
 
     #[test]
     fn decoding_over_the_limit_is_refused_before_reading() {
         let bytes = encode(&vec![0u8; 200]).unwrap();
-        assert!(matches!(decode::<Vec<u8>>(&bytes, 100), Err(CodecError::TooLarge { .. })));
+        assert!(matches!(
+            decode::<Vec<u8>>(&bytes, 100),
+            Err(CodecError::TooLarge { .. })
+        ));
     }
 
     #[test]
     fn trailing_bytes_are_an_error() {
         let mut bytes = encode(&5u32).unwrap();
         bytes.push(0);
-        assert_eq!(decode::<u32>(&bytes, 64), Err(CodecError::TrailingBytes { trailing: 1 }));
+        assert_eq!(
+            decode::<u32>(&bytes, 64),
+            Err(CodecError::TrailingBytes { trailing: 1 })
+        );
     }
 
     #[test]
@@ -225,11 +243,17 @@ mod tests {
         let mut bytes = vec![0xFD];
         bytes.extend_from_slice(&(u64::MAX / 2).to_le_bytes());
         bytes.extend_from_slice(b"abc");
-        assert!(matches!(decode::<String>(&bytes, 1024), Err(CodecError::Decode(_))));
+        assert!(matches!(
+            decode::<String>(&bytes, 1024),
+            Err(CodecError::Decode(_))
+        ));
         // And one claiming 1 GiB.
         let mut bytes = vec![0xFC];
         bytes.extend_from_slice(&(1u32 << 30).to_le_bytes());
-        assert!(matches!(decode::<String>(&bytes, 1024), Err(CodecError::Decode(_))));
+        assert!(matches!(
+            decode::<String>(&bytes, 1024),
+            Err(CodecError::Decode(_))
+        ));
     }
 
     #[test]

@@ -146,7 +146,10 @@ impl RangeDescriptor {
 
     /// The role of `node` in this range, or `None` if it holds no replica.
     pub fn role_of(&self, node: NodeId) -> Option<ReplicaRole> {
-        self.replicas.iter().find(|r| r.node == node).map(|r| r.role)
+        self.replicas
+            .iter()
+            .find(|r| r.node == node)
+            .map(|r| r.role)
     }
 
     /// The nodes holding voting replicas.
@@ -246,12 +249,18 @@ mod tests {
         let dup = RangeDescriptor::new(
             RangeId::new(1),
             KeyRange::full(),
-            vec![ReplicaDescriptor::voter(n(1)), ReplicaDescriptor::learner(n(1))],
+            vec![
+                ReplicaDescriptor::voter(n(1)),
+                ReplicaDescriptor::learner(n(1)),
+            ],
         );
         assert_eq!(dup.unwrap_err(), DescriptorError::DuplicateReplica(n(1)));
         let mut d = three_voters();
         d.leader_hint = Some(n(3));
-        assert_eq!(d.validate().unwrap_err(), DescriptorError::LeaderNotVoter(n(3)));
+        assert_eq!(
+            d.validate().unwrap_err(),
+            DescriptorError::LeaderNotVoter(n(3))
+        );
     }
 
     #[test]
@@ -274,7 +283,10 @@ mod tests {
         let d = three_voters();
         let (left, mut right) = d.split(b"k", RangeId::new(2)).unwrap();
         right.replicas.pop();
-        assert!(matches!(left.merge(&right), Err(DescriptorError::ReplicasDiffer { .. })));
+        assert!(matches!(
+            left.merge(&right),
+            Err(DescriptorError::ReplicasDiffer { .. })
+        ));
     }
 
     #[test]

@@ -111,7 +111,9 @@ mod tests {
 
     #[test]
     fn response_headers_round_trip_to_results() {
-        assert!(ResponseHeader::ok(CorrelationId::new(1)).into_result().is_ok());
+        assert!(ResponseHeader::ok(CorrelationId::new(1))
+            .into_result()
+            .is_ok());
         let err = ResponseHeader::error(
             CorrelationId::new(2),
             Error::new(ErrorCode::Overloaded, "64 in flight"),

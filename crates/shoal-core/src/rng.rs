@@ -142,9 +142,15 @@ mod tests {
 
     #[test]
     fn same_seed_same_sequence_and_different_seeds_differ() {
-        let a: Vec<u64> = (0..8).scan(DetRng::from_seed(42), |r, _| Some(r.next_u64())).collect();
-        let b: Vec<u64> = (0..8).scan(DetRng::from_seed(42), |r, _| Some(r.next_u64())).collect();
-        let c: Vec<u64> = (0..8).scan(DetRng::from_seed(43), |r, _| Some(r.next_u64())).collect();
+        let a: Vec<u64> = (0..8)
+            .scan(DetRng::from_seed(42), |r, _| Some(r.next_u64()))
+            .collect();
+        let b: Vec<u64> = (0..8)
+            .scan(DetRng::from_seed(42), |r, _| Some(r.next_u64()))
+            .collect();
+        let c: Vec<u64> = (0..8)
+            .scan(DetRng::from_seed(43), |r, _| Some(r.next_u64()))
+            .collect();
         assert_eq!(a, b);
         assert_ne!(a, c);
     }

@@ -195,7 +195,10 @@ mod tests {
     fn instant_arithmetic_saturates_instead_of_wrapping() {
         let t = Instant::from_millis(5);
         assert_eq!(t - Instant::from_millis(7), Duration::ZERO);
-        assert_eq!(Instant::from_nanos(u64::MAX - 1) + Duration::from_secs(1), Instant::from_nanos(u64::MAX));
+        assert_eq!(
+            Instant::from_nanos(u64::MAX - 1) + Duration::from_secs(1),
+            Instant::from_nanos(u64::MAX)
+        );
         assert_eq!(t + Duration::from_millis(2), Instant::from_millis(7));
     }
 

@@ -61,9 +61,17 @@ mod tests {
         let ms = Duration::from_millis;
         assert_eq!(Latency::Fixed(ms(3)).sample(&mut rng), ms(3));
         for _ in 0..1_000 {
-            let u = Latency::Uniform { min: ms(1), max: ms(4) }.sample(&mut rng);
+            let u = Latency::Uniform {
+                min: ms(1),
+                max: ms(4),
+            }
+            .sample(&mut rng);
             assert!(u >= ms(1) && u <= ms(4));
-            let t = Latency::LongTail { min: ms(1), mean_extra: ms(2) }.sample(&mut rng);
+            let t = Latency::LongTail {
+                min: ms(1),
+                mean_extra: ms(2),
+            }
+            .sample(&mut rng);
             assert!(t >= ms(1) && t <= ms(41));
         }
     }

@@ -184,8 +184,14 @@ mod tests {
         let mut net: NetworkModel = NetworkModel::default();
         let mut rng = DetRng::from_seed(1);
         net.partition(&[n(1)], &[n(2), n(3)]);
-        assert_eq!(net.fate(n(1), n(2), &mut rng), Fate::Dropped(DropReason::Partitioned));
-        assert_eq!(net.fate(n(3), n(1), &mut rng), Fate::Dropped(DropReason::Partitioned));
+        assert_eq!(
+            net.fate(n(1), n(2), &mut rng),
+            Fate::Dropped(DropReason::Partitioned)
+        );
+        assert_eq!(
+            net.fate(n(3), n(1), &mut rng),
+            Fate::Dropped(DropReason::Partitioned)
+        );
         assert!(matches!(net.fate(n(2), n(3), &mut rng), Fate::Delivered(_)));
         net.heal();
         net.block_one_way(n(1), n(2));
@@ -220,7 +226,13 @@ mod tests {
         let slow = LinkConfig::reliable(Latency::Fixed(Duration::from_secs(1)));
         net.set_link(n(1), n(2), slow);
         let mut rng = DetRng::from_seed(3);
-        assert_eq!(net.fate(n(1), n(2), &mut rng), Fate::Delivered(Duration::from_secs(1)));
-        assert_ne!(net.fate(n(2), n(1), &mut rng), Fate::Delivered(Duration::from_secs(1)));
+        assert_eq!(
+            net.fate(n(1), n(2), &mut rng),
+            Fate::Delivered(Duration::from_secs(1))
+        );
+        assert_ne!(
+            net.fate(n(2), n(1), &mut rng),
+            Fate::Delivered(Duration::from_secs(1))
+        );
     }
 }

@@ -250,7 +250,10 @@ impl<N: Node> Simulation<N> {
                 held: Vec::new(),
             },
         );
-        assert!(previous.is_none(), "node {id} added to the simulation twice");
+        assert!(
+            previous.is_none(),
+            "node {id} added to the simulation twice"
+        );
         self.start(id);
     }
 
@@ -295,7 +298,8 @@ impl<N: Node> Simulation<N> {
         }
         let mut out = Outputs::default();
         let result = f(&mut slot.node, now, &mut out);
-        self.trace.record(now, TraceKind::Act, id, None, String::new);
+        self.trace
+            .record(now, TraceKind::Act, id, None, String::new);
         self.schedule_outputs(id, out);
         Some(result)
     }
@@ -311,7 +315,8 @@ impl<N: Node> Simulation<N> {
             slot.epoch += 1;
             slot.held.clear();
             slot.node.on_crash();
-            self.trace.record(self.now, TraceKind::Crash, id, None, String::new);
+            self.trace
+                .record(self.now, TraceKind::Crash, id, None, String::new);
         }
     }
 
@@ -331,7 +336,8 @@ impl<N: Node> Simulation<N> {
         if let Some(slot) = self.nodes.get_mut(&id) {
             if slot.status == NodeStatus::Up {
                 slot.status = NodeStatus::Paused;
-                self.trace.record(self.now, TraceKind::Pause, id, None, String::new);
+                self.trace
+                    .record(self.now, TraceKind::Pause, id, None, String::new);
             }
         }
     }
@@ -346,7 +352,8 @@ impl<N: Node> Simulation<N> {
         }
         slot.status = NodeStatus::Up;
         let held = std::mem::take(&mut slot.held);
-        self.trace.record(self.now, TraceKind::Resume, id, None, String::new);
+        self.trace
+            .record(self.now, TraceKind::Resume, id, None, String::new);
         for event in held {
             self.push(self.now, event);
         }
@@ -372,8 +379,13 @@ impl<N: Node> Simulation<N> {
                 match event {
                     Event::Deliver { from, to, .. } => {
                         self.stats.dropped_at_crashed += 1;
-                        self.trace
-                            .record(at, TraceKind::DropAtCrashed, to, Some(from), String::new);
+                        self.trace.record(
+                            at,
+                            TraceKind::DropAtCrashed,
+                            to,
+                            Some(from),
+                            String::new,
+                        );
                     }
                     Event::Timer { .. } => self.stats.timers_discarded += 1,
                 }
@@ -386,7 +398,8 @@ impl<N: Node> Simulation<N> {
             Event::Deliver { from, to, message } => {
                 self.stats.delivered += 1;
                 let detail = || format!("{message:?}");
-                self.trace.record(at, TraceKind::Deliver, to, Some(from), detail);
+                self.trace
+                    .record(at, TraceKind::Deliver, to, Some(from), detail);
                 slot.node.on_message(at, from, message, &mut out);
             }
             Event::Timer { node, epoch, timer } => {
@@ -463,7 +476,8 @@ impl<N: Node> Simulation<N> {
         };
         let mut out = Outputs::default();
         slot.node.on_start(now, &mut out);
-        self.trace.record(now, TraceKind::Start, id, None, String::new);
+        self.trace
+            .record(now, TraceKind::Start, id, None, String::new);
         self.schedule_outputs(id, out);
     }
 
@@ -485,7 +499,8 @@ impl<N: Node> Simulation<N> {
                 Fate::Dropped(reason) => {
                     self.stats.dropped += 1;
                     let detail = || format!("{reason:?} {message:?}");
-                    self.trace.record(self.now, TraceKind::Drop, to, Some(from), detail);
+                    self.trace
+                        .record(self.now, TraceKind::Drop, to, Some(from), detail);
                 }
                 Fate::Delivered(delay) => {
                     self.push(self.now + delay, Event::Deliver { from, to, message });

@@ -1,9 +1,7 @@
 //! The simulator's promises: determinism by seed, and faithful faults.
 
 use shoal_core::{DetRng, Instant, NodeId, Rng};
-use shoal_sim::{
-    Latency, LinkConfig, Node, NodeStatus, Outputs, SimConfig, Simulation, TraceKind,
-};
+use shoal_sim::{Latency, LinkConfig, Node, NodeStatus, Outputs, SimConfig, Simulation, TraceKind};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -13,7 +11,6 @@ const ROUND: Duration = Duration::from_millis(10);
 /// a per-sender sequence number so receivers can see reordering and duplication.
 #[derive(Debug)]
 struct Gossip {
-    me: NodeId,
     peers: Vec<NodeId>,
     rng: DetRng,
     /// Survives crashes (as if on disk).
@@ -37,7 +34,6 @@ struct Msg {
 impl Gossip {
     fn new(me: u64, n: u64, rng: DetRng) -> Self {
         Self {
-            me: NodeId::new(me),
             peers: (0..n).filter(|&p| p != me).map(NodeId::new).collect(),
             rng,
             durable: BTreeSet::from([me]),
@@ -138,7 +134,11 @@ fn faulty_run(seed: u64) -> (Vec<String>, u64) {
 fn one_seed_replays_the_identical_trace() {
     let (a, digest_a) = faulty_run(7);
     let (b, digest_b) = faulty_run(7);
-    assert!(a.len() > 100, "the run should do real work, did {} events", a.len());
+    assert!(
+        a.len() > 100,
+        "the run should do real work, did {} events",
+        a.len()
+    );
     assert_eq!(a, b);
     assert_eq!(digest_a, digest_b);
 }
@@ -194,7 +194,10 @@ fn crashed_nodes_lose_messages_timers_and_volatile_state_but_keep_durable_state(
     .unwrap();
     assert_eq!(sim.node(victim).unwrap().received, received_before);
     assert!(sim.stats().dropped_at_crashed > 0);
-    assert!(sim.act(victim, |_, _, _| ()).is_none(), "acting on a crashed node");
+    assert!(
+        sim.act(victim, |_, _, _| ()).is_none(),
+        "acting on a crashed node"
+    );
 
     sim.restart(victim);
     let node = sim.node(victim).unwrap();
@@ -223,7 +226,10 @@ fn paused_nodes_receive_everything_on_resume() {
 #[test]
 fn partitions_stop_traffic_both_ways_until_healed() {
     let mut sim = cluster(5, 4, SimConfig::default());
-    let (left, right) = ([NodeId::new(0), NodeId::new(1)], [NodeId::new(2), NodeId::new(3)]);
+    let (left, right) = (
+        [NodeId::new(0), NodeId::new(1)],
+        [NodeId::new(2), NodeId::new(3)],
+    );
     sim.network_mut().partition(&left, &right);
     sim.run_for(Duration::from_secs(2), |_| Ok(())).unwrap();
     for id in left {
@@ -242,7 +248,8 @@ fn partitions_stop_traffic_both_ways_until_healed() {
 #[test]
 fn one_way_partition_lets_the_other_direction_through() {
     let mut sim = cluster(6, 2, SimConfig::default());
-    sim.network_mut().block_one_way(NodeId::new(0), NodeId::new(1));
+    sim.network_mut()
+        .block_one_way(NodeId::new(0), NodeId::new(1));
     sim.run_for(Duration::from_secs(1), |_| Ok(())).unwrap();
     assert_eq!(sim.node(NodeId::new(1)).unwrap().received, 0);
     assert!(sim.node(NodeId::new(0)).unwrap().received > 50);
@@ -284,7 +291,9 @@ fn the_step_limit_stops_a_runaway_run() {
         ..SimConfig::default()
     };
     let mut sim = cluster(1, 3, config);
-    let err = sim.run_for(Duration::from_secs(60), |_| Ok(())).unwrap_err();
+    let err = sim
+        .run_for(Duration::from_secs(60), |_| Ok(()))
+        .unwrap_err();
     assert!(err.message.contains("step limit"), "{err}");
 }
 
@@ -306,8 +315,16 @@ fn the_trace_records_each_kind_of_event() {
     sim.crash(NodeId::new(0));
     sim.run_for(Duration::from_millis(100), |_| Ok(())).unwrap();
     let lines = sim.trace().lines().unwrap();
-    for kind in [TraceKind::Start, TraceKind::Deliver, TraceKind::Timer, TraceKind::Crash] {
+    for kind in [
+        TraceKind::Start,
+        TraceKind::Deliver,
+        TraceKind::Timer,
+        TraceKind::Crash,
+    ] {
         let name = format!(" {kind:?} ");
-        assert!(lines.iter().any(|l| l.contains(&name)), "no {kind:?} in trace");
+        assert!(
+            lines.iter().any(|l| l.contains(&name)),
+            "no {kind:?} in trace"
+        );
     }
 }

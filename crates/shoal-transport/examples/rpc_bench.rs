@@ -48,7 +48,9 @@ fn options() -> Options {
             "--round-trips" => {
                 options.round_trips = args.next().and_then(|v| v.parse().ok()).unwrap_or(20_000)
             }
-            "--seconds" => options.seconds = args.next().and_then(|v| v.parse().ok()).unwrap_or(3.0),
+            "--seconds" => {
+                options.seconds = args.next().and_then(|v| v.parse().ok()).unwrap_or(3.0)
+            }
             other => eprintln!("ignoring unknown argument {other:?}"),
         }
     }

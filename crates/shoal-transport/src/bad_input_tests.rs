@@ -71,7 +71,10 @@ async fn raw_connection(addr: SocketAddr) -> TcpStream {
         node: NodeId::new(99),
         listen_addr: None,
     };
-    stream.write_all(&hello_frame(PROTOCOL_VERSION, &hello)).await.unwrap();
+    stream
+        .write_all(&hello_frame(PROTOCOL_VERSION, &hello))
+        .await
+        .unwrap();
     let reply = read_frame(&mut stream, 1024, LONG).await.unwrap().unwrap();
     assert_eq!(&reply[..4], b"SHOL");
     stream
@@ -89,7 +92,10 @@ fn request(id: u64, method: MethodId, version: u16, body: &[u8]) -> Vec<u8> {
 }
 
 async fn read_response(stream: &mut TcpStream) -> (ResponseHeader, Vec<u8>) {
-    let payload = read_frame(stream, 1 << 20, LONG).await.unwrap().expect("a response");
+    let payload = read_frame(stream, 1 << 20, LONG)
+        .await
+        .unwrap()
+        .expect("a response");
     match wire::parse(&payload).unwrap() {
         Incoming::Response(header, body) => (header, body.to_vec()),
         other => panic!("expected a response, got {other:?}"),
@@ -143,11 +149,19 @@ async fn a_length_prefix_over_the_cap_closes_only_that_connection() {
 async fn a_truncated_frame_closes_only_that_connection() {
     let server = server(Arc::new(tokio::sync::Semaphore::new(0))).await;
     let mut bad = raw_connection(server.local_addr()).await;
-    let frame = request(1, Echo::METHOD, PROTOCOL_VERSION, &codec::encode(&vec![1u8; 50]).unwrap());
+    let frame = request(
+        1,
+        Echo::METHOD,
+        PROTOCOL_VERSION,
+        &codec::encode(&vec![1u8; 50]).unwrap(),
+    );
     bad.write_all(&frame[..frame.len() - 10]).await.unwrap();
     bad.shutdown().await.unwrap();
     expect_closed(&mut bad).await;
-    eventually("truncation counted", || server.stats().snapshot().truncated_frames == 1).await;
+    eventually("truncation counted", || {
+        server.stats().snapshot().truncated_frames == 1
+    })
+    .await;
     still_serves(server.local_addr()).await;
     server.shutdown().await;
 }
@@ -171,9 +185,14 @@ async fn garbage_after_the_handshake_closes_the_connection() {
 async fn garbage_instead_of_a_handshake_is_refused() {
     let server = server(Arc::new(tokio::sync::Semaphore::new(0))).await;
     let mut bad = TcpStream::connect(server.local_addr()).await.unwrap();
-    bad.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    bad.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     expect_closed(&mut bad).await;
-    eventually("refusal counted", || server.stats().snapshot().handshake_failures == 1).await;
+    eventually("refusal counted", || {
+        server.stats().snapshot().handshake_failures == 1
+    })
+    .await;
     still_serves(server.local_addr()).await;
     eventually("connections released", || server.open_connections() == 0).await;
     server.shutdown().await;
@@ -183,12 +202,18 @@ async fn garbage_instead_of_a_handshake_is_refused() {
 async fn an_undecodable_request_body_gets_a_corrupt_message_error_and_the_connection_lives() {
     let server = server(Arc::new(tokio::sync::Semaphore::new(0))).await;
     let mut stream = raw_connection(server.local_addr()).await;
-    stream.write_all(&request(5, Echo::METHOD, PROTOCOL_VERSION, &[0xff, 0xff])).await.unwrap();
+    stream
+        .write_all(&request(5, Echo::METHOD, PROTOCOL_VERSION, &[0xff, 0xff]))
+        .await
+        .unwrap();
     let (header, _) = read_response(&mut stream).await;
     assert_eq!(header.correlation_id, CorrelationId::new(5));
     assert_eq!(header.code, Some(ErrorCode::CorruptMessage));
     let body = codec::encode(&b"fine".to_vec()).unwrap();
-    stream.write_all(&request(6, Echo::METHOD, PROTOCOL_VERSION, &body)).await.unwrap();
+    stream
+        .write_all(&request(6, Echo::METHOD, PROTOCOL_VERSION, &body))
+        .await
+        .unwrap();
     let (header, body) = read_response(&mut stream).await;
     assert_eq!(header.code, None);
     assert_eq!(codec::decode::<Vec<u8>>(&body, 64).unwrap(), b"fine");
@@ -203,7 +228,10 @@ async fn a_client_on_another_version_is_refused_at_the_handshake() {
         node: NodeId::new(9),
         listen_addr: None,
     };
-    stream.write_all(&hello_frame(PROTOCOL_VERSION + 1, &hello)).await.unwrap();
+    stream
+        .write_all(&hello_frame(PROTOCOL_VERSION + 1, &hello))
+        .await
+        .unwrap();
     let reply = read_frame(&mut stream, 1024, LONG).await.unwrap().unwrap();
     assert_eq!(&reply[..4], b"SHOL");
     assert_eq!(u16::from_be_bytes([reply[4], reply[5]]), PROTOCOL_VERSION);
@@ -217,7 +245,10 @@ async fn a_request_header_of_another_version_gets_unsupported_version() {
     let server = server(Arc::new(tokio::sync::Semaphore::new(0))).await;
     let mut stream = raw_connection(server.local_addr()).await;
     let body = codec::encode(&b"x".to_vec()).unwrap();
-    stream.write_all(&request(3, Echo::METHOD, PROTOCOL_VERSION + 7, &body)).await.unwrap();
+    stream
+        .write_all(&request(3, Echo::METHOD, PROTOCOL_VERSION + 7, &body))
+        .await
+        .unwrap();
     let (header, _) = read_response(&mut stream).await;
     assert_eq!(
         header.code,
@@ -262,7 +293,10 @@ async fn a_response_with_an_unknown_correlation_id_is_dropped_and_counted() {
         let (mut stream, _) = listener.accept().await.unwrap();
         let result = crate::handshake::server_handshake(&mut stream, NodeId::new(1), LONG).await;
         result.unwrap();
-        let payload = read_frame(&mut stream, 1 << 20, LONG).await.unwrap().unwrap();
+        let payload = read_frame(&mut stream, 1 << 20, LONG)
+            .await
+            .unwrap()
+            .unwrap();
         let Incoming::Request(header, body) = wire::parse(&payload).unwrap() else {
             panic!("expected a request");
         };
@@ -369,7 +403,11 @@ async fn a_client_over_its_in_flight_bound_waits_then_times_out() {
         .await
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::Timeout, "{err}");
-    assert_eq!(server.stats().snapshot().overloaded_rejections, 0, "the client held back");
+    assert_eq!(
+        server.stats().snapshot().overloaded_rejections,
+        0,
+        "the client held back"
+    );
     release.add_permits(4);
     for call in held {
         call.await.unwrap().unwrap();

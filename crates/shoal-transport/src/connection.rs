@@ -85,7 +85,8 @@ impl Drop for Connection {
     fn drop(&mut self) {
         self.reader.abort();
         self.frames.close();
-        self.pending.fail_all(&Error::new(ErrorCode::Unavailable, "connection closed"));
+        self.pending
+            .fail_all(&Error::new(ErrorCode::Unavailable, "connection closed"));
     }
 }
 
@@ -112,7 +113,10 @@ impl Connection {
                 bump(&stats.connect_failures);
                 return Err(Error::new(
                     ErrorCode::Unavailable,
-                    format!("connect to {peer} timed out after {:?}", config.connect_timeout),
+                    format!(
+                        "connect to {peer} timed out after {:?}",
+                        config.connect_timeout
+                    ),
                 ));
             }
         };
@@ -264,8 +268,7 @@ struct ReaderState {
 /// Reads responses until the connection ends, handing each to its waiting caller.
 async fn read_responses(mut s: ReaderState) {
     let reason = loop {
-        let payload = match read_frame(&mut s.read_half, s.max_frame_bytes, s.stall_timeout).await
-        {
+        let payload = match read_frame(&mut s.read_half, s.max_frame_bytes, s.stall_timeout).await {
             Ok(Some(payload)) => payload,
             Ok(None) => break "closed by peer".to_string(),
             Err(e) => {
@@ -303,7 +306,10 @@ async fn read_responses(mut s: ReaderState) {
     };
     tracing::debug!(peer = %s.peer, %reason, "client connection ended");
     s.retired.store(true, Ordering::Release);
-    let error = Error::new(ErrorCode::Unavailable, format!("connection to {} lost: {reason}", s.peer));
+    let error = Error::new(
+        ErrorCode::Unavailable,
+        format!("connection to {} lost: {reason}", s.peer),
+    );
     s.pending.fail_all(&error);
 }
 

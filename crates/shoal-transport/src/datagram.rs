@@ -106,7 +106,10 @@ fn decode(packet: &[u8]) -> Option<(NodeId, &[u8])> {
     }
     let mut node = [0u8; 8];
     node.copy_from_slice(&packet[4..DATAGRAM_HEADER_BYTES]);
-    Some((NodeId::new(u64::from_be_bytes(node)), &packet[DATAGRAM_HEADER_BYTES..]))
+    Some((
+        NodeId::new(u64::from_be_bytes(node)),
+        &packet[DATAGRAM_HEADER_BYTES..],
+    ))
 }
 
 #[async_trait]
@@ -127,7 +130,10 @@ impl DatagramTransport for UdpTransport {
             }
         }
         self.socket.send_to(&packet, to).await.map_err(|e| {
-            Error::new(ErrorCode::Unavailable, format!("datagram to {to} failed: {e}"))
+            Error::new(
+                ErrorCode::Unavailable,
+                format!("datagram to {to} failed: {e}"),
+            )
         })?;
         Ok(())
     }
@@ -142,7 +148,10 @@ impl DatagramTransport for UdpTransport {
                 // here; it says nothing about this socket, so keep receiving.
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => continue,
                 Err(e) => {
-                    return Err(Error::new(ErrorCode::Unavailable, format!("udp receive failed: {e}")))
+                    return Err(Error::new(
+                        ErrorCode::Unavailable,
+                        format!("udp receive failed: {e}"),
+                    ))
                 }
             };
             if len > self.max_datagram_bytes {

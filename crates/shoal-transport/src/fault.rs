@@ -177,7 +177,11 @@ mod tests {
     fn rules_apply_per_direction() {
         let filter = FaultFilter::new();
         filter.add_rule(addr(1), Direction::Outbound, FaultAction::Drop);
-        filter.add_rule(addr(2), Direction::Both, FaultAction::Delay(Duration::from_millis(5)));
+        filter.add_rule(
+            addr(2),
+            Direction::Both,
+            FaultAction::Delay(Duration::from_millis(5)),
+        );
         assert_eq!(filter.check(addr(1), Direction::Outbound), Verdict::Drop);
         assert_eq!(filter.check(addr(1), Direction::Inbound), Verdict::Pass);
         assert_eq!(

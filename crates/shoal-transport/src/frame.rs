@@ -107,17 +107,31 @@ mod tests {
         bytes.extend(framed(b"world"));
         let mut reader = bytes.as_slice();
         let stall = Duration::from_secs(1);
-        assert_eq!(read_frame(&mut reader, 1024, stall).await.unwrap().unwrap(), b"hello");
-        assert_eq!(read_frame(&mut reader, 1024, stall).await.unwrap().unwrap(), b"");
-        assert_eq!(read_frame(&mut reader, 1024, stall).await.unwrap().unwrap(), b"world");
-        assert!(read_frame(&mut reader, 1024, stall).await.unwrap().is_none());
+        assert_eq!(
+            read_frame(&mut reader, 1024, stall).await.unwrap().unwrap(),
+            b"hello"
+        );
+        assert_eq!(
+            read_frame(&mut reader, 1024, stall).await.unwrap().unwrap(),
+            b""
+        );
+        assert_eq!(
+            read_frame(&mut reader, 1024, stall).await.unwrap().unwrap(),
+            b"world"
+        );
+        assert!(read_frame(&mut reader, 1024, stall)
+            .await
+            .unwrap()
+            .is_none());
     }
 
     #[tokio::test]
     async fn an_oversized_length_is_refused_before_allocating() {
         let bytes = u32::MAX.to_be_bytes();
         let mut reader = &bytes[..];
-        let err = read_frame(&mut reader, 1024, Duration::from_secs(1)).await.unwrap_err();
+        let err = read_frame(&mut reader, 1024, Duration::from_secs(1))
+            .await
+            .unwrap_err();
         assert!(matches!(err, FrameError::TooLarge { len, max: 1024 } if len == u32::MAX as usize));
     }
 
@@ -126,18 +140,26 @@ mod tests {
         let mut bytes = framed(b"hello");
         bytes.truncate(6);
         let mut reader = bytes.as_slice();
-        let err = read_frame(&mut reader, 1024, Duration::from_secs(1)).await.unwrap_err();
+        let err = read_frame(&mut reader, 1024, Duration::from_secs(1))
+            .await
+            .unwrap_err();
         assert!(matches!(err, FrameError::Truncated), "{err:?}");
         let mut reader = &[0u8, 0][..];
-        let err = read_frame(&mut reader, 1024, Duration::from_secs(1)).await.unwrap_err();
+        let err = read_frame(&mut reader, 1024, Duration::from_secs(1))
+            .await
+            .unwrap_err();
         assert!(matches!(err, FrameError::Truncated), "{err:?}");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_stalled_frame_times_out() {
         let (mut client, mut server) = tokio::io::duplex(64);
-        tokio::io::AsyncWriteExt::write_all(&mut client, &[0, 0, 0, 10, 1, 2]).await.unwrap();
-        let err = read_frame(&mut server, 1024, Duration::from_secs(3)).await.unwrap_err();
+        tokio::io::AsyncWriteExt::write_all(&mut client, &[0, 0, 0, 10, 1, 2])
+            .await
+            .unwrap();
+        let err = read_frame(&mut server, 1024, Duration::from_secs(3))
+            .await
+            .unwrap_err();
         assert!(matches!(err, FrameError::Stalled(_)), "{err:?}");
         drop(client);
     }

@@ -43,16 +43,26 @@ pub(crate) async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     timeout: Duration,
 ) -> Result<HelloAck, Error> {
     let exchange = async {
-        stream.write_all(&hello_frame(PROTOCOL_VERSION, hello)).await?;
+        stream
+            .write_all(&hello_frame(PROTOCOL_VERSION, hello))
+            .await?;
         read_frame(stream, MAX_HANDSHAKE_BYTES, timeout)
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))
     };
     let reply = match tokio::time::timeout(timeout, exchange).await {
         Err(_) => return Err(Error::new(ErrorCode::Timeout, "handshake timed out")),
-        Ok(Err(e)) => return Err(Error::new(ErrorCode::Unavailable, format!("handshake failed: {e}"))),
+        Ok(Err(e)) => {
+            return Err(Error::new(
+                ErrorCode::Unavailable,
+                format!("handshake failed: {e}"),
+            ))
+        }
         Ok(Ok(None)) => {
-            return Err(Error::new(ErrorCode::Unavailable, "peer closed during handshake"))
+            return Err(Error::new(
+                ErrorCode::Unavailable,
+                "peer closed during handshake",
+            ))
         }
         Ok(Ok(Some(reply))) => reply,
     };
@@ -66,7 +76,10 @@ pub(crate) async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
             ErrorCode::UnsupportedVersion { supported: version },
             format!("peer speaks protocol v{version}, this node v{PROTOCOL_VERSION}"),
         )),
-        _ => Err(Error::new(ErrorCode::CorruptMessage, "malformed handshake reply")),
+        _ => Err(Error::new(
+            ErrorCode::CorruptMessage,
+            "malformed handshake reply",
+        )),
     }
 }
 
@@ -97,8 +110,8 @@ pub(crate) async fn server_handshake<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(Ok(None)) => return Err(HandshakeError::Closed),
         Ok(Ok(Some(frame))) => frame,
     };
-    let (version, rest) = split_prefix(&frame)
-        .ok_or_else(|| HandshakeError::Malformed("bad magic".into()))?;
+    let (version, rest) =
+        split_prefix(&frame).ok_or_else(|| HandshakeError::Malformed("bad magic".into()))?;
     if version != PROTOCOL_VERSION {
         let reply = reply_frame(STATUS_VERSION_REFUSED, None);
         // Best effort: the client is refused either way.
@@ -145,7 +158,10 @@ fn split_prefix(frame: &[u8]) -> Option<(u16, &[u8])> {
     if frame.len() < PREFIX_BYTES || frame[..4] != MAGIC {
         return None;
     }
-    Some((u16::from_be_bytes([frame[4], frame[5]]), &frame[PREFIX_BYTES..]))
+    Some((
+        u16::from_be_bytes([frame[4], frame[5]]),
+        &frame[PREFIX_BYTES..],
+    ))
 }
 
 #[cfg(test)]
@@ -174,11 +190,15 @@ mod tests {
         let (mut a, mut b) = tokio::io::duplex(1024);
         let t = Duration::from_secs(5);
         let server = tokio::spawn(async move { server_handshake(&mut b, NodeId::new(2), t).await });
-        a.write_all(&hello_frame(PROTOCOL_VERSION + 1, &hello())).await.unwrap();
+        a.write_all(&hello_frame(PROTOCOL_VERSION + 1, &hello()))
+            .await
+            .unwrap();
         let reply = read_frame(&mut a, 1024, t).await.unwrap().unwrap();
         assert_eq!(split_prefix(&reply).unwrap().0, PROTOCOL_VERSION);
         assert_eq!(reply[PREFIX_BYTES], STATUS_VERSION_REFUSED);
-        assert!(matches!(server.await.unwrap(), Err(HandshakeError::Version(v)) if v == PROTOCOL_VERSION + 1));
+        assert!(
+            matches!(server.await.unwrap(), Err(HandshakeError::Version(v)) if v == PROTOCOL_VERSION + 1)
+        );
     }
 
     #[tokio::test]
@@ -187,6 +207,9 @@ mod tests {
         let t = Duration::from_secs(5);
         let server = tokio::spawn(async move { server_handshake(&mut b, NodeId::new(2), t).await });
         a.write_all(b"\x00\x00\x00\x08GET / HT").await.unwrap();
-        assert!(matches!(server.await.unwrap(), Err(HandshakeError::Malformed(_))));
+        assert!(matches!(
+            server.await.unwrap(),
+            Err(HandshakeError::Malformed(_))
+        ));
     }
 }

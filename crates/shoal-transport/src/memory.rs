@@ -187,7 +187,10 @@ impl DatagramTransport for MemoryEndpoint {
         if payload.len() > max {
             return Err(Error::new(
                 ErrorCode::TooLarge,
-                format!("datagram payload of {} bytes is over the {max}-byte cap", payload.len()),
+                format!(
+                    "datagram payload of {} bytes is over the {max}-byte cap",
+                    payload.len()
+                ),
             ));
         }
         let delays = match self.net.fate(self.addr, to) {
@@ -195,7 +198,13 @@ impl DatagramTransport for MemoryEndpoint {
             Fate::Delivered(d) => vec![d],
             Fate::Duplicated(a, b) => vec![a, b],
         };
-        let Some(queue) = self.net.state().endpoints.get(&to).map(|e| e.datagrams.clone()) else {
+        let Some(queue) = self
+            .net
+            .state()
+            .endpoints
+            .get(&to)
+            .map(|e| e.datagrams.clone())
+        else {
             return Ok(());
         };
         for delay in delays {

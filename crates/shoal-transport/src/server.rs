@@ -7,8 +7,8 @@
 
 use crate::config::TransportConfig;
 use crate::connection::READ_BUFFER_BYTES;
-use crate::fault::{Direction, FaultFilter, Verdict};
 use crate::error::TransportError;
+use crate::fault::{Direction, FaultFilter, Verdict};
 use crate::frame::read_frame;
 use crate::handshake::server_handshake;
 use crate::service::{BoxFuture, RequestContext, Router};
@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 use std::time::Duration;
 use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
@@ -88,7 +88,12 @@ impl RpcServer {
             fault: fault.clone(),
             open_connections: AtomicUsize::new(0),
         });
-        let accept = tokio::spawn(accept_loop(listener, Arc::clone(&shared), shutdown_rx, drained_tx));
+        let accept = tokio::spawn(accept_loop(
+            listener,
+            Arc::clone(&shared),
+            shutdown_rx,
+            drained_tx,
+        ));
         tracing::debug!(%local_addr, %node, "rpc server listening");
         Ok(RpcServer {
             local_addr,
@@ -329,7 +334,10 @@ impl ConnectionContext {
                 Ok(result) => result,
                 Err(_) => {
                     bump(&shared.stats.handler_timeouts);
-                    Err(Error::new(ErrorCode::Timeout, format!("handler exceeded {timeout:?}")))
+                    Err(Error::new(
+                        ErrorCode::Timeout,
+                        format!("handler exceeded {timeout:?}"),
+                    ))
                 }
             };
             let frame = wire::finish_response(id, result, shared.config.max_frame_bytes);
@@ -356,7 +364,7 @@ fn send_or_count(frames: &FrameSink, stats: &TransportStats, frame: &[u8]) {
 /// own task, whose first poll registers a real waker (futures re-register on every poll).
 fn run_inline_or_spawn(mut job: BoxFuture<()>) {
     let mut cx = Context::from_waker(Waker::noop());
-    if let Poll::Pending = Pin::as_mut(&mut job).poll(&mut cx) {
+    if Pin::as_mut(&mut job).poll(&mut cx).is_pending() {
         tokio::spawn(job);
     }
 }

@@ -189,9 +189,14 @@ mod tests {
     #[tokio::test]
     async fn dispatch_decodes_runs_and_encodes() {
         let mut router = Router::new();
-        router.register::<Add, _, _>(|_, (a, b)| async move { Ok(a + b) }).unwrap();
+        router
+            .register::<Add, _, _>(|_, (a, b)| async move { Ok(a + b) })
+            .unwrap();
         let body = codec::encode(&(2u32, 3u32)).unwrap();
-        let out = router.dispatch(ctx(), Add::METHOD, &body, vec![9]).await.unwrap();
+        let out = router
+            .dispatch(ctx(), Add::METHOD, &body, vec![9])
+            .await
+            .unwrap();
         assert_eq!(out[0], 9, "the prefix is kept");
         assert_eq!(codec::decode::<u32>(&out[1..], 64).unwrap(), 5);
     }
@@ -199,18 +204,30 @@ mod tests {
     #[tokio::test]
     async fn bad_bodies_and_unknown_methods_are_errors() {
         let mut router = Router::new();
-        router.register::<Add, _, _>(|_, (a, b)| async move { Ok(a + b) }).unwrap();
-        let err = router.dispatch(ctx(), Add::METHOD, &[0xff], Vec::new()).await.unwrap_err();
+        router
+            .register::<Add, _, _>(|_, (a, b)| async move { Ok(a + b) })
+            .unwrap();
+        let err = router
+            .dispatch(ctx(), Add::METHOD, &[0xff], Vec::new())
+            .await
+            .unwrap_err();
         assert_eq!(err.code, ErrorCode::CorruptMessage);
-        let err = router.dispatch(ctx(), MethodId::of("nope"), &[], Vec::new()).await.unwrap_err();
+        let err = router
+            .dispatch(ctx(), MethodId::of("nope"), &[], Vec::new())
+            .await
+            .unwrap_err();
         assert_eq!(err.code, ErrorCode::UnknownMethod);
     }
 
     #[test]
     fn clashing_names_are_refused() {
         let mut router = Router::new();
-        router.register::<Add, _, _>(|_, (a, b)| async move { Ok(a + b) }).unwrap();
-        let err = router.register::<AddAgain, _, _>(|_, x| async move { Ok(x) }).unwrap_err();
+        router
+            .register::<Add, _, _>(|_, (a, b)| async move { Ok(a + b) })
+            .unwrap();
+        let err = router
+            .register::<AddAgain, _, _>(|_, x| async move { Ok(x) })
+            .unwrap_err();
         assert!(matches!(err, RegisterError::Clash { .. }));
     }
 }

@@ -163,8 +163,13 @@ mod tests {
         let mut ok = response_prefix(CorrelationId::new(9));
         ok.extend_from_slice(b"xyz");
         let ok = finish_response(CorrelationId::new(9), Ok(ok), 1024);
-        assert!(matches!(parse(&ok[4..]).unwrap(), Incoming::Response(h, b"xyz") if h.code.is_none()));
-        assert!(matches!(parse(&goaway_frame()[4..]).unwrap(), Incoming::GoAway));
+        assert!(
+            matches!(parse(&ok[4..]).unwrap(), Incoming::Response(h, b"xyz") if h.code.is_none())
+        );
+        assert!(matches!(
+            parse(&goaway_frame()[4..]).unwrap(),
+            Incoming::GoAway
+        ));
     }
 
     #[test]
@@ -188,7 +193,10 @@ mod tests {
 
     #[test]
     fn long_error_messages_are_shortened() {
-        let frame = error_frame(CorrelationId::new(1), Error::new(ErrorCode::Internal, "é".repeat(5000)));
+        let frame = error_frame(
+            CorrelationId::new(1),
+            Error::new(ErrorCode::Internal, "é".repeat(5000)),
+        );
         assert!(frame.len() < 4200);
     }
 }

@@ -2,8 +2,7 @@
 
 use shoal_core::{ErrorCode, NodeId, PROTOCOL_VERSION};
 use shoal_transport::{
-    DatagramTransport, Direction, FaultAction, TransportConfig, UdpTransport,
-    DATAGRAM_HEADER_BYTES,
+    DatagramTransport, Direction, FaultAction, TransportConfig, UdpTransport, DATAGRAM_HEADER_BYTES,
 };
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -12,11 +11,15 @@ const LONG: Duration = Duration::from_secs(30);
 
 async fn socket(id: u64) -> UdpTransport {
     let addr = SocketAddr::from(([127, 0, 0, 1], 0));
-    UdpTransport::bind(addr, NodeId::new(id), &TransportConfig::local()).await.unwrap()
+    UdpTransport::bind(addr, NodeId::new(id), &TransportConfig::local())
+        .await
+        .unwrap()
 }
 
 async fn recv(t: &UdpTransport) -> shoal_transport::Datagram {
-    tokio::time::timeout(LONG, t.recv()).await.expect("a datagram arrives")
+    tokio::time::timeout(LONG, t.recv())
+        .await
+        .expect("a datagram arrives")
         .unwrap()
 }
 
@@ -34,9 +37,14 @@ async fn datagrams_carry_their_source() {
 async fn payloads_over_the_cap_are_refused() {
     let (a, b) = (socket(1).await, socket(2).await);
     assert_eq!(a.max_payload(), 1400 - DATAGRAM_HEADER_BYTES);
-    let err = a.send_to(b.local_addr(), &vec![0u8; a.max_payload() + 1]).await.unwrap_err();
+    let err = a
+        .send_to(b.local_addr(), &vec![0u8; a.max_payload() + 1])
+        .await
+        .unwrap_err();
     assert_eq!(err.code, ErrorCode::TooLarge);
-    a.send_to(b.local_addr(), &vec![7u8; a.max_payload()]).await.unwrap();
+    a.send_to(b.local_addr(), &vec![7u8; a.max_payload()])
+        .await
+        .unwrap();
     assert_eq!(recv(&b).await.payload.len(), a.max_payload());
 }
 
@@ -68,7 +76,8 @@ async fn malformed_wrong_version_and_oversized_packets_are_dropped_and_counted()
 #[tokio::test]
 async fn a_one_way_fault_blocks_only_one_direction() {
     let (a, b) = (socket(1).await, socket(2).await);
-    a.fault_filter().add_rule(b.local_addr(), Direction::Outbound, FaultAction::Drop);
+    a.fault_filter()
+        .add_rule(b.local_addr(), Direction::Outbound, FaultAction::Drop);
     a.send_to(b.local_addr(), b"lost").await.unwrap();
     b.send_to(a.local_addr(), b"arrives").await.unwrap();
     assert_eq!(recv(&a).await.payload, b"arrives");

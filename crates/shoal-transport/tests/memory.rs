@@ -2,9 +2,7 @@
 
 use shoal_core::{ErrorCode, NodeId};
 use shoal_sim::{Latency, LinkConfig};
-use shoal_transport::{
-    DatagramTransport, MemoryNetwork, Router, Rpc, RpcTransportExt,
-};
+use shoal_transport::{DatagramTransport, MemoryNetwork, Router, Rpc, RpcTransportExt};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -21,7 +19,9 @@ fn addr(i: u8) -> SocketAddr {
 
 fn echo_router() -> Router {
     let mut router = Router::new();
-    router.register::<Echo, _, _>(|_, x| async move { Ok(x) }).unwrap();
+    router
+        .register::<Echo, _, _>(|_, x| async move { Ok(x) })
+        .unwrap();
     router
 }
 
@@ -42,7 +42,10 @@ async fn calls_cross_the_simulated_network_with_its_latency() {
     let started = tokio::time::Instant::now();
     assert_eq!(a.call::<Echo>(addr(2), &41, TIMEOUT).await.unwrap(), 41);
     let rtt = started.elapsed();
-    assert!(rtt >= Duration::from_millis(2) && rtt <= Duration::from_millis(10), "{rtt:?}");
+    assert!(
+        rtt >= Duration::from_millis(2) && rtt <= Duration::from_millis(10),
+        "{rtt:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -69,10 +72,7 @@ async fn a_removed_endpoint_is_unavailable() {
 
 #[tokio::test(start_paused = true)]
 async fn datagrams_are_lost_at_the_links_rate() {
-    let lossy = LinkConfig {
-        loss: 0.3,
-        ..lan()
-    };
+    let lossy = LinkConfig { loss: 0.3, ..lan() };
     let net = MemoryNetwork::new(4, lossy);
     let a = net.endpoint(addr(1), NodeId::new(1), Router::new());
     let b = net.endpoint(addr(2), NodeId::new(2), Router::new());
@@ -85,7 +85,10 @@ async fn datagrams_are_lost_at_the_links_rate() {
         assert_eq!(d.source, NodeId::new(1));
         received += 1;
     }
-    assert!((600..800).contains(&received), "received {received} of 1000");
+    assert!(
+        (600..800).contains(&received),
+        "received {received} of 1000"
+    );
     let err = a.send_to(addr(2), &vec![0; 2000]).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::TooLarge);
 }

@@ -51,7 +51,10 @@ fn router() -> Router {
         })
         .unwrap()
         .register::<Fail, _, _>(|_, ()| async move {
-            Err(Error::new(ErrorCode::NotEnoughReplicas, "only 1 of 3 alive"))
+            Err(Error::new(
+                ErrorCode::NotEnoughReplicas,
+                "only 1 of 3 alive",
+            ))
         })
         .unwrap();
     router
@@ -75,9 +78,15 @@ fn client() -> RpcClient {
 async fn calls_round_trip_and_report_the_peer() {
     let server = server().await;
     let client = client();
-    let reply = client.call::<Echo>(server.local_addr(), &b"ping".to_vec()).await.unwrap();
+    let reply = client
+        .call::<Echo>(server.local_addr(), &b"ping".to_vec())
+        .await
+        .unwrap();
     assert_eq!(reply, b"ping");
-    assert_eq!(client.connected_node(server.local_addr()), Some(NodeId::new(1)));
+    assert_eq!(
+        client.connected_node(server.local_addr()),
+        Some(NodeId::new(1))
+    );
     server.shutdown().await;
 }
 
@@ -91,7 +100,10 @@ async fn many_concurrent_calls_share_one_connection() {
             let client = client.clone();
             tokio::spawn(async move {
                 let body = i.to_be_bytes().to_vec();
-                let reply = client.call_with_timeout::<Echo>(addr, &body, LONG).await.unwrap();
+                let reply = client
+                    .call_with_timeout::<Echo>(addr, &body, LONG)
+                    .await
+                    .unwrap();
                 assert_eq!(reply, body, "response matched to the wrong request");
             })
         })
@@ -115,7 +127,13 @@ async fn responses_may_complete_out_of_order() {
     };
     tokio::time::sleep(Duration::from_millis(20)).await;
     let fast_started = Instant::now();
-    assert_eq!(client.call_with_timeout::<Sleep>(addr, &0, LONG).await.unwrap(), 0);
+    assert_eq!(
+        client
+            .call_with_timeout::<Sleep>(addr, &0, LONG)
+            .await
+            .unwrap(),
+        0
+    );
     assert!(!slow.is_finished() || fast_started.elapsed() < Duration::from_millis(300));
     assert_eq!(slow.await.unwrap().unwrap(), 300);
     server.shutdown().await;
@@ -133,7 +151,10 @@ async fn a_slow_handler_times_out_the_call_and_the_server_drops_the_work() {
     assert!(err.is_retriable());
     // The server enforces the caller's deadline too, so the handler does not run on.
     let stats = Arc::clone(server.stats());
-    wait_for("handler timeout counted", || stats.snapshot().handler_timeouts == 1).await;
+    wait_for("handler timeout counted", || {
+        stats.snapshot().handler_timeouts == 1
+    })
+    .await;
     server.shutdown().await;
 }
 
@@ -141,10 +162,16 @@ async fn a_slow_handler_times_out_the_call_and_the_server_drops_the_work() {
 async fn handler_errors_and_unknown_methods_reach_the_caller() {
     let server = server().await;
     let client = client();
-    let err = client.call::<Fail>(server.local_addr(), &()).await.unwrap_err();
+    let err = client
+        .call::<Fail>(server.local_addr(), &())
+        .await
+        .unwrap_err();
     assert_eq!(err.code, ErrorCode::NotEnoughReplicas);
     assert_eq!(err.message, "only 1 of 3 alive");
-    let err = client.call::<Unregistered>(server.local_addr(), &()).await.unwrap_err();
+    let err = client
+        .call::<Unregistered>(server.local_addr(), &())
+        .await
+        .unwrap_err();
     assert_eq!(err.code, ErrorCode::UnknownMethod);
     server.shutdown().await;
 }
@@ -157,10 +184,19 @@ async fn an_oversized_request_is_refused_locally() {
         ..TransportConfig::local()
     };
     let client = RpcClient::new(NodeId::new(2), config).unwrap();
-    let err = client.call::<Echo>(server.local_addr(), &vec![0u8; 4096]).await.unwrap_err();
+    let err = client
+        .call::<Echo>(server.local_addr(), &vec![0u8; 4096])
+        .await
+        .unwrap_err();
     assert_eq!(err.code, ErrorCode::TooLarge, "{err}");
     // The connection is still good for normal calls.
-    assert_eq!(client.call::<Echo>(server.local_addr(), &vec![1]).await.unwrap(), vec![1]);
+    assert_eq!(
+        client
+            .call::<Echo>(server.local_addr(), &vec![1])
+            .await
+            .unwrap(),
+        vec![1]
+    );
     server.shutdown().await;
 }
 
@@ -181,7 +217,11 @@ async fn an_unreachable_peer_fails_fast_and_backs_off() {
     assert_eq!(err.code, ErrorCode::Unavailable, "{err}");
     let err = client.call::<Echo>(addr, &vec![]).await.unwrap_err();
     assert!(err.message.contains("next connect attempt"), "{err}");
-    assert_eq!(client.stats().snapshot().connect_failures, 1, "backoff skipped the connect");
+    assert_eq!(
+        client.stats().snapshot().connect_failures,
+        1,
+        "backoff skipped the connect"
+    );
 }
 
 #[tokio::test]
@@ -222,7 +262,11 @@ async fn graceful_shutdown_answers_requests_in_flight() {
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
     server.shutdown().await;
-    assert_eq!(in_flight.await.unwrap().unwrap(), 300, "in-flight request was dropped");
+    assert_eq!(
+        in_flight.await.unwrap().unwrap(),
+        300,
+        "in-flight request was dropped"
+    );
     let err = client.call::<Echo>(addr, &vec![]).await.unwrap_err();
     assert!(err.is_retriable(), "{err}");
 }
@@ -286,20 +330,37 @@ async fn the_fault_filter_cuts_traffic_from_a_peer_until_cleared() {
     let b = test_node(2).await;
     let (a_addr, b_addr) = (a.server.local_addr(), b.server.local_addr());
     let short = Duration::from_millis(200);
-    assert!(a.client.call_with_timeout::<Echo>(b_addr, &vec![1], short).await.is_ok());
+    assert!(a
+        .client
+        .call_with_timeout::<Echo>(b_addr, &vec![1], short)
+        .await
+        .is_ok());
 
     // B drops everything arriving from A. A's requests never reach B; B's requests reach A
     // but A's responses are dropped on arrival, so RPC fails both ways, as over a real
     // one-way partition. (Datagram tests show the other direction flowing.)
-    b.fault.add_rule(a_addr, Direction::Inbound, FaultAction::Drop);
-    let err = a.client.call_with_timeout::<Echo>(b_addr, &vec![2], short).await.unwrap_err();
+    b.fault
+        .add_rule(a_addr, Direction::Inbound, FaultAction::Drop);
+    let err = a
+        .client
+        .call_with_timeout::<Echo>(b_addr, &vec![2], short)
+        .await
+        .unwrap_err();
     assert_eq!(err.code, ErrorCode::Timeout);
-    let err = b.client.call_with_timeout::<Echo>(a_addr, &vec![3], short).await.unwrap_err();
+    let err = b
+        .client
+        .call_with_timeout::<Echo>(a_addr, &vec![3], short)
+        .await
+        .unwrap_err();
     assert_eq!(err.code, ErrorCode::Timeout);
     assert_eq!(b.server.stats().snapshot().fault_dropped, 2);
 
     b.fault.clear();
-    assert!(a.client.call_with_timeout::<Echo>(b_addr, &vec![4], LONG).await.is_ok());
+    assert!(a
+        .client
+        .call_with_timeout::<Echo>(b_addr, &vec![4], LONG)
+        .await
+        .is_ok());
     a.server.shutdown().await;
     b.server.shutdown().await;
 }
@@ -309,9 +370,16 @@ async fn the_fault_filter_delays_traffic() {
     let a = test_node(1).await;
     let b = test_node(2).await;
     let b_addr = b.server.local_addr();
-    a.fault.add_rule(b_addr, Direction::Outbound, FaultAction::Delay(Duration::from_millis(150)));
+    a.fault.add_rule(
+        b_addr,
+        Direction::Outbound,
+        FaultAction::Delay(Duration::from_millis(150)),
+    );
     let started = Instant::now();
-    a.client.call_with_timeout::<Echo>(b_addr, &vec![1], LONG).await.unwrap();
+    a.client
+        .call_with_timeout::<Echo>(b_addr, &vec![1], LONG)
+        .await
+        .unwrap();
     assert!(started.elapsed() >= Duration::from_millis(150));
     assert_eq!(a.client.stats().snapshot().fault_delayed, 1);
     a.server.shutdown().await;
