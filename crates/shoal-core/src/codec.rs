@@ -22,7 +22,7 @@ pub enum CodecError {
     /// The encoded form is, or would be, over the limit.
     #[error("message of at least {size} bytes is over the limit of {limit} bytes")]
     TooLarge {
-        /// The size reached (for encoding, the size when the limit was crossed).
+        /// The size (for encoding, a lower bound: encoding stops at the limit).
         size: usize,
         /// The limit in force.
         limit: usize,
@@ -73,11 +73,11 @@ pub fn encode_into<T: Serialize + ?Sized>(
     match bincode::serde::encode_into_std_write(value, &mut writer, config()) {
         Ok(n) => Ok(n),
         Err(e) => {
-            let reached = writer.buf.len();
             writer.buf.truncate(before);
-            if reached >= limit || is_limit_error(&e) {
+            if is_limit_error(&e) {
+                // The writer refused the write that would have crossed the limit.
                 Err(CodecError::TooLarge {
-                    size: reached.max(limit + 1),
+                    size: limit + 1,
                     limit,
                 })
             } else {

@@ -5,6 +5,7 @@ use crate::config::{ConfigError, TransportConfig};
 use crate::connection::Connection;
 use crate::fault::FaultFilter;
 use crate::handshake::Hello;
+use crate::lock::lock;
 use crate::service::Rpc;
 use crate::stats::TransportStats;
 use crate::transport::RpcTransport;
@@ -248,15 +249,6 @@ impl RpcClient {
 
     fn lock_peers(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Arc<Peer>>> {
         lock(&self.inner.peers)
-    }
-}
-
-/// Locks a std mutex whose critical sections are single assignments or map operations, which
-/// cannot leave the data inconsistent, so poisoning is ignored.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
     }
 }
 

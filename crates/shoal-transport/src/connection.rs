@@ -5,6 +5,7 @@ use crate::config::TransportConfig;
 use crate::fault::{Direction, FaultFilter, Verdict};
 use crate::frame::read_frame;
 use crate::handshake::{client_handshake, Hello};
+use crate::lock::lock;
 use crate::stats::{bump, TransportStats};
 use crate::wire::{self, Incoming};
 use crate::writer::{FrameSink, SendError};
@@ -34,11 +35,7 @@ struct Pending {
 
 impl Pending {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CorrelationId, oneshot::Sender<Reply>>> {
-        // Every critical section is a single map operation, so a poisoned map is consistent.
-        match self.waiting.lock() {
-            Ok(map) => map,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        lock(&self.waiting)
     }
 
     /// Fails every waiting request, when the connection is gone.

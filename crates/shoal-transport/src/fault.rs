@@ -5,6 +5,7 @@
 //! or iptables. Peers are named by their advertised address (the address they listen on),
 //! which is what both directions of traffic can identify.
 
+use crate::lock::{read, write};
 use crate::stats::{bump, TransportStats};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -127,10 +128,7 @@ impl FaultFilter {
         if !self.is_enabled() {
             return Verdict::Pass;
         }
-        let rules = match self.inner.rules.read() {
-            Ok(rules) => rules,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let rules = read(&self.inner.rules);
         let action = match direction {
             Direction::Inbound => rules.inbound.get(&peer),
             Direction::Outbound => rules.outbound.get(&peer),
@@ -150,12 +148,7 @@ impl FaultFilter {
     }
 
     fn write_rules(&self) -> std::sync::RwLockWriteGuard<'_, Rules> {
-        // A panic while holding the lock cannot leave the maps half-updated (each update is a
-        // single insert or remove), so a poisoned lock is safe to reuse.
-        match self.inner.rules.write() {
-            Ok(rules) => rules,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        write(&self.inner.rules)
     }
 }
 

@@ -53,6 +53,7 @@ mod error;
 mod fault;
 mod frame;
 mod handshake;
+mod lock;
 mod memory;
 mod server;
 mod service;

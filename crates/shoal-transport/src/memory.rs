@@ -5,6 +5,7 @@
 //! runtime with paused time (`#[tokio::test(start_paused = true)]`) and a fixed seed, and the
 //! network's choices repeat from run to run.
 
+use crate::lock::lock;
 use crate::service::{RequestContext, Router};
 use crate::transport::{Datagram, DatagramTransport, RpcTransport};
 use async_trait::async_trait;
@@ -81,11 +82,7 @@ impl MemoryNetwork {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, NetState> {
-        // Critical sections are single map or model updates; a poisoned lock is consistent.
-        match self.inner.lock() {
-            Ok(state) => state,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        lock(&self.inner)
     }
 
     fn fate(&self, from: SocketAddr, to: SocketAddr) -> Fate {
@@ -113,7 +110,7 @@ impl MemoryEndpoint {
     /// A request's or response's delay across the network, or `None` if it is lost (the
     /// caller then waits for its timeout, as on a real network). RPC rides a reliable stream,
     /// so a duplicated message arrives once, at its first copy's time.
-    async fn cross(&self, from: SocketAddr, to: SocketAddr) -> Option<Duration> {
+    fn cross(&self, from: SocketAddr, to: SocketAddr) -> Option<Duration> {
         match self.net.fate(from, to) {
             Fate::Dropped(_) => None,
             Fate::Delivered(delay) | Fate::Duplicated(delay, _) => Some(delay),
@@ -127,7 +124,7 @@ impl MemoryEndpoint {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, Error> {
-        let Some(delay) = self.cross(self.addr, peer).await else {
+        let Some(delay) = self.cross(self.addr, peer) else {
             return std::future::pending().await;
         };
         tokio::time::sleep(delay).await;
@@ -149,7 +146,7 @@ impl MemoryEndpoint {
             timeout,
         };
         let result = router.dispatch(ctx, method, &body, Vec::new()).await;
-        let Some(delay) = self.cross(peer, self.addr).await else {
+        let Some(delay) = self.cross(peer, self.addr) else {
             return std::future::pending().await;
         };
         tokio::time::sleep(delay).await;

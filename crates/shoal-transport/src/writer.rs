@@ -8,6 +8,7 @@
 //! The buffer is bounded in bytes: a peer that stops reading makes sends fail, not memory
 //! grow.
 
+use crate::lock::lock;
 use std::io;
 use std::sync::{Arc, Mutex};
 use tokio::net::tcp::OwnedWriteHalf;
@@ -139,12 +140,4 @@ async fn write_all(half: &OwnedWriteHalf, mut bytes: &[u8]) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// The state is a buffer and three flags, each updated whole; a poisoned lock is consistent.
-fn lock(m: &Mutex<SinkState>) -> std::sync::MutexGuard<'_, SinkState> {
-    match m.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    }
 }
