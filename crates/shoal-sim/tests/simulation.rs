@@ -328,3 +328,48 @@ fn the_trace_records_each_kind_of_event() {
         );
     }
 }
+
+/// A run under random faults with a seed from `SHOAL_SIM_SEED` (or a fresh one, printed), the
+/// way protocol crates will use the simulator: invariants checked after every step.
+#[test]
+fn random_faults_never_break_the_gossip_invariants() {
+    let seed = shoal_sim::seed_from_env_or_random();
+    let mut sim = cluster(seed, 6, lossy());
+    let ids = sim.node_ids();
+    let mut known: Vec<usize> = vec![1; ids.len()];
+    for _round in 0..20 {
+        let victim = ids[sim.rng().below(ids.len() as u64) as usize];
+        match sim.rng().below(5) {
+            0 => sim.crash(victim),
+            1 => sim.restart(victim),
+            2 => sim.pause(victim),
+            3 => sim.resume(victim),
+            _ => {
+                let other = ids[sim.rng().below(ids.len() as u64) as usize];
+                sim.network_mut().isolate(victim, [other]);
+            }
+        }
+        let result = sim.run_for(Duration::from_millis(100), |sim| {
+            for (i, (id, node, _)) in sim.nodes().enumerate() {
+                // Durable knowledge only grows and always includes the node itself.
+                if node.durable.len() < known[i] || !node.durable.contains(&id.get()) {
+                    return Err(format!("{id} lost durable state"));
+                }
+            }
+            Ok(())
+        });
+        result.unwrap_or_else(|e| panic!("{e}"));
+        for (i, (_, node, _)) in sim.nodes().enumerate() {
+            known[i] = node.durable.len();
+        }
+    }
+    sim.network_mut().heal();
+    for id in ids {
+        sim.resume(id);
+        sim.restart(id);
+    }
+    sim.run_for(Duration::from_secs(5), |_| Ok(())).unwrap();
+    for (id, node, _) in sim.nodes() {
+        assert_eq!(node.durable.len(), 6, "{id} did not converge (seed {seed})");
+    }
+}
