@@ -1,8 +1,8 @@
 //! Length-prefixed framing: a `u32` big-endian length, then that many bytes.
 //!
-//! The length is checked against the cap before anything is allocated, and once a frame has
-//! begun it must finish within the stall timeout, so neither a lying nor a stalling peer can
-//! hold memory or a task hostage.
+//! The length is checked against the cap before anything is allocated, the payload buffer
+//! grows only as bytes arrive, and once a frame has begun it must finish within the stall
+//! timeout, so neither a lying nor a stalling peer can hold memory or a task hostage.
 
 use std::io;
 use std::time::Duration;
@@ -10,6 +10,9 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Bytes of the length prefix.
 pub const LENGTH_PREFIX_BYTES: usize = 4;
+
+/// Memory reserved up front for a frame's payload; larger frames grow as bytes arrive.
+const INITIAL_PAYLOAD_CAPACITY: usize = 64 << 10;
 
 /// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -55,8 +58,16 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
                 max: max_frame_bytes,
             });
         }
-        let mut payload = vec![0u8; len];
-        reader.read_exact(&mut payload).await?;
+        // Grow with what actually arrives rather than trusting the prefix: a peer announcing
+        // a cap-sized frame and sending nothing must not pin the cap's worth of memory.
+        let mut payload = Vec::with_capacity(len.min(INITIAL_PAYLOAD_CAPACITY));
+        let read = (&mut *reader)
+            .take(len as u64)
+            .read_to_end(&mut payload)
+            .await?;
+        if read < len {
+            return Err(FrameError::Truncated);
+        }
         Ok(payload)
     };
     match tokio::time::timeout(stall_timeout, rest).await {
@@ -162,6 +173,26 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, FrameError::Stalled(_)), "{err:?}");
         drop(client);
+    }
+
+    #[tokio::test]
+    async fn a_large_frame_arriving_in_pieces_is_read_whole() {
+        let payload: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+        let mut framed = Vec::new();
+        let start = begin_frame(&mut framed);
+        framed.extend_from_slice(&payload);
+        finish_frame(&mut framed, start, 1 << 20).unwrap();
+        let (mut client, mut server) = tokio::io::duplex(4096);
+        let writer = tokio::spawn(async move {
+            tokio::io::AsyncWriteExt::write_all(&mut client, &framed)
+                .await
+                .unwrap();
+        });
+        let got = read_frame(&mut server, 1 << 20, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(got.unwrap(), payload);
+        writer.await.unwrap();
     }
 
     #[test]
