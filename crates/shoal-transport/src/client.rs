@@ -131,6 +131,16 @@ impl RpcClient {
         current.as_ref().map(|c| c.remote_node())
     }
 
+    /// Forgets `peer`: drops its connection (calls in flight on it still finish) and its
+    /// reconnect backoff. Call it when a peer leaves the cluster for good, so the pool holds
+    /// only peers still in use.
+    pub fn forget_peer(&self, peer: SocketAddr) {
+        let removed = self.lock_peers().remove(&peer);
+        if let Some(removed) = removed {
+            lock(&removed.current).take();
+        }
+    }
+
     /// Stops taking new calls, waits up to the drain timeout for calls in flight, and closes
     /// every connection.
     pub async fn shutdown(&self) {

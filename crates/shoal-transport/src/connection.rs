@@ -288,15 +288,16 @@ async fn read_responses(mut s: ReaderState) {
                 break format!("corrupt frame: {e}");
             }
         };
-        let reply = header.clone().into_result().map(|()| body.to_vec());
+        let id = header.correlation_id;
+        let reply = header.into_result().map(|()| body.to_vec());
         match s.fault.check(s.peer, Direction::Inbound) {
-            Verdict::Pass => deliver(&s.pending, &s.stats, header.correlation_id, reply),
+            Verdict::Pass => deliver(&s.pending, &s.stats, id, reply),
             Verdict::Drop => {}
             Verdict::Delay(d) => {
                 let (pending, stats) = (Arc::clone(&s.pending), Arc::clone(&s.stats));
                 tokio::spawn(async move {
                     tokio::time::sleep(d).await;
-                    deliver(&pending, &stats, header.correlation_id, reply);
+                    deliver(&pending, &stats, id, reply);
                 });
             }
         }

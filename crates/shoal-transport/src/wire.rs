@@ -108,7 +108,7 @@ pub(crate) fn error_frame(correlation_id: CorrelationId, mut error: Error) -> Ve
     let header = ResponseHeader::error(correlation_id, error);
     if codec::encode_into(&header, &mut buf, usize::MAX).is_err() {
         // Only a descriptor-laden code could be this large; fall back to a bare code.
-        buf.truncate(start + 5);
+        buf.truncate(start + crate::frame::LENGTH_PREFIX_BYTES + 1);
         let bare = ResponseHeader::error(
             correlation_id,
             Error::new(ErrorCode::Internal, "error response too large to encode"),

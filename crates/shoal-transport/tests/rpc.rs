@@ -252,6 +252,21 @@ async fn the_client_reconnects_after_the_server_restarts() {
 }
 
 #[tokio::test]
+async fn a_forgotten_peer_loses_its_connection_and_backoff() {
+    let server = server().await;
+    let client = client();
+    let addr = server.local_addr();
+    client.call::<Echo>(addr, &vec![1]).await.unwrap();
+    assert_eq!(client.connected_node(addr), Some(NodeId::new(1)));
+    client.forget_peer(addr);
+    assert_eq!(client.connected_node(addr), None);
+    // Calling again simply reconnects.
+    client.call::<Echo>(addr, &vec![2]).await.unwrap();
+    assert_eq!(client.stats().snapshot().connections_opened, 2);
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn graceful_shutdown_answers_requests_in_flight() {
     let server = server().await;
     let client = client();
