@@ -9,6 +9,7 @@
 //! | [`core`] | `shoal-core` | ids, hybrid logical clock, key ranges, descriptors, error codes, envelope, codec |
 //! | [`transport`] | `shoal-transport` | multiplexed TCP RPC, UDP datagrams, in-memory network, fault injection |
 //! | [`sim`] | `shoal-sim` | deterministic simulator for sans-IO protocol cores |
+//! | [`membership`] | `shoal-membership` | SWIM failure detection with Lifeguard, gossip, push-pull, encryption |
 //!
 //! ```
 //! use shoal::core::{Hlc, NodeId, SystemClock};
@@ -22,6 +23,9 @@
 #![warn(missing_docs)]
 
 pub use shoal_core as core;
+
+#[cfg(feature = "membership")]
+pub use shoal_membership as membership;
 
 #[cfg(feature = "sim")]
 pub use shoal_sim as sim;

@@ -1,0 +1,270 @@
+//! Tuning knobs, with memberlist's LAN, WAN and local presets.
+
+use crate::keyring::Keyring;
+use std::time::Duration;
+use thiserror::Error;
+
+/// Largest cluster label, in bytes: it travels in every packet's header.
+pub const MAX_LABEL_BYTES: usize = 64;
+
+/// How a membership node probes, gossips and decides.
+///
+/// Durations are virtual or real time depending on the driver. The defaults are
+/// [`MembershipConfig::lan`], which matches hashicorp/memberlist's `DefaultLANConfig`.
+#[derive(Clone, Debug)]
+pub struct MembershipConfig {
+    /// Cluster label, carried in every packet and push-pull. Packets with another label are
+    /// dropped and counted, so two clusters sharing addresses never merge. Empty by default;
+    /// at most [`MAX_LABEL_BYTES`].
+    pub label: String,
+    /// Time between failure-detection probes of one member. Default 1 s.
+    pub probe_interval: Duration,
+    /// How long to wait for a direct ack before asking others to probe indirectly. Should be
+    /// about the network's 99th-percentile round trip. Default 500 ms.
+    pub probe_timeout: Duration,
+    /// Members asked to probe indirectly when a direct probe times out. Default 3.
+    pub indirect_checks: usize,
+    /// Time between gossip rounds, which push queued updates. Default 200 ms.
+    pub gossip_interval: Duration,
+    /// Members sent to in each gossip round. Default 3.
+    pub gossip_nodes: usize,
+    /// How long a member that is dead or left still receives gossip (so it can learn it
+    /// was declared dead and refute). Default 30 s.
+    pub gossip_to_the_dead_time: Duration,
+    /// Each update is retransmitted `retransmit_mult × ceil(log10(n + 1))` times. Default 4.
+    pub retransmit_mult: u32,
+    /// Minimum suspicion timeout is `suspicion_mult × max(1, log10(n)) × probe_interval`.
+    /// Default 4.
+    pub suspicion_mult: u32,
+    /// Lifeguard: the suspicion timeout starts at this multiple of the minimum and shrinks
+    /// towards the minimum as independent confirmations arrive. 1 turns dynamic suspicion
+    /// off. Default 6.
+    pub suspicion_max_timeout_mult: u32,
+    /// Time between full-state push-pull syncs with one random member; scaled up for
+    /// clusters above 32 members, like memberlist. Zero turns periodic push-pull off.
+    /// Default 30 s.
+    pub push_pull_interval: Duration,
+    /// Timeout for one push-pull or TCP fallback ping exchange. Default 10 s.
+    pub reliable_timeout: Duration,
+    /// Lifeguard: the local health multiplier's ceiling. Probe interval and timeout are
+    /// stretched by up to this factor while this node looks unhealthy. 1 turns it off.
+    /// Default 8.
+    pub awareness_max_multiplier: u32,
+    /// Lifeguard: a probe to a suspect carries the suspicion, so it can refute at once.
+    /// Default on.
+    pub buddy_system: bool,
+    /// Ask the member probed over TCP as well when UDP probes fail. Default on.
+    pub tcp_fallback_ping: bool,
+    /// After this long dead or left, a member's id may come back from another address
+    /// (reported as `Reclaimed`). Zero means never. Default 0 (memberlist's default).
+    pub dead_node_reclaim_time: Duration,
+    /// Dead and left members are forgotten after this long, so state stays bounded. Must
+    /// be at least `gossip_to_the_dead_time`. Default 60 s.
+    pub dead_retention: Duration,
+    /// Largest node metadata, in bytes; larger is refused. Default 512.
+    pub max_meta_bytes: usize,
+    /// Largest packet the core builds, before the transport's own header. Default 1388
+    /// (1400 B datagrams minus shoal-transport's 12-byte header).
+    pub max_packet_bytes: usize,
+    /// Largest user broadcast, in bytes; must fit in a packet. Default 1024.
+    pub max_user_broadcast_bytes: usize,
+    /// User broadcasts waiting to be sent; more is refused. Default 1024.
+    pub user_broadcast_queue_limit: usize,
+    /// Join: first retry delay after every seed failed. Doubles up to `join_max_backoff`.
+    /// Default 1 s.
+    pub join_initial_backoff: Duration,
+    /// Join: longest delay between attempts. Default 30 s.
+    pub join_max_backoff: Duration,
+    /// Join: attempts before giving up; 0 retries forever. Default 0.
+    pub join_max_attempts: u32,
+    /// Gossip encryption with AES-256-GCM; `None` sends plaintext. Default `None`.
+    pub keyring: Option<Keyring>,
+    /// Accept plaintext packets while encryption is on (for rolling it out). Default off.
+    pub accept_plaintext: bool,
+    /// Largest number of indirect probes relayed for others at once; more are refused.
+    /// Default 1024.
+    pub max_pending_relays: usize,
+}
+
+impl MembershipConfig {
+    /// memberlist's `DefaultLANConfig`: probe 1 s, timeout 500 ms, gossip 200 ms to 3,
+    /// suspicion multiplier 4 (max ×6), retransmit multiplier 4, push-pull 30 s, 3 indirect
+    /// checks, awareness up to ×8.
+    pub fn lan() -> Self {
+        Self {
+            label: String::new(),
+            probe_interval: Duration::from_secs(1),
+            probe_timeout: Duration::from_millis(500),
+            indirect_checks: 3,
+            gossip_interval: Duration::from_millis(200),
+            gossip_nodes: 3,
+            gossip_to_the_dead_time: Duration::from_secs(30),
+            retransmit_mult: 4,
+            suspicion_mult: 4,
+            suspicion_max_timeout_mult: 6,
+            push_pull_interval: Duration::from_secs(30),
+            reliable_timeout: Duration::from_secs(10),
+            awareness_max_multiplier: 8,
+            buddy_system: true,
+            tcp_fallback_ping: true,
+            dead_node_reclaim_time: Duration::ZERO,
+            dead_retention: Duration::from_secs(60),
+            max_meta_bytes: 512,
+            max_packet_bytes: 1388,
+            max_user_broadcast_bytes: 1024,
+            user_broadcast_queue_limit: 1024,
+            join_initial_backoff: Duration::from_secs(1),
+            join_max_backoff: Duration::from_secs(30),
+            join_max_attempts: 0,
+            keyring: None,
+            accept_plaintext: false,
+            max_pending_relays: 1024,
+        }
+    }
+
+    /// memberlist's `DefaultWANConfig`: slower probes (5 s, timeout 3 s), gossip every
+    /// 500 ms to 4, suspicion multiplier 6, push-pull 60 s.
+    pub fn wan() -> Self {
+        Self {
+            probe_interval: Duration::from_secs(5),
+            probe_timeout: Duration::from_secs(3),
+            gossip_interval: Duration::from_millis(500),
+            gossip_nodes: 4,
+            gossip_to_the_dead_time: Duration::from_secs(60),
+            suspicion_mult: 6,
+            push_pull_interval: Duration::from_secs(60),
+            dead_retention: Duration::from_secs(120),
+            ..Self::lan()
+        }
+    }
+
+    /// memberlist's `DefaultLocalConfig`, for one machine: probe 1 s, timeout 200 ms,
+    /// gossip 100 ms, suspicion multiplier 3, push-pull 15 s, retransmit multiplier 2.
+    pub fn local() -> Self {
+        Self {
+            probe_timeout: Duration::from_millis(200),
+            gossip_interval: Duration::from_millis(100),
+            gossip_to_the_dead_time: Duration::from_secs(15),
+            suspicion_mult: 3,
+            retransmit_mult: 2,
+            push_pull_interval: Duration::from_secs(15),
+            reliable_timeout: Duration::from_secs(5),
+            dead_retention: Duration::from_secs(30),
+            ..Self::lan()
+        }
+    }
+
+    /// Turns the three Lifeguard extensions off (awareness, dynamic suspicion, buddy
+    /// system): plain SWIM with suspicion, as a baseline.
+    pub fn without_lifeguard(mut self) -> Self {
+        self.awareness_max_multiplier = 1;
+        self.suspicion_max_timeout_mult = 1;
+        self.buddy_system = false;
+        self
+    }
+
+    /// Checks that the settings make sense together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |what: &str| Err(ConfigError(what.to_string()));
+        if self.label.len() > MAX_LABEL_BYTES {
+            return invalid("label is longer than 64 bytes");
+        }
+        if self.probe_interval.is_zero() || self.probe_timeout.is_zero() {
+            return invalid("probe_interval and probe_timeout must be positive");
+        }
+        if self.probe_timeout >= self.probe_interval {
+            return invalid("probe_timeout must be shorter than probe_interval");
+        }
+        if self.gossip_interval.is_zero() {
+            return invalid("gossip_interval must be positive");
+        }
+        if self.retransmit_mult == 0 || self.suspicion_mult == 0 {
+            return invalid("retransmit_mult and suspicion_mult must be at least 1");
+        }
+        if self.suspicion_max_timeout_mult == 0 || self.awareness_max_multiplier == 0 {
+            return invalid(
+                "suspicion_max_timeout_mult and awareness_max_multiplier must be at least 1",
+            );
+        }
+        if self.reliable_timeout.is_zero() {
+            return invalid("reliable_timeout must be positive");
+        }
+        if self.dead_retention < self.gossip_to_the_dead_time {
+            return invalid("dead_retention must be at least gossip_to_the_dead_time");
+        }
+        if self.max_packet_bytes < 512 {
+            return invalid("max_packet_bytes must be at least 512");
+        }
+        // Room for the header, a ping and one full-size alive message.
+        if self.max_meta_bytes + MAX_LABEL_BYTES + 256 > self.max_packet_bytes {
+            return invalid("max_meta_bytes leaves no room in a packet for an alive message");
+        }
+        if self.max_user_broadcast_bytes + MAX_LABEL_BYTES + 64 > self.max_packet_bytes {
+            return invalid("max_user_broadcast_bytes does not fit in a packet");
+        }
+        if self.join_initial_backoff.is_zero() || self.join_max_backoff < self.join_initial_backoff
+        {
+            return invalid("join backoff must be positive and max ≥ initial");
+        }
+        if self.max_pending_relays == 0 {
+            return invalid("max_pending_relays must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+impl Default for MembershipConfig {
+    fn default() -> Self {
+        Self::lan()
+    }
+}
+
+/// A setting, or a combination of settings, that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("invalid membership config: {0}")]
+pub struct ConfigError(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_validate() {
+        for config in [
+            MembershipConfig::lan(),
+            MembershipConfig::wan(),
+            MembershipConfig::local(),
+            MembershipConfig::lan().without_lifeguard(),
+        ] {
+            config.validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn lan_matches_memberlist() {
+        let c = MembershipConfig::lan();
+        assert_eq!(c.probe_interval, Duration::from_secs(1));
+        assert_eq!(c.probe_timeout, Duration::from_millis(500));
+        assert_eq!(c.gossip_interval, Duration::from_millis(200));
+        assert_eq!((c.gossip_nodes, c.indirect_checks), (3, 3));
+        assert_eq!((c.suspicion_mult, c.suspicion_max_timeout_mult), (4, 6));
+        assert_eq!((c.retransmit_mult, c.awareness_max_multiplier), (4, 8));
+        assert_eq!(c.push_pull_interval, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn nonsense_is_refused() {
+        let mut c = MembershipConfig::lan();
+        c.probe_timeout = c.probe_interval;
+        assert!(c.validate().is_err());
+        let mut c = MembershipConfig::lan();
+        c.label = "x".repeat(65);
+        assert!(c.validate().is_err());
+        let mut c = MembershipConfig::lan();
+        c.max_meta_bytes = 2000;
+        assert!(c.validate().is_err());
+        let mut c = MembershipConfig::lan();
+        c.dead_retention = Duration::from_secs(1);
+        assert!(c.validate().is_err());
+    }
+}

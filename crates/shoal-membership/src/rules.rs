@@ -1,0 +1,263 @@
+//! How alive, suspect and dead news changes a member: SWIM's incarnation rules, with
+//! Lifeguard's dynamic suspicion, refutation and dead-node reclaim.
+//!
+//! For one member, news at a higher incarnation beats news at a lower one, and at the same
+//! incarnation Dead/Left beats Suspect beats Alive. Only the member itself raises its
+//! incarnation, which it does to refute. Every accepted change is re-gossiped; everything
+//! else is ignored (and counted when it was stale).
+
+use crate::broadcast::BroadcastKey;
+use crate::event::MemberEventKind;
+use crate::member::{Member, MemberState};
+use crate::message::{Alive, Dead, Message, Suspect};
+use crate::output::TimerKind;
+use crate::suspicion::{min_suspicion_timeout, Suspicion};
+use crate::swim::{check_meta, Swim};
+use shoal_core::{Instant, NodeId};
+
+impl Swim {
+    /// News that a member is alive.
+    pub(crate) fn on_alive(&mut self, now: Instant, alive: Alive) {
+        if check_meta(&alive.meta, self.config.max_meta_bytes).is_err() {
+            self.stats.meta_too_large += 1;
+            tracing::debug!(id = %alive.id, len = alive.meta.len(), "alive with oversized metadata refused");
+            return;
+        }
+        if alive.id == self.id {
+            return self.on_alive_about_self(alive);
+        }
+        // Another live member already holds this address: refuse the impostor.
+        if let Some(&holder) = self.addrs.get(&alive.addr) {
+            if holder != alive.id && self.member(holder).is_some_and(|m| m.state.is_live()) {
+                self.stats.address_conflicts += 1;
+                tracing::debug!(id = %alive.id, addr = %alive.addr, %holder, "address held by another live member");
+                return;
+            }
+        }
+        let Some(&i) = self.index.get(&alive.id) else {
+            let id = alive.id;
+            self.insert_member(Member {
+                id,
+                addr: alive.addr,
+                incarnation: alive.incarnation,
+                state: MemberState::Alive,
+                meta: alive.meta.clone(),
+                state_changed: now,
+            });
+            self.queue_message(BroadcastKey::Member(id), &Message::Alive(alive));
+            self.emit(now, MemberEventKind::Joined, id);
+            return;
+        };
+        let known = &self.members[i];
+        let moved = known.addr != alive.addr;
+        if moved {
+            let reclaimable = match known.state {
+                MemberState::Left => true,
+                MemberState::Dead => {
+                    let after = self.config.dead_node_reclaim_time;
+                    !after.is_zero() && now.saturating_duration_since(known.state_changed) >= after
+                }
+                MemberState::Alive | MemberState::Suspect => false,
+            };
+            if !reclaimable {
+                self.stats.address_conflicts += 1;
+                tracing::debug!(id = %alive.id, old = %known.addr, new = %alive.addr, "member claims a new address while live");
+                return;
+            }
+        } else if alive.incarnation <= known.incarnation {
+            if alive.incarnation < known.incarnation {
+                self.stats.stale_updates += 1;
+            }
+            return;
+        }
+        let old_state = known.state;
+        let meta_changed = known.meta != alive.meta;
+        let old_addr = known.addr;
+        {
+            let member = &mut self.members[i];
+            member.incarnation = alive.incarnation;
+            member.meta = alive.meta.clone();
+            member.addr = alive.addr;
+        }
+        if moved {
+            if self.addrs.get(&old_addr) == Some(&alive.id) {
+                self.addrs.remove(&old_addr);
+            }
+            self.addrs.insert(alive.addr, alive.id);
+        }
+        self.suspicions.remove(&alive.id);
+        self.set_state(now, alive.id, MemberState::Alive);
+        let id = alive.id;
+        self.queue_message(BroadcastKey::Member(id), &Message::Alive(alive));
+        let event = match old_state {
+            _ if moved => Some(MemberEventKind::Reclaimed),
+            MemberState::Dead | MemberState::Left => Some(MemberEventKind::Joined),
+            MemberState::Suspect => Some(MemberEventKind::AliveAgain),
+            MemberState::Alive if meta_changed => Some(MemberEventKind::Updated),
+            MemberState::Alive => None,
+        };
+        if let Some(kind) = event {
+            self.emit(now, kind, id);
+        }
+    }
+
+    /// Alive news about this node: our own gossip coming back is ignored; anything claiming
+    /// a newer or different us is refuted by raising our incarnation above it.
+    fn on_alive_about_self(&mut self, alive: Alive) {
+        if self.left || alive.incarnation < self.incarnation {
+            return;
+        }
+        if alive.incarnation == self.incarnation
+            && alive.addr == self.addr
+            && alive.meta == self.meta
+        {
+            return;
+        }
+        tracing::warn!(addr = %alive.addr, incarnation = alive.incarnation, "another node claims this node's id; refuting");
+        self.stats.address_conflicts += 1;
+        self.refute(alive.incarnation);
+    }
+
+    /// News that a member is suspected.
+    pub(crate) fn on_suspect(&mut self, now: Instant, suspect: Suspect) {
+        let Some(known) = self.member(suspect.id) else {
+            return;
+        };
+        if suspect.incarnation < known.incarnation {
+            self.stats.stale_updates += 1;
+            return;
+        }
+        let state = known.state;
+        // A suspicion of a newer incarnation than the one we suspect starts afresh.
+        let renewed = state == MemberState::Suspect && suspect.incarnation > known.incarnation;
+        if state != MemberState::Alive && !renewed {
+            // Already suspect: an independent suspecter is a Lifeguard confirmation, which
+            // shortens the timeout and is worth gossiping on. Dead or left: nothing to do.
+            if state == MemberState::Suspect {
+                self.confirm_suspicion(now, suspect);
+            }
+            return;
+        }
+        if suspect.id == self.id {
+            if !self.left {
+                self.refute(suspect.incarnation);
+            }
+            return;
+        }
+        let min = min_suspicion_timeout(
+            self.config.suspicion_mult,
+            self.live,
+            self.config.probe_interval,
+        );
+        let max = min.saturating_mul(self.config.suspicion_max_timeout_mult);
+        // Confirmations that bring the timeout to the minimum: memberlist's k, zero in
+        // clusters too small to produce them.
+        let k = self.config.suspicion_mult.saturating_sub(2);
+        let k = if (self.live as u64) < u64::from(k) + 2 {
+            0
+        } else {
+            k
+        };
+        let suspicion = Suspicion::new(suspect.from, suspect.incarnation, now, k, min, max);
+        let deadline = suspicion.deadline();
+        self.suspicions.insert(suspect.id, suspicion);
+        if let Some(&i) = self.index.get(&suspect.id) {
+            self.members[i].incarnation = suspect.incarnation;
+        }
+        self.set_state(now, suspect.id, MemberState::Suspect);
+        self.set_timer(
+            deadline.saturating_duration_since(now),
+            TimerKind::Suspicion(suspect.id),
+        );
+        let id = suspect.id;
+        self.queue_message(BroadcastKey::Member(id), &Message::Suspect(suspect));
+        self.emit(now, MemberEventKind::Suspect, id);
+    }
+
+    fn confirm_suspicion(&mut self, now: Instant, suspect: Suspect) {
+        let Some(suspicion) = self.suspicions.get_mut(&suspect.id) else {
+            return;
+        };
+        if suspicion.incarnation != suspect.incarnation || !suspicion.confirm(suspect.from) {
+            return;
+        }
+        let deadline = suspicion.deadline();
+        self.set_timer(
+            deadline.saturating_duration_since(now),
+            TimerKind::Suspicion(suspect.id),
+        );
+        let id = suspect.id;
+        self.queue_message(BroadcastKey::Member(id), &Message::Suspect(suspect));
+    }
+
+    /// A suspicion timer fired: declare the member dead if it is still suspected and the
+    /// (possibly shortened) deadline has passed.
+    pub(crate) fn on_suspicion_timer(&mut self, now: Instant, id: NodeId) {
+        let Some(suspicion) = self.suspicions.get(&id) else {
+            return;
+        };
+        if now < suspicion.deadline() {
+            return;
+        }
+        let incarnation = suspicion.incarnation;
+        if self.member(id).map(|m| (m.state, m.incarnation))
+            != Some((MemberState::Suspect, incarnation))
+        {
+            return;
+        }
+        let dead = Dead {
+            id,
+            incarnation,
+            from: self.id,
+        };
+        self.on_dead(now, dead);
+    }
+
+    /// News that a member is dead, or left.
+    pub(crate) fn on_dead(&mut self, now: Instant, dead: Dead) {
+        let Some(known) = self.member(dead.id) else {
+            return;
+        };
+        if dead.incarnation < known.incarnation {
+            self.stats.stale_updates += 1;
+            return;
+        }
+        if !known.state.is_live() {
+            return;
+        }
+        if dead.id == self.id {
+            if !self.left {
+                self.refute(dead.incarnation);
+            }
+            return;
+        }
+        let state = if dead.is_leave() {
+            MemberState::Left
+        } else {
+            MemberState::Dead
+        };
+        if let Some(&i) = self.index.get(&dead.id) {
+            self.members[i].incarnation = dead.incarnation;
+        }
+        self.suspicions.remove(&dead.id);
+        self.set_state(now, dead.id, state);
+        let id = dead.id;
+        self.queue_message(BroadcastKey::Member(id), &Message::Dead(dead));
+        let kind = if state == MemberState::Left {
+            MemberEventKind::Left
+        } else {
+            MemberEventKind::Dead
+        };
+        self.emit(now, kind, id);
+    }
+
+    /// Raises this node's incarnation above `accused` and gossips that it is alive. A node
+    /// that has to refute is likely slow itself, so Lifeguard raises its health score too.
+    pub(crate) fn refute(&mut self, accused: u64) {
+        self.incarnation = self.incarnation.max(accused) + 1;
+        self.sync_self_member();
+        self.queue_alive_of_self();
+        self.awareness.apply(1);
+        self.stats.refutations += 1;
+    }
+}
