@@ -72,6 +72,8 @@ pub struct IndirectPing {
     pub target_addr: SocketAddr,
     /// Send a [`Message::Nack`] if the target does not answer in time.
     pub want_nack: bool,
+    /// Lifeguard's buddy system, through the relay: the suspicion to hand the target.
+    pub suspicion: Option<Suspect>,
 }
 
 /// A member is alive.

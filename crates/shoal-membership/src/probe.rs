@@ -69,6 +69,49 @@ impl Swim {
         None
     }
 
+    /// Lifeguard's buddy system: the suspicion to carry in a probe of `target`, if we
+    /// suspect it, so it can refute at once.
+    pub(crate) fn buddy_suspicion(&self, target: NodeId) -> Option<Suspect> {
+        let member = self.member(target)?;
+        (self.config.buddy_system && member.state == MemberState::Suspect).then_some(Suspect {
+            id: target,
+            incarnation: member.incarnation,
+            from: self.id,
+        })
+    }
+
+    /// Probes a suspect whose suspicion expired with little independent evidence: directly
+    /// and through `indirect_checks` relays, each carrying the suspicion. A live member
+    /// refutes, and its new incarnation rides back on the acks. Acks alone do not clear a
+    /// suspicion (only the member's refutation does), so they are not tracked.
+    pub(crate) fn last_chance_probe(&mut self, target: NodeId) {
+        let Some(addr) = self.member(target).map(|m| m.addr) else {
+            return;
+        };
+        let suspicion = self.buddy_suspicion(target);
+        let seq = self.next_seq();
+        let ping = Message::Ping(Ping {
+            seq,
+            target,
+            suspicion: suspicion.clone(),
+        });
+        self.send_messages(addr, &[ping]);
+        let helpers = self.random_members(self.config.indirect_checks, |m| {
+            m.id != target && m.state == MemberState::Alive
+        });
+        let request = Message::IndirectPing(IndirectPing {
+            seq,
+            target,
+            target_addr: addr,
+            want_nack: false,
+            suspicion,
+        });
+        for i in helpers {
+            let helper = self.members[i].addr;
+            self.send_messages(helper, std::slice::from_ref(&request));
+        }
+    }
+
     /// Starts a probe of the next member, and schedules its end (which starts the next).
     pub(crate) fn start_probe(&mut self, now: Instant) {
         if self.left {
@@ -124,11 +167,13 @@ impl Swim {
         let helpers = self.random_members(self.config.indirect_checks, |m| {
             m.id != target && m.state == MemberState::Alive
         });
+        let suspicion = self.buddy_suspicion(target);
         let request = Message::IndirectPing(IndirectPing {
             seq,
             target,
             target_addr,
             want_nack: true,
+            suspicion,
         });
         for &i in &helpers {
             let addr = self.members[i].addr;
@@ -252,7 +297,7 @@ impl Swim {
         let ping = Message::Ping(Ping {
             seq,
             target: request.target,
-            suspicion: None,
+            suspicion: request.suspicion,
         });
         self.send_messages(request.target_addr, &[ping]);
         self.set_timer(self.config.probe_timeout, TimerKind::RelayTimeout(seq));

@@ -205,6 +205,22 @@ impl Swim {
         {
             return;
         }
+        // Lifeguard's buddy system, extended: a suspicion that expires without its full
+        // independent confirmations is weak evidence (one lossy path, or a refutation this
+        // node missed). Probe the member once more, carrying the suspicion, and give it one
+        // probe interval to refute before declaring it dead.
+        if self.config.buddy_system
+            && !suspicion.fully_confirmed()
+            && suspicion.last_chance_until.is_none()
+        {
+            let grace = self.config.probe_interval;
+            if let Some(s) = self.suspicions.get_mut(&id) {
+                s.last_chance_until = Some(now.checked_add(grace).unwrap_or(now));
+            }
+            self.last_chance_probe(id);
+            self.set_timer(grace, TimerKind::Suspicion(id));
+            return;
+        }
         let dead = Dead {
             id,
             incarnation,

@@ -12,9 +12,10 @@ use crate::output::{Output, RequestId, Timer};
 use crate::swim::{Swim, SwimError};
 use shoal_core::{Instant, NodeId};
 use shoal_sim::{Node, Outputs};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
 
 const SIM_PORT: u16 = 7946;
 
@@ -96,6 +97,8 @@ pub enum SimTimer {
     Swim(Timer),
     /// A reliable exchange's deadline.
     ReliableTimeout(RequestId),
+    /// Messages held by a processing delay are due.
+    Inbound,
 }
 
 /// A [`Swim`] node in the simulator. Crashing it loses all state; restarting it boots a
@@ -115,6 +118,8 @@ pub struct SimMember {
     user_messages: Vec<(Instant, Vec<u8>)>,
     bytes_sent: u64,
     join_result: Option<Result<usize, SwimError>>,
+    inbound_delay: Duration,
+    inbound: VecDeque<(Instant, NodeId, SimPacket)>,
 }
 
 impl SimMember {
@@ -141,6 +146,8 @@ impl SimMember {
             user_messages: Vec::new(),
             bytes_sent: 0,
             join_result: None,
+            inbound_delay: Duration::ZERO,
+            inbound: VecDeque::new(),
         })
     }
 
@@ -151,6 +158,13 @@ impl SimMember {
         if !record {
             self.events.clear();
         }
+    }
+
+    /// Makes the node handle every arriving message `delay` late, in arrival order, while
+    /// its timers still fire on time: a node starved of CPU, whose receive loop lags.
+    /// Zero restores normal handling (messages already held keep their times).
+    pub fn set_inbound_delay(&mut self, delay: Duration) {
+        self.inbound_delay = delay;
     }
 
     /// The protocol core.
@@ -254,6 +268,52 @@ impl Node for SimMember {
         message: SimPacket,
         out: &mut Outputs<SimPacket, SimTimer>,
     ) {
+        if !self.inbound_delay.is_zero() || !self.inbound.is_empty() {
+            let due = now.checked_add(self.inbound_delay).unwrap_or(now);
+            let due = self
+                .inbound
+                .back()
+                .map_or(due, |&(last, _, _)| due.max(last));
+            self.inbound.push_back((due, from, message));
+            out.set_timer(due.saturating_duration_since(now), SimTimer::Inbound);
+            return;
+        }
+        self.handle(now, from, message, out);
+    }
+
+    fn on_timer(&mut self, now: Instant, timer: SimTimer, out: &mut Outputs<SimPacket, SimTimer>) {
+        match timer {
+            SimTimer::Swim(timer) => self.swim.handle_timer(now, timer),
+            SimTimer::ReliableTimeout(id) => {
+                if self.pending.remove(&id) {
+                    self.swim.handle_reliable_response(now, id, Err(()));
+                }
+            }
+            SimTimer::Inbound => {
+                while self.inbound.front().is_some_and(|&(due, _, _)| due <= now) {
+                    let (_, from, message) = self.inbound.pop_front().expect("checked");
+                    self.handle(now, from, message, out);
+                }
+            }
+        }
+        self.flush(now, out);
+    }
+
+    fn on_crash(&mut self) {
+        self.pending.clear();
+        self.events.clear();
+        self.inbound.clear();
+    }
+}
+
+impl SimMember {
+    fn handle(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        message: SimPacket,
+        out: &mut Outputs<SimPacket, SimTimer>,
+    ) {
         let from_addr = sim_addr(from);
         match message {
             SimPacket::Datagram(bytes) => self.swim.handle_datagram(now, from_addr, &bytes),
@@ -277,23 +337,6 @@ impl Node for SimMember {
             }
         }
         self.flush(now, out);
-    }
-
-    fn on_timer(&mut self, now: Instant, timer: SimTimer, out: &mut Outputs<SimPacket, SimTimer>) {
-        match timer {
-            SimTimer::Swim(timer) => self.swim.handle_timer(now, timer),
-            SimTimer::ReliableTimeout(id) => {
-                if self.pending.remove(&id) {
-                    self.swim.handle_reliable_response(now, id, Err(()));
-                }
-            }
-        }
-        self.flush(now, out);
-    }
-
-    fn on_crash(&mut self) {
-        self.pending.clear();
-        self.events.clear();
     }
 }
 

@@ -32,6 +32,9 @@ pub(crate) struct Suspicion {
     confirmations: u32,
     /// Everyone who suspected it, the first suspecter included (never counted twice).
     confirmers: HashSet<NodeId>,
+    /// When set, the deadline passed once already and a last-chance probe went out; the
+    /// member is declared dead at this time unless it refutes first.
+    pub(crate) last_chance_until: Option<Instant>,
 }
 
 impl Suspicion {
@@ -54,6 +57,7 @@ impl Suspicion {
             k,
             confirmations: 0,
             confirmers,
+            last_chance_until: None,
         }
     }
 
@@ -65,6 +69,12 @@ impl Suspicion {
         }
         self.confirmations += 1;
         true
+    }
+
+    /// Whether all `k` expected independent confirmations arrived: strong evidence. A
+    /// suspicion that expires without them gets a last-chance probe first.
+    pub(crate) fn fully_confirmed(&self) -> bool {
+        self.k > 0 && self.confirmations >= self.k
     }
 
     /// The current timeout, given the confirmations so far.
@@ -80,6 +90,9 @@ impl Suspicion {
 
     /// When the member is declared dead unless it refutes.
     pub(crate) fn deadline(&self) -> Instant {
+        if let Some(until) = self.last_chance_until {
+            return until;
+        }
         self.start.checked_add(self.timeout()).unwrap_or(self.start)
     }
 }
