@@ -58,9 +58,18 @@ pub struct MembershipConfig {
     /// After this long dead or left, a member's id may come back from another address
     /// (reported as `Reclaimed`). Zero means never. Default 0 (memberlist's default).
     pub dead_node_reclaim_time: Duration,
-    /// Dead and left members are forgotten after this long, so state stays bounded. Must
-    /// be at least `gossip_to_the_dead_time`. Default 60 s.
+    /// Dead members are forgotten after this long, so state stays bounded. Until then they
+    /// are candidates for reconnection, which is what heals a partition. Must be at least
+    /// `gossip_to_the_dead_time`. Default 1 h.
     pub dead_retention: Duration,
+    /// Members that left are forgotten after this long. Must be at least
+    /// `gossip_to_the_dead_time`. Default 60 s.
+    pub left_retention: Duration,
+    /// Every this often, try a push-pull with one random dead member: after a partition
+    /// heals, that is how the two sides find each other again (each thinks the other dead,
+    /// so probes and gossip no longer cross). Zero turns it off. Default 30 s (Serf's
+    /// reconnect interval).
+    pub reconnect_interval: Duration,
     /// Largest node metadata, in bytes; larger is refused. Default 512.
     pub max_meta_bytes: usize,
     /// Largest packet the core builds, before the transport's own header. Default 1388
@@ -108,7 +117,9 @@ impl MembershipConfig {
             buddy_system: true,
             tcp_fallback_ping: true,
             dead_node_reclaim_time: Duration::ZERO,
-            dead_retention: Duration::from_secs(60),
+            dead_retention: Duration::from_secs(3600),
+            left_retention: Duration::from_secs(60),
+            reconnect_interval: Duration::from_secs(30),
             max_meta_bytes: 512,
             max_packet_bytes: 1388,
             max_user_broadcast_bytes: 1024,
@@ -133,7 +144,7 @@ impl MembershipConfig {
             gossip_to_the_dead_time: Duration::from_secs(60),
             suspicion_mult: 6,
             push_pull_interval: Duration::from_secs(60),
-            dead_retention: Duration::from_secs(120),
+            left_retention: Duration::from_secs(120),
             ..Self::lan()
         }
     }
@@ -149,7 +160,8 @@ impl MembershipConfig {
             retransmit_mult: 2,
             push_pull_interval: Duration::from_secs(15),
             reliable_timeout: Duration::from_secs(5),
-            dead_retention: Duration::from_secs(30),
+            left_retention: Duration::from_secs(30),
+            reconnect_interval: Duration::from_secs(10),
             ..Self::lan()
         }
     }
@@ -189,8 +201,12 @@ impl MembershipConfig {
         if self.reliable_timeout.is_zero() {
             return invalid("reliable_timeout must be positive");
         }
-        if self.dead_retention < self.gossip_to_the_dead_time {
-            return invalid("dead_retention must be at least gossip_to_the_dead_time");
+        if self.dead_retention < self.gossip_to_the_dead_time
+            || self.left_retention < self.gossip_to_the_dead_time
+        {
+            return invalid(
+                "dead_retention and left_retention must be at least gossip_to_the_dead_time",
+            );
         }
         if self.max_packet_bytes < 512 {
             return invalid("max_packet_bytes must be at least 512");

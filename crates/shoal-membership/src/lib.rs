@@ -53,6 +53,8 @@ pub mod message;
 pub mod output;
 mod packet;
 mod probe;
+#[cfg(test)]
+mod rule_tests;
 mod rules;
 pub mod sim;
 pub mod stats;

@@ -31,6 +31,8 @@ pub(crate) enum TimerKind {
     Suspicion(NodeId),
     /// Forget long-dead members.
     Reap,
+    /// Try to reach one dead member again.
+    Reconnect,
     /// Retry joining (carries the join generation).
     JoinRetry(u64),
 }

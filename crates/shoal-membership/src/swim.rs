@@ -208,6 +208,9 @@ impl Swim {
             self.set_timer(at, TimerKind::PushPull);
         }
         self.set_timer(self.reap_interval(), TimerKind::Reap);
+        if !self.config.reconnect_interval.is_zero() {
+            self.set_timer(self.config.reconnect_interval, TimerKind::Reconnect);
+        }
     }
 
     /// The next thing the driver should do, if any.
@@ -230,6 +233,7 @@ impl Swim {
             TimerKind::PushPull => self.on_push_pull_timer(now),
             TimerKind::Suspicion(id) => self.on_suspicion_timer(now, id),
             TimerKind::Reap => self.on_reap_timer(now),
+            TimerKind::Reconnect => self.on_reconnect_timer(now),
             TimerKind::JoinRetry(generation) => self.on_join_retry(now, generation),
         }
     }
@@ -609,19 +613,22 @@ impl Swim {
     }
 
     fn reap_interval(&self) -> Duration {
-        (self.config.dead_retention / 4).max(Duration::from_secs(1))
+        (self.config.left_retention.min(self.config.dead_retention) / 4).max(Duration::from_secs(1))
     }
 
     fn on_reap_timer(&mut self, now: Instant) {
         self.set_timer(self.reap_interval(), TimerKind::Reap);
-        let retention = self.config.dead_retention;
+        let (dead, left) = (self.config.dead_retention, self.config.left_retention);
         let expired: Vec<NodeId> = self
             .members
             .iter()
             .filter(|m| {
-                m.id != self.id
-                    && !m.state.is_live()
-                    && now.saturating_duration_since(m.state_changed) >= retention
+                let retention = match m.state {
+                    MemberState::Alive | MemberState::Suspect => return false,
+                    MemberState::Dead => dead,
+                    MemberState::Left => left,
+                };
+                m.id != self.id && now.saturating_duration_since(m.state_changed) >= retention
             })
             .map(|m| m.id)
             .collect();

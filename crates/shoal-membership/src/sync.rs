@@ -69,6 +69,20 @@ impl Swim {
         }
     }
 
+    /// Push-pull with one random dead member, in case it is alive behind a healed
+    /// partition. If it is, the exchange makes both sides refute and re-merge.
+    pub(crate) fn on_reconnect_timer(&mut self, _now: Instant) {
+        self.set_timer(self.config.reconnect_interval, TimerKind::Reconnect);
+        if self.left {
+            return;
+        }
+        let dead = self.random_members(1, |m| m.state == MemberState::Dead);
+        if let Some(&i) = dead.first() {
+            let addr = self.members[i].addr;
+            self.send_push_pull(addr, false, ReliablePurpose::PushPull);
+        }
+    }
+
     fn local_state(&self, join: bool) -> PushPull {
         PushPull {
             join,
