@@ -61,6 +61,7 @@ pub mod stats;
 mod suspicion;
 mod swim;
 mod sync;
+mod table;
 
 pub use config::{ConfigError, MembershipConfig};
 pub use event::{MemberEvent, MemberEventKind};

@@ -12,6 +12,8 @@
 //! is looked at.
 
 use crate::keyring::{Keyring, NONCE_BYTES, TAG_BYTES};
+use crate::message::Message;
+use shoal_core::codec;
 use std::borrow::Cow;
 use thiserror::Error;
 
@@ -165,6 +167,28 @@ pub(crate) fn push_part(body: &mut Vec<u8>, part: &[u8], limit: usize) -> bool {
     body.extend_from_slice(&len.to_be_bytes());
     body.extend_from_slice(part);
     true
+}
+
+/// Appends one message, encoded in place with its length prefix, if it fits within `limit`
+/// bytes in total. Returns whether it was appended; `body` is unchanged if not.
+pub(crate) fn push_message(body: &mut Vec<u8>, message: &Message, limit: usize) -> bool {
+    let start = body.len();
+    if start + PART_PREFIX_BYTES > limit {
+        return false;
+    }
+    body.extend_from_slice(&[0; PART_PREFIX_BYTES]);
+    let room = limit.min(start + PART_PREFIX_BYTES + usize::from(u16::MAX));
+    match codec::encode_into(message, body, room) {
+        Ok(len) => {
+            let len = u16::try_from(len).expect("bounded by room");
+            body[start..start + PART_PREFIX_BYTES].copy_from_slice(&len.to_be_bytes());
+            true
+        }
+        Err(_) => {
+            body.truncate(start);
+            false
+        }
+    }
 }
 
 /// Splits a datagram body into its messages' bytes; malformed if a length runs past the end.

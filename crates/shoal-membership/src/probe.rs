@@ -53,6 +53,7 @@ impl Swim {
             // A new round over the members that exist now.
             let mut order: Vec<NodeId> = self
                 .members
+                .as_slice()
                 .iter()
                 .filter(|m| m.id != self.id && m.state.is_live())
                 .map(|m| m.id)
@@ -107,7 +108,7 @@ impl Swim {
             suspicion,
         });
         for i in helpers {
-            let helper = self.members[i].addr;
+            let helper = self.members.at(i).addr;
             self.send_messages(helper, std::slice::from_ref(&request));
         }
     }
@@ -176,7 +177,7 @@ impl Swim {
             suspicion,
         });
         for &i in &helpers {
-            let addr = self.members[i].addr;
+            let addr = self.members.at(i).addr;
             self.send_messages(addr, std::slice::from_ref(&request));
         }
         if let Some(probe) = self.probe.as_mut() {

@@ -6,10 +6,9 @@
 //! incarnation, which it does to refute. Every accepted change is re-gossiped; everything
 //! else is ignored (and counted when it was stale).
 
-use crate::broadcast::BroadcastKey;
 use crate::event::MemberEventKind;
 use crate::member::{Member, MemberState};
-use crate::message::{Alive, Dead, Message, Suspect};
+use crate::message::{Alive, Dead, Suspect};
 use crate::output::TimerKind;
 use crate::suspicion::{min_suspicion_timeout, Suspicion};
 use crate::swim::{check_meta, Swim};
@@ -26,15 +25,10 @@ impl Swim {
         if alive.id == self.id {
             return self.on_alive_about_self(alive);
         }
-        // Another live member already holds this address: refuse the impostor.
-        if let Some(&holder) = self.addrs.get(&alive.addr) {
-            if holder != alive.id && self.member(holder).is_some_and(|m| m.state.is_live()) {
-                self.stats.address_conflicts += 1;
-                tracing::debug!(id = %alive.id, addr = %alive.addr, %holder, "address held by another live member");
+        let Some(known) = self.members.get(alive.id) else {
+            if self.address_held_by_another(&alive) {
                 return;
             }
-        }
-        let Some(&i) = self.index.get(&alive.id) else {
             let id = alive.id;
             self.insert_member(Member {
                 id,
@@ -44,12 +38,13 @@ impl Swim {
                 meta: alive.meta.clone(),
                 state_changed: now,
             });
-            self.queue_message(BroadcastKey::Member(id), &Message::Alive(alive));
+            self.queue_news(id, id);
             self.emit(now, MemberEventKind::Joined, id);
             return;
         };
-        let known = &self.members[i];
         let moved = known.addr != alive.addr;
+        let old_state = known.state;
+        let meta_changed = known.meta != alive.meta;
         if moved {
             let reclaimable = match known.state {
                 MemberState::Left => true,
@@ -64,31 +59,26 @@ impl Swim {
                 tracing::debug!(id = %alive.id, old = %known.addr, new = %alive.addr, "member claims a new address while live");
                 return;
             }
+            if self.address_held_by_another(&alive) {
+                return;
+            }
         } else if alive.incarnation <= known.incarnation {
             if alive.incarnation < known.incarnation {
                 self.stats.stale_updates += 1;
             }
             return;
         }
-        let old_state = known.state;
-        let meta_changed = known.meta != alive.meta;
-        let old_addr = known.addr;
-        {
-            let member = &mut self.members[i];
-            member.incarnation = alive.incarnation;
-            member.meta = alive.meta.clone();
-            member.addr = alive.addr;
-        }
-        if moved {
-            if self.addrs.get(&old_addr) == Some(&alive.id) {
-                self.addrs.remove(&old_addr);
-            }
-            self.addrs.insert(alive.addr, alive.id);
-        }
-        self.suspicions.remove(&alive.id);
-        self.set_state(now, alive.id, MemberState::Alive);
         let id = alive.id;
-        self.queue_message(BroadcastKey::Member(id), &Message::Alive(alive));
+        if moved {
+            self.members.set_addr(id, alive.addr);
+        }
+        if let Some(member) = self.members.get_mut(id) {
+            member.incarnation = alive.incarnation;
+            member.meta = alive.meta;
+        }
+        self.suspicions.remove(&id);
+        self.set_state(now, id, MemberState::Alive);
+        self.queue_news(id, id);
         let event = match old_state {
             _ if moved => Some(MemberEventKind::Reclaimed),
             MemberState::Dead | MemberState::Left => Some(MemberEventKind::Joined),
@@ -99,6 +89,21 @@ impl Swim {
         if let Some(kind) = event {
             self.emit(now, kind, id);
         }
+    }
+
+    /// Whether another live member holds the address `alive` claims (an impostor, refused
+    /// and counted). Only asked when the address is new for the member, so the common case,
+    /// news about a known member at its known address, costs one lookup.
+    fn address_held_by_another(&mut self, alive: &Alive) -> bool {
+        let Some(holder) = self.members.holder(&alive.addr) else {
+            return false;
+        };
+        if holder.id == alive.id || !holder.state.is_live() {
+            return false;
+        }
+        self.stats.address_conflicts += 1;
+        tracing::debug!(id = %alive.id, addr = %alive.addr, holder = %holder.id, "address held by another live member");
+        true
     }
 
     /// Alive news about this node: our own gossip coming back is ignored; anything claiming
@@ -161,17 +166,16 @@ impl Swim {
         let suspicion = Suspicion::new(suspect.from, suspect.incarnation, now, k, min, max);
         let deadline = suspicion.deadline();
         self.suspicions.insert(suspect.id, suspicion);
-        if let Some(&i) = self.index.get(&suspect.id) {
-            self.members[i].incarnation = suspect.incarnation;
+        if let Some(member) = self.members.get_mut(suspect.id) {
+            member.incarnation = suspect.incarnation;
         }
         self.set_state(now, suspect.id, MemberState::Suspect);
         self.set_timer(
             deadline.saturating_duration_since(now),
             TimerKind::Suspicion(suspect.id),
         );
-        let id = suspect.id;
-        self.queue_message(BroadcastKey::Member(id), &Message::Suspect(suspect));
-        self.emit(now, MemberEventKind::Suspect, id);
+        self.queue_news(suspect.id, suspect.from);
+        self.emit(now, MemberEventKind::Suspect, suspect.id);
     }
 
     fn confirm_suspicion(&mut self, now: Instant, suspect: Suspect) {
@@ -186,8 +190,7 @@ impl Swim {
             deadline.saturating_duration_since(now),
             TimerKind::Suspicion(suspect.id),
         );
-        let id = suspect.id;
-        self.queue_message(BroadcastKey::Member(id), &Message::Suspect(suspect));
+        self.queue_news(suspect.id, suspect.from);
     }
 
     /// A suspicion timer fired: declare the member dead if it is still suspected and the
@@ -252,13 +255,13 @@ impl Swim {
         } else {
             MemberState::Dead
         };
-        if let Some(&i) = self.index.get(&dead.id) {
-            self.members[i].incarnation = dead.incarnation;
+        if let Some(member) = self.members.get_mut(dead.id) {
+            member.incarnation = dead.incarnation;
         }
         self.suspicions.remove(&dead.id);
         self.set_state(now, dead.id, state);
         let id = dead.id;
-        self.queue_message(BroadcastKey::Member(id), &Message::Dead(dead));
+        self.queue_news(id, dead.from);
         let kind = if state == MemberState::Left {
             MemberEventKind::Left
         } else {

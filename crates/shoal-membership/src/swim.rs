@@ -5,30 +5,30 @@
 //! leave). This file holds the state, the public API and the plumbing they share.
 
 use crate::awareness::Awareness;
-use crate::broadcast::{retransmit_limit, BroadcastKey, BroadcastQueue};
+use crate::broadcast::{retransmit_limit, BroadcastQueue};
 use crate::config::{ConfigError, MembershipConfig};
 use crate::event::{MemberEvent, MemberEventKind};
 use crate::keyring::Keyring;
 use crate::member::{Member, MemberState};
-use crate::message::{Alive, Message, UserBroadcast};
+use crate::message::{Alive, Dead, Message, Suspect, UserBroadcast};
 use crate::output::{Output, RequestId, Timer, TimerKind};
 use crate::packet::{push_part, split_parts, Kind, PacketCodec, PacketError};
 use crate::probe::{ProbeState, Relay};
 use crate::stats::MembershipStats;
 use crate::suspicion::Suspicion;
 use crate::sync::{JoinState, ReliablePurpose};
+use crate::table::MemberTable;
+use foldhash::fast::FixedState;
 use shoal_core::{codec, DetRng, Instant, NodeId, Rng};
-use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::BuildHasherDefault;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 use thiserror::Error;
 
-/// Hash maps with a fixed hasher, so iteration order (and with it a simulation) depends only
-/// on the inputs, never on per-process random keys.
-pub(crate) type DetHashMap<K, V> = HashMap<K, V, BuildHasherDefault<DefaultHasher>>;
-pub(crate) type DetHashSet<K> = HashSet<K, BuildHasherDefault<DefaultHasher>>;
+/// Hash maps with a fixed hasher (foldhash), so iteration order (and with it a simulation)
+/// depends only on the inputs, never on per-process random keys.
+pub(crate) type DetHashMap<K, V> = hashbrown::HashMap<K, V, FixedState>;
+pub(crate) type DetHashSet<K> = hashbrown::HashSet<K, FixedState>;
 
 /// User broadcasts remembered as already delivered, so each is delivered once.
 const SEEN_USER_BROADCASTS: usize = 8192;
@@ -84,11 +84,8 @@ pub struct Swim {
     pub(crate) left: bool,
     pub(crate) rng: DetRng,
     pub(crate) codec: PacketCodec,
-    /// Every known member, this node included; `index` finds one by id.
-    pub(crate) members: Vec<Member>,
-    pub(crate) index: DetHashMap<NodeId, usize>,
-    /// Which member holds each address.
-    pub(crate) addrs: DetHashMap<SocketAddr, NodeId>,
+    /// Every known member, this node included.
+    pub(crate) members: MemberTable,
     /// Members alive or suspect, this node included while it has not left.
     pub(crate) live: usize,
     pub(crate) suspicions: DetHashMap<NodeId, Suspicion>,
@@ -143,12 +140,10 @@ impl Swim {
             left: false,
             rng: DetRng::from_seed(seed),
             codec,
-            members: Vec::new(),
-            index: DetHashMap::default(),
-            addrs: DetHashMap::default(),
+            members: MemberTable::new(seed),
             live: 0,
             suspicions: DetHashMap::default(),
-            broadcasts: BroadcastQueue::default(),
+            broadcasts: BroadcastQueue::new(seed),
             awareness,
             probe_order: Vec::new(),
             probe_cursor: 0,
@@ -187,8 +182,8 @@ impl Swim {
             return;
         }
         self.started = true;
-        if let Some(i) = self.index.get(&self.id).copied() {
-            self.members[i].state_changed = now;
+        if let Some(me) = self.members.get_mut(self.id) {
+            me.state_changed = now;
         }
         self.queue_alive_of_self();
         // Random phases, so nodes started together do not probe and gossip in lockstep.
@@ -351,9 +346,10 @@ impl Swim {
     }
 
     fn queue_user(&mut self, user: &UserBroadcast) {
-        let key = self.broadcasts.next_user_key();
-        let message = Message::User(user.clone());
-        self.queue_message(key, &message);
+        match codec::encode(&Message::User(user.clone())) {
+            Ok(bytes) => self.broadcasts.push_user(bytes),
+            Err(e) => tracing::error!(%e, "could not encode a user broadcast"),
+        }
     }
 
     /// Records a user broadcast as seen; false if it already was.
@@ -389,12 +385,12 @@ impl Swim {
 
     /// Every member this node knows of, itself included, dead and left ones until reaped.
     pub fn members(&self) -> &[Member] {
-        &self.members
+        self.members.as_slice()
     }
 
     /// One member, if known.
     pub fn member(&self, id: NodeId) -> Option<&Member> {
-        self.index.get(&id).map(|&i| &self.members[i])
+        self.members.get(id)
     }
 
     /// Members alive or suspect, this node included (unless it has left).
@@ -454,29 +450,21 @@ impl Swim {
         retransmit_limit(self.config.retransmit_mult, self.live)
     }
 
-    /// Encodes `message` and queues it for gossip under `key`.
-    pub(crate) fn queue_message(&mut self, key: BroadcastKey, message: &Message) {
-        match codec::encode(message) {
-            Ok(bytes) => self.broadcasts.push(key, bytes),
-            Err(e) => tracing::error!(%e, "could not encode a broadcast"),
-        }
+    /// Queues news about member `id` for gossip: its state in the table when sent, with
+    /// `from` as the suspecter or declarer of suspect and dead news.
+    pub(crate) fn queue_news(&mut self, id: NodeId, from: NodeId) {
+        self.broadcasts.push_member(id, from);
     }
 
     pub(crate) fn queue_alive_of_self(&mut self) {
-        let alive = Alive {
-            id: self.id,
-            addr: self.addr,
-            incarnation: self.incarnation,
-            meta: self.meta.clone(),
-        };
-        self.queue_message(BroadcastKey::Member(self.id), &Message::Alive(alive));
+        self.queue_news(self.id, self.id);
     }
 
     /// Copies this node's incarnation and metadata into its own member entry.
     pub(crate) fn sync_self_member(&mut self) {
-        if let Some(&i) = self.index.get(&self.id) {
-            self.members[i].incarnation = self.incarnation;
-            self.members[i].meta = self.meta.clone();
+        if let Some(me) = self.members.get_mut(self.id) {
+            me.incarnation = self.incarnation;
+            me.meta = self.meta.clone();
         }
     }
 
@@ -502,7 +490,11 @@ impl Swim {
             }
         }
         let transmit_limit = self.transmit_limit();
-        self.broadcasts.fill(&mut body, limit, transmit_limit);
+        let members = &self.members;
+        self.broadcasts
+            .fill(&mut body, limit, transmit_limit, |id, from| {
+                members.get(id).map(|m| member_news(m, from))
+            });
         if body.is_empty() {
             return;
         }
@@ -522,9 +514,7 @@ impl Swim {
         if member.state.is_live() {
             self.live += 1;
         }
-        self.addrs.insert(member.addr, id);
-        self.index.insert(id, self.members.len());
-        self.members.push(member);
+        self.members.insert(member);
         if id != self.id {
             // A random place in the rest of this probe round, found in O(1).
             self.probe_order.push(id);
@@ -539,10 +529,9 @@ impl Swim {
 
     /// Changes a known member's state, keeping the live count and timestamps right.
     pub(crate) fn set_state(&mut self, now: Instant, id: NodeId, state: MemberState) {
-        let Some(&i) = self.index.get(&id) else {
+        let Some(member) = self.members.get_mut(id) else {
             return;
         };
-        let member = &mut self.members[i];
         if member.state == state {
             return;
         }
@@ -557,18 +546,11 @@ impl Swim {
 
     /// Forgets a member entirely (after its retention period).
     pub(crate) fn remove_member(&mut self, id: NodeId) {
-        let Some(i) = self.index.remove(&id) else {
+        let Some(member) = self.members.remove(id) else {
             return;
         };
-        let member = self.members.swap_remove(i);
         if member.state.is_live() {
             self.live -= 1;
-        }
-        if let Some(moved) = self.members.get(i) {
-            self.index.insert(moved.id, i);
-        }
-        if self.addrs.get(&member.addr) == Some(&id) {
-            self.addrs.remove(&member.addr);
         }
         self.suspicions.remove(&id);
     }
@@ -594,7 +576,7 @@ impl Swim {
                 return picked;
             }
             let i = self.rng.below(n as u64) as usize;
-            if ok(i, &self.members[i], &picked, &mut eligible) {
+            if ok(i, self.members.at(i), &picked, &mut eligible) {
                 picked.push(i);
             }
         }
@@ -605,7 +587,7 @@ impl Swim {
                 break;
             }
             let i = (start + offset) % n;
-            if ok(i, &self.members[i], &picked, &mut eligible) {
+            if ok(i, self.members.at(i), &picked, &mut eligible) {
                 picked.push(i);
             }
         }
@@ -621,6 +603,7 @@ impl Swim {
         let (dead, left) = (self.config.dead_retention, self.config.left_retention);
         let expired: Vec<NodeId> = self
             .members
+            .as_slice()
             .iter()
             .filter(|m| {
                 let retention = match m.state {
@@ -640,6 +623,34 @@ impl Swim {
     pub(crate) fn next_request_id(&mut self) -> RequestId {
         self.next_request += 1;
         RequestId(self.next_request)
+    }
+}
+
+/// The gossip message for `member`'s current state; `from` is who suspected or declared it.
+fn member_news(member: &Member, from: NodeId) -> Message {
+    let (id, incarnation) = (member.id, member.incarnation);
+    match member.state {
+        MemberState::Alive => Message::Alive(Alive {
+            id,
+            addr: member.addr,
+            incarnation,
+            meta: member.meta.clone(),
+        }),
+        MemberState::Suspect => Message::Suspect(Suspect {
+            id,
+            incarnation,
+            from,
+        }),
+        MemberState::Dead => Message::Dead(Dead {
+            id,
+            incarnation,
+            from,
+        }),
+        MemberState::Left => Message::Dead(Dead {
+            id,
+            incarnation,
+            from: id,
+        }),
     }
 }
 

@@ -1,9 +1,9 @@
 //! Dissemination and state sync: periodic gossip of queued updates, push-pull full-state
 //! exchange over the reliable channel, joining through seeds, and leaving gracefully.
 
-use crate::broadcast::BroadcastKey;
+use crate::member::Member;
 use crate::member::{MemberState, WireMember};
-use crate::message::{Alive, Dead, Message, PushPull, ReliableRequest, ReliableResponse, Suspect};
+use crate::message::{Alive, Dead, PushPull, ReliableRequest, ReliableResponse, Suspect};
 use crate::output::{Output, RequestId, TimerKind};
 use crate::packet::Kind;
 use crate::swim::{Swim, SwimError};
@@ -64,7 +64,7 @@ impl Swim {
         }
         let peers = self.random_members(1, |m| m.state == MemberState::Alive);
         if let Some(&i) = peers.first() {
-            let addr = self.members[i].addr;
+            let addr = self.members.at(i).addr;
             self.send_push_pull(addr, false, ReliablePurpose::PushPull);
         }
     }
@@ -78,7 +78,7 @@ impl Swim {
         }
         let dead = self.random_members(1, |m| m.state == MemberState::Dead);
         if let Some(&i) = dead.first() {
-            let addr = self.members[i].addr;
+            let addr = self.members.at(i).addr;
             self.send_push_pull(addr, false, ReliablePurpose::PushPull);
         }
     }
@@ -86,7 +86,12 @@ impl Swim {
     fn local_state(&self, join: bool) -> PushPull {
         PushPull {
             join,
-            members: self.members.iter().map(|m| m.to_wire()).collect(),
+            members: self
+                .members
+                .as_slice()
+                .iter()
+                .map(Member::to_wire)
+                .collect(),
         }
     }
 
@@ -365,13 +370,13 @@ impl Swim {
             incarnation: self.incarnation,
             from: id,
         };
-        self.queue_message(BroadcastKey::Member(id), &Message::Dead(dead));
+        self.queue_news(id, dead.from);
     }
 
     /// Whether [`Swim::leave`] was called and its Left notice has been sent as many times as
     /// any update is retransmitted.
     pub fn leave_announced(&self) -> bool {
-        self.left && !self.broadcasts.contains(BroadcastKey::Member(self.id))
+        self.left && !self.broadcasts.contains_member(self.id)
     }
 
     /// Runs a gossip round now: queued updates to `gossip_nodes` random members. The gossip
@@ -386,7 +391,7 @@ impl Swim {
             m.state.is_live() || now.saturating_duration_since(m.state_changed) < dead_time
         });
         for i in targets {
-            let addr = self.members[i].addr;
+            let addr = self.members.at(i).addr;
             self.send_messages(addr, &[]);
         }
     }
