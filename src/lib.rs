@@ -10,6 +10,7 @@
 //! | [`transport`] | `shoal-transport` | multiplexed TCP RPC, UDP datagrams, in-memory network, fault injection |
 //! | [`sim`] | `shoal-sim` | deterministic simulator for sans-IO protocol cores |
 //! | [`membership`] | `shoal-membership` | SWIM failure detection with Lifeguard, gossip, push-pull, encryption |
+//! | [`routing`] | `shoal-routing` | stable key hash, jump hash, weighted zone-aware rendezvous, ring |
 //!
 //! ```
 //! use shoal::core::{Hlc, NodeId, SystemClock};
@@ -26,6 +27,9 @@ pub use shoal_core as core;
 
 #[cfg(feature = "membership")]
 pub use shoal_membership as membership;
+
+#[cfg(feature = "routing")]
+pub use shoal_routing as routing;
 
 #[cfg(feature = "sim")]
 pub use shoal_sim as sim;
