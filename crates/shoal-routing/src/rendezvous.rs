@@ -16,19 +16,32 @@
 use crate::key_hash::{mix, node_hash};
 use shoal_core::NodeId;
 
-/// One node a key may be placed on.
+/// One node a key may be placed on. Fields are read-only: the node's hash is computed once,
+/// when the candidate is made.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Candidate {
-    /// The node.
-    pub node: NodeId,
-    /// Its failure domain (zone, rack, region), as a small integer the caller assigns.
-    pub zone: u32,
-    /// Its relative capacity; must be positive and finite (others are never picked).
-    pub weight: f64,
+    node: NodeId,
+    zone: u32,
+    weight: f64,
     hash: u64,
 }
 
 impl Candidate {
+    /// The node.
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// Its failure domain (zone, rack, region), as a small integer the caller assigns.
+    pub fn zone(&self) -> u32 {
+        self.zone
+    }
+
+    /// Its relative capacity; only positive, finite weights are ever picked.
+    pub fn weight(&self) -> f64 {
+        self.weight
+    }
+
     /// A candidate with weight 1.
     pub fn new(node: NodeId, zone: u32) -> Self {
         Self::weighted(node, zone, 1.0)
