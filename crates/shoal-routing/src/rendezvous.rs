@@ -104,11 +104,22 @@ fn beats(a: Scored, b: Scored) -> bool {
 
 impl Rendezvous {
     /// Placement over `candidates` (a node listed twice counts once, the last listing wins).
-    pub fn new(candidates: Vec<Candidate>) -> Self {
-        let mut hrw = Self::default();
+    pub fn new(mut candidates: Vec<Candidate>) -> Self {
+        // Stable sort by node keeps listing order among duplicates; keep the last of each.
+        candidates.sort_by_key(|c| c.node);
+        let mut unique: Vec<Candidate> = Vec::with_capacity(candidates.len());
         for c in candidates {
-            hrw.insert(c);
+            match unique.last_mut() {
+                Some(last) if last.node == c.node => *last = c,
+                _ => unique.push(c),
+            }
         }
+        unique.sort_by_key(|c| (c.zone, c.node));
+        let mut hrw = Self {
+            candidates: unique,
+            uniform: false,
+        };
+        hrw.refresh();
         hrw
     }
 

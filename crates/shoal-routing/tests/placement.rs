@@ -91,6 +91,21 @@ fn hrw_shares_follow_weights() {
 }
 
 #[test]
+fn hrw_duplicate_listings_count_once_and_the_last_wins() {
+    let hrw = Rendezvous::new(vec![
+        Candidate::new(NodeId::new(2), 0),
+        Candidate::new(NodeId::new(1), 0),
+        Candidate::new(NodeId::new(2), 1),
+    ]);
+    let listed: Vec<(u64, u32)> = hrw
+        .candidates()
+        .iter()
+        .map(|c| (c.node().get(), c.zone()))
+        .collect();
+    assert_eq!(listed, vec![(1, 0), (2, 1)]);
+}
+
+#[test]
 fn ring_removal_moves_only_the_removed_nodes_keys() {
     let all = HashRing::new((1..=10).map(NodeId::new), 64);
     let fewer = HashRing::new((1..=10).filter(|&i| i != 4).map(NodeId::new), 64);
