@@ -7,6 +7,9 @@
 //! - [`Rendezvous`]: weighted, zone-aware rendezvous hashing to choose R distinct replicas
 //!   among named nodes, with minimal movement when nodes come and go.
 //! - [`HashRing`]: a consistent-hash ring with virtual nodes, the baseline.
+//! - [`RangeCache`]: the routing cache of range-partitioned data: key → range, generation
+//!   and leader in O(log n) without reader contention, corrected by `NotLeader` and
+//!   `RangeKeyMismatch` errors and by membership's Dead events, misses coalesced.
 //!
 //! ```
 //! use shoal_core::NodeId;
@@ -33,12 +36,19 @@
 
 pub mod jump;
 pub mod key_hash;
+mod miss_flight;
 pub mod partitioner;
+pub mod range_cache;
 pub mod rendezvous;
 pub mod ring;
+mod start_index;
 
 pub use jump::jump_hash;
 pub use key_hash::{key_hash, mix, node_hash};
 pub use partitioner::{Partitioner, PartitionerError};
+pub use range_cache::{
+    ErrorAction, InsertOutcome, RangeCache, RangeCacheConfig, RangeCacheError, RangeCacheStats,
+    ResolveError, Route,
+};
 pub use rendezvous::{Candidate, Rendezvous};
 pub use ring::HashRing;

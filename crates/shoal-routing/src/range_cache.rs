@@ -1,0 +1,675 @@
+//! The routing cache: which range holds a key, at what generation, and who leads it.
+//!
+//! A client or gateway keeps one [`RangeCache`]. It answers [`RangeCache::lookup`] from
+//! memory in O(log n), learns descriptors from range lookups ([`RangeCache::insert`],
+//! [`RangeCache::resolve`]), and corrects itself from the errors replicas send back
+//! ([`RangeCache::observe_error`]): a `NotLeader` hint moves the cached leader, a
+//! `RangeKeyMismatch` replaces the stale descriptors with the fresher ones it carries. When
+//! membership declares a node dead, [`RangeCache::evict_node`] removes it from every cached
+//! replica set and leader entry.
+//!
+//! Cached descriptors never overlap. A descriptor that overlaps cached ones replaces them
+//! when its generation is at least theirs and is dropped as stale otherwise, so an old
+//! answer arriving late cannot undo a split or merge the cache already knows about (ties go
+//! to the newcomer, which has just come from the authority).
+//!
+//! Reads take a [`ShardedLock`]: each reading thread locks only its own shard, so readers on
+//! different cores do not write to a shared cache line, and a lookup clones nothing shared
+//! (a [`Route`] is a small `Copy` value). Writers lock every shard; they are rare (lookups
+//! after misses, errors, membership changes).
+
+use crate::miss_flight::{Flight, MissFlights};
+use crate::start_index::{Keyed, Slot, StartIndex};
+use crossbeam_utils::sync::ShardedLock;
+use shoal_core::{
+    DescriptorError, ErrorCode, Generation, LeaderHint, NodeId, RangeDescriptor, RangeId,
+    ReplicaRole,
+};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError};
+
+/// Limits of a [`RangeCache`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RangeCacheConfig {
+    /// The longest key, in bytes, that a lookup accepts and that a cached descriptor's
+    /// bounds may have. Default 4096, the storage engine's key limit.
+    pub max_key_len: usize,
+    /// The most descriptors held. Inserting beyond it evicts entries chosen at random (no
+    /// bookkeeping on the read path). Default 1,048,576.
+    pub capacity: usize,
+}
+
+impl Default for RangeCacheConfig {
+    fn default() -> Self {
+        Self {
+            max_key_len: 4096,
+            capacity: 1 << 20,
+        }
+    }
+}
+
+/// Where to send a request for a key: the range, its generation, and the cached leader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// The range holding the key.
+    pub range: RangeId,
+    /// The generation of the cached descriptor; a request carries it so that a replica can
+    /// answer `RangeKeyMismatch` when the range has changed since.
+    pub generation: Generation,
+    /// The node believed to lead the range, or `None` when unknown (try the voters, see
+    /// [`RangeCache::descriptor`]).
+    pub leader: Option<NodeId>,
+}
+
+/// Why the cache refused an input.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RangeCacheError {
+    /// A key is longer than [`RangeCacheConfig::max_key_len`].
+    #[error("key of {len} bytes is over the {max}-byte limit")]
+    KeyTooLarge {
+        /// The key's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A descriptor failed validation.
+    #[error("invalid descriptor: {0}")]
+    InvalidDescriptor(#[from] DescriptorError),
+}
+
+/// What [`RangeCache::insert`] did with a descriptor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InsertOutcome {
+    /// Cached, replacing this many overlapping older (or equal) descriptors.
+    Inserted {
+        /// How many cached descriptors it replaced.
+        replaced: usize,
+    },
+    /// Dropped: a cached descriptor overlapping it has a higher generation.
+    Stale {
+        /// The higher generation found.
+        newer: Generation,
+    },
+}
+
+/// What a caller should do after [`RangeCache::observe_error`] has updated the cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorAction {
+    /// The cache now holds a better route: look the key up again and resend at once.
+    Retry,
+    /// The cached route was dropped: resolve the key again (a range lookup), then resend.
+    Refresh,
+    /// A transient failure that the cache cannot fix: back off, then resend.
+    Backoff,
+    /// Retrying cannot help; report the error.
+    Fail,
+}
+
+/// Why [`RangeCache::resolve`] could not produce a route.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResolveError {
+    /// The key or a fetched descriptor was refused.
+    #[error(transparent)]
+    Refused(#[from] RangeCacheError),
+    /// The range lookup failed. Shared by every caller whose miss it served.
+    #[error("range lookup failed: {0}")]
+    Fetch(Arc<dyn std::error::Error + Send + Sync>),
+    /// The range lookup answered, but with no usable descriptor containing the key.
+    #[error("the range lookup returned no descriptor containing the key")]
+    NotCovered,
+}
+
+/// Counters of what the cache has done, for metrics. Read with [`RangeCache::stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RangeCacheStats {
+    /// Descriptors cached.
+    pub inserted: u64,
+    /// Descriptors dropped because a cached overlapping one was newer.
+    pub stale_dropped: u64,
+    /// Descriptors or keys refused as invalid or over the size limit.
+    pub refused: u64,
+    /// Entries evicted to stay within capacity.
+    pub capacity_evictions: u64,
+    /// Range lookups run by [`RangeCache::resolve`].
+    pub fetches: u64,
+    /// Misses that waited on another caller's range lookup instead of running their own.
+    pub coalesced: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    inserted: AtomicU64,
+    stale_dropped: AtomicU64,
+    refused: AtomicU64,
+    capacity_evictions: AtomicU64,
+    fetches: AtomicU64,
+    coalesced: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Ordering::Relaxed);
+}
+
+/// One cached descriptor with the copies a lookup needs, so a hit touches one entry.
+struct CachedRange {
+    descriptor: Arc<RangeDescriptor>,
+    range: RangeId,
+    generation: Generation,
+    leader: Option<NodeId>,
+    /// The start key's length, so that index ties between short keys need no key read.
+    start_len: u32,
+    /// The range is unbounded or ends exactly where the next cached one starts, so any key
+    /// whose floor this entry is lies inside it: a hit needs no end-key comparison.
+    open_ended: bool,
+}
+
+impl Keyed for CachedRange {
+    fn start(&self) -> &[u8] {
+        self.descriptor.range.start()
+    }
+
+    fn start_len(&self) -> usize {
+        self.start_len as usize
+    }
+}
+
+impl CachedRange {
+    fn new(descriptor: Arc<RangeDescriptor>, leader: Option<NodeId>) -> Self {
+        Self {
+            range: descriptor.id,
+            generation: descriptor.generation,
+            // Start keys are at most `max_key_len`, checked before caching; saturate anyway,
+            // a wrong length would only send a tie to the full comparison.
+            start_len: u32::try_from(descriptor.range.start().len()).unwrap_or(u32::MAX),
+            open_ended: false,
+            leader,
+            descriptor,
+        }
+    }
+
+    /// Whether `key`, whose floor this entry is, lies below the end.
+    #[inline]
+    fn holds(&self, key: &[u8]) -> bool {
+        self.open_ended || self.descriptor.range.end().is_above(key)
+    }
+
+    fn route(&self) -> Route {
+        Route {
+            range: self.range,
+            generation: self.generation,
+            leader: self.leader,
+        }
+    }
+}
+
+struct CacheState {
+    index: StartIndex<CachedRange>,
+    /// xorshift state for choosing capacity evictions.
+    rng: u64,
+}
+
+impl CacheState {
+    /// The entry holding `key`, if any.
+    #[inline]
+    fn holding(&self, key: &[u8]) -> Option<Slot> {
+        self.index
+            .floor(key)
+            .filter(|&slot| self.index.get(slot).holds(key))
+    }
+
+    /// Recomputes [`CachedRange::open_ended`] of the entry at `slot` from its successor.
+    fn refresh_open_end(&mut self, slot: Slot) {
+        let index = &self.index;
+        let open = match index.get(slot).descriptor.range.end().as_key() {
+            None => true,
+            Some(end) => index
+                .next(slot)
+                .is_some_and(|n| index.get(n).start() == end),
+        };
+        self.index.get_mut(slot).open_ended = open;
+    }
+
+    /// Adds `entry` (overlapping nothing cached) and refreshes its neighbours.
+    fn insert(&mut self, entry: CachedRange) {
+        let start = entry.start().to_vec();
+        self.index.insert(entry);
+        if let Some(slot) = self.index.floor(&start) {
+            self.refresh_open_end(slot);
+            if let Some(prev) = self.index.prev(slot) {
+                self.refresh_open_end(prev);
+            }
+        }
+    }
+
+    /// Removes the entry at `slot`.
+    fn remove(&mut self, slot: Slot) -> CachedRange {
+        let removed = self.index.remove_at(slot);
+        self.removed(removed.start());
+        removed
+    }
+
+    /// Removes the entry starting exactly at `start`, if any.
+    fn remove_start(&mut self, start: &[u8]) -> Option<CachedRange> {
+        let removed = self.index.remove(start)?;
+        self.removed(start);
+        Some(removed)
+    }
+
+    /// After removing the entry that started at `start`: its predecessor no longer ends
+    /// where a cached neighbour starts.
+    fn removed(&mut self, start: &[u8]) {
+        if let Some(prev) = self.index.floor(start) {
+            self.refresh_open_end(prev);
+        }
+    }
+}
+
+/// The routing cache. Share it between threads behind an `Arc`.
+///
+/// ```
+/// use shoal_core::{KeyRange, NodeId, RangeDescriptor, RangeId, ReplicaDescriptor};
+/// use shoal_routing::{RangeCache, RangeCacheConfig};
+///
+/// let cache = RangeCache::new(RangeCacheConfig::default());
+/// let voters = (1..=3).map(|n| ReplicaDescriptor::voter(NodeId::new(n))).collect();
+/// let mut left = RangeDescriptor::new(RangeId::new(1), KeyRange::bounded("", "m")?, voters)?;
+/// left.leader_hint = Some(NodeId::new(2));
+/// cache.insert(left)?;
+///
+/// let route = cache.lookup(b"apple")?.expect("cached");
+/// assert_eq!((route.range, route.leader), (RangeId::new(1), Some(NodeId::new(2))));
+/// assert_eq!(cache.lookup(b"melon")?, None); // not cached: resolve it
+///
+/// cache.evict_node(NodeId::new(2)); // membership says n2 is dead
+/// assert_eq!(cache.lookup(b"apple")?.unwrap().leader, None);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct RangeCache {
+    config: RangeCacheConfig,
+    state: ShardedLock<CacheState>,
+    flights: MissFlights,
+    counters: Counters,
+}
+
+impl RangeCache {
+    /// An empty cache.
+    pub fn new(config: RangeCacheConfig) -> Self {
+        Self {
+            config,
+            state: ShardedLock::new(CacheState {
+                index: StartIndex::default(),
+                rng: 0x9E37_79B9_7F4A_7C15,
+            }),
+            flights: MissFlights::default(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// The limits it was built with.
+    pub fn config(&self) -> &RangeCacheConfig {
+        &self.config
+    }
+
+    fn read(&self) -> crossbeam_utils::sync::ShardedLockReadGuard<'_, CacheState> {
+        // A panic mid-update leaves a cache with fewer entries, never overlapping ones:
+        // still a valid cache, so poisoning is ignored.
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> crossbeam_utils::sync::ShardedLockWriteGuard<'_, CacheState> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<(), RangeCacheError> {
+        if key.len() > self.config.max_key_len {
+            bump(&self.counters.refused, 1);
+            return Err(RangeCacheError::KeyTooLarge {
+                len: key.len(),
+                max: self.config.max_key_len,
+            });
+        }
+        Ok(())
+    }
+
+    /// The cached route for `key`, or `None` on a miss. O(log n), no allocation.
+    #[inline]
+    pub fn lookup(&self, key: &[u8]) -> Result<Option<Route>, RangeCacheError> {
+        self.check_key(key)?;
+        let state = self.read();
+        Ok(state.holding(key).map(|slot| state.index.get(slot).route()))
+    }
+
+    /// The cached descriptor holding `key` (replicas as this cache knows them: dead nodes
+    /// evicted), for choosing another replica when the leader is unknown or unreachable.
+    pub fn descriptor(&self, key: &[u8]) -> Result<Option<Arc<RangeDescriptor>>, RangeCacheError> {
+        self.check_key(key)?;
+        let state = self.read();
+        Ok(state
+            .holding(key)
+            .map(|slot| Arc::clone(&state.index.get(slot).descriptor)))
+    }
+
+    /// Every cached descriptor, in key order (a copy of the cache's view, for inspection).
+    pub fn descriptors(&self) -> Vec<Arc<RangeDescriptor>> {
+        let state = self.read();
+        state
+            .index
+            .iter()
+            .map(|entry| Arc::clone(&entry.descriptor))
+            .collect()
+    }
+
+    /// How many descriptors are cached.
+    pub fn len(&self) -> usize {
+        self.read().index.len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// What the cache has done so far.
+    pub fn stats(&self) -> RangeCacheStats {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        RangeCacheStats {
+            inserted: get(&c.inserted),
+            stale_dropped: get(&c.stale_dropped),
+            refused: get(&c.refused),
+            capacity_evictions: get(&c.capacity_evictions),
+            fetches: get(&c.fetches),
+            coalesced: get(&c.coalesced),
+        }
+    }
+
+    fn check_descriptor(&self, descriptor: &RangeDescriptor) -> Result<(), RangeCacheError> {
+        if let Err(e) = descriptor.validate() {
+            bump(&self.counters.refused, 1);
+            return Err(e.into());
+        }
+        self.check_key(descriptor.range.start())?;
+        if let Some(end) = descriptor.range.end().as_key() {
+            self.check_key(end)?;
+        }
+        Ok(())
+    }
+
+    /// Caches `descriptor`, replacing the overlapping ones it is at least as new as; see the
+    /// module docs for the rule. An invalid descriptor, or one with a bound over the key
+    /// limit, is refused and changes nothing.
+    pub fn insert(&self, descriptor: RangeDescriptor) -> Result<InsertOutcome, RangeCacheError> {
+        self.check_descriptor(&descriptor)?;
+        let mut state = self.write();
+        Ok(self.insert_locked(&mut state, Arc::new(descriptor)))
+    }
+
+    /// Caches each valid descriptor of `descriptors` as [`RangeCache::insert`] would, skipping
+    /// (and counting) invalid ones, under one write lock. Returns how many were cached.
+    pub fn insert_all(&self, descriptors: impl IntoIterator<Item = RangeDescriptor>) -> usize {
+        let valid: Vec<_> = descriptors
+            .into_iter()
+            .filter(|d| self.check_descriptor(d).is_ok())
+            .collect();
+        let mut state = self.write();
+        valid
+            .into_iter()
+            .filter(|d| {
+                let outcome = self.insert_locked(&mut state, Arc::new(d.clone()));
+                matches!(outcome, InsertOutcome::Inserted { .. })
+            })
+            .count()
+    }
+
+    fn insert_locked(
+        &self,
+        state: &mut CacheState,
+        descriptor: Arc<RangeDescriptor>,
+    ) -> InsertOutcome {
+        let index = &state.index;
+        let mut overlapping = Vec::new();
+        let mut cursor = match index.floor(descriptor.range.start()) {
+            Some(slot) if index.get(slot).descriptor.range.overlaps(&descriptor.range) => {
+                Some(slot)
+            }
+            Some(slot) => index.next(slot),
+            None => index.first(),
+        };
+        while let Some(slot) = cursor {
+            let entry = index.get(slot);
+            if !descriptor.range.end().is_above(entry.start()) {
+                break;
+            }
+            if entry.generation > descriptor.generation {
+                bump(&self.counters.stale_dropped, 1);
+                return InsertOutcome::Stale {
+                    newer: entry.generation,
+                };
+            }
+            overlapping.push(entry.start().to_vec());
+            cursor = index.next(slot);
+        }
+        let mut leader = descriptor.leader_hint;
+        for start in &overlapping {
+            if let Some(old) = state.remove_start(start) {
+                let same_range = old.range == descriptor.id;
+                if leader.is_none() && same_range {
+                    leader = old
+                        .leader
+                        .filter(|&n| descriptor.role_of(n) == Some(ReplicaRole::Voter));
+                }
+            }
+        }
+        let start = descriptor.range.start().to_vec();
+        state.insert(CachedRange::new(descriptor, leader));
+        bump(&self.counters.inserted, 1);
+        self.enforce_capacity(state, &start);
+        InsertOutcome::Inserted {
+            replaced: overlapping.len(),
+        }
+    }
+
+    /// Evicts random entries other than the one just inserted until within capacity.
+    fn enforce_capacity(&self, state: &mut CacheState, keep: &[u8]) {
+        while state.index.len() > self.config.capacity.max(1) {
+            state.rng ^= state.rng << 13;
+            state.rng ^= state.rng >> 7;
+            state.rng ^= state.rng << 17;
+            let n = (state.rng % state.index.len() as u64) as usize;
+            let Some(slot) = state.index.nth(n) else {
+                return;
+            };
+            if state.index.get(slot).start() == keep {
+                continue;
+            }
+            state.remove(slot);
+            bump(&self.counters.capacity_evictions, 1);
+        }
+    }
+
+    /// Drops the cached descriptor holding `key`, if any. Returns whether one was dropped.
+    pub fn evict(&self, key: &[u8]) -> bool {
+        let mut state = self.write();
+        Self::evict_locked(&mut state, key, None)
+    }
+
+    /// Drops the entry holding `key` if it is `only` (or any entry when `only` is `None`).
+    fn evict_locked(state: &mut CacheState, key: &[u8], only: Option<RangeId>) -> bool {
+        let Some(slot) = state.holding(key) else {
+            return false;
+        };
+        if only.is_some_and(|id| id != state.index.get(slot).range) {
+            return false;
+        }
+        state.remove(slot);
+        true
+    }
+
+    /// Removes `node` from every cached replica set and leader entry, as on a membership
+    /// Dead event. A range left with no voter is dropped (the next request resolves it
+    /// afresh). Returns how many entries changed. O(n) in the cache size.
+    pub fn evict_node(&self, node: NodeId) -> usize {
+        let mut state = self.write();
+        let mut changed = 0;
+        let mut voterless = Vec::new();
+        for entry in state.index.iter_mut() {
+            let mut touched = false;
+            if entry.leader == Some(node) {
+                entry.leader = None;
+                touched = true;
+            }
+            if entry.descriptor.role_of(node).is_some() {
+                let descriptor = Arc::make_mut(&mut entry.descriptor);
+                descriptor.replicas.retain(|r| r.node != node);
+                if descriptor.leader_hint == Some(node) {
+                    descriptor.leader_hint = None;
+                }
+                if descriptor.voters().next().is_none() {
+                    voterless.push(descriptor.range.start().to_vec());
+                }
+                touched = true;
+            }
+            changed += usize::from(touched);
+        }
+        for start in voterless {
+            state.remove_start(&start);
+        }
+        changed
+    }
+
+    /// Records that `node` leads the range cached for `key`, if that is still `range` and
+    /// the node is one of its voters. Returns whether the leader was recorded.
+    pub fn set_leader(&self, key: &[u8], range: RangeId, node: NodeId) -> bool {
+        let mut state = self.write();
+        let Some(slot) = state.holding(key) else {
+            return false;
+        };
+        let entry = state.index.get_mut(slot);
+        let valid =
+            entry.range == range && entry.descriptor.role_of(node) == Some(ReplicaRole::Voter);
+        if valid {
+            entry.leader = Some(node);
+        }
+        valid
+    }
+
+    /// Updates the cache from the error a replica returned for a request routed to `route`
+    /// for `key`, and says what to do next:
+    ///
+    /// - `NotLeader` with a hint naming a voter: the leader moves → [`ErrorAction::Retry`].
+    ///   A hint naming a node outside the cached replica set means the descriptor is stale:
+    ///   it is dropped → [`ErrorAction::Refresh`]. No hint: the leader is forgotten →
+    ///   `Retry` (the caller tries another voter).
+    /// - `RangeKeyMismatch`: the fresher descriptors replace the stale ones, and the routed
+    ///   entry is dropped if nothing replaced it → `Retry` if the key is now covered, else
+    ///   `Refresh`.
+    /// - `RangeNotFound`: the routed entry is dropped → `Refresh`.
+    /// - any other retriable code → [`ErrorAction::Backoff`]; the rest → [`ErrorAction::Fail`].
+    pub fn observe_error(&self, key: &[u8], route: &Route, code: &ErrorCode) -> ErrorAction {
+        match code {
+            ErrorCode::NotLeader { hint } => self.on_not_leader(key, route, hint.as_ref()),
+            ErrorCode::RangeKeyMismatch { descriptors } => {
+                self.insert_all(descriptors.iter().cloned());
+                let mut state = self.write();
+                let covered = state.holding(key).map(|slot| {
+                    let entry = state.index.get(slot);
+                    (entry.range, entry.generation)
+                });
+                match covered {
+                    Some(found) if found != (route.range, route.generation) => ErrorAction::Retry,
+                    Some(_) => {
+                        Self::evict_locked(&mut state, key, Some(route.range));
+                        ErrorAction::Refresh
+                    }
+                    None => ErrorAction::Refresh,
+                }
+            }
+            ErrorCode::RangeNotFound { .. } => {
+                let mut state = self.write();
+                Self::evict_locked(&mut state, key, Some(route.range));
+                ErrorAction::Refresh
+            }
+            other if other.is_retriable() => ErrorAction::Backoff,
+            _ => ErrorAction::Fail,
+        }
+    }
+
+    fn on_not_leader(&self, key: &[u8], route: &Route, hint: Option<&LeaderHint>) -> ErrorAction {
+        let mut state = self.write();
+        let Some(slot) = state.holding(key) else {
+            return ErrorAction::Refresh;
+        };
+        let entry = state.index.get_mut(slot);
+        if entry.range != route.range {
+            // Replaced meanwhile: route again with what is cached now.
+            return ErrorAction::Retry;
+        }
+        match hint {
+            Some(hint) if entry.descriptor.role_of(hint.node) == Some(ReplicaRole::Voter) => {
+                entry.leader = Some(hint.node);
+                ErrorAction::Retry
+            }
+            Some(_) => {
+                state.remove(slot);
+                ErrorAction::Refresh
+            }
+            None => {
+                if entry.leader.is_some() && entry.leader == route.leader {
+                    entry.leader = None;
+                }
+                ErrorAction::Retry
+            }
+        }
+    }
+
+    /// Drops everything cached.
+    pub fn clear(&self) {
+        self.write().index.clear();
+    }
+
+    /// The route for `key`: from the cache, or else from `fetch`, a range lookup that returns
+    /// descriptors covering the key (typically a meta-range read). Concurrent misses for the
+    /// same key share one call of `fetch`: the first caller runs it, the others wait for its
+    /// result (its error too). If the first caller is cancelled, a waiting one takes over.
+    pub async fn resolve<F, Fut, E>(&self, key: &[u8], fetch: F) -> Result<Route, ResolveError>
+    where
+        F: FnOnce(Vec<u8>) -> Fut,
+        Fut: Future<Output = Result<Vec<RangeDescriptor>, E>>,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        loop {
+            if let Some(route) = self.lookup(key)? {
+                return Ok(route);
+            }
+            match self.flights.join(key) {
+                Flight::Lead(lead) => {
+                    // Re-check: a flight may have landed between the miss and the join.
+                    if let Some(route) = self.lookup(key)? {
+                        lead.finish(Ok(route));
+                        return Ok(route);
+                    }
+                    bump(&self.counters.fetches, 1);
+                    let outcome = match fetch(key.to_vec()).await {
+                        Ok(descriptors) => {
+                            self.insert_all(descriptors);
+                            self.lookup(key)?.ok_or(ResolveError::NotCovered)
+                        }
+                        Err(e) => Err(ResolveError::Fetch(Arc::new(e))),
+                    };
+                    lead.finish(outcome.clone());
+                    return outcome;
+                }
+                Flight::Follow(wait) => {
+                    bump(&self.counters.coalesced, 1);
+                    if let Some(outcome) = wait.outcome().await {
+                        return outcome;
+                    }
+                    // The leading caller was cancelled: look again, maybe lead.
+                }
+            }
+        }
+    }
+}
