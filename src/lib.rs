@@ -10,7 +10,8 @@
 //! | [`transport`] | `shoal-transport` | multiplexed TCP RPC, UDP datagrams, in-memory network, fault injection |
 //! | [`sim`] | `shoal-sim` | deterministic simulator for sans-IO protocol cores |
 //! | [`membership`] | `shoal-membership` | SWIM failure detection with Lifeguard, gossip, push-pull, encryption |
-//! | [`routing`] | `shoal-routing` | stable key hash, jump hash, weighted zone-aware rendezvous, ring |
+//! | [`routing`] | `shoal-routing` | stable key hash, jump hash, weighted zone-aware rendezvous, ring, range routing cache |
+//! | [`ranges`] | `shoal-ranges` | range table, gossip merge, split/merge policy, placement |
 //!
 //! ```
 //! use shoal::core::{Hlc, NodeId, SystemClock};
@@ -27,6 +28,9 @@ pub use shoal_core as core;
 
 #[cfg(feature = "membership")]
 pub use shoal_membership as membership;
+
+#[cfg(feature = "ranges")]
+pub use shoal_ranges as ranges;
 
 #[cfg(feature = "routing")]
 pub use shoal_routing as routing;

@@ -192,14 +192,19 @@ impl RangeDescriptor {
         Ok((left, right))
     }
 
+    /// Whether `other` has the same replicas in the same roles, in any order.
+    pub fn same_replicas(&self, other: &RangeDescriptor) -> bool {
+        self.replicas.len() == other.replicas.len()
+            && self
+                .replicas
+                .iter()
+                .all(|r| other.role_of(r.node) == Some(r.role))
+    }
+
     /// Merges `right` (which must start where this range ends and have the same replica set)
     /// into this range, at a generation above both.
     pub fn merge(&self, right: &RangeDescriptor) -> Result<RangeDescriptor, DescriptorError> {
-        let mut ours = self.replicas.clone();
-        let mut theirs = right.replicas.clone();
-        ours.sort_by_key(|r| r.node);
-        theirs.sort_by_key(|r| r.node);
-        if ours != theirs {
+        if !self.same_replicas(right) {
             return Err(DescriptorError::ReplicasDiffer {
                 left: self.id,
                 right: right.id,
