@@ -417,10 +417,8 @@ impl RangeCache {
         let mut state = self.write();
         valid
             .into_iter()
-            .filter(|d| {
-                let outcome = self.insert_locked(&mut state, Arc::new(d.clone()));
-                matches!(outcome, InsertOutcome::Inserted { .. })
-            })
+            .map(|d| self.insert_locked(&mut state, Arc::new(d)))
+            .filter(|outcome| matches!(outcome, InsertOutcome::Inserted { .. }))
             .count()
     }
 
