@@ -158,7 +158,10 @@ struct CachedRange {
     descriptor: Arc<RangeDescriptor>,
     range: RangeId,
     generation: Generation,
-    leader: Option<NodeId>,
+    /// The cached leader, meaningful only when `leader_known` (an `Option<NodeId>` would
+    /// take 16 bytes and grow every entry by a quarter; see [`CachedRange::leader`]).
+    leader_node: NodeId,
+    leader_known: bool,
     /// The start key's length, so that index ties between short keys need no key read.
     start_len: u32,
     /// The range is unbounded or ends exactly where the next cached one starts, so any key
@@ -185,9 +188,21 @@ impl CachedRange {
             // a wrong length would only send a tie to the full comparison.
             start_len: u32::try_from(descriptor.range.start().len()).unwrap_or(u32::MAX),
             open_ended: false,
-            leader,
+            leader_node: leader.unwrap_or_default(),
+            leader_known: leader.is_some(),
             descriptor,
         }
+    }
+
+    /// The cached leader, if one is known.
+    fn leader(&self) -> Option<NodeId> {
+        self.leader_known.then_some(self.leader_node)
+    }
+
+    /// Records the leader, or forgets it.
+    fn set_leader(&mut self, leader: Option<NodeId>) {
+        self.leader_node = leader.unwrap_or_default();
+        self.leader_known = leader.is_some();
     }
 
     /// Whether `key`, whose floor this entry is, lies below the end.
@@ -200,7 +215,7 @@ impl CachedRange {
         Route {
             range: self.range,
             generation: self.generation,
-            leader: self.leader,
+            leader: self.leader(),
         }
     }
 }
@@ -210,6 +225,9 @@ struct CacheState {
     /// xorshift state for choosing capacity evictions.
     rng: u64,
 }
+
+// Every lookup reads one entry; keep it small (see `leader_node`).
+const _: () = assert!(std::mem::size_of::<CachedRange>() <= 40);
 
 impl CacheState {
     /// The entry holding `key`, if any.
@@ -456,7 +474,7 @@ impl RangeCache {
                 let same_range = old.range == descriptor.id;
                 if leader.is_none() && same_range {
                     leader = old
-                        .leader
+                        .leader()
                         .filter(|&n| descriptor.role_of(n) == Some(ReplicaRole::Voter));
                 }
             }
@@ -515,8 +533,8 @@ impl RangeCache {
         let mut voterless = Vec::new();
         for entry in state.index.iter_mut() {
             let mut touched = false;
-            if entry.leader == Some(node) {
-                entry.leader = None;
+            if entry.leader() == Some(node) {
+                entry.set_leader(None);
                 touched = true;
             }
             if entry.descriptor.role_of(node).is_some() {
@@ -549,7 +567,7 @@ impl RangeCache {
         let valid =
             entry.range == range && entry.descriptor.role_of(node) == Some(ReplicaRole::Voter);
         if valid {
-            entry.leader = Some(node);
+            entry.set_leader(Some(node));
         }
         valid
     }
@@ -607,7 +625,7 @@ impl RangeCache {
         }
         match hint {
             Some(hint) if entry.descriptor.role_of(hint.node) == Some(ReplicaRole::Voter) => {
-                entry.leader = Some(hint.node);
+                entry.set_leader(Some(hint.node));
                 ErrorAction::Retry
             }
             Some(_) => {
@@ -615,8 +633,8 @@ impl RangeCache {
                 ErrorAction::Refresh
             }
             None => {
-                if entry.leader.is_some() && entry.leader == route.leader {
-                    entry.leader = None;
+                if entry.leader().is_some() && entry.leader() == route.leader {
+                    entry.set_leader(None);
                 }
                 ErrorAction::Retry
             }

@@ -268,7 +268,18 @@ impl<V: Keyed> Chunk<V> {
         let values = &self.values;
         self.summary
             .rebuild(values.len(), |i| &values[i], next_head);
+        // Room for a full chunk, so that inserts never double the allocation (see
+        // [`chunk_vec`]).
+        let parts = &mut self.summary.parts;
+        parts.reserve_exact((CHUNK_CAP + 1).saturating_sub(parts.len()));
     }
+}
+
+/// An empty chunk's entry vector, with room for the most entries a chunk ever holds (one
+/// over [`CHUNK_CAP`], just before it splits): a chunk never reallocates, so its entries
+/// stay in one compact allocation instead of a doubled one that is mostly empty.
+fn chunk_vec<V>() -> Vec<V> {
+    Vec::with_capacity(CHUNK_CAP + 1)
 }
 
 /// Entries ordered by start key, each start key at most once.
@@ -448,8 +459,9 @@ impl<V: Keyed> StartIndex<V> {
             None if self.chunks.is_empty() => {
                 let mut c = Chunk {
                     summary: Summary::new(),
-                    values: vec![value],
+                    values: chunk_vec(),
                 };
+                c.values.push(value);
                 c.rebuild(None);
                 self.chunks.push(c);
                 self.len = 1;
@@ -470,17 +482,23 @@ impl<V: Keyed> StartIndex<V> {
             self.head_changed(chunk);
         }
         if self.chunks[chunk].values.len() > CHUNK_CAP {
-            self.split_chunk(chunk);
+            // Appending past the last entry (bulk loads in key order) leaves the full chunk
+            // full, as database B-trees do for ascending keys; anywhere else splits evenly.
+            let appended = chunk + 1 == self.chunks.len() && pos == CHUNK_CAP;
+            let at = if appended { CHUNK_CAP } else { CHUNK_CAP / 2 };
+            self.split_chunk(chunk, at);
         }
         None
     }
 
-    fn split_chunk(&mut self, chunk: usize) {
+    /// Moves the entries of `chunk` from position `at` on into a new chunk after it.
+    fn split_chunk(&mut self, chunk: usize, at: usize) {
         let c = &mut self.chunks[chunk];
-        let half = c.values.len() / 2;
+        let mut values = chunk_vec();
+        values.extend(c.values.drain(at..));
         let right = Chunk {
             summary: Summary::new(),
-            values: c.values.split_off(half),
+            values,
         };
         self.chunks.insert(chunk + 1, right);
         self.rebuild_chunk(chunk + 1);
@@ -697,5 +715,27 @@ mod tests {
         index.check();
         assert_eq!(index.len(), 0);
         assert_eq!(index.first(), None);
+    }
+
+    #[test]
+    fn ascending_inserts_fill_chunks_and_never_reallocate_them() {
+        let mut index = StartIndex::default();
+        for i in 0..1000u32 {
+            index.insert((format!("k{i:05}").into_bytes(), i));
+        }
+        index.check();
+        // Appends leave every chunk but the last full.
+        assert_eq!(index.chunks.len(), 1000usize.div_ceil(CHUNK_CAP));
+        // Inserts in the middle split evenly and stay within the first allocation.
+        for i in 0..1000u32 {
+            index.insert((format!("k{i:05}x").into_bytes(), i));
+        }
+        index.check();
+        assert_eq!(index.len(), 2000);
+        for c in &index.chunks {
+            assert_eq!(c.values.capacity(), CHUNK_CAP + 1);
+            assert_eq!(c.summary.parts.capacity(), CHUNK_CAP + 1);
+        }
+        assert_eq!(floor_of(&index, b"k00500y"), Some(500));
     }
 }
