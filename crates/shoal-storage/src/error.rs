@@ -1,0 +1,113 @@
+//! What the engine refuses, and why.
+
+use shoal_core::RangeId;
+use std::path::PathBuf;
+
+/// Everything the storage engine can fail with. Each refusal of bad input is its own variant
+/// and changes nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// Another process (or another engine in this one) has the data directory open.
+    #[error("data directory {path} is locked by another process")]
+    Locked {
+        /// The data directory.
+        path: PathBuf,
+    },
+    /// The data directory holds something this engine cannot read: a damaged file, a record
+    /// that does not decode, a layout from another version.
+    #[error("corrupt or unreadable data: {0}")]
+    Corrupt(String),
+    /// An error from fjall, the LSM tree underneath (I/O failure, poisoned journal).
+    #[error("storage engine: {0}")]
+    Engine(fjall::Error),
+    /// A key longer than the configured maximum.
+    #[error("key of {len} bytes exceeds the maximum of {max}")]
+    KeyTooLarge {
+        /// The key's length.
+        len: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// A value longer than the configured maximum.
+    #[error("value of {len} bytes exceeds the maximum of {max}")]
+    ValueTooLarge {
+        /// The value's length.
+        len: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// A scan whose start lies after its end, or whose limit is zero.
+    #[error("invalid scan: {0}")]
+    InvalidScan(&'static str),
+    /// No range with this id is hosted here.
+    #[error("range {0} is not hosted by this engine")]
+    RangeNotFound(RangeId),
+    /// A range with this id is already hosted here.
+    #[error("range {0} already exists")]
+    RangeExists(RangeId),
+    /// The new range's span overlaps a hosted range's.
+    #[error("range {range} overlaps hosted range {existing}")]
+    RangeOverlap {
+        /// The range being created.
+        range: RangeId,
+        /// The hosted range it overlaps.
+        existing: RangeId,
+    },
+    /// The range is hosted but not serving: a snapshot is being ingested into it.
+    #[error("range {0} is being ingested and cannot serve yet")]
+    RangeNotReady(RangeId),
+    /// A key outside the range's span.
+    #[error("key is outside range {range}")]
+    KeyOutsideRange {
+        /// The range addressed.
+        range: RangeId,
+    },
+    /// An apply whose index is not above the range's applied index (already applied).
+    #[error("range {range}: index {index} is not above the applied index {applied}")]
+    StaleApply {
+        /// The range addressed.
+        range: RangeId,
+        /// The index offered.
+        index: u64,
+        /// The range's applied index.
+        applied: u64,
+    },
+    /// A split key not strictly inside the range, or a merge of ranges that do not touch.
+    #[error("invalid split or merge: {0}")]
+    InvalidSplitMerge(String),
+    /// A snapshot stream that cannot be ingested: a bad checksum, a missing or repeated
+    /// chunk, entries out of order or outside the span, totals that do not add up.
+    #[error("bad snapshot stream: {0}")]
+    BadSnapshot(String),
+}
+
+impl From<fjall::Error> for StorageError {
+    fn from(e: fjall::Error) -> Self {
+        match e {
+            // A short or malformed file reads as these I/O kinds; other I/O is the disk's.
+            fjall::Error::Io(ref io) | fjall::Error::Storage(fjall::LsmError::Io(ref io))
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                Self::Corrupt(e.to_string())
+            }
+            fjall::Error::Locked => Self::Locked {
+                path: PathBuf::new(),
+            },
+            fjall::Error::Storage(fjall::LsmError::Io(_)) => Self::Engine(e),
+            fjall::Error::Storage(_)
+            | fjall::Error::JournalRecovery(_)
+            | fjall::Error::InvalidVersion(_)
+            | fjall::Error::Decompress(_)
+            | fjall::Error::InvalidTrailer
+            | fjall::Error::InvalidTag(_)
+            | fjall::Error::Unrecoverable => Self::Corrupt(e.to_string()),
+            other => Self::Engine(other),
+        }
+    }
+}
+
+/// A shorthand for results of this crate.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;

@@ -1,0 +1,64 @@
+//! What the engine tells about a hosted range.
+
+use serde::{Deserialize, Serialize};
+use shoal_core::{KeyRange, RangeId};
+
+/// Live data in a range, kept exact by every apply (never recomputed by scanning, except
+/// for the new right half of a split).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RangeStats {
+    /// How many keys hold a value.
+    pub live_keys: u64,
+    /// The sum of their key and value lengths (the user's bytes, not the version).
+    pub live_bytes: u64,
+}
+
+impl RangeStats {
+    /// The stats of one entry.
+    pub(crate) fn of_entry(key_len: usize, value_len: usize) -> Self {
+        Self {
+            live_keys: 1,
+            live_bytes: (key_len + value_len) as u64,
+        }
+    }
+
+    /// Adds `other`.
+    pub(crate) fn add(&mut self, other: RangeStats) {
+        self.live_keys += other.live_keys;
+        self.live_bytes += other.live_bytes;
+    }
+
+    /// Takes away `other`, which must be part of these stats.
+    pub(crate) fn sub(&mut self, other: RangeStats) {
+        self.live_keys = self.live_keys.saturating_sub(other.live_keys);
+        self.live_bytes = self.live_bytes.saturating_sub(other.live_bytes);
+    }
+}
+
+/// Whether a range serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RangeStatus {
+    /// Serving reads and writes.
+    Active,
+    /// Receiving a snapshot; invisible until the ingest finishes. A crash leaves it to be
+    /// cleared at the next open.
+    Ingesting,
+    /// Being removed; its keys are being deleted. A crash leaves it to be finished at the
+    /// next open.
+    Clearing,
+}
+
+/// A hosted range as the engine knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeInfo {
+    /// The range.
+    pub id: RangeId,
+    /// The keys it holds.
+    pub span: KeyRange,
+    /// Whether it serves.
+    pub status: RangeStatus,
+    /// The index of the last applied batch: replay the log from the next one.
+    pub applied_index: u64,
+    /// Live keys and bytes.
+    pub stats: RangeStats,
+}
