@@ -12,6 +12,7 @@
 //! | [`membership`] | `shoal-membership` | SWIM failure detection with Lifeguard, gossip, push-pull, encryption |
 //! | [`routing`] | `shoal-routing` | stable key hash, jump hash, weighted zone-aware rendezvous, ring, range routing cache |
 //! | [`ranges`] | `shoal-ranges` | range table, gossip merge, split/merge policy, placement |
+//! | [`storage`] | `shoal-storage` | durable range-aware KV engine over fjall: atomic apply with the applied index, versions, snapshots |
 //!
 //! ```
 //! use shoal::core::{Hlc, NodeId, SystemClock};
@@ -37,6 +38,9 @@ pub use shoal_routing as routing;
 
 #[cfg(feature = "sim")]
 pub use shoal_sim as sim;
+
+#[cfg(feature = "storage")]
+pub use shoal_storage as storage;
 
 #[cfg(feature = "transport")]
 pub use shoal_transport as transport;

@@ -430,6 +430,14 @@ impl Engine {
         Ok(())
     }
 
+    /// Writes everything in memory out to tables and waits for it (the journal then holds
+    /// nothing that is not also in a table). For backups, tests and planned shutdowns.
+    pub fn flush(&self) -> Result<()> {
+        self.data.rotate_memtable_and_wait()?;
+        self.meta.rotate_memtable_and_wait()?;
+        Ok(())
+    }
+
     /// Bytes the data directory takes on disk (tables and journals).
     pub fn disk_space(&self) -> Result<u64> {
         Ok(self.db.disk_space()?)

@@ -1,0 +1,161 @@
+//! Snapshot streams: round trips, and every way a stream can be bad.
+
+use shoal_core::{KeyRange, RangeId};
+use shoal_storage::{Engine, EngineConfig, Scan, StorageError, WriteBatch};
+
+const R1: RangeId = RangeId::new(1);
+
+fn source(keys: u32) -> (tempfile::TempDir, Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    engine.create_range(R1, KeyRange::full(), 0).unwrap();
+    let mut b = WriteBatch::new();
+    for i in 0..keys {
+        b.put(
+            format!("key{i:06}"),
+            vec![(i % 251) as u8; 100 + (i as usize % 50)],
+        );
+    }
+    engine.apply(R1, 7, &b).unwrap();
+    (dir, engine)
+}
+
+fn chunks(engine: &Engine) -> Vec<Vec<u8>> {
+    engine
+        .snapshot_stream(R1, 4096)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[test]
+fn a_stream_round_trips_into_an_empty_engine() {
+    let (_d1, src) = source(2000);
+    let chunks = chunks(&src);
+    assert!(chunks.len() > 10, "small chunks: {}", chunks.len());
+    // Writes after the stream was taken are not part of it.
+    let mut late = WriteBatch::new();
+    late.put("key999999", "late");
+    src.apply(R1, 8, &late).unwrap();
+
+    let d2 = tempfile::tempdir().unwrap();
+    let dst = Engine::open(d2.path(), EngineConfig::default()).unwrap();
+    let mut ingest = dst.ingest(R1, KeyRange::full()).unwrap();
+    // Not visible while ingesting.
+    for chunk in &chunks[..3] {
+        ingest.apply(chunk).unwrap();
+    }
+    assert!(matches!(
+        dst.get(R1, b"key000001"),
+        Err(StorageError::RangeNotReady(_))
+    ));
+    for chunk in &chunks[3..] {
+        ingest.apply(chunk).unwrap();
+    }
+    let info = ingest.finish().unwrap();
+    assert_eq!(info.applied_index, 7);
+    assert_eq!(info.stats.live_keys, 2000);
+    let a = src.view(R1).unwrap();
+    let all = |e: &Engine| e.scan(R1, &Scan::all(10_000)).unwrap();
+    assert_eq!(
+        all(&dst),
+        a.scan(&Scan::all(10_000)).unwrap()[..2000].to_vec()
+    );
+    // Versions came across: the next write continues past them.
+    let mut b = WriteBatch::new();
+    b.put("key000000", "x");
+    dst.apply(R1, 8, &b).unwrap();
+    assert!(dst.get(R1, b"key000000").unwrap().unwrap().version > 2000);
+}
+
+#[test]
+fn an_empty_range_streams_as_one_chunk() {
+    let (_d1, src) = source(0);
+    let chunks = chunks(&src);
+    assert_eq!(chunks.len(), 1);
+    let d2 = tempfile::tempdir().unwrap();
+    let dst = Engine::open(d2.path(), EngineConfig::default()).unwrap();
+    let mut ingest = dst.ingest(R1, KeyRange::full()).unwrap();
+    ingest.apply(&chunks[0]).unwrap();
+    assert_eq!(ingest.finish().unwrap().stats.live_keys, 0);
+}
+
+/// Ingests `chunks` and expects a refusal somewhere; afterwards the range is not hosted and
+/// its keys are gone.
+fn refused(chunks: &[Vec<u8>]) -> StorageError {
+    let d2 = tempfile::tempdir().unwrap();
+    let dst = Engine::open(d2.path(), EngineConfig::default()).unwrap();
+    let err = {
+        let mut ingest = dst.ingest(R1, KeyRange::full()).unwrap();
+        let mut err = None;
+        for chunk in chunks {
+            if let Err(e) = ingest.apply(chunk) {
+                err = Some(e);
+                break;
+            }
+        }
+        match err {
+            Some(e) => e,
+            None => ingest.finish().expect_err("a bad stream must not finish"),
+        }
+    };
+    assert!(matches!(dst.range(R1), Err(StorageError::RangeNotFound(_))));
+    assert!(dst.is_free(&KeyRange::full()));
+    dst.create_range(R1, KeyRange::full(), 0).unwrap();
+    assert_eq!(dst.scan(R1, &Scan::all(10)).unwrap(), vec![]);
+    err
+}
+
+#[test]
+fn bad_streams_are_refused_and_leave_nothing_behind() {
+    let (_d1, src) = source(500);
+    let good = chunks(&src);
+    assert!(good.len() >= 4);
+
+    let mut flipped = good.clone();
+    flipped[2][40] ^= 1;
+    assert!(format!("{}", refused(&flipped)).contains("checksum"));
+
+    let mut missing = good.clone();
+    missing.remove(1);
+    assert!(format!("{}", refused(&missing)).contains("missing or repeated"));
+
+    let mut repeated = good.clone();
+    repeated.insert(2, good[1].clone());
+    assert!(format!("{}", refused(&repeated)).contains("missing or repeated"));
+
+    let truncated = good[..good.len() - 1].to_vec();
+    assert!(format!("{}", refused(&truncated)).contains("ended early"));
+
+    let mut short = good.clone();
+    short[0].truncate(10);
+    assert!(matches!(refused(&short), StorageError::BadSnapshot(_)));
+
+    // A stream of another span.
+    let d3 = tempfile::tempdir().unwrap();
+    let dst = Engine::open(d3.path(), EngineConfig::default()).unwrap();
+    let mut ingest = dst.ingest(R1, KeyRange::starting_at("key")).unwrap();
+    assert!(ingest.apply(&good[0]).is_err());
+    assert!(ingest.finish().is_err());
+    assert!(dst.is_free(&KeyRange::full()));
+}
+
+#[test]
+fn an_ingest_interrupted_by_a_crash_is_cleared_at_open() {
+    let (_d1, src) = source(500);
+    let good = chunks(&src);
+    let d2 = tempfile::tempdir().unwrap();
+    {
+        let dst = Engine::open(d2.path(), EngineConfig::default()).unwrap();
+        let mut ingest = dst.ingest(R1, KeyRange::full()).unwrap();
+        ingest.apply(&good[0]).unwrap();
+        ingest.apply(&good[1]).unwrap();
+        // The process dies here: no finish, no abort.
+        std::mem::forget(ingest);
+        dst.persist(shoal_storage::Durability::Sync).unwrap();
+    }
+    let dst = Engine::open(d2.path(), EngineConfig::default()).unwrap();
+    assert!(matches!(dst.range(R1), Err(StorageError::RangeNotFound(_))));
+    dst.create_range(R1, KeyRange::full(), 0).unwrap();
+    assert_eq!(dst.scan(R1, &Scan::all(10)).unwrap(), vec![]);
+}
