@@ -3,7 +3,7 @@
 
 use crate::batch::{Condition, WriteBatch, WriteOp, WriteOutcome};
 use crate::config::{Durability, EngineConfig};
-use crate::error::{Result, StorageError};
+use crate::error::{check_key_len, Result, StorageError};
 use crate::layout::{
     self, decode_value, encode_value, range_key, RangeRecord, DATA, FORMAT_KEY, FORMAT_VERSION,
     META, RANGE_PREFIX,
@@ -179,13 +179,7 @@ impl Engine {
     }
 
     pub(crate) fn check_key(&self, key: &[u8]) -> Result<()> {
-        if key.len() > self.config.max_key_len {
-            return Err(StorageError::KeyTooLarge {
-                len: key.len(),
-                max: self.config.max_key_len,
-            });
-        }
-        Ok(())
+        check_key_len(key, self.config.max_key_len)
     }
 
     pub(crate) fn check_value(&self, value: &[u8]) -> Result<()> {

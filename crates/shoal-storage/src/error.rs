@@ -109,5 +109,16 @@ impl From<fjall::Error> for StorageError {
     }
 }
 
+/// Refuses `key` if it is longer than `max` bytes.
+pub(crate) fn check_key_len(key: &[u8], max: usize) -> Result<()> {
+    if key.len() > max {
+        return Err(StorageError::KeyTooLarge {
+            len: key.len(),
+            max,
+        });
+    }
+    Ok(())
+}
+
 /// A shorthand for results of this crate.
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;

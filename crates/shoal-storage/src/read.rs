@@ -1,6 +1,6 @@
 //! Reads: entries, scan requests, and the scan itself over any fjall read source.
 
-use crate::error::{Result, StorageError};
+use crate::error::{check_key_len, Result, StorageError};
 use crate::layout::decode_value;
 use shoal_core::{KeyRange, RangeEnd};
 use std::ops::Bound;
@@ -72,12 +72,7 @@ impl Scan {
     /// Checks the request on its own (`start <= end`, `limit > 0`, key sizes).
     pub(crate) fn check(&self, max_key_len: usize) -> Result<()> {
         for key in [&self.start, &self.end].into_iter().flatten() {
-            if key.len() > max_key_len {
-                return Err(StorageError::KeyTooLarge {
-                    len: key.len(),
-                    max: max_key_len,
-                });
-            }
+            check_key_len(key, max_key_len)?;
         }
         if let (Some(start), Some(end)) = (&self.start, &self.end) {
             if start > end {

@@ -1,6 +1,6 @@
 //! A consistent, point-in-time view of one range.
 
-use crate::error::{Result, StorageError};
+use crate::error::{check_key_len, Result, StorageError};
 use crate::layout::{RangeRecord, VERSION_LEN};
 use crate::range_info::RangeStats;
 use crate::read::{self, Entry, Scan, Versioned};
@@ -58,12 +58,7 @@ impl RangeView {
 
     /// The value and version of `key` at this point.
     pub fn get(&self, key: &[u8]) -> Result<Option<Versioned>> {
-        if key.len() > self.max_key_len {
-            return Err(StorageError::KeyTooLarge {
-                len: key.len(),
-                max: self.max_key_len,
-            });
-        }
+        check_key_len(key, self.max_key_len)?;
         if !self.record.span.contains(key) {
             return Err(StorageError::KeyOutsideRange {
                 range: self.record.id,
