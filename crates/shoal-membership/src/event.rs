@@ -16,7 +16,8 @@ pub enum MemberEventKind {
     AliveAgain,
     /// A member was confirmed dead.
     Dead,
-    /// A member left gracefully.
+    /// A member left gracefully. It may follow [`MemberEventKind::Dead`] for the same
+    /// member when this node declared it dead before the member's own Left notice arrived.
     Left,
     /// A dead or departed member's id came back from another address.
     Reclaimed,

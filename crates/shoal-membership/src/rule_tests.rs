@@ -196,6 +196,22 @@ fn a_left_member_is_dropped_at_once_not_suspected() {
 }
 
 #[test]
+fn a_left_notice_arriving_after_a_dead_verdict_turns_it_into_left() {
+    let mut swim = node_knowing(4);
+    deliver(&mut swim, at(1.0), 3, &[dead(2, 0, 3)]);
+    let out = deliver(&mut swim, at(2.0), 3, &[dead(2, 0, 2)]);
+    assert_eq!(events(&out), [(MemberEventKind::Left, 2)]);
+    assert_eq!(state(&swim, 2), Some((MemberState::Left, 0)));
+    // Dead never goes back over Left, and a Left for an older incarnation is stale.
+    assert!(events(&deliver(&mut swim, at(3.0), 3, &[dead(2, 0, 3)])).is_empty());
+    deliver(&mut swim, at(3.0), 3, &[dead(4, 0, 3)]);
+    deliver(&mut swim, at(3.0), 3, &[alive(4, 2)]);
+    deliver(&mut swim, at(3.5), 3, &[dead(4, 2, 3)]);
+    assert!(events(&deliver(&mut swim, at(4.0), 4, &[dead(4, 1, 4)])).is_empty());
+    assert_eq!(state(&swim, 4), Some((MemberState::Dead, 2)));
+}
+
+#[test]
 fn confirmations_shorten_the_suspicion_and_expiry_declares_dead() {
     // 1000 members: min timeout 12 s, max 72 s, k = 2.
     let mut swim = node_knowing(1000);
@@ -561,5 +577,22 @@ fn leaving_stops_probing_and_announces_left() {
     }
     assert!(swim.leave_announced());
     swim.handle_timer(at(5.0), Timer(TimerKind::Probe(0)));
+    assert!(swim.probe.is_none(), "no probing after leave");
+}
+
+#[test]
+fn a_leaving_node_spends_its_notice_only_on_live_members() {
+    let mut swim = node_knowing(5);
+    deliver(&mut swim, at(1.0), 3, &[dead(4, 0, 3), dead(5, 0, 3)]);
+    drain(&mut swim);
+    swim.leave(at(1.5));
+    let mut outputs = Vec::new();
+    for round in 0..20 {
+        swim.gossip_now(at(1.5 + f64::from(round) * 0.2));
+        outputs.extend(drain(&mut swim));
+    }
+    assert!(swim.leave_announced());
+    assert_eq!(datagrams_to(&outputs, 4) + datagrams_to(&outputs, 5), 0);
+    assert!(datagrams_to(&outputs, 2) + datagrams_to(&outputs, 3) > 0);
     assert!(swim.probe.is_none(), "no probing after leave");
 }

@@ -2,7 +2,9 @@
 //! Lifeguard's dynamic suspicion, refutation and dead-node reclaim.
 //!
 //! For one member, news at a higher incarnation beats news at a lower one, and at the same
-//! incarnation Dead/Left beats Suspect beats Alive. Only the member itself raises its
+//! incarnation Left beats Dead beats Suspect beats Alive. Left beats Dead because it comes
+//! from the member itself: a peer that concluded Dead from silence before the Left notice
+//! reached it learns, later, through gossip or push-pull, that the departure was graceful. Only the member itself raises its
 //! incarnation, which it does to refute. Every accepted change is re-gossiped; everything
 //! else is ignored (and counted when it was stale).
 
@@ -241,7 +243,10 @@ impl Swim {
             self.stats.stale_updates += 1;
             return;
         }
-        if !known.state.is_live() {
+        let left_after_dead = known.state == MemberState::Dead
+            && dead.is_leave()
+            && dead.incarnation == known.incarnation;
+        if !known.state.is_live() && !left_after_dead {
             return;
         }
         if dead.id == self.id {

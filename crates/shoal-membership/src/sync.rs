@@ -386,9 +386,14 @@ impl Swim {
         if self.broadcasts.len() == 0 {
             return;
         }
+        // Gossiping to the recently dead lets a wrongly declared member learn of it and
+        // refute. A leaving node has only its Left notice to spread and a short time to do
+        // it, so it spends none of the notice's transmissions on members that cannot hear.
         let dead_time = self.config.gossip_to_the_dead_time;
+        let left = self.left;
         let targets = self.random_members(self.config.gossip_nodes, |m| {
-            m.state.is_live() || now.saturating_duration_since(m.state_changed) < dead_time
+            m.state.is_live()
+                || (!left && now.saturating_duration_since(m.state_changed) < dead_time)
         });
         for i in targets {
             let addr = self.members.at(i).addr;
