@@ -4,7 +4,7 @@
 //! be swapped in one place. Both directions take a size limit. Decoding additionally bounds
 //! every allocation a length prefix can ask for: bincode preallocates strings and byte
 //! buffers at their claimed length, so the decoder runs with a limit chosen from the input's
-//! own size (a tier just above it). A corrupt length prefix therefore fails with an error
+//! own size (a tier just above the most that size can legitimately decode to). A corrupt length prefix therefore fails with an error
 //! instead of allocating gigabytes.
 
 use crate::error::{Error, ErrorCode};
@@ -111,23 +111,33 @@ pub fn decode_prefix<T: DeserializeOwned>(
             limit,
         });
     }
-    // The tier bounds what any single length prefix may allocate to at most the tier size.
-    let len = bytes.len();
-    let result = if len <= TIER_64K {
+    // bincode counts, against the limit, the in-memory size of everything it decodes (a
+    // one-byte varint decoded into a u64 counts 8), so a valid message needs up to
+    // DECODED_PER_BYTE times its own length. The tier is the first one above that: a corrupt
+    // length prefix claiming more fails at once instead of allocating.
+    let need = bytes.len().saturating_mul(DECODED_PER_BYTE);
+    let result = if need <= TIER_64K {
         decode_limited::<T, TIER_64K>(bytes)
-    } else if len <= TIER_1M {
+    } else if need <= TIER_1M {
         decode_limited::<T, TIER_1M>(bytes)
-    } else if len <= TIER_16M {
+    } else if need <= TIER_16M {
         decode_limited::<T, TIER_16M>(bytes)
+    } else if need <= TIER_256M {
+        decode_limited::<T, TIER_256M>(bytes)
     } else {
-        decode_limited::<T, MAX_MESSAGE_BYTES>(bytes)
+        decode_limited::<T, TIER_1G>(bytes)
     };
     result.map_err(|e| CodecError::Decode(e.to_string()))
 }
 
+/// The most in-memory bytes one encoded byte can decode to as bincode counts them (a
+/// one-byte varint read into a `u64` or `usize`; Shoal's messages use no `u128`).
+const DECODED_PER_BYTE: usize = 8;
 const TIER_64K: usize = 64 << 10;
 const TIER_1M: usize = 1 << 20;
 const TIER_16M: usize = 16 << 20;
+const TIER_256M: usize = 256 << 20;
+const TIER_1G: usize = 1 << 30;
 
 fn decode_limited<T: DeserializeOwned, const LIMIT: usize>(
     bytes: &[u8],
@@ -260,6 +270,20 @@ mod tests {
     fn garbage_is_a_decode_error_not_a_panic() {
         assert!(decode::<ResponseHeader>(&[0xff, 0xff, 0xff, 0xff, 0xff], 64).is_err());
         assert!(decode::<ResponseHeader>(&[], 64).is_err());
+    }
+
+    #[test]
+    fn compact_messages_that_decode_to_much_more_still_decode() {
+        // 200,000 small integers: one byte each on the wire, eight in memory.
+        let many: Vec<u64> = (0..200_000).map(|i| i % 100).collect();
+        let bytes = encode(&many).unwrap();
+        assert!(bytes.len() < 210_000);
+        assert_eq!(decode::<Vec<u64>>(&bytes, MAX_MESSAGE_BYTES).unwrap(), many);
+        // A length prefix claiming more than the input could hold still fails cleanly.
+        let mut lying = encode(&vec![1u64; 4]).unwrap();
+        lying[0] = 0xfc; // a u32 length follows
+        lying.splice(1..1, [0xff, 0xff, 0xff, 0x7f]);
+        assert!(decode::<Vec<u64>>(&lying, MAX_MESSAGE_BYTES).is_err());
     }
 
     #[test]
