@@ -13,6 +13,7 @@
 //! | [`routing`] | `shoal-routing` | stable key hash, jump hash, weighted zone-aware rendezvous, ring, range routing cache |
 //! | [`ranges`] | `shoal-ranges` | range table, gossip merge, split/merge policy, placement |
 //! | [`storage`] | `shoal-storage` | durable range-aware KV engine over fjall: atomic apply with the applied index, versions, snapshots |
+//! | [`merkle`] | `shoal-merkle` | BLAKE3 Merkle anti-entropy: trees bucketed by key hash, sans-IO sync sessions, consistency checks |
 //!
 //! ```
 //! use shoal::core::{Hlc, NodeId, SystemClock};
@@ -29,6 +30,9 @@ pub use shoal_core as core;
 
 #[cfg(feature = "membership")]
 pub use shoal_membership as membership;
+
+#[cfg(feature = "merkle")]
+pub use shoal_merkle as merkle;
 
 #[cfg(feature = "ranges")]
 pub use shoal_ranges as ranges;

@@ -1,0 +1,324 @@
+//! The answering side of a sync: stateless, one response per request, every request
+//! checked against the limits before any work.
+
+use crate::config::SyncConfig;
+use crate::digest::DigestWindow;
+use crate::error::MerkleError;
+use crate::item::{Item, Refusal};
+use crate::message::{IdList, NodeList, SyncRequest, SyncResponse, MAX_FETCH};
+use crate::shape::TreeShape;
+use crate::store::SyncStore;
+use shoal_core::{Error, ErrorCode, NodeId};
+
+/// Counters kept by a [`Responder`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResponderStats {
+    /// Requests answered (refusals included).
+    pub requests: u64,
+    /// Requests refused as malformed or over a limit.
+    pub refused_requests: u64,
+    /// Pushed or gossiped items stored.
+    pub items_accepted: u64,
+    /// Pushed or gossiped items not stored because the local copy was as new.
+    pub items_stale: u64,
+    /// Pushed or gossiped items refused as invalid (bad content hash, over a limit, outside
+    /// the range). Never stored.
+    pub items_invalid: u64,
+}
+
+/// Answers a peer's [`SyncRequest`]s from a local [`SyncStore`].
+#[derive(Clone, Debug)]
+pub struct Responder {
+    node: NodeId,
+    config: SyncConfig,
+    stats: ResponderStats,
+}
+
+fn refuse(code: ErrorCode, message: impl Into<String>) -> SyncResponse {
+    SyncResponse::Refused {
+        error: Error::new(code, message),
+    }
+}
+
+impl Responder {
+    /// A responder for node `node`.
+    pub fn new(node: NodeId, config: SyncConfig) -> Responder {
+        Responder {
+            node,
+            config,
+            stats: ResponderStats::default(),
+        }
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> &ResponderStats {
+        &self.stats
+    }
+
+    /// Answers `request` from `store`.
+    pub fn respond<S: SyncStore>(&mut self, store: &mut S, request: SyncRequest) -> SyncResponse {
+        self.stats.requests += 1;
+        let response = self.answer(store, request);
+        if let SyncResponse::Refused { error } = &response {
+            self.stats.refused_requests += 1;
+            tracing::debug!(%error, "sync request refused");
+        }
+        response
+    }
+
+    fn answer<S: SyncStore>(&mut self, store: &mut S, request: SyncRequest) -> SyncResponse {
+        match request {
+            SyncRequest::ExchangeRoots { root, shape, .. } => {
+                if shape.validate().is_err() || shape != store.tree().shape() {
+                    return MerkleError::ShapeMismatch.into_response();
+                }
+                let mine = store.tree_mut().root();
+                SyncResponse::Roots {
+                    root: mine,
+                    count: store.tree().len() as u64,
+                    roots_match: mine == root,
+                }
+            }
+            SyncRequest::GetNodes {
+                level,
+                nodes,
+                window,
+                max,
+            } => self.nodes(store, level, &nodes, window, max),
+            SyncRequest::GetLeaves {
+                buckets,
+                after,
+                window,
+                max,
+            } => self.leaves(store, &buckets, after, window, max),
+            SyncRequest::Fetch { ids } => {
+                if ids.0.len() > MAX_FETCH {
+                    return refuse(ErrorCode::TooLarge, "more than 1000 ids in one fetch");
+                }
+                let mut items = Vec::new();
+                let mut answered = 0;
+                let mut bytes = 0;
+                for &id in &ids.0 {
+                    let before = items.len();
+                    store.items_with_hash(id, &mut items);
+                    let added: usize = items[before..].iter().map(Item::size).sum();
+                    if answered > 0 && bytes + added > self.config.max_batch_bytes {
+                        items.truncate(before);
+                        break;
+                    }
+                    bytes += added;
+                    answered += 1;
+                }
+                SyncResponse::Items {
+                    items,
+                    answered: answered as u32,
+                }
+            }
+            SyncRequest::FetchByHash { hashes } => {
+                if hashes.len() > MAX_FETCH {
+                    return refuse(ErrorCode::TooLarge, "more than 1000 hashes in one fetch");
+                }
+                let mut items = Vec::new();
+                let mut answered = 0;
+                let mut bytes = 0;
+                for hash in &hashes {
+                    let item = store.item(&hash.0);
+                    let size = item.as_ref().map_or(0, Item::size);
+                    if answered > 0 && bytes + size > self.config.max_batch_bytes {
+                        break;
+                    }
+                    bytes += size;
+                    answered += 1;
+                    items.extend(item);
+                }
+                SyncResponse::Items {
+                    items,
+                    answered: answered as u32,
+                }
+            }
+            SyncRequest::Push { items } => {
+                if items.len() > self.config.max_push_items {
+                    return refuse(ErrorCode::TooLarge, "too many items in one push");
+                }
+                let (mut accepted, mut refused) = (0, 0);
+                for item in items {
+                    if self.take(store, item) {
+                        accepted += 1;
+                    } else {
+                        refused += 1;
+                    }
+                }
+                SyncResponse::Pushed { accepted, refused }
+            }
+            SyncRequest::Gossip { item } => {
+                let taken = self.take(store, item);
+                SyncResponse::Pushed {
+                    accepted: u32::from(taken),
+                    refused: u32::from(!taken),
+                }
+            }
+            SyncRequest::Ping { .. } => SyncResponse::Pong {
+                node: self.node,
+                count: store.tree().len() as u64,
+            },
+        }
+    }
+
+    fn take<S: SyncStore>(&mut self, store: &mut S, item: Item) -> bool {
+        match store.offer(item, &self.config.limits) {
+            Ok(()) => {
+                self.stats.items_accepted += 1;
+                true
+            }
+            Err(Refusal::Stale) => {
+                self.stats.items_stale += 1;
+                false
+            }
+            Err(Refusal::Invalid) => {
+                self.stats.items_invalid += 1;
+                false
+            }
+        }
+    }
+
+    fn nodes<S: SyncStore>(
+        &self,
+        store: &mut S,
+        level: u8,
+        nodes: &NodeList,
+        window: DigestWindow,
+        max: u32,
+    ) -> SyncResponse {
+        let shape = store.tree().shape();
+        if let Err(response) = check_window(window) {
+            return response;
+        }
+        if level >= shape.depth() {
+            return refuse(ErrorCode::InvalidRequest, "GetNodes below the bucket level");
+        }
+        if let Err(response) = check_nodes(&shape, level, nodes, self.config.max_nodes_per_request)
+        {
+            return response;
+        }
+        let fanout = shape.fanout();
+        let budget = max.min(self.config.max_digests_per_response) as usize / fanout;
+        if budget == 0 {
+            return refuse(
+                ErrorCode::InvalidRequest,
+                "max is below one fanout of digests",
+            );
+        }
+        let tree = store.tree_mut();
+        tree.refresh();
+        let answered = nodes.len().min(budget);
+        let mut digests = Vec::with_capacity(answered * fanout * window.len());
+        for &parent in &nodes.as_slice()[..answered] {
+            let first = shape.first_child(parent);
+            for child in first..first + fanout as u64 {
+                digests.extend_from_slice(tree.node(level + 1, child).window(window));
+            }
+        }
+        SyncResponse::Nodes {
+            digests,
+            truncated: answered < nodes.len(),
+        }
+    }
+
+    fn leaves<S: SyncStore>(
+        &self,
+        store: &mut S,
+        buckets: &NodeList,
+        after: Option<u64>,
+        window: DigestWindow,
+        max: u32,
+    ) -> SyncResponse {
+        let shape = store.tree().shape();
+        if let Err(response) = check_window(window) {
+            return response;
+        }
+        if let Err(response) = check_nodes(
+            &shape,
+            shape.depth(),
+            buckets,
+            self.config.max_nodes_per_request,
+        ) {
+            return response;
+        }
+        if let (Some(after), Some(&first)) = (after, buckets.as_slice().first()) {
+            if shape.bucket_of(after) != first {
+                return refuse(
+                    ErrorCode::InvalidRequest,
+                    "resume point is not in the first bucket",
+                );
+            }
+        }
+        let limit = max.min(self.config.max_leaves_per_response).max(1) as usize;
+        let tree = store.tree();
+        let (mut ids, mut digests) = (Vec::new(), Vec::new());
+        let mut truncated = false;
+        'buckets: for (i, &b) in buckets.as_slice().iter().enumerate() {
+            let entries = tree.bucket(b);
+            let start = match (i, after) {
+                (0, Some(after)) => entries.partition_point(|e| e.hash() <= after),
+                _ => 0,
+            };
+            for entry in &entries[start..] {
+                // Stop only between different key hashes, so a hash is never split.
+                let prev = ids.last().copied();
+                if ids.len() >= limit && prev != Some(entry.hash()) {
+                    truncated = true;
+                    break 'buckets;
+                }
+                ids.push(entry.hash());
+                digests.extend_from_slice(entry.digest().window(window));
+            }
+        }
+        SyncResponse::Leaves {
+            ids: IdList(ids),
+            digests,
+            truncated,
+        }
+    }
+}
+
+fn check_window(window: DigestWindow) -> Result<(), SyncResponse> {
+    if window.is_valid() {
+        Ok(())
+    } else {
+        Err(refuse(
+            ErrorCode::InvalidRequest,
+            format!("digest length {} is not 2 to 32", window.len),
+        ))
+    }
+}
+
+fn check_nodes(
+    shape: &TreeShape,
+    level: u8,
+    nodes: &NodeList,
+    max: u32,
+) -> Result<(), SyncResponse> {
+    if nodes.is_empty() || nodes.len() > max as usize {
+        return Err(refuse(
+            ErrorCode::InvalidRequest,
+            format!("1 to {max} nodes per request"),
+        ));
+    }
+    if nodes
+        .as_slice()
+        .last()
+        .is_some_and(|&last| last >= shape.width(level))
+    {
+        return Err(refuse(
+            ErrorCode::InvalidRequest,
+            "node index outside the tree",
+        ));
+    }
+    Ok(())
+}
+
+impl MerkleError {
+    fn into_response(self) -> SyncResponse {
+        SyncResponse::Refused { error: self.into() }
+    }
+}

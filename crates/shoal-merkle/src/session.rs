@@ -1,0 +1,647 @@
+//! The asking side of a sync: a sans-IO state machine that reconciles the local replica with
+//! one peer by descending both trees where they differ.
+//!
+//! A session compares roots; where they differ it asks for the children of differing nodes
+//! level by level (digests cut to a few bytes, see [`DigestWindow`]), then for the entries of
+//! differing buckets, then fetches the peer's items it lacks or that may be newer and pushes
+//! its own items the peer lacks or that win. It ends by comparing full roots again; a chance
+//! match of short digests (or a write during the session) costs another pass. For `d`
+//! differing keys among `n` that is O(d log n) digests in O(log n) round trips.
+//!
+//! Work is kept on a stack of bounded batches, so memory stays bounded whatever the
+//! divergence. The peer keeps no session state: a lost answer is recovered by sending the
+//! same request again ([`SyncSession::poll`] does so while a request is outstanding), and
+//! items already taken before an interruption stay taken, so a new session after a restart
+//! has less to do.
+
+use crate::config::SyncConfig;
+use crate::digest::{key_hash, DigestWindow};
+use crate::error::SyncError;
+use crate::item::{Item, Refusal};
+use crate::message::{IdList, NodeList, SyncRequest, SyncResponse};
+use crate::store::SyncStore;
+
+/// What to do next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Send this request to the peer and pass its answer to
+    /// [`SyncSession::handle_response`].
+    Send(SyncRequest),
+    /// The session is over.
+    Done(SyncOutcome),
+}
+
+/// How a session ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncOutcome {
+    /// Whether the two roots matched at the end.
+    pub converged: bool,
+    /// Passes run (0 when the roots matched at once).
+    pub passes: u8,
+    /// In check mode, the key hashes found to differ (at most the configured limit);
+    /// empty otherwise.
+    pub differing: Vec<u64>,
+}
+
+/// Counters kept by a session.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// Answers handled (each one a round trip).
+    pub round_trips: u64,
+    /// Requests sent again after a lost or malformed answer.
+    pub resends: u64,
+    /// Child digests compared.
+    pub digests_compared: u64,
+    /// Leaf entries received and compared.
+    pub leaves_compared: u64,
+    /// Items received from the peer and stored.
+    pub items_taken: u64,
+    /// Items received that lost to the local copy.
+    pub items_stale: u64,
+    /// Items received that were invalid or not asked for: refused, never stored.
+    pub items_refused: u64,
+    /// Items pushed to the peer.
+    pub items_pushed: u64,
+    /// Of those, how many the peer stored.
+    pub items_pushed_accepted: u64,
+    /// Answers that broke the protocol.
+    pub malformed_responses: u64,
+}
+
+#[derive(Clone, Debug)]
+enum Work {
+    Nodes {
+        level: u8,
+        nodes: Vec<u64>,
+    },
+    Leaves {
+        buckets: Vec<u64>,
+        after: Option<u64>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Comparing roots before the first pass or after a pass.
+    Roots,
+    Descend,
+    Done(SyncOutcome),
+}
+
+/// One reconciliation with one peer. See the module docs.
+///
+/// ```
+/// use shoal_core::{HlcTimestamp, NodeId};
+/// use shoal_merkle::*;
+///
+/// let tree = || MerkleTree::new(TreeShape::default());
+/// let (mut a, mut b) = (MemStore::new(ConflictRule::LastWriterWins, tree()),
+///                       MemStore::new(ConflictRule::LastWriterWins, tree()));
+/// let at = |ms| HlcTimestamp { physical_ms: ms, logical: 0, node: NodeId::new(1) };
+/// a.put(Item::new("only-a", "1", at(1)));
+/// b.put(Item::new("only-b", "2", at(1)));
+/// a.put(Item::new("both", "old", at(1)));
+/// b.put(Item::new("both", "new", at(2)));
+///
+/// let mut session = SyncSession::new(SyncConfig::default());
+/// let mut peer = Responder::new(NodeId::new(2), SyncConfig::default());
+/// let outcome = loop {
+///     match session.poll(&mut a) {
+///         Step::Send(request) => {
+///             let response = peer.respond(&mut b, request);
+///             session.handle_response(&mut a, response)?;
+///         }
+///         Step::Done(outcome) => break outcome,
+///     }
+/// };
+/// assert!(outcome.converged);
+/// assert_eq!(a.get(b"both").unwrap().value, b"new");
+/// assert!(b.get(b"only-a").is_some() && a.get(b"only-b").is_some());
+/// # Ok::<(), SyncError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct SyncSession {
+    config: SyncConfig,
+    check_only: bool,
+    check_limit: usize,
+    phase: Phase,
+    pass: u8,
+    stack: Vec<Work>,
+    /// Ids to fetch, with whether local copies may need pushing afterwards.
+    fetch: Vec<(u64, bool)>,
+    push: Vec<Item>,
+    push_bytes: usize,
+    differing: Vec<u64>,
+    outstanding: Option<(SyncRequest, Pending)>,
+    stats: SessionStats,
+}
+
+/// What an outstanding request was for, to check and use its answer.
+#[derive(Clone, Debug)]
+enum Pending {
+    Roots,
+    Nodes {
+        level: u8,
+        nodes: Vec<u64>,
+    },
+    Leaves {
+        buckets: Vec<u64>,
+        after: Option<u64>,
+    },
+    Fetch {
+        ids: Vec<(u64, bool)>,
+    },
+    Push {
+        count: usize,
+    },
+}
+
+impl SyncSession {
+    /// A session that reconciles: both sides end up with the winners of every key.
+    pub fn new(config: SyncConfig) -> SyncSession {
+        SyncSession {
+            config,
+            check_only: false,
+            check_limit: 0,
+            phase: Phase::Roots,
+            pass: 0,
+            stack: Vec::new(),
+            fetch: Vec::new(),
+            push: Vec::new(),
+            push_bytes: 0,
+            differing: Vec::new(),
+            outstanding: None,
+            stats: SessionStats::default(),
+        }
+    }
+
+    /// A session that only compares: it changes neither side and reports up to `limit` key
+    /// hashes that differ (see [`SyncOutcome::differing`]). Use it with
+    /// [`SyncConfig::exact`] on trees taken at the same applied index.
+    pub fn check(config: SyncConfig, limit: usize) -> SyncSession {
+        SyncSession {
+            check_only: true,
+            check_limit: limit,
+            ..Self::new(config)
+        }
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> &SessionStats {
+        &self.stats
+    }
+
+    /// Whether a request is waiting for its answer.
+    pub fn is_waiting(&self) -> bool {
+        self.outstanding.is_some()
+    }
+
+    /// The next request to send, or the outcome. While a request is outstanding (its answer
+    /// was lost, or was malformed), returns that request again.
+    pub fn poll<S: SyncStore>(&mut self, store: &mut S) -> Step {
+        if let Phase::Done(outcome) = &self.phase {
+            return Step::Done(outcome.clone());
+        }
+        if let Some((request, _)) = &self.outstanding {
+            self.stats.resends += 1;
+            return Step::Send(request.clone());
+        }
+        let (request, pending) = self.next(store);
+        self.outstanding = Some((request.clone(), pending));
+        Step::Send(request)
+    }
+
+    fn next<S: SyncStore>(&mut self, store: &mut S) -> (SyncRequest, Pending) {
+        if self.phase == Phase::Roots {
+            let tree = store.tree_mut();
+            let request = SyncRequest::ExchangeRoots {
+                root: tree.root(),
+                count: tree.len() as u64,
+                shape: tree.shape(),
+            };
+            return (request, Pending::Roots);
+        }
+        if self.push.len() >= self.config.max_push_items
+            || self.push_bytes >= self.config.max_batch_bytes
+        {
+            return self.push_request();
+        }
+        if self.fetch.len() >= self.config.max_fetch {
+            return self.fetch_request();
+        }
+        if let Some(work) = self.stack.pop() {
+            let window = self.used_window();
+            return match work {
+                Work::Nodes { level, nodes } => (
+                    SyncRequest::GetNodes {
+                        level,
+                        nodes: NodeList::new(nodes.clone()).expect("work lists are sorted"),
+                        window,
+                        max: self.config.max_digests_per_response,
+                    },
+                    Pending::Nodes { level, nodes },
+                ),
+                Work::Leaves { buckets, after } => (
+                    SyncRequest::GetLeaves {
+                        buckets: NodeList::new(buckets.clone()).expect("work lists are sorted"),
+                        after,
+                        window,
+                        max: self.config.max_leaves_per_response,
+                    },
+                    Pending::Leaves { buckets, after },
+                ),
+            };
+        }
+        if !self.fetch.is_empty() {
+            return self.fetch_request();
+        }
+        if !self.push.is_empty() {
+            return self.push_request();
+        }
+        // The pass is over: compare full roots.
+        self.phase = Phase::Roots;
+        self.next(store)
+    }
+
+    fn fetch_request(&mut self) -> (SyncRequest, Pending) {
+        let n = self.fetch.len().min(self.config.max_fetch);
+        let ids: Vec<(u64, bool)> = self.fetch.drain(..n).collect();
+        let request = SyncRequest::Fetch {
+            ids: IdList(ids.iter().map(|&(id, _)| id).collect()),
+        };
+        (request, Pending::Fetch { ids })
+    }
+
+    fn push_request(&mut self) -> (SyncRequest, Pending) {
+        let mut n = 0;
+        let mut bytes = 0;
+        for item in &self.push {
+            if n == self.config.max_push_items
+                || (n > 0 && bytes + item.size() > self.config.max_batch_bytes)
+            {
+                break;
+            }
+            bytes += item.size();
+            n += 1;
+        }
+        let items: Vec<Item> = self.push.drain(..n).collect();
+        self.push_bytes -= bytes;
+        self.stats.items_pushed += n as u64;
+        (SyncRequest::Push { items }, Pending::Push { count: n })
+    }
+
+    /// Takes the peer's answer to the outstanding request. On `Err` the request stays
+    /// outstanding ([`SyncSession::poll`] sends it again), except when the peer refused it,
+    /// which ends the session unconverged.
+    pub fn handle_response<S: SyncStore>(
+        &mut self,
+        store: &mut S,
+        response: SyncResponse,
+    ) -> Result<(), SyncError> {
+        let Some((request, pending)) = self.outstanding.take() else {
+            return Err(SyncError::NoRequest);
+        };
+        if let SyncResponse::Refused { error } = response {
+            self.finish(false);
+            return Err(SyncError::Refused(error));
+        }
+        match self.apply(store, &pending, response) {
+            Ok(()) => {
+                self.stats.round_trips += 1;
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.malformed_responses += 1;
+                tracing::debug!(%e, "malformed sync response");
+                self.outstanding = Some((request, pending));
+                Err(e)
+            }
+        }
+    }
+
+    fn finish(&mut self, converged: bool) {
+        self.phase = Phase::Done(SyncOutcome {
+            converged,
+            passes: self.pass,
+            differing: std::mem::take(&mut self.differing),
+        });
+        self.stack.clear();
+        self.fetch.clear();
+        self.push.clear();
+        self.push_bytes = 0;
+    }
+
+    fn apply<S: SyncStore>(
+        &mut self,
+        store: &mut S,
+        pending: &Pending,
+        response: SyncResponse,
+    ) -> Result<(), SyncError> {
+        let malformed = |what: &str| Err(SyncError::Malformed(what.to_string()));
+        match (pending, response) {
+            (
+                Pending::Roots,
+                SyncResponse::Roots {
+                    root, roots_match, ..
+                },
+            ) => {
+                let mine = store.tree_mut().root();
+                if roots_match != (root == mine) {
+                    return malformed("roots_match disagrees with the roots");
+                }
+                if roots_match || (self.check_only && self.pass > 0) {
+                    self.finish(roots_match);
+                } else if self.pass >= self.config.max_passes {
+                    self.finish(false);
+                } else {
+                    self.pass += 1;
+                    self.phase = Phase::Descend;
+                    self.stack.push(Work::Nodes {
+                        level: 0,
+                        nodes: vec![0],
+                    });
+                }
+                Ok(())
+            }
+            (Pending::Nodes { level, nodes }, SyncResponse::Nodes { digests, truncated }) => {
+                self.on_nodes(store, *level, nodes, &digests, truncated)
+            }
+            (
+                Pending::Leaves { buckets, after },
+                SyncResponse::Leaves {
+                    ids,
+                    digests,
+                    truncated,
+                },
+            ) => self.on_leaves(store, buckets, *after, &ids.0, &digests, truncated),
+            (Pending::Fetch { ids }, SyncResponse::Items { items, answered }) => {
+                self.on_items(store, ids, items, answered as usize)
+            }
+            (Pending::Push { count }, SyncResponse::Pushed { accepted, refused }) => {
+                if (accepted as usize) + (refused as usize) != *count {
+                    return malformed("push answer counts a different number of items");
+                }
+                self.stats.items_pushed_accepted += u64::from(accepted);
+                Ok(())
+            }
+            _ => malformed("answer of the wrong kind"),
+        }
+    }
+
+    /// The digest window of the current pass (pass 1 compares window 0).
+    fn used_window(&self) -> DigestWindow {
+        DigestWindow {
+            len: self.config.digest_len,
+            window: self.pass.saturating_sub(1),
+        }
+    }
+
+    fn on_nodes<S: SyncStore>(
+        &mut self,
+        store: &mut S,
+        level: u8,
+        nodes: &[u64],
+        digests: &[u8],
+        truncated: bool,
+    ) -> Result<(), SyncError> {
+        let window = self.used_window();
+        let tree = store.tree_mut();
+        tree.refresh();
+        let shape = tree.shape();
+        let fanout = shape.fanout();
+        let per_parent = fanout * window.len();
+        if digests.is_empty() || !digests.len().is_multiple_of(per_parent) {
+            return Err(SyncError::Malformed(
+                "digest block of the wrong size".into(),
+            ));
+        }
+        let answered = digests.len() / per_parent;
+        if answered > nodes.len() || truncated != (answered < nodes.len()) {
+            return Err(SyncError::Malformed(
+                "node answer does not fit the request".into(),
+            ));
+        }
+        let mut differing = Vec::new();
+        for (&parent, theirs) in nodes[..answered]
+            .iter()
+            .zip(digests.chunks_exact(per_parent))
+        {
+            let first = shape.first_child(parent);
+            for (i, their) in theirs.chunks_exact(window.len()).enumerate() {
+                let child = first + i as u64;
+                if tree.node(level + 1, child).window(window) != their {
+                    differing.push(child);
+                }
+            }
+        }
+        self.stats.digests_compared += (answered * fanout) as u64;
+        if truncated {
+            self.stack.push(Work::Nodes {
+                level,
+                nodes: nodes[answered..].to_vec(),
+            });
+        }
+        let child_level = level + 1;
+        let batch = self.config.max_nodes_per_request as usize;
+        // Pushed in reverse so the leftmost batch is worked on first.
+        for chunk in differing.chunks(batch).rev() {
+            let nodes = chunk.to_vec();
+            self.stack.push(if child_level == shape.depth() {
+                Work::Leaves {
+                    buckets: nodes,
+                    after: None,
+                }
+            } else {
+                Work::Nodes {
+                    level: child_level,
+                    nodes,
+                }
+            });
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_leaves<S: SyncStore>(
+        &mut self,
+        store: &mut S,
+        buckets: &[u64],
+        after: Option<u64>,
+        ids: &[u64],
+        digests: &[u8],
+        truncated: bool,
+    ) -> Result<(), SyncError> {
+        let window = self.used_window();
+        let shape = store.tree().shape();
+        if digests.len() != ids.len() * window.len() {
+            return Err(SyncError::Malformed(
+                "leaf digests do not match the ids".into(),
+            ));
+        }
+        if truncated && ids.is_empty() {
+            return Err(SyncError::Malformed(
+                "truncated leaf answer without entries".into(),
+            ));
+        }
+        // Ids must be in order, each in a bucket asked for, past the resume point.
+        let mut bucket_pos = 0;
+        for (i, &id) in ids.iter().enumerate() {
+            if i > 0 && id < ids[i - 1] {
+                return Err(SyncError::Malformed("leaf ids out of order".into()));
+            }
+            let b = shape.bucket_of(id);
+            while bucket_pos < buckets.len() && buckets[bucket_pos] < b {
+                bucket_pos += 1;
+            }
+            if bucket_pos == buckets.len() || buckets[bucket_pos] != b {
+                return Err(SyncError::Malformed(
+                    "leaf id outside the buckets asked for".into(),
+                ));
+            }
+            if after.is_some_and(|after| id <= after) {
+                return Err(SyncError::Malformed(
+                    "leaf id before the resume point".into(),
+                ));
+            }
+        }
+        self.stats.leaves_compared += ids.len() as u64;
+        // With a truncated answer, only what it covers is compared; the rest is asked again.
+        let last = truncated.then(|| ids[ids.len() - 1]);
+        let covered = match last {
+            Some(last) => buckets.partition_point(|&b| b <= shape.bucket_of(last)),
+            None => buckets.len(),
+        };
+        let tree = store.tree();
+        let mut theirs = ids
+            .iter()
+            .copied()
+            .zip(digests.chunks_exact(window.len()))
+            .peekable();
+        let mut to_fetch = Vec::new();
+        let mut to_push = Vec::new();
+        for (i, &b) in buckets[..covered].iter().enumerate() {
+            let lower = if i == 0 { after } else { None };
+            let mine: Vec<_> = tree
+                .bucket(b)
+                .iter()
+                .filter(|e| {
+                    lower.is_none_or(|a| e.hash() > a) && last.is_none_or(|l| e.hash() <= l)
+                })
+                .collect();
+            let mut m = 0;
+            loop {
+                let their_id = theirs
+                    .peek()
+                    .map(|&(id, _)| id)
+                    .filter(|&id| shape.bucket_of(id) == b);
+                let my_id = mine.get(m).map(|e| e.hash());
+                let id = match (their_id, my_id) {
+                    (None, None) => break,
+                    (Some(t), Some(my)) => t.min(my),
+                    (Some(t), None) => t,
+                    (None, Some(my)) => my,
+                };
+                let mut their_group = Vec::new();
+                while let Some(&(tid, d)) = theirs.peek() {
+                    if tid != id {
+                        break;
+                    }
+                    their_group.push(d);
+                    theirs.next();
+                }
+                let mut my_group = Vec::new();
+                while m < mine.len() && mine[m].hash() == id {
+                    my_group.push(mine[m].digest().window(window));
+                    m += 1;
+                }
+                if their_group == my_group {
+                    continue;
+                }
+                match (their_group.is_empty(), my_group.is_empty()) {
+                    (false, true) => to_fetch.push((id, false)),
+                    (true, false) => to_push.push(id),
+                    _ => to_fetch.push((id, true)),
+                }
+            }
+        }
+        if let Some(last) = last {
+            self.stack.push(Work::Leaves {
+                buckets: buckets[covered - 1..].to_vec(),
+                after: Some(last),
+            });
+        }
+        if self.check_only {
+            let room = self.check_limit.saturating_sub(self.differing.len());
+            let found = to_fetch
+                .iter()
+                .map(|&(id, _)| id)
+                .chain(to_push.iter().copied());
+            self.differing.extend(found.take(room));
+            return Ok(());
+        }
+        self.fetch.extend(to_fetch);
+        for id in to_push {
+            self.queue_push(store, id, &[]);
+        }
+        Ok(())
+    }
+
+    /// Queues the local items with key hash `id` for the peer, except copies it just sent.
+    fn queue_push<S: SyncStore>(&mut self, store: &S, id: u64, sent_by_peer: &[Item]) {
+        let mut items = Vec::new();
+        store.items_with_hash(id, &mut items);
+        for item in items {
+            if sent_by_peer.contains(&item) {
+                continue;
+            }
+            self.push_bytes += item.size();
+            self.push.push(item);
+        }
+    }
+
+    fn on_items<S: SyncStore>(
+        &mut self,
+        store: &mut S,
+        ids: &[(u64, bool)],
+        items: Vec<Item>,
+        answered: usize,
+    ) -> Result<(), SyncError> {
+        if answered > ids.len() || (answered == 0 && !ids.is_empty()) {
+            return Err(SyncError::Malformed(
+                "fetch answer covers no or too many ids".into(),
+            ));
+        }
+        let asked = &ids[..answered];
+        let mut received: Vec<(u64, Item)> = Vec::with_capacity(items.len());
+        for item in items {
+            let id = key_hash(&item.key);
+            if !asked.iter().any(|&(a, _)| a == id) {
+                self.stats.items_refused += 1;
+                tracing::debug!("peer sent an item that was not asked for; refused");
+                continue;
+            }
+            received.push((id, item));
+        }
+        for (_, item) in &received {
+            match store.offer(item.clone(), &self.config.limits) {
+                Ok(()) => self.stats.items_taken += 1,
+                Err(Refusal::Stale) => self.stats.items_stale += 1,
+                Err(Refusal::Invalid) => self.stats.items_refused += 1,
+            }
+        }
+        for &(id, reconcile) in asked {
+            if reconcile {
+                let sent: Vec<Item> = received
+                    .iter()
+                    .filter(|(rid, _)| *rid == id)
+                    .map(|(_, item)| item.clone())
+                    .collect();
+                self.queue_push(store, id, &sent);
+            }
+        }
+        // Ids the answer had no room for go back to the front of the queue.
+        let rest = ids[answered..].iter().copied();
+        self.fetch.splice(0..0, rest);
+        Ok(())
+    }
+}
