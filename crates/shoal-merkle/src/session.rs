@@ -15,7 +15,7 @@
 //! has less to do.
 
 use crate::config::SyncConfig;
-use crate::digest::{key_hash, DigestWindow};
+use crate::digest::{key_hash, Digest, DigestWindow};
 use crate::error::SyncError;
 use crate::item::{Item, Refusal};
 use crate::message::{IdList, NodeList, SyncRequest, SyncResponse};
@@ -139,7 +139,11 @@ pub struct SyncSession {
 /// What an outstanding request was for, to check and use its answer.
 #[derive(Clone, Debug)]
 enum Pending {
-    Roots,
+    /// The root sent: the local tree may change (local writes, pushes from other peers)
+    /// before the answer arrives, and the peer compared against this one.
+    Roots {
+        sent: Digest,
+    },
     Nodes {
         level: u8,
         nodes: Vec<u64>,
@@ -214,12 +218,13 @@ impl SyncSession {
     fn next<S: SyncStore>(&mut self, store: &mut S) -> (SyncRequest, Pending) {
         if self.phase == Phase::Roots {
             let tree = store.tree_mut();
+            let root = tree.root();
             let request = SyncRequest::ExchangeRoots {
-                root: tree.root(),
+                root,
                 count: tree.len() as u64,
                 shape: tree.shape(),
             };
-            return (request, Pending::Roots);
+            return (request, Pending::Roots { sent: root });
         }
         if self.push.len() >= self.config.max_push_items
             || self.push_bytes >= self.config.max_batch_bytes
@@ -340,13 +345,12 @@ impl SyncSession {
         let malformed = |what: &str| Err(SyncError::Malformed(what.to_string()));
         match (pending, response) {
             (
-                Pending::Roots,
+                Pending::Roots { sent },
                 SyncResponse::Roots {
                     root, roots_match, ..
                 },
             ) => {
-                let mine = store.tree_mut().root();
-                if roots_match != (root == mine) {
+                if roots_match != (root == *sent) {
                     return malformed("roots_match disagrees with the roots");
                 }
                 if roots_match || (self.check_only && self.pass > 0) {

@@ -261,6 +261,20 @@ fn run(seed: u64) -> Result<(), shoal_sim::SimError> {
     Ok(())
 }
 
+/// Seeds that once failed. 6327873010373743650: a replica's own writes changed its root
+/// while its ExchangeRoots was in flight, and it checked the peer's `roots_match` against the
+/// new root instead of the one it had sent.
+const REGRESSIONS: [u64; 1] = [6327873010373743650];
+
+#[test]
+fn regression_seeds_still_converge() {
+    for seed in REGRESSIONS {
+        if let Err(e) = run(seed) {
+            panic!("{e}");
+        }
+    }
+}
+
 #[test]
 fn replicas_converge_through_loss_duplicates_and_restarts_mid_session() {
     let base = shoal_sim::seed_from_env_or_random();
