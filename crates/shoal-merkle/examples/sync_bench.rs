@@ -12,7 +12,8 @@
 //! protocol puts on the wire: each round, both directions, the sender's page ranges (two
 //! keys and a 16-byte hash each), the receiver's wanted ranges (two keys each) and the items
 //! in them (encoded as for the session). `lower_bound_bytes` is `diff × (16 + 32)`: each
-//! differing key and one 32-byte digest. The last line of output is one JSON object.
+//! differing key and one 32-byte digest. `MST_DEBUG=1` prints, per search-tree pull, the pages
+//! sent, the ranges wanted and the items they cover. The last line of output is one JSON object.
 
 use merkle_search_tree::diff::{diff, PageRange, PageRangeSnapshot};
 use merkle_search_tree::MerkleSearchTree;
@@ -185,6 +186,15 @@ fn mst_pull(from: &mut MstReplica, to: &mut MstReplica) -> usize {
             bytes += wire_len(item);
             incoming.push(item.clone());
         }
+    }
+    if std::env::var_os("MST_DEBUG").is_some() {
+        eprintln!(
+            "mst pull: {} pages ({} bytes), {} wanted ranges, {} items",
+            from_pages.iter().len(),
+            from_pages.iter().map(|p| page_len(&p)).sum::<usize>(),
+            wanted.len(),
+            incoming.len()
+        );
     }
     for item in incoming {
         to.offer(item);

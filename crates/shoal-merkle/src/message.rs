@@ -148,6 +148,11 @@ pub enum SyncRequest {
         /// Key hashes.
         ids: IdList,
     },
+    /// The items under these keys (at most [`MAX_FETCH`]).
+    FetchKeys {
+        /// Keys.
+        keys: Vec<Vec<u8>>,
+    },
     /// Content-addressed items by their hash, which is their key (at most [`MAX_FETCH`]).
     FetchByHash {
         /// Item hashes.
@@ -201,7 +206,7 @@ pub enum SyncResponse {
         /// Whether the answer stops early (resume after the last id).
         truncated: bool,
     },
-    /// To [`SyncRequest::Fetch`] and [`SyncRequest::FetchByHash`]: the items for the
+    /// To [`SyncRequest::Fetch`], [`SyncRequest::FetchKeys`] and [`SyncRequest::FetchByHash`]: the items for the
     /// first `answered` ids or hashes asked for (all unless the answer hit its size limit;
     /// ask again for the rest).
     Items {

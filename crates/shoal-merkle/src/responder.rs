@@ -114,27 +114,17 @@ impl Responder {
                     answered: answered as u32,
                 }
             }
+            SyncRequest::FetchKeys { keys } => {
+                if keys.len() > MAX_FETCH {
+                    return refuse(ErrorCode::TooLarge, "more than 1000 keys in one fetch");
+                }
+                self.fetch_keys(store, keys.iter().map(Vec::as_slice))
+            }
             SyncRequest::FetchByHash { hashes } => {
                 if hashes.len() > MAX_FETCH {
                     return refuse(ErrorCode::TooLarge, "more than 1000 hashes in one fetch");
                 }
-                let mut items = Vec::new();
-                let mut answered = 0;
-                let mut bytes = 0;
-                for hash in &hashes {
-                    let item = store.item(&hash.0);
-                    let size = item.as_ref().map_or(0, Item::size);
-                    if answered > 0 && bytes + size > self.config.max_batch_bytes {
-                        break;
-                    }
-                    bytes += size;
-                    answered += 1;
-                    items.extend(item);
-                }
-                SyncResponse::Items {
-                    items,
-                    answered: answered as u32,
-                }
+                self.fetch_keys(store, hashes.iter().map(|h| &h.0[..]))
             }
             SyncRequest::Push { items } => {
                 if items.len() > self.config.max_push_items {
@@ -161,6 +151,31 @@ impl Responder {
                 node: self.node,
                 count: store.tree().len() as u64,
             },
+        }
+    }
+
+    /// The items under `keys`, as many of the first keys as fit the batch size.
+    fn fetch_keys<'k, S: SyncStore>(
+        &self,
+        store: &S,
+        keys: impl Iterator<Item = &'k [u8]>,
+    ) -> SyncResponse {
+        let mut items = Vec::new();
+        let mut answered = 0;
+        let mut bytes = 0;
+        for key in keys {
+            let item = store.item(key);
+            let size = item.as_ref().map_or(0, Item::size);
+            if answered > 0 && bytes + size > self.config.max_batch_bytes {
+                break;
+            }
+            bytes += size;
+            answered += 1;
+            items.extend(item);
+        }
+        SyncResponse::Items {
+            items,
+            answered: answered as u32,
         }
     }
 

@@ -321,6 +321,9 @@ fn the_responder_refuses_bad_requests_and_changes_nothing() {
         SyncRequest::FetchByHash {
             hashes: vec![Digest::ZERO; 1001],
         },
+        SyncRequest::FetchKeys {
+            keys: vec![Vec::new(); 1001],
+        },
         SyncRequest::Push {
             items: vec![Item::new("x", "y", stamp(1, 1)); 1001],
         },
@@ -332,7 +335,40 @@ fn the_responder_refuses_bad_requests_and_changes_nothing() {
             "{request:?} got {answer:?}"
         );
     }
-    assert_eq!(r.stats().refused_requests, 11);
+    assert_eq!(r.stats().refused_requests, 12);
+    // Fetching by key and by hash.
+    let by_key = r.respond(
+        &mut b,
+        SyncRequest::FetchKeys {
+            keys: vec![b"k5".to_vec(), b"nope".to_vec()],
+        },
+    );
+    assert_eq!(
+        by_key,
+        SyncResponse::Items {
+            items: vec![b.get(b"k5").unwrap().clone()],
+            answered: 2
+        }
+    );
+    let content = Item::content("blob");
+    let mut c = MemStore::new(
+        ConflictRule::ContentAddressed,
+        MerkleTree::new(TreeShape::default()),
+    );
+    c.put(content.clone());
+    let by_hash = r.respond(
+        &mut c,
+        SyncRequest::FetchByHash {
+            hashes: vec![Digest(content.key.clone().try_into().unwrap())],
+        },
+    );
+    assert_eq!(
+        by_hash,
+        SyncResponse::Items {
+            items: vec![content],
+            answered: 1
+        }
+    );
     // Oversized and out-of-rule pushes are refused item by item.
     let huge = Item::new("big", vec![0; (1 << 20) + 1], stamp(5, 1));
     let answer = r.respond(&mut b, SyncRequest::Push { items: vec![huge] });
