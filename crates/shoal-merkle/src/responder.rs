@@ -179,6 +179,36 @@ impl Responder {
         }
     }
 
+    /// Checks a list of nodes at `level` and the digest window asked for.
+    fn check_nodes(
+        &self,
+        shape: &TreeShape,
+        level: u8,
+        nodes: &NodeList,
+        window: DigestWindow,
+    ) -> Result<(), SyncResponse> {
+        if !window.is_valid() {
+            let message = format!("digest length {} is not 2 to 32", window.len);
+            return Err(refuse(ErrorCode::InvalidRequest, message));
+        }
+        let max = self.config.max_nodes_per_request;
+        if nodes.is_empty() || nodes.len() > max as usize {
+            let message = format!("1 to {max} nodes per request");
+            return Err(refuse(ErrorCode::InvalidRequest, message));
+        }
+        if nodes
+            .as_slice()
+            .last()
+            .is_some_and(|&last| last >= shape.width(level))
+        {
+            return Err(refuse(
+                ErrorCode::InvalidRequest,
+                "node index outside the tree",
+            ));
+        }
+        Ok(())
+    }
+
     fn take<S: SyncStore>(&mut self, store: &mut S, item: Item) -> bool {
         match store.offer(item, &self.config.limits) {
             Ok(()) => {
@@ -205,14 +235,10 @@ impl Responder {
         max: u32,
     ) -> SyncResponse {
         let shape = store.tree().shape();
-        if let Err(response) = check_window(window) {
-            return response;
-        }
         if level >= shape.depth() {
             return refuse(ErrorCode::InvalidRequest, "GetNodes below the bucket level");
         }
-        if let Err(response) = check_nodes(&shape, level, nodes, self.config.max_nodes_per_request)
-        {
+        if let Err(response) = self.check_nodes(&shape, level, nodes, window) {
             return response;
         }
         let fanout = shape.fanout();
@@ -248,15 +274,7 @@ impl Responder {
         max: u32,
     ) -> SyncResponse {
         let shape = store.tree().shape();
-        if let Err(response) = check_window(window) {
-            return response;
-        }
-        if let Err(response) = check_nodes(
-            &shape,
-            shape.depth(),
-            buckets,
-            self.config.max_nodes_per_request,
-        ) {
+        if let Err(response) = self.check_nodes(&shape, shape.depth(), buckets, window) {
             return response;
         }
         if let (Some(after), Some(&first)) = (after, buckets.as_slice().first()) {
@@ -294,42 +312,6 @@ impl Responder {
             truncated,
         }
     }
-}
-
-fn check_window(window: DigestWindow) -> Result<(), SyncResponse> {
-    if window.is_valid() {
-        Ok(())
-    } else {
-        Err(refuse(
-            ErrorCode::InvalidRequest,
-            format!("digest length {} is not 2 to 32", window.len),
-        ))
-    }
-}
-
-fn check_nodes(
-    shape: &TreeShape,
-    level: u8,
-    nodes: &NodeList,
-    max: u32,
-) -> Result<(), SyncResponse> {
-    if nodes.is_empty() || nodes.len() > max as usize {
-        return Err(refuse(
-            ErrorCode::InvalidRequest,
-            format!("1 to {max} nodes per request"),
-        ));
-    }
-    if nodes
-        .as_slice()
-        .last()
-        .is_some_and(|&last| last >= shape.width(level))
-    {
-        return Err(refuse(
-            ErrorCode::InvalidRequest,
-            "node index outside the tree",
-        ));
-    }
-    Ok(())
 }
 
 impl MerkleError {

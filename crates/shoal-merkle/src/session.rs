@@ -144,14 +144,8 @@ enum Pending {
     Roots {
         sent: Digest,
     },
-    Nodes {
-        level: u8,
-        nodes: Vec<u64>,
-    },
-    Leaves {
-        buckets: Vec<u64>,
-        after: Option<u64>,
-    },
+    /// A step of the descent.
+    Work(Work),
     Fetch {
         ids: Vec<(u64, bool)>,
     },
@@ -236,26 +230,22 @@ impl SyncSession {
         }
         if let Some(work) = self.stack.pop() {
             let window = self.used_window();
-            return match work {
-                Work::Nodes { level, nodes } => (
-                    SyncRequest::GetNodes {
-                        level,
-                        nodes: NodeList::new(nodes.clone()).expect("work lists are sorted"),
-                        window,
-                        max: self.config.max_digests_per_response,
-                    },
-                    Pending::Nodes { level, nodes },
-                ),
-                Work::Leaves { buckets, after } => (
-                    SyncRequest::GetLeaves {
-                        buckets: NodeList::new(buckets.clone()).expect("work lists are sorted"),
-                        after,
-                        window,
-                        max: self.config.max_leaves_per_response,
-                    },
-                    Pending::Leaves { buckets, after },
-                ),
+            let sorted = |v: &Vec<u64>| NodeList::new(v.clone()).expect("work lists are sorted");
+            let request = match &work {
+                Work::Nodes { level, nodes } => SyncRequest::GetNodes {
+                    level: *level,
+                    nodes: sorted(nodes),
+                    window,
+                    max: self.config.max_digests_per_response,
+                },
+                Work::Leaves { buckets, after } => SyncRequest::GetLeaves {
+                    buckets: sorted(buckets),
+                    after: *after,
+                    window,
+                    max: self.config.max_leaves_per_response,
+                },
             };
+            return (request, Pending::Work(work));
         }
         if !self.fetch.is_empty() {
             return self.fetch_request();
@@ -367,11 +357,12 @@ impl SyncSession {
                 }
                 Ok(())
             }
-            (Pending::Nodes { level, nodes }, SyncResponse::Nodes { digests, truncated }) => {
-                self.on_nodes(store, *level, nodes, &digests, truncated)
-            }
             (
-                Pending::Leaves { buckets, after },
+                Pending::Work(Work::Nodes { level, nodes }),
+                SyncResponse::Nodes { digests, truncated },
+            ) => self.on_nodes(store, *level, nodes, &digests, truncated),
+            (
+                Pending::Work(Work::Leaves { buckets, after }),
                 SyncResponse::Leaves {
                     ids,
                     digests,
