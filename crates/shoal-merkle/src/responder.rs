@@ -95,36 +95,19 @@ impl Responder {
                 if ids.0.len() > MAX_FETCH {
                     return refuse(ErrorCode::TooLarge, "more than 1000 ids in one fetch");
                 }
-                let mut items = Vec::new();
-                let mut answered = 0;
-                let mut bytes = 0;
-                for &id in &ids.0 {
-                    let before = items.len();
-                    store.items_with_hash(id, &mut items);
-                    let added: usize = items[before..].iter().map(Item::size).sum();
-                    if answered > 0 && bytes + added > self.config.max_batch_bytes {
-                        items.truncate(before);
-                        break;
-                    }
-                    bytes += added;
-                    answered += 1;
-                }
-                SyncResponse::Items {
-                    items,
-                    answered: answered as u32,
-                }
+                self.batch(ids.0.iter(), |&id, out| store.items_with_hash(id, out))
             }
             SyncRequest::FetchKeys { keys } => {
                 if keys.len() > MAX_FETCH {
                     return refuse(ErrorCode::TooLarge, "more than 1000 keys in one fetch");
                 }
-                self.fetch_keys(store, keys.iter().map(Vec::as_slice))
+                self.batch(keys.iter(), |key, out| out.extend(store.item(key)))
             }
             SyncRequest::FetchByHash { hashes } => {
                 if hashes.len() > MAX_FETCH {
                     return refuse(ErrorCode::TooLarge, "more than 1000 hashes in one fetch");
                 }
-                self.fetch_keys(store, hashes.iter().map(|h| &h.0[..]))
+                self.batch(hashes.iter(), |hash, out| out.extend(store.item(&hash.0)))
             }
             SyncRequest::Push { items } => {
                 if items.len() > self.config.max_push_items {
@@ -154,24 +137,26 @@ impl Responder {
         }
     }
 
-    /// The items under `keys`, as many of the first keys as fit the batch size.
-    fn fetch_keys<'k, S: SyncStore>(
+    /// The items `lookup` finds for each of `asks`, for as many of the first asks as fit
+    /// the batch size (always at least one).
+    fn batch<T>(
         &self,
-        store: &S,
-        keys: impl Iterator<Item = &'k [u8]>,
+        asks: impl Iterator<Item = T>,
+        mut lookup: impl FnMut(T, &mut Vec<Item>),
     ) -> SyncResponse {
         let mut items = Vec::new();
         let mut answered = 0;
         let mut bytes = 0;
-        for key in keys {
-            let item = store.item(key);
-            let size = item.as_ref().map_or(0, Item::size);
-            if answered > 0 && bytes + size > self.config.max_batch_bytes {
+        for ask in asks {
+            let before = items.len();
+            lookup(ask, &mut items);
+            let added: usize = items[before..].iter().map(Item::size).sum();
+            if answered > 0 && bytes + added > self.config.max_batch_bytes {
+                items.truncate(before);
                 break;
             }
-            bytes += size;
+            bytes += added;
             answered += 1;
-            items.extend(item);
         }
         SyncResponse::Items {
             items,

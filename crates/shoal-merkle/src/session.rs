@@ -607,10 +607,12 @@ impl SyncSession {
             ));
         }
         let asked = &ids[..answered];
+        let wanted: hashbrown::HashSet<u64, foldhash::fast::FixedState> =
+            asked.iter().map(|&(id, _)| id).collect();
         let mut received: Vec<(u64, Item)> = Vec::with_capacity(items.len());
         for item in items {
             let id = key_hash(&item.key);
-            if !asked.iter().any(|&(a, _)| a == id) {
+            if !wanted.contains(&id) {
                 self.stats.items_refused += 1;
                 tracing::debug!("peer sent an item that was not asked for; refused");
                 continue;
@@ -624,11 +626,14 @@ impl SyncSession {
                 Err(Refusal::Invalid) => self.stats.items_refused += 1,
             }
         }
+        // Sorted by id, so each reconciled id finds what the peer sent by binary search.
+        received.sort_unstable_by_key(|&(id, _)| id);
         for &(id, reconcile) in asked {
             if reconcile {
-                let sent: Vec<Item> = received
+                let start = received.partition_point(|(rid, _)| *rid < id);
+                let end = start + received[start..].partition_point(|(rid, _)| *rid == id);
+                let sent: Vec<Item> = received[start..end]
                     .iter()
-                    .filter(|(rid, _)| *rid == id)
                     .map(|(_, item)| item.clone())
                     .collect();
                 self.queue_push(store, id, &sent);
