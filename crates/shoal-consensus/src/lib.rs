@@ -46,7 +46,7 @@
 //! let mut applied = vec![Vec::new(); 3];
 //! let mut proposed = false;
 //! for _ in 0..400 {
-//!     now = now + Duration::from_millis(10);
+//!     now += Duration::from_millis(10);
 //!     let mut inbox = Vec::new();
 //!     for (i, node) in nodes.iter_mut().enumerate() {
 //!         node.tick(now);

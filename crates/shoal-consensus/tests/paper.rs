@@ -133,7 +133,7 @@ fn s5_2_a_leader_sends_heartbeats_every_interval() {
     net.elect(1);
     net.settle();
     let interval = net.config.heartbeat_interval;
-    net.now = net.now + interval;
+    net.now += interval;
     let now = net.now;
     net.node(1).tick(now);
     let sent = net.flush(n(1));

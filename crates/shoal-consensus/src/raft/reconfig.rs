@@ -116,7 +116,7 @@ impl<S: LogStore> Raft<S> {
         });
         self.continue_transfer(target);
         if self.transfer.is_some() {
-            while self.send_append(target) {}
+            while self.send_append(target, false) {}
         }
         Ok(())
     }

@@ -71,13 +71,14 @@ impl<S: LogStore> Raft<S> {
     pub(super) fn broadcast_append(&mut self) {
         let peers: Vec<NodeId> = self.progress.keys().copied().collect();
         for peer in peers {
-            while self.send_append(peer) {}
+            while self.send_append(peer, false) {}
         }
     }
 
-    /// Sends `peer` the entries it lacks, if flow control allows. Returns whether it sent
-    /// entries (so the caller may try again).
-    pub(super) fn send_append(&mut self, peer: NodeId) -> bool {
+    /// Sends `peer` the entries it lacks, if flow control allows. `probe`: send even when
+    /// there is nothing new for it, so a follower whose appends were lost answers with where
+    /// its log really ends. Returns whether it sent entries (so the caller may go on).
+    pub(super) fn send_append(&mut self, peer: NodeId, probe: bool) -> bool {
         let (max_msgs, max_bytes) = (
             self.config.max_inflight_msgs,
             self.config.max_inflight_bytes,
@@ -91,7 +92,7 @@ impl<S: LogStore> Raft<S> {
         }
         let next = pr.next_index;
         let state = pr.state;
-        if state == ReplicaState::Replicate && next > last {
+        if state == ReplicaState::Replicate && next > last && !probe {
             return false;
         }
         let prev_index = next - 1;
@@ -322,7 +323,7 @@ impl<S: LogStore> Raft<S> {
                 }
             }
         }
-        while self.send_append(from) {}
+        while self.send_append(from, false) {}
     }
 
     pub(super) fn handle_heartbeat_response(
@@ -345,8 +346,8 @@ impl<S: LogStore> Raft<S> {
             pr.free_one_if_full(max_msgs);
         }
         self.advance_reads();
-        if behind {
-            while self.send_append(from) {}
+        if behind && self.send_append(from, true) {
+            while self.send_append(from, false) {}
         }
     }
 

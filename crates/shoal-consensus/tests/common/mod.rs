@@ -30,7 +30,9 @@ pub fn paper_config() -> RaftConfig {
 
 pub struct Net {
     pub nodes: BTreeMap<NodeId, Raft<MemLogStore>>,
-    pub applied: BTreeMap<NodeId, Vec<Entry>>,
+    /// Each replica's state machine: the commands it applied, in order (restored from a
+    /// snapshot as a whole).
+    pub applied: BTreeMap<NodeId, Vec<String>>,
     pub reads: BTreeMap<NodeId, Vec<ReadState>>,
     pub now: Instant,
     /// Links (from, to) that drop everything.
@@ -80,7 +82,14 @@ impl Net {
         let ready = raft.ready();
         persist(raft, &ready);
         raft.on_persisted(ready.persisted);
-        self.applied.get_mut(&id).unwrap().extend(ready.committed);
+        let sm = self.applied.get_mut(&id).unwrap();
+        if let Some(snapshot) = &ready.snapshot {
+            *sm = decode_commands(&snapshot.data);
+        }
+        sm.extend(ready.committed.iter().filter_map(command));
+        if ready.snapshot_wanted {
+            raft.snapshot_taken(encode_commands(sm));
+        }
         self.reads.get_mut(&id).unwrap().extend(ready.read_states);
         let mut out = ready.messages;
         out.extend(ready.persisted_messages);
@@ -121,7 +130,7 @@ impl Net {
     pub fn run_for(&mut self, d: Duration, step: Duration) {
         let end = self.now + d;
         while self.now < end {
-            self.now = self.now + step;
+            self.now += step;
             let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
             for id in ids {
                 let now = self.now;
@@ -150,18 +159,33 @@ impl Net {
         self.cut.clear();
     }
 
-    /// The commands each replica applied, as strings.
+    /// The commands a replica applied.
     pub fn commands(&self, id: u64) -> Vec<String> {
-        self.applied[&n(id)]
-            .iter()
-            .filter_map(|e| match &e.payload {
-                shoal_consensus::EntryPayload::Command(d) => {
-                    Some(String::from_utf8_lossy(d).into_owned())
-                }
-                _ => None,
-            })
-            .collect()
+        self.applied[&n(id)].clone()
     }
+}
+
+/// A command entry's text.
+pub fn command(entry: &Entry) -> Option<String> {
+    match &entry.payload {
+        shoal_consensus::EntryPayload::Command(d) => Some(String::from_utf8_lossy(d).into_owned()),
+        _ => None,
+    }
+}
+
+/// The test state machine's snapshot format: commands, one per line.
+pub fn encode_commands(commands: &[String]) -> bytes::Bytes {
+    commands.join("\n").into()
+}
+
+pub fn decode_commands(data: &[u8]) -> Vec<String> {
+    if data.is_empty() {
+        return Vec::new();
+    }
+    String::from_utf8_lossy(data)
+        .split('\n')
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Persists a ready into the replica's own store, the way a synchronous driver does.

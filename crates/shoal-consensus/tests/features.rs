@@ -1,0 +1,479 @@
+//! The features beyond the paper's core: pre-vote, check-quorum, leader stickiness, reads,
+//! leadership transfer, learners, snapshots, asynchronous persistence, restarts, and the
+//! refusal of bad input.
+
+mod common;
+
+use common::*;
+use shoal_consensus::{
+    ConfChange, LearnerKind, LogStore, MemLogStore, Membership, MessageBody, ProposeError, Raft,
+    RaftConfig, ReadError, ReadMode, ReplicaState, Role, TransferError,
+};
+use std::time::Duration;
+
+const STEP: Duration = Duration::from_millis(50);
+
+fn full_config() -> RaftConfig {
+    RaftConfig::default()
+}
+
+#[test]
+fn pre_vote_keeps_an_isolated_node_from_raising_its_term_and_disrupting_on_return() {
+    let mut net = Net::new(3, full_config());
+    net.elect(1);
+    let term = net.node(1).term();
+    net.isolate(3);
+    net.run_for(Duration::from_secs(10), STEP);
+    assert_eq!(
+        net.node(3).term(),
+        term,
+        "pre-votes must not raise the term"
+    );
+    net.heal();
+    net.run_for(Duration::from_secs(2), STEP);
+    assert!(net.node(1).is_leader());
+    assert_eq!(net.node(1).term(), term);
+}
+
+#[test]
+fn without_pre_vote_the_same_isolation_deposes_the_leader() {
+    let config = RaftConfig {
+        pre_vote: false,
+        check_quorum: false,
+        ..full_config()
+    };
+    let mut net = Net::new(3, config);
+    net.elect(1);
+    let term = net.node(1).term();
+    net.isolate(3);
+    net.run_for(Duration::from_secs(10), STEP);
+    assert!(net.node(3).term() > term);
+    net.heal();
+    net.run_for(Duration::from_secs(3), STEP);
+    assert!(
+        net.node(1).term() > term,
+        "the returning node's term deposed the leader"
+    );
+}
+
+#[test]
+fn check_quorum_makes_a_cut_off_leader_step_down() {
+    let mut net = Net::new(3, full_config());
+    net.elect(1);
+    net.isolate(1);
+    net.run_for(Duration::from_secs(3), STEP);
+    assert_eq!(net.node(1).role(), Role::Follower);
+    let new_leader = (2..=3).find(|&id| net.node(id).is_leader());
+    assert!(new_leader.is_some(), "the majority side elected a leader");
+}
+
+#[test]
+fn a_follower_with_a_live_leader_ignores_vote_requests() {
+    let mut net = Net::new(3, full_config());
+    net.elect(1);
+    let term = net.node(2).term();
+    let last = net.node(2).last_index();
+    let last_term = net.node(2).term_at(last).unwrap();
+    net.deliver(msg(
+        3,
+        2,
+        term + 1,
+        MessageBody::Vote {
+            last_index: last,
+            last_term,
+            transfer: false,
+        },
+    ));
+    assert_eq!(
+        net.node(2).term(),
+        term,
+        "stickiness: the term did not move"
+    );
+    assert_eq!(net.node(2).stats().votes_ignored_in_lease, 1);
+    // A transfer's vote is not ignored.
+    net.deliver(msg(
+        3,
+        2,
+        term + 1,
+        MessageBody::Vote {
+            last_index: last,
+            last_term,
+            transfer: true,
+        },
+    ));
+    assert_eq!(net.node(2).term(), term + 1);
+}
+
+#[test]
+fn read_index_is_served_after_a_heartbeat_round_at_the_commit_index() {
+    let mut net = Net::new(3, full_config());
+    net.elect(1);
+    net.node(1).propose("a".into()).unwrap();
+    net.settle();
+    let commit = net.node(1).commit_index();
+    net.node(1).read(7, ReadMode::Safe);
+    // Not served before the round trip.
+    let first = net.flush(n(1));
+    assert!(net.reads[&n(1)].is_empty());
+    assert!(first
+        .iter()
+        .any(|m| matches!(m.body, MessageBody::Heartbeat { read_round: 1, .. })));
+    for m in first {
+        net.deliver(m);
+    }
+    net.settle();
+    let reads = &net.reads[&n(1)];
+    assert_eq!(reads.len(), 1);
+    assert_eq!((reads[0].ctx, reads[0].index), (7, commit));
+}
+
+#[test]
+fn a_leader_cut_off_from_its_quorum_never_confirms_a_read() {
+    let config = RaftConfig {
+        check_quorum: false,
+        pre_vote: false,
+        ..full_config()
+    };
+    let mut net = Net::new(3, config);
+    net.elect(1);
+    net.isolate(1);
+    net.node(1).read(1, ReadMode::Safe);
+    net.run_for(Duration::from_secs(5), STEP);
+    assert!(net.reads[&n(1)].is_empty());
+    // Lease reads are off without check-quorum.
+    net.node(1).read(2, ReadMode::Lease);
+    net.settle();
+    assert!(net.reads[&n(1)].is_empty());
+}
+
+#[test]
+fn lease_reads_are_served_at_once_while_the_lease_holds_and_not_after() {
+    let mut net = Net::new(3, full_config());
+    net.elect(1);
+    net.run_for(Duration::from_millis(200), STEP);
+    assert!(net.node(1).lease_valid());
+    net.node(1).read(1, ReadMode::Lease);
+    let sent = net.flush(n(1));
+    assert_eq!(net.reads[&n(1)].len(), 1, "served without a round trip");
+    assert!(sent
+        .iter()
+        .all(|m| !matches!(m.body, MessageBody::Heartbeat { read_round: 1, .. })));
+    // Cut off, the lease runs out well before another leader could be elected.
+    net.isolate(1);
+    let now = net.now + (net.config.election_timeout - net.config.max_clock_drift);
+    net.node(1).tick(now);
+    net.now = now;
+    net.flush_all();
+    assert!(!net.node(1).lease_valid());
+}
+
+#[test]
+fn follower_and_learner_reads_go_through_the_leaders_read_index() {
+    let membership =
+        Membership::new([n(1), n(2), n(3)]).with_learners([n(4)], LearnerKind::ReadOnly);
+    let mut net = Net::with_membership(membership, full_config());
+    net.elect(1);
+    net.node(1).propose("a".into()).unwrap();
+    net.settle();
+    for id in [2, 4] {
+        net.node(id).read(40 + id, ReadMode::Safe);
+        net.settle();
+        let reads = &net.reads[&n(id)];
+        assert_eq!(reads.len(), 1, "n{id}");
+        assert_eq!(reads[0].index, net.nodes[&n(1)].commit_index());
+    }
+    // With no leader known, a follower read fails at once.
+    let mut lone = Net::new(3, full_config());
+    lone.node(2).read(9, ReadMode::Safe);
+    let ready = lone.node(2).ready();
+    assert_eq!(
+        ready.failed_reads,
+        vec![(9, ReadError::NotLeader { leader: None })]
+    );
+}
+
+#[test]
+fn leadership_transfer_hands_over_and_refuses_proposals_meanwhile() {
+    let mut net = Net::new(3, full_config());
+    net.elect(1);
+    net.isolate(3);
+    net.node(1).propose("x".into()).unwrap();
+    net.settle();
+    assert_eq!(
+        net.node(1).transfer_leader(n(9)),
+        Err(TransferError::NotAVoter(n(9)))
+    );
+    net.node(1).transfer_leader(n(3)).unwrap();
+    assert!(matches!(
+        net.node(1).propose("refused".into()),
+        Err(ProposeError::TransferInProgress { to }) if to == n(3)
+    ));
+    net.heal();
+    net.run_for(Duration::from_millis(300), STEP);
+    assert!(net.node(3).is_leader(), "n3 caught up and took over");
+    assert_eq!(net.node(1).leader(), Some(n(3)));
+    assert_eq!(
+        net.node(2).transfer_leader(n(1)),
+        Err(TransferError::NotLeader)
+    );
+}
+
+#[test]
+fn read_only_learners_replicate_but_never_vote_or_get_promoted() {
+    let membership =
+        Membership::new([n(1), n(2), n(3)]).with_learners([n(4)], LearnerKind::ReadOnly);
+    let mut net = Net::with_membership(membership, full_config());
+    net.elect(1);
+    net.node(1).propose("a".into()).unwrap();
+    net.settle();
+    assert_eq!(net.commands(4), vec!["a"]);
+    assert!(net
+        .node(1)
+        .propose_conf_change(ConfChange::PromoteLearner(n(4)))
+        .is_err());
+    // A learner never campaigns.
+    net.isolate(1);
+    net.isolate(4);
+    net.run_for(Duration::from_secs(5), STEP);
+    assert_eq!(net.node(4).role(), Role::Follower);
+    assert_eq!(net.node(4).term(), net.nodes[&n(4)].term());
+}
+
+#[test]
+fn a_new_node_joins_as_a_learner_catches_up_and_is_promoted() {
+    let mut net = Net::new(3, full_config());
+    net.elect(1);
+    for i in 0..20 {
+        net.node(1).propose(format!("{i}").into()).unwrap();
+    }
+    net.settle();
+    net.add_node(n(4), MemLogStore::new());
+    net.node(1)
+        .propose_conf_change(ConfChange::AddNode {
+            node: n(4),
+            kind: LearnerKind::Promotable,
+        })
+        .unwrap();
+    net.run_for(Duration::from_millis(500), STEP);
+    assert_eq!(net.commands(4).len(), 20);
+    net.node(1)
+        .propose_conf_change(ConfChange::PromoteLearner(n(4)))
+        .unwrap();
+    net.run_for(Duration::from_millis(500), STEP);
+    assert!(net
+        .nodes
+        .values()
+        .all(|r| r.membership().voters().len() == 4));
+}
+
+#[test]
+fn a_lagging_follower_receives_a_chunked_snapshot_and_resumes_after_a_lost_chunk() {
+    let config = RaftConfig {
+        snapshot_after_entries: 50,
+        compaction_trailing_entries: 5,
+        snapshot_chunk_bytes: 64,
+        snapshot_inflight_chunks: 2,
+        ..full_config()
+    };
+    let mut net = Net::new(3, config);
+    net.elect(1);
+    net.isolate(3);
+    for i in 0..120 {
+        net.node(1)
+            .propose(format!("command-{i:03}").into())
+            .unwrap();
+        net.settle();
+    }
+    assert!(
+        net.node(1).store().first_index() > 50,
+        "the leader compacted its log"
+    );
+    net.heal();
+    // Drop the first snapshot chunk: the follower reports where it is and the leader resumes.
+    let now = net.now + Duration::from_millis(100);
+    net.node(1).tick(now);
+    let mut dropped = false;
+    let mut saw_progress = false;
+    for _ in 0..2000 {
+        let messages = net.flush_all();
+        if messages.is_empty() {
+            break;
+        }
+        for m in messages {
+            if let MessageBody::Snapshot { offset, .. } = m.body {
+                if offset == 64 && !dropped {
+                    dropped = true;
+                    continue;
+                }
+            }
+            net.deliver(m);
+        }
+        let status = net.node(1).status();
+        saw_progress |= status.replicas.iter().any(|r| {
+            r.state == ReplicaState::Snapshot
+                && r.snapshot_progress
+                    .is_some_and(|(done, total)| done > 0 && done < total)
+        });
+    }
+    assert!(
+        dropped && saw_progress,
+        "dropped {dropped} progress {saw_progress}"
+    );
+    net.run_for(Duration::from_secs(3), STEP);
+    assert_eq!(net.commands(3), net.commands(1));
+    assert_eq!(net.commands(3).len(), 120);
+}
+
+#[test]
+fn a_corrupt_snapshot_chunk_is_refused_and_changes_nothing() {
+    let mut net = Net::new(3, full_config());
+    let meta = shoal_consensus::SnapshotMeta {
+        index: 50,
+        term: 1,
+        membership: Membership::new([n(1), n(2), n(3)]),
+        size: 4,
+        checksum: crc32c::crc32c(b"data"),
+    };
+    net.deliver(msg(
+        1,
+        2,
+        1,
+        MessageBody::Snapshot {
+            meta,
+            offset: 0,
+            data: "data".into(),
+            crc: 0,
+        },
+    ));
+    assert_eq!(net.node(2).stats().bad_snapshot_chunks, 1);
+    assert_eq!(net.node(2).last_index(), 1);
+    assert_eq!(net.node(2).commit_index(), 1);
+}
+
+#[test]
+fn the_leader_counts_itself_only_once_its_own_write_is_persisted() {
+    let mut net = Net::new(1, full_config());
+    net.node(1).campaign();
+    // A single voter wins at once but commits nothing until its disk write is done.
+    assert!(net.node(1).is_leader());
+    let ready = net.node(1).ready();
+    assert!(!ready.entries.is_empty());
+    assert_eq!(net.node(1).commit_index(), 1);
+    persist(net.node(1), &ready);
+    net.node(1).on_persisted(ready.persisted);
+    assert_eq!(net.node(1).commit_index(), 2);
+}
+
+#[test]
+fn a_follower_acknowledges_only_after_persisting() {
+    let mut net = Net::new(3, full_config());
+    net.elect(1);
+    net.node(1).propose("x".into()).unwrap();
+    for m in net.flush(n(1)) {
+        net.deliver(m);
+    }
+    let ready = net.node(2).ready();
+    assert!(ready.messages.is_empty());
+    assert!(ready
+        .persisted_messages
+        .iter()
+        .any(|m| matches!(m.body, MessageBody::AppendResponse { .. })));
+    assert!(!ready.entries.is_empty());
+}
+
+#[test]
+fn a_restarted_replica_keeps_its_term_vote_and_log() {
+    let mut net = Net::new(3, full_config());
+    net.elect(1);
+    net.node(1).propose("x".into()).unwrap();
+    net.settle();
+    let mut old = net.nodes.remove(&n(2)).unwrap();
+    let (term, last, commit) = (old.term(), old.last_index(), old.commit_index());
+    let vote = old.store().hard_state().vote;
+    let store = std::mem::take(old.store_mut());
+    let restarted = Raft::new(n(2), GROUP, full_config(), store, 0, 2, net.now).unwrap();
+    assert_eq!(
+        (
+            restarted.term(),
+            restarted.last_index(),
+            restarted.commit_index()
+        ),
+        (term, last, commit)
+    );
+    assert_eq!(restarted.store().hard_state().vote, vote);
+    net.nodes.insert(n(2), restarted);
+    net.applied.insert(n(2), Vec::new());
+    net.settle();
+    // Committed entries are handed out again for a state machine that starts empty.
+    assert_eq!(net.commands(2), vec!["x"]);
+}
+
+#[test]
+fn bad_input_is_dropped_and_counted() {
+    let mut net = Net::new(3, full_config());
+    net.elect(1);
+    let before = net.node(2).status();
+    // From a node that is not a member.
+    net.deliver(msg(
+        9,
+        2,
+        99,
+        MessageBody::Heartbeat {
+            commit: 100,
+            read_round: 0,
+            sent_at: 0,
+        },
+    ));
+    // For another group.
+    let mut other = msg(1, 2, 99, MessageBody::TimeoutNow);
+    other.group = shoal_core::RangeId::new(99);
+    net.deliver(other);
+    let after = net.node(2).status();
+    assert_eq!(after.stats.dropped_unknown_sender, 1);
+    assert_eq!(after.stats.dropped_misaddressed, 1);
+    assert_eq!((after.term, after.commit), (before.term, before.commit));
+    // A commit index beyond the log is clamped.
+    let term = net.node(2).term();
+    net.deliver(msg(
+        1,
+        2,
+        term,
+        MessageBody::Heartbeat {
+            commit: 10_000,
+            read_round: 0,
+            sent_at: 0,
+        },
+    ));
+    assert_eq!(net.node(2).commit_index(), net.node(2).last_index());
+    assert_eq!(net.node(2).stats().commit_beyond_log, 1);
+    // Oversized proposals and proposals to a follower are refused.
+    let big = vec![0u8; (net.config.max_proposal_bytes + 1) as usize];
+    assert!(matches!(
+        net.node(1).propose(big.into()),
+        Err(ProposeError::TooLarge { .. })
+    ));
+    assert_eq!(
+        net.node(2).propose("x".into()),
+        Err(ProposeError::NotLeader { leader: Some(n(1)) })
+    );
+}
+
+#[test]
+fn too_much_uncommitted_data_is_refused_as_overloaded() {
+    let config = RaftConfig {
+        max_uncommitted_bytes: 1000,
+        max_proposal_bytes: 500,
+        ..full_config()
+    };
+    let mut net = Net::new(3, config);
+    net.elect(1);
+    net.isolate(1);
+    let mut refused = false;
+    for _ in 0..10 {
+        if net.node(1).propose(vec![0u8; 400].into()) == Err(ProposeError::Overloaded) {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused);
+}
