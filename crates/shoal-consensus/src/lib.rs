@@ -87,6 +87,7 @@ pub mod message;
 pub mod progress;
 mod raft;
 pub mod ready;
+pub mod sim;
 pub mod snapshot;
 pub mod store;
 

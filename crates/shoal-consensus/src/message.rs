@@ -18,6 +18,11 @@ pub struct Message {
     pub to: NodeId,
     /// The sender's term (for a pre-vote request: the term it would campaign in).
     pub term: Term,
+    /// The log index of the membership in force at the sender. A replica takes messages from
+    /// nodes outside its own membership only when this is newer than its own (it is the one
+    /// behind, the way TiKV compares region epochs); otherwise they are from an unknown or
+    /// removed node and dropped.
+    pub config_index: LogIndex,
     /// What the message says.
     pub body: MessageBody,
 }

@@ -423,7 +423,7 @@ impl<S: LogStore> Raft<S> {
             tracing::debug!(id = %self.id, from = %m.from, "dropped a misaddressed message");
             return;
         }
-        if !self.knows(m.from) {
+        if !self.accepts_from(m.from, m.config_index) {
             self.stats.dropped_unknown_sender += 1;
             tracing::debug!(id = %self.id, from = %m.from, kind = m.body.name(), "dropped a message from a non-member");
             return;
@@ -608,14 +608,23 @@ impl<S: LogStore> Raft<S> {
     }
 
     /// Whether `node` may send to this replica: a member of the membership in force or of
-    /// one in the log, the leader it follows (a leader that just removed itself hands over
-    /// with its last messages), or anyone while this replica knows no membership yet (it is
-    /// joining).
-    fn knows(&self, node: NodeId) -> bool {
+    /// one in the log; the leader it follows (a leader that just removed itself hands over
+    /// with its last messages); or a node whose membership is newer than this replica's
+    /// (`config_index`: this replica is behind and does not know it yet). A replica that
+    /// knows no membership (it is joining) takes messages from anyone.
+    fn accepts_from(&self, node: NodeId, config_index: LogIndex) -> bool {
         self.membership.is_empty()
             || self.leader == Some(node)
             || self.membership.contains(node)
             || self.pending_memberships.values().any(|m| m.contains(node))
+            || config_index > self.membership_index()
+    }
+
+    /// The log index of the membership in force (0 before any).
+    fn membership_index(&self) -> LogIndex {
+        self.membership_history
+            .last()
+            .map_or(0, |&(index, _)| index)
     }
 
     /// Applies the term rules (§5.1) before the message itself. Returns whether to go on.
@@ -755,6 +764,7 @@ impl<S: LogStore> Raft<S> {
             from: self.id,
             to,
             term,
+            config_index: self.membership_index(),
             body,
         };
         if self.role == Role::Leader {

@@ -215,6 +215,7 @@ pub fn msg(from: u64, to: u64, term: u64, body: MessageBody) -> Message {
         from: n(from),
         to: n(to),
         term,
+        config_index: 0,
         body,
     }
 }

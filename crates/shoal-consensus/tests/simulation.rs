@@ -1,0 +1,312 @@
+//! Raft in the deterministic simulator: replicas on a lossy, duplicating, reordering network
+//! crash and restart, get partitioned, change membership (learners added, promoted, voters
+//! removed), hand leadership over and snapshot, while clients propose. After every step the
+//! shared history checks election safety, state machine safety (which covers log matching
+//! of committed entries), leader completeness and monotonic term/commit/applied; log
+//! matching of whole logs is checked every few hundred steps. At the end, with faults
+//! healed, every member must have applied every acknowledged proposal and agree.
+//!
+//! `SHOAL_RAFT_SEEDS=N` runs N seeds (default 60 here; thousands before a release), and
+//! `SHOAL_SIM_SEED=s` replays one. A failure prints its seed.
+
+use shoal_consensus::sim::{RegisterCommand, RegisterOp, SharedHistory, SimHistory, SimReplica};
+use shoal_consensus::{ConfChange, LearnerKind, Membership, RaftConfig};
+use shoal_core::{NodeId, Rng};
+use shoal_sim::{Latency, LinkConfig, NodeStatus, SimConfig, SimError, Simulation};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+const SLICE: Duration = Duration::from_millis(50);
+
+fn config() -> RaftConfig {
+    RaftConfig {
+        snapshot_after_entries: 120,
+        compaction_trailing_entries: 20,
+        snapshot_chunk_bytes: 512,
+        ..RaftConfig::default()
+    }
+}
+
+fn link() -> LinkConfig {
+    LinkConfig {
+        latency: Latency::Uniform {
+            min: Duration::from_millis(1),
+            max: Duration::from_millis(6),
+        },
+        loss: 0.03,
+        duplicate: 0.02,
+        reorder: 0.05,
+        reorder_window: Duration::from_millis(20),
+    }
+}
+
+/// What one seed did, for the summary.
+#[derive(Debug, Default)]
+struct Outcome {
+    acknowledged: usize,
+    applied: u64,
+    leader_terms: usize,
+    conf_changes: usize,
+}
+
+fn invariant(sim: &Simulation<SimReplica>, history: &SharedHistory) -> Result<(), String> {
+    for (_, replica, status) in sim.nodes() {
+        if status == NodeStatus::Up {
+            replica.check();
+        }
+    }
+    if sim.stats().steps.is_multiple_of(500) {
+        let up: Vec<_> = sim
+            .nodes()
+            .filter(|(_, _, s)| *s == NodeStatus::Up)
+            .filter_map(|(_, r, _)| r.raft())
+            .collect();
+        let mut h = history.borrow_mut();
+        for (i, a) in up.iter().enumerate() {
+            for b in &up[i + 1..] {
+                h.check_log_matching(a, b);
+            }
+        }
+    }
+    match history.borrow().violation() {
+        Some(v) => Err(v.to_owned()),
+        None => Ok(()),
+    }
+}
+
+fn leader(sim: &Simulation<SimReplica>) -> Option<NodeId> {
+    sim.nodes()
+        .filter(|(_, _, s)| *s == NodeStatus::Up)
+        .find(|(_, r, _)| r.raft().is_some_and(|raft| raft.is_leader()))
+        .map(|(id, _, _)| id)
+}
+
+fn run_seed(seed: u64) -> Result<Outcome, SimError> {
+    let history = SimHistory::shared();
+    let mut sim = Simulation::new(
+        seed,
+        SimConfig {
+            link: link(),
+            max_steps: 20_000_000,
+            ..SimConfig::default()
+        },
+    );
+    let founders: Vec<NodeId> = (1..=3).map(NodeId::new).collect();
+    for &id in &founders {
+        let replica = SimReplica::founder(
+            id,
+            Membership::new(founders.clone()),
+            config(),
+            seed ^ id.get(),
+            history.clone(),
+        );
+        sim.add_node(id, replica);
+    }
+    let mut rng = sim.fork_rng();
+    let mut all: Vec<NodeId> = founders.clone();
+    let mut removed: BTreeSet<NodeId> = BTreeSet::new();
+    let mut next_id = 4;
+    let mut op_id = 0;
+    let mut outcome = Outcome::default();
+    let check = |sim: &Simulation<SimReplica>| invariant(sim, &history);
+
+    // Faults and churn.
+    for _ in 0..400 {
+        sim.run_for(SLICE, check)?;
+        for _ in 0..3 {
+            let target = all[rng.below(all.len() as u64) as usize];
+            op_id += 1;
+            let cmd = RegisterCommand {
+                op_id,
+                key: rng.below(8),
+                op: if rng.chance(0.7) {
+                    RegisterOp::Write(op_id)
+                } else {
+                    RegisterOp::Cas {
+                        expected: rng.below(op_id + 1),
+                        new: op_id,
+                    }
+                },
+            };
+            sim.act(target, |r, _, out| r.propose(cmd, out));
+        }
+        if !rng.chance(0.06) {
+            continue;
+        }
+        let live: Vec<NodeId> = all
+            .iter()
+            .copied()
+            .filter(|n| !removed.contains(n))
+            .collect();
+        match rng.below(7) {
+            0 => {
+                let victim = live[rng.below(live.len() as u64) as usize];
+                sim.crash(victim);
+            }
+            1 => {
+                for &n in &all {
+                    sim.restart(n);
+                }
+            }
+            2 => {
+                let mut shuffled = live.clone();
+                rng.shuffle(&mut shuffled);
+                let cut = 1 + rng.below(shuffled.len() as u64 - 1) as usize;
+                let (a, b) = shuffled.split_at(cut);
+                sim.network_mut().partition(a, b);
+            }
+            3 => sim.network_mut().heal(),
+            4 => {
+                if let Some(l) = leader(&sim) {
+                    let target = live[rng.below(live.len() as u64) as usize];
+                    sim.act(l, |r, _, out| {
+                        let _ = r.raft_mut().map(|raft| raft.transfer_leader(target));
+                        r.drive(out);
+                    });
+                }
+            }
+            _ => {
+                let Some(l) = leader(&sim) else { continue };
+                let membership = sim
+                    .node(l)
+                    .and_then(|r| r.raft())
+                    .map(|r| r.membership().clone());
+                let Some(membership) = membership else {
+                    continue;
+                };
+                let change = if let Some(&learner) = membership.learners().iter().next() {
+                    ConfChange::PromoteLearner(learner)
+                } else if membership.voters().len() > 3 && rng.chance(0.6) {
+                    let voters: Vec<NodeId> = membership.voters().iter().copied().collect();
+                    ConfChange::RemoveNode(voters[rng.below(voters.len() as u64) as usize])
+                } else if all.len() < 9 {
+                    let id = NodeId::new(next_id);
+                    next_id += 1;
+                    sim.add_node(
+                        id,
+                        SimReplica::joiner(id, config(), seed ^ id.get(), history.clone()),
+                    );
+                    all.push(id);
+                    ConfChange::AddNode {
+                        node: id,
+                        kind: LearnerKind::Promotable,
+                    }
+                } else {
+                    continue;
+                };
+                let accepted = sim
+                    .act(l, |r, _, out| {
+                        let ok = r
+                            .raft_mut()
+                            .map(|raft| raft.propose_conf_change(change.clone()).is_ok());
+                        r.drive(out);
+                        ok
+                    })
+                    .flatten()
+                    .unwrap_or(false);
+                if accepted {
+                    outcome.conf_changes += 1;
+                    if let ConfChange::RemoveNode(node) = change {
+                        removed.insert(node);
+                    }
+                }
+            }
+        }
+    }
+
+    // Heal everything and let the group settle.
+    sim.network_mut().heal();
+    sim.network_mut()
+        .set_default_link(LinkConfig::reliable(Latency::Fixed(Duration::from_millis(
+            2,
+        ))));
+    for &n in &all {
+        sim.restart(n);
+    }
+    sim.run_for(Duration::from_secs(20), check)?;
+
+    let Some(l) = leader(&sim) else {
+        return Err(sim.error("no leader after healing"));
+    };
+    let final_membership = sim
+        .node(l)
+        .and_then(|r| r.raft())
+        .map(|r| r.membership().clone())
+        .unwrap_or_default();
+    let leader_state = sim
+        .node(l)
+        .map(|r| r.registers().clone())
+        .unwrap_or_default();
+    let leader_applied = sim
+        .node(l)
+        .and_then(|r| r.raft())
+        .map_or(0, |r| r.applied_index());
+    for member in final_membership.members() {
+        let replica = sim.node(member).expect("a member is simulated");
+        let raft = replica
+            .raft()
+            .ok_or_else(|| sim.error(format!("{member} is down after healing")))?;
+        if raft.applied_index() != leader_applied
+            || replica.registers().values() != leader_state.values()
+        {
+            if std::env::var("SHOAL_DEBUG").is_ok() {
+                eprintln!(
+                    "{:#?}",
+                    sim.node(l).and_then(|r| r.raft()).map(|r| r.status())
+                );
+                eprintln!("{:#?}", raft.status());
+            }
+            return Err(sim.error(format!(
+                "{member} applied {} with {:?}; the leader {l} applied {leader_applied} with {:?}",
+                raft.applied_index(),
+                replica.registers().values(),
+                leader_state.values()
+            )));
+        }
+    }
+    let h = history.borrow();
+    if let Some((index, term, op)) = h
+        .acknowledged()
+        .iter()
+        .find(|(i, _, _)| *i > leader_applied)
+    {
+        return Err(sim.error(format!(
+            "acknowledged op {op} at ({index}, {term}) is not applied by the leader"
+        )));
+    }
+    outcome.acknowledged = h.acknowledged().len();
+    outcome.applied = leader_applied;
+    outcome.leader_terms = h.leader_terms();
+    Ok(outcome)
+}
+
+fn seeds() -> Vec<u64> {
+    if let Ok(seed) = std::env::var(shoal_sim::SEED_ENV) {
+        return vec![shoal_sim::parse_seed(&seed).expect("the seed is a number")];
+    }
+    let count = std::env::var("SHOAL_RAFT_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let base = shoal_sim::seed_from_env_or_random();
+    (0..count).map(|i| base.wrapping_add(i)).collect()
+}
+
+#[test]
+fn raft_stays_safe_and_live_under_faults_and_membership_churn() {
+    let mut totals = Outcome::default();
+    let seeds = seeds();
+    for &seed in &seeds {
+        match run_seed(seed) {
+            Ok(o) => {
+                totals.acknowledged += o.acknowledged;
+                totals.applied += o.applied;
+                totals.leader_terms += o.leader_terms;
+                totals.conf_changes += o.conf_changes;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    eprintln!("{} seeds: {totals:?}", seeds.len());
+    assert!(totals.acknowledged > 0 && totals.conf_changes > 0);
+}
