@@ -182,6 +182,8 @@ pub struct SimHistory {
     acknowledged: Vec<(LogIndex, Term, u64)>,
     /// Leaders whose logs were checked for completeness: (node, term).
     checked_leaders: BTreeMap<Term, NodeId>,
+    /// Snapshots installed from a leader.
+    snapshots_installed: u64,
     /// The first violation.
     violation: Option<String>,
 }
@@ -228,6 +230,11 @@ impl SimHistory {
     /// The highest index applied anywhere.
     pub fn max_applied(&self) -> LogIndex {
         self.applied.keys().next_back().copied().unwrap_or(0)
+    }
+
+    /// Snapshots replicas installed from a leader.
+    pub fn snapshots_installed(&self) -> u64 {
+        self.snapshots_installed
     }
 
     /// Terms that had a leader.
@@ -458,6 +465,7 @@ impl SimReplica {
             self.registers.restore(snapshot);
             self.disk_snapshot = Some(snapshot.clone());
             self.proposals.clear();
+            self.history.borrow_mut().snapshots_installed += 1;
         }
         store
             .append(&ready.entries)

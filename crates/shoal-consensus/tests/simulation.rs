@@ -6,7 +6,7 @@
 //! matching of whole logs is checked every few hundred steps. At the end, with faults
 //! healed, every member must have applied every acknowledged proposal and agree.
 //!
-//! `SHOAL_RAFT_SEEDS=N` runs N seeds (default 60 here; thousands before a release), and
+//! `SHOAL_RAFT_SEEDS=N` runs N seeds (default 300, about 10 s; thousands before a release), and
 //! `SHOAL_SIM_SEED=s` replays one. A failure prints its seed.
 
 use shoal_consensus::sim::{RegisterCommand, RegisterOp, SharedHistory, SimHistory, SimReplica};
@@ -18,22 +18,29 @@ use std::time::Duration;
 
 const SLICE: Duration = Duration::from_millis(50);
 
-fn config() -> RaftConfig {
+/// Short timeouts (many elections per run), small snapshots, and pre-vote and check-quorum
+/// each on or off by seed, so the core rules are tested without the protections too.
+fn config(rng: &mut impl Rng) -> RaftConfig {
     RaftConfig {
-        snapshot_after_entries: 120,
+        heartbeat_interval: Duration::from_millis(40),
+        election_timeout: Duration::from_millis(300),
+        max_clock_drift: Duration::from_millis(30),
+        pre_vote: rng.chance(0.5),
+        check_quorum: rng.chance(0.5),
+        snapshot_after_entries: 60,
         compaction_trailing_entries: 20,
         snapshot_chunk_bytes: 512,
         ..RaftConfig::default()
     }
 }
 
-fn link() -> LinkConfig {
+fn link(rng: &mut impl Rng) -> LinkConfig {
     LinkConfig {
         latency: Latency::Uniform {
             min: Duration::from_millis(1),
-            max: Duration::from_millis(6),
+            max: Duration::from_millis(8),
         },
-        loss: 0.03,
+        loss: rng.unit_f64() * 0.2,
         duplicate: 0.02,
         reorder: 0.05,
         reorder_window: Duration::from_millis(20),
@@ -47,6 +54,7 @@ struct Outcome {
     applied: u64,
     leader_terms: usize,
     conf_changes: usize,
+    snapshots_installed: u64,
 }
 
 fn invariant(sim: &Simulation<SimReplica>, history: &SharedHistory) -> Result<(), String> {
@@ -83,20 +91,23 @@ fn leader(sim: &Simulation<SimReplica>) -> Option<NodeId> {
 
 fn run_seed(seed: u64) -> Result<Outcome, SimError> {
     let history = SimHistory::shared();
+    let mut setup = shoal_core::DetRng::from_seed(seed);
+    let config = config(&mut setup);
     let mut sim = Simulation::new(
         seed,
         SimConfig {
-            link: link(),
+            link: link(&mut setup),
             max_steps: 20_000_000,
             ..SimConfig::default()
         },
     );
-    let founders: Vec<NodeId> = (1..=3).map(NodeId::new).collect();
+    let group_size = if setup.chance(0.5) { 3 } else { 5 };
+    let founders: Vec<NodeId> = (1..=group_size).map(NodeId::new).collect();
     for &id in &founders {
         let replica = SimReplica::founder(
             id,
             Membership::new(founders.clone()),
-            config(),
+            config.clone(),
             seed ^ id.get(),
             history.clone(),
         );
@@ -105,7 +116,7 @@ fn run_seed(seed: u64) -> Result<Outcome, SimError> {
     let mut rng = sim.fork_rng();
     let mut all: Vec<NodeId> = founders.clone();
     let mut removed: BTreeSet<NodeId> = BTreeSet::new();
-    let mut next_id = 4;
+    let mut next_id = group_size + 1;
     let mut op_id = 0;
     let mut outcome = Outcome::default();
     let check = |sim: &Simulation<SimReplica>| invariant(sim, &history);
@@ -130,7 +141,7 @@ fn run_seed(seed: u64) -> Result<Outcome, SimError> {
             };
             sim.act(target, |r, _, out| r.propose(cmd, out));
         }
-        if !rng.chance(0.06) {
+        if !rng.chance(0.15) {
             continue;
         }
         let live: Vec<NodeId> = all
@@ -176,7 +187,7 @@ fn run_seed(seed: u64) -> Result<Outcome, SimError> {
                 };
                 let change = if let Some(&learner) = membership.learners().iter().next() {
                     ConfChange::PromoteLearner(learner)
-                } else if membership.voters().len() > 3 && rng.chance(0.6) {
+                } else if membership.voters().len() > 3 && rng.chance(0.5) {
                     let voters: Vec<NodeId> = membership.voters().iter().copied().collect();
                     ConfChange::RemoveNode(voters[rng.below(voters.len() as u64) as usize])
                 } else if all.len() < 9 {
@@ -184,7 +195,7 @@ fn run_seed(seed: u64) -> Result<Outcome, SimError> {
                     next_id += 1;
                     sim.add_node(
                         id,
-                        SimReplica::joiner(id, config(), seed ^ id.get(), history.clone()),
+                        SimReplica::joiner(id, config.clone(), seed ^ id.get(), history.clone()),
                     );
                     all.push(id);
                     ConfChange::AddNode {
@@ -277,6 +288,7 @@ fn run_seed(seed: u64) -> Result<Outcome, SimError> {
     outcome.acknowledged = h.acknowledged().len();
     outcome.applied = leader_applied;
     outcome.leader_terms = h.leader_terms();
+    outcome.snapshots_installed = h.snapshots_installed();
     Ok(outcome)
 }
 
@@ -287,7 +299,7 @@ fn seeds() -> Vec<u64> {
     let count = std::env::var("SHOAL_RAFT_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
+        .unwrap_or(300);
     let base = shoal_sim::seed_from_env_or_random();
     (0..count).map(|i| base.wrapping_add(i)).collect()
 }
@@ -303,10 +315,11 @@ fn raft_stays_safe_and_live_under_faults_and_membership_churn() {
                 totals.applied += o.applied;
                 totals.leader_terms += o.leader_terms;
                 totals.conf_changes += o.conf_changes;
+                totals.snapshots_installed += o.snapshots_installed;
             }
             Err(e) => panic!("{e}"),
         }
     }
     eprintln!("{} seeds: {totals:?}", seeds.len());
-    assert!(totals.acknowledged > 0 && totals.conf_changes > 0);
+    assert!(totals.acknowledged > 0 && totals.conf_changes > 0 && totals.snapshots_installed > 0);
 }
