@@ -13,6 +13,7 @@
 //! | [`routing`] | `shoal-routing` | stable key hash, jump hash, weighted zone-aware rendezvous, ring, range routing cache |
 //! | [`ranges`] | `shoal-ranges` | range table, gossip merge, split/merge policy, placement |
 //! | [`storage`] | `shoal-storage` | durable range-aware KV engine over fjall: atomic apply with the applied index, versions, snapshots |
+//! | [`consensus`] | `shoal-consensus` | Raft as a sans-IO core: pre-vote, check-quorum, pipelined replication, ReadIndex and lease reads, joint consensus, transfer, chunked snapshots |
 //! | [`merkle`] | `shoal-merkle` | BLAKE3 Merkle anti-entropy: trees bucketed by key hash, sans-IO sync sessions, consistency checks |
 //!
 //! ```
@@ -27,6 +28,9 @@
 #![warn(missing_docs)]
 
 pub use shoal_core as core;
+
+#[cfg(feature = "consensus")]
+pub use shoal_consensus as consensus;
 
 #[cfg(feature = "membership")]
 pub use shoal_membership as membership;

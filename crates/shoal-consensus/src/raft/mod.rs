@@ -173,8 +173,9 @@ impl<S: LogStore> Raft<S> {
     }
 
     /// Starts (or restarts) replica `id` of `group` over `store`. `applied` is the state
-    /// machine's applied index (committed entries after it are handed out again); `seed`
-    /// drives the election-timeout jitter.
+    /// machine's applied index (committed entries after it are handed out again); a state
+    /// machine behind the store's snapshot must restore that snapshot first, since the log
+    /// before it is gone. `seed` drives the election-timeout jitter.
     pub fn new(
         id: NodeId,
         group: RangeId,
