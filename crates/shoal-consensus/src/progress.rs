@@ -160,7 +160,7 @@ impl Progress {
                 true
             }
             ReplicaState::Probe => {
-                if rejected + 1 != self.next_index {
+                if rejected.checked_add(1) != Some(self.next_index) {
                     return false;
                 }
                 self.next_index = probe_from.min(rejected).max(self.match_index + 1);

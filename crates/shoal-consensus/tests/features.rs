@@ -477,3 +477,97 @@ fn too_much_uncommitted_data_is_refused_as_overloaded() {
     }
     assert!(refused);
 }
+
+#[test]
+fn extreme_indexes_from_a_peer_change_nothing_and_do_not_panic() {
+    let mut net = Net::new(3, full_config());
+    net.elect(1);
+    let term = net.node(1).term();
+    let (last, commit) = (net.node(2).last_index(), net.node(2).commit_index());
+    // An append whose previous index is the largest there is, with an entry after it.
+    let entry = shoal_consensus::Entry {
+        index: u64::MAX,
+        term,
+        payload: shoal_consensus::EntryPayload::Noop,
+    };
+    net.deliver(msg(
+        1,
+        2,
+        term,
+        MessageBody::Append {
+            prev_index: u64::MAX,
+            prev_term: term,
+            entries: vec![entry],
+            commit: u64::MAX,
+            sent_at: 0,
+        },
+    ));
+    assert_eq!(
+        (net.node(2).last_index(), net.node(2).commit_index()),
+        (last, commit)
+    );
+    // Rejections and snapshot answers with absurd positions, at the leader.
+    net.deliver(msg(
+        2,
+        1,
+        term,
+        MessageBody::AppendResponse {
+            result: shoal_consensus::AppendResult::Rejected {
+                prev_index: u64::MAX,
+                hint_index: u64::MAX,
+                hint_term: u64::MAX,
+            },
+            sent_at: 0,
+        },
+    ));
+    net.deliver(msg(
+        2,
+        1,
+        term,
+        MessageBody::SnapshotResponse {
+            index: u64::MAX,
+            received: u64::MAX,
+        },
+    ));
+    // A snapshot at the largest index is refused.
+    let meta = shoal_consensus::SnapshotMeta {
+        index: u64::MAX,
+        term,
+        membership: Membership::new([n(1), n(2), n(3)]),
+        size: 0,
+        checksum: 0,
+    };
+    net.deliver(msg(
+        1,
+        3,
+        term,
+        MessageBody::Snapshot {
+            meta,
+            offset: 0,
+            data: Default::default(),
+            crc: 0,
+        },
+    ));
+    assert_eq!(net.node(3).stats().bad_snapshot_chunks, 1);
+    net.settle();
+    net.node(1).propose("still works".into()).unwrap();
+    net.settle();
+    assert_eq!(net.commands(3), vec!["still works"]);
+}
+
+#[test]
+fn a_forwarded_read_whose_answer_is_lost_fails_after_an_election_timeout() {
+    let mut net = Net::new(3, full_config());
+    net.elect(1);
+    net.cut.insert((n(1), n(2)));
+    net.node(2).read(5, ReadMode::Safe);
+    net.settle();
+    let timeout = net.config.election_timeout;
+    let now = net.now + timeout;
+    net.node(2).tick(now);
+    let ready = net.node(2).ready();
+    assert_eq!(
+        ready.failed_reads,
+        vec![(5, ReadError::NotLeader { leader: Some(n(1)) })]
+    );
+}

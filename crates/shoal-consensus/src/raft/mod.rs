@@ -132,8 +132,10 @@ pub struct Raft<S: LogStore> {
     /// New entries were appended since appends were last sent.
     broadcast_pending: bool,
     reads: ReadQueue,
-    /// Reads forwarded to the leader and not answered yet.
-    forwarded_reads: Vec<u64>,
+    /// Reads forwarded to the leader and not answered yet, with when they were sent: a read
+    /// whose request or answer was lost fails after an election timeout instead of staying
+    /// here for ever.
+    forwarded_reads: Vec<(u64, Instant)>,
     messages: Vec<Message>,
     persisted_messages: Vec<Message>,
     read_states: Vec<ReadState>,
@@ -407,11 +409,14 @@ impl<S: LogStore> Raft<S> {
                 tracing::info!(id = %self.id, "leadership transfer timed out");
                 self.transfer = None;
             }
-        } else if now >= self.election_deadline {
-            if self.membership.is_voter(self.id) {
-                self.start_campaign(false);
-            } else {
-                self.reset_election_deadline();
+        } else {
+            self.expire_forwarded_reads();
+            if now >= self.election_deadline {
+                if self.membership.is_voter(self.id) {
+                    self.start_campaign(false);
+                } else {
+                    self.reset_election_deadline();
+                }
             }
         }
     }
@@ -532,7 +537,7 @@ impl<S: LogStore> Raft<S> {
             || !self.persisted_messages.is_empty()
             || self.broadcast_pending
             || self.reads.round_needed()
-            || self.log.last_index() > self.handed_last()
+            || self.log.last_index() > self.log.handed()
             || self.hard_state() != self.handed_hard_state
             || self.log.has_unapplied_committed()
             || !self.read_states.is_empty()
@@ -541,10 +546,6 @@ impl<S: LogStore> Raft<S> {
             || self.snapshot_wanted
             || self.compact.is_some()
             || (self.role == Role::Leader && self.commit_to_propagate())
-    }
-
-    fn handed_last(&self) -> LogIndex {
-        self.log.handed()
     }
 
     /// Takes everything the driver must do now (see [`Ready`] for the order).

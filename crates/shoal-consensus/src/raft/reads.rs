@@ -80,7 +80,7 @@ impl<S: LogStore> Raft<S> {
             Role::Leader => self.leader_read(ctx, None, mode),
             _ => match self.leader {
                 Some(leader) => {
-                    self.forwarded_reads.push(ctx);
+                    self.forwarded_reads.push((ctx, self.now));
                     self.send(leader, MessageBody::ReadIndex { ctx });
                 }
                 None => self
@@ -145,7 +145,7 @@ impl<S: LogStore> Raft<S> {
     }
 
     pub(super) fn handle_read_index_response(&mut self, ctx: u64, index: Option<LogIndex>) {
-        let Some(pos) = self.forwarded_reads.iter().position(|&c| c == ctx) else {
+        let Some(pos) = self.forwarded_reads.iter().position(|&(c, _)| c == ctx) else {
             return;
         };
         self.forwarded_reads.swap_remove(pos);
@@ -163,10 +163,26 @@ impl<S: LogStore> Raft<S> {
     /// Fails reads forwarded to a leader this node no longer follows.
     pub(super) fn fail_forwarded_reads(&mut self) {
         let leader = self.leader;
-        for ctx in self.forwarded_reads.drain(..) {
+        for (ctx, _) in self.forwarded_reads.drain(..) {
             self.failed_reads
                 .push((ctx, ReadError::NotLeader { leader }));
         }
+    }
+
+    /// Fails forwarded reads unanswered for an election timeout (the request or the answer
+    /// was lost); the caller retries.
+    pub(super) fn expire_forwarded_reads(&mut self) {
+        let timeout = self.config.election_timeout;
+        let now = self.now;
+        let leader = self.leader;
+        let failed = &mut self.failed_reads;
+        self.forwarded_reads.retain(|&(ctx, sent)| {
+            let waiting = now < sent + timeout;
+            if !waiting {
+                failed.push((ctx, ReadError::NotLeader { leader }));
+            }
+            waiting
+        });
     }
 
     /// This leader just committed its first entry: the reads that waited for it start.

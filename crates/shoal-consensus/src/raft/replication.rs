@@ -318,7 +318,7 @@ impl<S: LogStore> Raft<S> {
                 let Some(pr) = self.progress.get_mut(&from) else {
                     return;
                 };
-                if !pr.rejected(prev_index, probe_to + 1) {
+                if !pr.rejected(prev_index, probe_to.saturating_add(1)) {
                     return;
                 }
             }
@@ -464,9 +464,10 @@ impl<S: LogStore> Raft<S> {
     }
 }
 
+/// Whether `entries` follow `prev_index` one by one (peer input: no overflow).
 fn entries_are_consecutive(prev_index: LogIndex, entries: &[Entry]) -> bool {
     entries
         .iter()
         .enumerate()
-        .all(|(i, e)| e.index == prev_index + 1 + i as u64)
+        .all(|(i, e)| prev_index.checked_add(1 + i as u64) == Some(e.index))
 }

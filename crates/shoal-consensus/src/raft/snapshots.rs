@@ -148,12 +148,15 @@ impl<S: LogStore> Raft<S> {
         if send.index != index {
             return;
         }
-        if received > send.acked {
+        let progressed = received > send.acked;
+        if progressed {
             send.last_ack = now;
         }
-        send.acked = received.min(send.total);
-        if send.acked < send.sent && received <= send.acked {
-            // A chunk was lost or the follower started over: resume from what it holds.
+        // A follower cannot hold more than was sent: a larger claim is clamped.
+        send.acked = received.min(send.sent);
+        if !progressed && send.acked < send.sent {
+            // No progress while chunks are out: one was lost or the follower started over.
+            // Resume from what it holds.
             send.sent = send.acked;
         }
         self.send_snapshot_chunks(from, false);
@@ -168,6 +171,11 @@ impl<S: LogStore> Raft<S> {
         data: &[u8],
         crc: u32,
     ) {
+        if meta.index == LogIndex::MAX {
+            self.stats.bad_snapshot_chunks += 1;
+            tracing::warn!(id = %self.id, %from, "refused a snapshot at the largest index");
+            return;
+        }
         let committed = self.log.committed;
         if meta.index <= committed {
             self.receiver = None;
