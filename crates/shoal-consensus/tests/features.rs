@@ -571,3 +571,30 @@ fn a_forwarded_read_whose_answer_is_lost_fails_after_an_election_timeout() {
         vec![(5, ReadError::NotLeader { leader: Some(n(1)) })]
     );
 }
+
+/// A leader cut off while the others remove it keeps leading its old term (check-quorum
+/// off). Once the network heals, the members still drop its appends because it is no longer
+/// one of them, but they answer with their newer term, so it steps down. Without that answer
+/// it led its stale configuration forever (found by the churn simulation, seed
+/// 9499466914624073909).
+#[test]
+fn a_removed_leader_cut_off_during_its_removal_learns_the_newer_term_and_steps_down() {
+    let mut net = Net::new(4, paper_config());
+    net.elect(1);
+    net.isolate(1);
+    net.elect(2);
+    net.node(2)
+        .propose_conf_change(ConfChange::RemoveNode(n(1)))
+        .unwrap();
+    net.settle();
+    net.run_for(Duration::from_millis(200), STEP);
+    assert!(!net.node(2).membership().contains(n(1)));
+    assert!(net.node(1).is_leader(), "still leading its old term");
+
+    net.heal();
+    net.run_for(Duration::from_millis(500), STEP);
+    assert!(!net.node(1).is_leader(), "the removed leader stepped down");
+    assert!(net.node(1).term() >= net.node(2).term());
+    assert!(net.node(2).is_leader(), "the group kept its leader");
+    assert!(net.node(2).status().stats.dropped_unknown_sender > 0);
+}

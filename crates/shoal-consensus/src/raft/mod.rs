@@ -430,6 +430,11 @@ impl<S: LogStore> Raft<S> {
             return;
         }
         if !self.accepts_from(m.from, m.config_index) {
+            // A removed leader still in its old term is told about the newer one, or it
+            // would lead its stale configuration forever (without check-quorum).
+            if m.term < self.term {
+                self.tell_stale_leader(&m);
+            }
             self.stats.dropped_unknown_sender += 1;
             tracing::debug!(id = %self.id, from = %m.from, kind = m.body.name(), "dropped a message from a non-member");
             return;
@@ -657,23 +662,32 @@ impl<S: LogStore> Raft<S> {
         if m.term < self.term {
             self.stats.stale_term += 1;
             match m.body {
-                // Tell a stale leader about the newer term so it steps down (with pre-vote
-                // and check-quorum it would otherwise never hear of it).
-                B::Append { .. } | B::Heartbeat { .. } | B::Snapshot { .. } => {
-                    self.send(
-                        m.from,
-                        B::HeartbeatResponse {
-                            read_round: 0,
-                            sent_at: 0,
-                        },
-                    );
-                }
                 B::PreVote { .. } => self.send(m.from, B::PreVoteResponse { granted: false }),
-                _ => {}
+                _ => self.tell_stale_leader(m),
             }
             return false;
         }
         true
+    }
+
+    /// Answers a leader's message from an older term with this replica's term, so the stale
+    /// leader steps down (with pre-vote and check-quorum, or once removed from the group, it
+    /// would otherwise never hear of the newer term).
+    fn tell_stale_leader(&mut self, m: &Message) {
+        if matches!(
+            m.body,
+            MessageBody::Append { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::Snapshot { .. }
+        ) {
+            self.send(
+                m.from,
+                MessageBody::HeartbeatResponse {
+                    read_round: 0,
+                    sent_at: 0,
+                },
+            );
+        }
     }
 
     /// An append, heartbeat or snapshot from the leader of the current term: follow it.
