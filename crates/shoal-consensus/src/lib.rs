@@ -90,6 +90,7 @@ pub mod ready;
 pub mod sim;
 pub mod snapshot;
 pub mod store;
+pub mod wal;
 
 pub use config::{ConfigError, RaftConfig};
 pub use entry::{Entry, EntryPayload, LogIndex, Term};
@@ -101,3 +102,4 @@ pub use raft::{Raft, RaftStats, ReadMode, Role, Status};
 pub use ready::{LeaderInfo, PersistedToken, ReadState, Ready};
 pub use snapshot::{ChunkError, Snapshot, SnapshotMeta, StateMachine};
 pub use store::{HardState, LogStore, MemLogStore, StoreError};
+pub use wal::{Recovery, TornTail, Wal, WalConfig, WalStats, WalStore};

@@ -4,7 +4,7 @@ use crate::entry::{Entry, LogIndex, Term};
 use crate::error::ReadError;
 use crate::message::Message;
 use crate::snapshot::{Snapshot, SnapshotMeta};
-use crate::store::HardState;
+use crate::store::{HardState, LogStore, StoreError};
 use shoal_core::NodeId;
 
 /// The work a driver does for a group, in this order:
@@ -51,6 +51,24 @@ pub struct Ready {
 }
 
 impl Ready {
+    /// Step 2's writes into `store`, in order: the received snapshot's metadata, the entries,
+    /// the hard state, the compaction. Does not sync: the driver syncs once for every ready
+    /// and group it wrote (group commit). The state machine's side of a received snapshot
+    /// (restoring from [`Ready::snapshot`]'s bytes) is the driver's.
+    pub fn write_to(&self, store: &mut impl LogStore) -> Result<(), StoreError> {
+        if let Some(snapshot) = &self.snapshot {
+            store.install_snapshot(snapshot.meta.clone())?;
+        }
+        store.append(&self.entries)?;
+        if let Some(hs) = self.hard_state {
+            store.set_hard_state(hs)?;
+        }
+        if let Some((meta, through)) = &self.compact {
+            store.compact(meta, *through)?;
+        }
+        Ok(())
+    }
+
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self.messages.is_empty()

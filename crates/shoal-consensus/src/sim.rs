@@ -452,31 +452,21 @@ impl SimReplica {
         }
     }
 
-    fn handle_ready(&mut self, ready: Ready, out: &mut Outputs<Message, SimTimer>) {
+    fn handle_ready(&mut self, mut ready: Ready, out: &mut Outputs<Message, SimTimer>) {
         let raft = self.raft.as_mut().expect("up");
-        for m in ready.messages {
+        for m in std::mem::take(&mut ready.messages) {
             out.send(m.to, m);
         }
-        let store = raft.store_mut();
+        ready
+            .write_to(raft.store_mut())
+            .expect("the memory store takes every write the core asks for");
         if let Some(snapshot) = &ready.snapshot {
-            store
-                .install_snapshot(snapshot.meta.clone())
-                .expect("memory store");
             self.registers.restore(snapshot);
             self.disk_snapshot = Some(snapshot.clone());
             self.proposals.clear();
             self.history.borrow_mut().snapshots_installed += 1;
         }
-        store
-            .append(&ready.entries)
-            .expect("entries continue the log");
-        if let Some(hs) = ready.hard_state {
-            store.set_hard_state(hs).expect("memory store");
-        }
-        if let Some((meta, through)) = &ready.compact {
-            store
-                .compact(meta, *through)
-                .expect("compaction within the log");
+        if let Some((meta, _)) = &ready.compact {
             if let Some(data) = self.taken_snapshot.take() {
                 self.disk_snapshot = Some(Snapshot {
                     meta: meta.clone(),

@@ -5,8 +5,7 @@
 #![allow(dead_code)]
 
 use shoal_consensus::{
-    Entry, LogStore, MemLogStore, Membership, Message, MessageBody, Raft, RaftConfig, ReadState,
-    Ready,
+    Entry, MemLogStore, Membership, Message, MessageBody, Raft, RaftConfig, ReadState, Ready,
 };
 use shoal_core::{Instant, NodeId, RangeId};
 use std::collections::{BTreeMap, BTreeSet};
@@ -190,17 +189,7 @@ pub fn decode_commands(data: &[u8]) -> Vec<String> {
 
 /// Persists a ready into the replica's own store, the way a synchronous driver does.
 pub fn persist(raft: &mut Raft<MemLogStore>, ready: &Ready) {
-    let store = raft.store_mut();
-    if let Some(snapshot) = &ready.snapshot {
-        store.install_snapshot(snapshot.meta.clone()).unwrap();
-    }
-    store.append(&ready.entries).unwrap();
-    if let Some(hs) = ready.hard_state {
-        store.set_hard_state(hs).unwrap();
-    }
-    if let Some((meta, through)) = &ready.compact {
-        store.compact(meta, *through).unwrap();
-    }
+    ready.write_to(raft.store_mut()).unwrap();
 }
 
 /// The bodies of `messages` sent to `to`, by kind name.
