@@ -11,12 +11,13 @@ use crate::config::RaftConfig;
 use crate::entry::{Entry, EntryPayload, LogIndex, Term};
 use crate::membership::Membership;
 use crate::message::Message;
-use crate::raft::Raft;
+use crate::raft::{Raft, ReadMode};
 use crate::ready::Ready;
 use crate::snapshot::{Snapshot, StateMachine};
 use crate::store::{LogStore, MemLogStore};
 use bytes::Bytes;
 use shoal_core::{Instant, NodeId, RangeId};
+use shoal_sim::linearizability::{History, Outcome, RegisterOp as ClientOp};
 use shoal_sim::{Node, Outputs};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -111,6 +112,19 @@ impl Registers {
     pub fn values(&self) -> &BTreeMap<u64, u64> {
         &self.values
     }
+
+    /// What a client would be told about `entry`, just applied: its op id and outcome.
+    fn last_client_outcome(&self, entry: &Entry) -> Option<(u64, Outcome)> {
+        let (op_id, _, took) = self.last_outcome?;
+        let EntryPayload::Command(data) = &entry.payload else {
+            return None;
+        };
+        let outcome = match RegisterCommand::decode(data)?.op {
+            RegisterOp::Write(_) => Outcome::Written,
+            RegisterOp::Cas { .. } => Outcome::Swapped(took),
+        };
+        Some((op_id, outcome))
+    }
 }
 
 impl StateMachine for Registers {
@@ -184,6 +198,9 @@ pub struct SimHistory {
     checked_leaders: BTreeMap<Term, NodeId>,
     /// Snapshots installed from a leader.
     snapshots_installed: u64,
+    /// What clients saw: every proposal and read, as invoked and completed, for the
+    /// linearizability checker.
+    clients: History,
     /// The first violation.
     violation: Option<String>,
 }
@@ -208,7 +225,11 @@ fn digest(payload: &EntryPayload) -> u64 {
 impl SimHistory {
     /// A new shared history.
     pub fn shared() -> SharedHistory {
-        Rc::new(RefCell::new(SimHistory::default()))
+        Rc::new(RefCell::new(SimHistory {
+            // A register never written reads as 0.
+            clients: History::new(Some(0)),
+            ..SimHistory::default()
+        }))
     }
 
     fn violate(&mut self, message: String) {
@@ -230,6 +251,23 @@ impl SimHistory {
     /// The highest index applied anywhere.
     pub fn max_applied(&self) -> LogIndex {
         self.applied.keys().next_back().copied().unwrap_or(0)
+    }
+
+    /// What clients saw, for [`shoal_sim::linearizability::check`].
+    pub fn clients(&self) -> &History {
+        &self.clients
+    }
+
+    fn client_invoked(&mut self, id: u64, process: NodeId, key: u64, op: ClientOp) {
+        if let Err(e) = self.clients.invoke(id, process.get(), key.to_string(), op) {
+            self.violate(format!("client history: {e}"));
+        }
+    }
+
+    fn client_completed(&mut self, id: u64, outcome: Outcome) {
+        if let Err(e) = self.clients.complete(id, outcome) {
+            self.violate(format!("client history: {e}"));
+        }
     }
 
     /// Snapshots replicas installed from a leader.
@@ -347,8 +385,12 @@ pub struct SimReplica {
     /// A snapshot taken and not yet recorded by a ready.
     taken_snapshot: Option<Bytes>,
     registers: Registers,
-    /// Proposals made here, by index: (term, op id).
-    proposals: BTreeMap<LogIndex, (Term, u64)>,
+    /// Proposals made here, by index: (term, command).
+    proposals: BTreeMap<LogIndex, (Term, RegisterCommand)>,
+    /// Reads asked here and not yet answered: op id to key.
+    reads: HashMap<u64, u64>,
+    /// Reads confirmed, waiting for the state machine to reach their index: (index, op id).
+    confirmed_reads: Vec<(LogIndex, u64)>,
     history: SharedHistory,
     restarted: Cell<bool>,
     incarnation: u64,
@@ -391,6 +433,8 @@ impl SimReplica {
             taken_snapshot: None,
             registers: Registers::default(),
             proposals: BTreeMap::new(),
+            reads: HashMap::new(),
+            confirmed_reads: Vec::new(),
             history,
             restarted: Cell::new(false),
             incarnation: 0,
@@ -420,12 +464,40 @@ impl SimReplica {
         };
         match raft.propose(cmd.encode()) {
             Ok((index, term)) => {
-                self.proposals.insert(index, (term, cmd.op_id));
+                self.proposals.insert(index, (term, cmd));
+                let op = match cmd.op {
+                    RegisterOp::Write(v) => ClientOp::Write(v),
+                    RegisterOp::Cas { expected, new } => ClientOp::Cas { expected, new },
+                };
+                self.history
+                    .borrow_mut()
+                    .client_invoked(cmd.op_id, self.id, cmd.key, op);
                 self.drive(out);
                 true
             }
             Err(_) => false,
         }
+    }
+
+    /// Reads register `key` linearizably (through the leader's read index, or its lease),
+    /// from any replica; answered once confirmed and applied. Returns whether it was asked.
+    pub fn read(
+        &mut self,
+        op_id: u64,
+        key: u64,
+        mode: ReadMode,
+        out: &mut Outputs<Message, SimTimer>,
+    ) -> bool {
+        let Some(raft) = self.raft.as_mut() else {
+            return false;
+        };
+        self.history
+            .borrow_mut()
+            .client_invoked(op_id, self.id, key, ClientOp::Read);
+        self.reads.insert(op_id, key);
+        raft.read(op_id, mode);
+        self.drive(out);
+        true
     }
 
     /// Checks this replica against the history after a step (see
@@ -482,12 +554,43 @@ impl SimReplica {
         for entry in &ready.committed {
             self.registers.apply(entry);
             history.on_applied(self.id, entry);
-            if let Some((term, op_id)) = self.proposals.remove(&entry.index) {
+            // An operation took effect when it committed, before any replica applied it: the
+            // first apply anywhere completes it in the client history (its proposer may
+            // never hear back, and an open-ended operation costs the checker dearly).
+            if let Some((op_id, outcome)) = self.registers.last_client_outcome(entry) {
+                if history.clients.is_pending(op_id) {
+                    history.client_completed(op_id, outcome);
+                }
+            }
+            if let Some((term, cmd)) = self.proposals.remove(&entry.index) {
                 if term == entry.term {
-                    history.acknowledged.push((entry.index, term, op_id));
+                    history.acknowledged.push((entry.index, term, cmd.op_id));
+                } else if history.clients.is_pending(cmd.op_id) {
+                    // Another entry holds the index: this proposal was never committed and
+                    // never will be.
+                    history.client_completed(cmd.op_id, Outcome::Failed);
                 }
             }
         }
+        self.confirmed_reads
+            .extend(ready.read_states.iter().map(|r| (r.index, r.ctx)));
+        for (op_id, _) in &ready.failed_reads {
+            if self.reads.remove(op_id).is_some() {
+                history.client_completed(*op_id, Outcome::Failed);
+            }
+        }
+        let applied = self.registers.applied;
+        let registers = &self.registers;
+        let reads = &mut self.reads;
+        self.confirmed_reads.retain(|&(index, op_id)| {
+            if index > applied {
+                return true;
+            }
+            if let Some(key) = reads.remove(&op_id) {
+                history.client_completed(op_id, Outcome::Read(Some(registers.get(key))));
+            }
+            false
+        });
         drop(history);
         if ready.snapshot_wanted {
             let data = self.registers.snapshot();
@@ -551,5 +654,7 @@ impl Node for SimReplica {
         }
         self.taken_snapshot = None;
         self.proposals.clear();
+        self.reads.clear();
+        self.confirmed_reads.clear();
     }
 }

@@ -598,3 +598,56 @@ fn a_removed_leader_cut_off_during_its_removal_learns_the_newer_term_and_steps_d
     assert!(net.node(2).is_leader(), "the group kept its leader");
     assert!(net.node(2).status().stats.dropped_unknown_sender > 0);
 }
+
+/// A snapshot whose last entry the follower already holds is not installed: installing it
+/// would drop the entries after it, which the follower has acknowledged and the leader
+/// counts as replicated (the leader then probed at an index the follower no longer had,
+/// forever: found by the simulation, seed 14482594386317032024). The follower commits up
+/// to the snapshot instead and keeps its log (Raft §7).
+#[test]
+fn a_snapshot_the_log_already_covers_commits_instead_of_dropping_later_entries() {
+    let mut net = Net::new(3, full_config());
+    net.elect(1);
+    let term = net.node(1).term();
+    let commit = net.node(2).commit_index();
+    // Two entries reach n2 and are acknowledged, but it never hears they committed.
+    net.node(1).propose("x".into()).unwrap();
+    net.node(1).propose("y".into()).unwrap();
+    for m in net.flush(n(1)) {
+        if m.to == n(2) {
+            net.deliver(m);
+        }
+    }
+    let _ = net.flush(n(2));
+    let last = net.node(2).last_index();
+    assert_eq!(last, commit + 2);
+    assert_eq!(net.node(2).commit_index(), commit);
+
+    // A snapshot at the first of them arrives (a late or duplicated one).
+    let data = bytes::Bytes::from_static(b"state");
+    let meta = shoal_consensus::SnapshotMeta {
+        index: commit + 1,
+        term,
+        membership: Membership::new([n(1), n(2), n(3)]),
+        size: data.len() as u64,
+        checksum: crc32c::crc32c(&data),
+    };
+    net.deliver(msg(
+        1,
+        2,
+        term,
+        MessageBody::Snapshot {
+            meta,
+            offset: 0,
+            crc: crc32c::crc32c(&data),
+            data,
+        },
+    ));
+    assert_eq!(
+        net.node(2).last_index(),
+        last,
+        "the acknowledged entries stay"
+    );
+    assert_eq!(net.node(2).commit_index(), commit + 1);
+    assert_eq!(net.node(2).term_at(last), Some(term));
+}

@@ -47,6 +47,7 @@
 
 mod clock;
 mod latency;
+pub mod linearizability;
 mod network;
 mod node;
 mod seed;

@@ -176,6 +176,13 @@ impl<S: LogStore> Raft<S> {
             tracing::warn!(id = %self.id, %from, "refused a snapshot at the largest index");
             return;
         }
+        // A snapshot the log already covers is not installed: installing it would drop the
+        // entries after it, which this replica may have acknowledged (the leader counts them
+        // in its match index and commits with them). If the log holds the snapshot's last
+        // entry, everything up to it is committed: take that instead (Raft §7).
+        if meta.index > self.log.committed && self.log.matches(meta.index, meta.term) {
+            self.commit_to(meta.index);
+        }
         let committed = self.log.committed;
         if meta.index <= committed {
             self.receiver = None;
