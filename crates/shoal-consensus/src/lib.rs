@@ -79,11 +79,14 @@
 #![warn(missing_docs)]
 
 pub mod config;
+#[cfg(feature = "tokio")]
+pub mod driver;
 pub mod entry;
 pub mod error;
 mod log;
 pub mod membership;
 pub mod message;
+pub mod multi;
 pub mod progress;
 mod raft;
 pub mod ready;
@@ -97,6 +100,7 @@ pub use entry::{Entry, EntryPayload, LogIndex, Term};
 pub use error::{ProposeError, ReadError, StartError, TransferError};
 pub use membership::{ConfChange, ConfChangeError, LearnerKind, Membership, VoteResult};
 pub use message::{AppendResult, Message, MessageBody};
+pub use multi::{batch_by_node, AddGroupError, MultiRaft, MultiRaftStats};
 pub use progress::{ReplicaState, ReplicaStatus};
 pub use raft::{Raft, RaftStats, ReadMode, Role, Status};
 pub use ready::{LeaderInfo, PersistedToken, ReadState, Ready};

@@ -128,14 +128,16 @@ impl Registers {
 }
 
 impl StateMachine for Registers {
-    fn apply(&mut self, entry: &Entry) {
+    /// Answers a command with the value before it (8 bytes LE) and whether it took effect
+    /// (1 byte).
+    fn apply(&mut self, entry: &Entry) -> Bytes {
         self.applied = entry.index;
         self.last_outcome = None;
         let EntryPayload::Command(data) = &entry.payload else {
-            return;
+            return Bytes::new();
         };
         let Some(cmd) = RegisterCommand::decode(data) else {
-            return;
+            return Bytes::new();
         };
         let before = self.get(cmd.key);
         let took = match cmd.op {
@@ -152,6 +154,9 @@ impl StateMachine for Registers {
             }
         };
         self.last_outcome = Some((cmd.op_id, before, took));
+        let mut answer = before.to_le_bytes().to_vec();
+        answer.push(u8::from(took));
+        answer.into()
     }
 
     fn applied_index(&self) -> LogIndex {
@@ -552,7 +557,7 @@ impl SimReplica {
         }
         let mut history = self.history.borrow_mut();
         for entry in &ready.committed {
-            self.registers.apply(entry);
+            let _ = self.registers.apply(entry);
             history.on_applied(self.id, entry);
             // An operation took effect when it committed, before any replica applied it: the
             // first apply anywhere completes it in the client history (its proposer may

@@ -38,8 +38,9 @@ pub struct Snapshot {
 /// one (its log grew past the configured size).
 pub trait StateMachine {
     /// Applies one committed entry (every kind: commands, no-ops and membership entries, so
-    /// the applied index can be tracked). Must be deterministic.
-    fn apply(&mut self, entry: &crate::entry::Entry);
+    /// the applied index can be tracked) and returns the answer for whoever proposed it (empty
+    /// when there is nothing to say). Must be deterministic.
+    fn apply(&mut self, entry: &crate::entry::Entry) -> Bytes;
     /// The index of the last entry applied.
     fn applied_index(&self) -> LogIndex;
     /// The state machine's state as bytes, at [`StateMachine::applied_index`].
