@@ -21,7 +21,14 @@
 //! - **Snapshots**: a [`StateMachine`] trait, chunked streaming with a CRC32C per chunk and
 //!   for the whole, resumable after loss, with progress in [`ReplicaStatus`]; log compaction
 //!   after snapshots triggered by log length.
-//! - **Persistence** that may be asynchronous: a [`LogStore`] trait and [`MemLogStore`].
+//! - **Persistence** that may be asynchronous: a [`LogStore`] trait, [`MemLogStore`], and
+//!   [`Wal`], a durable write-ahead log shared by many groups (CRC32C per record, group
+//!   commit, torn-tail truncation on recovery, segment deletion after compaction).
+//! - **Many groups per node**: [`MultiRaft`] routes by group id, ticks every group at once
+//!   and gathers every ready for one sync; [`driver::RaftDriver`] (feature `tokio`, on by
+//!   default) runs it over shoal-transport.
+//! - **Testing**: [`sim`] runs replicas in `shoal-sim` with safety checks after every step and
+//!   client histories for `shoal_sim::linearizability`.
 //!
 //! # Example: three replicas in one process
 //!
