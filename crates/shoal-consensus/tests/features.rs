@@ -651,3 +651,40 @@ fn a_snapshot_the_log_already_covers_commits_instead_of_dropping_later_entries()
     assert_eq!(net.node(2).commit_index(), commit + 1);
     assert_eq!(net.node(2).term_at(last), Some(term));
 }
+
+/// A snapshot's bytes are kept only while they may be needed: one election timeout after
+/// they were taken or last sent, then released (every group keeping its latest snapshot
+/// would hold a second copy of the node's data in memory). A follower that falls behind
+/// later makes the leader ask for a fresh one.
+#[test]
+fn snapshot_bytes_are_released_when_unused_and_taken_afresh_when_needed() {
+    let config = RaftConfig {
+        snapshot_after_entries: 20,
+        compaction_trailing_entries: 2,
+        ..full_config()
+    };
+    let timeout = config.election_timeout;
+    let mut net = Net::new(3, config);
+    net.elect(1);
+    for i in 0..30 {
+        net.node(1).propose(format!("a{i}").into()).unwrap();
+        net.settle();
+    }
+    assert!(net.node(1).status().retained_snapshot_bytes > 0);
+    net.run_for(timeout * 2, STEP);
+    for id in 1..=3 {
+        assert_eq!(net.node(id).status().retained_snapshot_bytes, 0, "n{id} released it");
+    }
+
+    // n3 falls behind past the compaction point and needs a snapshot again.
+    net.isolate(3);
+    for i in 0..30 {
+        net.node(1).propose(format!("b{i}").into()).unwrap();
+        net.settle();
+    }
+    net.run_for(timeout * 2, STEP);
+    net.heal();
+    net.run_for(Duration::from_secs(3), STEP);
+    assert_eq!(net.commands(3), net.commands(1));
+    assert_eq!(net.commands(3).len(), 60);
+}

@@ -89,6 +89,8 @@ pub struct Status {
     pub replicas: Vec<ReplicaStatus>,
     /// Bytes of a snapshot being received, and its size.
     pub receiving_snapshot: Option<(u64, u64)>,
+    /// Bytes of the latest snapshot kept in memory to send to followers (0 once released).
+    pub retained_snapshot_bytes: u64,
     /// Dropped input, by kind.
     pub stats: RaftStats,
 }
@@ -142,8 +144,11 @@ pub struct Raft<S: LogStore> {
     failed_reads: Vec<(u64, ReadError)>,
     handed_hard_state: HardState,
     reported_leader: LeaderInfo,
-    /// The latest snapshot taken here, kept to send to followers that need it.
+    /// The latest snapshot taken here, kept to send to followers that need it for one
+    /// election timeout after it was taken or last used (see [`Raft::tick`]).
     latest_snapshot: Option<Snapshot>,
+    /// When `latest_snapshot` was taken or last sent.
+    latest_snapshot_used: Instant,
     /// The index of the latest snapshot (taken or installed).
     snapshot_index: LogIndex,
     snapshot_wanted: bool,
@@ -226,6 +231,7 @@ impl<S: LogStore> Raft<S> {
                 term: hard_state.term,
             },
             latest_snapshot: None,
+            latest_snapshot_used: now,
             snapshot_index: snapshot.index,
             snapshot_wanted: false,
             receiver: None,
@@ -366,6 +372,7 @@ impl<S: LogStore> Raft<S> {
             membership: self.membership.clone(),
             replicas,
             receiving_snapshot: self.receiver.as_ref().map(|r| (r.received(), r.meta.size)),
+            retained_snapshot_bytes: self.latest_snapshot.as_ref().map_or(0, |s| s.meta.size),
             stats: self.stats,
         }
     }
@@ -391,6 +398,7 @@ impl<S: LogStore> Raft<S> {
     pub fn tick(&mut self, now: Instant) {
         self.now = self.now.max(now);
         let now = self.now;
+        self.release_idle_snapshot();
         if self.role == Role::Leader {
             if now >= self.heartbeat_deadline {
                 self.heartbeat_deadline = now + self.config.heartbeat_interval;

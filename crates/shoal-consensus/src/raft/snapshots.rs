@@ -43,6 +43,21 @@ impl<S: LogStore> Raft<S> {
         self.membership_history.drain(..keep_from);
         self.compact = Some((meta.clone(), through));
         self.latest_snapshot = Some(Snapshot { meta, data });
+        self.latest_snapshot_used = self.now;
+    }
+
+    /// Drops the latest snapshot's bytes once unused for an election timeout: a follower
+    /// that needs one shows up within a heartbeat or two, and holding every group's snapshot
+    /// for good would keep a second copy of a node's data in memory. Transfers under way keep
+    /// their own reference; a later need asks the driver for a fresh snapshot.
+    pub(super) fn release_idle_snapshot(&mut self) {
+        if self.latest_snapshot.is_some()
+            && self.now.saturating_duration_since(self.latest_snapshot_used)
+                >= self.config.election_timeout
+        {
+            tracing::debug!(id = %self.id, "released an unused snapshot");
+            self.latest_snapshot = None;
+        }
     }
 
     /// `peer` needs entries the log no longer holds: stream it the latest snapshot, or ask
@@ -56,6 +71,7 @@ impl<S: LogStore> Raft<S> {
                 return;
             }
         };
+        self.latest_snapshot_used = self.now;
         let now = self.now;
         let Some(pr) = self.progress.get_mut(&peer) else {
             return;
