@@ -673,7 +673,11 @@ fn snapshot_bytes_are_released_when_unused_and_taken_afresh_when_needed() {
     assert!(net.node(1).status().retained_snapshot_bytes > 0);
     net.run_for(timeout * 2, STEP);
     for id in 1..=3 {
-        assert_eq!(net.node(id).status().retained_snapshot_bytes, 0, "n{id} released it");
+        assert_eq!(
+            net.node(id).status().retained_snapshot_bytes,
+            0,
+            "n{id} released it"
+        );
     }
 
     // n3 falls behind past the compaction point and needs a snapshot again.

@@ -72,6 +72,10 @@ pub struct MembershipConfig {
     pub reconnect_interval: Duration,
     /// Largest node metadata, in bytes; larger is refused. Default 512.
     pub max_meta_bytes: usize,
+    /// Most members (this node included, dead and left ones until reaped) the table holds;
+    /// news of further unknown members is refused and counted, so a peer cannot make the
+    /// table grow without bound. Default 100,000.
+    pub max_members: usize,
     /// Largest packet the core builds, before the transport's own header. Default 1388
     /// (1400 B datagrams minus shoal-transport's 12-byte header).
     pub max_packet_bytes: usize,
@@ -121,6 +125,7 @@ impl MembershipConfig {
             left_retention: Duration::from_secs(60),
             reconnect_interval: Duration::from_secs(30),
             max_meta_bytes: 512,
+            max_members: 100_000,
             max_packet_bytes: 1388,
             max_user_broadcast_bytes: 1024,
             user_broadcast_queue_limit: 1024,
@@ -207,6 +212,9 @@ impl MembershipConfig {
             return invalid(
                 "dead_retention and left_retention must be at least gossip_to_the_dead_time",
             );
+        }
+        if self.max_members < 2 {
+            return invalid("max_members must be at least 2");
         }
         if self.max_packet_bytes < 512 {
             return invalid("max_packet_bytes must be at least 512");

@@ -8,8 +8,7 @@
 
 use crate::member::MemberState;
 use crate::message::{IndirectPing, Message, Ping, ReliableRequest, Suspect};
-use crate::output::{Output, TimerKind};
-use crate::packet::Kind;
+use crate::output::TimerKind;
 use crate::swim::Swim;
 use crate::sync::ReliablePurpose;
 use shoal_core::{codec, Instant, NodeId};
@@ -33,6 +32,10 @@ pub(crate) struct Relay {
     pub(crate) origin_seq: u32,
     pub(crate) want_nack: bool,
 }
+
+/// Last-chance probes whose acks are recognised: a few rounds' worth (each suspect gets at
+/// most one, answered within a probe timeout).
+pub(crate) const LAST_CHANCE_REMEMBERED: usize = 64;
 
 impl Swim {
     fn next_seq(&mut self) -> u32 {
@@ -91,6 +94,10 @@ impl Swim {
         };
         let suspicion = self.buddy_suspicion(target);
         let seq = self.next_seq();
+        if self.last_chance_seqs.len() >= LAST_CHANCE_REMEMBERED {
+            self.last_chance_seqs.pop_front();
+        }
+        self.last_chance_seqs.push_back(seq);
         let ping = Message::Ping(Ping {
             seq,
             target,
@@ -190,17 +197,12 @@ impl Swim {
             if !remaining.is_zero() {
                 let body = codec::encode(&ReliableRequest::Ping { target });
                 if let Ok(body) = body {
-                    let bytes = self.codec.seal(Kind::Request, &body);
-                    let id = self.next_request_id();
-                    self.reliable.insert(id, ReliablePurpose::ProbePing(seq));
-                    self.stats.reliable_sent += 1;
-                    self.stats.reliable_bytes_sent += bytes.len() as u64;
-                    self.outputs.push_back(Output::Reliable {
-                        to: target_addr,
-                        id,
-                        bytes,
-                        timeout: remaining,
-                    });
+                    self.send_reliable(
+                        target_addr,
+                        ReliablePurpose::ProbePing(seq),
+                        &body,
+                        remaining,
+                    );
                 }
             }
         }
@@ -253,6 +255,10 @@ impl Swim {
                 seq: relay.origin_seq,
             };
             self.send_messages(relay.origin, &[ack]);
+            return;
+        }
+        if self.last_chance_seqs.contains(&seq) {
+            self.stats.last_chance_acks += 1;
             return;
         }
         self.stats.unexpected_acks += 1;

@@ -248,6 +248,12 @@ fn a_weakly_confirmed_suspicion_gets_a_last_chance_probe_that_a_refutation_answe
         1,
         "a direct probe carrying the suspicion"
     );
+    // Its ack is expected (not counted as unexpected) and changes nothing by itself.
+    let seq = *swim.last_chance_seqs.back().expect("a last-chance probe");
+    deliver(&mut swim, at(72.4), 2, &[Message::Ack { seq }]);
+    assert_eq!(swim.stats().last_chance_acks, 1);
+    assert_eq!(swim.stats().unexpected_acks, 0);
+    assert_eq!(state(&swim, 2).unwrap().0, MemberState::Suspect);
     // The member refutes in time.
     deliver(&mut swim, at(72.5), 2, &[alive(2, 1)]);
     swim.handle_timer(at(73.0), Timer(TimerKind::Suspicion(id(2))));
@@ -595,4 +601,25 @@ fn a_leaving_node_spends_its_notice_only_on_live_members() {
     assert_eq!(datagrams_to(&outputs, 4) + datagrams_to(&outputs, 5), 0);
     assert!(datagrams_to(&outputs, 2) + datagrams_to(&outputs, 3) > 0);
     assert!(swim.probe.is_none(), "no probing after leave");
+}
+
+#[test]
+fn the_member_table_is_bounded_and_further_members_are_refused() {
+    let mut swim = node_with(MembershipConfig {
+        max_members: 5,
+        ..MembershipConfig::lan()
+    });
+    let news: Vec<Message> = (2..=9).map(|m| alive(m, 0)).collect();
+    deliver(&mut swim, at(0.0), 2, &news);
+    assert_eq!(swim.members().len(), 5, "this node and four others");
+    assert_eq!(swim.stats().members_refused, 4);
+    // Members already known still get news.
+    deliver(&mut swim, at(1.0), 2, &[alive(3, 1)]);
+    assert_eq!(state(&swim, 3), Some((MemberState::Alive, 1)));
+    assert!(MembershipConfig {
+        max_members: 1,
+        ..MembershipConfig::lan()
+    }
+    .validate()
+    .is_err());
 }

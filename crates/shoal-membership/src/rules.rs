@@ -31,6 +31,11 @@ impl Swim {
             if self.address_held_by_another(&alive) {
                 return;
             }
+            if self.members.len() >= self.config.max_members {
+                self.stats.members_refused += 1;
+                tracing::warn!(id = %alive.id, max = self.config.max_members, "member table full; a new member refused");
+                return;
+            }
             let id = alive.id;
             self.insert_member(Member {
                 id,

@@ -35,8 +35,13 @@ pub struct MembershipStats {
     pub misdirected_pings: u64,
     /// Indirect probe requests refused because too many were pending.
     pub relays_refused: u64,
+    /// New members refused because the table held `max_members`.
+    pub members_refused: u64,
     /// Acks that matched no outstanding probe (late or forged).
     pub unexpected_acks: u64,
+    /// Acks to last-chance probes of suspects (expected; only a refutation clears the
+    /// suspicion, so they change nothing).
+    pub last_chance_acks: u64,
     /// Probes started.
     pub probes: u64,
     /// Probes that ended without an ack.

@@ -97,7 +97,11 @@ pub struct Swim {
     pub(crate) probe_generation: u64,
     pub(crate) next_seq: u32,
     pub(crate) relays: DetHashMap<u32, Relay>,
-    pub(crate) reliable: DetHashMap<RequestId, ReliablePurpose>,
+    /// Sequence numbers of the latest last-chance probes, so their acks are recognised
+    /// (bounded by [`crate::probe::LAST_CHANCE_REMEMBERED`]).
+    pub(crate) last_chance_seqs: std::collections::VecDeque<u32>,
+    /// Reliable exchanges under way: the peer and what each is for.
+    pub(crate) reliable: DetHashMap<RequestId, (SocketAddr, ReliablePurpose)>,
     pub(crate) next_request: u64,
     pub(crate) join: Option<JoinState>,
     pub(crate) join_generation: u64,
@@ -151,6 +155,7 @@ impl Swim {
             probe_generation: 0,
             next_seq: 0,
             relays: DetHashMap::default(),
+            last_chance_seqs: std::collections::VecDeque::new(),
             reliable: DetHashMap::default(),
             next_request: 0,
             join: None,

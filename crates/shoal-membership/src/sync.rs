@@ -104,17 +104,7 @@ impl Swim {
                 return false;
             }
         };
-        let bytes = self.codec.seal(Kind::Request, &body);
-        let id = self.next_request_id();
-        self.reliable.insert(id, purpose);
-        self.stats.reliable_sent += 1;
-        self.stats.reliable_bytes_sent += bytes.len() as u64;
-        self.outputs.push_back(Output::Reliable {
-            to,
-            id,
-            bytes,
-            timeout: self.config.reliable_timeout,
-        });
+        self.send_reliable(to, purpose, &body, self.config.reliable_timeout);
         true
     }
 
@@ -203,10 +193,12 @@ impl Swim {
         id: RequestId,
         result: Result<Vec<u8>, ()>,
     ) {
-        let Some(purpose) = self.reliable.remove(&id) else {
+        let Some((peer, purpose)) = self.reliable.remove(&id) else {
             return;
         };
-        let response = result.ok().and_then(|bytes| self.open_response(&bytes));
+        let response = result
+            .ok()
+            .and_then(|bytes| self.open_response(peer, &bytes));
         match purpose {
             ReliablePurpose::ProbePing(seq) => {
                 if response == Some(ReliableResponse::Ack) {
@@ -231,7 +223,29 @@ impl Swim {
         }
     }
 
-    fn open_response(&mut self, bytes: &[u8]) -> Option<ReliableResponse> {
+    /// Seals `body` and asks the driver to send it over the reliable channel to `to`,
+    /// remembering what it was for and whom it went to.
+    pub(crate) fn send_reliable(
+        &mut self,
+        to: SocketAddr,
+        purpose: ReliablePurpose,
+        body: &[u8],
+        timeout: Duration,
+    ) {
+        let bytes = self.codec.seal(Kind::Request, body);
+        let id = self.next_request_id();
+        self.reliable.insert(id, (to, purpose));
+        self.stats.reliable_sent += 1;
+        self.stats.reliable_bytes_sent += bytes.len() as u64;
+        self.outputs.push_back(Output::Reliable {
+            to,
+            id,
+            bytes,
+            timeout,
+        });
+    }
+
+    fn open_response(&mut self, from: SocketAddr, bytes: &[u8]) -> Option<ReliableResponse> {
         if bytes.len() > MAX_RELIABLE_BYTES {
             self.stats.packets_malformed += 1;
             return None;
@@ -239,7 +253,6 @@ impl Swim {
         let body = match self.codec.open(Kind::Response, bytes) {
             Ok(body) => body,
             Err(e) => {
-                let from = self.addr;
                 self.count_refused(from, e);
                 return None;
             }

@@ -30,6 +30,9 @@ pub struct UdpTransport {
     max_datagram_bytes: usize,
     stats: Arc<TransportStats>,
     fault: FaultFilter,
+    /// The receive buffer, allocated once: `recv` is often raced in a `select!` loop and
+    /// dropped unfinished, and must not allocate each time it is called again.
+    recv_buf: tokio::sync::Mutex<Vec<u8>>,
 }
 
 impl UdpTransport {
@@ -62,6 +65,9 @@ impl UdpTransport {
             max_datagram_bytes: config.max_datagram_bytes,
             stats,
             fault,
+            // One byte more than the cap, so an oversized packet is seen as such, not
+            // truncated.
+            recv_buf: tokio::sync::Mutex::new(vec![0u8; config.max_datagram_bytes + 1]),
         })
     }
 
@@ -139,8 +145,7 @@ impl DatagramTransport for UdpTransport {
     }
 
     async fn recv(&self) -> Result<Datagram, Error> {
-        // One byte more than the cap, so an oversized packet is seen as such, not truncated.
-        let mut buf = vec![0u8; self.max_datagram_bytes + 1];
+        let mut buf = self.recv_buf.lock().await;
         loop {
             let (len, from) = match self.socket.recv_from(&mut buf).await {
                 Ok(received) => received,

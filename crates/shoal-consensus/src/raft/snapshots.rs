@@ -52,7 +52,9 @@ impl<S: LogStore> Raft<S> {
     /// their own reference; a later need asks the driver for a fresh snapshot.
     pub(super) fn release_idle_snapshot(&mut self) {
         if self.latest_snapshot.is_some()
-            && self.now.saturating_duration_since(self.latest_snapshot_used)
+            && self
+                .now
+                .saturating_duration_since(self.latest_snapshot_used)
                 >= self.config.election_timeout
         {
             tracing::debug!(id = %self.id, "released an unused snapshot");
