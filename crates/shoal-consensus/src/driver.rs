@@ -559,6 +559,11 @@ impl Outbound {
     }
 }
 
+/// Queued batches are merged into one RPC up to about this many bytes (the transport's
+/// frames are capped at 16 MiB by default; a single round's batch may be larger and is sent
+/// as it is).
+const MERGED_BATCH_BYTES: u64 = 4 << 20;
+
 /// Sends queued batches to one peer, one RPC at a time, merging what queued meanwhile.
 async fn peer_sender(
     to: NodeId,
@@ -568,11 +573,12 @@ async fn peer_sender(
     timeout: Duration,
 ) {
     while let Some(mut batch) = rx.recv().await {
-        while let Ok(more) = rx.try_recv() {
+        // Merge what queued meanwhile, staying well under the transport's frame limit.
+        let mut bytes: u64 = batch.iter().map(|m| m.body.approx_size()).sum();
+        while bytes < MERGED_BATCH_BYTES {
+            let Ok(more) = rx.try_recv() else { break };
+            bytes += more.iter().map(|m| m.body.approx_size()).sum::<u64>();
             batch.extend(more);
-            if batch.len() >= 4096 {
-                break;
-            }
         }
         let addr = peers
             .read()

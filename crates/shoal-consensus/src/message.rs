@@ -168,4 +168,18 @@ impl MessageBody {
             MessageBody::ReadIndexResponse { .. } => "ReadIndexResponse",
         }
     }
+
+    /// About how many bytes the message takes encoded: its entries' or snapshot chunk's
+    /// payload plus a fixed allowance for the rest. For batching within size limits.
+    pub fn approx_size(&self) -> u64 {
+        const HEADER: u64 = 64;
+        HEADER
+            + match self {
+                MessageBody::Append { entries, .. } => entries.iter().map(Entry::size).sum(),
+                MessageBody::Snapshot { data, meta, .. } => {
+                    data.len() as u64 + 8 * meta.membership.node_count() as u64
+                }
+                _ => 0,
+            }
+    }
 }

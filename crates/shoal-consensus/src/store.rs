@@ -102,14 +102,20 @@ impl MemLogStore {
     }
 
     fn position(&self, index: LogIndex) -> Result<usize, StoreError> {
-        if index <= self.base.0 {
-            return Err(StoreError::Compacted(index));
-        }
-        if index > self.last_index() {
-            return Err(StoreError::Unavailable(index));
-        }
-        Ok((index - self.base.0 - 1) as usize)
+        position(self.base.0, self.entries.len(), index)
     }
+}
+
+/// Where entry `index` sits in a log holding `len` entries after `base`: compacted before
+/// it, unavailable past it.
+pub(crate) fn position(base: LogIndex, len: usize, index: LogIndex) -> Result<usize, StoreError> {
+    if index <= base {
+        return Err(StoreError::Compacted(index));
+    }
+    if index > base + len as u64 {
+        return Err(StoreError::Unavailable(index));
+    }
+    Ok((index - base - 1) as usize)
 }
 
 impl LogStore for MemLogStore {

@@ -80,13 +80,7 @@ impl GroupLog {
     }
 
     fn position(&self, index: LogIndex) -> Result<usize, StoreError> {
-        if index <= self.base.0 {
-            return Err(StoreError::Compacted(index));
-        }
-        if index > self.last_index() {
-            return Err(StoreError::Unavailable(index));
-        }
-        Ok((index - self.base.0 - 1) as usize)
+        crate::store::position(self.base.0, self.slots.len(), index)
     }
 
     pub fn term(&self, index: LogIndex) -> Result<Term, StoreError> {
