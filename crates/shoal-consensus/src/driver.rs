@@ -189,6 +189,7 @@ enum Command {
     },
     Read {
         group: RangeId,
+        mode: ReadMode,
         reply: oneshot::Sender<Result<LogIndex, DriverError>>,
     },
     Status {
@@ -284,10 +285,18 @@ impl RaftDriver {
     }
 
     /// A linearizable read barrier: resolves once this node's state machine for `group`
-    /// reflects every write committed before the call (ReadIndex through the leader), with
-    /// the index it reached. Read the state machine after it resolves.
-    pub async fn read_index(&self, group: RangeId) -> Result<LogIndex, DriverError> {
-        self.request(|reply| Command::Read { group, reply }).await?
+    /// reflects every write committed before the call, with the index it reached; read the
+    /// state machine after it resolves. [`ReadMode::Safe`] confirms leadership with a
+    /// heartbeat round; [`ReadMode::Lease`] skips it while the leader's lease holds (see
+    /// [`ReadMode`] for the clock-drift bound it relies on). On a follower, both go through
+    /// the leader.
+    pub async fn read_index(
+        &self,
+        group: RangeId,
+        mode: ReadMode,
+    ) -> Result<LogIndex, DriverError> {
+        self.request(|reply| Command::Read { group, mode, reply })
+            .await?
     }
 
     /// A group's status.
@@ -412,13 +421,13 @@ impl Node {
                     }
                 }
             }
-            Command::Read { group, reply } => {
+            Command::Read { group, mode, reply } => {
                 let Some(raft) = self.multi.group_mut(group) else {
                     let _ = reply.send(Err(DriverError::UnknownGroup(group)));
                     return;
                 };
                 self.next_read += 1;
-                raft.read(self.next_read, ReadMode::Safe);
+                raft.read(self.next_read, mode);
                 self.reads.insert(self.next_read, (group, reply));
             }
             Command::Status { group, reply } => {

@@ -8,8 +8,8 @@
 use bytes::Bytes;
 use shoal_consensus::driver::{DriverConfig, Peers, RaftDriver, RaftInbox};
 use shoal_consensus::{
-    Entry, EntryPayload, LogIndex, LogStore, Membership, Raft, RaftConfig, Role, Snapshot,
-    StateMachine, Wal, WalConfig,
+    Entry, EntryPayload, LogIndex, LogStore, Membership, Raft, RaftConfig, ReadMode, Role,
+    Snapshot, StateMachine, Wal, WalConfig,
 };
 use shoal_core::{Clock, NodeId, RangeId};
 use shoal_transport::{Router, RpcClient, RpcServer, TransportConfig};
@@ -182,10 +182,16 @@ async fn three_nodes_run_eight_groups_over_tcp_with_one_wal_each() {
             "group {g}"
         );
 
-        // A linearizable read on a follower sees every proposal.
+        // A linearizable read on a follower sees every proposal (ReadIndex and lease reads,
+        // by group).
         let follower = (leader + 1) % 3;
+        let mode = if g % 2 == 0 {
+            ReadMode::Lease
+        } else {
+            ReadMode::Safe
+        };
         let index = wait_for("a follower read", async || {
-            nodes[follower].driver.read_index(group).await.ok()
+            nodes[follower].driver.read_index(group, mode).await.ok()
         })
         .await;
         let machine = &nodes[follower].machines[(g - 1) as usize];
@@ -228,7 +234,10 @@ async fn requests_for_unknown_groups_fail_clearly() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("not hosted"), "{err}");
-    assert!(driver.read_index(RangeId::new(5)).await.is_err());
+    assert!(driver
+        .read_index(RangeId::new(5), ReadMode::Safe)
+        .await
+        .is_err());
     assert!(driver.status(RangeId::new(5)).await.is_none());
     driver.shutdown().await;
     assert!(matches!(

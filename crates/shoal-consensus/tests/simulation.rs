@@ -7,7 +7,8 @@
 //! healed, every member must have applied every acknowledged proposal and agree.
 //!
 //! `SHOAL_RAFT_SEEDS=N` runs N seeds per test (default 200, a few seconds; thousands before a
-//! release), and `SHOAL_SIM_SEED=s` replays one. A failure prints its seed.
+//! release), and `SHOAL_SIM_SEED=s` replays one. A failure prints its seed and appends it to
+//! `raft-sim-failures.txt` in Cargo's test temp directory (`target/tmp`).
 
 use shoal_consensus::sim::{RegisterCommand, RegisterOp, SharedHistory, SimHistory, SimReplica};
 use shoal_consensus::{ConfChange, LearnerKind, Membership, RaftConfig, ReadMode};
@@ -381,6 +382,21 @@ fn seeds() -> Vec<u64> {
     (0..count).map(|i| base.wrapping_add(i)).collect()
 }
 
+/// Appends a failure (with its seed) to `raft-sim-failures.txt` in Cargo's test temp
+/// directory, so a rare seed is kept even when the test output is not.
+fn record_failure(message: &str) {
+    use std::io::Write;
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("raft-sim-failures.txt");
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+    {
+        let _ = writeln!(file, "{message}");
+    }
+    eprintln!("(also recorded in {})", path.display());
+}
+
 fn run_seeds(workload: Workload) -> Outcome {
     let mut totals = Outcome::default();
     let seeds = seeds();
@@ -394,7 +410,10 @@ fn run_seeds(workload: Workload) -> Outcome {
                 totals.snapshots_installed += o.snapshots_installed;
                 totals.reads += o.reads;
             }
-            Err(e) => panic!("{e}"),
+            Err(e) => {
+                record_failure(&e.to_string());
+                panic!("{e}")
+            }
         }
     }
     eprintln!("{} seeds: {totals:?}", seeds.len());
