@@ -16,13 +16,14 @@
 //! pays one fsync for all of them.
 //!
 //! # Recovery
-//! [`Wal::open`] replays the segments in order and rebuilds every group's state. A record
-//! that is cut short, runs past the end of the file or fails its checksum in the **last**
-//! segment is a torn write from a crash: the segment is truncated there and the loss is
-//! reported in [`Recovery::torn`] (nothing after it was ever acknowledged as synced, since
-//! a sync covers a prefix of the file). The same damage in an **earlier** segment is not a
-//! torn write but corruption of synced data: opening fails with [`StoreError::Corrupt`]
-//! rather than silently dropping what followed.
+//! [`Wal::open`] replays the segments in order and rebuilds every group's state. A bad
+//! record at the very end of the **last** segment (cut short by the end of the file, or
+//! failing its checksum with nothing but zeros after it) is a torn write from a crash: the
+//! segment is truncated there and the loss is reported in [`Recovery::torn`] (nothing after
+//! it was ever acknowledged as synced, since a sync covers a prefix of the file). A bad
+//! record with data after it, or in an **earlier** segment, is not a torn write but
+//! corruption of synced data: opening fails with [`StoreError::Corrupt`] rather than
+//! silently dropping what followed.
 //!
 //! # Memory
 //! Per group, 32 bytes of index per entry not yet compacted, plus a cache of the newest
@@ -41,7 +42,7 @@ use crate::entry::{Entry, LogIndex, Term};
 use crate::snapshot::SnapshotMeta;
 use crate::store::{HardState, LogStore, StoreError};
 use group::{GroupLog, Location};
-use record::Record;
+use record::{Record, HEADER_BYTES};
 use shoal_core::RangeId;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
@@ -162,6 +163,25 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Whether a bad record at the start of `rest` (the rest of the last segment) is a torn
+/// append: cut short by the end of the file, or followed by nothing but zeros (blocks the
+/// file system allocated but the crash left unwritten). A bad record with data after it is
+/// damage to synced records, which must not be cut away.
+fn is_torn_tail(rest: &[u8], reason: &RecordError) -> bool {
+    let zeros_from = |at: usize| {
+        rest.get(at..)
+            .is_none_or(|tail| tail.iter().all(|&b| b == 0))
+    };
+    match reason {
+        RecordError::ShortHeader(_) | RecordError::Truncated { .. } => true,
+        RecordError::BadLength(_) => zeros_from(HEADER_BYTES),
+        RecordError::Checksum | RecordError::Decode(_) => {
+            let len = u32::from_le_bytes(rest[..4].try_into().expect("a whole header"));
+            zeros_from(HEADER_BYTES + len as usize)
+        }
+    }
+}
+
 fn list_segments(dir: &Path) -> std::io::Result<Vec<u64>> {
     let mut ids = Vec::new();
     for entry in std::fs::read_dir(dir)? {
@@ -206,7 +226,9 @@ impl Wal {
                         recovery.records += 1;
                         offset += len;
                     }
-                    Err(reason) if i + 1 == ids.len() => {
+                    Err(reason)
+                        if i + 1 == ids.len() && is_torn_tail(&bytes[offset..], &reason) =>
+                    {
                         tracing::warn!(segment = id, offset, %reason, "torn write at the end of the WAL; truncating");
                         let file = OpenOptions::new().write(true).open(&path)?;
                         file.set_len(offset as u64)?;
@@ -221,7 +243,7 @@ impl Wal {
                     }
                     Err(reason) => {
                         return Err(StoreError::Corrupt(format!(
-                            "WAL segment {} is damaged at offset {offset} ({reason}) and later segments exist, so this is not a torn write",
+                            "WAL segment {} is damaged at offset {offset} ({reason}) and data follows, so this is not a torn write",
                             path.display()
                         )));
                     }

@@ -140,6 +140,44 @@ fn a_torn_tail_is_cut_off_and_reported_at_every_cut_point() {
 }
 
 #[test]
+fn damage_with_synced_records_after_it_refuses_to_open_but_a_bad_last_record_is_torn() {
+    let dir = tempfile::tempdir().unwrap();
+    let first_len = {
+        let (wal, _) = Wal::open(dir.path(), WalConfig::default()).unwrap();
+        let mut s = wal.store(G1);
+        s.append(&entries(1, 4, 1)).unwrap();
+        s.sync().unwrap();
+        let len = std::fs::metadata(segment_path(dir.path(), 1))
+            .unwrap()
+            .len();
+        s.append(&entries(4, 6, 1)).unwrap();
+        s.sync().unwrap();
+        len as usize
+    };
+    let path = segment_path(dir.path(), 1);
+    let good = std::fs::read(&path).unwrap();
+
+    // A flipped byte in the first record, with the second intact after it: not a torn write.
+    let mut bad = good.clone();
+    bad[first_len - 1] ^= 1;
+    std::fs::write(&path, &bad).unwrap();
+    match Wal::open(dir.path(), WalConfig::default()) {
+        Err(StoreError::Corrupt(msg)) => assert!(msg.contains("data follows"), "{msg}"),
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), bad, "nothing was cut");
+
+    // The same flip in the last record, followed by zeros (unwritten blocks): torn.
+    let mut torn = good.clone();
+    *torn.last_mut().unwrap() ^= 1;
+    torn.extend([0; 64]);
+    std::fs::write(&path, &torn).unwrap();
+    let (wal, recovery) = Wal::open(dir.path(), WalConfig::default()).unwrap();
+    assert_eq!(recovery.torn.unwrap().reason, RecordError::Checksum);
+    assert_eq!(all(&wal.store(G1)), entries(1, 4, 1));
+}
+
+#[test]
 fn damage_in_an_older_segment_refuses_to_open() {
     let dir = tempfile::tempdir().unwrap();
     {
