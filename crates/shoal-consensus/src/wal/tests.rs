@@ -99,21 +99,23 @@ fn one_sync_covers_every_group() {
     assert_eq!(wal.stats().records, 2);
 }
 
+/// Writes two synced records of group 1 (entries 1..4, then 4..6) into a new WAL in `dir`;
+/// returns the first one's end offset in segment 1.
+fn two_synced_records(dir: &std::path::Path) -> u64 {
+    let (wal, _) = Wal::open(dir, WalConfig::default()).unwrap();
+    let mut s = wal.store(G1);
+    s.append(&entries(1, 4, 1)).unwrap();
+    s.sync().unwrap();
+    let len = std::fs::metadata(segment_path(dir, 1)).unwrap().len();
+    s.append(&entries(4, 6, 1)).unwrap();
+    s.sync().unwrap();
+    len
+}
+
 #[test]
 fn a_torn_tail_is_cut_off_and_reported_at_every_cut_point() {
     let dir = tempfile::tempdir().unwrap();
-    let synced_len = {
-        let (wal, _) = Wal::open(dir.path(), WalConfig::default()).unwrap();
-        let mut s = wal.store(G1);
-        s.append(&entries(1, 4, 1)).unwrap();
-        s.sync().unwrap();
-        let len = std::fs::metadata(segment_path(dir.path(), 1))
-            .unwrap()
-            .len();
-        s.append(&entries(4, 6, 1)).unwrap();
-        s.sync().unwrap();
-        len
-    };
+    let synced_len = two_synced_records(dir.path());
     let path = segment_path(dir.path(), 1);
     let full = std::fs::read(&path).unwrap();
     for cut in synced_len as usize + 1..full.len() {
@@ -142,18 +144,7 @@ fn a_torn_tail_is_cut_off_and_reported_at_every_cut_point() {
 #[test]
 fn damage_with_synced_records_after_it_refuses_to_open_but_a_bad_last_record_is_torn() {
     let dir = tempfile::tempdir().unwrap();
-    let first_len = {
-        let (wal, _) = Wal::open(dir.path(), WalConfig::default()).unwrap();
-        let mut s = wal.store(G1);
-        s.append(&entries(1, 4, 1)).unwrap();
-        s.sync().unwrap();
-        let len = std::fs::metadata(segment_path(dir.path(), 1))
-            .unwrap()
-            .len();
-        s.append(&entries(4, 6, 1)).unwrap();
-        s.sync().unwrap();
-        len as usize
-    };
+    let first_len = two_synced_records(dir.path()) as usize;
     let path = segment_path(dir.path(), 1);
     let good = std::fs::read(&path).unwrap();
 
