@@ -453,7 +453,13 @@ impl Node {
             // and the sync run off the runtime while the replicas wait for `on_persisted`.
             let mut stores: Vec<WalStore> = readies
                 .iter()
-                .filter_map(|(group, _)| self.multi.group(*group).map(|r| r.store().clone()))
+                .map(|(group, _)| {
+                    self.multi
+                        .group(*group)
+                        .expect("a ready comes from a group hosted here, and none left since")
+                        .store()
+                        .clone()
+                })
                 .collect();
             readies = tokio::task::spawn_blocking(move || {
                 for ((_, ready), store) in readies.iter().zip(&mut stores) {

@@ -222,7 +222,14 @@ impl Wal {
                             len: len as u32,
                             nth: 0,
                         };
-                        replay(&mut groups, record, at, config.cache_bytes_per_group);
+                        replay(&mut groups, record, at, config.cache_bytes_per_group).map_err(
+                            |e| {
+                                StoreError::Corrupt(format!(
+                                    "WAL segment {} at offset {offset}: {e}",
+                                    path.display()
+                                ))
+                            },
+                        )?;
                         recovery.records += 1;
                         offset += len;
                     }
@@ -343,15 +350,29 @@ fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
 }
 
 /// Applies one recovered record to the groups.
-fn replay(groups: &mut HashMap<RangeId, GroupLog>, record: Record, at: Location, cache: u64) {
+/// A whole, checksummed record that still makes no sense (only a bug or a forged file can
+/// write one) is refused rather than trusted.
+fn replay(
+    groups: &mut HashMap<RangeId, GroupLog>,
+    record: Record,
+    at: Location,
+    cache: u64,
+) -> Result<(), String> {
     let group = record.group();
     if let Record::RemoveGroup { .. } = record {
         groups.remove(&group);
-        return;
+        return Ok(());
     }
     let g = groups.entry(group).or_default();
     match record {
         Record::Entries { entries, .. } => {
+            if entries.first().is_some_and(|e| e.index == 0)
+                || entries.windows(2).any(|w| w[1].index != w[0].index + 1)
+            {
+                return Err(format!(
+                    "group {group}: entries at index 0 or not consecutive"
+                ));
+            }
             let locations = (0..entries.len() as u32).map(|nth| Location { nth, ..at });
             g.append(&entries, locations, cache);
         }
@@ -379,6 +400,7 @@ fn replay(groups: &mut HashMap<RangeId, GroupLog>, record: Record, at: Location,
         }
         Record::RemoveGroup { .. } => unreachable!("handled above"),
     }
+    Ok(())
 }
 
 impl Inner {

@@ -377,3 +377,24 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_checksummed_record_that_makes_no_sense_is_refused_not_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    two_synced_records(dir.path());
+    // A forged record, whole and with a valid checksum, whose entries skip an index.
+    let forged = Record::Entries {
+        group: G1,
+        entries: vec![entry(6, 1), entry(8, 1)],
+    };
+    let mut bytes = Vec::new();
+    super::record::encode(&forged, &mut bytes, &mut Vec::new(), 1 << 20).unwrap();
+    let path = segment_path(dir.path(), 1);
+    let mut file = std::fs::read(&path).unwrap();
+    file.extend(&bytes);
+    std::fs::write(&path, &file).unwrap();
+    match Wal::open(dir.path(), WalConfig::default()) {
+        Err(StoreError::Corrupt(msg)) => assert!(msg.contains("not consecutive"), "{msg}"),
+        other => panic!("expected corruption, got {other:?}"),
+    }
+}
