@@ -31,24 +31,36 @@ pub(crate) const CHUNK_CAP: usize = 64;
 const CHUNK_MIN: usize = CHUNK_CAP / 4;
 
 /// A fixed-width, order-preserving summary of the bytes after a shared prefix: the first
-/// bytes, big-endian, zero-padded. For suffixes `a < b`, `of(a) <= of(b)`.
+/// bytes, big-endian, zero-padded. For keys `a < b` sharing their first `skip` bytes,
+/// `at(a, skip) <= at(b, skip)`.
 trait Part: Copy + Ord {
     /// How many bytes a part holds.
     const WIDTH: usize;
-    fn of(suffix: &[u8]) -> Self;
+
+    /// The part of the bytes of `key` after its first `skip`.
+    fn at(key: &[u8], skip: usize) -> Self;
 }
 
 impl Part for u64 {
     const WIDTH: usize = 8;
+
     #[inline]
-    fn of(suffix: &[u8]) -> Self {
-        // One load when the bytes are there (no store-then-load through a buffer).
+    fn at(key: &[u8], skip: usize) -> Self {
+        let suffix = key.get(skip..).unwrap_or_default();
+        // One load when the bytes are there.
         if let Some(bytes) = suffix.first_chunk::<8>() {
             return u64::from_be_bytes(*bytes);
         }
+        // A short suffix of a key of 8 bytes or more: load the key's last 8 bytes and shift
+        // the suffix's to the top. No copy through a stack buffer (a call to `memcpy` and a
+        // store-to-load stall on every lookup of a short key).
+        let n = suffix.len();
+        if let Some(tail) = key.last_chunk::<8>() {
+            let shift = u32::try_from(8 * (8 - n)).unwrap_or(64);
+            return u64::from_be_bytes(*tail).checked_shl(shift).unwrap_or(0);
+        }
         let mut buf = [0u8; 8];
-        let n = suffix.len().min(8);
-        buf[..n].copy_from_slice(&suffix[..n]);
+        buf[..n].copy_from_slice(suffix);
         u64::from_be_bytes(buf)
     }
 }
@@ -73,23 +85,35 @@ fn partition(len: usize, pred: impl Fn(usize) -> bool) -> usize {
     lo
 }
 
-/// How many of the sorted `parts` are below `kp`. Short runs (a chunk) are counted with a
-/// linear scan the CPU vectorises and fetches in parallel; long ones (the top level) by a
-/// branch-free binary search, whose loads do not wait on mispredicted branches.
+/// How many of the sorted `parts` are below `kp`, by a search of fan-out 8: each level
+/// compares the last part of each of (at most 8) blocks and narrows to the first block that
+/// is not wholly below, then the last block of at most 8 parts is counted. The compares of a
+/// level are independent (their loads, from different cache lines, are fetched together, and
+/// no branch depends on them), so a chunk of 64 costs two rounds of loads where a binary
+/// search costs six dependent ones and a linear count 64 compares.
 #[inline]
 fn count_below<P: Part>(parts: &[P], kp: P) -> usize {
-    if parts.len() <= CHUNK_CAP {
-        return parts.iter().map(|&p| usize::from(p < kp)).sum();
+    const FAN: usize = 8;
+    let (mut lo, mut hi) = (0, parts.len());
+    let mut stride = FAN;
+    while stride * FAN < hi {
+        stride *= FAN;
     }
-    let (mut base, mut size) = (0usize, parts.len());
-    while size > 1 {
-        let half = size / 2;
-        if parts[base + half] < kp {
-            base += half;
+    while stride > 1 {
+        let mut below = 0;
+        let mut at = lo + stride - 1;
+        while at < hi {
+            below += usize::from(parts[at] < kp);
+            at += stride;
         }
-        size -= half;
+        lo += below * stride;
+        hi = hi.min(lo + stride);
+        stride /= FAN;
     }
-    base + usize::from(parts[base] < kp)
+    lo + parts[lo..hi]
+        .iter()
+        .map(|&p| usize::from(p < kp))
+        .sum::<usize>()
 }
 
 /// A sorted run of keys (held elsewhere, read through `key_at`) that all begin with
@@ -127,7 +151,7 @@ impl<P: Part> Summary<P> {
             .extend_from_slice(&first[..common_len(first, bound)]);
         let l = self.prefix.len();
         self.parts
-            .extend((0..len).map(|i| P::of(&item_at(i).start()[l..])));
+            .extend((0..len).map(|i| P::at(item_at(i).start(), l)));
     }
 
     /// How many of the keys are at or before `key`.
@@ -160,7 +184,7 @@ impl<P: Part> Summary<P> {
         key: &[u8],
         item_at: impl Fn(usize) -> &'k K,
     ) -> usize {
-        let kp = P::of(key.get(self.prefix.len()..).unwrap_or_default());
+        let kp = P::at(key, self.prefix.len());
         let parts = &self.parts;
         let lo = count_below(parts, kp);
         // Keys whose parts tie with the key's are told apart by full comparison. There is
@@ -197,7 +221,7 @@ impl<P: Part> Summary<P> {
     ) {
         let key = item_at(pos).start();
         if !self.parts.is_empty() && key.starts_with(&self.prefix) {
-            self.parts.insert(pos, P::of(&key[self.prefix.len()..]));
+            self.parts.insert(pos, P::at(key, self.prefix.len()));
         } else {
             self.rebuild(len, item_at, bound);
         }
@@ -212,7 +236,7 @@ impl<P: Part> Summary<P> {
     ) {
         let key = item_at(pos).start();
         if key.starts_with(&self.prefix) {
-            self.parts[pos] = P::of(&key[self.prefix.len()..]);
+            self.parts[pos] = P::at(key, self.prefix.len());
         } else {
             self.rebuild(len, item_at, None);
         }
@@ -233,7 +257,7 @@ impl<P: Part> Summary<P> {
         for i in 0..len {
             let key = item_at(i).start();
             assert!(key.starts_with(&self.prefix));
-            assert!(self.parts[i] == P::of(&key[self.prefix.len()..]));
+            assert!(self.parts[i] == P::at(key, self.prefix.len()));
         }
     }
 }
@@ -630,11 +654,42 @@ mod tests {
             b"bcdefghijklmnopqrs",
         ];
         for w in keys.windows(2) {
-            assert!(u64::of(w[0]) <= u64::of(w[1]));
+            assert!(u64::at(w[0], 0) <= u64::at(w[1], 0));
         }
-        assert_eq!(u64::of(b"a"), u64::of(b"a\0"));
+        assert_eq!(u64::at(b"a", 0), u64::at(b"a\0", 0));
         assert_eq!(common_len(b"user/1", b"user/2"), 5);
         assert_eq!(common_len(b"", b"x"), 0);
+    }
+
+    #[test]
+    fn a_part_is_the_next_bytes_zero_padded_for_every_length_and_offset() {
+        let key: Vec<u8> = (1..=20).collect();
+        for len in 0..=key.len() {
+            for skip in 0..=len + 2 {
+                let suffix = key[..len].get(skip..).unwrap_or_default();
+                let mut padded = [0u8; 8];
+                let n = suffix.len().min(8);
+                padded[..n].copy_from_slice(&suffix[..n]);
+                assert_eq!(
+                    u64::at(&key[..len], skip),
+                    u64::from_be_bytes(padded),
+                    "len {len} skip {skip}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn count_below_agrees_with_a_linear_count_at_every_length() {
+        for len in 0..=1100 {
+            // Sorted with runs of equal parts, so ties straddle block boundaries.
+            let parts: Vec<u64> = (0..len as u64).map(|i| i / 3 * 2).collect();
+            let last = parts.last().copied().unwrap_or(0);
+            for kp in [0, 1, 2, 3, last / 2, last / 2 + 1, last, last + 1, u64::MAX] {
+                let linear = parts.iter().filter(|&&p| p < kp).count();
+                assert_eq!(count_below(&parts, kp), linear, "len {len} kp {kp}");
+            }
+        }
     }
 
     #[test]
