@@ -117,6 +117,38 @@ fn newer_generations_replace_overlaps_and_older_ones_are_dropped() {
 }
 
 #[test]
+fn generations_beyond_32_bits_and_start_keys_beyond_64_kib_are_exact() {
+    // Entries keep a 32-bit generation and a 16-bit start length inline; anything larger
+    // must still be exact (read from the descriptor, or compared in full).
+    let c = RangeCache::new(RangeCacheConfig {
+        max_key_len: 200_000,
+        ..RangeCacheConfig::default()
+    });
+    let big = 1u64 << 40;
+    let long = |tail: &str| format!("{}{tail}", "k".repeat(70_000));
+    c.insert(desc(1, "", &long("1"), big)).unwrap();
+    c.insert(desc(2, &long("1"), &long("2"), u64::from(u32::MAX)))
+        .unwrap();
+    c.insert(desc(3, &long("2"), "", big + 7)).unwrap();
+    let route = |key: &str| c.lookup(key.as_bytes()).unwrap().unwrap();
+    assert_eq!(route("a").generation, Generation::new(big));
+    assert_eq!(route(&long("")).range, RangeId::new(1));
+    assert_eq!(route(&long("1")).range, RangeId::new(2));
+    assert_eq!(
+        route(&long("15")).generation,
+        Generation::new(u64::from(u32::MAX))
+    );
+    assert_eq!(route(&long("2")).range, RangeId::new(3));
+    assert_eq!(route(&long("2")).generation, Generation::new(big + 7));
+    assert_eq!(
+        c.insert(desc(3, &long("2"), "", big + 6)).unwrap(),
+        InsertOutcome::Stale {
+            newer: Generation::new(big + 7)
+        }
+    );
+}
+
+#[test]
 fn bad_input_is_refused_and_changes_nothing() {
     let c = RangeCache::new(RangeCacheConfig {
         max_key_len: 8,
