@@ -27,7 +27,7 @@ pub(crate) trait Keyed {
 }
 
 /// The most entries one chunk holds before it splits in two.
-pub(crate) const CHUNK_CAP: usize = 64;
+pub(crate) const CHUNK_CAP: usize = 56;
 
 /// Chunks smaller than this try to merge with a neighbour after a removal.
 const CHUNK_MIN: usize = CHUNK_CAP / 4;
@@ -132,6 +132,16 @@ trait PartList<P: Part>: Default + Deref<Target = [P]> {
     fn count_below(&self, kp: P) -> usize {
         count_below(self, kp)
     }
+
+    /// The length of the summary's `prefix`, which a list may keep a copy of, next to what
+    /// a lookup reads first.
+    #[inline]
+    fn prefix_len(&self, prefix: &[u8]) -> usize {
+        prefix.len()
+    }
+
+    /// Takes note that the summary's prefix is now `len` bytes long.
+    fn prefix_changed(&mut self, _len: usize) {}
 }
 
 impl<P: Part> PartList<P> for Vec<P> {
@@ -159,26 +169,32 @@ impl<P: Part> PartList<P> for Vec<P> {
 /// How many parts a [`ChunkParts`] block holds; one block's last part is one sample.
 const BLOCK: usize = 8;
 
-/// A chunk's parts, held in the chunk itself rather than in an allocation of their own, with
-/// the last part of each block of [`BLOCK`] copied into one cache line in front of them.
-/// A lookup goes from the chunk's number straight to the sample line, compares its 8
-/// samples to find the block, then compares that block's line: two cache lines per chunk
-/// searched (where a plain array's first round of compares touches all 8 of its lines), and
-/// no pointer to load first. Room for [`CHUNK_CAP`] + 1 parts, the most a chunk holds (just
-/// before it splits).
+/// A chunk's parts, held in the chunk itself rather than in an allocation of their own,
+/// behind one cache line holding everything a lookup reads first: the length of the prefix
+/// and the last part of each full block of [`BLOCK`]. A lookup goes from the chunk's number
+/// straight to that line, compares its samples to find the block, then compares that
+/// block's line: two dependent cache lines per chunk searched, and no pointer to load first.
+/// Room for [`CHUNK_CAP`] + 1 parts, the most a chunk holds (just before it splits).
 #[repr(C, align(64))]
 struct ChunkParts {
     /// `samples[j]` is `parts[BLOCK * j + BLOCK - 1]`, or `u64::MAX` where block `j` is not
-    /// full, so the samples below a key count the full blocks below it.
+    /// full, so the samples below a key count the full blocks below it. The last block, of
+    /// the one part over [`CHUNK_CAP`], needs no sample: nothing comes after it.
     samples: [u64; CHUNK_CAP / BLOCK],
-    len: usize,
+    /// A copy of the summary's prefix length (keys are at most `u32::MAX` bytes here).
+    prefix_len: u32,
+    len: u32,
     parts: [u64; CHUNK_CAP + 1],
 }
+
+// The samples, the prefix length and the length share the first cache line.
+const _: () = assert!(CHUNK_CAP.is_multiple_of(BLOCK) && CHUNK_CAP / BLOCK * 8 + 8 <= 64);
 
 impl Default for ChunkParts {
     fn default() -> Self {
         Self {
             samples: [u64::MAX; CHUNK_CAP / BLOCK],
+            prefix_len: 0,
             len: 0,
             parts: [0; CHUNK_CAP + 1],
         }
@@ -189,16 +205,19 @@ impl Deref for ChunkParts {
     type Target = [u64];
 
     fn deref(&self) -> &[u64] {
-        &self.parts[..self.len]
+        &self.parts[..self.len as usize]
     }
 }
 
 impl ChunkParts {
-    /// Recomputes the samples of the blocks from the one holding `from` on.
-    fn resample(&mut self, from: usize) {
+    /// Records the length and recomputes the samples of the blocks from the one holding
+    /// `from` on.
+    fn resize(&mut self, len: usize, from: usize) {
+        // At most CHUNK_CAP + 1.
+        self.len = len as u32;
         for j in from / BLOCK..self.samples.len() {
             let last = BLOCK * j + BLOCK - 1;
-            self.samples[j] = if last < self.len {
+            self.samples[j] = if last < len {
                 self.parts[last]
             } else {
                 u64::MAX
@@ -209,46 +228,55 @@ impl ChunkParts {
 
 impl PartList<u64> for ChunkParts {
     fn clear(&mut self) {
-        self.len = 0;
-        self.resample(0);
+        self.resize(0, 0);
     }
 
     fn push(&mut self, part: u64) {
-        self.parts[self.len] = part;
-        self.len += 1;
-        self.resample(self.len - 1);
+        let len = self.len();
+        self.parts[len] = part;
+        self.resize(len + 1, len);
     }
 
     fn insert(&mut self, pos: usize, part: u64) {
-        assert!(pos <= self.len, "insert position within the parts");
-        self.parts.copy_within(pos..self.len, pos + 1);
+        let len = self.len();
+        assert!(pos <= len, "insert position within the parts");
+        self.parts.copy_within(pos..len, pos + 1);
         self.parts[pos] = part;
-        self.len += 1;
-        self.resample(pos);
+        self.resize(len + 1, pos);
     }
 
     fn remove(&mut self, pos: usize) {
-        assert!(pos < self.len, "removed position within the parts");
-        self.parts.copy_within(pos + 1..self.len, pos);
-        self.len -= 1;
-        self.resample(pos);
+        let len = self.len();
+        assert!(pos < len, "removed position within the parts");
+        self.parts.copy_within(pos + 1..len, pos);
+        self.resize(len - 1, pos);
     }
 
     fn set(&mut self, pos: usize, part: u64) {
-        assert!(pos < self.len, "set position within the parts");
+        assert!(pos < self.len(), "set position within the parts");
         self.parts[pos] = part;
-        self.resample(pos);
+        self.resize(self.len(), pos);
     }
 
     #[inline]
     fn count_below(&self, kp: u64) -> usize {
         let full: usize = self.samples.iter().map(|&s| usize::from(s < kp)).sum();
         let lo = full * BLOCK;
-        let hi = self.len.min(lo + BLOCK);
+        let hi = (self.len as usize).min(lo + BLOCK);
         lo + self.parts[lo..hi]
             .iter()
             .map(|&p| usize::from(p < kp))
             .sum::<usize>()
+    }
+
+    #[inline]
+    fn prefix_len(&self, _prefix: &[u8]) -> usize {
+        self.prefix_len as usize
+    }
+
+    fn prefix_changed(&mut self, len: usize) {
+        // Keys are at most `max_key_len` long, far below 4 GiB.
+        self.prefix_len = u32::try_from(len).expect("prefix shorter than 4 GiB");
     }
 }
 
@@ -280,6 +308,7 @@ impl<P: Part, L: PartList<P>> Summary<P, L> {
     ) {
         self.parts.clear();
         self.prefix.clear();
+        self.parts.prefix_changed(0);
         if len == 0 {
             return;
         }
@@ -288,6 +317,7 @@ impl<P: Part, L: PartList<P>> Summary<P, L> {
         self.prefix
             .extend_from_slice(&first[..common_len(first, bound)]);
         let l = self.prefix.len();
+        self.parts.prefix_changed(l);
         for i in 0..len {
             self.parts.push(P::at(item_at(i).start(), l));
         }
@@ -323,7 +353,8 @@ impl<P: Part, L: PartList<P>> Summary<P, L> {
         key: &[u8],
         item_at: impl Fn(usize) -> &'k K,
     ) -> usize {
-        let kp = P::at(key, self.prefix.len());
+        let prefix_len = self.parts.prefix_len(&self.prefix);
+        let kp = P::at(key, prefix_len);
         let lo = self.parts.count_below(kp);
         let parts = &self.parts[..];
         // Keys whose parts tie with the key's are told apart by full comparison. There is
@@ -337,7 +368,7 @@ impl<P: Part, L: PartList<P>> Summary<P, L> {
         }
         // Keys no longer than the prefix plus a part are wholly in (prefix, part, length):
         // with equal parts, the shorter is the smaller. Longer ones need their bytes.
-        let whole = self.prefix.len() + P::WIDTH;
+        let whole = prefix_len + P::WIDTH;
         lo + partition(ties, |i| {
             let item = item_at(lo + i);
             let len = item.start_len();
@@ -386,6 +417,7 @@ impl<P: Part, L: PartList<P>> Summary<P, L> {
         self.parts.remove(pos);
         if self.parts.is_empty() {
             self.prefix.clear();
+            self.parts.prefix_changed(0);
         }
     }
 
@@ -398,6 +430,7 @@ impl<P: Part, L: PartList<P>> Summary<P, L> {
             assert!(key.starts_with(&self.prefix));
             assert!(self.parts[i] == P::at(key, self.prefix.len()));
         }
+        assert_eq!(self.parts.prefix_len(&self.prefix), self.prefix.len());
     }
 }
 
