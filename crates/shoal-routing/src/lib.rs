@@ -38,6 +38,7 @@ pub mod jump;
 pub mod key_hash;
 mod miss_flight;
 pub mod partitioner;
+mod prefetch;
 pub mod range_cache;
 pub mod rendezvous;
 pub mod ring;

@@ -19,6 +19,7 @@
 //! that line, then one block's line, then the entry, three dependent accesses with no
 //! pointer loaded first.
 
+use crate::prefetch::prefetch;
 use std::cmp::Ordering;
 use std::marker::PhantomData;
 use std::ops::Deref;
@@ -135,9 +136,11 @@ trait PartList<P: Part>: Default + Deref<Target = [P]> {
     fn remove(&mut self, pos: usize);
     fn set(&mut self, pos: usize, part: P);
 
-    /// How many of the parts are below `kp`.
+    /// How many of the parts are below `kp`. `warm` is told, as early as the list knows
+    /// it, the first of the few positions (at most [`BLOCK`]) the answer is narrowed to.
     #[inline]
-    fn count_below(&self, kp: P) -> usize {
+    fn count_below(&self, kp: P, warm: impl FnOnce(usize)) -> usize {
+        let _ = warm;
         count_below(self, kp)
     }
 
@@ -267,9 +270,10 @@ impl PartList<u64> for ChunkParts {
     }
 
     #[inline]
-    fn count_below(&self, kp: u64) -> usize {
+    fn count_below(&self, kp: u64, warm: impl FnOnce(usize)) -> usize {
         let full: usize = self.samples.iter().map(|&s| usize::from(s < kp)).sum();
         let lo = full * BLOCK;
+        warm(lo);
         let hi = (self.len as usize).min(lo + BLOCK);
         lo + self.parts[lo..hi]
             .iter()
@@ -337,6 +341,7 @@ impl<P: Part, L: PartList<P>> Summary<P, L> {
         &self,
         key: &[u8],
         item_at: impl Fn(usize) -> &'k K,
+        warm: impl FnOnce(usize),
     ) -> usize {
         let l = self.prefix.len();
         let Some(head) = key.get(..l) else {
@@ -350,7 +355,7 @@ impl<P: Part, L: PartList<P>> Summary<P, L> {
         match head.cmp(&self.prefix) {
             Ordering::Less => 0,
             Ordering::Greater => self.parts.len(),
-            Ordering::Equal => self.count_sharing(key, item_at),
+            Ordering::Equal => self.count_sharing(key, item_at, warm),
         }
     }
 
@@ -360,10 +365,11 @@ impl<P: Part, L: PartList<P>> Summary<P, L> {
         &self,
         key: &[u8],
         item_at: impl Fn(usize) -> &'k K,
+        warm: impl FnOnce(usize),
     ) -> usize {
         let prefix_len = self.parts.prefix_len(&self.prefix);
         let kp = P::at(key, prefix_len);
-        let lo = self.parts.count_below(kp);
+        let lo = self.parts.count_below(kp, warm);
         let parts = &self.parts[..];
         // Keys whose parts tie with the key's are told apart by full comparison. There is
         // rarely more than one; a long run is searched in halves rather than walked.
@@ -535,10 +541,20 @@ impl<V: Keyed> StartIndex<V> {
         let c = &self.chunks[chunk];
         let values = &c.values;
         let item_at = |i: usize| &values[i];
+        // The count lands in `lo ..= lo + BLOCK`, so the entry found (the one before it) is
+        // one of `lo - 1 .. lo + BLOCK`: their lines load while the block is compared.
+        let warm = |lo: usize| {
+            let first = lo.saturating_sub(1);
+            prefetch(
+                values
+                    .get(first..(lo + BLOCK).min(values.len()))
+                    .unwrap_or_default(),
+            );
+        };
         if chunk + 1 < self.chunks.len() {
-            c.summary.count_sharing(key, item_at)
+            c.summary.count_sharing(key, item_at, warm)
         } else {
-            c.summary.count_at_or_before(key, item_at)
+            c.summary.count_at_or_before(key, item_at, warm)
         }
     }
 
@@ -547,7 +563,9 @@ impl<V: Keyed> StartIndex<V> {
     fn chunk_for(&self, key: &[u8]) -> Option<usize> {
         let first = self.chunks.first()?;
         let chunks = &self.chunks;
-        let later = self.top.count_at_or_before(key, |i| chunks[i + 1].first());
+        let later = self
+            .top
+            .count_at_or_before(key, |i| chunks[i + 1].first(), |_| {});
         if later > 0 {
             Some(later)
         } else {
@@ -875,7 +893,14 @@ mod tests {
         let check = |chunk: &ChunkParts, model: &Vec<u64>| {
             assert_eq!(&chunk[..], &model[..]);
             for kp in 0..=(2 * CHUNK_CAP as u64 + 3) {
-                assert_eq!(chunk.count_below(kp), model.count_below(kp), "kp {kp}");
+                let warmed = std::cell::Cell::new(usize::MAX);
+                let count = chunk.count_below(kp, |lo| warmed.set(lo));
+                assert_eq!(count, model.count_below(kp, |_| {}), "kp {kp}");
+                // The block warmed holds the answer's entry.
+                assert!(
+                    (warmed.get()..=warmed.get() + BLOCK).contains(&count),
+                    "kp {kp}"
+                );
             }
         };
         // Even parts, so odd keys fall between them; grow to the most a chunk holds.
