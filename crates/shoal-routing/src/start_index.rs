@@ -295,9 +295,16 @@ impl PartList<u64> for ChunkParts {
 /// A sorted run of keys (held elsewhere, read through `key_at`) that all begin with
 /// `prefix`, each summarised by the [`Part`] that follows it, kept in `L`. `prefix` is a
 /// common prefix, not necessarily the longest: removals never shorten what the keys share.
+///
+/// One exception: an empty first key (the smallest key there is, the start of the first
+/// range) is left out of the prefix, `first_exempt`. Otherwise it would empty the prefix of
+/// its whole chunk, whose keys would then tie on their first 8 bytes whenever they share
+/// them (`user/000…`) and need full comparisons, read through each entry. Only the index's
+/// first chunk can hold it.
 struct Summary<P, L> {
     prefix: Vec<u8>,
     parts: L,
+    first_exempt: bool,
     _part: PhantomData<P>,
 }
 
@@ -306,6 +313,7 @@ impl<P: Part, L: PartList<P>> Summary<P, L> {
         Self {
             prefix: Vec::new(),
             parts: L::default(),
+            first_exempt: false,
             _part: PhantomData,
         }
     }
@@ -321,10 +329,12 @@ impl<P: Part, L: PartList<P>> Summary<P, L> {
         self.parts.clear();
         self.prefix.clear();
         self.parts.prefix_changed(0);
+        // An empty first key shares nothing; the prefix is the other keys'.
+        self.first_exempt = len > 1 && item_at(0).start().is_empty();
         if len == 0 {
             return;
         }
-        let first = item_at(0).start();
+        let first = item_at(usize::from(self.first_exempt)).start();
         let bound = bound.unwrap_or_else(|| item_at(len - 1).start());
         self.prefix
             .extend_from_slice(&first[..common_len(first, bound)]);
@@ -344,22 +354,25 @@ impl<P: Part, L: PartList<P>> Summary<P, L> {
         warm: impl FnOnce(usize),
     ) -> usize {
         let l = self.prefix.len();
+        // Below every key that shares the prefix: at or after only an exempt empty key.
+        let below_all = usize::from(self.first_exempt);
         let Some(head) = key.get(..l) else {
             // Shorter than the prefix: below every key if it is a prefix of it or less.
             return if key > &self.prefix[..] {
                 self.parts.len()
             } else {
-                0
+                below_all
             };
         };
         match head.cmp(&self.prefix) {
-            Ordering::Less => 0,
+            Ordering::Less => below_all,
             Ordering::Greater => self.parts.len(),
             Ordering::Equal => self.count_sharing(key, item_at, warm),
         }
     }
 
-    /// [`Summary::count_at_or_before`] for a `key` known to begin with the prefix.
+    /// [`Summary::count_at_or_before`] for a `key` known to begin with the prefix (see
+    /// [`Summary::below_exempt_only`] for a key that may not).
     #[inline]
     fn count_sharing<'k, K: Keyed + 'k>(
         &self,
@@ -426,9 +439,19 @@ impl<P: Part, L: PartList<P>> Summary<P, L> {
         }
     }
 
+    /// Whether `key`, known to lie between the first key and a key after the last that
+    /// shares the prefix, lies below every key but an exempt empty first key (then 1 key is
+    /// at or before it). Without an exemption, such a key shares the prefix: never.
+    #[inline]
+    fn below_exempt_only(&self, key: &[u8]) -> bool {
+        self.first_exempt && !key.starts_with(&self.prefix)
+    }
+
     /// Takes note of the removal of the key at `pos`.
     fn remove(&mut self, pos: usize) {
         self.parts.remove(pos);
+        // Every remaining key shares the prefix.
+        self.first_exempt &= pos != 0;
         if self.parts.is_empty() {
             self.prefix.clear();
             self.parts.prefix_changed(0);
@@ -441,7 +464,8 @@ impl<P: Part, L: PartList<P>> Summary<P, L> {
         assert_eq!(self.parts.len(), len);
         for i in 0..len {
             let key = item_at(i).start();
-            assert!(key.starts_with(&self.prefix));
+            let exempt = i == 0 && self.first_exempt;
+            assert!(key.starts_with(&self.prefix) || (exempt && key.is_empty()));
             assert!(self.parts[i] == P::at(key, self.prefix.len()));
         }
         assert_eq!(self.parts.prefix_len(&self.prefix), self.prefix.len());
@@ -527,7 +551,7 @@ impl<V: Keyed> StartIndex<V> {
     #[inline]
     pub(crate) fn floor(&self, key: &[u8]) -> Option<Slot> {
         let chunk = self.chunk_for(key)?;
-        let pos = self.count_in_chunk(chunk, key);
+        let pos = self.position(chunk, key);
         // The chunk's head is at or before `key`, so `pos >= 1`.
         Some(Slot {
             chunk,
@@ -536,6 +560,19 @@ impl<V: Keyed> StartIndex<V> {
     }
 
     /// How many entries of `chunk`, whose head is at or before `key`, start at or before it.
+    #[inline]
+    fn position(&self, chunk: usize, key: &[u8]) -> usize {
+        // Only the first chunk can start with an exempt empty key (see [`Summary`]); the
+        // test of `chunk` keeps the others' path free of it. A last chunk has no next head
+        // to bound `key`, and deals with the exemption itself.
+        if chunk == 0 && self.chunks.len() > 1 && self.chunks[0].summary.below_exempt_only(key) {
+            return 1;
+        }
+        self.count_in_chunk(chunk, key)
+    }
+
+    /// [`StartIndex::position`] where the first key is not exempt, or `key` shares the
+    /// prefix.
     #[inline]
     fn count_in_chunk(&self, chunk: usize, key: &[u8]) -> usize {
         let c = &self.chunks[chunk];
@@ -667,7 +704,7 @@ impl<V: Keyed> StartIndex<V> {
     pub(crate) fn insert(&mut self, value: V) -> Option<V> {
         let (chunk, pos) = match self.chunk_for(value.start()) {
             Some(chunk) => {
-                let pos = self.count_in_chunk(chunk, value.start());
+                let pos = self.position(chunk, value.start());
                 let slot = &mut self.chunks[chunk].values[pos - 1];
                 if slot.start() == value.start() {
                     return Some(std::mem::replace(slot, value));
@@ -926,6 +963,44 @@ mod tests {
         chunk.clear();
         model.clear();
         check(&chunk, &model);
+    }
+
+    #[test]
+    fn an_empty_first_key_leaves_its_chunk_a_prefix() {
+        let mut index = StartIndex::default();
+        index.insert((Vec::new(), 0));
+        for i in 1..200u32 {
+            index.insert((format!("user/{:011}", i * 10).into_bytes(), i));
+        }
+        index.check();
+        let first = &index.chunks[0];
+        assert!(first.summary.first_exempt);
+        assert!(first.summary.prefix.starts_with(b"user/000000"));
+        for (key, floor) in [
+            (&b""[..], 0),
+            (b"a", 0),
+            // Longer than the prefix without sharing it: its bytes past the prefix length
+            // must not be compared.
+            (b"a2345678901234567890", 0),
+            (b"user/", 0),
+            (b"user/00000000009", 0),
+            (b"user/00000000010", 1),
+            (b"user/00000000015", 1),
+            (b"user/00000000550", 55),
+            (b"user/1", 199),
+            (b"zzz", 199),
+        ] {
+            assert_eq!(floor_of(&index, key), Some(floor), "{key:?}");
+        }
+        // Removing the empty key ends the exemption; putting it back restores it.
+        index.remove(b"");
+        index.check();
+        assert!(!index.chunks[0].summary.first_exempt);
+        assert_eq!(floor_of(&index, b"a"), None);
+        index.insert((Vec::new(), 0));
+        index.check();
+        assert!(index.chunks[0].summary.first_exempt);
+        assert_eq!(floor_of(&index, b"a"), Some(0));
     }
 
     #[test]
