@@ -38,6 +38,9 @@ pub(crate) trait Keyed {
 /// The most entries one chunk holds before it splits in two.
 pub(crate) const CHUNK_CAP: usize = 56;
 
+/// The longest prefix a summary keeps, so that its length fits a chunk's `u32` copy.
+const MAX_PREFIX: usize = u32::MAX as usize;
+
 /// Chunks smaller than this try to merge with a neighbour after a removal.
 const CHUNK_MIN: usize = CHUNK_CAP / 4;
 
@@ -192,7 +195,7 @@ struct ChunkParts {
     /// full, so the samples below a key count the full blocks below it. The last block, of
     /// the one part over [`CHUNK_CAP`], needs no sample: nothing comes after it.
     samples: [u64; CHUNK_CAP / BLOCK],
-    /// A copy of the summary's prefix length (keys are at most `u32::MAX` bytes here).
+    /// A copy of the summary's prefix length (at most [`MAX_PREFIX`]).
     prefix_len: u32,
     len: u32,
     parts: [u64; CHUNK_CAP + 1],
@@ -287,8 +290,8 @@ impl PartList<u64> for ChunkParts {
     }
 
     fn prefix_changed(&mut self, len: usize) {
-        // Keys are at most `max_key_len` long, far below 4 GiB.
-        self.prefix_len = u32::try_from(len).expect("prefix shorter than 4 GiB");
+        // Prefixes are at most `MAX_PREFIX` long (see `Summary::rebuild`).
+        self.prefix_len = u32::try_from(len).unwrap_or(u32::MAX);
     }
 }
 
@@ -336,8 +339,10 @@ impl<P: Part, L: PartList<P>> Summary<P, L> {
         }
         let first = item_at(usize::from(self.first_exempt)).start();
         let bound = bound.unwrap_or_else(|| item_at(len - 1).start());
-        self.prefix
-            .extend_from_slice(&first[..common_len(first, bound)]);
+        // Any common prefix will do; one that fits in 32 bits lets a chunk keep its length in
+        // its first cache line, whatever key lengths the cache is configured to accept.
+        let shared = common_len(first, bound).min(MAX_PREFIX);
+        self.prefix.extend_from_slice(&first[..shared]);
         let l = self.prefix.len();
         self.parts.prefix_changed(l);
         for i in 0..len {
