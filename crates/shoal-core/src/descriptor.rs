@@ -50,6 +50,18 @@ pub enum DescriptorError {
     /// The leader hint names a node that is not a voter of the range.
     #[error("leader hint {0} is not a voter of the range")]
     LeaderNotVoter(NodeId),
+    /// No replica is a voter: the range's Raft group could never elect a leader or commit.
+    #[error("the range has no voter")]
+    NoVoter,
+    /// More replicas than [`RangeDescriptor::MAX_REPLICAS`].
+    #[error("{0} replicas, more than the {max} a range may have", max = RangeDescriptor::MAX_REPLICAS)]
+    TooManyReplicas(usize),
+    /// The generation is above [`Generation::MAX`], which no honest counter reaches.
+    #[error("generation {0} is above the highest valid generation")]
+    GenerationTooHigh(Generation),
+    /// A split or merge would take the generation past [`Generation::MAX`].
+    #[error("generation {0} cannot be bumped: it is at the highest valid generation")]
+    GenerationExhausted(Generation),
     /// The key-range operation underneath failed.
     #[error(transparent)]
     KeyRange(#[from] KeyRangeError),
@@ -65,8 +77,8 @@ pub enum DescriptorError {
 
 /// The authoritative description of one range: its keys, replicas and version.
 ///
-/// Decoding validates it (no duplicate replicas, the leader hint is a voter, the key range is
-/// non-empty), so a descriptor received from a peer is as trustworthy as a local one.
+/// Decoding validates it (see [`RangeDescriptor::validate`]), so a descriptor received from a
+/// peer is as trustworthy as a local one.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "RawRangeDescriptor")]
 pub struct RangeDescriptor {
@@ -124,12 +136,35 @@ impl RangeDescriptor {
         Ok(descriptor)
     }
 
-    /// Checks the invariants that decoding enforces.
+    /// The most replicas a range may have. Raft groups have 3 to 7 voters; the bound leaves
+    /// room for learners during moves, and keeps a peer's descriptor small to check.
+    pub const MAX_REPLICAS: usize = 64;
+
+    /// Checks the invariants that decoding enforces: at most [`Self::MAX_REPLICAS`] replicas,
+    /// none twice, at least one voter, the leader hint (if any) a voter, and a generation no
+    /// higher than [`Generation::MAX`]. (The key range is checked when it is decoded or
+    /// built.) Linear in the replica count after the bound.
+    ///
+    /// This is the one rule for a well-formed descriptor: the range table, the gossip merge
+    /// and the routing cache all refuse what it refuses.
     pub fn validate(&self) -> Result<(), DescriptorError> {
-        for (i, replica) in self.replicas.iter().enumerate() {
-            if self.replicas[..i].iter().any(|r| r.node == replica.node) {
-                return Err(DescriptorError::DuplicateReplica(replica.node));
-            }
+        if self.replicas.len() > Self::MAX_REPLICAS {
+            return Err(DescriptorError::TooManyReplicas(self.replicas.len()));
+        }
+        if self.generation > Generation::MAX {
+            return Err(DescriptorError::GenerationTooHigh(self.generation));
+        }
+        let mut nodes = [NodeId::new(0); Self::MAX_REPLICAS];
+        let nodes = &mut nodes[..self.replicas.len()];
+        for (slot, replica) in nodes.iter_mut().zip(&self.replicas) {
+            *slot = replica.node;
+        }
+        nodes.sort_unstable();
+        if let Some(pair) = nodes.windows(2).find(|pair| pair[0] == pair[1]) {
+            return Err(DescriptorError::DuplicateReplica(pair[0]));
+        }
+        if self.voters().next().is_none() {
+            return Err(DescriptorError::NoVoter);
         }
         if let Some(leader) = self.leader_hint {
             if self.role_of(leader) != Some(ReplicaRole::Voter) {
@@ -177,7 +212,7 @@ impl RangeDescriptor {
         right_id: RangeId,
     ) -> Result<(RangeDescriptor, RangeDescriptor), DescriptorError> {
         let (left_range, right_range) = self.range.split_at(key)?;
-        let generation = self.generation.next();
+        let generation = next_generation(self.generation)?;
         let left = RangeDescriptor {
             range: left_range,
             generation,
@@ -212,10 +247,18 @@ impl RangeDescriptor {
         }
         Ok(RangeDescriptor {
             range: self.range.merge(&right.range)?,
-            generation: self.generation.max(right.generation).next(),
+            generation: next_generation(self.generation.max(right.generation))?,
             ..self.clone()
         })
     }
+
+}
+
+/// The generation after `current`, or the error that says the counter is exhausted.
+fn next_generation(current: Generation) -> Result<Generation, DescriptorError> {
+    current
+        .next()
+        .ok_or(DescriptorError::GenerationExhausted(current))
 }
 
 #[cfg(test)]
@@ -302,5 +345,72 @@ mod tests {
         d.replicas.push(ReplicaDescriptor::voter(n(1)));
         let bad = codec::encode(&d).unwrap();
         assert!(codec::decode::<RangeDescriptor>(&bad, 4096).is_err());
+    }
+
+    #[test]
+    fn a_descriptor_without_a_voter_is_refused() {
+        let learners_only = RangeDescriptor::new(
+            RangeId::new(1),
+            KeyRange::full(),
+            vec![ReplicaDescriptor::learner(n(1))],
+        );
+        assert_eq!(learners_only.unwrap_err(), DescriptorError::NoVoter);
+        let none = RangeDescriptor::new(RangeId::new(1), KeyRange::full(), vec![]);
+        assert_eq!(none.unwrap_err(), DescriptorError::NoVoter);
+    }
+
+    /// Regression: validation was quadratic in the replica count and ran on every decode, so
+    /// one 1.3 MB descriptor of 240,000 replicas held a thread for 9.5 s. Now the count is
+    /// bounded and checked first.
+    #[test]
+    fn a_huge_replica_set_from_a_peer_is_refused_at_once() {
+        let mut d = three_voters();
+        d.replicas = (1..=240_000).map(|i| ReplicaDescriptor::voter(n(i))).collect();
+        let bytes = codec::encode(&d).unwrap();
+        let started = std::time::Instant::now();
+        let err = codec::decode::<RangeDescriptor>(&bytes, 16 << 20).unwrap_err();
+        assert!(err.to_string().contains("replicas"), "{err}");
+        // Generous: the bound makes this milliseconds; quadratic checking took seconds.
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        let mut at_bound = three_voters();
+        at_bound.replicas = (1..=RangeDescriptor::MAX_REPLICAS as u64)
+            .map(|i| ReplicaDescriptor::voter(n(i)))
+            .collect();
+        assert_eq!(at_bound.validate(), Ok(()));
+        at_bound.replicas.push(ReplicaDescriptor::learner(n(1000)));
+        assert_eq!(
+            at_bound.validate(),
+            Err(DescriptorError::TooManyReplicas(RangeDescriptor::MAX_REPLICAS + 1))
+        );
+    }
+
+    /// Regression: a peer's descriptor at generation `u64::MAX` won every gossip merge and
+    /// made the next split, merge or replica change panic. It is refused at decode, and a
+    /// bump at the bound is an error, not a panic.
+    #[test]
+    fn generations_past_the_bound_are_refused_and_never_bumped_past_it() {
+        let mut d = three_voters();
+        d.generation = Generation::new(u64::MAX);
+        let bytes = codec::encode(&d).unwrap();
+        assert!(codec::decode::<RangeDescriptor>(&bytes, 4096).is_err());
+        assert_eq!(
+            d.validate(),
+            Err(DescriptorError::GenerationTooHigh(Generation::new(u64::MAX)))
+        );
+        d.generation = Generation::MAX;
+        assert_eq!(d.validate(), Ok(()));
+        assert_eq!(
+            d.split(b"k", RangeId::new(2)).unwrap_err(),
+            DescriptorError::GenerationExhausted(Generation::MAX)
+        );
+        let (left, right) = three_voters().split(b"k", RangeId::new(2)).unwrap();
+        let right = RangeDescriptor {
+            generation: Generation::MAX,
+            ..right
+        };
+        assert_eq!(
+            left.merge(&right).unwrap_err(),
+            DescriptorError::GenerationExhausted(Generation::MAX)
+        );
     }
 }

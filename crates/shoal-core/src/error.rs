@@ -20,6 +20,9 @@ pub struct LeaderHint {
 /// Codes that carry data carry exactly what a router needs to correct its caches.
 /// [`ErrorCode::is_retriable`] tells whether sending the same request again (after correcting
 /// caches, with backoff) can succeed.
+///
+/// On the wire a code is its variant index, so the order of the variants is part of the
+/// protocol: a new code goes at the end, never in the middle (a golden test pins every index).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum ErrorCode {
@@ -164,6 +167,70 @@ mod tests {
         assert!(!ErrorCode::CorruptMessage.is_retriable());
         assert!(!ErrorCode::UnsupportedVersion { supported: 2 }.is_retriable());
         assert!(!ErrorCode::Internal.is_retriable());
+    }
+
+    /// Peers of different versions must agree on what each index means: a code inserted or
+    /// moved mid-list would silently turn one error into another on the wire.
+    #[test]
+    fn wire_indexes_of_error_codes_are_pinned() {
+        let pinned = [
+            (ErrorCode::NotLeader { hint: None }, 0u8),
+            (
+                ErrorCode::RangeKeyMismatch {
+                    descriptors: vec![],
+                },
+                1,
+            ),
+            (
+                ErrorCode::RangeNotFound {
+                    range: RangeId::new(0),
+                },
+                2,
+            ),
+            (ErrorCode::Timeout, 3),
+            (ErrorCode::Unavailable, 4),
+            (ErrorCode::Overloaded, 5),
+            (ErrorCode::NotEnoughReplicas, 6),
+            (ErrorCode::InvalidRequest, 7),
+            (ErrorCode::UnknownMethod, 8),
+            (ErrorCode::UnsupportedVersion { supported: 0 }, 9),
+            (ErrorCode::TooLarge, 10),
+            (ErrorCode::CorruptMessage, 11),
+            (ErrorCode::ShuttingDown, 12),
+            (ErrorCode::Internal, 13),
+        ];
+        for (code, index) in pinned {
+            let bytes = crate::codec::encode(&code).unwrap();
+            assert_eq!(bytes[0], index, "{} moved on the wire", code.name());
+            // Every variant is listed: the match below fails to compile when one is added,
+            // as a reminder to pin it here too.
+            match code {
+                ErrorCode::NotLeader { .. }
+                | ErrorCode::RangeKeyMismatch { .. }
+                | ErrorCode::RangeNotFound { .. }
+                | ErrorCode::Timeout
+                | ErrorCode::Unavailable
+                | ErrorCode::Overloaded
+                | ErrorCode::NotEnoughReplicas
+                | ErrorCode::InvalidRequest
+                | ErrorCode::UnknownMethod
+                | ErrorCode::UnsupportedVersion { .. }
+                | ErrorCode::TooLarge
+                | ErrorCode::CorruptMessage
+                | ErrorCode::ShuttingDown
+                | ErrorCode::Internal => {}
+            }
+        }
+        // Whole encodings of two codes with payloads, byte for byte.
+        let hint = ErrorCode::NotLeader {
+            hint: Some(LeaderHint {
+                node: NodeId::new(4),
+                addr: None,
+            }),
+        };
+        assert_eq!(crate::codec::encode(&hint).unwrap(), vec![0, 1, 4, 0]);
+        let version = ErrorCode::UnsupportedVersion { supported: 2 };
+        assert_eq!(crate::codec::encode(&version).unwrap(), vec![9, 2]);
     }
 
     #[test]

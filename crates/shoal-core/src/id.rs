@@ -80,16 +80,18 @@ impl RangeId {
 }
 
 impl Generation {
-    /// The generation after this one.
-    ///
-    /// # Panics
-    /// At `u64::MAX`, which a counter bumped once per descriptor change cannot reach.
-    pub fn next(self) -> Self {
-        Self(
-            self.0
-                .checked_add(1)
-                .expect("invariant: descriptor generation counter overflowed u64"),
-        )
+    /// The highest generation a valid descriptor may carry: 2^60, far above any real count
+    /// (a million descriptor changes a second for 30,000 years). A peer's descriptor above it
+    /// is refused at decode, so gossip can never carry a generation that wins every merge
+    /// forever, and [`Generation::next`] can never be asked to pass `u64::MAX`.
+    pub const MAX: Generation = Generation(1 << 60);
+
+    /// The generation after this one, or `None` when that would pass [`Generation::MAX`]
+    /// (only reachable from a descriptor built locally at the bound: decoding refuses any
+    /// generation above it).
+    pub fn next(self) -> Option<Self> {
+        let next = self.0.checked_add(1)?;
+        (next <= Self::MAX.0).then_some(Self(next))
     }
 }
 
@@ -109,7 +111,9 @@ mod tests {
     fn ids_print_with_their_prefix() {
         assert_eq!(NodeId::new(3).to_string(), "n3");
         assert_eq!(format!("{:?}", RangeId::new(7)), "r7");
-        assert_eq!(Generation::new(1).next(), Generation::new(2));
+        assert_eq!(Generation::new(1).next(), Some(Generation::new(2)));
+        assert_eq!(Generation::MAX.next(), None);
+        assert_eq!(Generation::new(u64::MAX).next(), None);
     }
 
     #[test]

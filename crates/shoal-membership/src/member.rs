@@ -4,6 +4,12 @@ use serde::{Deserialize, Serialize};
 use shoal_core::{Instant, NodeId};
 use std::net::SocketAddr;
 
+/// The highest incarnation a member may announce: 2^60. A member raises its incarnation once
+/// per refutation or metadata change, so no honest member comes near it; news above it is
+/// refused and counted ([`MembershipStats::incarnations_refused`](crate::MembershipStats)), so a
+/// forged accusation at `u64::MAX` cannot make a node's own counter wrap.
+pub const MAX_INCARNATION: u64 = 1 << 60;
+
 /// A member's liveness, as one node sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum MemberState {

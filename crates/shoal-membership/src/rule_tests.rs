@@ -174,6 +174,53 @@ fn a_node_suspected_or_declared_dead_refutes_with_a_higher_incarnation() {
     assert!(out.iter().any(|o| matches!(o, Output::Datagram { .. })));
 }
 
+/// Regression: an accusation at incarnation `u64::MAX` made `refute` overflow (a panic with
+/// overflow checks, a wrap to 0 without, after which the node could never refute again). Any
+/// news above `MAX_INCARNATION`, by datagram or push-pull, is now refused and counted.
+#[test]
+fn news_at_an_impossible_incarnation_is_refused_and_refuting_still_works() {
+    use crate::member::{WireMember, MAX_INCARNATION};
+    use crate::message::{PushPull, ReliableRequest};
+    let mut swim = node_knowing(5);
+    for m in [
+        suspect(1, u64::MAX, 3),
+        dead(1, u64::MAX, 3),
+        alive(1, u64::MAX),
+        suspect(2, MAX_INCARNATION + 1, 3),
+        dead(2, u64::MAX, 3),
+        alive(2, u64::MAX),
+    ] {
+        deliver(&mut swim, at(1.0), 3, &[m]);
+    }
+    assert_eq!(swim.incarnation(), 0);
+    assert_eq!(state(&swim, 2), Some((MemberState::Alive, 0)));
+    assert_eq!(swim.stats().incarnations_refused, 6);
+    assert_eq!(swim.stats().refutations, 0);
+    // The same accusation inside a push-pull.
+    let accused = WireMember {
+        id: id(1),
+        addr: addr(1),
+        incarnation: u64::MAX,
+        state: MemberState::Dead,
+        meta: Vec::new(),
+    };
+    let request = ReliableRequest::PushPull(PushPull {
+        join: false,
+        members: vec![accused],
+    });
+    let sealed = PacketCodec::new(String::new(), None, false)
+        .seal(Kind::Request, &codec::encode(&request).unwrap());
+    assert!(swim
+        .handle_reliable_request(at(1.5), addr(3), &sealed)
+        .is_some());
+    assert_eq!(swim.incarnation(), 0);
+    assert_eq!(swim.stats().incarnations_refused, 7);
+    // An accusation at the bound itself is honest news: refuted to one above it, no wrap.
+    deliver(&mut swim, at(2.0), 3, &[suspect(1, MAX_INCARNATION, 3)]);
+    assert_eq!(swim.incarnation(), MAX_INCARNATION + 1);
+    assert_eq!(swim.stats().refutations, 1);
+}
+
 #[test]
 fn dead_beats_suspect_and_only_a_higher_incarnation_revives() {
     let mut swim = node_knowing(10);

@@ -9,7 +9,7 @@
 //! else is ignored (and counted when it was stale).
 
 use crate::event::MemberEventKind;
-use crate::member::{Member, MemberState};
+use crate::member::{Member, MemberState, MAX_INCARNATION};
 use crate::message::{Alive, Dead, Suspect};
 use crate::output::TimerKind;
 use crate::suspicion::{min_suspicion_timeout, Suspicion};
@@ -19,6 +19,9 @@ use shoal_core::{Instant, NodeId};
 impl Swim {
     /// News that a member is alive.
     pub(crate) fn on_alive(&mut self, now: Instant, alive: Alive) {
+        if self.incarnation_refused(alive.id, alive.incarnation) {
+            return;
+        }
         if check_meta(&alive.meta, self.config.max_meta_bytes).is_err() {
             self.stats.meta_too_large += 1;
             tracing::debug!(id = %alive.id, len = alive.meta.len(), "alive with oversized metadata refused");
@@ -132,6 +135,9 @@ impl Swim {
 
     /// News that a member is suspected.
     pub(crate) fn on_suspect(&mut self, now: Instant, suspect: Suspect) {
+        if self.incarnation_refused(suspect.id, suspect.incarnation) {
+            return;
+        }
         let Some(known) = self.member(suspect.id) else {
             return;
         };
@@ -241,6 +247,9 @@ impl Swim {
 
     /// News that a member is dead, or left.
     pub(crate) fn on_dead(&mut self, now: Instant, dead: Dead) {
+        if self.incarnation_refused(dead.id, dead.incarnation) {
+            return;
+        }
         let Some(known) = self.member(dead.id) else {
             return;
         };
@@ -280,10 +289,24 @@ impl Swim {
         self.emit(now, kind, id);
     }
 
+    /// Whether news at `incarnation` is refused (and counted) for being above
+    /// [`MAX_INCARNATION`]. Every alive, suspect and dead path, datagram or push-pull, passes
+    /// here first, so refuting can never be pushed to `u64::MAX` and wrap.
+    fn incarnation_refused(&mut self, id: NodeId, incarnation: u64) -> bool {
+        if incarnation <= MAX_INCARNATION {
+            return false;
+        }
+        self.stats.incarnations_refused += 1;
+        tracing::debug!(%id, incarnation, "news at an impossible incarnation refused");
+        true
+    }
+
     /// Raises this node's incarnation above `accused` and gossips that it is alive. A node
     /// that has to refute is likely slow itself, so Lifeguard raises its health score too.
+    /// `accused` is at most [`MAX_INCARNATION`] (checked on the way in); saturating keeps
+    /// even a local slip from wrapping the counter back to 0.
     pub(crate) fn refute(&mut self, accused: u64) {
-        self.incarnation = self.incarnation.max(accused) + 1;
+        self.incarnation = self.incarnation.max(accused).saturating_add(1);
         self.sync_self_member();
         self.queue_alive_of_self();
         self.awareness.apply(1);

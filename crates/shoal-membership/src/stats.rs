@@ -24,6 +24,9 @@ pub struct MembershipStats {
     pub packets_decrypt_failed: u64,
     /// Plaintext packets refused because encryption is required.
     pub packets_unencrypted: u64,
+    /// Alive, suspect or dead news at an incarnation above
+    /// [`MAX_INCARNATION`](crate::member::MAX_INCARNATION), which no honest member reaches.
+    pub incarnations_refused: u64,
     /// Updates older than what this node knows (replayed or stale incarnations).
     pub stale_updates: u64,
     /// Alive messages refused because another live member holds that address, or the member

@@ -303,7 +303,7 @@ impl Swim {
             return Err(e);
         }
         self.meta = meta;
-        self.incarnation += 1;
+        self.incarnation = self.incarnation.saturating_add(1);
         self.sync_self_member();
         self.queue_alive_of_self();
         Ok(())

@@ -65,9 +65,6 @@ pub enum RangeTableError {
         /// The range meant to be on the right.
         right: RangeId,
     },
-    /// A replica change would leave the range without a voter.
-    #[error("range {0} would have no voter")]
-    NoVoters(RangeId),
     /// A descriptor or descriptor operation was invalid.
     #[error(transparent)]
     Descriptor(#[from] DescriptorError),
@@ -303,13 +300,14 @@ impl RangeTable {
         let updated = RangeDescriptor {
             replicas,
             leader_hint,
-            generation: current.generation.next(),
+            generation: current
+                .generation
+                .next()
+                .ok_or(DescriptorError::GenerationExhausted(current.generation))?,
             ..current.clone()
         };
+        // The one descriptor rule: no voter, duplicates or a non-voter leader are refused.
         updated.validate()?;
-        if updated.voters().next().is_none() {
-            return Err(RangeTableError::NoVoters(id));
-        }
         self.apply(|t| {
             t.by_start.insert(updated.range.start().to_vec(), updated);
             Ok(())
