@@ -1,5 +1,7 @@
 //! Storage benchmark: batched puts with the applied index, random point gets over 1 M keys,
-//! scans, the split key of a 64 MiB range, snapshot stream out and ingest, space on disk.
+//! scans, the split key of a 64 MiB range, snapshot stream out and ingest, the split of that
+//! range while another range takes writes, space on disk; and raw fjall on the same puts and
+//! gets, as the baseline.
 //!
 //! `cargo run --release -p shoal-storage --example storage_bench -- --json`
 //!
@@ -7,10 +9,22 @@
 //! default durability ([`Durability::Process`]: each batch reaches the OS before `apply`
 //! returns). Everything is measured in this run, in a temporary directory. The last line
 //! of output is one JSON object.
+//!
+//! The baseline is fjall alone, no Shoal code, in its own database with the same cache: the
+//! same batches of 64 with one read per put (what exact live-byte accounting needs), values
+//! prefixed with an 8-byte version, one record key per batch, the same persist mode; then the
+//! same random gets. `put_ratio_vs_fjall` and `get_ratio_vs_fjall` are the engine's rates over
+//! fjall's (target: at least 0.8 each).
+//!
+//! `split_stall_other_ranges_ms` is the longest a write to another range took while the
+//! 64 MiB range split (a writer thread applies small batches to range 1 throughout);
+//! `other_range_write_max_ms_idle` is the same writer's longest write over a window of the
+//! same length with no split, for comparison.
 
 use shoal_core::{KeyRange, RangeId};
-use shoal_storage::{Durability, Engine, EngineConfig, Scan, WriteBatch};
-use std::time::Instant;
+use shoal_storage::{Durability, Engine, EngineConfig, Scan, SplitSpec, WriteBatch};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 const KEYS: u64 = 1_000_000;
 const BATCH: u64 = 64;
@@ -79,6 +93,7 @@ fn main() {
     }
     let get_ops_per_s = gets as f64 / start.elapsed().as_secs_f64();
     assert_eq!(found, gets, "every key written must be found");
+    let (fjall_put_ops_per_s, fjall_get_ops_per_s) = raw_fjall(&dir.path().join("raw"));
 
     // Scans: 1000-key pages from random starts.
     let start = Instant::now();
@@ -140,6 +155,29 @@ fn main() {
     assert_eq!(ingested.stats, info.stats);
     let snapshot_mib_per_s = info.stats.live_bytes as f64 / (1 << 20) as f64 / snapshot_secs;
 
+    // The split of the 64 MiB range at its median, while a writer keeps writing to range 1.
+    let mut index_1 = index + 1;
+    let idle = Duration::from_millis(200);
+    let (_, other_range_write_max_ms_idle) =
+        writes_to_range_1_during(&engine, &mut index_1, || std::thread::sleep(idle));
+    let (split_ms_64mib, split_stall_other_ranges_ms) =
+        writes_to_range_1_during(&engine, &mut index_1, || {
+            engine
+                .split(
+                    big,
+                    &SplitSpec {
+                        at: split_key.clone(),
+                        new_range: RangeId::new(3),
+                        index: big_index + 1,
+                        new_range_applied: 0,
+                    },
+                )
+                .expect("split the 64 MiB range")
+        });
+    let halves = engine.range(big).unwrap().stats.live_bytes
+        + engine.range(RangeId::new(3)).unwrap().stats.live_bytes;
+    assert_eq!(halves, info.stats.live_bytes);
+
     // Space: everything flushed and compacted as the engine leaves it after a persist.
     engine.persist(Durability::Sync).expect("persist");
     let live: u64 = engine.ranges().iter().map(|r| r.stats.live_bytes).sum();
@@ -149,14 +187,23 @@ fn main() {
     let r = |x: f64| (x * 1000.0).round() / 1000.0;
     if !json {
         println!("put {put_batch_ops_per_s:.0}/s, get {get_ops_per_s:.0}/s, scan {scan_keys_per_s:.0} keys/s");
+        println!("raw fjall: put {fjall_put_ops_per_s:.0}/s, get {fjall_get_ops_per_s:.0}/s");
         println!("split key {split_key_ms_64mib:.1} ms, snapshot {snapshot_mib_per_s:.1} MiB/s, disk/live {bytes_on_disk_per_live_byte:.3}");
+        println!("split {split_ms_64mib:.1} ms; other range's longest write {split_stall_other_ranges_ms:.2} ms (idle {other_range_write_max_ms_idle:.2} ms)");
     }
     println!(
-        "{{\"put_batch_ops_per_s\":{},\"get_ops_per_s\":{},\"scan_keys_per_s\":{},\"split_key_ms_64mib\":{},\"snapshot_mib_per_s\":{},\"bytes_on_disk_per_live_byte\":{},\"keys\":{},\"batch\":{},\"value_bytes\":{},\"range_64mib_keys\":{}}}",
+        "{{\"put_batch_ops_per_s\":{},\"get_ops_per_s\":{},\"fjall_put_ops_per_s\":{},\"fjall_get_ops_per_s\":{},\"put_ratio_vs_fjall\":{},\"get_ratio_vs_fjall\":{},\"scan_keys_per_s\":{},\"split_key_ms_64mib\":{},\"split_ms_64mib\":{},\"split_stall_other_ranges_ms\":{},\"other_range_write_max_ms_idle\":{},\"snapshot_mib_per_s\":{},\"bytes_on_disk_per_live_byte\":{},\"keys\":{},\"batch\":{},\"value_bytes\":{},\"range_64mib_keys\":{}}}",
         r(put_batch_ops_per_s),
         r(get_ops_per_s),
+        r(fjall_put_ops_per_s),
+        r(fjall_get_ops_per_s),
+        r(put_batch_ops_per_s / fjall_put_ops_per_s),
+        r(get_ops_per_s / fjall_get_ops_per_s),
         r(scan_keys_per_s),
         r(split_key_ms_64mib),
+        r(split_ms_64mib),
+        r(split_stall_other_ranges_ms),
+        r(other_range_write_max_ms_idle),
         r(snapshot_mib_per_s),
         r(bytes_on_disk_per_live_byte),
         KEYS,
@@ -164,4 +211,92 @@ fn main() {
         VALUE_LEN,
         big_keys,
     );
+}
+
+/// Runs `work` while a second thread applies 4-key batches to range 1 back to back; returns
+/// how long `work` took and the longest single write of the second thread meanwhile, both in
+/// milliseconds.
+fn writes_to_range_1_during(
+    engine: &Engine,
+    index: &mut u64,
+    work: impl FnOnce(),
+) -> (f64, f64) {
+    let stop = AtomicBool::new(false);
+    let first = *index;
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let mut longest = Duration::ZERO;
+            let mut i = 0u64;
+            let mut next = first;
+            while !stop.load(Ordering::Relaxed) {
+                let mut batch = WriteBatch::with_capacity(4);
+                for _ in 0..4 {
+                    batch.put(key(i % KEYS), value(i));
+                    i += 1;
+                }
+                let started = Instant::now();
+                engine
+                    .apply(RangeId::new(1), next, &batch)
+                    .expect("apply to range 1");
+                longest = longest.max(started.elapsed());
+                next += 1;
+            }
+            (longest, next)
+        });
+        // Let the writer reach its stride before the work starts.
+        std::thread::sleep(Duration::from_millis(20));
+        let started = Instant::now();
+        work();
+        let took = started.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        let (longest, next) = writer.join().expect("writer thread");
+        *index = next;
+        (took.as_secs_f64() * 1000.0, longest.as_secs_f64() * 1000.0)
+    })
+}
+
+/// Raw fjall on the engine's workload (see the module docs): puts per second, then random
+/// gets per second.
+fn raw_fjall(path: &std::path::Path) -> (f64, f64) {
+    use fjall::{Database, KeyspaceCreateOptions, PersistMode};
+    let db = Database::builder(path)
+        .cache_size(1 << 30)
+        .open()
+        .expect("open raw fjall");
+    let data = db
+        .keyspace("data", KeyspaceCreateOptions::default)
+        .expect("keyspace");
+    let meta = db
+        .keyspace("meta", KeyspaceCreateOptions::default)
+        .expect("keyspace");
+    let start = Instant::now();
+    let mut version = 0u64;
+    for b in 0..KEYS / BATCH {
+        let mut batch = db.batch().durability(Some(PersistMode::Buffer));
+        for i in b * BATCH..(b + 1) * BATCH {
+            let k = key(i);
+            // The read exact accounting needs: the old value's size, if any.
+            std::hint::black_box(data.get(k).expect("get"));
+            version += 1;
+            let mut stored = version.to_be_bytes().to_vec();
+            stored.extend_from_slice(&value(i));
+            batch.insert(&data, k, stored);
+        }
+        batch.insert(&meta, b"range-1", b.to_be_bytes());
+        batch.commit().expect("commit");
+    }
+    let put_ops_per_s = KEYS as f64 / start.elapsed().as_secs_f64();
+    let gets = 1_000_000u64;
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut found = 0u64;
+    let start = Instant::now();
+    for _ in 0..gets {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        found += u64::from(data.get(key(x % KEYS)).expect("get").is_some());
+    }
+    let get_ops_per_s = gets as f64 / start.elapsed().as_secs_f64();
+    assert_eq!(found, gets, "every key written must be found");
+    (put_ops_per_s, get_ops_per_s)
 }

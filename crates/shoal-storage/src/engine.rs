@@ -22,6 +22,12 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 /// Keys deleted per batch when a range's keys are cleared.
 const CLEAR_BATCH: usize = 4096;
 
+/// The highest version a range issues: 2^62, far above any real count (a million writes a
+/// second to one range for 140,000 years). A range that reached it refuses further writes
+/// ([`StorageError::VersionsExhausted`]) rather than reuse or wrap a version, and a snapshot
+/// claiming more is refused at ingest.
+pub const MAX_VERSION: u64 = 1 << 62;
+
 /// A durable, range-aware ordered key-value engine: one per node, holding every range
 /// replica the node hosts. See the crate docs for an example and [`crate::layout`] for how
 /// it sits on disk.
@@ -348,7 +354,11 @@ impl Engine {
             outcomes.push(match new {
                 Some(value) => {
                     let version = next.next_version;
-                    next.next_version += 1;
+                    if version > MAX_VERSION {
+                        // Nothing is committed: `next` is a copy, dropped with the error.
+                        return Err(StorageError::VersionsExhausted(range));
+                    }
+                    next.next_version = version + 1;
                     next.stats.add(RangeStats::of_entry(key.len(), value.len()));
                     *current = Current::Batch { version, value };
                     *dirty = true;

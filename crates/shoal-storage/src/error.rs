@@ -72,6 +72,10 @@ pub enum StorageError {
         /// The range's applied index.
         applied: u64,
     },
+    /// The range has issued every version up to [`MAX_VERSION`](crate::MAX_VERSION); the
+    /// write was refused and nothing changed.
+    #[error("range {0} has no versions left to issue")]
+    VersionsExhausted(RangeId),
     /// A split key not strictly inside the range, or a merge of ranges that do not touch.
     #[error("invalid split or merge: {0}")]
     InvalidSplitMerge(String),

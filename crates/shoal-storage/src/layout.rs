@@ -66,7 +66,8 @@ pub(crate) struct RangeRecord {
     pub status: RangeStatus,
     /// The index of the last applied batch.
     pub applied_index: u64,
-    /// The version the next write to this range assigns (versions never repeat for a key:
+    /// The version the next write to this range assigns, at most
+    /// [`MAX_VERSION`](crate::MAX_VERSION)` + 1` (versions never repeat for a key:
     /// merges take the larger counter, snapshots carry it).
     pub next_version: u64,
     pub stats: RangeStats,

@@ -71,7 +71,7 @@ mod view;
 
 pub use batch::{Condition, WriteBatch, WriteOp, WriteOutcome};
 pub use config::{Durability, EngineConfig};
-pub use engine::Engine;
+pub use engine::{Engine, MAX_VERSION};
 pub use error::{Result, StorageError};
 pub use range_info::{RangeInfo, RangeStats, RangeStatus};
 pub use read::{Entry, Scan, Versioned};

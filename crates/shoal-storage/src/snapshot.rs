@@ -14,7 +14,7 @@
 //! last chunk has the `LAST` flag. Sequence numbers make a missing, repeated or reordered
 //! chunk detectable; the checksum, a damaged one.
 
-use crate::engine::Engine;
+use crate::engine::{Engine, MAX_VERSION};
 use crate::error::{Result, StorageError};
 use crate::layout::{decode_value, encode_value, RangeRecord};
 use crate::range_info::{RangeInfo, RangeStats, RangeStatus};
@@ -251,6 +251,9 @@ impl Ingest<'_> {
         } else if applied_index != self.applied_index {
             return Err(bad("chunks from different snapshots"));
         }
+        let Some(next_version) = self.header.as_ref().map(|h| h.next_version) else {
+            return Err(bad("chunk before the header"));
+        };
         let engine = self.engine;
         let count = r.u32()?;
         let mut batch = engine.db.batch();
@@ -267,6 +270,11 @@ impl Ingest<'_> {
             }
             if last_key.as_deref().is_some_and(|last| last >= key) {
                 return Err(bad("entries out of order"));
+            }
+            // A version at or above the header's counter would be issued again by a later
+            // write, and compare-and-set by version relies on versions never repeating.
+            if version == 0 || version >= next_version {
+                return Err(bad("entry version outside 1..next_version"));
             }
             seen.add(RangeStats::of_entry(key.len(), value.len()));
             batch.insert(&engine.data, key, encode_value(version, value));
@@ -359,9 +367,16 @@ fn read_header(r: &mut Reader<'_>) -> Result<Header> {
         _ => return Err(StorageError::BadSnapshot("bad span end tag".into())),
     };
     let span = KeyRange::new(start, end).map_err(|e| StorageError::BadSnapshot(e.to_string()))?;
+    let next_version = r.u64()?;
+    if next_version == 0 || next_version > MAX_VERSION + 1 {
+        return Err(StorageError::BadSnapshot(format!(
+            "next version {next_version} outside 1..={}",
+            MAX_VERSION + 1
+        )));
+    }
     Ok(Header {
         span,
-        next_version: r.u64()?,
+        next_version,
         stats: RangeStats {
             live_keys: r.u64()?,
             live_bytes: r.u64()?,

@@ -4,7 +4,7 @@
 
 use crate::engine::Engine;
 use crate::error::{Result, StorageError};
-use crate::layout::VERSION_LEN;
+use crate::layout::{RangeRecord, VERSION_LEN};
 use crate::range_info::{RangeStats, RangeStatus};
 use crate::registry::Slot;
 use shoal_core::{KeyRange, RangeId};
@@ -26,8 +26,36 @@ impl Engine {
     /// Splits range `range` at `spec.at`: the range keeps the keys below, the new range
     /// `spec.new_range` takes the rest. No key or value is written; the right half's stats
     /// are counted by reading its keys once (the left's are the difference).
+    ///
+    /// The counting reads a point-in-time view with no lock held, so neither this range's
+    /// readers nor any other range wait for it; the registry and the range are locked only
+    /// to commit the two records. If a write landed on the range meanwhile (a Raft store
+    /// applies a range's entries one at a time, so it does not), the count is taken again,
+    /// and after [`SPLIT_ATTEMPTS`] tries it is taken under the locks.
     pub fn split(&self, range: RangeId, spec: &SplitSpec) -> Result<()> {
         self.check_key(&spec.at)?;
+        for _ in 0..SPLIT_ATTEMPTS {
+            let view = self.view(range)?;
+            let counted = view.record();
+            let (_, right_span) = split_span(&counted.span, &spec.at)?;
+            let right_stats = count(view.iter_span(&right_span))?;
+            if self.commit_split(range, spec, Some((counted, right_stats)))? {
+                return Ok(());
+            }
+        }
+        self.commit_split(range, spec, None).map(|_| ())
+    }
+
+    /// Commits a split under the registry and range locks. With `counted`, the right half's
+    /// stats as counted at a given record, the split commits only if the range is still at
+    /// that record (returns `false` otherwise, changing nothing); without, it counts under
+    /// the locks.
+    fn commit_split(
+        &self,
+        range: RangeId,
+        spec: &SplitSpec,
+        counted: Option<(&RangeRecord, RangeStats)>,
+    ) -> Result<bool> {
         let mut registry = self.write_registry();
         let slot = registry.get(range)?;
         let mut state = slot.lock();
@@ -36,18 +64,12 @@ impl Engine {
         if registry.get(spec.new_range).is_ok() {
             return Err(StorageError::RangeExists(spec.new_range));
         }
-        let (left_span, right_span) = record
-            .span
-            .split_at(&spec.at)
-            .map_err(|e| StorageError::InvalidSplitMerge(e.to_string()))?;
-        let mut right_stats = RangeStats::default();
-        for guard in self.span_iter(&right_span) {
-            let (key, stored) = guard.into_inner()?;
-            right_stats.add(RangeStats::of_entry(
-                key.len(),
-                stored.len().saturating_sub(VERSION_LEN),
-            ));
-        }
+        let (left_span, right_span) = split_span(&record.span, &spec.at)?;
+        let right_stats = match counted {
+            Some((at, stats)) if at == record => stats,
+            Some(_) => return Ok(false),
+            None => count(self.span_iter(&right_span))?,
+        };
         let mut left = record.clone();
         left.span = left_span.clone();
         left.applied_index = spec.index;
@@ -62,7 +84,7 @@ impl Engine {
         drop(state);
         registry.respan(range, &old_span, left_span);
         registry.insert(Slot::new(right), right_span, spec.new_range);
-        Ok(())
+        Ok(true)
     }
 
     /// Merges range `right` into its left neighbour `left` as `left`'s log entry `index`:
@@ -131,6 +153,29 @@ impl Engine {
             .check_free(RangeId::new(u64::MAX), span, None)
             .is_ok()
     }
+}
+
+/// How many times a split counts its right half from a view before it counts under the
+/// locks (see [`Engine::split`]).
+const SPLIT_ATTEMPTS: usize = 3;
+
+/// `span` cut at `at`, which must be strictly inside it.
+fn split_span(span: &KeyRange, at: &[u8]) -> Result<(KeyRange, KeyRange)> {
+    span.split_at(at)
+        .map_err(|e| StorageError::InvalidSplitMerge(e.to_string()))
+}
+
+/// The live keys and bytes of the entries `iter` yields.
+fn count(iter: fjall::Iter) -> Result<RangeStats> {
+    let mut stats = RangeStats::default();
+    for guard in iter {
+        let (key, stored) = guard.into_inner()?;
+        stats.add(RangeStats::of_entry(
+            key.len(),
+            stored.len().saturating_sub(VERSION_LEN),
+        ));
+    }
+    Ok(stats)
 }
 
 /// Refuses an index that is not above `applied`.

@@ -79,7 +79,11 @@ impl RangeView {
     /// Every entry of the range at this point, in key order (unbounded count: for
     /// snapshot streams and split keys, which walk the whole range once).
     pub(crate) fn iter_all(&self) -> fjall::Iter {
-        let span = &self.record.span;
+        self.iter_span(&self.record.span)
+    }
+
+    /// Every entry of `span` (a part of the range) at this point, in key order.
+    pub(crate) fn iter_span(&self, span: &KeyRange) -> fjall::Iter {
         let end = match span.end().as_key() {
             Some(end) => std::ops::Bound::Excluded(end.to_vec()),
             None => std::ops::Bound::Unbounded,

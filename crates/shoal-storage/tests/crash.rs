@@ -36,13 +36,10 @@ fn batch(i: u64) -> WriteBatch {
     b
 }
 
-/// The child's side: not a test on its own (returns at once unless the parent set the
-/// environment). Applies batches forever, printing each acknowledged index.
-#[test]
-fn crash_child() {
-    let Some(dir) = std::env::var_os(DIR_ENV) else {
-        return;
-    };
+/// The child's side, run in a child process of this same test binary (the test below runs
+/// it instead of itself when the parent set the environment): applies batches until killed,
+/// printing each acknowledged index, and exits without returning to the test harness.
+fn crash_child(dir: &std::ffi::OsStr) -> ! {
     let engine = Engine::open(Path::new(&dir), config()).expect("child open");
     if engine.range(RANGE).is_err() {
         engine
@@ -55,6 +52,7 @@ fn crash_child() {
         engine.apply(RANGE, i, &batch(i)).expect("apply");
         println!("acked {i}");
     }
+    std::process::exit(0)
 }
 
 /// Checks the reopened engine against the batches up to its applied index.
@@ -98,12 +96,20 @@ fn check(dir: &Path, acked: u64) -> u64 {
 
 #[test]
 fn killed_mid_batch_the_engine_recovers_whole_batches_and_exact_accounting() {
+    if let Some(dir) = std::env::var_os(DIR_ENV) {
+        crash_child(&dir);
+    }
     let dir = tempfile::tempdir().expect("temp dir");
     let exe = std::env::current_exe().expect("test binary");
     let mut applied = 0;
     for round in 0..6u64 {
         let mut child = Command::new(&exe)
-            .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
+            .args([
+                "killed_mid_batch_the_engine_recovers_whole_batches_and_exact_accounting",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(DIR_ENV, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -113,6 +119,7 @@ fn killed_mid_batch_the_engine_recovers_whole_batches_and_exact_accounting() {
         let mut lines = BufReader::new(stdout).lines();
         // Kill after a different number of acknowledgements each round.
         let kill_after = 20 + round * 97;
+        let before = applied;
         let mut acked = applied;
         let mut seen = 0;
         for line in lines.by_ref() {
@@ -133,7 +140,12 @@ fn killed_mid_batch_the_engine_recovers_whole_batches_and_exact_accounting() {
             }
         }
         child.wait().expect("reap child");
+        // The round did what it means to: the child acknowledged `kill_after` batches past
+        // where the last round left off before it was killed (and `check` found every one).
+        assert!(
+            acked >= before + kill_after,
+            "round {round}: acknowledged up to {acked}, from {before}"
+        );
         applied = check(dir.path(), acked);
-        assert!(applied >= kill_after, "round {round}: applied {applied}");
     }
 }

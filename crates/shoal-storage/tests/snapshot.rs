@@ -159,3 +159,55 @@ fn an_ingest_interrupted_by_a_crash_is_cleared_at_open() {
     dst.create_range(R1, KeyRange::full(), 0).unwrap();
     assert_eq!(dst.scan(R1, &Scan::all(10)).unwrap(), vec![]);
 }
+
+/// Rewrites the header's `next_version` of chunk 0 of a full-span stream and re-seals it.
+fn with_next_version(chunk: &[u8], next_version: u64) -> Vec<u8> {
+    // magic 4, format 1, range 8, applied 8, seq 4, flags 1, start_len 4 (empty), has_end 1.
+    const AT: usize = 4 + 1 + 8 + 8 + 4 + 1 + 4 + 1;
+    let mut body = chunk[..chunk.len() - 32].to_vec();
+    body[AT..AT + 8].copy_from_slice(&next_version.to_be_bytes());
+    let checksum = *blake3::hash(&body).as_bytes();
+    body.extend_from_slice(&checksum);
+    body
+}
+
+/// Regression: ingest took the header's `next_version` on trust. At `u64::MAX` the next
+/// write panicked while holding the range's lock; below the entries' versions, a later write
+/// reissued a version the snapshot already held.
+#[test]
+fn a_snapshot_whose_version_counter_is_impossible_or_behind_its_entries_is_refused() {
+    let (_d1, src) = source(3); // versions 1, 2, 3; next_version 4
+    let good = chunks(&src);
+    assert_eq!(good.len(), 1);
+    assert_eq!(with_next_version(&good[0], 4), good[0], "offset of the counter");
+    for bad in [0, 2, 3, u64::MAX, shoal_storage::MAX_VERSION + 2] {
+        let err = refused(&[with_next_version(&good[0], bad)]);
+        assert!(
+            format!("{err}").contains("version"),
+            "next_version {bad}: {err}"
+        );
+    }
+    // At the very top of the counter the snapshot is valid; the range then refuses writes
+    // that would need another version, and changes nothing.
+    let d2 = tempfile::tempdir().unwrap();
+    let dst = Engine::open(d2.path(), EngineConfig::default()).unwrap();
+    let mut ingest = dst.ingest(R1, KeyRange::full()).unwrap();
+    ingest
+        .apply(&with_next_version(&good[0], shoal_storage::MAX_VERSION + 1))
+        .unwrap();
+    ingest.finish().unwrap();
+    let before = dst.scan(R1, &Scan::all(10)).unwrap();
+    let mut b = WriteBatch::new();
+    b.delete("key000000");
+    b.put("key000001", "new");
+    assert!(matches!(
+        dst.apply(R1, 8, &b),
+        Err(StorageError::VersionsExhausted(_))
+    ));
+    assert_eq!(dst.scan(R1, &Scan::all(10)).unwrap(), before);
+    assert_eq!(dst.range(R1).unwrap().applied_index, 7);
+    // A delete needs no version.
+    let mut d = WriteBatch::new();
+    d.delete("key000000");
+    dst.apply(R1, 8, &d).unwrap();
+}
