@@ -1,5 +1,7 @@
 //! Tunables of a Raft group, each with its unit and default.
 
+use crate::entry::ENTRY_OVERHEAD;
+use crate::message::MESSAGE_OVERHEAD;
 use std::time::Duration;
 
 /// Configuration of one Raft group. [`RaftConfig::default`] suits a LAN;
@@ -78,12 +80,31 @@ impl Default for RaftConfig {
     }
 }
 
+/// Members a snapshot chunk's metadata is allowed for in [`RaftConfig::max_message_bytes`]
+/// (8 bytes each, as [`crate::MessageBody::approx_size`] counts them).
+const MEMBERS_ALLOWED: u64 = 4096;
+
 /// A setting that makes no sense.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("invalid raft config: {0}")]
 pub struct ConfigError(pub &'static str);
 
 impl RaftConfig {
+    /// The largest [`crate::MessageBody::approx_size`] of any message a replica with these
+    /// settings sends: an append of `max_append_bytes`, or of one entry of
+    /// `max_proposal_bytes` when that is larger (an append always carries at least one
+    /// entry), or a snapshot chunk with its metadata (for up to 4096 members). A driver's
+    /// transport must carry single messages this large.
+    pub fn max_message_bytes(&self) -> u64 {
+        let append = self
+            .max_append_bytes
+            .max(self.max_proposal_bytes.saturating_add(ENTRY_OVERHEAD));
+        let chunk = self
+            .snapshot_chunk_bytes
+            .saturating_add(8 * MEMBERS_ALLOWED);
+        append.max(chunk).saturating_add(MESSAGE_OVERHEAD)
+    }
+
     /// Checks the settings against each other.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.heartbeat_interval.is_zero() {
@@ -129,5 +150,23 @@ mod tests {
             ..RaftConfig::default()
         };
         assert!(bad.validate().unwrap_err().0.contains("twice"));
+    }
+
+    #[test]
+    fn the_largest_message_is_a_whole_proposal_or_a_chunk_plus_overhead() {
+        let config = RaftConfig::default();
+        // By default a single 8 MiB proposal is the largest thing one append can carry.
+        assert_eq!(
+            config.max_message_bytes(),
+            (8 << 20) + ENTRY_OVERHEAD + MESSAGE_OVERHEAD
+        );
+        let chunky = RaftConfig {
+            snapshot_chunk_bytes: 10 << 20,
+            ..RaftConfig::default()
+        };
+        assert_eq!(
+            chunky.max_message_bytes(),
+            (10 << 20) + 8 * MEMBERS_ALLOWED + MESSAGE_OVERHEAD
+        );
     }
 }

@@ -6,10 +6,17 @@
 //! sends what had to wait for the disk, applies committed entries to the groups' state
 //! machines, and answers proposals and reads. All groups share one tick.
 //!
-//! Between nodes, a round's messages go as one [`RaftBatch`] RPC per peer. Each peer has a
-//! bounded queue and one sender task; when the queue is full, messages are dropped (Raft
-//! retransmits). Inbound batches are checked against the transport's authenticated source:
-//! a message claiming another sender is dropped and counted.
+//! Between nodes, a round's messages go as [`RaftBatch`] RPCs per peer, each at most
+//! [`DriverConfig::max_rpc_bytes`] (a round's appends to one follower may total
+//! `max_inflight_bytes`, 32 MiB by default, more than the transport's frames take, so they are
+//! split). Each peer has a bounded queue and one sender task; when the queue is full, messages
+//! are dropped (Raft retransmits). Inbound batches are checked against the source the
+//! transport reports (the node its connection's handshake announced; not authenticated until
+//! the transport has mutual TLS): a message claiming another sender is dropped and counted.
+//!
+//! A log-store error fails only the group it happened in: that group stops (it is no longer
+//! ticked or stepped, and its proposals, reads and status answer
+//! [`DriverError::GroupFailed`]) while the node's other groups go on.
 //!
 //! ```no_run
 //! # async fn example(endpoint: shoal_transport::MemoryEndpoint) {
@@ -66,8 +73,8 @@ pub type Peers = Arc<RwLock<HashMap<NodeId, SocketAddr>>>;
 /// How the driver runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DriverConfig {
-    /// How often every group is ticked. Default 10 ms (well under the default 150 ms
-    /// heartbeat).
+    /// How often every group is ticked. Default 10 ms (well under
+    /// [`crate::RaftConfig::heartbeat_interval`]'s default of 100 ms).
     pub tick: Duration,
     /// How long a batch RPC to a peer may take. Default 2 s.
     pub send_timeout: Duration,
@@ -77,6 +84,14 @@ pub struct DriverConfig {
     pub inbox: usize,
     /// Commands (proposals, reads, …) queued before callers wait. Default 4096.
     pub commands: usize,
+    /// The most bytes of Raft messages in one [`RaftBatch`] RPC, as
+    /// [`crate::MessageBody::approx_size`] counts them: a round's messages to a peer are split
+    /// into RPCs of at most this, and queued ones are merged up to it. It must stay below the
+    /// transport's frame limit (shoal-transport's `max_frame_bytes`, 16 MiB by default) with
+    /// room for the envelope and the estimate's slack. A group whose messages could be larger
+    /// ([`crate::RaftConfig::max_message_bytes`]) is refused by [`RaftDriver::add_group`].
+    /// Default 12 MiB.
+    pub max_rpc_bytes: u64,
 }
 
 impl Default for DriverConfig {
@@ -87,6 +102,7 @@ impl Default for DriverConfig {
             peer_queue: 256,
             inbox: 1024,
             commands: 4096,
+            max_rpc_bytes: 12 << 20,
         }
     }
 }
@@ -114,9 +130,29 @@ pub enum DriverError {
     /// the proposal may or may not have taken effect.
     #[error("the proposal's outcome is unknown (the log was replaced by a snapshot)")]
     Indeterminate,
-    /// The WAL failed; the node stopped.
+    /// A log store error.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The group's log store failed, so the group stopped; the node's other groups go on.
+    /// Whatever the group had not persisted is lost: add it again with
+    /// [`RaftDriver::add_group`] (over a repaired store) to bring it back.
+    #[error("group {group} stopped after its log store failed: {error}")]
+    GroupFailed {
+        /// The group.
+        group: RangeId,
+        /// The store's error.
+        error: String,
+    },
+    /// The group's configuration allows messages larger than one RPC may carry.
+    #[error(
+        "the group's messages may take {largest} B, over the driver's max_rpc_bytes of {max} B"
+    )]
+    MessagesTooLarge {
+        /// [`crate::RaftConfig::max_message_bytes`] of the group.
+        largest: u64,
+        /// [`DriverConfig::max_rpc_bytes`].
+        max: u64,
+    },
     /// The driver has stopped.
     #[error("the Raft driver has stopped")]
     Stopped,
@@ -136,7 +172,7 @@ pub struct RaftInbox {
 pub struct InboxStats {
     /// Batches dropped because the inbox was full.
     pub full: AtomicU64,
-    /// Messages whose `from` was not the authenticated sender.
+    /// Messages whose `from` was not the sender the transport reported for the batch.
     pub spoofed: AtomicU64,
 }
 
@@ -194,7 +230,7 @@ enum Command {
     },
     Status {
         group: RangeId,
-        reply: oneshot::Sender<Option<Status>>,
+        reply: oneshot::Sender<Result<Status, DriverError>>,
     },
     Shutdown,
 }
@@ -224,6 +260,7 @@ impl RaftDriver {
             multi: MultiRaft::new(id),
             machines: HashMap::new(),
             proposals: HashMap::new(),
+            failed: HashMap::new(),
             reads: HashMap::new(),
             waiting_reads: Vec::new(),
             next_read: 0,
@@ -263,7 +300,8 @@ impl RaftDriver {
     }
 
     /// Hosts a group: its replica (over a store of this node's WAL) and its state machine,
-    /// which must be at the replica's applied index.
+    /// which must be at the replica's applied index. Refused when the replica's messages could
+    /// be larger than [`DriverConfig::max_rpc_bytes`]. A group that failed may be added again.
     pub async fn add_group(
         &self,
         raft: Raft<WalStore>,
@@ -299,12 +337,12 @@ impl RaftDriver {
             .await?
     }
 
-    /// A group's status.
-    pub async fn status(&self, group: RangeId) -> Option<Status> {
+    /// A group's status. Fails with [`DriverError::UnknownGroup`] for a group not hosted
+    /// here, [`DriverError::GroupFailed`] for one stopped by a store error, and
+    /// [`DriverError::Stopped`] once the driver has stopped.
+    pub async fn status(&self, group: RangeId) -> Result<Status, DriverError> {
         self.request(|reply| Command::Status { group, reply })
-            .await
-            .ok()
-            .flatten()
+            .await?
     }
 
     /// Inbound traffic dropped so far.
@@ -330,6 +368,8 @@ struct Node {
     machines: HashMap<RangeId, Box<dyn StateMachine + Send>>,
     /// Proposals waiting to be applied, per group by index.
     proposals: HashMap<RangeId, BTreeMap<LogIndex, (Term, ProposalReply)>>,
+    /// Groups stopped by a log-store error, with the error.
+    failed: HashMap<RangeId, String>,
     /// Reads asked, by context.
     reads: HashMap<u64, (RangeId, ReadReply)>,
     /// Reads confirmed, waiting for their group to apply through the index: (group, index,
@@ -378,10 +418,7 @@ impl Node {
                     Err(_) => break,
                 }
             }
-            if let Err(e) = self.round().await {
-                tracing::error!(node = %self.multi.id(), error = %e, "the WAL failed; the Raft driver stops");
-                break;
-            }
+            self.round().await;
         }
         for (_, pending) in self.proposals.drain() {
             for (_, (_, reply)) in pending {
@@ -398,15 +435,24 @@ impl Node {
                 reply,
             } => {
                 let group = raft.group();
-                let result = self.multi.add_group(*raft).map_err(DriverError::from);
+                let (largest, max) = (
+                    raft.config().max_message_bytes(),
+                    self.outbound.config.max_rpc_bytes,
+                );
+                let result = if largest > max {
+                    Err(DriverError::MessagesTooLarge { largest, max })
+                } else {
+                    self.multi.add_group(*raft).map_err(DriverError::from)
+                };
                 if result.is_ok() {
                     self.machines.insert(group, state_machine);
+                    self.failed.remove(&group);
                 }
                 let _ = reply.send(result);
             }
             Command::Propose { group, data, reply } => {
                 let Some(raft) = self.multi.group_mut(group) else {
-                    let _ = reply.send(Err(DriverError::UnknownGroup(group)));
+                    let _ = reply.send(Err(self.missing(group)));
                     return;
                 };
                 match raft.propose(data) {
@@ -423,7 +469,7 @@ impl Node {
             }
             Command::Read { group, mode, reply } => {
                 let Some(raft) = self.multi.group_mut(group) else {
-                    let _ = reply.send(Err(DriverError::UnknownGroup(group)));
+                    let _ = reply.send(Err(self.missing(group)));
                     return;
                 };
                 self.next_read += 1;
@@ -431,17 +477,60 @@ impl Node {
                 self.reads.insert(self.next_read, (group, reply));
             }
             Command::Status { group, reply } => {
-                let _ = reply.send(self.multi.group(group).map(Raft::status));
+                let status = self.multi.group(group).map(Raft::status);
+                let _ = reply.send(status.ok_or_else(|| self.missing(group)));
             }
             Command::Shutdown => {}
         }
     }
 
-    /// One round over every group's ready, with one WAL sync.
-    async fn round(&mut self) -> Result<(), StoreError> {
+    /// Why a group is not hosted: it failed, or it was never added.
+    fn missing(&self, group: RangeId) -> DriverError {
+        match self.failed.get(&group) {
+            Some(error) => DriverError::GroupFailed {
+                group,
+                error: error.clone(),
+            },
+            None => DriverError::UnknownGroup(group),
+        }
+    }
+
+    /// Stops a group whose log store failed and leaves the node's other groups running: its
+    /// replica is dropped (so it is no longer ticked, stepped or persisted, and messages for
+    /// it are dropped as for any group not hosted here), its waiting proposals and reads
+    /// fail, and requests for it answer [`DriverError::GroupFailed`] until it is added again.
+    fn fail_group(&mut self, group: RangeId, error: String) {
+        tracing::error!(node = %self.multi.id(), %group, %error, "a log store failed; the group stops");
+        self.multi.remove_group(group);
+        self.machines.remove(&group);
+        let failed = || DriverError::GroupFailed {
+            group,
+            error: error.clone(),
+        };
+        for (_, (_, reply)) in self.proposals.remove(&group).into_iter().flatten() {
+            let _ = reply.send(Err(failed()));
+        }
+        let reads: Vec<u64> = self
+            .reads
+            .iter()
+            .filter(|(_, (g, _))| *g == group)
+            .map(|(&ctx, _)| ctx)
+            .collect();
+        for ctx in reads {
+            if let Some((_, reply)) = self.reads.remove(&ctx) {
+                let _ = reply.send(Err(failed()));
+            }
+        }
+        self.waiting_reads.retain(|&(g, _, _)| g != group);
+        self.failed.insert(group, error);
+    }
+
+    /// One round over every group's ready, with one WAL sync. A group whose writes or sync
+    /// fail is failed on its own ([`Node::fail_group`]); the others carry on.
+    async fn round(&mut self) {
         let mut readies = self.multi.ready();
         if readies.is_empty() {
-            return Ok(());
+            return;
         }
         self.outbound.send(
             readies
@@ -449,6 +538,7 @@ impl Node {
                 .flat_map(|(_, r)| std::mem::take(&mut r.messages)),
         );
         if readies.iter().any(|(_, r)| r.needs_persist()) {
+            let groups: Vec<RangeId> = readies.iter().map(|&(group, _)| group).collect();
             // Handles on the groups' stores (every clone writes the same WAL), so the writes
             // and the sync run off the runtime while the replicas wait for `on_persisted`.
             let mut stores: Vec<WalStore> = readies
@@ -461,27 +551,59 @@ impl Node {
                         .clone()
                 })
                 .collect();
-            readies = tokio::task::spawn_blocking(move || {
-                for ((_, ready), store) in readies.iter().zip(&mut stores) {
-                    ready.write_to(store)?;
+            let written = tokio::task::spawn_blocking(move || {
+                let mut results: Vec<Result<(), StoreError>> = readies
+                    .iter()
+                    .zip(&mut stores)
+                    .map(|((_, ready), store)| ready.write_to(store))
+                    .collect();
+                // The first sync covers every group of its WAL and the rest find nothing to
+                // do; after a failed one the WAL refuses every further sync, so each group
+                // whose writes it held fails too, as it must.
+                for (((_, ready), store), result) in
+                    readies.iter().zip(&mut stores).zip(&mut results)
+                {
+                    if result.is_ok() && ready.needs_persist() {
+                        *result = store.sync();
+                    }
                 }
-                // The first sync covers every group of its WAL; the rest find nothing to do.
-                for store in &mut stores {
-                    store.sync()?;
-                }
-                Ok::<_, StoreError>(readies)
+                (readies, results)
             })
-            .await
-            .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))??;
+            .await;
+            let results = match written {
+                Ok((back, results)) => {
+                    readies = back;
+                    results
+                }
+                Err(e) => {
+                    // The writer panicked with the readies: whether they reached the disk is
+                    // unknown, so none of these groups can go on.
+                    for group in groups {
+                        self.fail_group(group, format!("the log store writer panicked: {e}"));
+                    }
+                    return;
+                }
+            };
+            let failures: Vec<(RangeId, String)> = readies
+                .iter()
+                .zip(results)
+                .filter_map(|((group, _), result)| result.err().map(|e| (*group, e.to_string())))
+                .collect();
+            for (group, error) in failures {
+                self.fail_group(group, error);
+            }
         }
         for (group, mut ready) in readies {
+            if self.failed.contains_key(&group) {
+                // Not persisted: its acknowledgements must not go out, nor its entries apply.
+                continue;
+            }
             self.multi.on_persisted(group, ready.persisted);
             self.outbound
                 .send(std::mem::take(&mut ready.persisted_messages));
             self.apply(group, ready);
         }
         self.serve_reads();
-        Ok(())
     }
 
     /// Applies a persisted ready's snapshot and committed entries and answers what they
@@ -555,6 +677,7 @@ struct Outbound {
 
 impl Outbound {
     fn send(&mut self, messages: impl IntoIterator<Item = Message>) {
+        let max_bytes = self.config.max_rpc_bytes;
         for (to, batch) in batch_by_node(messages) {
             let queue = self.queues.entry(to).or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(self.config.peer_queue.max(1));
@@ -564,35 +687,81 @@ impl Outbound {
                     self.transport.clone(),
                     self.peers.clone(),
                     self.config.send_timeout,
+                    max_bytes,
                 ));
                 tx
             });
-            if queue.try_send(batch).is_err() {
-                tracing::debug!(peer = %to, "the peer's send queue is full; dropped Raft messages");
+            for rpc in split_batch(batch, max_bytes) {
+                if queue.try_send(rpc).is_err() {
+                    tracing::debug!(peer = %to, "the peer's send queue is full; dropped Raft messages");
+                }
             }
         }
     }
 }
 
-/// Queued batches are merged into one RPC up to about this many bytes (the transport's
-/// frames are capped at 16 MiB by default; a single round's batch may be larger and is sent
-/// as it is).
-const MERGED_BATCH_BYTES: u64 = 4 << 20;
+/// The approximate encoded size of `messages` (see [`crate::MessageBody::approx_size`]).
+fn batch_bytes(messages: &[Message]) -> u64 {
+    messages.iter().map(|m| m.body.approx_size()).sum()
+}
 
-/// Sends queued batches to one peer, one RPC at a time, merging what queued meanwhile.
+/// Splits one peer's messages, in order, into batches of at most `max_bytes` each: one
+/// round's appends to a follower may add up to more than a transport frame holds, and an RPC
+/// over it is refused whole, every time it is retried. A single message over `max_bytes`
+/// cannot be sent at all; it is dropped with an error (`RaftDriver::add_group` refuses
+/// groups whose configuration allows one, so only a snapshot chunk of a group of thousands
+/// of members, or a bug, gets here).
+fn split_batch(messages: Vec<Message>, max_bytes: u64) -> Vec<Vec<Message>> {
+    let mut batches = Vec::new();
+    let mut batch = Vec::new();
+    let mut bytes = 0u64;
+    for m in messages {
+        let size = m.body.approx_size();
+        if size > max_bytes {
+            tracing::error!(group = %m.group, peer = %m.to, kind = m.body.name(), size, max_bytes, "a Raft message is larger than one RPC may be; dropped");
+            continue;
+        }
+        if !batch.is_empty() && bytes + size > max_bytes {
+            batches.push(std::mem::take(&mut batch));
+            bytes = 0;
+        }
+        bytes += size;
+        batch.push(m);
+    }
+    if !batch.is_empty() {
+        batches.push(batch);
+    }
+    batches
+}
+
+/// Sends queued batches to one peer, one RPC at a time, merging what queued meanwhile while
+/// the RPC stays within `max_bytes` (each queued batch already does, see [`split_batch`]).
 async fn peer_sender(
     to: NodeId,
     mut rx: mpsc::Receiver<Vec<Message>>,
     transport: Arc<dyn RpcTransport>,
     peers: Peers,
     timeout: Duration,
+    max_bytes: u64,
 ) {
-    while let Some(mut batch) = rx.recv().await {
-        // Merge what queued meanwhile, staying well under the transport's frame limit.
-        let mut bytes: u64 = batch.iter().map(|m| m.body.approx_size()).sum();
-        while bytes < MERGED_BATCH_BYTES {
-            let Ok(more) = rx.try_recv() else { break };
-            bytes += more.iter().map(|m| m.body.approx_size()).sum::<u64>();
+    // A queued batch taken while merging that did not fit: it starts the next RPC.
+    let mut next: Option<Vec<Message>> = None;
+    loop {
+        let mut batch = match next.take() {
+            Some(batch) => batch,
+            None => match rx.recv().await {
+                Some(batch) => batch,
+                None => return,
+            },
+        };
+        let mut bytes = batch_bytes(&batch);
+        while let Ok(more) = rx.try_recv() {
+            let more_bytes = batch_bytes(&more);
+            if bytes + more_bytes > max_bytes {
+                next = Some(more);
+                break;
+            }
+            bytes += more_bytes;
             batch.extend(more);
         }
         let addr = peers
@@ -607,5 +776,59 @@ async fn peer_sender(
         if let Err(e) = transport.call::<RaftBatch>(addr, &batch, timeout).await {
             tracing::debug!(peer = %to, error = %e, "sending Raft messages failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::{Entry, EntryPayload};
+    use crate::message::MessageBody;
+
+    /// An append to n2 carrying one command of `len` bytes.
+    fn append(len: usize) -> Message {
+        Message {
+            group: RangeId::new(1),
+            from: NodeId::new(1),
+            to: NodeId::new(2),
+            term: 1,
+            config_index: 1,
+            body: MessageBody::Append {
+                prev_index: 1,
+                prev_term: 1,
+                entries: vec![Entry {
+                    index: 2,
+                    term: 1,
+                    payload: EntryPayload::Command(vec![0; len].into()),
+                }],
+                commit: 1,
+                sent_at: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn a_large_round_is_split_in_order_and_no_batch_passes_the_limit() {
+        const MIB: usize = 1 << 20;
+        // 32 MiB of 1 MiB appends, as a follower may be sent in one round.
+        let messages: Vec<Message> = (0..32).map(|_| append(MIB)).collect();
+        let max = 12 << 20;
+        let batches = split_batch(messages.clone(), max);
+        assert_eq!(batches.len(), 3);
+        assert!(batches.iter().all(|b| batch_bytes(b) <= max));
+        assert_eq!(batches.concat(), messages, "nothing lost or reordered");
+        // Small rounds stay one batch; a message over the limit on its own is dropped.
+        assert_eq!(split_batch(vec![append(10), append(10)], max).len(), 1);
+        let split = split_batch(vec![append(10), append(13 << 20), append(10)], max);
+        assert_eq!(split, vec![vec![append(10), append(10)]]);
+        assert!(split_batch(Vec::new(), max).is_empty());
+    }
+
+    #[test]
+    fn the_default_rpc_limit_carries_the_default_groups_largest_message() {
+        let config = DriverConfig::default();
+        assert!(crate::RaftConfig::default().max_message_bytes() <= config.max_rpc_bytes);
+        // With a quarter of the transport's default 16 MiB frame to spare.
+        assert!(config.max_rpc_bytes <= 12 << 20);
     }
 }

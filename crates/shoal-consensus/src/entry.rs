@@ -10,8 +10,21 @@ pub type Term = u64;
 /// A position in the replicated log. The first entry is at index 1; index 0 means "nothing".
 pub type LogIndex = u64;
 
+/// The largest term a replica takes from a peer. No real group gets near it (one election a
+/// nanosecond would take 146 years), and it is far enough below `u64::MAX` that a local
+/// increment of a term that passed the check cannot overflow. A message with a larger term
+/// is dropped and counted in [`crate::RaftStats::out_of_bounds`]; a replica at this term does
+/// not campaign (a wrapped term would break election safety).
+pub const MAX_TERM: Term = 1 << 62;
+
+/// The largest log index (and commit index, and snapshot index) a replica takes from a peer.
+/// No real log gets near it, and it leaves `u64::MAX - MAX_INDEX` of headroom, so the
+/// `index + 1` arithmetic of the log cannot overflow on anything a peer can send. A message
+/// with a larger position is dropped and counted in [`crate::RaftStats::out_of_bounds`].
+pub const MAX_INDEX: LogIndex = 1 << 62;
+
 /// The bytes an entry's header costs in [`Entry::size`]: index, term and kind.
-const ENTRY_OVERHEAD: u64 = 24;
+pub(crate) const ENTRY_OVERHEAD: u64 = 24;
 
 /// One log entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -27,6 +27,9 @@
 //! - **Many groups per node**: [`MultiRaft`] routes by group id, ticks every group at once
 //!   and gathers every ready for one sync; [`driver::RaftDriver`] (feature `tokio`, on by
 //!   default) runs it over shoal-transport.
+//! - **Bad input**: misaddressed messages, messages from non-members, and terms or indexes
+//!   beyond [`MAX_TERM`] and [`MAX_INDEX`] are dropped and counted in [`RaftStats`]; a
+//!   [`Membership`] that breaks its invariants does not decode.
 //! - **Testing**: [`sim`] runs replicas in `shoal-sim` with safety checks after every step and
 //!   client histories for `shoal_sim::linearizability`.
 //!
@@ -103,9 +106,11 @@ pub mod store;
 pub mod wal;
 
 pub use config::{ConfigError, RaftConfig};
-pub use entry::{Entry, EntryPayload, LogIndex, Term};
+pub use entry::{Entry, EntryPayload, LogIndex, Term, MAX_INDEX, MAX_TERM};
 pub use error::{ProposeError, ReadError, StartError, TransferError};
-pub use membership::{ConfChange, ConfChangeError, LearnerKind, Membership, VoteResult};
+pub use membership::{
+    ConfChange, ConfChangeError, LearnerKind, Membership, MembershipError, VoteResult,
+};
 pub use message::{AppendResult, Message, MessageBody};
 pub use multi::{batch_by_node, AddGroupError, MultiRaft, MultiRaftStats};
 pub use progress::{ReplicaState, ReplicaStatus};

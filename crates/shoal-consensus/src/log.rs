@@ -185,7 +185,9 @@ impl<S: LogStore> RaftLog<S> {
         self.unstable.extend(entries.iter().cloned());
     }
 
-    /// Replaces the log with a received snapshot.
+    /// Replaces the log with a received snapshot. Its index is at most
+    /// [`crate::MAX_INDEX`] (larger ones are dropped in [`crate::Raft::step`]), which leaves
+    /// the `+ 1` arithmetic here and in later appends room to spare.
     pub(crate) fn restore(&mut self, snapshot: Snapshot) {
         let index = snapshot.meta.index;
         self.unstable.clear();

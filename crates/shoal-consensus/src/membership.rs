@@ -14,7 +14,12 @@ use std::fmt;
 use crate::entry::LogIndex;
 
 /// The members of one Raft group.
+///
+/// Decoding checks the invariants that every membership built here keeps (see
+/// [`Membership::validate`]), so one received from a peer or read back from disk is as
+/// trustworthy as a local one.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawMembership")]
 pub struct Membership {
     voters: BTreeSet<NodeId>,
     /// The previous voters while the configuration is joint; empty otherwise.
@@ -24,6 +29,42 @@ pub struct Membership {
     /// Learners that stay read-only for ever: they replicate and serve follower reads, but a
     /// promotion is refused.
     read_only: BTreeSet<NodeId>,
+}
+
+/// The unvalidated wire form (the same fields in the same order); decoding goes through
+/// [`Membership::validate`].
+#[derive(Deserialize)]
+struct RawMembership {
+    voters: BTreeSet<NodeId>,
+    outgoing: BTreeSet<NodeId>,
+    learners: BTreeSet<NodeId>,
+    read_only: BTreeSet<NodeId>,
+}
+
+impl TryFrom<RawMembership> for Membership {
+    type Error = MembershipError;
+    fn try_from(raw: RawMembership) -> Result<Self, Self::Error> {
+        let membership = Membership {
+            voters: raw.voters,
+            outgoing: raw.outgoing,
+            learners: raw.learners,
+            read_only: raw.read_only,
+        };
+        membership.validate()?;
+        Ok(membership)
+    }
+}
+
+/// Why a membership breaks the invariants (only a bug or a forged message or file makes one).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MembershipError {
+    /// It has members but no (incoming) voter: the group could never elect or commit.
+    #[error("a membership with members has no voter")]
+    NoVoters,
+    /// A node holds two roles: a voter (incoming or outgoing) that is also a learner, or a
+    /// learner of both kinds.
+    #[error("{0} holds two roles in the membership")]
+    OverlappingRoles(NodeId),
 }
 
 /// The kind of learner [`ConfChange::AddNode`] adds.
@@ -107,6 +148,30 @@ impl Membership {
         Self {
             voters: voters.into_iter().collect(),
             ..Self::default()
+        }
+    }
+
+    /// Checks the invariants that [`Membership::new`], [`Membership::with_learners`] and
+    /// [`Membership::apply`] keep: no node holds two roles (a voter, incoming or outgoing,
+    /// is no learner, and no learner is of both kinds), and there is at least one incoming
+    /// voter unless the membership is empty (the value of a node that knows none yet, and of
+    /// "no snapshot").
+    pub fn validate(&self) -> Result<(), MembershipError> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        if self.voters.is_empty() {
+            return Err(MembershipError::NoVoters);
+        }
+        let overlap = self
+            .learners
+            .iter()
+            .chain(&self.read_only)
+            .find(|&&n| self.is_voter(n))
+            .or_else(|| self.learners.intersection(&self.read_only).next());
+        match overlap {
+            Some(&node) => Err(MembershipError::OverlappingRoles(node)),
+            None => Ok(()),
         }
     }
 
@@ -400,6 +465,62 @@ mod tests {
             joint.vote_result(|n| (n.get() == 3).then_some(false)),
             VoteResult::Lost
         );
+    }
+
+    #[test]
+    fn the_codec_refuses_a_membership_that_breaks_the_invariants() {
+        use shoal_core::codec;
+        const LIMIT: usize = 1 << 20;
+        let good = Membership::new(ids(&[1, 2, 3])).with_learners(ids(&[4]), LearnerKind::ReadOnly);
+        let bytes = codec::encode(&good).unwrap();
+        assert_eq!(codec::decode::<Membership>(&bytes, LIMIT), Ok(good.clone()));
+        // The empty membership (a joining node's, and a missing snapshot's) is fine.
+        let bytes = codec::encode(&Membership::default()).unwrap();
+        assert_eq!(
+            codec::decode::<Membership>(&bytes, LIMIT),
+            Ok(Membership::default())
+        );
+
+        let mut voter_and_learner = good.clone();
+        voter_and_learner.learners.insert(NodeId::new(2));
+        let mut both_kinds = good.clone();
+        both_kinds.learners.insert(NodeId::new(4));
+        let mut outgoing_learner = good.clone();
+        outgoing_learner.outgoing = ids(&[1, 2, 4]).into_iter().collect();
+        let only_outgoing = Membership {
+            outgoing: ids(&[1]).into_iter().collect(),
+            ..Membership::default()
+        };
+        let cases = [
+            (
+                voter_and_learner,
+                MembershipError::OverlappingRoles(NodeId::new(2)),
+            ),
+            (
+                both_kinds,
+                MembershipError::OverlappingRoles(NodeId::new(4)),
+            ),
+            (
+                outgoing_learner,
+                MembershipError::OverlappingRoles(NodeId::new(4)),
+            ),
+            (
+                Membership::default().with_learners(ids(&[4]), LearnerKind::Promotable),
+                MembershipError::NoVoters,
+            ),
+            (only_outgoing, MembershipError::NoVoters),
+        ];
+        for (bad, why) in cases {
+            assert_eq!(bad.validate(), Err(why.clone()), "{bad:?}");
+            // It encodes (the check is on the way in), but does not decode.
+            let bytes = codec::encode(&bad).unwrap();
+            match codec::decode::<Membership>(&bytes, LIMIT) {
+                Err(codec::CodecError::Decode(e)) => {
+                    assert!(e.contains(&why.to_string()), "{bad:?}: {e}")
+                }
+                other => panic!("{bad:?} decoded as {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -1,10 +1,16 @@
 //! What the replicas of a group send each other.
 
-use crate::entry::{Entry, LogIndex, Term};
+use crate::entry::{Entry, LogIndex, Term, MAX_INDEX, MAX_TERM};
 use crate::snapshot::SnapshotMeta;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use shoal_core::{NodeId, RangeId};
+
+/// What [`MessageBody::approx_size`] allows for everything but entries and snapshot bytes: the
+/// addressing, terms and indexes. Their varints take less with realistic values (small ids
+/// and terms, indexes below 2^32); with extreme ones the estimate falls short by a few dozen
+/// bytes per message, which limits built on it leave room for.
+pub(crate) const MESSAGE_OVERHEAD: u64 = 64;
 
 /// One Raft message. Every message carries its group, so the groups of a node share one
 /// connection per peer.
@@ -149,6 +155,79 @@ pub enum AppendResult {
     },
 }
 
+impl Message {
+    /// The name of the first term or log position in the message above [`MAX_TERM`] or
+    /// [`MAX_INDEX`], or `None` when every one is within them. No honest peer sends such a
+    /// message: [`crate::Raft::step`] drops it before it can raise the term or move the log
+    /// to where the core's `+ 1` arithmetic would overflow.
+    pub fn out_of_bounds(&self) -> Option<&'static str> {
+        use MessageBody as B;
+        let own =
+            over_term("term", self.term).or_else(|| over_index("config_index", self.config_index));
+        own.or_else(|| match &self.body {
+            B::PreVote {
+                last_index,
+                last_term,
+            }
+            | B::Vote {
+                last_index,
+                last_term,
+                ..
+            } => {
+                over_index("last_index", *last_index).or_else(|| over_term("last_term", *last_term))
+            }
+            B::Append {
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+                ..
+            } => over_index("prev_index", *prev_index)
+                .or_else(|| over_term("prev_term", *prev_term))
+                .or_else(|| over_index("commit", *commit))
+                .or_else(|| {
+                    entries.iter().find_map(|e| {
+                        over_index("entry index", e.index)
+                            .or_else(|| over_term("entry term", e.term))
+                    })
+                }),
+            B::AppendResponse { result, .. } => match *result {
+                AppendResult::Accepted { match_index } => over_index("match_index", match_index),
+                AppendResult::Rejected {
+                    prev_index,
+                    hint_index,
+                    hint_term,
+                } => over_index("prev_index", prev_index)
+                    .or_else(|| over_index("hint_index", hint_index))
+                    .or_else(|| over_term("hint_term", hint_term)),
+            },
+            B::Heartbeat { commit, .. } => over_index("commit", *commit),
+            B::Snapshot { meta, .. } => over_index("snapshot index", meta.index)
+                .or_else(|| over_term("snapshot term", meta.term)),
+            B::SnapshotResponse { index, .. } => over_index("snapshot index", *index),
+            B::ReadIndexResponse {
+                index: Some(index), ..
+            } => over_index("read index", *index),
+            B::PreVoteResponse { .. }
+            | B::VoteResponse { .. }
+            | B::HeartbeatResponse { .. }
+            | B::TimeoutNow
+            | B::ReadIndex { .. }
+            | B::ReadIndexResponse { index: None, .. } => None,
+        })
+    }
+}
+
+/// `Some(name)` when `term` is above [`MAX_TERM`].
+fn over_term(name: &'static str, term: Term) -> Option<&'static str> {
+    (term > MAX_TERM).then_some(name)
+}
+
+/// `Some(name)` when `index` is above [`MAX_INDEX`].
+fn over_index(name: &'static str, index: LogIndex) -> Option<&'static str> {
+    (index > MAX_INDEX).then_some(name)
+}
+
 impl MessageBody {
     /// A short name for traces and counters.
     pub fn name(&self) -> &'static str {
@@ -172,8 +251,7 @@ impl MessageBody {
     /// About how many bytes the message takes encoded: its entries' or snapshot chunk's
     /// payload plus a fixed allowance for the rest. For batching within size limits.
     pub fn approx_size(&self) -> u64 {
-        const HEADER: u64 = 64;
-        HEADER
+        MESSAGE_OVERHEAD
             + match self {
                 MessageBody::Append { entries, .. } => entries.iter().map(Entry::size).sum(),
                 MessageBody::Snapshot { data, meta, .. } => {
@@ -181,5 +259,67 @@ impl MessageBody {
                 }
                 _ => 0,
             }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::EntryPayload;
+
+    fn message(term: Term, body: MessageBody) -> Message {
+        Message {
+            group: RangeId::new(1),
+            from: NodeId::new(1),
+            to: NodeId::new(2),
+            term,
+            config_index: 0,
+            body,
+        }
+    }
+
+    fn heartbeat(commit: LogIndex) -> MessageBody {
+        MessageBody::Heartbeat {
+            commit,
+            read_round: 0,
+            sent_at: 0,
+        }
+    }
+
+    #[test]
+    fn positions_up_to_the_bounds_pass_and_one_past_is_named() {
+        assert_eq!(
+            message(MAX_TERM, heartbeat(MAX_INDEX)).out_of_bounds(),
+            None
+        );
+        assert_eq!(
+            message(MAX_TERM + 1, heartbeat(0)).out_of_bounds(),
+            Some("term")
+        );
+        assert_eq!(
+            message(1, heartbeat(MAX_INDEX + 1)).out_of_bounds(),
+            Some("commit")
+        );
+        let append = MessageBody::Append {
+            prev_index: 1,
+            prev_term: 1,
+            entries: vec![Entry {
+                index: u64::MAX,
+                term: 1,
+                payload: EntryPayload::Noop,
+            }],
+            commit: 1,
+            sent_at: 0,
+        };
+        assert_eq!(message(1, append).out_of_bounds(), Some("entry index"));
+        let mut far = message(1, MessageBody::TimeoutNow);
+        far.config_index = u64::MAX;
+        assert_eq!(far.out_of_bounds(), Some("config_index"));
+        // Read rounds, clocks and read tokens are not log positions: any value passes.
+        let answer = MessageBody::HeartbeatResponse {
+            read_round: u64::MAX,
+            sent_at: u64::MAX,
+        };
+        assert_eq!(message(1, answer).out_of_bounds(), None);
     }
 }

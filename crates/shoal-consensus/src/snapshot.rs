@@ -35,7 +35,11 @@ pub struct Snapshot {
 /// The core never calls it (it is sans-IO); drivers do, in this order per ready: install a
 /// received snapshot with [`StateMachine::restore`], then [`StateMachine::apply`] every
 /// committed entry in index order. [`StateMachine::snapshot`] is called when the core asks for
-/// one (its log grew past the configured size).
+/// one ([`crate::Ready::snapshot_wanted`]): once
+/// [`crate::RaftConfig::snapshot_after_entries`] entries were applied since the last snapshot
+/// (a count of entries, not of bytes), or when a follower needs entries the log no longer
+/// holds and no snapshot kept in memory covers them (none was taken here, or it was
+/// released unused).
 pub trait StateMachine {
     /// Applies one committed entry (every kind: commands, no-ops and membership entries, so
     /// the applied index can be tracked) and returns the answer for whoever proposed it (empty

@@ -9,7 +9,7 @@
 use crate::entry::{Entry, LogIndex, Term};
 use crate::snapshot::SnapshotMeta;
 use serde::{Deserialize, Serialize};
-use shoal_core::NodeId;
+use shoal_core::{NodeId, RangeId};
 use std::collections::VecDeque;
 
 /// What must survive a restart besides the log (§5.1, §5.2): the current term, the vote
@@ -43,6 +43,10 @@ pub enum StoreError {
     /// The disk failed.
     #[error("log store I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// The group was removed from its shared log ([`crate::Wal::remove_group`]) after this
+    /// store handle was taken: a write through it would bring the group back half-made.
+    #[error("group {0} was removed from the WAL; this store handle is stale")]
+    GroupRemoved(RangeId),
 }
 
 /// A group's durable log.

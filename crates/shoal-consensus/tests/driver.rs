@@ -1,18 +1,21 @@
 //! The tokio driver: three nodes on 127.0.0.1, each with one WAL, run eight Raft groups over
 //! shoal-transport TCP. Every group elects a leader, commits concurrent proposals and
 //! answers them with its state machine's replies, and serves a linearizable read on a
-//! follower; each node's WAL syncs far fewer times than it writes records.
+//! follower; each node's WAL syncs far fewer times than it writes records. A round of
+//! appends larger than a transport frame still reaches the followers, and a log-store error
+//! stops only its own group.
 
 #![cfg(feature = "tokio")]
 
 use bytes::Bytes;
-use shoal_consensus::driver::{DriverConfig, Peers, RaftDriver, RaftInbox};
+use shoal_consensus::driver::{DriverConfig, DriverError, Peers, RaftDriver, RaftInbox};
 use shoal_consensus::{
     Entry, EntryPayload, LogIndex, LogStore, Membership, Raft, RaftConfig, ReadMode, Role,
-    Snapshot, StateMachine, Wal, WalConfig,
+    Snapshot, StateMachine, Status, Wal, WalConfig,
 };
 use shoal_core::{Clock, NodeId, RangeId};
 use shoal_transport::{Router, RpcClient, RpcServer, TransportConfig};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -74,6 +77,67 @@ fn raft_config() -> RaftConfig {
     }
 }
 
+impl CommandLog {
+    /// The commands applied so far.
+    fn commands(&self) -> Vec<Bytes> {
+        self.applied.lock().unwrap().1.clone()
+    }
+}
+
+/// Starts node `id`: an RPC server on 127.0.0.1 whose address goes into `peers`, a driver
+/// that finds its peers in `peers`, and an empty WAL.
+async fn start_node(id: NodeId, peers: &Peers, config: &DriverConfig) -> TestNode {
+    let inbox = RaftInbox::new(config);
+    let mut router = Router::new();
+    inbox.register(&mut router).unwrap();
+    let server = RpcServer::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        id,
+        router,
+        TransportConfig::local(),
+    )
+    .await
+    .unwrap();
+    peers.write().unwrap().insert(id, server.local_addr());
+    let client = RpcClient::new(id, Some(server.local_addr()), TransportConfig::local()).unwrap();
+    let driver = RaftDriver::start(id, Arc::new(client), peers.clone(), inbox, config.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = Wal::open(dir.path(), WalConfig::default()).unwrap();
+    TestNode {
+        driver,
+        server,
+        wal,
+        machines: Vec::new(),
+        _dir: dir,
+    }
+}
+
+/// Hosts replica `id` of `group` (a group of `voters`, bootstrapped into an empty store of
+/// the node's WAL) on `node`, campaigning at once if `campaign`; returns its state machine.
+async fn host(
+    node: &TestNode,
+    id: NodeId,
+    voters: &[NodeId],
+    group: RangeId,
+    config: RaftConfig,
+    campaign: bool,
+) -> Result<CommandLog, DriverError> {
+    let mut store = node.wal.store(group);
+    Raft::bootstrap(&mut store, Membership::new(voters.iter().copied())).unwrap();
+    store.sync().unwrap();
+    let seed = id.get() * 1000 + group.get();
+    let now = node.driver.clock().now();
+    let mut raft = Raft::new(id, group, config, store, 0, seed, now).unwrap();
+    if campaign {
+        raft.campaign();
+    }
+    let machine = CommandLog::default();
+    node.driver
+        .add_group(raft, Box::new(machine.clone()))
+        .await?;
+    Ok(machine)
+}
+
 async fn wait_for<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -92,29 +156,7 @@ async fn three_nodes_run_eight_groups_over_tcp_with_one_wal_each() {
     let config = DriverConfig::default();
     let mut nodes = Vec::new();
     for &id in &ids {
-        let inbox = RaftInbox::new(&config);
-        let mut router = Router::new();
-        inbox.register(&mut router).unwrap();
-        let server = RpcServer::bind(
-            "127.0.0.1:0".parse().unwrap(),
-            id,
-            router,
-            TransportConfig::local(),
-        )
-        .await
-        .unwrap();
-        peers.write().unwrap().insert(id, server.local_addr());
-        let client = RpcClient::new(id, TransportConfig::local()).unwrap();
-        let driver = RaftDriver::start(id, Arc::new(client), peers.clone(), inbox, config.clone());
-        let dir = tempfile::tempdir().unwrap();
-        let (wal, _) = Wal::open(dir.path(), WalConfig::default()).unwrap();
-        nodes.push(TestNode {
-            driver,
-            server,
-            wal,
-            machines: Vec::new(),
-            _dir: dir,
-        });
+        nodes.push(start_node(id, &peers, &config).await);
     }
     for g in 1..=GROUPS {
         for (i, node) in nodes.iter_mut().enumerate() {
@@ -153,7 +195,7 @@ async fn three_nodes_run_eight_groups_over_tcp_with_one_wal_each() {
                     .driver
                     .status(group)
                     .await
-                    .is_some_and(|s| s.role == Role::Leader)
+                    .is_ok_and(|s| s.role == Role::Leader)
                 {
                     return Some(i);
                 }
@@ -221,7 +263,7 @@ async fn three_nodes_run_eight_groups_over_tcp_with_one_wal_each() {
 async fn requests_for_unknown_groups_fail_clearly() {
     let config = DriverConfig::default();
     let inbox = RaftInbox::new(&config);
-    let client = RpcClient::new(NodeId::new(1), TransportConfig::local()).unwrap();
+    let client = RpcClient::new(NodeId::new(1), None, TransportConfig::local()).unwrap();
     let driver = RaftDriver::start(
         NodeId::new(1),
         Arc::new(client),
@@ -238,10 +280,211 @@ async fn requests_for_unknown_groups_fail_clearly() {
         .read_index(RangeId::new(5), ReadMode::Safe)
         .await
         .is_err());
-    assert!(driver.status(RangeId::new(5)).await.is_none());
+    assert!(matches!(
+        driver.status(RangeId::new(5)).await,
+        Err(DriverError::UnknownGroup(g)) if g == RangeId::new(5)
+    ));
     driver.shutdown().await;
     assert!(matches!(
         driver.propose(RangeId::new(5), Bytes::new()).await,
-        Err(shoal_consensus::driver::DriverError::Stopped)
+        Err(DriverError::Stopped)
     ));
+    // A stopped driver is told apart from a group that is not hosted.
+    assert!(matches!(
+        driver.status(RangeId::new(5)).await,
+        Err(DriverError::Stopped)
+    ));
+}
+
+/// One round's appends to a follower may add up to `max_inflight_bytes` (32 MiB by
+/// default), twice what a transport frame takes (16 MiB): the driver splits them into RPCs
+/// of at most `max_rpc_bytes`. Here the leader cannot reach its followers while 24 MiB of
+/// proposals are appended; once it can, one heartbeat answer makes it send them the whole
+/// backlog in one round. Without the split that round's RPC was refused whole every time and
+/// only the one-entry probe after each heartbeat got through, so catching up took a
+/// heartbeat (1 s here) per entry: the time bound below tells the two apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_of_appends_larger_than_a_transport_frame_reaches_the_followers() {
+    const PROPOSALS: usize = 24;
+    const SIZE: usize = 1 << 20;
+    let ids: Vec<NodeId> = (1..=3).map(NodeId::new).collect();
+    let config = DriverConfig::default();
+    // Each node has its own address book, so the leader's alone can be emptied.
+    let mut nodes = Vec::new();
+    let mut books: Vec<Peers> = Vec::new();
+    for &id in &ids {
+        let book = Peers::default();
+        nodes.push(start_node(id, &book, &config).await);
+        books.push(book);
+    }
+    let addrs: Vec<(NodeId, SocketAddr)> = ids
+        .iter()
+        .zip(&nodes)
+        .map(|(&id, node)| (id, node.server.local_addr()))
+        .collect();
+    for book in &books {
+        book.write().unwrap().extend(addrs.iter().copied());
+    }
+    // Slow heartbeats, and an election timeout the cut below stays well inside.
+    let raft_config = RaftConfig {
+        heartbeat_interval: Duration::from_secs(1),
+        election_timeout: Duration::from_secs(10),
+        ..RaftConfig::default()
+    };
+    let group = RangeId::new(1);
+    let mut machines = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let machine = host(node, ids[i], &ids, group, raft_config.clone(), i == 0)
+            .await
+            .unwrap();
+        machines.push(machine);
+    }
+    let caught_up = |s: &Status| {
+        s.role == Role::Leader
+            && s.replicas.len() == 2
+            && s.replicas.iter().all(|r| r.match_index == s.last_index)
+    };
+    let start = wait_for("n1 to lead and the others to hold its log", async || {
+        nodes[0]
+            .driver
+            .status(group)
+            .await
+            .ok()
+            .filter(|s| caught_up(s))
+    })
+    .await
+    .last_index;
+
+    // Cut n1 off from the others (they can still reach it) and propose 24 MiB.
+    books[0].write().unwrap().retain(|&id, _| id == ids[0]);
+    let proposals: Vec<_> = (0..PROPOSALS)
+        .map(|p| {
+            let driver = nodes[0].driver.clone();
+            tokio::spawn(async move { driver.propose(group, vec![p as u8; SIZE].into()).await })
+        })
+        .collect();
+    wait_for("n1 to append every proposal", async || {
+        let status = nodes[0].driver.status(group).await.ok()?;
+        (status.last_index >= start + PROPOSALS as u64).then_some(())
+    })
+    .await;
+
+    let reconnected = Instant::now();
+    books[0].write().unwrap().extend(addrs.iter().copied());
+    for (p, handle) in proposals.into_iter().enumerate() {
+        if let Err(e) = handle.await.unwrap() {
+            panic!("proposal {p}: {e}");
+        }
+    }
+    for (i, machine) in machines.iter().enumerate() {
+        wait_for("every proposal applied everywhere", async || {
+            (machine.commands().len() >= PROPOSALS).then_some(())
+        })
+        .await;
+        // Every proposal once, whole (they were proposed concurrently, in any order).
+        let commands = machine.commands();
+        assert!(
+            commands
+                .iter()
+                .all(|c| c.len() == SIZE && c.iter().all(|&b| b == c[0])),
+            "n{}",
+            i + 1
+        );
+        let mut which: Vec<u8> = commands.iter().map(|c| c[0]).collect();
+        which.sort_unstable();
+        assert_eq!(
+            which,
+            (0..PROPOSALS as u8).collect::<Vec<_>>(),
+            "n{}",
+            i + 1
+        );
+    }
+    let took = reconnected.elapsed();
+    assert!(
+        took < Duration::from_secs(12),
+        "catching up took {took:?}: only one entry per heartbeat got through"
+    );
+    for node in nodes {
+        node.driver.shutdown().await;
+        node.server.shutdown().await;
+    }
+}
+
+/// A log-store error in one group stops that group, not the node: here the WAL drops group
+/// 1 under the driver, so the group's next write fails. Its proposal, reads and status
+/// report the failure, nothing of it comes back into the WAL, group 2 carries on, and group
+/// 1 can be added again over a fresh store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_store_error_stops_only_its_group() {
+    let id = NodeId::new(1);
+    let (g1, g2) = (RangeId::new(1), RangeId::new(2));
+    let node = start_node(id, &Peers::default(), &DriverConfig::default()).await;
+    let first = host(&node, id, &[id], g1, raft_config(), true)
+        .await
+        .unwrap();
+    let second = host(&node, id, &[id], g2, raft_config(), true)
+        .await
+        .unwrap();
+    for group in [g1, g2] {
+        node.driver.propose(group, "before".into()).await.unwrap();
+    }
+
+    node.wal.remove_group(g1).unwrap();
+    let error = node.driver.propose(g1, "lost".into()).await.unwrap_err();
+    assert!(
+        matches!(&error, DriverError::GroupFailed { group, .. } if *group == g1),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("removed from the WAL"),
+        "{error}"
+    );
+    assert!(matches!(
+        node.driver.status(g1).await,
+        Err(DriverError::GroupFailed { .. })
+    ));
+    assert!(matches!(
+        node.driver.read_index(g1, ReadMode::Safe).await,
+        Err(DriverError::GroupFailed { .. })
+    ));
+    assert!(matches!(
+        node.driver.propose(g1, "refused".into()).await,
+        Err(DriverError::GroupFailed { .. })
+    ));
+    assert_eq!(first.commands(), vec![Bytes::from("before")]);
+    assert_eq!(
+        node.wal.groups(),
+        vec![g2],
+        "the failed group did not come back"
+    );
+
+    // The other group never noticed.
+    node.driver.propose(g2, "after".into()).await.unwrap();
+    assert_eq!(node.driver.status(g2).await.unwrap().role, Role::Leader);
+    assert_eq!(
+        second.commands(),
+        vec![Bytes::from("before"), Bytes::from("after")]
+    );
+
+    // Added again over a fresh store, group 1 works.
+    let again = host(&node, id, &[id], g1, raft_config(), true)
+        .await
+        .unwrap();
+    node.driver.propose(g1, "again".into()).await.unwrap();
+    assert_eq!(again.commands(), vec![Bytes::from("again")]);
+    assert_eq!(node.driver.status(g1).await.unwrap().role, Role::Leader);
+
+    // A group whose messages could outgrow one RPC is refused up front.
+    let oversized = RaftConfig {
+        max_append_bytes: 16 << 20,
+        ..raft_config()
+    };
+    let refused = host(&node, id, &[id], RangeId::new(3), oversized, true).await;
+    assert!(
+        matches!(refused, Err(DriverError::MessagesTooLarge { .. })),
+        "{:?}",
+        refused.err()
+    );
+    node.driver.shutdown().await;
+    node.server.shutdown().await;
 }

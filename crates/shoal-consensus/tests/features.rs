@@ -548,7 +548,11 @@ fn extreme_indexes_from_a_peer_change_nothing_and_do_not_panic() {
             crc: 0,
         },
     ));
-    assert_eq!(net.node(3).stats().bad_snapshot_chunks, 1);
+    // Each was dropped at the door, as out of bounds.
+    assert_eq!(net.node(1).stats().out_of_bounds, 2);
+    assert_eq!(net.node(2).stats().out_of_bounds, 1);
+    assert_eq!(net.node(3).stats().out_of_bounds, 1);
+    assert_eq!(net.node(3).stats().bad_snapshot_chunks, 0);
     net.settle();
     net.node(1).propose("still works".into()).unwrap();
     net.settle();

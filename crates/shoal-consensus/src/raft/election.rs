@@ -1,7 +1,7 @@
 //! Elections (§5.2): pre-vote, voting, and the transitions to candidate and leader.
 
 use super::{Raft, Role};
-use crate::entry::{EntryPayload, LogIndex, Term};
+use crate::entry::{EntryPayload, LogIndex, Term, MAX_TERM};
 use crate::membership::VoteResult;
 use crate::message::MessageBody;
 use crate::progress::Progress;
@@ -37,10 +37,31 @@ impl<S: LogStore> Raft<S> {
         self.reset_election_deadline();
     }
 
+    /// The term a campaign would enter, or `None` at [`MAX_TERM`]: peers refuse terms past
+    /// it, and past `u64::MAX` the term would wrap to 0 and break election safety. Only a
+    /// store restored with an absurd term, or a peer that sent exactly [`MAX_TERM`], gets
+    /// here.
+    fn next_term(&self) -> Option<Term> {
+        self.term.checked_add(1).filter(|&t| t <= MAX_TERM)
+    }
+
+    /// The term cannot be raised: stay a follower instead of campaigning.
+    fn term_exhausted(&mut self) {
+        tracing::error!(id = %self.id, term = self.term, group = %self.group, "the term is at its bound; not campaigning");
+        if self.role == Role::Follower {
+            self.reset_election_deadline();
+        } else {
+            self.become_follower(self.term, None);
+        }
+    }
+
     fn start_pre_vote(&mut self) {
+        let Some(next_term) = self.next_term() else {
+            return self.term_exhausted();
+        };
         self.start_campaign_round();
         self.role = Role::PreCandidate;
-        tracing::debug!(id = %self.id, term = self.term + 1, "pre-vote");
+        tracing::debug!(id = %self.id, term = next_term, "pre-vote");
         if self.tally() == VoteResult::Won {
             return self.start_election(false);
         }
@@ -48,7 +69,7 @@ impl<S: LogStore> Raft<S> {
         for peer in self.other_voters() {
             self.send_in_term(
                 peer,
-                self.term + 1,
+                next_term,
                 MessageBody::PreVote {
                     last_index,
                     last_term,
@@ -60,9 +81,12 @@ impl<S: LogStore> Raft<S> {
     /// A real election in a new term. `transfer`: the leader handed over, so followers'
     /// stickiness does not apply.
     fn start_election(&mut self, transfer: bool) {
+        let Some(next_term) = self.next_term() else {
+            return self.term_exhausted();
+        };
         self.start_campaign_round();
         self.role = Role::Candidate;
-        self.term += 1;
+        self.term = next_term;
         self.vote = Some(self.id);
         tracing::debug!(id = %self.id, term = self.term, "campaigning");
         if self.tally() == VoteResult::Won {

@@ -62,6 +62,9 @@ pub struct RaftStats {
     pub bad_snapshot_chunks: u64,
     /// Proposals refused.
     pub proposals_refused: u64,
+    /// Messages with a term above [`crate::MAX_TERM`] or a log, commit or snapshot index
+    /// above [`crate::MAX_INDEX`] (see [`Message::out_of_bounds`]): no honest peer sends one.
+    pub out_of_bounds: u64,
 }
 
 /// A point-in-time view of a replica.
@@ -429,12 +432,21 @@ impl<S: LogStore> Raft<S> {
         }
     }
 
-    /// Handles a message from another replica of the group.
+    /// Handles a message from another replica of the group. Messages for another group or
+    /// node, from a non-member, or with a term or index beyond [`crate::MAX_TERM`] and
+    /// [`crate::MAX_INDEX`] are dropped and counted in [`RaftStats`].
     pub fn step(&mut self, now: Instant, m: Message) {
         self.now = self.now.max(now);
         if m.group != self.group || m.to != self.id || m.from == self.id {
             self.stats.dropped_misaddressed += 1;
             tracing::debug!(id = %self.id, from = %m.from, "dropped a misaddressed message");
+            return;
+        }
+        // Before anything reads the message: a term or index this large would wrap the term
+        // (an election safety break) or overflow the log's `index + 1` arithmetic later.
+        if let Some(field) = m.out_of_bounds() {
+            self.stats.out_of_bounds += 1;
+            tracing::warn!(id = %self.id, from = %m.from, kind = m.body.name(), field, "dropped a message with a term or index beyond the bounds");
             return;
         }
         if !self.accepts_from(m.from, m.config_index) {

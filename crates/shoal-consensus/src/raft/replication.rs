@@ -51,6 +51,8 @@ impl<S: LogStore> Raft<S> {
 
     /// Appends an entry of this leader's term; appends go out with the next ready.
     pub(super) fn append_entry(&mut self, payload: EntryPayload) -> LogIndex {
+        // No overflow: peers can move the log to at most MAX_INDEX (`Raft::step` drops
+        // larger positions), and past that it grows by one entry per local proposal.
         let index = self.log.last_index() + 1;
         let entry = Entry {
             index,

@@ -189,11 +189,9 @@ impl<S: LogStore> Raft<S> {
         data: &[u8],
         crc: u32,
     ) {
-        if meta.index == LogIndex::MAX {
-            self.stats.bad_snapshot_chunks += 1;
-            tracing::warn!(id = %self.id, %from, "refused a snapshot at the largest index");
-            return;
-        }
+        // `meta.index` is at most MAX_INDEX (`Raft::step` drops larger ones), so the log's
+        // `index + 1` after installing it cannot overflow.
+        //
         // A snapshot the log already covers is not installed: installing it would drop the
         // entries after it, which this replica may have acknowledged (the leader counts them
         // in its match index and commits with them). If the log holds the snapshot's last

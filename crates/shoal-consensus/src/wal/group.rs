@@ -45,6 +45,10 @@ pub(crate) struct GroupLog {
     /// The newest entries, ending at the last one.
     cache: VecDeque<Entry>,
     cache_bytes: u64,
+    /// Which life of the group this is: [`crate::Wal::store`] numbers a group it creates, so
+    /// store handles taken before a removal cannot write to the group added again after it.
+    /// Groups recovered at open are 0.
+    pub incarnation: u64,
 }
 
 impl Default for GroupLog {
@@ -57,11 +61,20 @@ impl Default for GroupLog {
             slots: VecDeque::new(),
             cache: VecDeque::new(),
             cache_bytes: 0,
+            incarnation: 0,
         }
     }
 }
 
 impl GroupLog {
+    /// An empty group, in its `incarnation`.
+    pub fn new(incarnation: u64) -> Self {
+        GroupLog {
+            incarnation,
+            ..GroupLog::default()
+        }
+    }
+
     pub fn first_index(&self) -> LogIndex {
         self.base.0 + 1
     }

@@ -127,10 +127,14 @@ pub struct Wal {
     inner: Arc<Mutex<Inner>>,
 }
 
-/// One group's [`LogStore`] inside a [`Wal`].
+/// One group's [`LogStore`] inside a [`Wal`]. Once [`Wal::remove_group`] removed its group,
+/// the handle (and every clone of it) reads an empty log and refuses writes with
+/// [`StoreError::GroupRemoved`], even if the group is added again.
 #[derive(Clone, Debug)]
 pub struct WalStore {
     group: RangeId,
+    /// The group's life this handle belongs to (see `GroupLog::incarnation`).
+    incarnation: u64,
     inner: Arc<Mutex<Inner>>,
 }
 
@@ -152,6 +156,8 @@ struct Inner {
     dirty: bool,
     /// The first I/O error, after which nothing more is written.
     failed: Option<String>,
+    /// The incarnation the next group created by `Wal::store` gets.
+    next_incarnation: u64,
     stats: WalStats,
 }
 
@@ -285,6 +291,7 @@ impl Wal {
             scratch: Vec::new(),
             dirty: false,
             failed: None,
+            next_incarnation: 1,
             stats: WalStats {
                 segments_created: u64::from(ids.is_empty()),
                 ..WalStats::default()
@@ -303,10 +310,23 @@ impl Wal {
     }
 
     /// The store of `group`, with whatever the WAL holds for it (nothing for a new group).
+    /// For a group removed with [`Wal::remove_group`], this starts it afresh; handles taken
+    /// before the removal stay refused.
     pub fn store(&self, group: RangeId) -> WalStore {
-        self.lock().groups.entry(group).or_default();
+        let mut inner = self.lock();
+        let existing = inner.groups.get(&group).map(|g| g.incarnation);
+        let incarnation = match existing {
+            Some(incarnation) => incarnation,
+            None => {
+                let incarnation = inner.next_incarnation;
+                inner.next_incarnation += 1;
+                inner.groups.insert(group, GroupLog::new(incarnation));
+                incarnation
+            }
+        };
         WalStore {
             group,
+            incarnation,
             inner: self.inner.clone(),
         }
     }
@@ -319,7 +339,7 @@ impl Wal {
     }
 
     /// Removes a group and everything it wrote (durable at the next sync; its segments are
-    /// deleted once no other group needs them).
+    /// deleted once no other group needs them). Its store handles refuse writes from now on.
     pub fn remove_group(&self, group: RangeId) -> Result<(), StoreError> {
         let mut inner = self.lock();
         inner.write(&Record::RemoveGroup { group })?;
@@ -538,14 +558,28 @@ impl Inner {
         }
     }
 
-    /// A group's state; a removed group reads as empty (and a write recreates it).
-    fn group(&self, group: RangeId) -> &GroupLog {
+    /// A group's state as a handle of `incarnation` sees it: a group removed since the
+    /// handle was taken (and perhaps added again) reads as empty.
+    fn group(&self, group: RangeId, incarnation: u64) -> &GroupLog {
         static REMOVED: std::sync::LazyLock<GroupLog> = std::sync::LazyLock::new(GroupLog::default);
-        self.groups.get(&group).unwrap_or(&REMOVED)
+        self.groups
+            .get(&group)
+            .filter(|g| g.incarnation == incarnation)
+            .unwrap_or(&REMOVED)
     }
 
-    fn group_mut(&mut self, group: RangeId) -> &mut GroupLog {
-        self.groups.entry(group).or_default()
+    /// A group's state, for a handle of `incarnation` to write: refused for a group removed
+    /// since the handle was taken, which a write would otherwise bring back half-made, in
+    /// memory and in the WAL (where recovery would then find entries with no start).
+    fn live_group(
+        &mut self,
+        group: RangeId,
+        incarnation: u64,
+    ) -> Result<&mut GroupLog, StoreError> {
+        self.groups
+            .get_mut(&group)
+            .filter(|g| g.incarnation == incarnation)
+            .ok_or(StoreError::GroupRemoved(group))
     }
 
     /// Reads back the entries of the record at `at`.
@@ -592,23 +626,28 @@ impl WalStore {
 
 impl LogStore for WalStore {
     fn hard_state(&self) -> HardState {
-        self.lock().group(self.group).hard_state
+        self.lock().group(self.group, self.incarnation).hard_state
     }
 
     fn snapshot_meta(&self) -> SnapshotMeta {
-        self.lock().group(self.group).snapshot.clone()
+        self.lock()
+            .group(self.group, self.incarnation)
+            .snapshot
+            .clone()
     }
 
     fn first_index(&self) -> LogIndex {
-        self.lock().group(self.group).first_index()
+        self.lock()
+            .group(self.group, self.incarnation)
+            .first_index()
     }
 
     fn last_index(&self) -> LogIndex {
-        self.lock().group(self.group).last_index()
+        self.lock().group(self.group, self.incarnation).last_index()
     }
 
     fn term(&self, index: LogIndex) -> Result<Term, StoreError> {
-        self.lock().group(self.group).term(index)
+        self.lock().group(self.group, self.incarnation).term(index)
     }
 
     fn entries(
@@ -618,7 +657,7 @@ impl LogStore for WalStore {
         max_bytes: u64,
     ) -> Result<Vec<Entry>, StoreError> {
         let mut inner = self.lock();
-        let g = inner.group(self.group);
+        let g = inner.group(self.group, self.incarnation);
         if lo >= hi {
             return Ok(Vec::new());
         }
@@ -667,7 +706,8 @@ impl LogStore for WalStore {
             return Ok(());
         };
         let mut inner = self.lock();
-        let g = inner.group(self.group);
+        inner.live_group(self.group, self.incarnation)?;
+        let g = inner.group(self.group, self.incarnation);
         if !g.can_append_at(first.index) || entries.windows(2).any(|w| w[1].index != w[0].index + 1)
         {
             return Err(StoreError::InvalidWrite(format!(
@@ -688,7 +728,7 @@ impl LogStore for WalStore {
             nth: 0,
         };
         let cache = inner.config.cache_bytes_per_group;
-        inner.group_mut(self.group).append(
+        inner.live_group(self.group, self.incarnation)?.append(
             entries,
             (0..entries.len() as u32).map(|nth| Location { nth, ..at }),
             cache,
@@ -698,33 +738,35 @@ impl LogStore for WalStore {
 
     fn truncate(&mut self, from: LogIndex) -> Result<(), StoreError> {
         let mut inner = self.lock();
-        if from > inner.group(self.group).last_index() {
+        if from > inner.live_group(self.group, self.incarnation)?.last_index() {
             return Ok(());
         }
         inner.write(&Record::Truncate {
             group: self.group,
             from,
         })?;
-        inner.group_mut(self.group).truncate(from);
+        inner
+            .live_group(self.group, self.incarnation)?
+            .truncate(from);
         Ok(())
     }
 
     fn set_hard_state(&mut self, state: HardState) -> Result<(), StoreError> {
         let mut inner = self.lock();
-        if inner.group(self.group).hard_state == state {
+        if inner.live_group(self.group, self.incarnation)?.hard_state == state {
             return Ok(());
         }
         inner.write(&Record::HardState {
             group: self.group,
             state,
         })?;
-        inner.group_mut(self.group).hard_state = state;
+        inner.live_group(self.group, self.incarnation)?.hard_state = state;
         Ok(())
     }
 
     fn compact(&mut self, snapshot: &SnapshotMeta, through: LogIndex) -> Result<(), StoreError> {
         let mut inner = self.lock();
-        let g = inner.group(self.group);
+        let g = inner.live_group(self.group, self.incarnation)?;
         if through > g.last_index() {
             return Err(StoreError::InvalidWrite(format!(
                 "compact through {through} past the last index {}",
@@ -744,7 +786,7 @@ impl LogStore for WalStore {
             through,
             term,
         })?;
-        let g = inner.group_mut(self.group);
+        let g = inner.live_group(self.group, self.incarnation)?;
         g.record_snapshot(snapshot);
         g.compact(through, term);
         Ok(())
@@ -752,11 +794,14 @@ impl LogStore for WalStore {
 
     fn install_snapshot(&mut self, meta: SnapshotMeta) -> Result<(), StoreError> {
         let mut inner = self.lock();
+        inner.live_group(self.group, self.incarnation)?;
         inner.write(&Record::InstallSnapshot {
             group: self.group,
             meta: meta.clone(),
         })?;
-        inner.group_mut(self.group).install(meta);
+        inner
+            .live_group(self.group, self.incarnation)?
+            .install(meta);
         Ok(())
     }
 

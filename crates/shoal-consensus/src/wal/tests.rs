@@ -254,6 +254,52 @@ fn a_removed_group_is_gone_after_reopening() {
     assert_eq!(wal.groups(), vec![G2]);
 }
 
+/// A store handle taken before its group was removed must not bring the group back: it
+/// used to recreate it in memory and write records that made recovery find entries with no
+/// start. Its writes are refused, it reads an empty log, and a group added again afresh is
+/// out of its reach.
+#[test]
+fn a_removed_groups_old_handles_refuse_writes_and_never_bring_it_back() {
+    fn removed(result: Result<(), StoreError>) -> bool {
+        matches!(result, Err(StoreError::GroupRemoved(g)) if g == G1)
+    }
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (wal, _) = Wal::open(dir.path(), WalConfig::default()).unwrap();
+        let mut old = wal.store(G1);
+        old.append(&entries(1, 3, 1)).unwrap();
+        let mut clone = old.clone();
+        wal.remove_group(G1).unwrap();
+        let records = wal.stats().records;
+        assert!(removed(old.append(&entries(3, 5, 1))), "continuing the log");
+        assert!(removed(clone.append(&entries(1, 2, 1))), "starting afresh");
+        let hs = HardState {
+            term: 2,
+            vote: None,
+            commit: 1,
+        };
+        assert!(removed(old.set_hard_state(hs)));
+        assert!(removed(old.truncate(1)));
+        assert!(removed(old.compact(&meta(1, 1), 1)));
+        assert!(removed(old.install_snapshot(meta(9, 1))));
+        assert_eq!(wal.stats().records, records, "nothing was written");
+        assert!(wal.groups().is_empty(), "the group did not come back");
+        assert_eq!((old.first_index(), old.last_index()), (1, 0));
+
+        // Added again, the group starts empty, and the old handle can neither see nor
+        // write it.
+        let mut new = wal.store(G1);
+        assert_eq!(new.last_index(), 0);
+        new.append(&entries(1, 2, 7)).unwrap();
+        assert!(removed(old.append(&entries(2, 3, 1))));
+        assert_eq!(old.last_index(), 0);
+        wal.sync().unwrap();
+    }
+    let (wal, recovery) = Wal::open(dir.path(), WalConfig::default()).unwrap();
+    assert_eq!(recovery.groups, vec![G1]);
+    assert_eq!(all(&wal.store(G1)), entries(1, 2, 7));
+}
+
 #[test]
 fn invalid_writes_are_refused_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
