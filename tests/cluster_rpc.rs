@@ -4,8 +4,8 @@
 
 use shoal::core::{ErrorCode, NodeId};
 use shoal::transport::{
-    Direction, FaultAction, FaultFilter, Router, Rpc, RpcClient, RpcServer, TransportConfig,
-    TransportStats,
+    Direction, FaultAction, FaultFilter, Router, Rpc, RpcClient, RpcServer, RpcTransportExt,
+    TransportConfig, TransportStats,
 };
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,11 +74,7 @@ async fn five_nodes_talk_all_to_all_and_survive_an_isolated_member() {
 
     for from in &nodes {
         for (to, addr) in nodes.iter().zip(&addrs) {
-            let (who, _) = from
-                .client
-                .call_with_timeout::<Whoami>(*addr, &(), LONG)
-                .await
-                .unwrap();
+            let (who, _) = from.client.call::<Whoami>(*addr, &(), LONG).await.unwrap();
             assert_eq!(who, to.id);
         }
     }
@@ -95,20 +91,17 @@ async fn five_nodes_talk_all_to_all_and_survive_an_isolated_member() {
     for node in &nodes[..4] {
         let err = node
             .client
-            .call_with_timeout::<Whoami>(addrs[4], &(), SHORT)
+            .call::<Whoami>(addrs[4], &(), SHORT)
             .await
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::Timeout);
         for addr in &addrs[..4] {
-            node.client
-                .call_with_timeout::<Whoami>(*addr, &(), LONG)
-                .await
-                .unwrap();
+            node.client.call::<Whoami>(*addr, &(), LONG).await.unwrap();
         }
     }
     let err = isolated
         .client
-        .call_with_timeout::<Whoami>(addrs[0], &(), SHORT)
+        .call::<Whoami>(addrs[0], &(), SHORT)
         .await
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::Timeout);
@@ -119,7 +112,7 @@ async fn five_nodes_talk_all_to_all_and_survive_an_isolated_member() {
     for node in &nodes {
         let (who, asked) = node
             .client
-            .call_with_timeout::<Whoami>(addrs[4], &(), LONG)
+            .call::<Whoami>(addrs[4], &(), LONG)
             .await
             .unwrap();
         assert_eq!(who, NodeId::new(5));

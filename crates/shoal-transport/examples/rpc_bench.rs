@@ -11,7 +11,7 @@
 //! [--round-trips N] [--seconds S]`. The last line printed is one JSON object.
 
 use shoal_core::NodeId;
-use shoal_transport::{Router, Rpc, RpcClient, RpcServer, TransportConfig};
+use shoal_transport::{Router, Rpc, RpcClient, RpcServer, RpcTransportExt, TransportConfig};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,6 +20,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const PAYLOAD: usize = 64;
+/// Every call's deadline: far above any round trip here, so none times out.
+const TIMEOUT: Duration = Duration::from_secs(10);
 const IN_FLIGHT: usize = 64;
 
 struct Echo;
@@ -108,7 +110,7 @@ async fn rpc_round_trips(client: &RpcClient, addr: SocketAddr, round_trips: usiz
     let mut samples = Vec::with_capacity(round_trips);
     for i in 0..round_trips + round_trips / 10 {
         let started = Instant::now();
-        let reply = client.call::<Echo>(addr, &payload).await.unwrap();
+        let reply = client.call::<Echo>(addr, &payload, TIMEOUT).await.unwrap();
         assert_eq!(reply.len(), PAYLOAD);
         if i >= round_trips / 10 {
             samples.push(started.elapsed().as_nanos() as u64);
@@ -162,7 +164,7 @@ async fn rpc_pipelined(client: &RpcClient, addr: SocketAddr, duration: Duration)
             tokio::spawn(async move {
                 let payload = vec![7u8; PAYLOAD];
                 while Instant::now() < stop {
-                    client.call::<Echo>(addr, &payload).await.unwrap();
+                    client.call::<Echo>(addr, &payload, TIMEOUT).await.unwrap();
                     done.fetch_add(1, Ordering::Relaxed);
                 }
             })
@@ -197,7 +199,7 @@ fn main() {
         let server = RpcServer::bind(localhost(), NodeId::new(1), router, config.clone())
             .await
             .unwrap();
-        let client = RpcClient::new(NodeId::new(2), config).unwrap();
+        let client = RpcClient::new(NodeId::new(2), None, config).unwrap();
         let rpc_addr = server.local_addr();
 
         // Interleave raw and RPC runs so both see the same machine noise.

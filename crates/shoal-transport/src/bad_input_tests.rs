@@ -4,7 +4,7 @@
 use crate::frame::{begin_frame, finish_frame, read_frame};
 use crate::handshake::{hello_frame, Hello};
 use crate::wire::{self, Incoming};
-use crate::{Router, Rpc, RpcClient, RpcServer, TransportConfig};
+use crate::{Router, Rpc, RpcClient, RpcServer, RpcTransportExt, TransportConfig};
 use shoal_core::{
     codec, CorrelationId, ErrorCode, MethodId, NodeId, RequestHeader, ResponseHeader,
     PROTOCOL_VERSION,
@@ -81,10 +81,14 @@ async fn raw_connection(addr: SocketAddr) -> TcpStream {
 }
 
 fn request(id: u64, method: MethodId, version: u16, body: &[u8]) -> Vec<u8> {
+    request_from(NodeId::new(99), id, method, version, body)
+}
+
+fn request_from(source: NodeId, id: u64, method: MethodId, version: u16, body: &[u8]) -> Vec<u8> {
     let header = RequestHeader {
         version,
         correlation_id: CorrelationId::new(id),
-        source: NodeId::new(99),
+        source,
         timeout_ms: 10_000,
         method,
     };
@@ -127,8 +131,11 @@ async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 
 /// The server still answers a well-behaved client.
 async fn still_serves(addr: SocketAddr) {
-    let client = RpcClient::new(NodeId::new(2), config()).unwrap();
-    let reply = client.call::<Echo>(addr, &b"ok".to_vec()).await.unwrap();
+    let client = RpcClient::new(NodeId::new(2), None, config()).unwrap();
+    let reply = client
+        .call::<Echo>(addr, &b"ok".to_vec(), LONG)
+        .await
+        .unwrap();
     assert_eq!(reply, b"ok");
     client.shutdown().await;
 }
@@ -163,6 +170,28 @@ async fn a_truncated_frame_closes_only_that_connection() {
     })
     .await;
     still_serves(server.local_addr()).await;
+    server.shutdown().await;
+}
+
+/// Regression: a request's header `source` was passed to handlers as is, whatever node the
+/// connection's handshake announced, so one connection could speak for any node.
+#[tokio::test]
+async fn a_request_naming_another_source_than_its_connection_is_refused() {
+    let server = server(Arc::new(tokio::sync::Semaphore::new(0))).await;
+    let mut conn = raw_connection(server.local_addr()).await; // announced n99
+    let body = codec::encode(&b"spoof".to_vec()).unwrap();
+    let spoofed = request_from(NodeId::new(1), 1, Echo::METHOD, PROTOCOL_VERSION, &body);
+    conn.write_all(&spoofed).await.unwrap();
+    let (header, _) = read_response(&mut conn).await;
+    assert_eq!(header.code, Some(ErrorCode::InvalidRequest), "{header:?}");
+    assert_eq!(server.stats().snapshot().spoofed_sources, 1);
+    // The same connection, naming itself, is served.
+    conn.write_all(&request(2, Echo::METHOD, PROTOCOL_VERSION, &body))
+        .await
+        .unwrap();
+    let (header, reply) = read_response(&mut conn).await;
+    assert_eq!(header.code, None);
+    assert_eq!(codec::decode::<Vec<u8>>(&reply, 64).unwrap(), b"spoof");
     server.shutdown().await;
 }
 
@@ -274,8 +303,8 @@ async fn a_server_on_another_version_gives_the_client_unsupported_version_not_a_
         finish_frame(&mut reply, start, 1024).unwrap();
         stream.write_all(&reply).await.unwrap();
     });
-    let client = RpcClient::new(NodeId::new(2), config()).unwrap();
-    let err = client.call::<Echo>(addr, &vec![]).await.unwrap_err();
+    let client = RpcClient::new(NodeId::new(2), None, config()).unwrap();
+    let err = client.call::<Echo>(addr, &vec![], LONG).await.unwrap_err();
     assert_eq!(
         err.code,
         ErrorCode::UnsupportedVersion {
@@ -312,8 +341,11 @@ async fn a_response_with_an_unknown_correlation_id_is_dropped_and_counted() {
         stream.write_all(&real).await.unwrap();
         let _ = read_frame(&mut stream, 1 << 20, LONG).await;
     });
-    let client = RpcClient::new(NodeId::new(2), config()).unwrap();
-    let reply = client.call::<Echo>(addr, &b"mine".to_vec()).await.unwrap();
+    let client = RpcClient::new(NodeId::new(2), None, config()).unwrap();
+    let reply = client
+        .call::<Echo>(addr, &b"mine".to_vec(), LONG)
+        .await
+        .unwrap();
     assert_eq!(reply, b"mine");
     assert_eq!(client.stats().snapshot().unknown_responses, 1);
 }
@@ -342,12 +374,9 @@ async fn a_server_that_stalls_mid_frame_fails_the_call_before_its_timeout() {
         stream.write_all(&[0, 0, 0, 50, 2]).await.unwrap();
         let _ = done_rx.await;
     });
-    let client = RpcClient::new(NodeId::new(2), config()).unwrap();
+    let client = RpcClient::new(NodeId::new(2), None, config()).unwrap();
     let started = std::time::Instant::now();
-    let err = client
-        .call_with_timeout::<Echo>(addr, &vec![], LONG)
-        .await
-        .unwrap_err();
+    let err = client.call::<Echo>(addr, &vec![], LONG).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::Unavailable, "{err}");
     assert!(started.elapsed() < LONG);
     assert_eq!(client.stats().snapshot().stalled_frames, 1);
@@ -384,12 +413,12 @@ async fn a_flood_beyond_the_in_flight_bound_gets_overloaded_errors() {
 async fn a_client_over_its_in_flight_bound_waits_then_times_out() {
     let release = Arc::new(tokio::sync::Semaphore::new(0));
     let server = server(Arc::clone(&release)).await;
-    let client = RpcClient::new(NodeId::new(2), config()).unwrap();
+    let client = RpcClient::new(NodeId::new(2), None, config()).unwrap();
     let addr = server.local_addr();
     let held: Vec<_> = (0..4)
         .map(|_| {
             let client = client.clone();
-            tokio::spawn(async move { client.call_with_timeout::<Hold>(addr, &(), LONG).await })
+            tokio::spawn(async move { client.call::<Hold>(addr, &(), LONG).await })
         })
         .collect();
     eventually("four requests in flight", || {
@@ -399,7 +428,7 @@ async fn a_client_over_its_in_flight_bound_waits_then_times_out() {
     // Wait until the four are really queued at the server before the fifth tries.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let err = client
-        .call_with_timeout::<Hold>(addr, &(), Duration::from_millis(200))
+        .call::<Hold>(addr, &(), Duration::from_millis(200))
         .await
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::Timeout, "{err}");

@@ -6,11 +6,10 @@ use crate::connection::Connection;
 use crate::fault::FaultFilter;
 use crate::handshake::Hello;
 use crate::lock::lock;
-use crate::service::Rpc;
 use crate::stats::TransportStats;
 use crate::transport::RpcTransport;
 use async_trait::async_trait;
-use shoal_core::{codec, DetRng, Error, ErrorCode, MethodId, NodeId, Rng};
+use shoal_core::{DetRng, Error, ErrorCode, MethodId, NodeId, Rng};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,10 +54,19 @@ struct Backoff {
 
 impl RpcClient {
     /// A client for node `local`, with its own statistics and a disabled fault filter.
-    pub fn new(local: NodeId, config: TransportConfig) -> Result<Self, ConfigError> {
+    ///
+    /// `listen_addr` is the address this node's own server listens on, told to every peer in
+    /// the handshake so that their fault rules (and their view of who is calling) name this
+    /// node by the address its server is known by; `None` for a client that serves nothing.
+    /// Typed calls go through [`RpcTransportExt::call`](crate::RpcTransportExt::call).
+    pub fn new(
+        local: NodeId,
+        listen_addr: Option<SocketAddr>,
+        config: TransportConfig,
+    ) -> Result<Self, ConfigError> {
         let stats = Arc::new(TransportStats::default());
         let fault = FaultFilter::with_stats(Arc::clone(&stats));
-        Self::with_parts(local, None, config, stats, fault)
+        Self::with_parts(local, listen_addr, config, stats, fault)
     }
 
     /// A client that shares statistics and fault rules with a server, and tells peers the
@@ -100,28 +108,6 @@ impl RpcClient {
     /// The fault-injection filter applied to this client's traffic.
     pub fn fault_filter(&self) -> &FaultFilter {
         &self.inner.fault
-    }
-
-    /// Calls `R` on `peer` with the configured default timeout.
-    pub async fn call<R: Rpc>(
-        &self,
-        peer: SocketAddr,
-        request: &R::Request,
-    ) -> Result<R::Response, Error> {
-        self.call_with_timeout::<R>(peer, request, self.inner.config.default_request_timeout)
-            .await
-    }
-
-    /// Calls `R` on `peer`, waiting at most `timeout` (connecting included).
-    pub async fn call_with_timeout<R: Rpc>(
-        &self,
-        peer: SocketAddr,
-        request: &R::Request,
-        timeout: Duration,
-    ) -> Result<R::Response, Error> {
-        let body = codec::encode(request)?;
-        let response = self.call_bytes(peer, R::METHOD, &body, timeout).await?;
-        Ok(codec::decode(&response, response.len())?)
     }
 
     /// The node id the peer at `peer` announced, if connected.

@@ -17,7 +17,7 @@
 //!
 //! ```
 //! use shoal_core::NodeId;
-//! use shoal_transport::{Router, Rpc, RpcClient, RpcServer, TransportConfig};
+//! use shoal_transport::{Router, Rpc, RpcClient, RpcServer, RpcTransportExt, TransportConfig};
 //!
 //! struct Greet;
 //! impl Rpc for Greet {
@@ -34,8 +34,11 @@
 //! let config = TransportConfig::local();
 //! let server = RpcServer::bind("127.0.0.1:0".parse()?, NodeId::new(1), router, config.clone()).await?;
 //!
-//! let client = RpcClient::new(NodeId::new(2), config)?;
-//! let reply = client.call::<Greet>(server.local_addr(), &"shoal".to_string()).await?;
+//! let client = RpcClient::new(NodeId::new(2), None, config)?;
+//! let timeout = std::time::Duration::from_secs(5);
+//! let reply = client
+//!     .call::<Greet>(server.local_addr(), &"shoal".to_string(), timeout)
+//!     .await?;
 //! assert_eq!(reply, "hello shoal, from a handler called by n2");
 //!
 //! server.shutdown().await;

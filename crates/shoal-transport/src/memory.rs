@@ -4,12 +4,22 @@
 //! Upper layers test their real async code without sockets. Run tests on a current-thread
 //! runtime with paused time (`#[tokio::test(start_paused = true)]`) and a fixed seed, and the
 //! network's choices repeat from run to run.
+//!
+//! The network applies a [`TransportConfig`]'s caps as TCP and UDP do: a request or response
+//! is framed as on a socket and refused with `TooLarge` when over `max_frame_bytes`, and a
+//! datagram over `max_datagram_bytes` (header included) is refused, so a test over memory
+//! cannot pass what a socket would refuse.
 
+use crate::config::TransportConfig;
+use crate::frame::LENGTH_PREFIX_BYTES;
 use crate::lock::lock;
 use crate::service::{RequestContext, Router};
 use crate::transport::{Datagram, DatagramTransport, RpcTransport};
+use crate::wire::{self, Incoming};
 use async_trait::async_trait;
-use shoal_core::{DetRng, Error, ErrorCode, MethodId, NodeId};
+use shoal_core::{
+    CorrelationId, DetRng, Error, ErrorCode, MethodId, NodeId, RequestHeader, PROTOCOL_VERSION,
+};
 use shoal_sim::{Fate, LinkConfig, NetworkModel};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -30,6 +40,7 @@ struct NetState {
     model: NetworkModel<SocketAddr>,
     rng: DetRng,
     endpoints: HashMap<SocketAddr, EndpointEntry>,
+    max_frame_bytes: usize,
     max_datagram_payload: usize,
 }
 
@@ -39,14 +50,24 @@ struct EndpointEntry {
 }
 
 impl MemoryNetwork {
-    /// A network whose links all behave like `link`, drawing randomness from `seed`.
+    /// A network whose links all behave like `link`, drawing randomness from `seed`, with
+    /// the default [`TransportConfig`]'s frame and datagram caps.
     pub fn new(seed: u64, link: LinkConfig) -> Self {
+        Self::with_config(seed, link, &TransportConfig::default())
+    }
+
+    /// A network like [`MemoryNetwork::new`] with `config`'s `max_frame_bytes` and
+    /// `max_datagram_bytes`, the caps the TCP and UDP transports would apply.
+    pub fn with_config(seed: u64, link: LinkConfig, config: &TransportConfig) -> Self {
         Self {
             inner: Arc::new(Mutex::new(NetState {
                 model: NetworkModel::new(link),
                 rng: DetRng::from_seed(seed),
                 endpoints: HashMap::new(),
-                max_datagram_payload: 1400 - crate::datagram::DATAGRAM_HEADER_BYTES,
+                max_frame_bytes: config.max_frame_bytes,
+                max_datagram_payload: config
+                    .max_datagram_bytes
+                    .saturating_sub(crate::datagram::DATAGRAM_HEADER_BYTES),
             })),
         }
     }
@@ -124,6 +145,17 @@ impl MemoryEndpoint {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, Error> {
+        let max_frame_bytes = self.net.state().max_frame_bytes;
+        let id = CorrelationId::new(0);
+        let header = RequestHeader {
+            version: PROTOCOL_VERSION,
+            correlation_id: id,
+            source: self.node,
+            timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
+            method,
+        };
+        // Framed as TCP would frame it, so a request over the cap is refused as there.
+        wire::request_frame(&header, &body, max_frame_bytes)?;
         let Some(delay) = self.cross(self.addr, peer) else {
             return std::future::pending().await;
         };
@@ -145,7 +177,18 @@ impl MemoryEndpoint {
             peer: self.addr,
             timeout,
         };
-        let result = router.dispatch(ctx, method, &body, Vec::new()).await;
+        let result = router
+            .dispatch(ctx, method, &body, wire::response_prefix(id))
+            .await;
+        // The response frame a TCP server would send: over the cap, it becomes `TooLarge`.
+        let frame = wire::finish_response(id, result, max_frame_bytes);
+        let result = match wire::parse(&frame[LENGTH_PREFIX_BYTES..]) {
+            Ok(Incoming::Response(header, body)) => header.into_result().map(|()| body.to_vec()),
+            _ => Err(Error::new(
+                ErrorCode::Internal,
+                "invariant: a response frame parses",
+            )),
+        };
         let Some(delay) = self.cross(peer, self.addr) else {
             return std::future::pending().await;
         };

@@ -225,6 +225,7 @@ impl ConnectionTask {
         let in_flight = Arc::new(Semaphore::new(max_in_flight));
         let conn = ConnectionContext {
             shared: Arc::clone(&shared),
+            node: hello.node,
             peer,
             frames,
             in_flight: Arc::clone(&in_flight),
@@ -270,6 +271,8 @@ impl ConnectionTask {
 /// Per-connection state the request handlers need.
 struct ConnectionContext {
     shared: Arc<Shared>,
+    /// The node the connection's handshake announced: every request on it must name it.
+    node: NodeId,
     peer: SocketAddr,
     frames: FrameSink,
     in_flight: Arc<Semaphore>,
@@ -290,6 +293,18 @@ impl ConnectionContext {
                     supported: PROTOCOL_VERSION,
                 },
                 format!("request of protocol v{}", header.version),
+            );
+            self.send(&wire::error_frame(id, error));
+            return;
+        }
+        if header.source != self.node {
+            bump(&self.shared.stats.spoofed_sources);
+            let error = Error::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "request names source {} on a connection from {}",
+                    header.source, self.node
+                ),
             );
             self.send(&wire::error_frame(id, error));
             return;
@@ -316,7 +331,7 @@ impl ConnectionContext {
             ms => Duration::from_millis(u64::from(ms)),
         };
         let ctx = RequestContext {
-            source: header.source,
+            source: self.node,
             peer: self.peer,
             timeout,
         };

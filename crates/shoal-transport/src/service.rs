@@ -41,7 +41,11 @@ pub trait Rpc: Send + Sync + 'static {
 /// What a handler knows about the request besides its body.
 #[derive(Clone, Debug)]
 pub struct RequestContext {
-    /// The node that sent it.
+    /// The node that sent it: the id its connection's handshake announced (a request whose
+    /// header names another node is refused before it gets here). The handshake itself is not
+    /// authenticated: without mutual TLS, which is later work, a peer that can connect can
+    /// announce any id, so this says which node a connection claims to be, consistently for
+    /// every request on it, not who it provably is.
     pub source: NodeId,
     /// The address the request came from (the sender's advertised address when it has one).
     pub peer: SocketAddr,

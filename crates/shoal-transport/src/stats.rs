@@ -44,6 +44,9 @@ counters! {
     truncated_frames,
     /// Responses whose correlation id matched no pending request (late or bogus).
     unknown_responses,
+    /// Requests refused because their header named another source than the node their
+    /// connection's handshake announced.
+    spoofed_sources,
     /// Requests refused because the connection's in-flight bound was reached.
     overloaded_rejections,
     /// Responses dropped because the client stopped reading or the connection broke.

@@ -2,7 +2,9 @@
 
 use shoal_core::{ErrorCode, NodeId};
 use shoal_sim::{Latency, LinkConfig};
-use shoal_transport::{DatagramTransport, MemoryNetwork, Router, Rpc, RpcTransportExt};
+use shoal_transport::{
+    DatagramTransport, MemoryNetwork, Router, Rpc, RpcTransport, RpcTransportExt,
+};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -122,4 +124,49 @@ async fn reordering_is_real_and_repeats_by_seed() {
     assert_ne!(first, (0..50).collect::<Vec<_>>(), "no reordering");
     assert_eq!(first, again, "same seed, different order");
     assert_ne!(first, other);
+}
+
+struct Blob;
+impl Rpc for Blob {
+    const NAME: &'static str = "test.blob";
+    type Request = usize;
+    type Response = Vec<u8>;
+}
+
+/// Regression: the in-memory network applied no frame cap and a fixed datagram cap, so a
+/// test over it passed messages TCP and UDP would refuse. It now applies the config's caps.
+#[tokio::test(start_paused = true)]
+async fn the_configs_frame_and_datagram_caps_apply_in_memory_as_on_sockets() {
+    let config = shoal_transport::TransportConfig {
+        max_frame_bytes: 4096,
+        max_datagram_bytes: 600,
+        ..shoal_transport::TransportConfig::local()
+    };
+    let net = MemoryNetwork::with_config(1, lan(), &config);
+    let mut router = echo_router();
+    router
+        .register::<Blob, _, _>(|_, len| async move { Ok(vec![7u8; len]) })
+        .unwrap();
+    let a = net.endpoint(addr(1), NodeId::new(1), Router::new());
+    let _b = net.endpoint(addr(2), NodeId::new(2), router);
+    // A request over the frame cap is refused before it is sent.
+    let big = vec![0u8; 5000];
+    let err = a
+        .call_raw(addr(2), Echo::METHOD, big, TIMEOUT)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::TooLarge, "{err}");
+    // A response over the cap reaches the caller as TooLarge, as from a TCP server.
+    let err = a.call::<Blob>(addr(2), &5000, TIMEOUT).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::TooLarge, "{err}");
+    assert_eq!(
+        a.call::<Blob>(addr(2), &3000, TIMEOUT).await.unwrap().len(),
+        3000
+    );
+    // Datagrams: the config's cap, header included.
+    let max = a.max_payload();
+    assert_eq!(max, 600 - 12);
+    assert!(a.send_to(addr(2), &vec![0u8; max]).await.is_ok());
+    let err = a.send_to(addr(2), &vec![0u8; max + 1]).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::TooLarge);
 }

@@ -71,7 +71,7 @@ async fn server() -> RpcServer {
 }
 
 fn client() -> RpcClient {
-    RpcClient::new(NodeId::new(2), TransportConfig::local()).unwrap()
+    RpcClient::new(NodeId::new(2), None, TransportConfig::local()).unwrap()
 }
 
 #[tokio::test]
@@ -79,7 +79,7 @@ async fn calls_round_trip_and_report_the_peer() {
     let server = server().await;
     let client = client();
     let reply = client
-        .call::<Echo>(server.local_addr(), &b"ping".to_vec())
+        .call::<Echo>(server.local_addr(), &b"ping".to_vec(), LONG)
         .await
         .unwrap();
     assert_eq!(reply, b"ping");
@@ -100,10 +100,7 @@ async fn many_concurrent_calls_share_one_connection() {
             let client = client.clone();
             tokio::spawn(async move {
                 let body = i.to_be_bytes().to_vec();
-                let reply = client
-                    .call_with_timeout::<Echo>(addr, &body, LONG)
-                    .await
-                    .unwrap();
+                let reply = client.call::<Echo>(addr, &body, LONG).await.unwrap();
                 assert_eq!(reply, body, "response matched to the wrong request");
             })
         })
@@ -123,17 +120,11 @@ async fn responses_may_complete_out_of_order() {
     let addr = server.local_addr();
     let slow = {
         let client = client.clone();
-        tokio::spawn(async move { client.call_with_timeout::<Sleep>(addr, &300, LONG).await })
+        tokio::spawn(async move { client.call::<Sleep>(addr, &300, LONG).await })
     };
     tokio::time::sleep(Duration::from_millis(20)).await;
     let fast_started = Instant::now();
-    assert_eq!(
-        client
-            .call_with_timeout::<Sleep>(addr, &0, LONG)
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(client.call::<Sleep>(addr, &0, LONG).await.unwrap(), 0);
     assert!(!slow.is_finished() || fast_started.elapsed() < Duration::from_millis(300));
     assert_eq!(slow.await.unwrap().unwrap(), 300);
     server.shutdown().await;
@@ -144,7 +135,7 @@ async fn a_slow_handler_times_out_the_call_and_the_server_drops_the_work() {
     let server = server().await;
     let client = client();
     let err = client
-        .call_with_timeout::<Sleep>(server.local_addr(), &10_000, Duration::from_millis(100))
+        .call::<Sleep>(server.local_addr(), &10_000, Duration::from_millis(100))
         .await
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::Timeout, "{err}");
@@ -163,13 +154,13 @@ async fn handler_errors_and_unknown_methods_reach_the_caller() {
     let server = server().await;
     let client = client();
     let err = client
-        .call::<Fail>(server.local_addr(), &())
+        .call::<Fail>(server.local_addr(), &(), LONG)
         .await
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::NotEnoughReplicas);
     assert_eq!(err.message, "only 1 of 3 alive");
     let err = client
-        .call::<Unregistered>(server.local_addr(), &())
+        .call::<Unregistered>(server.local_addr(), &(), LONG)
         .await
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::UnknownMethod);
@@ -183,16 +174,16 @@ async fn an_oversized_request_is_refused_locally() {
         max_frame_bytes: 1024,
         ..TransportConfig::local()
     };
-    let client = RpcClient::new(NodeId::new(2), config).unwrap();
+    let client = RpcClient::new(NodeId::new(2), None, config).unwrap();
     let err = client
-        .call::<Echo>(server.local_addr(), &vec![0u8; 4096])
+        .call::<Echo>(server.local_addr(), &vec![0u8; 4096], LONG)
         .await
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::TooLarge, "{err}");
     // The connection is still good for normal calls.
     assert_eq!(
         client
-            .call::<Echo>(server.local_addr(), &vec![1])
+            .call::<Echo>(server.local_addr(), &vec![1], LONG)
             .await
             .unwrap(),
         vec![1]
@@ -212,10 +203,10 @@ async fn an_unreachable_peer_fails_fast_and_backs_off() {
         reconnect_backoff_max: Duration::from_secs(60),
         ..TransportConfig::local()
     };
-    let client = RpcClient::new(NodeId::new(2), config).unwrap();
-    let err = client.call::<Echo>(addr, &vec![]).await.unwrap_err();
+    let client = RpcClient::new(NodeId::new(2), None, config).unwrap();
+    let err = client.call::<Echo>(addr, &vec![], LONG).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::Unavailable, "{err}");
-    let err = client.call::<Echo>(addr, &vec![]).await.unwrap_err();
+    let err = client.call::<Echo>(addr, &vec![], LONG).await.unwrap_err();
     assert!(err.message.contains("next connect attempt"), "{err}");
     assert_eq!(
         client.stats().snapshot().connect_failures,
@@ -229,15 +220,15 @@ async fn the_client_reconnects_after_the_server_restarts() {
     let first = server().await;
     let addr = first.local_addr();
     let client = client();
-    assert!(client.call::<Echo>(addr, &vec![1]).await.is_ok());
+    assert!(client.call::<Echo>(addr, &vec![1], LONG).await.is_ok());
     first.shutdown().await;
     // Until a new server is up, calls fail with a retriable error.
-    let err = client.call::<Echo>(addr, &vec![2]).await.unwrap_err();
+    let err = client.call::<Echo>(addr, &vec![2], LONG).await.unwrap_err();
     assert!(err.is_retriable(), "{err}");
     let second = server_at(addr).await;
     let deadline = Instant::now() + LONG;
     loop {
-        match client.call::<Echo>(addr, &vec![3]).await {
+        match client.call::<Echo>(addr, &vec![3], LONG).await {
             Ok(reply) => {
                 assert_eq!(reply, vec![3]);
                 break;
@@ -256,12 +247,12 @@ async fn a_forgotten_peer_loses_its_connection_and_backoff() {
     let server = server().await;
     let client = client();
     let addr = server.local_addr();
-    client.call::<Echo>(addr, &vec![1]).await.unwrap();
+    client.call::<Echo>(addr, &vec![1], LONG).await.unwrap();
     assert_eq!(client.connected_node(addr), Some(NodeId::new(1)));
     client.forget_peer(addr);
     assert_eq!(client.connected_node(addr), None);
     // Calling again simply reconnects.
-    client.call::<Echo>(addr, &vec![2]).await.unwrap();
+    client.call::<Echo>(addr, &vec![2], LONG).await.unwrap();
     assert_eq!(client.stats().snapshot().connections_opened, 2);
     server.shutdown().await;
 }
@@ -273,7 +264,7 @@ async fn graceful_shutdown_answers_requests_in_flight() {
     let addr = server.local_addr();
     let in_flight = {
         let client = client.clone();
-        tokio::spawn(async move { client.call_with_timeout::<Sleep>(addr, &300, LONG).await })
+        tokio::spawn(async move { client.call::<Sleep>(addr, &300, LONG).await })
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
     server.shutdown().await;
@@ -282,7 +273,7 @@ async fn graceful_shutdown_answers_requests_in_flight() {
         300,
         "in-flight request was dropped"
     );
-    let err = client.call::<Echo>(addr, &vec![]).await.unwrap_err();
+    let err = client.call::<Echo>(addr, &vec![], LONG).await.unwrap_err();
     assert!(err.is_retriable(), "{err}");
 }
 
@@ -293,12 +284,12 @@ async fn client_shutdown_waits_for_its_calls_and_then_refuses_new_ones() {
     let addr = server.local_addr();
     let in_flight = {
         let client = client.clone();
-        tokio::spawn(async move { client.call_with_timeout::<Sleep>(addr, &200, LONG).await })
+        tokio::spawn(async move { client.call::<Sleep>(addr, &200, LONG).await })
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
     client.shutdown().await;
     assert_eq!(in_flight.await.unwrap().unwrap(), 200);
-    let err = client.call::<Echo>(addr, &vec![]).await.unwrap_err();
+    let err = client.call::<Echo>(addr, &vec![], LONG).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::ShuttingDown);
     server.shutdown().await;
 }
@@ -345,11 +336,7 @@ async fn the_fault_filter_cuts_traffic_from_a_peer_until_cleared() {
     let b = test_node(2).await;
     let (a_addr, b_addr) = (a.server.local_addr(), b.server.local_addr());
     let short = Duration::from_millis(200);
-    assert!(a
-        .client
-        .call_with_timeout::<Echo>(b_addr, &vec![1], short)
-        .await
-        .is_ok());
+    assert!(a.client.call::<Echo>(b_addr, &vec![1], short).await.is_ok());
 
     // B drops everything arriving from A. A's requests never reach B; B's requests reach A
     // but A's responses are dropped on arrival, so RPC fails both ways, as over a real
@@ -358,24 +345,20 @@ async fn the_fault_filter_cuts_traffic_from_a_peer_until_cleared() {
         .add_rule(a_addr, Direction::Inbound, FaultAction::Drop);
     let err = a
         .client
-        .call_with_timeout::<Echo>(b_addr, &vec![2], short)
+        .call::<Echo>(b_addr, &vec![2], short)
         .await
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::Timeout);
     let err = b
         .client
-        .call_with_timeout::<Echo>(a_addr, &vec![3], short)
+        .call::<Echo>(a_addr, &vec![3], short)
         .await
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::Timeout);
     assert_eq!(b.server.stats().snapshot().fault_dropped, 2);
 
     b.fault.clear();
-    assert!(a
-        .client
-        .call_with_timeout::<Echo>(b_addr, &vec![4], LONG)
-        .await
-        .is_ok());
+    assert!(a.client.call::<Echo>(b_addr, &vec![4], LONG).await.is_ok());
     a.server.shutdown().await;
     b.server.shutdown().await;
 }
@@ -391,10 +374,7 @@ async fn the_fault_filter_delays_traffic() {
         FaultAction::Delay(Duration::from_millis(150)),
     );
     let started = Instant::now();
-    a.client
-        .call_with_timeout::<Echo>(b_addr, &vec![1], LONG)
-        .await
-        .unwrap();
+    a.client.call::<Echo>(b_addr, &vec![1], LONG).await.unwrap();
     assert!(started.elapsed() >= Duration::from_millis(150));
     assert_eq!(a.client.stats().snapshot().fault_delayed, 1);
     a.server.shutdown().await;

@@ -17,8 +17,8 @@ use crate::swim::{Swim, SwimError};
 use shoal_core::rng::entropy_seed;
 use shoal_core::{Clock, NodeId, SystemClock};
 use shoal_transport::{
-    DatagramTransport, Router, Rpc, RpcClient, RpcServer, TransportConfig, TransportError,
-    UdpTransport,
+    DatagramTransport, Router, Rpc, RpcClient, RpcServer, RpcTransportExt, TransportConfig,
+    TransportError, UdpTransport,
 };
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -164,9 +164,10 @@ impl MembershipNode {
         let tcp_bind = SocketAddr::new(options.bind.ip(), udp_addr.port());
         let server =
             RpcServer::bind(tcp_bind, options.id, router, options.transport.clone()).await?;
-        let client =
-            RpcClient::new(options.id, options.transport.clone()).map_err(TransportError::from)?;
         let addr = options.advertise.unwrap_or(udp_addr);
+        // Peers' fault rules and views name this node by the address it advertises.
+        let client = RpcClient::new(options.id, Some(addr), options.transport.clone())
+            .map_err(TransportError::from)?;
         let seed = options.seed.unwrap_or_else(entropy_seed);
         let swim = Swim::new(
             options.id,
@@ -413,7 +414,7 @@ impl Driver {
                     let done = done.clone();
                     tokio::spawn(async move {
                         let result = client
-                            .call_with_timeout::<MembershipExchange>(to, &bytes, timeout)
+                            .call::<MembershipExchange>(to, &bytes, timeout)
                             .await
                             .map_err(|e| tracing::debug!(%to, %e, "membership exchange failed"));
                         let _ = done.send((id, result));
