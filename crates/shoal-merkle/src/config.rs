@@ -1,6 +1,7 @@
 //! Settings of a sync session and of the responder that answers it.
 
 use crate::digest::{DigestWindow, DIGEST_LEN};
+use crate::error::ConfigError;
 use crate::message::MAX_FETCH;
 use crate::store::ItemLimits;
 
@@ -11,7 +12,10 @@ use crate::store::ItemLimits;
 pub struct SyncConfig {
     /// Bytes of each digest compared while descending (2 to 32; default 3). Shorter costs
     /// fewer bytes; a chance match (2<sup>-8·len</sup> per comparison) only costs another
-    /// pass, because a session ends by comparing full roots. Use 32 for consistency checks.
+    /// pass, because a session ends by comparing full roots. A check session
+    /// ([`SyncSession::check`](crate::SyncSession::check)) is exact at any length: it
+    /// compares leaf entries in full and runs passes until the differing buckets it found
+    /// account for the peer's full root.
     pub digest_len: u8,
     /// Most parent nodes per `GetNodes` request (default 4,096).
     pub max_nodes_per_request: u32,
@@ -29,6 +33,12 @@ pub struct SyncConfig {
     /// Passes before a session gives up converging (default 4): a pass ends by comparing
     /// full roots, which differ again only after a chance digest match or concurrent writes.
     pub max_passes: u8,
+    /// How many times a session sends one request again after malformed answers to it
+    /// (default 3). The next malformed answer ends the session unconverged with
+    /// [`SyncError::TooManyMalformed`](crate::SyncError::TooManyMalformed), so a broken or
+    /// hostile peer is not asked forever; 0 gives up at the first. A good answer resets the
+    /// count. Lost answers are not counted: the caller decides how often to resend those.
+    pub max_malformed_answers: u32,
     /// Size limits on items taken from the peer.
     pub limits: ItemLimits,
 }
@@ -44,6 +54,7 @@ impl Default for SyncConfig {
             max_batch_bytes: 4 << 20,
             max_push_items: 1000,
             max_passes: 4,
+            max_malformed_answers: 3,
             limits: ItemLimits::default(),
         }
     }
@@ -59,29 +70,86 @@ impl SyncConfig {
     }
 
     /// Checks the settings make sense.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if !(DigestWindow {
             len: self.digest_len,
             window: 0,
         })
         .is_valid()
         {
-            return Err(format!(
-                "digest_len must be 2 to 32, not {}",
-                self.digest_len
-            ));
+            return Err(ConfigError::DigestLen {
+                len: self.digest_len,
+            });
         }
-        if self.max_nodes_per_request == 0
-            || self.max_digests_per_response < 256
-            || self.max_leaves_per_response == 0
-            || self.max_push_items == 0
-            || self.max_passes == 0
-        {
-            return Err("request and response limits must be positive (max_digests_per_response at least 256, one full fanout)".into());
+        let zero = [
+            ("max_nodes_per_request", self.max_nodes_per_request == 0),
+            ("max_leaves_per_response", self.max_leaves_per_response == 0),
+            ("max_push_items", self.max_push_items == 0),
+            ("max_passes", self.max_passes == 0),
+        ];
+        if let Some(&(field, _)) = zero.iter().find(|(_, is_zero)| *is_zero) {
+            return Err(ConfigError::Zero { field });
+        }
+        // The widest fanout a shape may have: a responder must fit one parent's children.
+        let min = 256;
+        if self.max_digests_per_response < min {
+            return Err(ConfigError::TooFewDigests {
+                value: self.max_digests_per_response,
+                min,
+            });
         }
         if self.max_fetch == 0 || self.max_fetch > MAX_FETCH {
-            return Err(format!("max_fetch must be 1 to {MAX_FETCH}"));
+            return Err(ConfigError::MaxFetch {
+                value: self.max_fetch,
+                max: MAX_FETCH,
+            });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_what_is_wrong() {
+        assert_eq!(SyncConfig::default().validate(), Ok(()));
+        assert_eq!(SyncConfig::exact().validate(), Ok(()));
+        let with = |change: fn(&mut SyncConfig)| {
+            let mut config = SyncConfig::default();
+            change(&mut config);
+            config.validate()
+        };
+        assert_eq!(
+            with(|c| c.digest_len = 1),
+            Err(ConfigError::DigestLen { len: 1 })
+        );
+        assert_eq!(
+            with(|c| c.max_push_items = 0),
+            Err(ConfigError::Zero {
+                field: "max_push_items"
+            })
+        );
+        assert_eq!(
+            with(|c| c.max_digests_per_response = 255),
+            Err(ConfigError::TooFewDigests {
+                value: 255,
+                min: 256
+            })
+        );
+        assert_eq!(
+            with(|c| c.max_fetch = MAX_FETCH + 1),
+            Err(ConfigError::MaxFetch {
+                value: MAX_FETCH + 1,
+                max: MAX_FETCH
+            })
+        );
+        // No malformed answer tolerated is a valid choice.
+        assert_eq!(with(|c| c.max_malformed_answers = 0), Ok(()));
+        assert!(with(|c| c.max_passes = 0)
+            .unwrap_err()
+            .to_string()
+            .contains("max_passes"));
     }
 }

@@ -1,4 +1,4 @@
-//! What can go wrong, for the tree and for a sync session.
+//! What can go wrong: for the tree, for a sync session, and in its settings.
 
 use shoal_core::{Error, ErrorCode};
 
@@ -17,6 +17,10 @@ pub enum MerkleError {
     /// Two trees (or a tree and a peer) do not share a shape.
     #[error("tree shapes differ")]
     ShapeMismatch,
+    /// A peer's tree covers another key range: roots over different keys say nothing about
+    /// each other, and items of one range do not belong in the other.
+    #[error("trees cover different key ranges")]
+    SpanMismatch,
     /// The key is not in the tree's key range.
     #[error("key is outside the tree's key range")]
     KeyOutsideSpan,
@@ -43,9 +47,55 @@ pub enum SyncError {
     /// A response arrived while no request was outstanding.
     #[error("response without a request")]
     NoRequest,
+    /// The peer answered one request with malformed data more often than
+    /// [`SyncConfig::max_malformed_answers`](crate::SyncConfig::max_malformed_answers)
+    /// allows. The session has ended unconverged: a peer that cannot answer correctly is
+    /// not asked forever.
+    #[error("peer sent {count} malformed answers in a row to one request; last: {last}")]
+    TooManyMalformed {
+        /// Malformed answers received for the request.
+        count: u32,
+        /// What was wrong with the last one.
+        last: String,
+    },
     /// The tree refused an operation.
     #[error(transparent)]
     Tree(#[from] MerkleError),
+}
+
+/// Why [`SyncConfig::validate`](crate::SyncConfig::validate) refused a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// `digest_len` is outside 2 to 32.
+    #[error("digest_len must be 2 to 32, not {len}")]
+    DigestLen {
+        /// The length configured.
+        len: u8,
+    },
+    /// A count limit that must be positive is zero.
+    #[error("{field} must be positive")]
+    Zero {
+        /// The setting's name.
+        field: &'static str,
+    },
+    /// `max_digests_per_response` is below one full fanout, so a responder could not answer
+    /// for a single parent.
+    #[error("max_digests_per_response must be at least {min} (one full fanout), not {value}")]
+    TooFewDigests {
+        /// The value configured.
+        value: u32,
+        /// The least allowed.
+        min: u32,
+    },
+    /// `max_fetch` is zero or over the protocol's limit.
+    #[error("max_fetch must be 1 to {max}, not {value}")]
+    MaxFetch {
+        /// The value configured.
+        value: usize,
+        /// The protocol's limit, [`MAX_FETCH`](crate::MAX_FETCH).
+        max: usize,
+    },
 }
 
 impl From<MerkleError> for Error {

@@ -57,10 +57,18 @@
 //! - **Conflicts** ([`ConflictRule`]): last writer wins by HLC timestamp with the node id as
 //!   the tiebreak, or immutable content-addressed items.
 //! - **Checks**: [`diverging_keys`] compares two trees taken at the same applied index;
-//!   [`SyncSession::check`] does it with a remote replica without changing either.
+//!   [`SyncSession::check`] does it with a remote replica without changing either, and
+//!   reports every differing key whatever `digest_len` (it runs passes until the buckets it
+//!   read account for the peer's full root, and says so in
+//!   [`SyncOutcome::differing_complete`]). A [`Responder::read_only`] answers comparisons
+//!   and fetches but refuses `Push` and `Gossip`, for replicas whose data is written only
+//!   through a Raft log.
 //! - **Bad input**: every answer is checked against the request it answers (kind, digest
 //!   sizes, counts, ids asked for); items that were not asked for or fail their rule are
-//!   refused and counted, never stored; requests over the limits are refused.
+//!   refused and counted, never stored; a peer that answers one request badly more than
+//!   [`SyncConfig::max_malformed_answers`] times ends the session. Requests over the
+//!   responder's limits, and root exchanges for another tree shape or key range, are
+//!   refused.
 
 #![warn(missing_docs)]
 
@@ -79,7 +87,7 @@ mod tree;
 pub use config::SyncConfig;
 pub use consistency::{diverging_keys, diverging_ranges, Divergence};
 pub use digest::{key_hash, Digest, DigestWindow, DIGEST_LEN};
-pub use error::{MerkleError, SyncError};
+pub use error::{ConfigError, MerkleError, SyncError};
 pub use item::{ConflictRule, Item, Refusal};
 pub use message::{IdList, NodeList, SyncRequest, SyncResponse, MAX_FETCH, MAX_SYNC_MESSAGE_BYTES};
 pub use responder::{Responder, ResponderStats};

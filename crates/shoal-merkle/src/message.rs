@@ -9,12 +9,14 @@ use crate::item::Item;
 use crate::shape::TreeShape;
 use serde::{Deserialize, Serialize};
 use shoal_core::codec::{self, CodecError};
-use shoal_core::{Error, NodeId};
+use shoal_core::{Error, KeyRange, NodeId};
 
 /// The largest encoded sync message accepted.
 pub const MAX_SYNC_MESSAGE_BYTES: usize = 16 << 20;
 
-/// At most this many ids or hashes per fetch.
+/// At most this many ids, keys or hashes per fetch, whatever the configuration; a responder
+/// refuses more than its own [`SyncConfig::max_fetch`](crate::SyncConfig::max_fetch), which
+/// is at most this.
 pub const MAX_FETCH: usize = 1000;
 
 /// Node indexes at one level, strictly increasing. On the wire: the first index, then the
@@ -111,7 +113,7 @@ impl TryFrom<Vec<u8>> for IdList {
 /// What one replica asks another.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SyncRequest {
-    /// Compares whole trees: the asker's root, key count and shape.
+    /// Compares whole trees: the asker's root, key count, shape and key range.
     ExchangeRoots {
         /// The asker's root digest.
         root: Digest,
@@ -119,6 +121,10 @@ pub enum SyncRequest {
         count: u64,
         /// The asker's tree shape; the responder refuses a different one.
         shape: TreeShape,
+        /// The key range the asker's tree covers; the responder refuses a different one
+        /// (after a split or merge one side has not applied yet, the two trees cover
+        /// different keys and must not be reconciled).
+        span: KeyRange,
     },
     /// The digests of the children of `nodes` at `level`, each cut to `window`.
     GetNodes {
@@ -143,27 +149,30 @@ pub enum SyncRequest {
         /// never split).
         max: u32,
     },
-    /// The items with these key hashes (at most [`MAX_FETCH`]).
+    /// The items with these key hashes (at most the responder's `max_fetch`).
     Fetch {
         /// Key hashes.
         ids: IdList,
     },
-    /// The items under these keys (at most [`MAX_FETCH`]).
+    /// The items under these keys (at most the responder's `max_fetch`).
     FetchKeys {
         /// Keys.
         keys: Vec<Vec<u8>>,
     },
-    /// Content-addressed items by their hash, which is their key (at most [`MAX_FETCH`]).
+    /// Content-addressed items by their hash, which is their key (at most the responder's
+    /// `max_fetch`).
     FetchByHash {
         /// Item hashes.
         hashes: Vec<Digest>,
     },
-    /// Items the asker holds newer or alone; the responder keeps those that win.
+    /// Items the asker holds newer or alone; the responder keeps those that win (a read-only
+    /// responder refuses the request).
     Push {
         /// The items.
         items: Vec<Item>,
     },
-    /// One new item, pushed as soon as it is written (gossip mode).
+    /// One new item, pushed as soon as it is written (gossip mode; a read-only responder
+    /// refuses it).
     Gossip {
         /// The item.
         item: Item,
@@ -289,6 +298,16 @@ mod tests {
             truncated: false,
         };
         assert_eq!(SyncResponse::decode(&resp.encode().unwrap()).unwrap(), resp);
+        let roots = SyncRequest::ExchangeRoots {
+            root: Digest::ZERO,
+            count: 7,
+            shape: TreeShape::default(),
+            span: KeyRange::bounded("a", "m").unwrap(),
+        };
+        assert_eq!(
+            SyncRequest::decode(&roots.encode().unwrap()).unwrap(),
+            roots
+        );
         for cut in 0..bytes.len() {
             assert!(SyncRequest::decode(&bytes[..cut]).is_err());
         }

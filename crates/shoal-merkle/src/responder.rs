@@ -1,5 +1,6 @@
 //! The answering side of a sync: stateless, one response per request, every request
-//! checked against the limits before any work.
+//! checked against the limits before any work. A read-only responder answers comparisons
+//! and fetches and refuses every write.
 
 use crate::config::SyncConfig;
 use crate::digest::DigestWindow;
@@ -31,6 +32,8 @@ pub struct ResponderStats {
 pub struct Responder {
     node: NodeId,
     config: SyncConfig,
+    /// Refuse `Push` and `Gossip`: see [`Responder::read_only`].
+    read_only: bool,
     stats: ResponderStats,
 }
 
@@ -46,8 +49,28 @@ impl Responder {
         Responder {
             node,
             config,
+            read_only: false,
             stats: ResponderStats::default(),
         }
+    }
+
+    /// A responder for node `node` that never writes to its store: it answers roots, node
+    /// and leaf digests, fetches and pings, and refuses [`SyncRequest::Push`] and
+    /// [`SyncRequest::Gossip`] with [`ErrorCode::InvalidRequest`]. For a replica whose data
+    /// belongs to a Raft log: peers can compare against it
+    /// ([`SyncSession::check`](crate::SyncSession::check)) or read from it, but nothing can be
+    /// written behind the log's back. A reconciling session against it ends with
+    /// [`SyncError::Refused`](crate::SyncError::Refused) when it first pushes.
+    pub fn read_only(node: NodeId, config: SyncConfig) -> Responder {
+        Responder {
+            read_only: true,
+            ..Self::new(node, config)
+        }
+    }
+
+    /// Whether this responder refuses writes (see [`Responder::read_only`]).
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
     }
 
     /// The counters so far.
@@ -68,9 +91,17 @@ impl Responder {
 
     fn answer<S: SyncStore>(&mut self, store: &mut S, request: SyncRequest) -> SyncResponse {
         match request {
-            SyncRequest::ExchangeRoots { root, shape, .. } => {
+            SyncRequest::ExchangeRoots {
+                root, shape, span, ..
+            } => {
                 if shape.validate().is_err() || shape != store.tree().shape() {
                     return MerkleError::ShapeMismatch.into_response();
+                }
+                // Same shape over other keys (one side has applied a split or merge the other
+                // has not): the roots are not comparable, and what a session would then
+                // fetch or push belongs to neither range.
+                if &span != store.tree().span() {
+                    return MerkleError::SpanMismatch.into_response();
                 }
                 let mine = store.tree_mut().root();
                 SyncResponse::Roots {
@@ -92,23 +123,27 @@ impl Responder {
                 max,
             } => self.leaves(store, &buckets, after, window, max),
             SyncRequest::Fetch { ids } => {
-                if ids.0.len() > MAX_FETCH {
-                    return refuse(ErrorCode::TooLarge, "more than 1000 ids in one fetch");
+                if let Err(response) = self.check_fetch(ids.0.len(), "ids") {
+                    return response;
                 }
                 self.batch(ids.0.iter(), |&id, out| store.items_with_hash(id, out))
             }
             SyncRequest::FetchKeys { keys } => {
-                if keys.len() > MAX_FETCH {
-                    return refuse(ErrorCode::TooLarge, "more than 1000 keys in one fetch");
+                if let Err(response) = self.check_fetch(keys.len(), "keys") {
+                    return response;
                 }
                 self.batch(keys.iter(), |key, out| out.extend(store.item(key)))
             }
             SyncRequest::FetchByHash { hashes } => {
-                if hashes.len() > MAX_FETCH {
-                    return refuse(ErrorCode::TooLarge, "more than 1000 hashes in one fetch");
+                if let Err(response) = self.check_fetch(hashes.len(), "hashes") {
+                    return response;
                 }
                 self.batch(hashes.iter(), |hash, out| out.extend(store.item(&hash.0)))
             }
+            SyncRequest::Push { .. } | SyncRequest::Gossip { .. } if self.read_only => refuse(
+                ErrorCode::InvalidRequest,
+                "read-only replica: its items are written only through its log, never by sync",
+            ),
             SyncRequest::Push { items } => {
                 if items.len() > self.config.max_push_items {
                     return refuse(ErrorCode::TooLarge, "too many items in one push");
@@ -162,6 +197,17 @@ impl Responder {
             items,
             answered: answered as u32,
         }
+    }
+
+    /// Refuses a fetch of more than the configured `max_fetch` ids, keys or hashes (never
+    /// more than the protocol's [`MAX_FETCH`], whatever the configuration says).
+    fn check_fetch(&self, asks: usize, what: &str) -> Result<(), SyncResponse> {
+        let max = self.config.max_fetch.min(MAX_FETCH);
+        if asks > max {
+            let message = format!("{asks} {what} in one fetch, over the limit of {max}");
+            return Err(refuse(ErrorCode::TooLarge, message));
+        }
+        Ok(())
     }
 
     /// Checks a list of nodes at `level` and the digest window asked for.

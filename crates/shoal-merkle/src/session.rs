@@ -12,14 +12,26 @@
 //! divergence. The peer keeps no session state: a lost answer is recovered by sending the
 //! same request again ([`SyncSession::poll`] does so while a request is outstanding), and
 //! items already taken before an interruption stay taken, so a new session after a restart
-//! has less to do.
+//! has less to do. A peer that keeps answering one request with malformed data is given up
+//! on after [`SyncConfig::max_malformed_answers`] resends.
+//!
+//! A check session ([`SyncSession::check`]) changes nothing, so a pass cannot end with
+//! matching roots, and a chance match of truncated digests could hide a differing subtree.
+//! It reads the entries of differing buckets with full digests, which gives it the peer's
+//! exact digest of each such bucket, and ends only when the local tree with those buckets
+//! replaced by the peer's has the peer's full root: then no difference is left outside the
+//! buckets it read. Until then it runs more passes (other digest bytes), comparing the
+//! peer's digests against that patched tree, so buckets already read are not read again.
 
 use crate::config::SyncConfig;
-use crate::digest::{key_hash, Digest, DigestWindow};
+use crate::digest::{bucket_digest, inner_digest, key_hash, Digest, DigestWindow, DIGEST_LEN};
 use crate::error::SyncError;
 use crate::item::{Item, Refusal};
 use crate::message::{IdList, NodeList, SyncRequest, SyncResponse};
+use crate::shape::TreeShape;
 use crate::store::SyncStore;
+use crate::tree::MerkleTree;
+use foldhash::fast::FixedState;
 
 /// What to do next.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,9 +50,15 @@ pub struct SyncOutcome {
     pub converged: bool,
     /// Passes run (0 when the roots matched at once).
     pub passes: u8,
-    /// In check mode, the key hashes found to differ (at most the configured limit);
-    /// empty otherwise.
+    /// In check mode, the key hashes found to differ, in ascending order (at most the
+    /// configured limit); empty otherwise.
     pub differing: Vec<u64>,
+    /// Whether `differing` holds every key hash on which the two replicas differ. In check
+    /// mode: the peer's full root was matched by the local tree with every bucket found to
+    /// differ replaced by the peer's, and no more keys differ than the limit; false when the
+    /// limit was reached, the passes ran out (the trees changed during the check) or the
+    /// session failed. Outside check mode nothing is listed, so this is `converged`.
+    pub differing_complete: bool,
 }
 
 /// Counters kept by a session.
@@ -132,6 +150,19 @@ pub struct SyncSession {
     push: Vec<Item>,
     push_bytes: usize,
     differing: Vec<u64>,
+    /// Check mode: more keys differ than `check_limit`.
+    over_limit: bool,
+    /// Check mode: the peer's full digest of each bucket whose entries were read in full.
+    resolved: hashbrown::HashMap<u64, Digest, FixedState>,
+    /// Check mode: the peer's entries so far of a bucket cut by a truncated leaf answer,
+    /// completed by the answer that resumes it.
+    partial: Option<(u64, Vec<(u64, Digest)>)>,
+    /// Check mode: the digests, by (level, index), of the local tree with the `resolved`
+    /// buckets replaced by the peer's, for those buckets and their ancestors (as of the last
+    /// root exchange). Empty outside check mode.
+    patched: hashbrown::HashMap<(u8, u64), Digest, FixedState>,
+    /// Malformed answers received for the outstanding request.
+    malformed_in_a_row: u32,
     outstanding: Option<(SyncRequest, Pending)>,
     stats: SessionStats,
 }
@@ -143,6 +174,9 @@ enum Pending {
     /// before the answer arrives, and the peer compared against this one.
     Roots {
         sent: Digest,
+        /// The peer's root once every difference is accounted for: `sent` outside check
+        /// mode, the patched root in check mode (see the module docs).
+        expected: Digest,
     },
     /// A step of the descent.
     Work(Work),
@@ -168,14 +202,23 @@ impl SyncSession {
             push: Vec::new(),
             push_bytes: 0,
             differing: Vec::new(),
+            over_limit: false,
+            resolved: hashbrown::HashMap::default(),
+            partial: None,
+            patched: hashbrown::HashMap::default(),
+            malformed_in_a_row: 0,
             outstanding: None,
             stats: SessionStats::default(),
         }
     }
 
     /// A session that only compares: it changes neither side and reports up to `limit` key
-    /// hashes that differ (see [`SyncOutcome::differing`]). Use it with
-    /// [`SyncConfig::exact`] on trees taken at the same applied index.
+    /// hashes that differ (see [`SyncOutcome::differing`]), all of them unless
+    /// [`SyncOutcome::differing_complete`] is false. Exact with any `digest_len`: leaf
+    /// entries are compared in full, and the session runs passes until the buckets found to
+    /// differ account for the peer's full root (see the module docs). Use it on trees taken
+    /// at the same applied index; a tree changing during the check can exhaust
+    /// [`SyncConfig::max_passes`] and leave the list incomplete.
     pub fn check(config: SyncConfig, limit: usize) -> SyncSession {
         SyncSession {
             check_only: true,
@@ -195,7 +238,9 @@ impl SyncSession {
     }
 
     /// The next request to send, or the outcome. While a request is outstanding (its answer
-    /// was lost, or was malformed), returns that request again.
+    /// was lost, or was malformed), returns that request again: as often as the caller asks
+    /// for a lost answer, and at most [`SyncConfig::max_malformed_answers`] times after
+    /// malformed ones, after which the session is over.
     pub fn poll<S: SyncStore>(&mut self, store: &mut S) -> Step {
         if let Phase::Done(outcome) = &self.phase {
             return Step::Done(outcome.clone());
@@ -217,8 +262,21 @@ impl SyncSession {
                 root,
                 count: tree.len() as u64,
                 shape: tree.shape(),
+                span: tree.span().clone(),
             };
-            return (request, Pending::Roots { sent: root });
+            let expected = if self.check_only {
+                self.patch(store.tree());
+                self.local_node(store.tree(), 0, 0)
+            } else {
+                root
+            };
+            return (
+                request,
+                Pending::Roots {
+                    sent: root,
+                    expected,
+                },
+            );
         }
         if self.push.len() >= self.config.max_push_items
             || self.push_bytes >= self.config.max_batch_bytes
@@ -241,7 +299,7 @@ impl SyncSession {
                 Work::Leaves { buckets, after } => SyncRequest::GetLeaves {
                     buckets: sorted(buckets),
                     after: *after,
-                    window,
+                    window: self.leaf_window(),
                     max: self.config.max_leaves_per_response,
                 },
             };
@@ -286,8 +344,9 @@ impl SyncSession {
     }
 
     /// Takes the peer's answer to the outstanding request. On `Err` the request stays
-    /// outstanding ([`SyncSession::poll`] sends it again), except when the peer refused it,
-    /// which ends the session unconverged.
+    /// outstanding ([`SyncSession::poll`] sends it again), except when the peer refused it
+    /// or answered it badly once more than [`SyncConfig::max_malformed_answers`] allows
+    /// ([`SyncError::TooManyMalformed`]), which end the session unconverged.
     pub fn handle_response<S: SyncStore>(
         &mut self,
         store: &mut S,
@@ -297,33 +356,53 @@ impl SyncSession {
             return Err(SyncError::NoRequest);
         };
         if let SyncResponse::Refused { error } = response {
-            self.finish(false);
+            self.finish(false, false);
             return Err(SyncError::Refused(error));
         }
         match self.apply(store, &pending, response) {
             Ok(()) => {
                 self.stats.round_trips += 1;
+                self.malformed_in_a_row = 0;
                 Ok(())
             }
             Err(e) => {
                 self.stats.malformed_responses += 1;
+                self.malformed_in_a_row = self.malformed_in_a_row.saturating_add(1);
                 tracing::debug!(%e, "malformed sync response");
+                if self.malformed_in_a_row > self.config.max_malformed_answers {
+                    let count = self.malformed_in_a_row;
+                    tracing::debug!(count, "giving up on a peer that keeps answering badly");
+                    self.finish(false, false);
+                    return Err(SyncError::TooManyMalformed {
+                        count,
+                        last: e.to_string(),
+                    });
+                }
                 self.outstanding = Some((request, pending));
                 Err(e)
             }
         }
     }
 
-    fn finish(&mut self, converged: bool) {
+    /// Ends the session. `complete`: whether `differing` is all that differs.
+    fn finish(&mut self, converged: bool, complete: bool) {
+        let mut differing = std::mem::take(&mut self.differing);
+        // A bucket read twice (never by an honest, still peer) lists its keys twice.
+        differing.sort_unstable();
+        differing.dedup();
         self.phase = Phase::Done(SyncOutcome {
             converged,
             passes: self.pass,
-            differing: std::mem::take(&mut self.differing),
+            differing,
+            differing_complete: complete && !self.over_limit,
         });
         self.stack.clear();
         self.fetch.clear();
         self.push.clear();
         self.push_bytes = 0;
+        self.resolved.clear();
+        self.partial = None;
+        self.patched.clear();
     }
 
     fn apply<S: SyncStore>(
@@ -335,7 +414,7 @@ impl SyncSession {
         let malformed = |what: &str| Err(SyncError::Malformed(what.to_string()));
         match (pending, response) {
             (
-                Pending::Roots { sent },
+                Pending::Roots { sent, expected },
                 SyncResponse::Roots {
                     root, roots_match, ..
                 },
@@ -343,13 +422,17 @@ impl SyncSession {
                 if roots_match != (root == *sent) {
                     return malformed("roots_match disagrees with the roots");
                 }
-                if roots_match || (self.check_only && self.pass > 0) {
-                    self.finish(roots_match);
+                if roots_match || root == *expected {
+                    // Outside check mode `expected` is `sent`. In check mode, a match with
+                    // the patched root means every differing key is in a bucket read in
+                    // full, so `differing` is complete.
+                    self.finish(roots_match, true);
                 } else if self.pass >= self.config.max_passes {
-                    self.finish(false);
+                    self.finish(false, false);
                 } else {
                     self.pass += 1;
                     self.phase = Phase::Descend;
+                    self.partial = None;
                     self.stack.push(Work::Nodes {
                         level: 0,
                         nodes: vec![0],
@@ -391,6 +474,62 @@ impl SyncSession {
         }
     }
 
+    /// The digest window of leaf entries: full digests in check mode, which needs the
+    /// peer's exact bucket digests (see the module docs); the pass's window otherwise.
+    fn leaf_window(&self) -> DigestWindow {
+        if self.check_only {
+            DigestWindow {
+                len: DIGEST_LEN as u8,
+                window: 0,
+            }
+        } else {
+            self.used_window()
+        }
+    }
+
+    /// The local digest of node `index` at `level` to compare with the peer's: the tree's,
+    /// or in check mode the patched one where a resolved bucket lies below.
+    fn local_node(&self, tree: &MerkleTree, level: u8, index: u64) -> Digest {
+        if self.patched.is_empty() {
+            return tree.node(level, index);
+        }
+        self.patched
+            .get(&(level, index))
+            .copied()
+            .unwrap_or_else(|| tree.node(level, index))
+    }
+
+    /// Check mode: recomputes `patched` from `resolved` over the (refreshed) local tree,
+    /// bottom up as [`MerkleTree::refresh`] does, ancestors shared by resolved buckets once.
+    fn patch(&mut self, tree: &MerkleTree) {
+        self.patched.clear();
+        let shape = tree.shape();
+        let depth = shape.depth();
+        let mut level_nodes: Vec<u64> = Vec::with_capacity(self.resolved.len());
+        for (&bucket, &digest) in &self.resolved {
+            self.patched.insert((depth, bucket), digest);
+            level_nodes.push(bucket);
+        }
+        let fanout = shape.fanout();
+        let mut children = Vec::with_capacity(fanout);
+        for level in (0..depth).rev() {
+            for index in level_nodes.iter_mut() {
+                *index = shape.parent(*index);
+            }
+            level_nodes.sort_unstable();
+            level_nodes.dedup();
+            for &index in &level_nodes {
+                let first = shape.first_child(index);
+                children.clear();
+                children.extend(
+                    (0..fanout as u64).map(|i| self.local_node(tree, level + 1, first + i)),
+                );
+                let digest = inner_digest(&children);
+                self.patched.insert((level, index), digest);
+            }
+        }
+    }
+
     fn on_nodes<S: SyncStore>(
         &mut self,
         store: &mut S,
@@ -424,7 +563,7 @@ impl SyncSession {
             let first = shape.first_child(parent);
             for (i, their) in theirs.chunks_exact(window.len()).enumerate() {
                 let child = first + i as u64;
-                if tree.node(level + 1, child).window(window) != their {
+                if self.local_node(tree, level + 1, child).window(window) != their {
                     differing.push(child);
                 }
             }
@@ -466,7 +605,7 @@ impl SyncSession {
         digests: &[u8],
         truncated: bool,
     ) -> Result<(), SyncError> {
-        let window = self.used_window();
+        let window = self.leaf_window();
         let shape = store.tree().shape();
         if digests.len() != ids.len() * window.len() {
             return Err(SyncError::Malformed(
@@ -566,12 +705,22 @@ impl SyncSession {
             });
         }
         if self.check_only {
-            let room = self.check_limit.saturating_sub(self.differing.len());
+            self.resolve_buckets(shape, &buckets[..covered], after, truncated, ids, digests);
             let found = to_fetch
                 .iter()
                 .map(|&(id, _)| id)
                 .chain(to_push.iter().copied());
-            self.differing.extend(found.take(room));
+            for id in found {
+                if self.differing.len() >= self.check_limit {
+                    self.over_limit = true;
+                    break;
+                }
+                self.differing.push(id);
+            }
+            if self.over_limit {
+                // The list is full: what more passes would find could not be reported.
+                self.finish(false, false);
+            }
             return Ok(());
         }
         self.fetch.extend(to_fetch);
@@ -579,6 +728,50 @@ impl SyncSession {
             self.queue_push(store, id, &[]);
         }
         Ok(())
+    }
+
+    /// Check mode: records the peer's full digest of each bucket of `covered` whose entries
+    /// this leaf answer (with full digests) completes. The last bucket of a truncated answer
+    /// is kept in `partial` for the answer that resumes it; a resumed bucket whose start was
+    /// not kept stays unresolved (another pass reads it again).
+    #[allow(clippy::too_many_arguments)]
+    fn resolve_buckets(
+        &mut self,
+        shape: TreeShape,
+        covered: &[u64],
+        after: Option<u64>,
+        truncated: bool,
+        ids: &[u64],
+        digests: &[u8],
+    ) {
+        let carried = self.partial.take();
+        let mut theirs = ids
+            .iter()
+            .copied()
+            .zip(digests.chunks_exact(DIGEST_LEN))
+            .peekable();
+        for (i, &bucket) in covered.iter().enumerate() {
+            let (mut known, mut entries) = match (i, after, &carried) {
+                (0, Some(_), Some((cut, so_far))) if *cut == bucket => (true, so_far.clone()),
+                (0, Some(_), _) => (false, Vec::new()),
+                _ => (true, Vec::new()),
+            };
+            while let Some((id, digest)) = theirs.next_if(|&(id, _)| shape.bucket_of(id) == bucket)
+            {
+                match <[u8; DIGEST_LEN]>::try_from(digest) {
+                    Ok(bytes) => entries.push((id, Digest(bytes))),
+                    Err(_) => known = false,
+                }
+            }
+            if truncated && i + 1 == covered.len() {
+                if known {
+                    self.partial = Some((bucket, entries));
+                }
+            } else if known {
+                let digest = bucket_digest(entries.iter().map(|(id, digest)| (*id, digest)));
+                self.resolved.insert(bucket, digest);
+            }
+        }
     }
 
     /// Queues the local items with key hash `id` for the peer, except copies it just sent.

@@ -1,8 +1,9 @@
 //! Sessions against a model: after one session both replicas hold, for every key, the
-//! winner under the conflict rule; and every kind of bad input is refused and counted.
+//! winner under the conflict rule; a check session reports exactly the keys that differ;
+//! and every kind of bad input is refused and counted.
 
 use proptest::prelude::*;
-use shoal_core::{HlcTimestamp, NodeId};
+use shoal_core::{ErrorCode, HlcTimestamp, KeyRange, NodeId};
 use shoal_merkle::*;
 use std::collections::BTreeMap;
 
@@ -115,10 +116,63 @@ proptest! {
         prop_assert_eq!(a.len(), va.union(&vb).count());
         prop_assert_eq!(contents(&a), contents(&b));
     }
+
+    #[test]
+    fn a_check_session_reports_exactly_the_diverging_keys(
+        (wa, wb) in writes(),
+        config in prop_oneof![Just(SyncConfig::default()), tight_config()],
+    ) {
+        let rule = ConflictRule::LastWriterWins;
+        let shape = TreeShape::new(2, 3).unwrap();
+        let (mut a, mut b) = (store(rule, shape), store(rule, shape));
+        for (node, writes, replica) in [(1, &wa, &mut a), (2, &wb, &mut b)] {
+            for &(k, v, ms) in writes {
+                replica.put(Item::new(format!("k{k}"), vec![v], stamp(u64::from(ms), node)));
+            }
+        }
+        let mut expected: Vec<u64> = diverging_keys(a.tree_mut(), b.tree_mut())
+            .unwrap()
+            .iter()
+            .map(|d| key_hash(&d.key))
+            .collect();
+        expected.sort_unstable();
+        let outcome = check_with(&mut a, &mut b, config, usize::MAX, |_, _, _| {});
+        prop_assert_eq!(&outcome.differing, &expected);
+        prop_assert!(outcome.differing_complete);
+        prop_assert_eq!(outcome.converged, expected.is_empty());
+    }
 }
 
-/// Two replicas that differ in a few keys, and a session that has sent its first request.
-fn diverged() -> (MemStore, MemStore) {
+/// Runs a check session from `a` against an honest responder on `b` to the end, passing
+/// each answer through `tamper` (which sees `a` as the session left it) on its way back.
+fn check_with(
+    a: &mut MemStore,
+    b: &mut MemStore,
+    config: SyncConfig,
+    limit: usize,
+    mut tamper: impl FnMut(&MemStore, &SyncRequest, &mut SyncResponse),
+) -> SyncOutcome {
+    let mut session = SyncSession::check(config.clone(), limit);
+    let mut responder = Responder::new(NodeId::new(2), config);
+    for _ in 0..100_000 {
+        match session.poll(a) {
+            Step::Send(request) => {
+                assert!(!matches!(
+                    request,
+                    SyncRequest::Fetch { .. } | SyncRequest::Push { .. }
+                ));
+                let mut response = responder.respond(b, request.clone());
+                tamper(&*a, &request, &mut response);
+                session.handle_response(a, response).unwrap();
+            }
+            Step::Done(outcome) => return outcome,
+        }
+    }
+    panic!("check session did not end");
+}
+
+/// Two replicas holding the same 200 items.
+fn twins() -> (MemStore, MemStore) {
     let rule = ConflictRule::LastWriterWins;
     let shape = TreeShape::new(2, 4).unwrap();
     let (mut a, mut b) = (store(rule, shape), store(rule, shape));
@@ -127,6 +181,12 @@ fn diverged() -> (MemStore, MemStore) {
         a.put(item.clone());
         b.put(item);
     }
+    (a, b)
+}
+
+/// Two replicas that differ in two keys: `k5` is newer on A, `only-b` is only on B.
+fn diverged() -> (MemStore, MemStore) {
+    let (mut a, mut b) = twins();
     a.put(Item::new("k5", "newer", stamp(2, 1)));
     b.put(Item::new("only-b", "x", stamp(2, 2)));
     (a, b)
@@ -272,6 +332,7 @@ fn the_responder_refuses_bad_requests_and_changes_nothing() {
             root,
             count: 0,
             shape: TreeShape::default(),
+            span: KeyRange::full(),
         },
         SyncRequest::GetNodes {
             level: 4,
@@ -407,11 +468,10 @@ fn a_check_session_reports_differences_and_changes_nothing() {
         }
     };
     assert!(!outcome.converged);
-    let mut found = outcome.differing.clone();
-    found.sort_unstable();
+    assert!(outcome.differing_complete);
     let mut expected = vec![key_hash(b"k5"), key_hash(b"only-b")];
     expected.sort_unstable();
-    assert_eq!(found, expected);
+    assert_eq!(outcome.differing, expected, "every difference, in order");
     assert_eq!((a.tree_mut().root(), b.tree_mut().root()), (ra, rb));
     // The same answer from the local comparison, by key.
     let keys: Vec<Vec<u8>> = diverging_keys(a.tree_mut(), b.tree_mut())
@@ -420,4 +480,244 @@ fn a_check_session_reports_differences_and_changes_nothing() {
         .map(|d| d.key)
         .collect();
     assert_eq!(keys, [b"k5".to_vec(), b"only-b".to_vec()]);
+}
+
+#[test]
+fn a_check_session_finds_a_difference_that_a_chance_match_hid() {
+    let (mut a, mut b) = twins();
+    b.put(Item::new("only-b", "x", stamp(2, 2)));
+    let shape = a.tree().shape();
+    let hidden = key_hash(b"only-b");
+    let mut forged = 0;
+    // In the first pass (window 0), the compared bytes of every node above `only-b` happen
+    // to equal the local ones: a chance match of 3-byte digests, made certain here. The
+    // peer's full root is honest.
+    let outcome = check_with(
+        &mut a,
+        &mut b,
+        SyncConfig::default(),
+        100,
+        |a, request, response| {
+            let (
+                SyncRequest::GetNodes {
+                    level,
+                    nodes,
+                    window,
+                    ..
+                },
+                SyncResponse::Nodes { digests, .. },
+            ) = (request, response)
+            else {
+                return;
+            };
+            if window.window != 0 {
+                return;
+            }
+            let fanout = shape.fanout();
+            let child_level = *level + 1;
+            let target = shape.node_of(hidden, child_level);
+            for (p, &parent) in nodes.as_slice().iter().enumerate() {
+                let first = shape.first_child(parent);
+                if !(first..first + fanout as u64).contains(&target) {
+                    continue;
+                }
+                let at = (p * fanout + (target - first) as usize) * window.len();
+                let Some(theirs) = digests.get_mut(at..at + window.len()) else {
+                    continue;
+                };
+                theirs.copy_from_slice(a.tree().node(child_level, target).window(*window));
+                forged += 1;
+            }
+        },
+    );
+    assert!(forged > 0, "the first pass was shown matching digests");
+    assert_eq!(outcome.differing, vec![hidden]);
+    assert!(outcome.differing_complete && !outcome.converged);
+    assert_eq!(outcome.passes, 2, "found by the second pass");
+}
+
+#[test]
+fn a_check_session_at_its_limit_says_its_list_is_incomplete() {
+    let (mut a, mut b) = diverged();
+    let outcome = check_with(&mut a, &mut b, SyncConfig::default(), 1, |_, _, _| {});
+    assert_eq!(outcome.differing.len(), 1);
+    assert!(!outcome.differing_complete && !outcome.converged);
+    let outcome = check_with(&mut a, &mut b, SyncConfig::default(), 2, |_, _, _| {});
+    assert_eq!(outcome.differing.len(), 2);
+    assert!(outcome.differing_complete);
+}
+
+#[test]
+fn the_responder_enforces_its_configured_fetch_limit() {
+    let (_, mut b) = diverged();
+    let config = SyncConfig {
+        max_fetch: 5,
+        ..SyncConfig::default()
+    };
+    let mut r = Responder::new(NodeId::new(2), config);
+    let over = [
+        SyncRequest::Fetch {
+            ids: IdList(vec![1; 6]),
+        },
+        SyncRequest::FetchKeys {
+            keys: vec![b"k1".to_vec(); 6],
+        },
+        SyncRequest::FetchByHash {
+            hashes: vec![Digest::ZERO; 6],
+        },
+    ];
+    for request in over {
+        match r.respond(&mut b, request) {
+            SyncResponse::Refused { error } => assert_eq!(error.code, ErrorCode::TooLarge),
+            other => panic!("a fetch over max_fetch was answered: {other:?}"),
+        }
+    }
+    let at_limit = r.respond(
+        &mut b,
+        SyncRequest::FetchKeys {
+            keys: vec![b"k1".to_vec(); 5],
+        },
+    );
+    assert!(
+        matches!(at_limit, SyncResponse::Items { answered: 5, .. }),
+        "{at_limit:?}"
+    );
+}
+
+#[test]
+fn a_root_exchange_for_another_key_range_is_refused() {
+    // B has not applied a split that A has: same shape and the same keys below "m", but
+    // B's tree covers every key.
+    let rule = ConflictRule::LastWriterWins;
+    let shape = TreeShape::new(2, 4).unwrap();
+    let left = KeyRange::bounded("", "m").unwrap();
+    let mut a = MemStore::new(rule, MerkleTree::with_span(shape, left));
+    let mut b = store(rule, shape);
+    for i in 0..50u32 {
+        let item = Item::new(format!("a{i}"), "v", stamp(1, 1));
+        assert!(a.put(item.clone()) && b.put(item));
+    }
+    let mut session = SyncSession::new(SyncConfig::default());
+    let mut responder = Responder::new(NodeId::new(2), SyncConfig::default());
+    let Step::Send(request) = session.poll(&mut a) else {
+        panic!("the session ended before asking");
+    };
+    assert!(matches!(request, SyncRequest::ExchangeRoots { .. }));
+    let answer = responder.respond(&mut b, request);
+    let Err(SyncError::Refused(error)) = session.handle_response(&mut a, answer) else {
+        panic!("roots over different key ranges were compared");
+    };
+    assert_eq!(error.code, ErrorCode::InvalidRequest);
+    assert!(matches!(
+        session.poll(&mut a),
+        Step::Done(SyncOutcome {
+            converged: false,
+            ..
+        })
+    ));
+    assert_eq!(responder.stats().refused_requests, 1);
+}
+
+#[test]
+fn a_peer_that_keeps_answering_badly_is_given_up_on() {
+    for tolerated in [0u32, 3] {
+        let (mut a, _) = diverged();
+        let config = SyncConfig {
+            max_malformed_answers: tolerated,
+            ..SyncConfig::default()
+        };
+        let mut session = SyncSession::new(config);
+        let mut sent = 0u32;
+        let error = loop {
+            let Step::Send(_) = session.poll(&mut a) else {
+                panic!("the session ended without an error");
+            };
+            sent += 1;
+            assert!(sent <= 100, "still asking after {sent} bad answers");
+            let garbage = SyncResponse::Pong {
+                node: NodeId::new(2),
+                count: 0,
+            };
+            match session.handle_response(&mut a, garbage) {
+                Err(SyncError::Malformed(_)) => continue,
+                Err(e) => break e,
+                Ok(()) => panic!("a wrong answer was taken"),
+            }
+        };
+        assert_eq!(sent, tolerated + 1, "the request and {tolerated} resends");
+        assert!(
+            matches!(error, SyncError::TooManyMalformed { count, .. } if count == tolerated + 1),
+            "{error}"
+        );
+        assert!(matches!(
+            session.poll(&mut a),
+            Step::Done(SyncOutcome {
+                converged: false,
+                ..
+            })
+        ));
+        assert_eq!(
+            session.stats().malformed_responses,
+            u64::from(tolerated + 1)
+        );
+    }
+}
+
+#[test]
+fn a_read_only_responder_can_be_checked_and_read_but_never_written() {
+    let (mut a, mut b) = diverged();
+    let root = b.tree_mut().root();
+    let config = SyncConfig::default();
+    let mut r = Responder::read_only(NodeId::new(2), config.clone());
+    assert!(r.is_read_only() && !Responder::new(NodeId::new(2), config.clone()).is_read_only());
+    for write in [
+        SyncRequest::Push {
+            items: vec![Item::new("k5", "newest", stamp(9, 1))],
+        },
+        SyncRequest::Gossip {
+            item: Item::new("fresh", "x", stamp(9, 1)),
+        },
+    ] {
+        match r.respond(&mut b, write) {
+            SyncResponse::Refused { error } => {
+                assert_eq!(error.code, ErrorCode::InvalidRequest);
+                assert!(error.message.contains("read-only"), "{error}");
+            }
+            other => panic!("a read-only responder answered a write with {other:?}"),
+        }
+    }
+    assert_eq!(b.tree_mut().root(), root, "nothing written");
+    assert_eq!(r.stats().items_accepted, 0);
+    assert_eq!(r.stats().refused_requests, 2);
+
+    // A check against it runs to the end.
+    let mut check = SyncSession::check(config.clone(), 10);
+    let outcome = loop {
+        match check.poll(&mut a) {
+            Step::Send(request) => {
+                let answer = r.respond(&mut b, request);
+                check.handle_response(&mut a, answer).unwrap();
+            }
+            Step::Done(outcome) => break outcome,
+        }
+    };
+    assert_eq!(outcome.differing.len(), 2);
+    assert!(outcome.differing_complete);
+
+    // A reconciling session takes what it fetches, and is refused at its first push.
+    let mut session = SyncSession::new(config);
+    let result = loop {
+        match session.poll(&mut a) {
+            Step::Send(request) => {
+                let answer = r.respond(&mut b, request);
+                if let Err(e) = session.handle_response(&mut a, answer) {
+                    break Err(e);
+                }
+            }
+            Step::Done(outcome) => break Ok(outcome),
+        }
+    };
+    assert!(matches!(result, Err(SyncError::Refused(_))), "{result:?}");
+    assert!(a.get(b"only-b").is_some(), "reads still work");
+    assert_eq!(b.tree_mut().root(), root, "still nothing written");
 }

@@ -9,7 +9,11 @@
 //! - [`HashRing`]: a consistent-hash ring with virtual nodes, the baseline.
 //! - [`RangeCache`]: the routing cache of range-partitioned data: key → range, generation
 //!   and leader in O(log n) without reader contention, corrected by `NotLeader` and
-//!   `RangeKeyMismatch` errors and by membership's Dead events, misses coalesced.
+//!   `RangeKeyMismatch` errors and by membership's Dead events (which take a node out of
+//!   routing; cached descriptors stay as the authority sent them). Misses are coalesced per
+//!   range lookup as far as the cache can tell before the answer: misses on one key share
+//!   one lookup; a miss on another key of the same uncached gap waits, once, for the lookup
+//!   in flight there and looks again before running its own (see [`RangeCache::resolve`]).
 //!
 //! ```
 //! use shoal_core::NodeId;

@@ -1,13 +1,21 @@
-//! Coalescing of concurrent cache misses: at most one range lookup per key in flight.
+//! Coalescing of concurrent cache misses: a burst of misses for keys of one uncached range
+//! costs one range lookup, not one per key.
 //!
-//! The first caller to miss on a key leads: it runs the lookup and publishes the outcome.
-//! Callers that miss on the same key while the lookup runs follow: they wait for that
-//! outcome instead of sending their own lookup, so a burst of requests for a cold key costs
-//! one lookup, not one per request. A leader that is cancelled (its future dropped) withdraws
-//! its flight, and its followers wake and try again, one of them leading.
+//! The first caller to miss leads: it runs the lookup and publishes the outcome. A caller
+//! that misses on the same key while the lookup runs follows: it waits for that outcome
+//! instead of sending its own. A caller that misses on another key in the same gap of the
+//! cache (no cached range holds a key between the two) waits for that lookup as well, since
+//! one range may hold both keys, then looks in the cache again: only when the lookup's
+//! answer did not cover its key does it run one of its own. Which keys an answer covers is
+//! known only when it lands (the fetch returns descriptors, not bounds known in advance), so
+//! such a wait is a bet; a caller makes it at most once per miss, so it waits for at most one
+//! other key's lookup before running its own, and a failed lookup is shared only by callers
+//! of its own key. A leader that is cancelled (its future dropped) withdraws its flight, and
+//! its followers wake and try again, one of them leading.
 
 use crate::range_cache::{ResolveError, Route};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::{Mutex, PoisonError};
 use tokio::sync::watch;
 
@@ -16,26 +24,49 @@ pub(crate) type Outcome = Result<Route, ResolveError>;
 
 type Slot = watch::Receiver<Option<Outcome>>;
 
-/// The lookups in flight, by key.
+/// The lookups in flight, by the key each was started for; ordered, to find one in a gap.
 #[derive(Default)]
 pub(crate) struct MissFlights {
-    inflight: Mutex<HashMap<Vec<u8>, Slot>>,
+    inflight: Mutex<BTreeMap<Vec<u8>, Slot>>,
+}
+
+/// The keys around a missed key that no cached range holds: from `start` (inclusive) to
+/// `end` (exclusive; `None` for no end).
+pub(crate) struct Gap {
+    /// The end of the cached range before the key, or the first key.
+    pub(crate) start: Vec<u8>,
+    /// The start of the cached range after the key, if any.
+    pub(crate) end: Option<Vec<u8>>,
 }
 
 /// A caller's part in a flight.
 pub(crate) enum Flight<'a> {
     /// Run the lookup and [`Lead::finish`] it.
     Lead(Lead<'a>),
-    /// Wait for the leader's outcome.
+    /// Wait for the leader's outcome: a lookup of this very key.
     Follow(Follow),
+    /// Wait for the lookup of another key in the same gap, then look in the cache again:
+    /// its outcome is the other key's.
+    Wait(Follow),
 }
 
 impl MissFlights {
-    /// Joins the flight for `key`, leading a new one if none is in flight.
-    pub(crate) fn join(&self, key: &[u8]) -> Flight<'_> {
+    /// Joins the flight for `key`; failing that, and given `gap` (the gap around `key`), a
+    /// flight for another key in it; failing that, leads a new flight.
+    pub(crate) fn join(&self, key: &[u8], gap: Option<&Gap>) -> Flight<'_> {
         let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(rx) = inflight.get(key) {
             return Flight::Follow(Follow { rx: rx.clone() });
+        }
+        if let Some(gap) = gap {
+            // The first flight at or after the gap's start, if it is before the gap's end.
+            let from: (Bound<&[u8]>, Bound<&[u8]>) =
+                (Bound::Included(gap.start.as_slice()), Bound::Unbounded);
+            if let Some((other, rx)) = inflight.range::<[u8], _>(from).next() {
+                if gap.end.as_deref().is_none_or(|end| other.as_slice() < end) {
+                    return Flight::Wait(Follow { rx: rx.clone() });
+                }
+            }
         }
         let (tx, rx) = watch::channel(None);
         inflight.insert(key.to_vec(), rx);
@@ -71,7 +102,7 @@ impl Drop for Lead<'_> {
     }
 }
 
-/// A following caller's handle.
+/// A following or waiting caller's handle.
 pub(crate) struct Follow {
     rx: Slot,
 }

@@ -5,8 +5,12 @@
 //! [`RangeCache::resolve`]), and corrects itself from the errors replicas send back
 //! ([`RangeCache::observe_error`]): a `NotLeader` hint moves the cached leader, a
 //! `RangeKeyMismatch` replaces the stale descriptors with the fresher ones it carries. When
-//! membership declares a node dead, [`RangeCache::evict_node`] removes it from every cached
-//! replica set and leader entry.
+//! membership declares a node dead, [`RangeCache::evict_node`] takes it out of routing: it
+//! is no longer a cached leader, a leader hint accepted, or one of the
+//! [`RangeCache::live_replicas`]. The cached descriptors themselves are never edited: what
+//! [`RangeCache::descriptor`] returns at a generation is what the authority sent at that
+//! generation, and evictions are kept beside each entry (until a fresher descriptor
+//! replaces it).
 //!
 //! Cached descriptors never overlap. A descriptor that overlaps cached ones replaces them
 //! when its generation is at least theirs and is dropped as stale otherwise, so an old
@@ -16,15 +20,21 @@
 //! Reads take a [`ShardedLock`]: each reading thread locks only its own shard, so readers on
 //! different cores do not write to a shared cache line, and a lookup clones nothing shared
 //! (a [`Route`] is a small `Copy` value). Writers lock every shard; they are rare (lookups
-//! after misses, errors, membership changes).
+//! after misses, errors, membership changes), and each update, an error's included, is one
+//! critical section.
+//!
+//! Misses are coalesced by [`RangeCache::resolve`]: concurrent misses on one key share one
+//! range lookup, and a miss on another key of the same uncached gap waits for a lookup in
+//! flight there (once), since its answer may cover both, before running its own.
 
-use crate::miss_flight::{Flight, MissFlights};
+use crate::miss_flight::{Flight, Gap, MissFlights};
 use crate::start_index::{Keyed, Slot, StartIndex};
 use crossbeam_utils::sync::ShardedLock;
 use shoal_core::{
     DescriptorError, ErrorCode, Generation, LeaderHint, NodeId, RangeDescriptor, RangeId,
-    ReplicaRole,
+    ReplicaDescriptor, ReplicaRole,
 };
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError};
@@ -135,7 +145,9 @@ pub struct RangeCacheStats {
     pub capacity_evictions: u64,
     /// Range lookups run by [`RangeCache::resolve`].
     pub fetches: u64,
-    /// Misses that waited on another caller's range lookup instead of running their own.
+    /// Misses that waited on another caller's range lookup (for the same key, or for
+    /// another key of the same uncached gap, see [`RangeCache::resolve`]) instead of running
+    /// their own at once.
     pub coalesced: u64,
 }
 
@@ -147,6 +159,9 @@ struct Counters {
     capacity_evictions: AtomicU64,
     fetches: AtomicU64,
     coalesced: AtomicU64,
+    /// Write locks taken, so that tests can check an update is one critical section.
+    #[cfg(test)]
+    write_locks: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64, by: u64) {
@@ -259,8 +274,21 @@ impl CachedRange {
     }
 }
 
+/// Nodes [`RangeCache::evict_node`] took out of one cached entry's replica set, kept beside
+/// the entry so that its descriptor stays exactly as the authority sent it.
+struct Evicted {
+    /// The entry's descriptor. An entry cached later for the same range (a fresher
+    /// descriptor) has another one and starts with nothing evicted.
+    descriptor: Arc<RangeDescriptor>,
+    /// The evicted nodes.
+    nodes: Vec<NodeId>,
+}
+
 struct CacheState {
     index: StartIndex<CachedRange>,
+    /// Evictions by range id, for the entries that have any (see [`Evicted`]). Kept out of
+    /// [`CachedRange`], which a lookup reads and which has no byte to spare.
+    evicted: HashMap<RangeId, Evicted>,
     /// xorshift state for choosing capacity evictions.
     rng: u64,
 }
@@ -294,7 +322,9 @@ impl CacheState {
     /// Adds `entry` (overlapping nothing cached) and refreshes its neighbours.
     fn insert(&mut self, entry: CachedRange) {
         let start = entry.start().to_vec();
-        self.index.insert(entry);
+        if let Some(replaced) = self.index.insert(entry) {
+            self.forget_evictions(&replaced);
+        }
         if let Some(slot) = self.index.floor(&start) {
             self.refresh_open_end(slot);
             if let Some(prev) = self.index.prev(slot) {
@@ -307,6 +337,7 @@ impl CacheState {
     fn remove(&mut self, slot: Slot) -> CachedRange {
         let removed = self.index.remove_at(slot);
         self.removed(removed.start());
+        self.forget_evictions(&removed);
         removed
     }
 
@@ -314,7 +345,55 @@ impl CacheState {
     fn remove_start(&mut self, start: &[u8]) -> Option<CachedRange> {
         let removed = self.index.remove(start)?;
         self.removed(start);
+        self.forget_evictions(&removed);
         Some(removed)
+    }
+
+    /// Drops the evictions recorded for `removed`, an entry no longer cached.
+    fn forget_evictions(&mut self, removed: &CachedRange) {
+        let recorded = self
+            .evicted
+            .get(&removed.range)
+            .is_some_and(|e| Arc::ptr_eq(&e.descriptor, &removed.descriptor));
+        if recorded {
+            self.evicted.remove(&removed.range);
+        }
+    }
+
+    /// The nodes evicted from `entry`'s replica set.
+    fn evicted_from(&self, entry: &CachedRange) -> &[NodeId] {
+        match self.evicted.get(&entry.range) {
+            Some(e) if Arc::ptr_eq(&e.descriptor, &entry.descriptor) => e.nodes.as_slice(),
+            _ => &[],
+        }
+    }
+
+    /// Whether `node` is a voter of the entry at `slot` and has not been evicted from it.
+    fn is_live_voter(&self, slot: Slot, node: NodeId) -> bool {
+        let entry = self.index.get(slot);
+        entry.descriptor.role_of(node) == Some(ReplicaRole::Voter)
+            && !self.evicted_from(entry).contains(&node)
+    }
+
+    /// The keys around `key` that no cached entry holds: from the end of the entry before
+    /// it (or the first key) to the start of the entry after it (or no end). `None` when an
+    /// entry holds `key`. For misses only: it allocates.
+    fn gap(&self, key: &[u8]) -> Option<Gap> {
+        let index = &self.index;
+        let (start, next) = match index.floor(key) {
+            Some(slot) => {
+                let entry = index.get(slot);
+                if entry.holds(key) {
+                    return None;
+                }
+                // It does not hold `key`, so it has an end, at or below `key`.
+                let end = entry.descriptor.range.end().as_key()?;
+                (end.to_vec(), index.next(slot))
+            }
+            None => (Vec::new(), index.first()),
+        };
+        let end = next.map(|slot| index.get(slot).start().to_vec());
+        Some(Gap { start, end })
     }
 
     /// After removing the entry that started at `start`: its predecessor no longer ends
@@ -360,6 +439,7 @@ impl RangeCache {
             config,
             state: ShardedLock::new(CacheState {
                 index: StartIndex::default(),
+                evicted: HashMap::new(),
                 rng: 0x9E37_79B9_7F4A_7C15,
             }),
             flights: MissFlights::default(),
@@ -379,6 +459,8 @@ impl RangeCache {
     }
 
     fn write(&self) -> crossbeam_utils::sync::ShardedLockWriteGuard<'_, CacheState> {
+        #[cfg(test)]
+        bump(&self.counters.write_locks, 1);
         self.state.write().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -401,8 +483,10 @@ impl RangeCache {
         Ok(state.holding(key).map(|slot| state.index.get(slot).route()))
     }
 
-    /// The cached descriptor holding `key` (replicas as this cache knows them: dead nodes
-    /// evicted), for choosing another replica when the leader is unknown or unreachable.
+    /// The cached descriptor holding `key`, exactly as the authority sent it: nodes
+    /// [`RangeCache::evict_node`] took out of routing are still listed, and its
+    /// `leader_hint` is the authority's, not the cached leader (see [`Route::leader`]). To
+    /// choose another replica, use [`RangeCache::live_replicas`].
     pub fn descriptor(&self, key: &[u8]) -> Result<Option<Arc<RangeDescriptor>>, RangeCacheError> {
         self.check_key(key)?;
         let state = self.read();
@@ -411,7 +495,30 @@ impl RangeCache {
             .map(|slot| Arc::clone(&state.index.get(slot).descriptor)))
     }
 
-    /// Every cached descriptor, in key order (a copy of the cache's view, for inspection).
+    /// The replicas to try for `key`, for choosing another one when the leader is unknown or
+    /// unreachable: those of the cached descriptor holding it, in its order, less the nodes
+    /// [`RangeCache::evict_node`] took out. `None` on a miss.
+    pub fn live_replicas(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<Vec<ReplicaDescriptor>>, RangeCacheError> {
+        self.check_key(key)?;
+        let state = self.read();
+        Ok(state.holding(key).map(|slot| {
+            let entry = state.index.get(slot);
+            let evicted = state.evicted_from(entry);
+            entry
+                .descriptor
+                .replicas
+                .iter()
+                .filter(|replica| !evicted.contains(&replica.node))
+                .copied()
+                .collect()
+        }))
+    }
+
+    /// Every cached descriptor, in key order, exactly as the authority sent each (a copy of
+    /// the cache's view, for inspection; see [`RangeCache::descriptor`]).
     pub fn descriptors(&self) -> Vec<Arc<RangeDescriptor>> {
         let state = self.read();
         state
@@ -469,16 +576,31 @@ impl RangeCache {
     /// Caches each valid descriptor of `descriptors` as [`RangeCache::insert`] would, skipping
     /// (and counting) invalid ones, under one write lock. Returns how many were cached.
     pub fn insert_all(&self, descriptors: impl IntoIterator<Item = RangeDescriptor>) -> usize {
-        let valid: Vec<_> = descriptors
+        let valid = self.valid_descriptors(descriptors);
+        let mut state = self.write();
+        self.insert_all_locked(&mut state, valid)
+    }
+
+    /// The descriptors that pass [`RangeCache::check_descriptor`]; checked before taking the
+    /// write lock, since checking needs no cache state.
+    fn valid_descriptors(
+        &self,
+        descriptors: impl IntoIterator<Item = RangeDescriptor>,
+    ) -> Vec<RangeDescriptor> {
+        descriptors
             .into_iter()
             .filter(|d| self.check_descriptor(d).is_ok())
-            .collect();
-        let mut state = self.write();
-        valid
-            .into_iter()
-            .map(|d| self.insert_locked(&mut state, Arc::new(d)))
-            .filter(|outcome| matches!(outcome, InsertOutcome::Inserted { .. }))
-            .count()
+            .collect()
+    }
+
+    /// Caches `valid` under the write lock already held. Returns how many were cached.
+    fn insert_all_locked(&self, state: &mut CacheState, valid: Vec<RangeDescriptor>) -> usize {
+        let mut cached = 0;
+        for descriptor in valid {
+            let outcome = self.insert_locked(state, Arc::new(descriptor));
+            cached += usize::from(matches!(outcome, InsertOutcome::Inserted { .. }));
+        }
+        cached
     }
 
     fn insert_locked(
@@ -565,11 +687,25 @@ impl RangeCache {
         true
     }
 
-    /// Removes `node` from every cached replica set and leader entry, as on a membership
-    /// Dead event. A range left with no voter is dropped (the next request resolves it
-    /// afresh). Returns how many entries changed. O(n) in the cache size.
+    /// Takes `node` out of routing for every cached range, as on a membership Dead event: it
+    /// stops being the cached leader, a leader that [`RangeCache::set_leader`] or a
+    /// `NotLeader` hint can name (a hint naming it drops the entry, as one naming a node
+    /// outside the replica set does), and one of the [`RangeCache::live_replicas`].
+    ///
+    /// The descriptors are not edited: the replica set is the authority's, and only a new
+    /// generation changes it, so [`RangeCache::descriptor`] and [`RangeCache::descriptors`]
+    /// still list the node. The evictions last as long as the entry: a descriptor cached
+    /// later for the range (from a lookup or an error) starts with none, as it comes from
+    /// the authority.
+    ///
+    /// A range left with no live voter is dropped, so that the next request resolves it
+    /// afresh (the cache cannot route to it, and only the authority can say whether its
+    /// replicas have moved). Returns how many entries changed (leader forgotten, node
+    /// evicted, or dropped). O(n) in the cache size.
     pub fn evict_node(&self, node: NodeId) -> usize {
-        let mut state = self.write();
+        let mut guard = self.write();
+        // Through a plain reference, so that the index and the evictions borrow apart.
+        let state = &mut *guard;
         let mut changed = 0;
         let mut voterless = Vec::new();
         for entry in state.index.iter_mut() {
@@ -579,15 +715,27 @@ impl RangeCache {
                 touched = true;
             }
             if entry.descriptor.role_of(node).is_some() {
-                let descriptor = Arc::make_mut(&mut entry.descriptor);
-                descriptor.replicas.retain(|r| r.node != node);
-                if descriptor.leader_hint == Some(node) {
-                    descriptor.leader_hint = None;
+                let evicted = state.evicted.entry(entry.range).or_insert_with(|| Evicted {
+                    descriptor: Arc::clone(&entry.descriptor),
+                    nodes: Vec::new(),
+                });
+                if !Arc::ptr_eq(&evicted.descriptor, &entry.descriptor) {
+                    // Left from an entry of the same range that has been replaced since.
+                    *evicted = Evicted {
+                        descriptor: Arc::clone(&entry.descriptor),
+                        nodes: Vec::new(),
+                    };
                 }
-                if descriptor.voters().next().is_none() {
-                    voterless.push(descriptor.range.start().to_vec());
+                if !evicted.nodes.contains(&node) {
+                    evicted.nodes.push(node);
+                    touched = true;
+                    let live_voter = entry.descriptor.replicas.iter().any(|replica| {
+                        replica.role == ReplicaRole::Voter && !evicted.nodes.contains(&replica.node)
+                    });
+                    if !live_voter {
+                        voterless.push(entry.start().to_vec());
+                    }
                 }
-                touched = true;
             }
             changed += usize::from(touched);
         }
@@ -598,17 +746,16 @@ impl RangeCache {
     }
 
     /// Records that `node` leads the range cached for `key`, if that is still `range` and
-    /// the node is one of its voters. Returns whether the leader was recorded.
+    /// the node is one of its voters, not evicted by [`RangeCache::evict_node`]. Returns
+    /// whether the leader was recorded.
     pub fn set_leader(&self, key: &[u8], range: RangeId, node: NodeId) -> bool {
         let mut state = self.write();
         let Some(slot) = state.holding(key) else {
             return false;
         };
-        let entry = state.index.get_mut(slot);
-        let valid =
-            entry.range == range && entry.descriptor.role_of(node) == Some(ReplicaRole::Voter);
+        let valid = state.index.get(slot).range == range && state.is_live_voter(slot, node);
         if valid {
-            entry.set_leader(Some(node));
+            state.index.get_mut(slot).set_leader(Some(node));
         }
         valid
     }
@@ -617,20 +764,23 @@ impl RangeCache {
     /// for `key`, and says what to do next:
     ///
     /// - `NotLeader` with a hint naming a voter: the leader moves → [`ErrorAction::Retry`].
-    ///   A hint naming a node outside the cached replica set means the descriptor is stale:
-    ///   it is dropped → [`ErrorAction::Refresh`]. No hint: the leader is forgotten →
-    ///   `Retry` (the caller tries another voter).
+    ///   A hint naming a node outside the cached replica set (or one evicted as dead) means
+    ///   the descriptor is stale: it is dropped → [`ErrorAction::Refresh`]. No hint: the
+    ///   leader is forgotten → `Retry` (the caller tries another voter).
     /// - `RangeKeyMismatch`: the fresher descriptors replace the stale ones, and the routed
     ///   entry is dropped if nothing replaced it → `Retry` if the key is now covered, else
-    ///   `Refresh`.
+    ///   `Refresh`. All of it under one write lock, so no other update lands in between.
     /// - `RangeNotFound`: the routed entry is dropped → `Refresh`.
     /// - any other retriable code → [`ErrorAction::Backoff`]; the rest → [`ErrorAction::Fail`].
     pub fn observe_error(&self, key: &[u8], route: &Route, code: &ErrorCode) -> ErrorAction {
         match code {
             ErrorCode::NotLeader { hint } => self.on_not_leader(key, route, hint.as_ref()),
             ErrorCode::RangeKeyMismatch { descriptors } => {
-                self.insert_all(descriptors.iter().cloned());
+                let valid = self.valid_descriptors(descriptors.iter().cloned());
+                // One critical section: the routed entry is judged against exactly what
+                // these descriptors left, not against what another writer did in between.
                 let mut state = self.write();
+                self.insert_all_locked(&mut state, valid);
                 let covered = state.holding(key).map(|slot| {
                     let entry = state.index.get(slot);
                     (entry.range, entry.generation())
@@ -659,14 +809,13 @@ impl RangeCache {
         let Some(slot) = state.holding(key) else {
             return ErrorAction::Refresh;
         };
-        let entry = state.index.get_mut(slot);
-        if entry.range != route.range {
+        if state.index.get(slot).range != route.range {
             // Replaced meanwhile: route again with what is cached now.
             return ErrorAction::Retry;
         }
         match hint {
-            Some(hint) if entry.descriptor.role_of(hint.node) == Some(ReplicaRole::Voter) => {
-                entry.set_leader(Some(hint.node));
+            Some(hint) if state.is_live_voter(slot, hint.node) => {
+                state.index.get_mut(slot).set_leader(Some(hint.node));
                 ErrorAction::Retry
             }
             Some(_) => {
@@ -674,6 +823,7 @@ impl RangeCache {
                 ErrorAction::Refresh
             }
             None => {
+                let entry = state.index.get_mut(slot);
                 if entry.leader().is_some() && entry.leader() == route.leader {
                     entry.set_leader(None);
                 }
@@ -684,24 +834,47 @@ impl RangeCache {
 
     /// Drops everything cached.
     pub fn clear(&self) {
-        self.write().index.clear();
+        let mut state = self.write();
+        state.index.clear();
+        state.evicted.clear();
+    }
+
+    /// The gap around `key` (see [`CacheState::gap`]), under a read lock of its own.
+    fn gap(&self, key: &[u8]) -> Option<Gap> {
+        self.read().gap(key)
     }
 
     /// The route for `key`: from the cache, or else from `fetch`, a range lookup that returns
-    /// descriptors covering the key (typically a meta-range read). Concurrent misses for the
-    /// same key share one call of `fetch`: the first caller runs it, the others wait for its
-    /// result (its error too). If the first caller is cancelled, a waiting one takes over.
+    /// descriptors covering the key (typically a meta-range read; every descriptor it
+    /// returns is cached, neighbours included).
+    ///
+    /// Misses are coalesced per range lookup, as far as the cache can tell before the answer:
+    ///
+    /// - Concurrent misses for the same key share one call of `fetch`: the first caller runs
+    ///   it, the others wait for its result (its error too).
+    /// - A miss on another key while a lookup runs for a key of the same gap (no cached range
+    ///   holds a key between the two) waits for that lookup, since one range may hold both,
+    ///   then looks in the cache again, and runs its own `fetch` only if the answer did not
+    ///   cover its key. So a burst of cold keys of one range costs one lookup. A caller waits
+    ///   like this at most once, so a miss waits for at most one other key's lookup before
+    ///   its own; that lookup's error is not shared with it.
+    ///
+    /// If the caller running a lookup is cancelled, a waiting one takes over.
     pub async fn resolve<F, Fut, E>(&self, key: &[u8], fetch: F) -> Result<Route, ResolveError>
     where
         F: FnOnce(Vec<u8>) -> Fut,
         Fut: Future<Output = Result<Vec<RangeDescriptor>, E>>,
         E: std::error::Error + Send + Sync + 'static,
     {
+        // Whether this caller has waited on a lookup of another key already: it does so
+        // only once, so that a miss the gap's lookups keep missing is not delayed further.
+        let mut waited = false;
         loop {
             if let Some(route) = self.lookup(key)? {
                 return Ok(route);
             }
-            match self.flights.join(key) {
+            let gap = if waited { None } else { self.gap(key) };
+            match self.flights.join(key, gap.as_ref()) {
                 Flight::Lead(lead) => {
                     // Re-check: a flight may have landed between the miss and the join.
                     if let Some(route) = self.lookup(key)? {
@@ -726,7 +899,86 @@ impl RangeCache {
                     }
                     // The leading caller was cancelled: look again, maybe lead.
                 }
+                Flight::Wait(wait) => {
+                    bump(&self.counters.coalesced, 1);
+                    waited = true;
+                    // Its outcome is the other key's, finished or cancelled: whether it
+                    // covered this key, the cache says.
+                    wait.outcome().await;
+                }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_core::KeyRange;
+
+    /// Range `id` over `[start, end)` (an empty `end` is unbounded) at `generation`, on
+    /// voters 1..=3.
+    fn desc(id: u64, start: &str, end: &str, generation: u64) -> RangeDescriptor {
+        let range = if end.is_empty() {
+            KeyRange::starting_at(start)
+        } else {
+            KeyRange::bounded(start, end).unwrap()
+        };
+        let voters = (1..=3)
+            .map(|n| ReplicaDescriptor::voter(NodeId::new(n)))
+            .collect();
+        let mut d = RangeDescriptor::new(RangeId::new(id), range, voters).unwrap();
+        d.generation = Generation::new(generation);
+        d
+    }
+
+    #[test]
+    fn a_range_key_mismatch_is_one_critical_section() {
+        let cache = RangeCache::new(RangeCacheConfig::default());
+        cache.insert(desc(1, "", "", 1)).unwrap();
+        let route = cache.lookup(b"q").unwrap().unwrap();
+        let locks = || cache.counters.write_locks.load(Ordering::Relaxed);
+        let before = locks();
+        let mismatch = ErrorCode::RangeKeyMismatch {
+            descriptors: vec![desc(1, "", "m", 2), desc(2, "m", "", 2)],
+        };
+        assert_eq!(
+            cache.observe_error(b"q", &route, &mismatch),
+            ErrorAction::Retry
+        );
+        assert_eq!(locks() - before, 1, "one write lock for the whole update");
+        assert_eq!(cache.lookup(b"q").unwrap().unwrap().range, RangeId::new(2));
+        // Nothing new: the routed entry goes, still under one lock.
+        let route = cache.lookup(b"q").unwrap().unwrap();
+        let before = locks();
+        let empty = ErrorCode::RangeKeyMismatch {
+            descriptors: vec![],
+        };
+        assert_eq!(
+            cache.observe_error(b"q", &route, &empty),
+            ErrorAction::Refresh
+        );
+        assert_eq!(locks() - before, 1);
+        assert_eq!(cache.lookup(b"q").unwrap(), None);
+    }
+
+    #[test]
+    fn evictions_are_forgotten_with_their_entry() {
+        let cache = RangeCache::new(RangeCacheConfig::default());
+        cache.insert(desc(1, "", "m", 1)).unwrap();
+        cache.insert(desc(2, "m", "", 1)).unwrap();
+        assert_eq!(cache.evict_node(NodeId::new(1)), 2);
+        assert_eq!(cache.read().evicted.len(), 2);
+        // A fresher descriptor replaces the entry: its evictions go with it.
+        cache.insert(desc(1, "", "m", 2)).unwrap();
+        assert_eq!(cache.read().evicted.len(), 1);
+        assert_eq!(cache.live_replicas(b"a").unwrap().unwrap().len(), 3);
+        assert_eq!(cache.live_replicas(b"x").unwrap().unwrap().len(), 2);
+        assert!(cache.evict(b"x"));
+        assert!(cache.read().evicted.is_empty());
+        cache.evict_node(NodeId::new(2));
+        cache.clear();
+        assert!(cache.is_empty());
+        assert!(cache.read().evicted.is_empty());
     }
 }

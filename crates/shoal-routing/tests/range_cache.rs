@@ -1,5 +1,6 @@
 //! The routing cache: lookups, the generation rule, corrections from errors, membership
-//! eviction, capacity, refusal of bad input, concurrent readers and coalesced misses.
+//! eviction (out of routing, descriptors untouched), capacity, refusal of bad input,
+//! concurrent readers and coalesced misses (per key and per uncached gap).
 
 use proptest::prelude::*;
 use shoal_core::{
@@ -258,19 +259,47 @@ fn other_errors_map_to_refresh_backoff_or_fail() {
 }
 
 #[test]
-fn a_dead_node_leaves_every_replica_set_and_leader_entry() {
+fn a_dead_node_leaves_routing_but_descriptors_stay_as_the_authority_sent_them() {
     let c = cache();
-    c.insert(desc(1, "", "m", 1)).unwrap();
+    let left = desc(1, "", "m", 1);
+    c.insert(left.clone()).unwrap();
     let mut lone = desc(2, "m", "", 1);
     lone.replicas = vec![ReplicaDescriptor::voter(n(1))];
     c.insert(lone).unwrap();
     assert_eq!(c.evict_node(n(1)), 2);
-    let left = c.descriptor(b"a").unwrap().unwrap();
-    assert_eq!(left.voters().collect::<Vec<_>>(), vec![n(2), n(3)]);
-    assert_eq!(left.leader_hint, None);
+    // Same generation, same descriptor: nothing the authority did not send.
+    assert_eq!(*c.descriptor(b"a").unwrap().unwrap(), left);
+    let all: Vec<RangeDescriptor> = c.descriptors().iter().map(|d| (**d).clone()).collect();
+    assert_eq!(all, vec![left]);
+    // Routing leaves the dead node out.
+    let live: Vec<NodeId> = c
+        .live_replicas(b"a")
+        .unwrap()
+        .unwrap()
+        .iter()
+        .map(|r| r.node)
+        .collect();
+    assert_eq!(live, vec![n(2), n(3)]);
     assert_eq!(c.lookup(b"a").unwrap().unwrap().leader, None);
+    assert!(!c.set_leader(b"a", RangeId::new(1), n(1)), "a dead node");
+    assert!(c.set_leader(b"a", RangeId::new(1), n(2)));
+    // The documented rule: a range with no live voter is dropped, to be resolved afresh.
     assert_eq!(c.lookup(b"z").unwrap(), None, "no voter left: dropped");
-    assert_eq!(c.evict_node(n(1)), 0);
+    assert_eq!(c.evict_node(n(1)), 0, "already out");
+    assert_eq!(c.lookup(b"a").unwrap().unwrap().leader, Some(n(2)));
+    // A replica naming the dead node as leader: the entry is stale, as for a stranger.
+    let route = c.lookup(b"a").unwrap().unwrap();
+    let hint = ErrorCode::NotLeader {
+        hint: Some(LeaderHint {
+            node: n(1),
+            addr: None,
+        }),
+    };
+    assert_eq!(c.observe_error(b"a", &route, &hint), ErrorAction::Refresh);
+    // A descriptor from the authority starts with nothing evicted.
+    c.insert(desc(1, "", "m", 2)).unwrap();
+    assert_eq!(c.live_replicas(b"a").unwrap().unwrap().len(), 3);
+    assert_eq!(c.live_replicas(b"z").unwrap(), None);
 }
 
 #[test]
@@ -488,4 +517,112 @@ async fn a_cancelled_leader_hands_the_lookup_to_a_waiter() {
     assert!(leader.await.unwrap_err().is_cancelled());
     assert_eq!(follower.await.unwrap().unwrap().range, RangeId::new(9));
     assert_eq!(c.stats().fetches, 2);
+}
+
+#[tokio::test]
+async fn a_burst_of_cold_keys_in_one_range_shares_one_lookup() {
+    let c = Arc::new(cache());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (release, gate) = tokio::sync::watch::channel(false);
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let (c, calls, mut gate) = (Arc::clone(&c), Arc::clone(&calls), gate.clone());
+            tokio::spawn(async move {
+                let key = format!("user/{i}");
+                c.resolve(key.as_bytes(), |_key| async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    gate.wait_for(|open| *open).await.unwrap();
+                    Ok::<_, MetaDown>(vec![desc(4, "user/", "user0", 2)])
+                })
+                .await
+            })
+        })
+        .collect();
+    // Every distinct key misses while the first lookup is in flight, and waits for it.
+    until(|| c.stats().coalesced >= 15).await;
+    release.send(true).unwrap();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap().range, RangeId::new(4));
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(c.stats().fetches, 1);
+}
+
+/// Resolves `a` with a lookup held until released, answering `[_, m)` or failing, and
+/// meanwhile `x`, which that answer does not cover: `x` waits for it, then looks up `[m, _)`
+/// itself. Returns both results and the lookups run.
+async fn a_then_x(first_fails: bool) -> (Result<Route, ResolveError>, Route, u64) {
+    let c = Arc::new(cache());
+    let (release, gate) = tokio::sync::watch::channel(false);
+    let first = {
+        let (c, mut gate) = (Arc::clone(&c), gate.clone());
+        tokio::spawn(async move {
+            c.resolve(b"a", |_| async move {
+                gate.wait_for(|open| *open).await.unwrap();
+                if first_fails {
+                    Err(MetaDown)
+                } else {
+                    Ok(vec![desc(1, "", "m", 1)])
+                }
+            })
+            .await
+        })
+    };
+    until(|| c.stats().fetches >= 1).await;
+    let second = {
+        let c = Arc::clone(&c);
+        tokio::spawn(async move {
+            c.resolve(b"x", |_| async {
+                Ok::<_, MetaDown>(vec![desc(2, "m", "", 1)])
+            })
+            .await
+        })
+    };
+    until(|| c.stats().coalesced >= 1).await;
+    release.send(true).unwrap();
+    let first = first.await.unwrap();
+    let second = second.await.unwrap().unwrap();
+    (first, second, c.stats().fetches)
+}
+
+#[tokio::test]
+async fn a_miss_the_awaited_lookup_did_not_cover_runs_its_own() {
+    let (first, second, fetches) = a_then_x(false).await;
+    assert_eq!(first.unwrap().range, RangeId::new(1));
+    assert_eq!(second.range, RangeId::new(2));
+    assert_eq!(fetches, 2);
+    // Another key's failed lookup is not this key's failure.
+    let (first, second, fetches) = a_then_x(true).await;
+    assert!(matches!(first, Err(ResolveError::Fetch(_))));
+    assert_eq!(second.range, RangeId::new(2));
+    assert_eq!(fetches, 2);
+}
+
+#[tokio::test]
+async fn a_miss_outside_the_gap_of_a_lookup_in_flight_does_not_wait_for_it() {
+    let c = Arc::new(cache());
+    // Cached: [m, n). Misses on either side of it are in different gaps.
+    c.insert(desc(5, "m", "n", 1)).unwrap();
+    let (release, gate) = tokio::sync::watch::channel(false);
+    let held = {
+        let (c, mut gate) = (Arc::clone(&c), gate.clone());
+        tokio::spawn(async move {
+            c.resolve(b"a", |_| async move {
+                gate.wait_for(|open| *open).await.unwrap();
+                Ok::<_, MetaDown>(vec![desc(1, "", "m", 1)])
+            })
+            .await
+        })
+    };
+    until(|| c.stats().fetches >= 1).await;
+    let other_side = c
+        .resolve(b"x", |_| async {
+            Ok::<_, MetaDown>(vec![desc(2, "n", "", 1)])
+        })
+        .await
+        .unwrap();
+    assert_eq!(other_side.range, RangeId::new(2));
+    assert_eq!(c.stats().coalesced, 0, "it did not wait behind `a`");
+    release.send(true).unwrap();
+    assert_eq!(held.await.unwrap().unwrap().range, RangeId::new(1));
 }
