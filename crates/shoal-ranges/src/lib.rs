@@ -3,11 +3,14 @@
 //! - [`RangeTable`]: descriptors covering the key space with no gap and no overlap, checked
 //!   on every change; splits, merges and replica changes bump generations.
 //! - [`DescriptorSet`]: the meta-range gossip state, a join-semilattice (merge is
-//!   commutative, associative, idempotent; the higher generation wins key by key), chunked
-//!   for membership broadcasts.
-//! - [`SplitMergePolicy`]: pure split and merge decisions from range sizes and load.
+//!   commutative, associative, idempotent; the higher generation wins key by key, and leader
+//!   hints, which are advisory, are joined apart by their Raft term), chunked for membership
+//!   broadcasts.
+//! - [`SplitMergePolicy`]: pure split and merge decisions from range sizes and load, with a
+//!   [`SplitMergePolicy::validate`] that refuses thresholds without hysteresis.
 //! - [`plan_placement`]: pure replica and leader moves that replace dead nodes and balance
-//!   counts with minimal churn.
+//!   counts with minimal churn, never removing a replica of a node it does not know and never
+//!   changing a range whose voters lack a live majority.
 //!
 //! The replica store that carries these decisions out is a later layer; everything here is
 //! a pure function of its inputs, so it is tested exhaustively and runs in the simulator.
@@ -38,7 +41,7 @@ pub mod placement;
 pub mod policy;
 pub mod table;
 
-pub use gossip::{precedence, DescriptorSet, GossipError};
+pub use gossip::{precedence, Chunks, DescriptorSet, GossipError};
 pub use placement::{plan_placement, NodeInfo, PlacementAction, PlacementConfig};
-pub use policy::{Decision, InFlight, RangeStats, SplitMergePolicy, SplitReason};
+pub use policy::{ConfigError, Decision, InFlight, RangeStats, SplitMergePolicy, SplitReason};
 pub use table::{RangeTable, RangeTableError};

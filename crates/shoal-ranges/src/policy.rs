@@ -8,12 +8,17 @@
 //!   combined size is below [`SplitMergePolicy::merge_bytes`] (20 MiB) and their combined
 //!   load below [`SplitMergePolicy::merge_max_qps`].
 //!
-//! Hysteresis: the merge threshold sits far below the split threshold, and a merged range's
-//! size and load are required to be below it, so a merge never produces a range that the
-//! next round splits again, nor does a fresh split half qualify for a merge (64 / 2 > 20).
-//! A cooldown keeps a range that just split or merged out of further decisions until its
-//! statistics reflect its new shape, and caps on concurrent splits and merges (counting
-//! those already running) prevent storms. Every threshold is a public field.
+//! Hysteresis: each merge threshold is at most half its split threshold
+//! (`merge_bytes <= split_bytes / 2`, `merge_max_qps <= split_qps / 2`), and a merged range's
+//! size and load are required to be below them, so a merge never produces a range that the
+//! next round splits again (its size and load are below half the split thresholds), nor
+//! does a fresh split half qualify for a merge (each half of a range over a split threshold
+//! is over half of it, so over the merge threshold, whatever its neighbour; 64 / 2 > 20 for
+//! the defaults). This holds for any thresholds [`SplitMergePolicy::validate`] accepts, and
+//! [`SplitMergePolicy::decide`] refuses to run with others. A cooldown keeps a range that
+//! just split or merged out of further decisions until its statistics reflect its new
+//! shape, and caps on concurrent splits and merges (counting those already running) prevent
+//! storms. Every threshold is a public field.
 
 use crate::table::RangeTable;
 use shoal_core::{Instant, RangeDescriptor, RangeId};
@@ -65,7 +70,48 @@ pub enum Decision {
     },
 }
 
-/// Thresholds and limits of the split/merge policy.
+/// Why [`SplitMergePolicy::validate`] refused a policy.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// `split_bytes` is 0: every range holding a byte would split.
+    #[error("split_bytes must be above 0")]
+    ZeroSplitBytes,
+    /// `split_qps` is not a positive number (zero, negative or NaN): every range, or none,
+    /// would split for load.
+    #[error("split_qps must be a positive number, not {0}")]
+    BadSplitQps(f64),
+    /// `merge_max_qps` is negative or NaN.
+    #[error("merge_max_qps must be a number at least 0, not {0}")]
+    BadMergeQps(f64),
+    /// `merge_bytes` is over half of `split_bytes`: a merge result could be split again, or
+    /// a fresh split half merged back.
+    #[error(
+        "merge_bytes ({merge_bytes}) is over half of split_bytes ({split_bytes}): merges and \
+         splits could undo each other"
+    )]
+    MergeBytesOverHalfSplit {
+        /// The merge threshold.
+        merge_bytes: u64,
+        /// The split threshold.
+        split_bytes: u64,
+    },
+    /// `merge_max_qps` is over half of `split_qps`: a merge result could be split again for
+    /// load, or a fresh load split half merged back.
+    #[error(
+        "merge_max_qps ({merge_max_qps}) is over half of split_qps ({split_qps}): merges and \
+         splits could undo each other"
+    )]
+    MergeQpsOverHalfSplit {
+        /// The merge load threshold.
+        merge_max_qps: f64,
+        /// The split load threshold.
+        split_qps: f64,
+    },
+}
+
+/// Thresholds and limits of the split/merge policy. The fields are public; a policy is used
+/// only once [`SplitMergePolicy::validate`] accepts it (the defaults pass).
 #[derive(Clone, Debug, PartialEq)]
 pub struct SplitMergePolicy {
     /// Split a range above this many bytes. Default 64 MiB.
@@ -112,6 +158,38 @@ pub struct InFlight {
 }
 
 impl SplitMergePolicy {
+    /// Checks that the thresholds keep the hysteresis the module docs describe: the split
+    /// thresholds are positive, and each merge threshold is at most half its split
+    /// threshold, so that neither a merge result nor a fresh split half qualifies for the
+    /// opposite change. Caps of 0 (no splits, or no merges) and a cooldown of 0 are allowed.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.split_bytes == 0 {
+            return Err(ConfigError::ZeroSplitBytes);
+        }
+        if self.split_qps.is_nan() || self.split_qps <= 0.0 {
+            return Err(ConfigError::BadSplitQps(self.split_qps));
+        }
+        if self.merge_max_qps.is_nan() || self.merge_max_qps < 0.0 {
+            return Err(ConfigError::BadMergeQps(self.merge_max_qps));
+        }
+        // A half of a range over `split_bytes` holds more than `split_bytes / 2` (rounded
+        // down), so with `merge_bytes` at most that it is never below the merge threshold;
+        // and a merge result, below `merge_bytes`, is never over `split_bytes`.
+        if self.merge_bytes > self.split_bytes / 2 {
+            return Err(ConfigError::MergeBytesOverHalfSplit {
+                merge_bytes: self.merge_bytes,
+                split_bytes: self.split_bytes,
+            });
+        }
+        if self.merge_max_qps > self.split_qps / 2.0 {
+            return Err(ConfigError::MergeQpsOverHalfSplit {
+                merge_max_qps: self.merge_max_qps,
+                split_qps: self.split_qps,
+            });
+        }
+        Ok(())
+    }
+
     /// Whether `id` may take part in a decision at `now`.
     fn eligible<'s>(
         &self,
@@ -133,14 +211,17 @@ impl SplitMergePolicy {
 
     /// The decisions for this round: splits first (largest overshoot first), then merges
     /// (smallest pairs first), each range in at most one decision, within the caps. Ranges
-    /// without statistics are left alone.
+    /// without statistics are left alone. Refused, deciding nothing, when
+    /// [`SplitMergePolicy::validate`] refuses the policy: without hysteresis, merges and
+    /// splits could undo each other round after round.
     pub fn decide(
         &self,
         table: &RangeTable,
         stats: &HashMap<RangeId, RangeStats>,
         in_flight: &InFlight,
         now: Instant,
-    ) -> Vec<Decision> {
+    ) -> Result<Vec<Decision>, ConfigError> {
+        self.validate()?;
         let mut taken = HashSet::new();
         let mut decisions = Vec::new();
 
@@ -210,6 +291,6 @@ impl SplitMergePolicy {
             decisions.push(Decision::Merge { left, right });
             merge_room -= 1;
         }
-        decisions
+        Ok(decisions)
     }
 }
