@@ -29,7 +29,7 @@ const CLEAR_BATCH: usize = 4096;
 pub const MAX_VERSION: u64 = 1 << 62;
 
 /// A durable, range-aware ordered key-value engine: one per node, holding every range
-/// replica the node hosts. See the crate docs for an example and [`crate::layout`] for how
+/// replica the node hosts. See the crate docs for an example and the `layout` module for how
 /// it sits on disk.
 pub struct Engine {
     pub(crate) db: Database,

@@ -2,6 +2,7 @@
 //! range records; none copies or moves a value (keys are stored bare, see
 //! [`crate::layout`]).
 
+use crate::config::Durability;
 use crate::engine::Engine;
 use crate::error::{Result, StorageError};
 use crate::layout::{RangeRecord, VERSION_LEN};
@@ -31,7 +32,7 @@ impl Engine {
     /// readers nor any other range wait for it; the registry and the range are locked only
     /// to commit the two records. If a write landed on the range meanwhile (a Raft store
     /// applies a range's entries one at a time, so it does not), the count is taken again,
-    /// and after [`SPLIT_ATTEMPTS`] tries it is taken under the locks.
+    /// and after three tries it is taken under the locks.
     pub fn split(&self, range: RangeId, spec: &SplitSpec) -> Result<()> {
         self.check_key(&spec.at)?;
         for _ in 0..SPLIT_ATTEMPTS {
@@ -39,6 +40,9 @@ impl Engine {
             let counted = view.record();
             let (_, right_span) = split_span(&counted.span, &spec.at)?;
             let right_stats = count(view.iter_span(&right_span))?;
+            // The commit below is a synced write, which also syncs whatever earlier buffered
+            // writes the journal holds: sync those first, outside the locks.
+            self.persist(Durability::Sync)?;
             if self.commit_split(range, spec, Some((counted, right_stats)))? {
                 return Ok(());
             }

@@ -179,7 +179,11 @@ fn a_snapshot_whose_version_counter_is_impossible_or_behind_its_entries_is_refus
     let (_d1, src) = source(3); // versions 1, 2, 3; next_version 4
     let good = chunks(&src);
     assert_eq!(good.len(), 1);
-    assert_eq!(with_next_version(&good[0], 4), good[0], "offset of the counter");
+    assert_eq!(
+        with_next_version(&good[0], 4),
+        good[0],
+        "offset of the counter"
+    );
     for bad in [0, 2, 3, u64::MAX, shoal_storage::MAX_VERSION + 2] {
         let err = refused(&[with_next_version(&good[0], bad)]);
         assert!(
