@@ -251,7 +251,6 @@ impl RangeDescriptor {
             ..self.clone()
         })
     }
-
 }
 
 /// The generation after `current`, or the error that says the counter is exhausted.
@@ -365,7 +364,9 @@ mod tests {
     #[test]
     fn a_huge_replica_set_from_a_peer_is_refused_at_once() {
         let mut d = three_voters();
-        d.replicas = (1..=240_000).map(|i| ReplicaDescriptor::voter(n(i))).collect();
+        d.replicas = (1..=240_000)
+            .map(|i| ReplicaDescriptor::voter(n(i)))
+            .collect();
         let bytes = codec::encode(&d).unwrap();
         let started = std::time::Instant::now();
         let err = codec::decode::<RangeDescriptor>(&bytes, 16 << 20).unwrap_err();
@@ -380,7 +381,9 @@ mod tests {
         at_bound.replicas.push(ReplicaDescriptor::learner(n(1000)));
         assert_eq!(
             at_bound.validate(),
-            Err(DescriptorError::TooManyReplicas(RangeDescriptor::MAX_REPLICAS + 1))
+            Err(DescriptorError::TooManyReplicas(
+                RangeDescriptor::MAX_REPLICAS + 1
+            ))
         );
     }
 
@@ -395,7 +398,9 @@ mod tests {
         assert!(codec::decode::<RangeDescriptor>(&bytes, 4096).is_err());
         assert_eq!(
             d.validate(),
-            Err(DescriptorError::GenerationTooHigh(Generation::new(u64::MAX)))
+            Err(DescriptorError::GenerationTooHigh(Generation::new(
+                u64::MAX
+            )))
         );
         d.generation = Generation::MAX;
         assert_eq!(d.validate(), Ok(()));

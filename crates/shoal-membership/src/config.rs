@@ -4,6 +4,15 @@ use crate::keyring::Keyring;
 use std::time::Duration;
 use thiserror::Error;
 
+/// The most bytes one member takes in a push-pull besides its metadata: id and incarnation
+/// (varints, up to 10 bytes each), an IPv6 socket address with its tag (up to 24), its state
+/// and the metadata's length prefix (up to 4).
+pub const WIRE_MEMBER_MAX_OVERHEAD_BYTES: usize = 48;
+
+/// A push-pull's bytes besides its members: the packet header with the longest cluster
+/// label, encryption's nonce and tag, and the message's own framing.
+const PUSH_PULL_OVERHEAD_BYTES: usize = 1024;
+
 /// Largest cluster label, in bytes: it travels in every packet's header.
 pub const MAX_LABEL_BYTES: usize = 64;
 
@@ -74,7 +83,13 @@ pub struct MembershipConfig {
     pub max_meta_bytes: usize,
     /// Most members (this node included, dead and left ones until reaped) the table holds;
     /// news of further unknown members is refused and counted, so a peer cannot make the
-    /// table grow without bound. Default 100,000.
+    /// table grow without bound. Default 20,000.
+    ///
+    /// A push-pull carries every member in one reliable message of at most
+    /// [`MAX_RELIABLE_BYTES`](crate::MAX_RELIABLE_BYTES) (16 MiB), each member taking up to
+    /// [`WIRE_MEMBER_MAX_OVERHEAD_BYTES`] plus its metadata, so
+    /// [`validate`](Self::validate) refuses a `max_members` × (`max_meta_bytes` + overhead) that
+    /// could not be synced. The default fits 20,000 members with 512-byte metadata (11 MiB).
     pub max_members: usize,
     /// Largest packet the core builds, before the transport's own header. Default 1388
     /// (1400 B datagrams minus shoal-transport's 12-byte header).
@@ -125,7 +140,7 @@ impl MembershipConfig {
             left_retention: Duration::from_secs(60),
             reconnect_interval: Duration::from_secs(30),
             max_meta_bytes: 512,
-            max_members: 100_000,
+            max_members: 20_000,
             max_packet_bytes: 1388,
             max_user_broadcast_bytes: 1024,
             user_broadcast_queue_limit: 1024,
@@ -216,6 +231,16 @@ impl MembershipConfig {
         if self.max_members < 2 {
             return invalid("max_members must be at least 2");
         }
+        let full_state = self
+            .max_members
+            .saturating_mul(self.max_meta_bytes + WIRE_MEMBER_MAX_OVERHEAD_BYTES)
+            .saturating_add(PUSH_PULL_OVERHEAD_BYTES);
+        if full_state > crate::MAX_RELIABLE_BYTES {
+            return invalid(
+                "max_members × (max_meta_bytes + member overhead) does not fit in one push-pull \
+                 (16 MiB): a full member table could never be synced",
+            );
+        }
         if self.max_packet_bytes < 512 {
             return invalid("max_packet_bytes must be at least 512");
         }
@@ -290,5 +315,47 @@ mod tests {
         let mut c = MembershipConfig::lan();
         c.dead_retention = Duration::from_secs(1);
         assert!(c.validate().is_err());
+    }
+
+    /// Regression: the defaults allowed 100,000 members of 512-byte metadata (about 56 MB of
+    /// push-pull state) while a push-pull is capped at 16 MiB, so a full table could never
+    /// be synced.
+    #[test]
+    fn a_member_table_that_no_push_pull_could_carry_is_refused() {
+        let mut c = MembershipConfig::lan();
+        c.max_members = 100_000;
+        assert!(c.validate().is_err());
+        c.max_meta_bytes = 64;
+        c.validate().unwrap();
+    }
+
+    /// The overhead the check assumes holds for the worst member: largest ids, an IPv6
+    /// address, full metadata.
+    #[test]
+    fn a_full_table_of_worst_case_members_fits_the_bound_the_check_assumes() {
+        use crate::member::{MemberState, WireMember};
+        use crate::message::{PushPull, ReliableRequest};
+        let c = MembershipConfig::lan();
+        let member = WireMember {
+            id: shoal_core::NodeId::new(u64::MAX),
+            addr: "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535"
+                .parse()
+                .unwrap(),
+            incarnation: u64::MAX,
+            state: MemberState::Suspect,
+            meta: vec![0xFF; c.max_meta_bytes],
+        };
+        let one = shoal_core::codec::encode(&member).unwrap().len();
+        assert!(
+            one <= c.max_meta_bytes + WIRE_MEMBER_MAX_OVERHEAD_BYTES,
+            "{one}"
+        );
+        let request = ReliableRequest::PushPull(PushPull {
+            join: true,
+            members: vec![member; c.max_members],
+        });
+        let mut buf = Vec::new();
+        let all = shoal_core::codec::encode_into(&request, &mut buf, crate::MAX_RELIABLE_BYTES);
+        assert!(all.is_ok(), "a full default table must fit one push-pull");
     }
 }

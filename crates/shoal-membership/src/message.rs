@@ -2,7 +2,7 @@
 //!
 //! Datagrams carry one or more [`Message`]s (a probe or ack first, then piggybacked
 //! updates). The reliable channel carries one [`ReliableRequest`] answered by one
-//! [`ReliableResponse`]. Both are wrapped by [`crate::packet`] with the cluster label and,
+//! [`ReliableResponse`]. Both are wrapped by the `packet` module with the cluster label and,
 //! optionally, encryption.
 
 use crate::member::WireMember;

@@ -116,7 +116,7 @@ pub struct Swim {
 impl Swim {
     /// A node `id` reachable at `addr`, with initial metadata `meta`. `seed` drives every
     /// random choice (probe order, gossip targets, jitter): pass
-    /// [`shoal_core::entropy_seed`] in production and a fixed seed in simulation.
+    /// [`shoal_core::rng::entropy_seed`] in production and a fixed seed in simulation.
     ///
     /// `incarnation` should be 0 for a new node. A restarted node may pass anything; if the
     /// cluster remembers it at a higher incarnation, it refutes that on joining.

@@ -277,8 +277,9 @@ fn regression_seeds_still_converge() {
 
 #[test]
 fn replicas_converge_through_loss_duplicates_and_restarts_mid_session() {
-    let base = shoal_sim::seed_from_env_or_random();
-    for seed in base..base + 8 {
+    // Fixed in CI; SHOAL_SIM_EXPLORE=1 draws a fresh base.
+    let base = shoal_sim::seed_from_env_or(0x5EED_0004);
+    for seed in base..base + 32 {
         if let Err(e) = run(seed) {
             panic!("{e}");
         }

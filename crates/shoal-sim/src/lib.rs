@@ -58,6 +58,6 @@ pub use clock::SimClock;
 pub use latency::Latency;
 pub use network::{DropReason, Fate, LinkConfig, NetworkModel};
 pub use node::{Node, Outputs};
-pub use seed::{parse_seed, seed_from_env_or_random, SEED_ENV};
+pub use seed::{parse_seed, seed_from_env_or, EXPLORE_ENV, SEED_ENV};
 pub use simulation::{NodeStatus, SimConfig, SimError, SimStats, Simulation};
 pub use trace::{Trace, TraceKind};

@@ -3,19 +3,34 @@
 /// The environment variable that pins a simulation's seed for replay.
 pub const SEED_ENV: &str = "SHOAL_SIM_SEED";
 
-/// The seed to run with: `SHOAL_SIM_SEED` if set (decimal or `0x` hex), otherwise a fresh
-/// random one. Either way it is printed to stderr, so a failing run can be replayed exactly.
-/// An unparsable `SHOAL_SIM_SEED` is reported and ignored rather than silently misread.
-pub fn seed_from_env_or_random() -> u64 {
+/// The environment variable that asks simulation tests to explore: to draw a fresh random
+/// base seed instead of their fixed one (any value but `0` or empty).
+pub const EXPLORE_ENV: &str = "SHOAL_SIM_EXPLORE";
+
+/// The seed to run with: `SHOAL_SIM_SEED` if set (decimal or `0x` hex); otherwise a fresh
+/// random one if `SHOAL_SIM_EXPLORE` is set; otherwise `fixed`, so that CI runs the same
+/// seeds every time (a red run reproduces, a green one proves the same thing). Either way it
+/// is printed to stderr, so a failing run can be replayed exactly, and its seed kept as a
+/// regression test. An unparsable `SHOAL_SIM_SEED` is reported and ignored rather than
+/// silently misread.
+pub fn seed_from_env_or(fixed: u64) -> u64 {
+    let explore = std::env::var(EXPLORE_ENV).is_ok_and(|v| !v.is_empty() && v != "0");
+    let chosen = || {
+        if explore {
+            shoal_core::rng::entropy_seed()
+        } else {
+            fixed
+        }
+    };
     let seed = match std::env::var(SEED_ENV) {
         Ok(text) => match parse_seed(&text) {
             Some(seed) => seed,
             None => {
                 eprintln!("shoal-sim: ignoring unparsable {SEED_ENV}={text:?}");
-                shoal_core::rng::entropy_seed()
+                chosen()
             }
         },
-        Err(_) => shoal_core::rng::entropy_seed(),
+        Err(_) => chosen(),
     };
     eprintln!("shoal-sim: seed {seed} (replay with {SEED_ENV}={seed})");
     seed

@@ -329,11 +329,23 @@ fn the_trace_records_each_kind_of_event() {
     }
 }
 
-/// A run under random faults with a seed from `SHOAL_SIM_SEED` (or a fresh one, printed), the
-/// way protocol crates will use the simulator: invariants checked after every step.
+/// Runs under random faults on fixed seeds (`SHOAL_SIM_SEED` replays one,
+/// `SHOAL_SIM_EXPLORE=1` draws a fresh base, both printed), the way protocol crates use the
+/// simulator: invariants checked after every step.
 #[test]
 fn random_faults_never_break_the_gossip_invariants() {
-    let seed = shoal_sim::seed_from_env_or_random();
+    let base = shoal_sim::seed_from_env_or(0x5EED_0002);
+    let count = if std::env::var(shoal_sim::SEED_ENV).is_ok() {
+        1
+    } else {
+        16
+    };
+    for seed in base..base + count {
+        random_faults_never_break_the_gossip_invariants_with(seed);
+    }
+}
+
+fn random_faults_never_break_the_gossip_invariants_with(seed: u64) {
     let mut sim = cluster(seed, 6, lossy());
     let ids = sim.node_ids();
     let mut known: Vec<usize> = vec![1; ids.len()];
@@ -358,7 +370,7 @@ fn random_faults_never_break_the_gossip_invariants() {
             }
             Ok(())
         });
-        result.unwrap_or_else(|e| panic!("{e}"));
+        result.unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         for (i, (_, node, _)) in sim.nodes().enumerate() {
             known[i] = node.durable.len();
         }

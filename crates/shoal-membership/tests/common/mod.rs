@@ -22,7 +22,7 @@ pub fn lan_link(loss: f64) -> LinkConfig {
     }
 }
 
-/// `n` nodes with ids 1..=n; nodes 1..=3 are the seeds. Nodes start within `spread`.
+/// `n` nodes with ids 1..=n; nodes 1..=3 are the seeds. Every node starts at time 0.
 pub fn cluster(seed: u64, n: u64, config: &MembershipConfig, loss: f64) -> Simulation<SimMember> {
     let mut sim = Simulation::new(
         seed,
