@@ -103,7 +103,10 @@ pub struct MembershipConfig {
     pub join_initial_backoff: Duration,
     /// Join: longest delay between attempts. Default 30 s.
     pub join_max_backoff: Duration,
-    /// Join: attempts before giving up; 0 retries forever. Default 0.
+    /// Join: attempts before giving up with [`SwimError::JoinFailed`](crate::SwimError);
+    /// 0 retries forever. Default 10: about three minutes with the default backoff (1 s
+    /// doubling to 30 s), so a join through seeds that never answer returns an error instead
+    /// of waiting forever.
     pub join_max_attempts: u32,
     /// Gossip encryption with AES-256-GCM; `None` sends plaintext. Default `None`.
     pub keyring: Option<Keyring>,
@@ -146,7 +149,7 @@ impl MembershipConfig {
             user_broadcast_queue_limit: 1024,
             join_initial_backoff: Duration::from_secs(1),
             join_max_backoff: Duration::from_secs(30),
-            join_max_attempts: 0,
+            join_max_attempts: 10,
             keyring: None,
             accept_plaintext: false,
             max_pending_relays: 1024,

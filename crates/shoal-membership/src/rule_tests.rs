@@ -576,8 +576,11 @@ fn dead_and_left_members_are_reaped_after_their_retention() {
 
 #[test]
 fn a_join_through_unreachable_seeds_retries_with_backoff_then_fails() {
-    let mut config = MembershipConfig::lan();
-    config.join_max_attempts = 3;
+    // Regression: the default retried forever, so `MembershipNode::join` never returned
+    // when no seed answered. The default now gives up.
+    let config = MembershipConfig::lan();
+    let max = config.join_max_attempts;
+    assert!(max > 0, "the default join must give up");
     let mut swim = node_with(config);
     swim.join(at(0.0), &[addr(1), addr(2), addr(3), addr(2)])
         .unwrap();
@@ -588,7 +591,7 @@ fn a_join_through_unreachable_seeds_retries_with_backoff_then_fails() {
         if let Some(Output::JoinFinished(result)) =
             out.iter().find(|o| matches!(o, Output::JoinFinished(_)))
         {
-            assert_eq!(result, &Err(SwimError::JoinFailed { attempts: 3 }));
+            assert_eq!(result, &Err(SwimError::JoinFailed { attempts: max }));
             break;
         }
         let requests: Vec<_> = out
@@ -615,7 +618,7 @@ fn a_join_through_unreachable_seeds_retries_with_backoff_then_fails() {
         now += after.as_secs_f64();
         swim.handle_timer(at(now), timer);
     }
-    assert_eq!(attempts, 3);
+    assert_eq!(attempts, max);
 }
 
 #[test]

@@ -35,6 +35,7 @@ const SEEN_USER_BROADCASTS: usize = 8192;
 
 /// What the API refuses.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum SwimError {
     /// The configuration is unusable.
     #[error(transparent)]
@@ -70,6 +71,9 @@ pub enum SwimError {
         /// Attempts made.
         attempts: u32,
     },
+    /// A newer join replaced this one before it finished; the newer one carries on.
+    #[error("replaced by a newer join")]
+    JoinSuperseded,
 }
 
 /// One node's SWIM + Lifeguard protocol state. Sans-IO: feed it datagrams, reliable messages

@@ -362,8 +362,11 @@ impl Driver {
         match command {
             Command::Join(seeds, reply) => match self.swim.join(now, &seeds) {
                 Ok(()) => {
-                    // A newer join supersedes an older one still waiting.
-                    self.pending_join = Some(reply);
+                    // A newer join supersedes an older one still waiting: its caller hears
+                    // so, rather than a closed channel that reads as the driver stopping.
+                    if let Some(older) = self.pending_join.replace(reply) {
+                        let _ = older.send(Err(SwimError::JoinSuperseded));
+                    }
                 }
                 Err(e) => {
                     let _ = reply.send(Err(e));
