@@ -510,24 +510,13 @@ impl SyncSession {
             self.patched.insert((depth, bucket), digest);
             level_nodes.push(bucket);
         }
-        let fanout = shape.fanout();
-        let mut children = Vec::with_capacity(fanout);
-        for level in (0..depth).rev() {
-            for index in level_nodes.iter_mut() {
-                *index = shape.parent(*index);
-            }
-            level_nodes.sort_unstable();
-            level_nodes.dedup();
-            for &index in &level_nodes {
-                let first = shape.first_child(index);
-                children.clear();
-                children.extend(
-                    (0..fanout as u64).map(|i| self.local_node(tree, level + 1, first + i)),
-                );
-                let digest = inner_digest(&children);
-                self.patched.insert((level, index), digest);
-            }
-        }
+        let mut children = Vec::with_capacity(shape.fanout());
+        shape.for_each_ancestor(&mut level_nodes, |level, index, below| {
+            children.clear();
+            children.extend(below.map(|child| self.local_node(tree, level + 1, child)));
+            let digest = inner_digest(&children);
+            self.patched.insert((level, index), digest);
+        });
     }
 
     fn on_nodes<S: SyncStore>(

@@ -102,6 +102,30 @@ impl TreeShape {
     pub fn parent(&self, index: u64) -> u64 {
         index >> self.fanout_bits
     }
+
+    /// Visits, bottom up and each once, every ancestor of the buckets in `nodes`: level
+    /// `depth - 1` first, the root last, calling `visit(level, index, children)` with the
+    /// range of the node's children one level down. A node is visited after all of its
+    /// changed children, so a caller can rehash inner digests from the children as it goes.
+    /// `nodes` is used as scratch space and holds only the root afterwards.
+    pub(crate) fn for_each_ancestor(
+        &self,
+        nodes: &mut Vec<u64>,
+        mut visit: impl FnMut(u8, u64, std::ops::Range<u64>),
+    ) {
+        let fanout = self.fanout() as u64;
+        for level in (0..self.depth).rev() {
+            for index in nodes.iter_mut() {
+                *index = self.parent(*index);
+            }
+            nodes.sort_unstable();
+            nodes.dedup();
+            for &index in nodes.iter() {
+                let first = self.first_child(index);
+                visit(level, index, first..first + fanout);
+            }
+        }
+    }
 }
 
 impl Default for TreeShape {

@@ -225,22 +225,14 @@ impl MerkleTree {
             }
             self.set_node(depth, b, digest);
         }
-        let fanout = self.shape.fanout();
-        let mut children = Vec::with_capacity(fanout);
-        for level in (0..depth).rev() {
-            for index in level_nodes.iter_mut() {
-                *index = self.shape.parent(*index);
-            }
-            level_nodes.sort_unstable();
-            level_nodes.dedup();
-            for &index in &level_nodes {
-                let first = self.shape.first_child(index);
-                children.clear();
-                children.extend((0..fanout as u64).map(|i| self.node(level + 1, first + i)));
-                let digest = inner_digest(&children);
-                self.set_node(level, index, digest);
-            }
-        }
+        let shape = self.shape;
+        let mut children = Vec::with_capacity(shape.fanout());
+        shape.for_each_ancestor(&mut level_nodes, |level, index, below| {
+            children.clear();
+            children.extend(below.map(|child| self.node(level + 1, child)));
+            let digest = inner_digest(&children);
+            self.set_node(level, index, digest);
+        });
         // Hand the allocation back for the next round of changes.
         level_nodes.clear();
         self.dirty = level_nodes;
