@@ -229,3 +229,115 @@ fn a_message_carrying_a_broken_membership_does_not_decode() {
     let refused = shoal_core::codec::decode::<Message>(&bytes, limit).unwrap_err();
     assert!(refused.to_string().contains("no voter"), "{refused}");
 }
+
+/// Delivers messages, and whatever they cause, until the network is quiet, keeping each
+/// round's messages to one replica as a batch, as the driver sends them.
+fn settle_recording(net: &mut Net, batches: &mut Vec<Vec<u8>>) {
+    for _ in 0..1000 {
+        let messages = net.flush_all();
+        if messages.is_empty() {
+            return;
+        }
+        for to in 1..=3 {
+            let batch: Vec<&Message> = messages.iter().filter(|m| m.to == n(to)).collect();
+            if !batch.is_empty() {
+                batches.push(shoal_core::codec::encode(&batch).unwrap());
+            }
+        }
+        for m in messages {
+            net.deliver(m);
+        }
+    }
+    panic!("the network did not settle");
+}
+
+/// Real `RaftBatch` bodies of a 3-replica group: an election, appends, heartbeats, and a
+/// lagging follower brought back by a snapshot.
+fn recorded_batches(config: &RaftConfig) -> Vec<Vec<u8>> {
+    let mut net = Net::new(3, config.clone());
+    let mut batches = Vec::new();
+    net.node(1).campaign();
+    settle_recording(&mut net, &mut batches);
+    net.isolate(3);
+    for i in 0..40 {
+        net.node(1)
+            .propose(Bytes::from(format!("put k{i}")))
+            .unwrap();
+        settle_recording(&mut net, &mut batches);
+    }
+    net.heal();
+    for _ in 0..30 {
+        net.now += STEP;
+        for id in 1..=3 {
+            let now = net.now;
+            net.node(id).tick(now);
+        }
+        settle_recording(&mut net, &mut batches);
+    }
+    batches
+}
+
+/// Random bytes and mutations of real batches, decoded as the driver decodes a `RaftBatch`
+/// and stepped into a leader and a follower: each must be refused or handled with no panic
+/// (overflow checks are on in tests), and the replica's term and log stay within bounds.
+#[test]
+fn random_and_mutated_raft_batches_are_refused_or_handled_within_bounds() {
+    const CASES: usize = 20_000;
+    let config = RaftConfig {
+        snapshot_after_entries: 16,
+        compaction_trailing_entries: 4,
+        ..RaftConfig::default()
+    };
+    let corpus = recorded_batches(&config);
+    assert!(corpus.len() > 50, "{} batches", corpus.len());
+    let base = shoal_sim::seed_from_env_or(0x5EED_0102);
+    let seeds = if std::env::var(shoal_sim::SEED_ENV).is_ok() {
+        1
+    } else {
+        4
+    };
+    for seed in base..base + seeds {
+        let mut mutator = shoal_sim::Mutator::new(seed);
+        let mut net = Net::new(3, config.clone());
+        net.elect(1);
+        let mut decoded = 0;
+        for case in 0..CASES {
+            let input = mutator.next_input(&corpus);
+            let Ok(batch) = shoal_core::codec::decode::<Vec<Message>>(&input, input.len()) else {
+                continue;
+            };
+            decoded += 1;
+            // Alternately at the leader and at a follower.
+            let target = n(1 + (case as u64 % 2));
+            for mut m in batch {
+                m.to = target;
+                net.deliver(m);
+            }
+            let _ = net.flush(target);
+            let node = net.nodes.get_mut(&target).unwrap();
+            let (term, last, commit) = (node.term(), node.last_index(), node.commit_index());
+            assert!(term <= MAX_TERM, "seed {seed} case {case}: term {term}");
+            assert!(
+                last <= MAX_INDEX,
+                "seed {seed} case {case}: last index {last}"
+            );
+            assert!(
+                commit <= last,
+                "seed {seed} case {case}: commit {commit} > {last}"
+            );
+            if case % 100 == 99 {
+                net.run_for(STEP, STEP);
+            }
+        }
+        assert!(
+            decoded > CASES / 40,
+            "seed {seed}: only {decoded} inputs decoded"
+        );
+        // Counters pushed past their bounds reached the door and were turned away there.
+        let refused: u64 = net.nodes.values().map(|r| r.stats().out_of_bounds).sum();
+        assert!(
+            refused > 0,
+            "seed {seed}: no out-of-bounds input reached a replica"
+        );
+    }
+}

@@ -48,6 +48,7 @@
 mod clock;
 mod latency;
 pub mod linearizability;
+mod mutation;
 mod network;
 mod node;
 mod seed;
@@ -56,6 +57,7 @@ mod trace;
 
 pub use clock::SimClock;
 pub use latency::Latency;
+pub use mutation::Mutator;
 pub use network::{DropReason, Fate, LinkConfig, NetworkModel};
 pub use node::{Node, Outputs};
 pub use seed::{parse_seed, seed_from_env_or, EXPLORE_ENV, SEED_ENV};
