@@ -81,8 +81,9 @@ impl Default for RaftConfig {
 }
 
 /// Members a snapshot chunk's metadata is allowed for in [`RaftConfig::max_message_bytes`]
-/// (8 bytes each, as [`crate::MessageBody::approx_size`] counts them).
-const MEMBERS_ALLOWED: u64 = 4096;
+/// (8 bytes each, as [`crate::MessageBody::approx_size`] counts them): every membership that
+/// decodes.
+const MEMBERS_ALLOWED: u64 = crate::membership::MAX_MEMBERSHIP_ENTRIES as u64;
 
 /// A setting that makes no sense.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

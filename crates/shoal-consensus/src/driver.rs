@@ -88,9 +88,10 @@ pub struct DriverConfig {
     /// [`crate::MessageBody::approx_size`] counts them: a round's messages to a peer are split
     /// into RPCs of at most this, and queued ones are merged up to it. It must stay below the
     /// transport's frame limit (shoal-transport's `max_frame_bytes`, 16 MiB by default) with
-    /// room for the envelope and the estimate's slack. A group whose messages could be larger
-    /// ([`crate::RaftConfig::max_message_bytes`]) is refused by [`RaftDriver::add_group`].
-    /// Default 12 MiB.
+    /// room for the envelope and the estimate's slack: the driver lowers it to three
+    /// quarters of the transport's [`RpcTransport::max_frame_bytes`] when that is smaller. A
+    /// group whose messages could be larger ([`crate::RaftConfig::max_message_bytes`]) is
+    /// refused by [`RaftDriver::add_group`]. Default 12 MiB.
     pub max_rpc_bytes: u64,
 }
 
@@ -126,16 +127,21 @@ pub enum DriverError {
     /// effect.
     #[error("the proposal was replaced in the log by a new leader and did not take effect")]
     Dropped,
-    /// The outcome cannot be known here any more (a snapshot replaced the log meanwhile):
-    /// the proposal may or may not have taken effect.
-    #[error("the proposal's outcome is unknown (the log was replaced by a snapshot)")]
+    /// The outcome cannot be known here any more (a snapshot replaced the log meanwhile, or
+    /// the group failed after the proposal's entry may have reached followers): the proposal
+    /// may or may not have taken effect. Retry only what is safe to apply twice.
+    #[error("the proposal's outcome is unknown (the log was replaced or the group failed)")]
     Indeterminate,
     /// A log store error.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The group's log store failed, so the group stopped; the node's other groups go on.
-    /// Whatever the group had not persisted is lost: add it again with
-    /// [`RaftDriver::add_group`] (over a repaired store) to bring it back.
+    /// The group's log store failed, so the group stopped; the node's other groups go on
+    /// (until they write, if the failure was the shared WAL's: after an I/O error the WAL
+    /// refuses every write, so each group fails at its next write until the WAL is reopened).
+    /// Proposals waiting when it failed are answered [`DriverError::Indeterminate`], since a
+    /// leader sends entries before persisting them and followers may commit them; later
+    /// requests get this error. Add the group again with [`RaftDriver::add_group`] over a
+    /// working store to bring it back.
     #[error("group {group} stopped after its log store failed: {error}")]
     GroupFailed {
         /// The group.
@@ -253,6 +259,13 @@ impl RaftDriver {
         inbox: RaftInbox,
         config: DriverConfig,
     ) -> RaftDriver {
+        // Never more per RPC than the transport sends: a quarter of its frame is left for the
+        // envelope and the size estimate's slack.
+        let frame_cap = u64::try_from(transport.max_frame_bytes() / 4 * 3).unwrap_or(u64::MAX);
+        let config = DriverConfig {
+            max_rpc_bytes: config.max_rpc_bytes.min(frame_cap),
+            ..config
+        };
         let (commands, command_rx) = mpsc::channel(config.commands.max(1));
         let inbox_stats = inbox.stats.clone();
         let clock = SystemClock::new();
@@ -497,8 +510,10 @@ impl Node {
 
     /// Stops a group whose log store failed and leaves the node's other groups running: its
     /// replica is dropped (so it is no longer ticked, stepped or persisted, and messages for
-    /// it are dropped as for any group not hosted here), its waiting proposals and reads
-    /// fail, and requests for it answer [`DriverError::GroupFailed`] until it is added again.
+    /// it are dropped as for any group not hosted here), its waiting proposals are answered
+    /// [`DriverError::Indeterminate`] (their entries may already be on followers, which can
+    /// commit them), its waiting reads fail, and requests for it answer
+    /// [`DriverError::GroupFailed`] until it is added again.
     fn fail_group(&mut self, group: RangeId, error: String) {
         tracing::error!(node = %self.multi.id(), %group, %error, "a log store failed; the group stops");
         self.multi.remove_group(group);
@@ -508,7 +523,7 @@ impl Node {
             error: error.clone(),
         };
         for (_, (_, reply)) in self.proposals.remove(&group).into_iter().flatten() {
-            let _ = reply.send(Err(failed()));
+            let _ = reply.send(Err(DriverError::Indeterminate));
         }
         let reads: Vec<u64> = self
             .reads

@@ -15,6 +15,11 @@ pub type LogIndex = u64;
 /// increment of a term that passed the check cannot overflow. A message with a larger term
 /// is dropped and counted in [`crate::RaftStats::out_of_bounds`]; a replica at this term does
 /// not campaign (a wrapped term would break election safety).
+///
+/// Raft trusts its members: one that sends a message at this very term stops the group's
+/// elections for good. The bound turns a wrap (a safety break) into a loss of liveness; it
+/// is not a defence against a hostile member, which the transport's peer authentication must
+/// keep out.
 pub const MAX_TERM: Term = 1 << 62;
 
 /// The largest log index (and commit index, and snapshot index) a replica takes from a peer.

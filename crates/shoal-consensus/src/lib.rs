@@ -110,6 +110,7 @@ pub use entry::{Entry, EntryPayload, LogIndex, Term, MAX_INDEX, MAX_TERM};
 pub use error::{ProposeError, ReadError, StartError, TransferError};
 pub use membership::{
     ConfChange, ConfChangeError, LearnerKind, Membership, MembershipError, VoteResult,
+    MAX_MEMBERSHIP_ENTRIES,
 };
 pub use message::{AppendResult, Message, MessageBody};
 pub use multi::{batch_by_node, AddGroupError, MultiRaft, MultiRaftStats};

@@ -65,7 +65,17 @@ pub enum MembershipError {
     /// learner of both kinds.
     #[error("{0} holds two roles in the membership")]
     OverlappingRoles(NodeId),
+    /// More role entries (voters, outgoing voters and learners counted separately) than
+    /// [`MAX_MEMBERSHIP_ENTRIES`].
+    #[error("{0} role entries, more than the {max} a membership may hold", max = MAX_MEMBERSHIP_ENTRIES)]
+    TooManyMembers(usize),
 }
+
+/// The most role entries a membership may hold (voters, outgoing voters and learners counted
+/// separately). Far above any real group, it bounds what a peer's membership costs to decode
+/// and keeps a snapshot chunk's metadata within what [`crate::RaftConfig::max_message_bytes`]
+/// allows for it.
+pub const MAX_MEMBERSHIP_ENTRIES: usize = 4096;
 
 /// The kind of learner [`ConfChange::AddNode`] adds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,10 +163,16 @@ impl Membership {
 
     /// Checks the invariants that [`Membership::new`], [`Membership::with_learners`] and
     /// [`Membership::apply`] keep: no node holds two roles (a voter, incoming or outgoing,
-    /// is no learner, and no learner is of both kinds), and there is at least one incoming
+    /// is no learner, and no learner is of both kinds), there are at most
+    /// [`MAX_MEMBERSHIP_ENTRIES`] role entries, and there is at least one incoming
     /// voter unless the membership is empty (the value of a node that knows none yet, and of
     /// "no snapshot").
     pub fn validate(&self) -> Result<(), MembershipError> {
+        let entries =
+            self.voters.len() + self.outgoing.len() + self.learners.len() + self.read_only.len();
+        if entries > MAX_MEMBERSHIP_ENTRIES {
+            return Err(MembershipError::TooManyMembers(entries));
+        }
         if self.is_empty() {
             return Ok(());
         }
@@ -509,6 +525,10 @@ mod tests {
                 MembershipError::NoVoters,
             ),
             (only_outgoing, MembershipError::NoVoters),
+            (
+                Membership::new((1..=MAX_MEMBERSHIP_ENTRIES as u64 + 1).map(NodeId::new)),
+                MembershipError::TooManyMembers(MAX_MEMBERSHIP_ENTRIES + 1),
+            ),
         ];
         for (bad, why) in cases {
             assert_eq!(bad.validate(), Err(why.clone()), "{bad:?}");

@@ -7,7 +7,11 @@ use std::fmt;
 
 /// The protocol version this build speaks. Peers on another version are refused with
 /// [`ErrorCode::UnsupportedVersion`] during the handshake.
-pub const PROTOCOL_VERSION: u16 = 1;
+///
+/// Raised whenever a message carried over the transport changes shape. Version 2: Merkle's
+/// `ExchangeRoots` carries its key range, range-descriptor gossip carries each leader hint's
+/// term, and Raft membership is validated on decode.
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Names an RPC method on the wire: the 32-bit FNV-1a hash of the method's name, computed at
 /// compile time. Registries refuse two names that hash alike, so collisions are found at start

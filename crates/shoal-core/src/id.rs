@@ -82,8 +82,11 @@ impl RangeId {
 impl Generation {
     /// The highest generation a valid descriptor may carry: 2^60, far above any real count
     /// (a million descriptor changes a second for 30,000 years). A peer's descriptor above it
-    /// is refused at decode, so gossip can never carry a generation that wins every merge
-    /// forever, and [`Generation::next`] can never be asked to pass `u64::MAX`.
+    /// is refused at decode and [`Generation::next`] stops at it, so no generation wraps and
+    /// nothing panics. A descriptor at the bound itself still wins every merge and can no
+    /// longer change: the bound turns a forged generation into a frozen range, not a broken
+    /// node. Keeping forgers out is the transport's job (peer authentication), not the
+    /// merge's.
     pub const MAX: Generation = Generation(1 << 60);
 
     /// The generation after this one, or `None` when that would pass [`Generation::MAX`]

@@ -236,7 +236,10 @@ impl MembershipConfig {
         }
         let full_state = self
             .max_members
-            .saturating_mul(self.max_meta_bytes + WIRE_MEMBER_MAX_OVERHEAD_BYTES)
+            .saturating_mul(
+                self.max_meta_bytes
+                    .saturating_add(WIRE_MEMBER_MAX_OVERHEAD_BYTES),
+            )
             .saturating_add(PUSH_PULL_OVERHEAD_BYTES);
         if full_state > crate::MAX_RELIABLE_BYTES {
             return invalid(
@@ -248,10 +251,14 @@ impl MembershipConfig {
             return invalid("max_packet_bytes must be at least 512");
         }
         // Room for the header, a ping and one full-size alive message.
-        if self.max_meta_bytes + MAX_LABEL_BYTES + 256 > self.max_packet_bytes {
+        if self.max_meta_bytes.saturating_add(MAX_LABEL_BYTES + 256) > self.max_packet_bytes {
             return invalid("max_meta_bytes leaves no room in a packet for an alive message");
         }
-        if self.max_user_broadcast_bytes + MAX_LABEL_BYTES + 64 > self.max_packet_bytes {
+        if self
+            .max_user_broadcast_bytes
+            .saturating_add(MAX_LABEL_BYTES + 64)
+            > self.max_packet_bytes
+        {
             return invalid("max_user_broadcast_bytes does not fit in a packet");
         }
         if self.join_initial_backoff.is_zero() || self.join_max_backoff < self.join_initial_backoff
@@ -330,6 +337,13 @@ mod tests {
         assert!(c.validate().is_err());
         c.max_meta_bytes = 64;
         c.validate().unwrap();
+        // Absurd sizes are refused, not overflowed (overflow checks are on in release).
+        let mut c = MembershipConfig::lan();
+        c.max_meta_bytes = usize::MAX;
+        assert!(c.validate().is_err());
+        let mut c = MembershipConfig::lan();
+        c.max_user_broadcast_bytes = usize::MAX;
+        assert!(c.validate().is_err());
     }
 
     /// The overhead the check assumes holds for the worst member: largest ids, an IPv6

@@ -5,9 +5,11 @@ use shoal_core::{Instant, NodeId};
 use std::net::SocketAddr;
 
 /// The highest incarnation a member may announce: 2^60. A member raises its incarnation once
-/// per refutation or metadata change, so no honest member comes near it; news above it is
-/// refused and counted ([`MembershipStats::incarnations_refused`](crate::MembershipStats)), so a
-/// forged accusation at `u64::MAX` cannot make a node's own counter wrap.
+/// per refutation or metadata change, so no honest member comes near it. Alive news above it,
+/// and suspicions or deaths at or above it, are refused and counted
+/// ([`MembershipStats::incarnations_refused`](crate::MembershipStats)): a forged accusation
+/// at `u64::MAX` cannot make a node's own counter wrap, and the highest accusation accepted
+/// can still be refuted at an incarnation peers accept.
 pub const MAX_INCARNATION: u64 = 1 << 60;
 
 /// A member's liveness, as one node sees it.

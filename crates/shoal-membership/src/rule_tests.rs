@@ -215,10 +215,23 @@ fn news_at_an_impossible_incarnation_is_refused_and_refuting_still_works() {
         .is_some());
     assert_eq!(swim.incarnation(), 0);
     assert_eq!(swim.stats().incarnations_refused, 7);
-    // An accusation at the bound itself is honest news: refuted to one above it, no wrap.
+    // An accusation at the bound is refused too: its refutation could not be accepted.
     deliver(&mut swim, at(2.0), 3, &[suspect(1, MAX_INCARNATION, 3)]);
-    assert_eq!(swim.incarnation(), MAX_INCARNATION + 1);
+    assert_eq!(swim.incarnation(), 0);
+    assert_eq!(swim.stats().incarnations_refused, 8);
+    // The highest accusation accepted is refuted at the bound, and a peer believes the
+    // refutation.
+    deliver(&mut swim, at(3.0), 3, &[suspect(1, MAX_INCARNATION - 1, 3)]);
+    assert_eq!(swim.incarnation(), MAX_INCARNATION);
     assert_eq!(swim.stats().refutations, 1);
+    let mut peer = node_knowing(5);
+    deliver(&mut peer, at(3.0), 3, &[suspect(2, MAX_INCARNATION - 1, 3)]);
+    assert_eq!(
+        state(&peer, 2),
+        Some((MemberState::Suspect, MAX_INCARNATION - 1))
+    );
+    deliver(&mut peer, at(3.1), 2, &[alive(2, MAX_INCARNATION)]);
+    assert_eq!(state(&peer, 2), Some((MemberState::Alive, MAX_INCARNATION)));
 }
 
 #[test]

@@ -19,7 +19,7 @@ use shoal_core::{Instant, NodeId};
 impl Swim {
     /// News that a member is alive.
     pub(crate) fn on_alive(&mut self, now: Instant, alive: Alive) {
-        if self.incarnation_refused(alive.id, alive.incarnation) {
+        if self.incarnation_refused(alive.id, alive.incarnation, false) {
             return;
         }
         if check_meta(&alive.meta, self.config.max_meta_bytes).is_err() {
@@ -135,7 +135,7 @@ impl Swim {
 
     /// News that a member is suspected.
     pub(crate) fn on_suspect(&mut self, now: Instant, suspect: Suspect) {
-        if self.incarnation_refused(suspect.id, suspect.incarnation) {
+        if self.incarnation_refused(suspect.id, suspect.incarnation, true) {
             return;
         }
         let Some(known) = self.member(suspect.id) else {
@@ -247,7 +247,7 @@ impl Swim {
 
     /// News that a member is dead, or left.
     pub(crate) fn on_dead(&mut self, now: Instant, dead: Dead) {
-        if self.incarnation_refused(dead.id, dead.incarnation) {
+        if self.incarnation_refused(dead.id, dead.incarnation, !dead.is_leave()) {
             return;
         }
         let Some(known) = self.member(dead.id) else {
@@ -289,11 +289,18 @@ impl Swim {
         self.emit(now, kind, id);
     }
 
-    /// Whether news at `incarnation` is refused (and counted) for being above
-    /// [`MAX_INCARNATION`]. Every alive, suspect and dead path, datagram or push-pull, passes
-    /// here first, so refuting can never be pushed to `u64::MAX` and wrap.
-    fn incarnation_refused(&mut self, id: NodeId, incarnation: u64) -> bool {
-        if incarnation <= MAX_INCARNATION {
+    /// Whether news at `incarnation` is refused (and counted): alive news above
+    /// [`MAX_INCARNATION`], or an accusation (suspect or dead) at or above it. Every alive,
+    /// suspect and dead path, datagram or push-pull, passes here first. An accusation is at
+    /// most `MAX_INCARNATION - 1`, so the accused can always refute it at an incarnation its
+    /// peers accept, and refuting can never be pushed to `u64::MAX` and wrap.
+    fn incarnation_refused(&mut self, id: NodeId, incarnation: u64, accusation: bool) -> bool {
+        let highest = if accusation {
+            MAX_INCARNATION - 1
+        } else {
+            MAX_INCARNATION
+        };
+        if incarnation <= highest {
             return false;
         }
         self.stats.incarnations_refused += 1;
@@ -303,10 +310,15 @@ impl Swim {
 
     /// Raises this node's incarnation above `accused` and gossips that it is alive. A node
     /// that has to refute is likely slow itself, so Lifeguard raises its health score too.
-    /// `accused` is at most [`MAX_INCARNATION`] (checked on the way in); saturating keeps
-    /// even a local slip from wrapping the counter back to 0.
+    /// An accusation is below [`MAX_INCARNATION`] (checked on the way in), so the new
+    /// incarnation is at most the bound, which peers accept; the clamp keeps even a local
+    /// slip within it.
     pub(crate) fn refute(&mut self, accused: u64) {
-        self.incarnation = self.incarnation.max(accused).saturating_add(1);
+        self.incarnation = self
+            .incarnation
+            .max(accused)
+            .saturating_add(1)
+            .min(MAX_INCARNATION);
         self.sync_self_member();
         self.queue_alive_of_self();
         self.awareness.apply(1);

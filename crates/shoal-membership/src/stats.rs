@@ -24,8 +24,8 @@ pub struct MembershipStats {
     pub packets_decrypt_failed: u64,
     /// Plaintext packets refused because encryption is required.
     pub packets_unencrypted: u64,
-    /// Alive, suspect or dead news at an incarnation above
-    /// [`MAX_INCARNATION`](crate::member::MAX_INCARNATION), which no honest member reaches.
+    /// Alive news above [`MAX_INCARNATION`](crate::member::MAX_INCARNATION), or suspect or
+    /// dead news at or above it, which no honest member reaches.
     pub incarnations_refused: u64,
     /// Updates older than what this node knows (replayed or stale incarnations).
     pub stale_updates: u64,

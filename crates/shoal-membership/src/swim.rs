@@ -9,7 +9,7 @@ use crate::broadcast::{retransmit_limit, BroadcastQueue};
 use crate::config::{ConfigError, MembershipConfig};
 use crate::event::{MemberEvent, MemberEventKind};
 use crate::keyring::Keyring;
-use crate::member::{Member, MemberState};
+use crate::member::{Member, MemberState, MAX_INCARNATION};
 use crate::message::{Alive, Dead, Message, Suspect, UserBroadcast};
 use crate::output::{Output, RequestId, Timer, TimerKind};
 use crate::packet::{push_part, split_parts, Kind, PacketCodec, PacketError};
@@ -122,8 +122,10 @@ impl Swim {
     /// random choice (probe order, gossip targets, jitter): pass
     /// [`shoal_core::rng::entropy_seed`] in production and a fixed seed in simulation.
     ///
-    /// `incarnation` should be 0 for a new node. A restarted node may pass anything; if the
-    /// cluster remembers it at a higher incarnation, it refutes that on joining.
+    /// `incarnation` should be 0 for a new node. A restarted node may pass anything up to
+    /// [`MAX_INCARNATION`](crate::member::MAX_INCARNATION) (a larger value is taken as the
+    /// bound, which peers still accept); if the cluster remembers it at a higher incarnation,
+    /// it refutes that on joining.
     pub fn new(
         id: NodeId,
         addr: SocketAddr,
@@ -143,7 +145,7 @@ impl Swim {
         let mut swim = Self {
             id,
             addr,
-            incarnation,
+            incarnation: incarnation.min(MAX_INCARNATION),
             meta,
             left: false,
             rng: DetRng::from_seed(seed),
@@ -307,7 +309,7 @@ impl Swim {
             return Err(e);
         }
         self.meta = meta;
-        self.incarnation = self.incarnation.saturating_add(1);
+        self.incarnation = self.incarnation.saturating_add(1).min(MAX_INCARNATION);
         self.sync_self_member();
         self.queue_alive_of_self();
         Ok(())

@@ -110,7 +110,15 @@ pub enum GossipError {
     /// A chunk did not decode.
     #[error(transparent)]
     Codec(#[from] CodecError),
+    /// A leader hint's term is above [`MAX_HINT_TERM`], which no Raft group reaches.
+    #[error("leader hint term {0} is above the highest valid term")]
+    HintTermTooHigh(u64),
 }
+
+/// The highest term a leader hint may carry: 2^62, the bound Raft groups take terms up to
+/// from peers (`shoal_consensus::MAX_TERM`). A hint above it is refused, so a forged hint at
+/// `u64::MAX` cannot pin a wrong leader on every node until the next generation.
+pub const MAX_HINT_TERM: u64 = 1 << 62;
 
 /// A descriptor as the set orders it: by start key, then [`precedence`], so its leader hint
 /// takes no part in the order (copies differing only in their hint are one key).
@@ -255,15 +263,18 @@ impl DescriptorSet {
     }
 
     /// The set of `descriptors`, each with the term its leader hint dates from (0: undated;
-    /// see the module docs). Validated like [`DescriptorSet::from_descriptors`]; nothing is
-    /// kept unless every descriptor passes.
+    /// see the module docs, at most [`MAX_HINT_TERM`]). Validated like
+    /// [`DescriptorSet::from_descriptors`]; nothing is kept unless every descriptor passes.
     pub fn from_descriptors_with_terms(
         descriptors: impl IntoIterator<Item = (RangeDescriptor, u64)>,
         max_key_len: usize,
     ) -> Result<Self, GossipError> {
         let descriptors: Vec<(RangeDescriptor, u64)> = descriptors.into_iter().collect();
-        for (d, _) in &descriptors {
+        for (d, term) in &descriptors {
             check_descriptor(d, max_key_len)?;
+            if *term > MAX_HINT_TERM {
+                return Err(GossipError::HintTermTooHigh(*term));
+            }
         }
         let mut set = Self::new();
         for (d, term) in descriptors {

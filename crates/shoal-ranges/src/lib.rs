@@ -41,7 +41,7 @@ pub mod placement;
 pub mod policy;
 pub mod table;
 
-pub use gossip::{precedence, Chunks, DescriptorSet, GossipError};
+pub use gossip::{precedence, Chunks, DescriptorSet, GossipError, MAX_HINT_TERM};
 pub use placement::{plan_placement, NodeInfo, PlacementAction, PlacementConfig};
 pub use policy::{ConfigError, Decision, InFlight, RangeStats, SplitMergePolicy, SplitReason};
 pub use table::{RangeTable, RangeTableError};

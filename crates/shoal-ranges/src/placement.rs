@@ -348,6 +348,10 @@ fn balance_replicas(plan: &mut Plan<'_>, table: &RangeTable) {
                 .filter(|r| r.node != from)
                 .filter_map(|r| plan.zone(r.node))
                 .collect();
+            // A leader is moved only with a voter to hand its leadership to.
+            if d.leader_hint == Some(from) && plan.least_leading_voter(d, Some(from)).is_none() {
+                return false;
+            }
             let to_zone = plan.zone(to);
             // Never make zone spread worse.
             to_zone == plan.zone(from) || !to_zone.is_some_and(|z| others.contains(&z))
@@ -355,7 +359,12 @@ fn balance_replicas(plan: &mut Plan<'_>, table: &RangeTable) {
         let Some(d) = candidate else {
             return;
         };
+        // In the module's order: addition, then leader transfer, then removal.
         let mut step = Vec::with_capacity(3);
+        step.push(PlacementAction::AddReplica {
+            range: d.id,
+            node: to,
+        });
         if d.leader_hint == Some(from) {
             if let Some(next) = plan.least_leading_voter(d, Some(from)) {
                 step.push(PlacementAction::TransferLeader {
@@ -364,10 +373,6 @@ fn balance_replicas(plan: &mut Plan<'_>, table: &RangeTable) {
                 });
             }
         }
-        step.push(PlacementAction::AddReplica {
-            range: d.id,
-            node: to,
-        });
         step.push(PlacementAction::RemoveReplica {
             range: d.id,
             node: from,

@@ -12,12 +12,14 @@
 //! (`merge_bytes <= split_bytes / 2`, `merge_max_qps <= split_qps / 2`), and a merged range's
 //! size and load are required to be below them, so a merge never produces a range that the
 //! next round splits again (its size and load are below half the split thresholds), nor
-//! does a fresh split half qualify for a merge (each half of a range over a split threshold
-//! is over half of it, so over the merge threshold, whatever its neighbour; 64 / 2 > 20 for
-//! the defaults). This holds for any thresholds [`SplitMergePolicy::validate`] accepts, and
-//! [`SplitMergePolicy::decide`] refuses to run with others. A cooldown keeps a range that
-//! just split or merged out of further decisions until its statistics reflect its new
-//! shape, and caps on concurrent splits and merges (counting those already running) prevent
+//! does a half of an even split qualify for a merge (each half of a range over a split
+//! threshold is then over half of it, so over the merge threshold, whatever its neighbour;
+//! 64 / 2 > 20 for the defaults). This holds for any thresholds
+//! [`SplitMergePolicy::validate`] accepts, and [`SplitMergePolicy::decide`] refuses to run
+//! with others. An uneven split (a load split on skewed keys, a median that lands off
+//! centre) can leave a half small enough to merge: the cooldown is what keeps that from
+//! undoing the split at once. It keeps a range that just split or merged out of further
+//! decisions until its statistics reflect its new shape, and caps on concurrent splits and merges (counting those already running) prevent
 //! storms. Every threshold is a public field.
 
 use crate::table::RangeTable;
@@ -160,8 +162,8 @@ pub struct InFlight {
 impl SplitMergePolicy {
     /// Checks that the thresholds keep the hysteresis the module docs describe: the split
     /// thresholds are positive, and each merge threshold is at most half its split
-    /// threshold, so that neither a merge result nor a fresh split half qualifies for the
-    /// opposite change. Caps of 0 (no splits, or no merges) and a cooldown of 0 are allowed.
+    /// threshold, so that neither a merge result nor a half of an even split qualifies for
+    /// the opposite change (uneven splits are held by the cooldown). Caps of 0 (no splits, or no merges) and a cooldown of 0 are allowed.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.split_bytes == 0 {
             return Err(ConfigError::ZeroSplitBytes);
@@ -172,8 +174,9 @@ impl SplitMergePolicy {
         if self.merge_max_qps.is_nan() || self.merge_max_qps < 0.0 {
             return Err(ConfigError::BadMergeQps(self.merge_max_qps));
         }
-        // A half of a range over `split_bytes` holds more than `split_bytes / 2` (rounded
-        // down), so with `merge_bytes` at most that it is never below the merge threshold;
+        // A half of an even split of a range over `split_bytes` holds more than
+        // `split_bytes / 2` (rounded down), so with `merge_bytes` at most that it is never
+        // below the merge threshold;
         // and a merge result, below `merge_bytes`, is never over `split_bytes`.
         if self.merge_bytes > self.split_bytes / 2 {
             return Err(ConfigError::MergeBytesOverHalfSplit {

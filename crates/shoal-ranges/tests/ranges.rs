@@ -9,7 +9,7 @@ use shoal_core::{
 use shoal_ranges::{
     plan_placement, precedence, Chunks, ConfigError, Decision, DescriptorSet, GossipError,
     InFlight, NodeInfo, PlacementAction, PlacementConfig, RangeStats, RangeTable, RangeTableError,
-    SplitMergePolicy, SplitReason,
+    SplitMergePolicy, SplitReason, MAX_HINT_TERM,
 };
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -568,6 +568,12 @@ fn a_new_leader_spreads_by_its_term_whatever_its_id() {
         DescriptorSet::leader_delta(&d, NodeId::new(7), 1, MAX_KEY),
         Err(GossipError::Descriptor(_))
     ));
+    // A hint dated past any real term is refused, so it cannot pin a leader forever.
+    assert!(matches!(
+        DescriptorSet::leader_delta(&d, NodeId::new(1), u64::MAX, MAX_KEY),
+        Err(GossipError::HintTermTooHigh(u64::MAX))
+    ));
+    assert!(DescriptorSet::leader_delta(&d, NodeId::new(1), MAX_HINT_TERM, MAX_KEY).is_ok());
 }
 
 #[test]
@@ -1036,7 +1042,7 @@ proptest! {
 #[test]
 fn placement_keeps_a_leader_move_within_the_budget() {
     // Node 5 is new and empty; node 2, the most loaded (ties go to the highest id), leads
-    // every range, so a balance move takes three actions: leader, add, remove.
+    // every range, so a balance move takes three actions: add, leader, remove (safest first).
     let mut t = four_ranges();
     for id in 1..=4 {
         t.set_leader_hint(RangeId::new(id), NodeId::new(2)).unwrap();
@@ -1055,13 +1061,13 @@ fn placement_keeps_a_leader_move_within_the_budget() {
     assert_eq!(
         plan[..3],
         [
-            PlacementAction::TransferLeader {
-                range: RangeId::new(1),
-                to: NodeId::new(1)
-            },
             PlacementAction::AddReplica {
                 range: RangeId::new(1),
                 node: NodeId::new(5)
+            },
+            PlacementAction::TransferLeader {
+                range: RangeId::new(1),
+                to: NodeId::new(1)
             },
             PlacementAction::RemoveReplica {
                 range: RangeId::new(1),

@@ -263,4 +263,8 @@ impl RpcTransport for RpcClient {
     fn local_node(&self) -> NodeId {
         self.inner.hello.node
     }
+
+    fn max_frame_bytes(&self) -> usize {
+        self.inner.config.max_frame_bytes
+    }
 }

@@ -218,6 +218,10 @@ impl RpcTransport for MemoryEndpoint {
     fn local_node(&self) -> NodeId {
         self.node
     }
+
+    fn max_frame_bytes(&self) -> usize {
+        self.net.state().max_frame_bytes
+    }
 }
 
 #[async_trait]

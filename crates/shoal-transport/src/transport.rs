@@ -22,6 +22,12 @@ pub trait RpcTransport: Send + Sync {
 
     /// This node's id, sent with every request.
     fn local_node(&self) -> NodeId;
+
+    /// The largest request frame this transport sends, in bytes, so callers that batch can
+    /// stay under it. Unbounded unless the transport says otherwise.
+    fn max_frame_bytes(&self) -> usize {
+        usize::MAX
+    }
 }
 
 /// Typed calls on any [`RpcTransport`].
