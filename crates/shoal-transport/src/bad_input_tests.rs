@@ -443,3 +443,102 @@ async fn a_client_over_its_in_flight_bound_waits_then_times_out() {
     }
     server.shutdown().await;
 }
+
+/// Valid frame payloads (after the length prefix) of every kind: requests with small and
+/// empty bodies, a success response, error responses with and without descriptors, GOAWAY.
+fn frame_corpus() -> Vec<Vec<u8>> {
+    use shoal_core::{KeyRange, RangeDescriptor, RangeId, ReplicaDescriptor};
+    let strip = |frame: Vec<u8>| frame[crate::frame::LENGTH_PREFIX_BYTES..].to_vec();
+    let body = codec::encode(&b"a request body".to_vec()).unwrap();
+    let descriptor = RangeDescriptor::new(
+        RangeId::new(7),
+        KeyRange::full(),
+        vec![ReplicaDescriptor::voter(NodeId::new(1))],
+    )
+    .unwrap();
+    let mismatch = shoal_core::Error::new(
+        ErrorCode::RangeKeyMismatch {
+            descriptors: vec![descriptor],
+        },
+        "stale",
+    );
+    let mut ok = wire::response_prefix(CorrelationId::new(3));
+    ok.extend_from_slice(&body);
+    vec![
+        strip(request(1, Echo::METHOD, PROTOCOL_VERSION, &body)),
+        strip(request(u64::MAX, Hold::METHOD, PROTOCOL_VERSION, &[])),
+        strip(wire::finish_response(
+            CorrelationId::new(3),
+            Ok(ok),
+            1 << 20,
+        )),
+        strip(wire::error_frame(CorrelationId::new(4), mismatch)),
+        strip(wire::error_frame(
+            CorrelationId::new(5),
+            shoal_core::Error::new(ErrorCode::Overloaded, "busy"),
+        )),
+        strip(wire::goaway_frame()),
+    ]
+}
+
+/// Random bytes and mutations of every frame kind parse to a result, never a panic
+/// (overflow checks are on in tests), on fixed seeds.
+#[test]
+fn random_and_mutated_frames_parse_to_results() {
+    let corpus = frame_corpus();
+    let base = shoal_sim::seed_from_env_or(0x5EED_0201);
+    let mut parsed = 0;
+    for seed in base..base + 4 {
+        let mut mutator = shoal_sim::Mutator::new(seed);
+        for _ in 0..20_000 {
+            let input = mutator.next_input(&corpus);
+            parsed += usize::from(wire::parse(&input).is_ok());
+        }
+    }
+    assert!(
+        parsed > 1000,
+        "only {parsed} mutated frames parsed: the mutations are too wild"
+    );
+}
+
+/// A server fed mutated frames and handshakes over real TCP answers or closes each
+/// connection, never falls over, and still serves a well-behaved client afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_fed_mutated_frames_and_handshakes_keeps_serving() {
+    let server = server(Arc::new(tokio::sync::Semaphore::new(1 << 20))).await;
+    let addr = server.local_addr();
+    let corpus = frame_corpus();
+    let hellos = vec![hello_frame(
+        PROTOCOL_VERSION,
+        &Hello {
+            node: NodeId::new(99),
+            listen_addr: Some(addr),
+        },
+    )];
+    let mut mutator = shoal_sim::Mutator::new(shoal_sim::seed_from_env_or(0x5EED_0202));
+    for connection in 0..60 {
+        let mut stream = if connection % 4 == 0 {
+            // A mutated handshake: the server refuses it or shakes hands.
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            let hello = mutator.next_input(&hellos);
+            let _ = stream.write_all(&hello).await;
+            stream
+        } else {
+            raw_connection(addr).await
+        };
+        for _ in 0..20 {
+            let payload = mutator.next_input(&corpus);
+            let mut frame = Vec::new();
+            let start = begin_frame(&mut frame);
+            frame.extend_from_slice(&payload);
+            finish_frame(&mut frame, start, usize::MAX).unwrap();
+            if stream.write_all(&frame).await.is_err() {
+                break;
+            }
+        }
+        let _ = stream.shutdown().await;
+    }
+    still_serves(addr).await;
+    eventually("connections released", || server.open_connections() == 0).await;
+    server.shutdown().await;
+}
