@@ -39,3 +39,12 @@ pub struct MemberEvent {
     /// When this node noticed, on its own clock.
     pub at: Instant,
 }
+
+/// A user broadcast from another member, delivered once (see [`crate::Swim::broadcast`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserMessage {
+    /// The member that broadcast it.
+    pub from: NodeId,
+    /// The application's bytes.
+    pub payload: Vec<u8>,
+}

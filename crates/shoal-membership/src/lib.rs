@@ -64,7 +64,7 @@ mod sync;
 mod table;
 
 pub use config::{ConfigError, MembershipConfig};
-pub use event::{MemberEvent, MemberEventKind};
+pub use event::{MemberEvent, MemberEventKind, UserMessage};
 pub use keyring::{Keyring, KeyringError};
 pub use member::{Member, MemberState};
 pub use output::{Output, RequestId, Timer};

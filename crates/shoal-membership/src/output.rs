@@ -68,8 +68,8 @@ pub enum Output {
     },
     /// A membership change for subscribers.
     Event(MemberEvent),
-    /// A user broadcast from another member.
-    UserMessage(Vec<u8>),
+    /// A user broadcast from another member, with the member's id.
+    UserMessage(crate::UserMessage),
     /// The join finished: `Ok(n)` after `n` seeds answered, or `Err` after the last attempt.
     JoinFinished(Result<usize, crate::SwimError>),
 }

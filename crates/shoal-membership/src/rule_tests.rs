@@ -543,12 +543,16 @@ fn user_broadcasts_are_delivered_once_and_the_queue_is_bounded() {
     config.user_broadcast_queue_limit = 2;
     let mut swim = node_with(config);
     let user = Message::User(UserBroadcast {
-        origin: id(2),
+        origin: id(4),
         seq: 1,
         payload: b"hello".to_vec(),
     });
     let out = deliver(&mut swim, at(1.0), 2, std::slice::from_ref(&user));
-    assert!(out.contains(&Output::UserMessage(b"hello".to_vec())));
+    // Delivered with the id of the member that broadcast it, not the relay's.
+    assert!(out.contains(&Output::UserMessage(crate::UserMessage {
+        from: id(4),
+        payload: b"hello".to_vec(),
+    })));
     let out = deliver(&mut swim, at(1.0), 3, &[user]);
     assert!(
         !out.iter().any(|o| matches!(o, Output::UserMessage(_))),

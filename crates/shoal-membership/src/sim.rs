@@ -7,7 +7,7 @@
 //! results are if anything pessimistic.
 
 use crate::config::MembershipConfig;
-use crate::event::MemberEvent;
+use crate::event::{MemberEvent, UserMessage};
 use crate::output::{Output, RequestId, Timer};
 use crate::swim::{Swim, SwimError};
 use shoal_core::{Instant, NodeId};
@@ -115,7 +115,7 @@ pub struct SimMember {
     pending: BTreeSet<RequestId>,
     record_events: bool,
     events: Vec<MemberEvent>,
-    user_messages: Vec<(Instant, Vec<u8>)>,
+    user_messages: Vec<(Instant, UserMessage)>,
     bytes_sent: u64,
     join_result: Option<Result<usize, SwimError>>,
     inbound_delay: Duration,
@@ -184,7 +184,7 @@ impl SimMember {
     }
 
     /// User broadcasts delivered since the last call, with when they arrived.
-    pub fn drain_user_messages(&mut self) -> Vec<(Instant, Vec<u8>)> {
+    pub fn drain_user_messages(&mut self) -> Vec<(Instant, UserMessage)> {
         std::mem::take(&mut self.user_messages)
     }
 
@@ -227,7 +227,7 @@ impl SimMember {
                         self.events.push(event);
                     }
                 }
-                Output::UserMessage(payload) => self.user_messages.push((now, payload)),
+                Output::UserMessage(message) => self.user_messages.push((now, message)),
                 Output::JoinFinished(result) => self.join_result = Some(result),
             }
         }

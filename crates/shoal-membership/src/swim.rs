@@ -353,7 +353,11 @@ impl Swim {
         } else {
             self.stats.user_messages_dropped += 1;
         }
-        self.outputs.push_back(Output::UserMessage(user.payload));
+        self.outputs
+            .push_back(Output::UserMessage(crate::UserMessage {
+                from: user.origin,
+                payload: user.payload,
+            }));
     }
 
     fn queue_user(&mut self, user: &UserBroadcast) {

@@ -8,7 +8,7 @@
 mod timers;
 
 use crate::config::MembershipConfig;
-use crate::event::MemberEvent;
+use crate::event::{MemberEvent, UserMessage};
 use crate::keyring::{Keyring, KeyringError};
 use crate::member::Member;
 use crate::output::{Output, RequestId};
@@ -122,7 +122,7 @@ pub struct MembershipNode {
     addr: SocketAddr,
     commands: mpsc::Sender<Command>,
     events: broadcast::Sender<MemberEvent>,
-    messages: broadcast::Sender<Vec<u8>>,
+    messages: broadcast::Sender<UserMessage>,
     task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -219,7 +219,7 @@ impl MembershipNode {
     }
 
     /// User broadcasts from other members, from now on.
-    pub fn subscribe_messages(&self) -> broadcast::Receiver<Vec<u8>> {
+    pub fn subscribe_messages(&self) -> broadcast::Receiver<UserMessage> {
         self.messages.subscribe()
     }
 
@@ -295,7 +295,7 @@ struct Driver {
     timers: TimerQueue,
     commands: mpsc::Receiver<Command>,
     events: broadcast::Sender<MemberEvent>,
-    messages: broadcast::Sender<Vec<u8>>,
+    messages: broadcast::Sender<UserMessage>,
     pending_join: Option<Reply<Result<usize, SwimError>>>,
     leave_timeout: Duration,
 }
@@ -427,8 +427,8 @@ impl Driver {
                 Output::Event(event) => {
                     let _ = self.events.send(event);
                 }
-                Output::UserMessage(payload) => {
-                    let _ = self.messages.send(payload);
+                Output::UserMessage(message) => {
+                    let _ = self.messages.send(message);
                 }
                 Output::JoinFinished(result) => {
                     if let Some(reply) = self.pending_join.take() {
