@@ -137,3 +137,32 @@ async fn encrypted_cluster_refuses_a_node_with_the_wrong_key() {
         node.shutdown().await;
     }
 }
+
+/// Regression: a join replaced by a newer one answered its caller with `Stopped`, as if the
+/// driver had gone. It is told the truth: another join took its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_replaced_by_a_newer_one_says_so() {
+    let config = MembershipConfig::local();
+    let (a, b) = (start(1, config.clone()).await, start(2, config).await);
+    // Nothing listens here: the first join keeps retrying until it is replaced.
+    let nowhere = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let (first, second) = tokio::join!(a.join(vec![nowhere]), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        a.join(vec![b.addr()]).await
+    });
+    assert!(
+        matches!(
+            first,
+            Err(shoal_membership::driver::DriverError::Swim(
+                shoal_membership::SwimError::JoinSuperseded
+            ))
+        ),
+        "{first:?}"
+    );
+    assert_eq!(second.unwrap(), 1);
+    a.shutdown().await;
+    b.shutdown().await;
+}
