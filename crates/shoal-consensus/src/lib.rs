@@ -30,8 +30,8 @@
 //! - **Bad input**: misaddressed messages, messages from non-members, and terms or indexes
 //!   beyond [`MAX_TERM`] and [`MAX_INDEX`] are dropped and counted in [`RaftStats`]; a
 //!   [`Membership`] that breaks its invariants does not decode.
-//! - **Testing**: [`sim`] runs replicas in `shoal-sim` with safety checks after every step and
-//!   client histories for `shoal_sim::linearizability`.
+//! - **Testing**: the `sim` module (feature `sim`) runs replicas in `shoal-sim` with safety
+//!   checks after every step and client histories for `shoal_sim::linearizability`.
 //!
 //! # Example: three replicas in one process
 //!
@@ -100,6 +100,7 @@ pub mod multi;
 pub mod progress;
 mod raft;
 pub mod ready;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod snapshot;
 pub mod store;

@@ -56,6 +56,7 @@ mod probe;
 #[cfg(test)]
 mod rule_tests;
 mod rules;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod stats;
 mod suspicion;

@@ -10,8 +10,8 @@
 //! - **Typed services** ([`Rpc`], [`Router`]): declare a method with serde request and response
 //!   types, register an async handler.
 //! - **Datagrams over UDP** ([`UdpTransport`]) for gossip and probes, capped at 1400 bytes.
-//! - **An in-memory network** ([`MemoryNetwork`]) implementing the same traits
-//!   ([`RpcTransport`], [`DatagramTransport`]) on `shoal-sim`'s network model.
+//! - **An in-memory network** (`MemoryNetwork`, behind the `memory` feature) implementing
+//!   the same traits ([`RpcTransport`], [`DatagramTransport`]) on `shoal-sim`'s network model.
 //! - **Fault injection** ([`FaultFilter`]): drop or delay traffic to or from chosen peers, off
 //!   unless enabled, so multi-process tests can partition real nodes without root.
 //!
@@ -57,6 +57,7 @@ mod fault;
 mod frame;
 mod handshake;
 mod lock;
+#[cfg(feature = "memory")]
 mod memory;
 mod server;
 mod service;
@@ -74,6 +75,7 @@ pub use datagram::{UdpTransport, DATAGRAM_HEADER_BYTES};
 pub use error::TransportError;
 pub use fault::{Direction, FaultAction, FaultFilter, Verdict};
 pub use frame::{read_frame, FrameError, LENGTH_PREFIX_BYTES};
+#[cfg(feature = "memory")]
 pub use memory::{MemoryEndpoint, MemoryNetwork};
 pub use server::RpcServer;
 pub use service::{BoxFuture, RegisterError, RequestContext, Router, Rpc};
