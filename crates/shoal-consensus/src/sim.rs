@@ -472,7 +472,10 @@ impl SimReplica {
                 self.proposals.insert(index, (term, cmd));
                 let op = match cmd.op {
                     RegisterOp::Write(v) => ClientOp::Write(v),
-                    RegisterOp::Cas { expected, new } => ClientOp::Cas { expected, new },
+                    RegisterOp::Cas { expected, new } => ClientOp::Cas {
+                        expected: Some(expected),
+                        new: Some(new),
+                    },
                 };
                 self.history
                     .borrow_mut()

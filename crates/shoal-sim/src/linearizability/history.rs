@@ -6,20 +6,25 @@
 //! ```text
 //! # comments and blank lines are ignored
 //! initial nil                      # or a number: every register's value before the history
+//! initial <key> <value|nil>        # one register's value before the history (overrides)
 //! invoke <id> <process> <key> read
 //! invoke <id> <process> <key> write <value>
-//! invoke <id> <process> <key> cas <expected> <new>
+//! invoke <id> <process> <key> delete
+//! invoke <id> <process> <key> cas <expected|nil> <new|nil>
 //! ok <id> <value|nil>              # a read's answer
-//! ok <id>                          # a write done
+//! ok <id>                          # a write or delete done
 //! ok <id> <true|false>             # a cas done: whether it swapped
 //! fail <id>                        # the operation certainly did not take effect
 //! info <id>                        # unknown (a timeout): it may take effect, at any time
 //! ```
 //!
 //! Ids are unique numbers, processes any number (informational), keys any word without
-//! spaces, values unsigned 64-bit numbers. An operation with no completion line is `info`.
+//! spaces, values unsigned 64-bit numbers, `nil` an absent key: `cas nil 5` creates a key only
+//! if it is absent, `cas 5 nil` deletes it only if it holds 5. An operation with no completion
+//! line is `info`. Files written before deletes, `nil` operands and per-key initial values
+//! existed read the same as before.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 /// A register value: `None` is a missing key.
@@ -32,12 +37,15 @@ pub enum RegisterOp {
     Read,
     /// Sets the value.
     Write(u64),
-    /// Sets the value to `new` if it is `expected`.
+    /// Removes the key (its value becomes `None`).
+    Delete,
+    /// Sets the value to `new` if it is `expected`; `None` on either side is an absent key
+    /// (create only if absent; delete only if it holds a value).
     Cas {
         /// The value required.
-        expected: u64,
+        expected: Value,
         /// The value set.
-        new: u64,
+        new: Value,
     },
 }
 
@@ -46,7 +54,7 @@ pub enum RegisterOp {
 pub enum Outcome {
     /// A read returned this value.
     Read(Value),
-    /// A write completed.
+    /// A write or delete completed.
     Written,
     /// A cas completed; whether it swapped.
     Swapped(bool),
@@ -107,8 +115,11 @@ pub enum HistoryError {
 /// Register operations in real-time order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct History {
-    /// Every register's value before the history.
+    /// Every register's value before the history, unless [`History::set_initial`] gave the
+    /// register its own.
     pub initial: Value,
+    /// Registers whose value before the history is not [`History::initial`].
+    initials: BTreeMap<String, Value>,
     ops: Vec<Operation>,
     by_id: HashMap<u64, usize>,
     events: u64,
@@ -121,6 +132,16 @@ impl History {
             initial,
             ..History::default()
         }
+    }
+
+    /// Gives register `key` its own value before the history.
+    pub fn set_initial(&mut self, key: impl Into<String>, value: Value) {
+        self.initials.insert(key.into(), value);
+    }
+
+    /// Register `key`'s value before the history.
+    pub fn initial_of(&self, key: &str) -> Value {
+        self.initials.get(key).copied().unwrap_or(self.initial)
     }
 
     /// The operations, in invocation order.
@@ -172,7 +193,7 @@ impl History {
             (op.op, outcome),
             (_, Outcome::Failed | Outcome::Unknown)
                 | (RegisterOp::Read, Outcome::Read(_))
-                | (RegisterOp::Write(_), Outcome::Written)
+                | (RegisterOp::Write(_) | RegisterOp::Delete, Outcome::Written)
                 | (RegisterOp::Cas { .. }, Outcome::Swapped(_))
         );
         if !fits {
@@ -222,15 +243,24 @@ impl History {
             match words.as_slice() {
                 [] => {}
                 ["initial", _] => h.initial = value(1)?,
+                ["initial", key, _] => {
+                    let v = value(2)?;
+                    h.set_initial(*key, v);
+                }
                 ["invoke", _, _, key, rest @ ..] => {
                     let op = match rest {
                         ["read"] => RegisterOp::Read,
                         ["write", _] => RegisterOp::Write(num(5)?),
+                        ["delete"] => RegisterOp::Delete,
                         ["cas", _, _] => RegisterOp::Cas {
-                            expected: num(5)?,
-                            new: num(6)?,
+                            expected: value(5)?,
+                            new: value(6)?,
                         },
-                        _ => return Err(syntax("expected read, write <v> or cas <old> <new>")),
+                        _ => {
+                            return Err(syntax(
+                                "expected read, write <v>, delete or cas <old> <new>",
+                            ))
+                        }
                     };
                     h.invoke(num(1)?, num(2)?, *key, op)?;
                 }
@@ -239,7 +269,7 @@ impl History {
                     let kind = h.by_id.get(&id).map(|&i| h.ops[i].op);
                     let outcome = match (kind, rest) {
                         (Some(RegisterOp::Read), [_]) => Outcome::Read(value(2)?),
-                        (Some(RegisterOp::Write(_)), []) => Outcome::Written,
+                        (Some(RegisterOp::Write(_) | RegisterOp::Delete), []) => Outcome::Written,
                         (Some(RegisterOp::Cas { .. }), ["true"]) => Outcome::Swapped(true),
                         (Some(RegisterOp::Cas { .. }), ["false"]) => Outcome::Swapped(false),
                         (None, _) => return Err(HistoryError::NotPending(id)),
@@ -263,7 +293,10 @@ impl History {
             let what = match op.op {
                 RegisterOp::Read => "read".to_owned(),
                 RegisterOp::Write(v) => format!("write {v}"),
-                RegisterOp::Cas { expected, new } => format!("cas {expected} {new}"),
+                RegisterOp::Delete => "delete".to_owned(),
+                RegisterOp::Cas { expected, new } => {
+                    format!("cas {} {}", show(expected), show(new))
+                }
             };
             events.push((
                 op.invoked,
@@ -282,6 +315,9 @@ impl History {
         }
         events.sort_unstable();
         let mut out = format!("initial {}\n", show(self.initial));
+        for (key, value) in &self.initials {
+            let _ = writeln!(out, "initial {key} {}", show(*value));
+        }
         for (_, line) in events {
             let _ = writeln!(out, "{line}");
         }

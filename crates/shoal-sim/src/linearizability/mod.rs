@@ -1,4 +1,5 @@
-//! A linearizability checker for histories of register operations (read, write, cas).
+//! A linearizability checker for histories of register operations (read, write, delete, and
+//! compare-and-set on a value or on absence), each register from its own initial value.
 //!
 //! The search is Wing & Gong's with Lowe's memoization (as in porcupine and Knossos). Each
 //! register is checked on its own: linearizability is compositional (Herlihy & Wing), so a
@@ -84,7 +85,7 @@ pub fn check(history: &History, budget: u64) -> Verdict {
                 completed: o.completed,
             })
             .collect();
-        match search::search(&search_ops, history.initial, budget) {
+        match search::search(&search_ops, history.initial_of(key), budget) {
             search::Found::Linearizable => {}
             search::Found::NotLinearizable => {
                 return Verdict::NotLinearizable {

@@ -27,18 +27,15 @@ fn step(state: Value, op: RegisterOp, outcome: Outcome) -> Option<Value> {
     match (op, outcome) {
         (RegisterOp::Read, Outcome::Read(v)) => (v == state).then_some(state),
         (RegisterOp::Write(v), _) => Some(Some(v)),
+        (RegisterOp::Delete, _) => Some(None),
         (RegisterOp::Cas { expected, new }, Outcome::Swapped(true)) => {
-            (state == Some(expected)).then_some(Some(new))
+            (state == expected).then_some(new)
         }
         (RegisterOp::Cas { expected, .. }, Outcome::Swapped(false)) => {
-            (state != Some(expected)).then_some(state)
+            (state != expected).then_some(state)
         }
         // Unknown: it swapped if it could.
-        (RegisterOp::Cas { expected, new }, _) => Some(if state == Some(expected) {
-            Some(new)
-        } else {
-            state
-        }),
+        (RegisterOp::Cas { expected, new }, _) => Some(if state == expected { new } else { state }),
         (RegisterOp::Read, _) => Some(state),
     }
 }

@@ -148,12 +148,15 @@ fn random_correct_histories_pass_and_a_corrupted_read_fails() {
         for _ in 0..60 {
             if pending.len() < 4 && rng.chance(0.5) {
                 next_id += 1;
-                let op = match rng.below(3) {
+                // A value or absence: `None` one time in five.
+                let value_or_nil = |rng: &mut DetRng| Some(rng.below(5)).filter(|v| *v != 4);
+                let op = match rng.below(4) {
                     0 => RegisterOp::Read,
                     1 => RegisterOp::Write(rng.below(5)),
+                    2 => RegisterOp::Delete,
                     _ => RegisterOp::Cas {
-                        expected: rng.below(5),
-                        new: rng.below(5),
+                        expected: value_or_nil(&mut rng),
+                        new: value_or_nil(&mut rng),
                     },
                 };
                 h.invoke(next_id, next_id % 4, "x", op).unwrap();
@@ -170,10 +173,14 @@ fn random_correct_histories_pass_and_a_corrupted_read_fails() {
                         value = Some(v);
                         Outcome::Written
                     }
+                    RegisterOp::Delete => {
+                        value = None;
+                        Outcome::Written
+                    }
                     RegisterOp::Cas { expected, new } => {
-                        let swapped = value == Some(expected);
+                        let swapped = value == expected;
                         if swapped {
-                            value = Some(new);
+                            value = new;
                         }
                         Outcome::Swapped(swapped)
                     }
@@ -200,4 +207,62 @@ fn random_correct_histories_pass_and_a_corrupted_read_fails() {
             );
         }
     }
+}
+
+#[test]
+fn deletes_and_compare_and_set_on_absence_follow_the_register() {
+    // Delete, then a create-only cas succeeds and a read sees it.
+    assert!(linearizable(
+        "initial 1\ninvoke 1 1 x delete\nok 1\ninvoke 2 1 x read\nok 2 nil\n\
+         invoke 3 1 x cas nil 5\nok 3 true\ninvoke 4 1 x read\nok 4 5"
+    ));
+    // A create-only cas cannot succeed on a present key, nor fail on an absent one.
+    assert!(!linearizable(
+        "invoke 1 1 x write 1\nok 1\ninvoke 2 1 x cas nil 5\nok 2 true"
+    ));
+    assert!(!linearizable("invoke 1 1 x cas nil 5\nok 1 false"));
+    // A conditional delete empties the key.
+    assert!(linearizable(
+        "invoke 1 1 x write 3\nok 1\ninvoke 2 1 x cas 3 nil\nok 2 true\ninvoke 3 1 x read\nok 3 nil"
+    ));
+    // A read after a completed delete must not see the old value.
+    assert!(!linearizable(
+        "invoke 1 1 x write 3\nok 1\ninvoke 2 1 x delete\nok 2\ninvoke 3 1 x read\nok 3 3"
+    ));
+    // A delete of unknown outcome may or may not have happened.
+    assert!(linearizable(
+        "invoke 1 1 x write 3\nok 1\ninvoke 2 1 x delete\ninfo 2\ninvoke 3 1 x read\nok 3 3"
+    ));
+}
+
+#[test]
+fn each_register_starts_from_its_own_initial_value() {
+    let text = "initial 0\ninitial y 7\ninitial z nil\n\
+                invoke 1 1 x read\nok 1 0\ninvoke 2 1 y read\nok 2 7\ninvoke 3 1 z read\nok 3 nil";
+    assert!(linearizable(text));
+    assert!(!linearizable(
+        "initial 0\ninitial y 7\ninvoke 1 1 y read\nok 1 0"
+    ));
+    // The text form round-trips, per-key initial values and nil operands included.
+    let h =
+        History::parse("initial y 7\ninvoke 1 1 y cas 7 nil\nok 1 true\ninvoke 2 1 y delete\nok 2")
+            .unwrap();
+    assert_eq!(h.initial_of("y"), Some(7));
+    assert_eq!(h.initial_of("other"), None);
+    assert_eq!(History::parse(&h.to_text()).unwrap(), h);
+}
+
+/// Files written in the old format (one initial value, numeric cas operands) read as before.
+#[test]
+fn histories_in_the_old_format_still_parse_and_check_the_same() {
+    let old = "initial 0\ninvoke 1 1 x cas 0 2\nok 1 true\ninvoke 2 2 x read\nok 2 2";
+    let h = History::parse(old).unwrap();
+    assert_eq!(
+        h.operations()[0].op,
+        RegisterOp::Cas {
+            expected: Some(0),
+            new: Some(2)
+        }
+    );
+    assert!(linearizable(old));
 }
