@@ -6,7 +6,10 @@
 //!
 //! Scenarios, each on the LAN preset over 0.2–1 ms links:
 //! 1. `nodes` nodes start together and join through 3 seeds: `join_converge_s` is when every
-//!    node sees every node alive.
+//!    node sees every node alive. With `--stagger-ms M` they start instead one every `M` ms,
+//!    each joining through 3 random members already started, as real deployments grow (and as
+//!    clusters of several thousand simulated nodes fit this machine); `join_converge_s` then
+//!    counts from the last start.
 //! 2. One node publishes new metadata: `dissemination_p9999_s` is when 99.99% of the others
 //!    have it.
 //! 3. Five nodes crash one after another, 40 s apart: `detect_first_s` is the first
@@ -14,16 +17,20 @@
 //!    marked it dead; both are medians over the five (each trial is listed too: when the
 //!    first probe of a crashed node happens is random, so one trial is a noisy figure).
 //!    `bytes_per_node_per_s` is the mean traffic per node over phases 2 and 3.
-//! 4. Two fresh clusters of `fp_nodes` nodes (default: `nodes`, at most 1000) run for
-//!    `fp_minutes` virtual minutes (default 10; 0, which skips this phase, when `nodes` is
-//!    above 1000, since the figures are defined at 1000 nodes) with 10% loss on every link and 5% slow
-//!    members: once with Lifeguard and once without. A slow member handles messages late,
-//!    as under CPU starvation: now and then (exponentially spaced, mean 20 s) it lags for
-//!    10–30 s, handling every message 1–8 s late while its timers fire on time. The false
-//!    positives are live members declared dead, counted once per (observer, member,
-//!    incarnation).
+//! 4. False positives: for each of `fp_seeds` seeds (default 3), two fresh clusters of
+//!    `fp_nodes` nodes (default 200) run for `fp_minutes` virtual minutes (default 5; 0 skips
+//!    the phase) with 10% loss on every link and 10% slow members: once with Lifeguard and
+//!    once without. A slow member handles messages late, as under CPU starvation: now and
+//!    then (exponentially spaced, mean 30 s) it lags for 20–60 s, handling every message
+//!    15–30 s late while its timers fire on time, as in the Lifeguard paper's experiments,
+//!    where slow members, not healthy ones, cause most false positives. `false_positives_*`
+//!    counts healthy members (never slow) declared dead, once per (observer, member,
+//!    incarnation), summed over the seeds (`*_by_seed` lists each); a slow member declared
+//!    dead while it lags is counted apart (`slow_declared_dead_*`): it did stop answering.
+//!    `fp_ratio` is plain over Lifeguard (Lifeguard's count taken as at least 1).
 //!
-//! The last line of output is one JSON object with every figure.
+//! The last line of output is one JSON object with every figure, the run's wall time and the
+//! process's peak resident memory (`peak_rss_mib`, Linux; `null` elsewhere).
 
 use shoal_core::{Instant, NodeId, Rng};
 use shoal_membership::sim::SimMember;
@@ -36,8 +43,10 @@ struct Args {
     nodes: u64,
     seed: u64,
     json: bool,
-    fp_nodes: Option<u64>,
-    fp_minutes: Option<u64>,
+    fp_nodes: u64,
+    fp_minutes: u64,
+    fp_seeds: u64,
+    stagger_ms: Option<u64>,
 }
 
 fn parse_args() -> Args {
@@ -45,8 +54,10 @@ fn parse_args() -> Args {
         nodes: 1000,
         seed: 1,
         json: false,
-        fp_nodes: None,
-        fp_minutes: None,
+        fp_nodes: 200,
+        fp_minutes: 5,
+        fp_seeds: 3,
+        stagger_ms: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -58,8 +69,10 @@ fn parse_args() -> Args {
         match arg.as_str() {
             "--nodes" => args.nodes = value("--nodes"),
             "--seed" => args.seed = value("--seed"),
-            "--fp-nodes" => args.fp_nodes = Some(value("--fp-nodes")),
-            "--fp-minutes" => args.fp_minutes = Some(value("--fp-minutes")),
+            "--fp-nodes" => args.fp_nodes = value("--fp-nodes"),
+            "--fp-minutes" => args.fp_minutes = value("--fp-minutes"),
+            "--fp-seeds" => args.fp_seeds = value("--fp-seeds"),
+            "--stagger-ms" => args.stagger_ms = Some(value("--stagger-ms")),
             "--json" => args.json = true,
             other => panic!("unknown argument {other}; see the example's docs"),
         }
@@ -79,29 +92,65 @@ fn link(loss: f64) -> LinkConfig {
 }
 
 fn build(seed: u64, n: u64, config: &MembershipConfig) -> Simulation<SimMember> {
-    let mut sim = Simulation::new(
+    let mut sim = empty(seed);
+    let seeds: Vec<NodeId> = (1..=3).map(NodeId::new).collect();
+    for i in 1..=n {
+        add(&mut sim, seed, i, config, &seeds);
+    }
+    sim
+}
+
+/// A cluster of `n` nodes started `stagger` apart, each joining through up to 3 random
+/// members already started.
+fn build_staggered(
+    seed: u64,
+    n: u64,
+    config: &MembershipConfig,
+    stagger: Duration,
+) -> Simulation<SimMember> {
+    let mut sim = empty(seed);
+    let mut rng = sim.fork_rng();
+    for i in 1..=n {
+        let mut started: Vec<NodeId> = sim.node_ids();
+        rng.shuffle(&mut started);
+        started.truncate(3);
+        add(&mut sim, seed, i, config, &started);
+        run(&mut sim, stagger);
+    }
+    sim
+}
+
+fn empty(seed: u64) -> Simulation<SimMember> {
+    Simulation::new(
         seed,
         SimConfig {
             link: link(0.0),
             max_steps: u64::MAX,
             ..SimConfig::default()
         },
-    );
-    let seeds: Vec<NodeId> = (1..=3).map(NodeId::new).collect();
-    for i in 1..=n {
-        let node_seed = seed.wrapping_mul(0x9E37_79B9).wrapping_add(i);
-        let mut member = SimMember::new(
-            NodeId::new(i),
-            Vec::new(),
-            config.clone(),
-            &seeds,
-            node_seed,
-        )
+    )
+}
+
+fn add(
+    sim: &mut Simulation<SimMember>,
+    seed: u64,
+    i: u64,
+    config: &MembershipConfig,
+    seeds: &[NodeId],
+) {
+    let node_seed = seed.wrapping_mul(0x9E37_79B9).wrapping_add(i);
+    let mut member = SimMember::new(NodeId::new(i), Vec::new(), config.clone(), seeds, node_seed)
         .expect("valid config");
-        member.set_record_events(false);
-        sim.add_node(NodeId::new(i), member);
-    }
-    sim
+    member.set_record_events(false);
+    sim.add_node(NodeId::new(i), member);
+}
+
+/// The process's peak resident memory in MiB (Linux's `VmHWM`), if known.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 fn secs(d: Duration) -> f64 {
@@ -207,10 +256,18 @@ fn median(mut values: Vec<Option<Duration>>) -> Option<Duration> {
     values[values.len() / 2]
 }
 
+/// False deaths in one phase-4 run: healthy members declared dead, and slow members
+/// declared dead (while or after lagging).
+#[derive(Clone, Copy, Debug, Default)]
+struct FalseDeaths {
+    healthy: u64,
+    slow: u64,
+}
+
 /// Phase 4: false positives under loss and slow members.
-fn false_positives(seed: u64, n: u64, minutes: u64, config: &MembershipConfig) -> u64 {
+fn false_positives(seed: u64, n: u64, minutes: u64, config: &MembershipConfig) -> FalseDeaths {
     if minutes == 0 {
-        return 0;
+        return FalseDeaths::default();
     }
     let mut sim = build(seed, n, config);
     join(&mut sim, n).expect("the cluster converges before faults start");
@@ -218,57 +275,58 @@ fn false_positives(seed: u64, n: u64, minutes: u64, config: &MembershipConfig) -
     let mut rng = sim.fork_rng();
     let mut ids = sim.node_ids();
     rng.shuffle(&mut ids);
-    let slow: Vec<NodeId> = ids[..(n as usize * 5).div_ceil(100)].to_vec();
+    let slow: Vec<NodeId> = ids[..(n as usize).div_ceil(10)].to_vec();
     set_recording(&mut sim, true);
 
-    // Each slow node runs normally for an exponentially distributed time (mean 20 s), then
-    // lags for 10–30 s, handling every message 1–8 s late while its timers fire on time.
+    // Each slow node runs normally for an exponentially distributed time (mean 30 s), then
+    // lags for 20–60 s, handling every message 15–30 s late while its timers fire on time.
     let end = sim.now() + Duration::from_secs(60 * minutes);
     let mut next_change: Vec<(Instant, NodeId, bool)> = slow
         .iter()
-        .map(|&id| (sim.now() + exp(&mut rng, 20.0), id, true))
+        .map(|&id| (sim.now() + exp(&mut rng, 30.0), id, true))
         .collect();
     let mut seen: HashSet<(NodeId, NodeId, u64)> = HashSet::new();
-    let mut count = 0u64;
+    let mut deaths = FalseDeaths::default();
     loop {
         next_change.sort_by_key(|&(at, id, _)| (at, id));
         let (at, id, lag) = next_change[0];
         let until = at.min(end);
         sim.run_until(until, |_| Ok(())).expect("no step limit");
-        count += count_false_positives(&mut sim, &mut seen, &slow);
+        count_false_positives(&mut sim, &mut seen, &slow, &mut deaths);
         if until >= end {
             break;
         }
         let member = sim.node_mut(id).expect("slow node");
         if lag {
-            let delay = rng.duration_between(Duration::from_secs(1), Duration::from_secs(4));
+            let delay = rng.duration_between(Duration::from_secs(15), Duration::from_secs(30));
             member.set_inbound_delay(delay);
-            let length = rng.duration_between(Duration::from_secs(10), Duration::from_secs(30));
+            let length = rng.duration_between(Duration::from_secs(20), Duration::from_secs(60));
             next_change[0] = (at + length, id, false);
         } else {
             member.set_inbound_delay(Duration::ZERO);
-            next_change[0] = (at + exp(&mut rng, 20.0), id, true);
+            next_change[0] = (at + exp(&mut rng, 30.0), id, true);
         }
     }
-    count
+    deaths
 }
 
 fn exp(rng: &mut impl Rng, mean_s: f64) -> Duration {
     Duration::from_secs_f64(-(1.0 - rng.unit_f64()).ln() * mean_s)
 }
 
-/// Dead events about members that are in fact running (or merely paused).
+/// Dead events about members that are in fact running (or merely paused), added to
+/// `deaths` by whether the member is one of the `slow` ones.
 fn count_false_positives(
     sim: &mut Simulation<SimMember>,
     seen: &mut HashSet<(NodeId, NodeId, u64)>,
     slow: &[NodeId],
-) -> u64 {
+    deaths: &mut FalseDeaths,
+) {
     let debug = std::env::var_os("SWIM_SIM_DEBUG").is_some();
     let watch: Option<(u64, u64)> = std::env::var("SWIM_SIM_WATCH").ok().and_then(|w| {
         let (a, b) = w.split_once(',')?;
         Some((a.parse().ok()?, b.parse().ok()?))
     });
-    let mut count = 0;
     for id in sim.node_ids() {
         let events = sim.node_mut(id).expect("node").drain_events();
         for e in events {
@@ -283,7 +341,11 @@ fn count_false_positives(
                 && sim.status(e.id) != Some(NodeStatus::Crashed)
                 && seen.insert((id, e.id, e.incarnation))
             {
-                count += 1;
+                if slow.contains(&e.id) {
+                    deaths.slow += 1;
+                } else {
+                    deaths.healthy += 1;
+                }
                 if debug {
                     eprintln!(
                         "fp at {:?}: {id}{} declared {}{} dead at incarnation {}",
@@ -297,7 +359,6 @@ fn count_false_positives(
             }
         }
     }
-    count
 }
 
 /// Nodes crashed one after another in phase 3; the figures are medians.
@@ -309,7 +370,10 @@ fn main() {
     let wall = std::time::Instant::now();
     let config = MembershipConfig::lan();
 
-    let mut sim = build(args.seed, n, &config);
+    let mut sim = match args.stagger_ms {
+        Some(ms) => build_staggered(args.seed, n, &config, Duration::from_millis(ms)),
+        None => build(args.seed, n, &config),
+    };
     let join_converge = join(&mut sim, n);
     eprintln!("join: {join_converge:?} ({:?} wall)", wall.elapsed());
     let bytes_before = total_bytes(&sim);
@@ -341,27 +405,48 @@ fn main() {
     let steps_main = sim.stats().steps;
     drop(sim);
 
-    let fp_nodes = args.fp_nodes.unwrap_or(n.min(1000));
-    // The false-positive runs are defined at 1000 nodes; a larger --nodes run skips them
-    // unless asked, so it measures the large cluster rather than re-running the small one.
-    let fp_minutes = args.fp_minutes.unwrap_or(if n > 1000 { 0 } else { 10 });
+    let (fp_nodes, fp_minutes) = (args.fp_nodes, args.fp_minutes);
     if fp_minutes == 0 {
         eprintln!("false-positive runs skipped (--fp-minutes 0)");
     }
-    let fp_lifeguard = false_positives(args.seed, fp_nodes, fp_minutes, &config);
-    eprintln!("fp lifeguard: {fp_lifeguard} ({:?} wall)", wall.elapsed());
     let plain = config.clone().without_lifeguard();
-    let fp_plain = false_positives(args.seed, fp_nodes, fp_minutes, &plain);
-    eprintln!("fp plain: {fp_plain} ({:?} wall)", wall.elapsed());
+    let (mut fp_lifeguard, mut fp_plain) = (Vec::new(), Vec::new());
+    let fp_seeds = if fp_minutes == 0 { 0 } else { args.fp_seeds };
+    for fp_seed in args.seed..args.seed + fp_seeds {
+        let with = false_positives(fp_seed, fp_nodes, fp_minutes, &config);
+        let without = false_positives(fp_seed, fp_nodes, fp_minutes, &plain);
+        eprintln!(
+            "fp seed {fp_seed}: lifeguard {with:?}, plain {without:?} ({:?} wall)",
+            wall.elapsed()
+        );
+        fp_lifeguard.push(with);
+        fp_plain.push(without);
+    }
+    let sum = |runs: &[FalseDeaths], f: fn(&FalseDeaths) -> u64| runs.iter().map(f).sum::<u64>();
+    let list = |runs: &[FalseDeaths]| {
+        runs.iter()
+            .map(|d| d.healthy.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let (lifeguard_total, plain_total) = (
+        sum(&fp_lifeguard, |d| d.healthy),
+        sum(&fp_plain, |d| d.healthy),
+    );
+    let fp_ratio = plain_total as f64 / lifeguard_total.max(1) as f64;
 
     let opt = |d: Option<Duration>| d.map_or("null".to_string(), |d| secs(d).to_string());
     let json = format!(
         concat!(
             "{{\"nodes\":{},\"seed\":{},\"join_converge_s\":{},\"dissemination_p9999_s\":{},",
             "\"detect_first_s\":{},\"detect_all_dead_s\":{},\"false_positives_lifeguard\":{},",
-            "\"false_positives_plain\":{},\"fp_nodes\":{},\"fp_minutes\":{},",
+            "\"false_positives_plain\":{},\"fp_ratio\":{:.1},",
+            "\"false_positives_lifeguard_by_seed\":[{}],\"false_positives_plain_by_seed\":[{}],",
+            "\"slow_declared_dead_lifeguard\":{},\"slow_declared_dead_plain\":{},",
+            "\"fp_nodes\":{},\"fp_minutes\":{},\"fp_seeds\":{},",
             "\"detect_first_s_trials\":[{}],\"detect_all_dead_s_trials\":[{}],",
-            "\"bytes_per_node_per_s\":{:.0},\"sim_steps\":{},\"wall_s\":{:.1}}}"
+            "\"bytes_per_node_per_s\":{:.0},\"sim_steps\":{},\"stagger_ms\":{},",
+            "\"wall_s\":{:.1},\"peak_rss_mib\":{}}}"
         ),
         n,
         args.seed,
@@ -369,15 +454,24 @@ fn main() {
         opt(dissemination),
         opt(detect_first),
         opt(detect_all),
-        fp_lifeguard,
-        fp_plain,
+        lifeguard_total,
+        plain_total,
+        fp_ratio,
+        list(&fp_lifeguard),
+        list(&fp_plain),
+        sum(&fp_lifeguard, |d| d.slow),
+        sum(&fp_plain, |d| d.slow),
         fp_nodes,
         fp_minutes,
+        fp_seeds,
         firsts.iter().map(|&d| opt(d)).collect::<Vec<_>>().join(","),
         alls.iter().map(|&d| opt(d)).collect::<Vec<_>>().join(","),
         bytes_per_node_per_s,
         steps_main,
+        args.stagger_ms
+            .map_or("null".to_string(), |ms| ms.to_string()),
         wall.elapsed().as_secs_f64(),
+        peak_rss_mib().map_or("null".to_string(), |m| format!("{m:.0}")),
     );
     if !args.json {
         println!(
