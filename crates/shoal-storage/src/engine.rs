@@ -5,8 +5,8 @@ use crate::batch::{Condition, WriteBatch, WriteOp, WriteOutcome};
 use crate::config::{Durability, EngineConfig};
 use crate::error::{check_key_len, Result, StorageError};
 use crate::layout::{
-    self, decode_value, encode_value, range_key, RangeRecord, DATA, FORMAT_KEY, FORMAT_VERSION,
-    META, RANGE_PREFIX,
+    self, decode_value, encode_value, range_key, RangeRecord, StagedRecord, DATA, FORMAT_KEY,
+    FORMAT_VERSION, META, RANGE_PREFIX, STAGING,
 };
 use crate::range_info::{RangeInfo, RangeStats, RangeStatus};
 use crate::read::{self, Scan, Versioned};
@@ -17,7 +17,7 @@ use shoal_core::{KeyRange, RangeId};
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Keys deleted per batch when a range's keys are cleared.
 const CLEAR_BATCH: usize = 4096;
@@ -35,9 +35,12 @@ pub struct Engine {
     pub(crate) db: Database,
     pub(crate) data: Keyspace,
     pub(crate) meta: Keyspace,
+    pub(crate) staging: Keyspace,
     pub(crate) config: EngineConfig,
     path: PathBuf,
     pub(crate) registry: RwLock<Registry>,
+    /// Snapshots of hosted ranges in `staging`, being received or whole (see `staging.rs`).
+    staged: Mutex<HashMap<RangeId, StagedRecord>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -73,8 +76,9 @@ impl Current<'_> {
 
 impl Engine {
     /// Opens (or creates) the engine in `path`. Recovery replays fjall's journal (a torn
-    /// final batch is dropped whole), then finishes what a crash interrupted: a half-ingested
-    /// snapshot is cleared, a half-removed range is removed.
+    /// final batch is dropped whole), then finishes what a crash interrupted: a half-received
+    /// snapshot is cleared, a half-removed range is removed, a half-installed snapshot is
+    /// installed; a whole staged snapshot stays staged ([`Engine::staged_snapshots`]).
     ///
     /// Fails with [`StorageError::Locked`] if another process has `path` open, and with
     /// [`StorageError::Corrupt`] if a file or record cannot be read.
@@ -89,16 +93,20 @@ impl Engine {
             })?;
         let data = db.keyspace(DATA, KeyspaceCreateOptions::default)?;
         let meta = db.keyspace(META, KeyspaceCreateOptions::default)?;
+        let staging = db.keyspace(STAGING, KeyspaceCreateOptions::default)?;
         let engine = Self {
             db,
             data,
             meta,
+            staging,
             config,
             path,
             registry: RwLock::new(Registry::default()),
+            staged: Mutex::new(HashMap::new()),
         };
         engine.check_format()?;
         engine.recover_ranges()?;
+        engine.recover_staging(engine.record_limit())?;
         Ok(engine)
     }
 
@@ -125,7 +133,10 @@ impl Engine {
                 }
                 Ok(())
             }
-            None if self.meta.is_empty()? && self.data.is_empty()? => {
+            None if self.meta.is_empty()?
+                && self.data.is_empty()?
+                && self.staging.is_empty()? =>
+            {
                 let mut batch = self.db.batch().durability(Durability::Sync.persist_mode());
                 batch.insert(&self.meta, FORMAT_KEY, FORMAT_VERSION.to_be_bytes());
                 batch.commit()?;
@@ -158,7 +169,12 @@ impl Engine {
             registry
                 .check_new(record.id, &record.span)
                 .map_err(|e| StorageError::Corrupt(format!("range records disagree: {e}")))?;
-            if record.status != RangeStatus::Active {
+            // Staged ranges wait for their owner's decision; swapping ones are finished
+            // once staged snapshots are loaded.
+            if matches!(
+                record.status,
+                RangeStatus::Ingesting | RangeStatus::Clearing
+            ) {
                 unfinished.push(record.clone());
             }
             let (id, span) = (record.id, record.span.clone());
@@ -178,6 +194,11 @@ impl Engine {
 
     pub(crate) fn write_registry(&self) -> RwLockWriteGuard<'_, Registry> {
         self.registry.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The snapshots of hosted ranges in `staging`, by range.
+    pub(crate) fn staged_records(&self) -> MutexGuard<'_, HashMap<RangeId, StagedRecord>> {
+        self.staged.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn slot(&self, range: RangeId) -> Result<Arc<Slot>> {
@@ -456,21 +477,30 @@ impl Engine {
         }
     }
 
-    /// Deletes every key in `span`, a batch at a time (keys only: values are not read).
+    /// Deletes every key in `span`, a batch at a time (keys only: values are not read). Each
+    /// batch's scan starts after the last key deleted, so it does not wade through the
+    /// tombstones the earlier batches left.
     pub(crate) fn clear_span(&self, span: &KeyRange) -> Result<()> {
+        let mut from = span.start().to_vec();
         loop {
+            let rest = KeyRange::new(from, span.end().clone())
+                .map_err(|e| StorageError::Corrupt(e.to_string()))?;
             let mut keys = Vec::with_capacity(CLEAR_BATCH);
-            for guard in self.span_iter(span).take(CLEAR_BATCH) {
+            for guard in self.span_iter(&rest).take(CLEAR_BATCH) {
                 keys.push(guard.key()?);
             }
-            if keys.is_empty() {
+            let Some(last) = keys.last() else {
                 return Ok(());
-            }
+            };
+            from = successor(last);
             let mut batch = self.db.batch();
             for key in keys {
                 batch.remove(&self.data, key);
             }
             batch.commit()?;
+            if !span.end().is_above(&from) {
+                return Ok(());
+            }
         }
     }
 
@@ -485,6 +515,14 @@ impl Engine {
         registry.remove(record.id, &record.span);
         Ok(())
     }
+}
+
+/// The smallest key after `key`.
+pub(crate) fn successor(key: &[u8]) -> Vec<u8> {
+    let mut next = Vec::with_capacity(key.len() + 1);
+    next.extend_from_slice(key);
+    next.push(0);
+    next
 }
 
 /// `Ok` if `expect` holds for `current`, else the outcome reporting why not.

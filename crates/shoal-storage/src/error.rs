@@ -53,9 +53,17 @@ pub enum StorageError {
         /// The hosted range it overlaps.
         existing: RangeId,
     },
-    /// The range is hosted but not serving: a snapshot is being ingested into it.
-    #[error("range {0} is being ingested and cannot serve yet")]
+    /// The range is hosted but not serving: a snapshot is being ingested into it, is staged
+    /// in it, or is replacing its contents.
+    #[error("range {0} is receiving or installing a snapshot and cannot serve yet")]
     RangeNotReady(RangeId),
+    /// A snapshot for the range is already being received or is staged: install or discard
+    /// it ([`crate::Engine::install_staged`], [`crate::Engine::discard_staged`]) first.
+    #[error("a snapshot of range {0} is already being received or staged")]
+    SnapshotInProgress(RangeId),
+    /// No staged snapshot of the range to install or discard.
+    #[error("no staged snapshot of range {0}")]
+    NoStagedSnapshot(RangeId),
     /// A key outside the range's span.
     #[error("key is outside range {range}")]
     KeyOutsideRange {

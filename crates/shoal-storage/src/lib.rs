@@ -51,7 +51,9 @@
 //! - **Accounting**: live keys and bytes per range, exact after restart; the split key at
 //!   the size median; split and merge without moving data; whole-range removal.
 //! - **Snapshots**: [`Engine::snapshot_stream`] out as checksummed chunks, [`Engine::ingest`]
-//!   in, invisible until finished.
+//!   in, invisible until installed; a snapshot of a range already hosted replaces its
+//!   contents atomically, also across a crash, and may be staged first (kept durable and
+//!   invisible) so a Raft replica installs it only once its log agrees.
 //! - **Durability**: see [`Durability`] for exactly what survives which crash.
 //!
 //! The on-disk layout is described in the `layout` module's source
@@ -61,11 +63,13 @@ mod batch;
 mod config;
 mod engine;
 mod error;
+mod ingest;
 mod layout;
 mod range_info;
 mod read;
 mod registry;
 mod snapshot;
+mod staging;
 mod structure;
 mod view;
 
@@ -73,8 +77,10 @@ pub use batch::{Condition, WriteBatch, WriteOp, WriteOutcome};
 pub use config::{Durability, EngineConfig};
 pub use engine::{Engine, MAX_VERSION};
 pub use error::{Result, StorageError};
+pub use ingest::Ingest;
 pub use range_info::{RangeInfo, RangeStats, RangeStatus};
 pub use read::{Entry, Scan, Versioned};
-pub use snapshot::{Ingest, SnapshotStream, MAX_CHUNK_BYTES};
+pub use snapshot::{SnapshotStream, MAX_CHUNK_BYTES};
+pub use staging::StagedSnapshot;
 pub use structure::SplitSpec;
 pub use view::RangeView;

@@ -43,6 +43,14 @@ pub enum RangeStatus {
     /// Receiving a snapshot; invisible until the ingest finishes. A crash leaves it to be
     /// cleared at the next open.
     Ingesting,
+    /// Holding a whole snapshot, checked, that does not serve until
+    /// [`crate::Engine::install_staged`] (or goes with [`crate::Engine::discard_staged`]). A
+    /// crash leaves it staged.
+    Staged,
+    /// Having its keys replaced by a staged snapshot's ([`crate::Engine::install_staged`]);
+    /// its span is, meanwhile, the cover of the old and the new. A crash leaves the
+    /// replacement to be finished at the next open.
+    Swapping,
     /// Being removed; its keys are being deleted. A crash leaves it to be finished at the
     /// next open.
     Clearing,

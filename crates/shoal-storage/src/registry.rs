@@ -46,7 +46,7 @@ impl SlotState {
         if self.gone || self.record.status == crate::RangeStatus::Clearing {
             return Err(StorageError::RangeNotFound(id));
         }
-        if self.record.status == crate::RangeStatus::Ingesting {
+        if self.record.status != crate::RangeStatus::Active {
             return Err(StorageError::RangeNotReady(id));
         }
         Ok(&self.record)

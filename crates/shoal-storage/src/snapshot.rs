@@ -1,4 +1,4 @@
-//! Range snapshots as a stream of self-checking chunks, and their atomic ingestion.
+//! Range snapshots as a stream of self-checking chunks (taken in by `ingest.rs`).
 //!
 //! A chunk on the wire (integers big-endian):
 //!
@@ -16,26 +16,26 @@
 
 use crate::engine::{Engine, MAX_VERSION};
 use crate::error::{Result, StorageError};
-use crate::layout::{decode_value, encode_value, RangeRecord};
-use crate::range_info::{RangeInfo, RangeStats, RangeStatus};
+use crate::layout::decode_value;
+use crate::range_info::RangeStats;
 use crate::view::RangeView;
 use shoal_core::{KeyRange, RangeEnd, RangeId};
 
 /// The most bytes one chunk may take (16 MiB, the wire's frame limit).
 pub const MAX_CHUNK_BYTES: usize = 16 << 20;
 
-const MAGIC: &[u8; 4] = b"SHSC";
-const FORMAT: u8 = 1;
-const FLAG_LAST: u8 = 1;
-const FLAG_HEADER: u8 = 2;
-const CHECKSUM_LEN: usize = 32;
+pub(crate) const MAGIC: &[u8; 4] = b"SHSC";
+pub(crate) const FORMAT: u8 = 1;
+pub(crate) const FLAG_LAST: u8 = 1;
+pub(crate) const FLAG_HEADER: u8 = 2;
+pub(crate) const CHECKSUM_LEN: usize = 32;
 
 /// What chunk 0 says about the whole stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Header {
-    span: KeyRange,
-    next_version: u64,
-    stats: RangeStats,
+pub(crate) struct Header {
+    pub(crate) span: KeyRange,
+    pub(crate) next_version: u64,
+    pub(crate) stats: RangeStats,
 }
 
 /// A range's contents at one point, as chunks of about `target_bytes` each (always at least
@@ -61,25 +61,6 @@ impl Engine {
             target_bytes: target_bytes.clamp(1024, MAX_CHUNK_BYTES / 2),
             seq: 0,
             done: false,
-        })
-    }
-
-    /// Starts ingesting a snapshot into a new range `range` over `span`. The range is
-    /// registered (durably) as ingesting: it serves nothing and, should the process crash,
-    /// is cleared at the next open. Refused if the id is hosted or the span overlaps.
-    pub fn ingest(&self, range: RangeId, span: KeyRange) -> Result<Ingest<'_>> {
-        self.add_range(range, span.clone(), RangeStatus::Ingesting, 0)?;
-        Ok(Ingest {
-            engine: self,
-            range,
-            span,
-            next_seq: 0,
-            header: None,
-            applied_index: 0,
-            seen: RangeStats::default(),
-            last_key: None,
-            complete: false,
-            state: IngestState::Open,
         })
     }
 }
@@ -164,202 +145,7 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-/// Where an ingest stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum IngestState {
-    Open,
-    /// A chunk was refused; only aborting is left.
-    Failed,
-    /// Finished or aborted.
-    Closed,
-}
-
-/// A snapshot being ingested into a new range (see [`Engine::ingest`]). Feed it every chunk
-/// in order with [`Ingest::apply`], then [`Ingest::finish`]: only then does the range serve,
-/// with the snapshot's applied index. Dropping it unfinished (or a refused chunk followed
-/// by a drop) deletes what was written and forgets the range.
-pub struct Ingest<'e> {
-    engine: &'e Engine,
-    range: RangeId,
-    span: KeyRange,
-    next_seq: u32,
-    header: Option<Header>,
-    applied_index: u64,
-    seen: RangeStats,
-    last_key: Option<Vec<u8>>,
-    complete: bool,
-    state: IngestState,
-}
-
-impl Ingest<'_> {
-    /// Checks and writes one chunk. A refused chunk writes nothing and fails the ingest.
-    pub fn apply(&mut self, chunk: &[u8]) -> Result<()> {
-        if self.state != IngestState::Open {
-            return Err(StorageError::BadSnapshot(
-                "the ingest has already failed".into(),
-            ));
-        }
-        let result = self.apply_chunk(chunk);
-        if result.is_err() {
-            self.state = IngestState::Failed;
-        }
-        result
-    }
-
-    fn apply_chunk(&mut self, chunk: &[u8]) -> Result<()> {
-        let bad = |what: &str| StorageError::BadSnapshot(what.to_string());
-        if self.complete {
-            return Err(bad("a chunk after the last one"));
-        }
-        if chunk.len() > MAX_CHUNK_BYTES {
-            return Err(bad("chunk over 16 MiB"));
-        }
-        let body_len = chunk
-            .len()
-            .checked_sub(CHECKSUM_LEN)
-            .ok_or_else(|| bad("chunk too short"))?;
-        let (body, checksum) = chunk.split_at(body_len);
-        if blake3::hash(body).as_bytes() != checksum {
-            return Err(bad("checksum mismatch"));
-        }
-        let mut r = Reader { buf: body };
-        if r.take(4)? != MAGIC || r.u8()? != FORMAT {
-            return Err(bad("not a snapshot chunk of a known format"));
-        }
-        if r.u64()? != self.range.get() {
-            return Err(bad("chunk of another range"));
-        }
-        let applied_index = r.u64()?;
-        let seq = r.u32()?;
-        if seq != self.next_seq {
-            return Err(StorageError::BadSnapshot(format!(
-                "chunk {seq} where chunk {} was expected (missing or repeated chunk)",
-                self.next_seq
-            )));
-        }
-        let flags = r.u8()?;
-        if (flags & FLAG_HEADER != 0) != (seq == 0) {
-            return Err(bad("header missing from the first chunk, or repeated"));
-        }
-        if seq == 0 {
-            let header = read_header(&mut r)?;
-            if header.span != self.span {
-                return Err(bad("snapshot of another span"));
-            }
-            self.header = Some(header);
-            self.applied_index = applied_index;
-        } else if applied_index != self.applied_index {
-            return Err(bad("chunks from different snapshots"));
-        }
-        let Some(next_version) = self.header.as_ref().map(|h| h.next_version) else {
-            return Err(bad("chunk before the header"));
-        };
-        let engine = self.engine;
-        let count = r.u32()?;
-        let mut batch = engine.db.batch();
-        let mut seen = self.seen;
-        let mut last_key = self.last_key.clone();
-        for _ in 0..count {
-            let key = r.bytes()?;
-            let version = r.u64()?;
-            let value = r.bytes()?;
-            engine.check_key(key)?;
-            engine.check_value(value)?;
-            if !self.span.contains(key) {
-                return Err(bad("entry outside the span"));
-            }
-            if last_key.as_deref().is_some_and(|last| last >= key) {
-                return Err(bad("entries out of order"));
-            }
-            // A version at or above the header's counter would be issued again by a later
-            // write, and compare-and-set by version relies on versions never repeating.
-            if version == 0 || version >= next_version {
-                return Err(bad("entry version outside 1..next_version"));
-            }
-            seen.add(RangeStats::of_entry(key.len(), value.len()));
-            batch.insert(&engine.data, key, encode_value(version, value));
-            last_key = Some(key.to_vec());
-        }
-        if !r.buf.is_empty() {
-            return Err(bad("trailing bytes"));
-        }
-        batch.commit()?;
-        self.seen = seen;
-        self.last_key = last_key;
-        self.next_seq += 1;
-        self.complete = flags & FLAG_LAST != 0;
-        Ok(())
-    }
-
-    /// Makes the range serve the ingested snapshot: checks that the last chunk arrived and
-    /// the totals match the header, then, in one synced write, marks the range active at
-    /// the snapshot's applied index. On a refusal the ingest is aborted.
-    pub fn finish(mut self) -> Result<RangeInfo> {
-        let result = self.finish_inner();
-        if result.is_err() {
-            self.state = IngestState::Failed;
-        }
-        result
-    }
-
-    fn finish_inner(&mut self) -> Result<RangeInfo> {
-        if self.state != IngestState::Open {
-            return Err(StorageError::BadSnapshot(
-                "the ingest has already failed".into(),
-            ));
-        }
-        let header = match (&self.header, self.complete) {
-            (Some(header), true) => header.clone(),
-            _ => return Err(StorageError::BadSnapshot("the stream ended early".into())),
-        };
-        if header.stats != self.seen {
-            return Err(StorageError::BadSnapshot(format!(
-                "totals differ: header {:?}, received {:?}",
-                header.stats, self.seen
-            )));
-        }
-        let record = RangeRecord {
-            id: self.range,
-            span: self.span.clone(),
-            status: RangeStatus::Active,
-            applied_index: self.applied_index,
-            next_version: header.next_version,
-            stats: self.seen,
-        };
-        let engine = self.engine;
-        let slot = engine.slot(self.range)?;
-        let mut state = slot.lock();
-        engine.commit_records(&[&record], &[])?;
-        state.record = record;
-        self.state = IngestState::Closed;
-        Ok(state.info())
-    }
-
-    /// Deletes what was written and forgets the range.
-    pub fn abort(mut self) -> Result<()> {
-        self.abort_inner()
-    }
-
-    fn abort_inner(&mut self) -> Result<()> {
-        if self.state == IngestState::Closed {
-            return Ok(());
-        }
-        self.state = IngestState::Closed;
-        let record = self.engine.slot(self.range)?.lock().record.clone();
-        self.engine.clear_and_forget(&record)
-    }
-}
-
-impl Drop for Ingest<'_> {
-    fn drop(&mut self) {
-        if let Err(e) = self.abort_inner() {
-            // The range stays registered as ingesting; the next open clears it.
-            tracing::warn!(range = %self.range, error = %e, "could not abort an ingest");
-        }
-    }
-}
-
-fn read_header(r: &mut Reader<'_>) -> Result<Header> {
+pub(crate) fn read_header(r: &mut Reader<'_>) -> Result<Header> {
     let start = r.bytes()?.to_vec();
     let end = match r.u8()? {
         0 => RangeEnd::Unbounded,
@@ -385,12 +171,12 @@ fn read_header(r: &mut Reader<'_>) -> Result<Header> {
 }
 
 /// Bounds-checked reads from a chunk.
-struct Reader<'a> {
-    buf: &'a [u8],
+pub(crate) struct Reader<'a> {
+    pub(crate) buf: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if n > self.buf.len() {
             return Err(StorageError::BadSnapshot("chunk truncated".into()));
         }
@@ -406,19 +192,19 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    fn u8(&mut self) -> Result<u8> {
+    pub(crate) fn u8(&mut self) -> Result<u8> {
         Ok(self.array::<1>()?[0])
     }
 
-    fn u32(&mut self) -> Result<u32> {
+    pub(crate) fn u32(&mut self) -> Result<u32> {
         Ok(u32::from_be_bytes(self.array()?))
     }
 
-    fn u64(&mut self) -> Result<u64> {
+    pub(crate) fn u64(&mut self) -> Result<u64> {
         Ok(u64::from_be_bytes(self.array()?))
     }
 
-    fn bytes(&mut self) -> Result<&'a [u8]> {
+    pub(crate) fn bytes(&mut self) -> Result<&'a [u8]> {
         let len = self.u32()? as usize;
         self.take(len)
     }

@@ -137,6 +137,9 @@ impl Engine {
             if state.gone || state.record.status == RangeStatus::Clearing {
                 return Err(StorageError::RangeNotFound(range));
             }
+            if state.record.status == RangeStatus::Swapping {
+                return Err(StorageError::RangeNotReady(range));
+            }
             let mut clearing = state.record.clone();
             clearing.status = RangeStatus::Clearing;
             self.commit_records(&[&clearing], &[])?;

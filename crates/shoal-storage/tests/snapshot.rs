@@ -279,3 +279,185 @@ fn mutated_snapshot_streams_are_refused_or_ingested_consistently() {
     // checksum, say), which ingests; most do not.
     assert!(finished < 200, "no mutated stream was refused");
 }
+
+/// An engine hosting R1 over the full span with keys that the source's snapshot does not
+/// hold (`old…`) and keys it does (`key000000…`, with other values), at applied index 3.
+fn hosting_other_data() -> (tempfile::TempDir, Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    engine.create_range(R1, KeyRange::full(), 0).unwrap();
+    let mut b = WriteBatch::new();
+    for i in 0..300 {
+        b.put(format!("old{i:04}"), "stale");
+        b.put(format!("key{i:06}"), "stale");
+    }
+    engine.apply(R1, 3, &b).unwrap();
+    (dir, engine)
+}
+
+#[test]
+fn a_snapshot_of_a_hosted_range_replaces_its_contents_whole() {
+    let (_d1, src) = source(1000);
+    let good = chunks(&src);
+    let (_d2, dst) = hosting_other_data();
+    let before = dst.scan(R1, &Scan::all(10_000)).unwrap();
+    let mut ingest = dst.ingest(R1, KeyRange::full()).unwrap();
+    assert!(ingest.replaces());
+    for chunk in &good {
+        ingest.apply(chunk).unwrap();
+        // The range serves its old contents while the snapshot arrives.
+        assert_eq!(dst.scan(R1, &Scan::all(10_000)).unwrap(), before);
+    }
+    // A second snapshot of the range at the same time is refused.
+    assert!(matches!(
+        dst.ingest(R1, KeyRange::full()),
+        Err(StorageError::SnapshotInProgress(_))
+    ));
+    let info = ingest.finish().unwrap();
+    assert_eq!(info.applied_index, 7);
+    assert_eq!(info.stats, src.range(R1).unwrap().stats);
+    assert_eq!(
+        dst.scan(R1, &Scan::all(10_000)).unwrap(),
+        src.scan(R1, &Scan::all(10_000)).unwrap(),
+        "exactly the snapshot's keys: the old ones are gone"
+    );
+    assert!(dst.staged_snapshots().is_empty());
+}
+
+#[test]
+fn a_staged_snapshot_survives_a_restart_and_installs_or_discards() {
+    let (_d1, src) = source(500);
+    let good = chunks(&src);
+    let (d2, dst) = hosting_other_data();
+    let before = dst.scan(R1, &Scan::all(10_000)).unwrap();
+    let mut ingest = dst.ingest(R1, KeyRange::full()).unwrap();
+    for chunk in &good {
+        ingest.apply(chunk).unwrap();
+    }
+    let staged = ingest.stage().unwrap();
+    assert!(staged.replaces);
+    assert_eq!(staged.applied_index, 7);
+    assert_eq!(dst.scan(R1, &Scan::all(10_000)).unwrap(), before);
+    assert_eq!(dst.range(R1).unwrap().applied_index, 3);
+    drop(dst);
+
+    // Staged survives a restart; the old contents still serve.
+    let dst = Engine::open(d2.path(), EngineConfig::default()).unwrap();
+    assert_eq!(dst.staged_snapshots(), vec![staged.clone()]);
+    assert_eq!(dst.scan(R1, &Scan::all(10_000)).unwrap(), before);
+    // Discarded: as if it never came, and it does not come back.
+    dst.discard_staged(R1).unwrap();
+    assert!(matches!(
+        dst.install_staged(R1),
+        Err(StorageError::NoStagedSnapshot(_))
+    ));
+    drop(dst);
+    let dst = Engine::open(d2.path(), EngineConfig::default()).unwrap();
+    assert!(dst.staged_snapshots().is_empty());
+    assert_eq!(dst.scan(R1, &Scan::all(10_000)).unwrap(), before);
+
+    // Staged again, installed after a restart.
+    let mut ingest = dst.ingest(R1, KeyRange::full()).unwrap();
+    for chunk in &good {
+        ingest.apply(chunk).unwrap();
+    }
+    ingest.stage().unwrap();
+    drop(dst);
+    let dst = Engine::open(d2.path(), EngineConfig::default()).unwrap();
+    assert_eq!(dst.install_staged(R1).unwrap().applied_index, 7);
+    assert_eq!(
+        dst.scan(R1, &Scan::all(10_000)).unwrap(),
+        src.scan(R1, &Scan::all(10_000)).unwrap()
+    );
+}
+
+#[test]
+fn a_new_range_can_be_staged_too_and_serves_only_once_installed() {
+    let (_d1, src) = source(200);
+    let good = chunks(&src);
+    let d2 = tempfile::tempdir().unwrap();
+    let dst = std::sync::Arc::new(Engine::open(d2.path(), EngineConfig::default()).unwrap());
+    // An ingest that owns its engine handle, as a receiver keeps one across messages.
+    let mut ingest = dst.ingest_shared(R1, KeyRange::full()).unwrap();
+    assert!(!ingest.replaces());
+    for chunk in &good {
+        ingest.apply(chunk).unwrap();
+    }
+    let staged = ingest.stage().unwrap();
+    assert!(!staged.replaces);
+    assert!(matches!(
+        dst.get(R1, b"key000001"),
+        Err(StorageError::RangeNotReady(_))
+    ));
+    assert_eq!(dst.staged_snapshots(), vec![staged]);
+    dst.install_staged(R1).unwrap();
+    assert_eq!(
+        dst.scan(R1, &Scan::all(1000)).unwrap(),
+        src.scan(R1, &Scan::all(1000)).unwrap()
+    );
+    // A staged new range discarded leaves its span free.
+    let (_d3, src2) = source(10);
+    let d4 = tempfile::tempdir().unwrap();
+    let other = Engine::open(d4.path(), EngineConfig::default()).unwrap();
+    let mut ingest = other.ingest(R1, KeyRange::full()).unwrap();
+    for chunk in &chunks(&src2) {
+        ingest.apply(chunk).unwrap();
+    }
+    ingest.stage().unwrap();
+    other.discard_staged(R1).unwrap();
+    assert!(other.is_free(&KeyRange::full()));
+}
+
+/// A replica that missed a split receives the left half's snapshot: its range shrinks to the
+/// snapshot's span and the keys past it go, freeing that span for the right half.
+#[test]
+fn a_snapshot_over_a_smaller_span_shrinks_the_range() {
+    let (_d1, src) = source(400);
+    let left = KeyRange::bounded("", "key000200").unwrap();
+    src.split(
+        R1,
+        &shoal_storage::SplitSpec {
+            at: b"key000200".to_vec(),
+            new_range: RangeId::new(2),
+            index: 8,
+            new_range_applied: 0,
+        },
+    )
+    .unwrap();
+    let good = chunks(&src);
+    let (_d2, dst) = source(400);
+    let mut ingest = dst.ingest(R1, left.clone()).unwrap();
+    for chunk in &good {
+        ingest.apply(chunk).unwrap();
+    }
+    let info = ingest.finish().unwrap();
+    assert_eq!(info.span, left);
+    assert_eq!(info.stats.live_keys, 200);
+    assert!(dst.is_free(&KeyRange::starting_at("key000200")));
+    dst.create_range(RangeId::new(2), KeyRange::starting_at("key000200"), 0)
+        .unwrap();
+    assert_eq!(dst.scan(RangeId::new(2), &Scan::all(10)).unwrap(), vec![]);
+}
+
+#[test]
+fn a_refused_replacement_leaves_the_hosted_range_as_it_was() {
+    let (_d1, src) = source(500);
+    let mut bad = chunks(&src);
+    let last = bad.len() - 1;
+    bad[last][45] ^= 1;
+    let (_d2, dst) = hosting_other_data();
+    let before = dst.scan(R1, &Scan::all(10_000)).unwrap();
+    let mut ingest = dst.ingest(R1, KeyRange::full()).unwrap();
+    let refused = bad.iter().any(|chunk| ingest.apply(chunk).is_err());
+    assert!(refused);
+    drop(ingest);
+    assert_eq!(dst.scan(R1, &Scan::all(10_000)).unwrap(), before);
+    assert_eq!(dst.range(R1).unwrap().applied_index, 3);
+    assert!(dst.staged_snapshots().is_empty());
+    // And the next snapshot is taken.
+    let mut ingest = dst.ingest(R1, KeyRange::full()).unwrap();
+    for chunk in &chunks(&src) {
+        ingest.apply(chunk).unwrap();
+    }
+    ingest.finish().unwrap();
+}
