@@ -4,8 +4,9 @@
 //!
 //! `cargo run --release -p shoal-consensus --example raft_bench -- --json`
 //!
-//! The throughput runs drive three replicas from one thread in real time: every round each
-//! replica ticks, hands out its ready, persists it (for the WAL: appends, then one
+//! The throughput runs drive three replicas, each in its own `RaftHost` (the ready loop every
+//! driver uses) with a state machine that only counts, from one thread in real time: every
+//! round each host ticks and runs a round (persisting; for the WAL: appends, then one
 //! `fdatasync` covering the round's writes of that replica), and the messages are delivered
 //! directly. `N` clients each keep one 16-byte proposal outstanding and propose the next as
 //! soon as the leader applies it (a closed loop), so `puts_per_s_N` is applied proposals per
@@ -16,7 +17,9 @@
 use bytes::Bytes;
 use shoal_consensus::sim::{SimHistory, SimReplica};
 use shoal_consensus::{
-    LogStore, MemLogStore, Membership, Message, Raft, RaftConfig, Wal, WalConfig, WalStore,
+    Entry, HostEvent, LogIndex, LogStore, MachineError, MemLogStore, Membership, Message, Raft,
+    RaftConfig, RaftHost, SnapshotMeta, SnapshotSink, SnapshotSource, StateMachine, Wal, WalConfig,
+    WalStore,
 };
 use shoal_core::{Clock, NodeId, RangeId, SystemClock};
 use shoal_sim::{NodeStatus, SimConfig, Simulation};
@@ -28,10 +31,69 @@ use std::time::{Duration, Instant};
 const GROUP: RangeId = RangeId::new(1);
 const RUN: Duration = Duration::from_secs(2);
 
+/// A state machine that only counts what it applies: the benchmark measures Raft and its log.
+#[derive(Default)]
+struct Counter {
+    applied: LogIndex,
+}
+
+/// The counter's snapshot: its index, as one empty chunk.
+struct CounterSnapshot(LogIndex, bool);
+
+impl SnapshotSource for CounterSnapshot {
+    fn index(&self) -> LogIndex {
+        self.0
+    }
+    fn next_chunk(&mut self) -> Result<Option<Bytes>, MachineError> {
+        Ok((!std::mem::replace(&mut self.1, true)).then(Bytes::new))
+    }
+}
+
+impl SnapshotSink for CounterSnapshot {
+    type Staged = LogIndex;
+    fn write(&mut self, _chunk: &[u8]) -> Result<(), MachineError> {
+        Ok(())
+    }
+    fn finish(self) -> Result<LogIndex, MachineError> {
+        Ok(self.0)
+    }
+}
+
+impl StateMachine for Counter {
+    type Source = CounterSnapshot;
+    type Sink = CounterSnapshot;
+    type Staged = LogIndex;
+    fn apply(&mut self, entry: &Entry) -> Result<Bytes, MachineError> {
+        self.applied = entry.index;
+        Ok(Bytes::new())
+    }
+    fn applied_index(&self) -> LogIndex {
+        self.applied
+    }
+    fn persist(&mut self) -> Result<LogIndex, MachineError> {
+        Ok(self.applied)
+    }
+    fn snapshot(&mut self) -> Result<CounterSnapshot, MachineError> {
+        Ok(CounterSnapshot(self.applied, false))
+    }
+    fn receive_snapshot(&mut self, meta: &SnapshotMeta) -> Result<CounterSnapshot, MachineError> {
+        Ok(CounterSnapshot(meta.index, false))
+    }
+    fn install_snapshot(&mut self, meta: &SnapshotMeta, _: LogIndex) -> Result<(), MachineError> {
+        self.applied = meta.index;
+        Ok(())
+    }
+    fn discard_snapshot(&mut self, _: LogIndex) {}
+}
+
 struct Cluster<S: LogStore> {
-    nodes: Vec<Raft<S>>,
+    nodes: Vec<RaftHost<S, Counter>>,
     clock: SystemClock,
-    durable: bool,
+}
+
+/// The leader's group.
+fn raft<S: LogStore>(host: &RaftHost<S, Counter>) -> &Raft<S> {
+    host.raft(GROUP).expect("the group is hosted")
 }
 
 /// Closed-loop clients: each keeps one proposal outstanding on the leader.
@@ -53,15 +115,15 @@ impl Load {
     }
 
     /// Every idle client proposes a 16-byte command.
-    fn propose<S: LogStore>(&mut self, leader: &mut Raft<S>) {
+    fn propose<S: LogStore>(&mut self, leader: &mut RaftHost<S, Counter>) {
         let now = Instant::now();
         while self.idle > 0 {
             self.seq += 1;
             let mut payload = [0u8; 16];
             payload[..8].copy_from_slice(&self.seq.to_le_bytes());
-            match leader.propose(Bytes::copy_from_slice(&payload)) {
-                Ok((index, _)) => {
-                    self.inflight.insert(index, now);
+            match leader.propose(GROUP, Bytes::copy_from_slice(&payload), self.seq) {
+                Ok(_) => {
+                    self.inflight.insert(self.seq, now);
                     self.idle -= 1;
                 }
                 Err(e) => panic!("proposal refused: {e}"),
@@ -69,11 +131,17 @@ impl Load {
         }
     }
 
-    /// The leader applied `index`: its client is answered and proposes again.
-    fn applied(&mut self, index: u64) {
-        if let Some(at) = self.inflight.remove(&index) {
-            self.latencies.push(at.elapsed());
-            self.idle += 1;
+    /// The leader settled the proposals in `events`: their clients are answered and propose
+    /// again.
+    fn settled(&mut self, events: Vec<HostEvent<CounterSnapshot>>) {
+        for event in events {
+            if let HostEvent::Proposal { token, result } = event {
+                result.expect("applied");
+                if let Some(at) = self.inflight.remove(&token) {
+                    self.latencies.push(at.elapsed());
+                    self.idle += 1;
+                }
+            }
         }
     }
 
@@ -89,7 +157,7 @@ impl Load {
 }
 
 impl<S: LogStore> Cluster<S> {
-    fn new(mut stores: Vec<S>, durable: bool) -> Self {
+    fn new(mut stores: Vec<S>) -> Self {
         let ids: Vec<NodeId> = (1..=stores.len() as u64).map(NodeId::new).collect();
         let clock = SystemClock::new();
         let nodes = stores
@@ -98,7 +166,7 @@ impl<S: LogStore> Cluster<S> {
             .map(|(mut store, &id)| {
                 Raft::bootstrap(&mut store, Membership::new(ids.clone())).expect("bootstrap");
                 store.sync().expect("sync");
-                Raft::new(
+                let raft = Raft::new(
                     id,
                     GROUP,
                     RaftConfig::default(),
@@ -107,27 +175,27 @@ impl<S: LogStore> Cluster<S> {
                     id.get(),
                     clock.now(),
                 )
-                .expect("start")
+                .expect("start");
+                let mut host = RaftHost::new(id);
+                host.add_group(raft, Counter::default()).expect("one group");
+                host
             })
             .collect();
-        let mut cluster = Cluster {
-            nodes,
-            clock,
-            durable,
-        };
-        cluster.nodes[0].campaign();
+        let mut cluster = Cluster { nodes, clock };
+        cluster.nodes[0].campaign(GROUP).expect("hosted");
         for _ in 0..100 {
             cluster.round(&mut |_| {});
-            if cluster.nodes[0].is_leader() && cluster.nodes[0].commit_index() > 1 {
+            let leader = raft(&cluster.nodes[0]);
+            if leader.is_leader() && leader.commit_index() > 1 {
                 return cluster;
             }
         }
         panic!("no leader");
     }
 
-    /// One round: every replica ticks, persists its ready and sends; then messages are
-    /// delivered. `applied` sees the leader's applied indexes.
-    fn round(&mut self, applied: &mut impl FnMut(u64)) {
+    /// One round: every host ticks and runs a round (persisting, applying); then messages
+    /// are delivered. `settled` sees the leader's events.
+    fn round(&mut self, settled: &mut impl FnMut(Vec<HostEvent<CounterSnapshot>>)) {
         let now = self.clock.now();
         let mut inbox: Vec<Message> = Vec::new();
         for node in &mut self.nodes {
@@ -135,40 +203,27 @@ impl<S: LogStore> Cluster<S> {
             if !node.has_ready() {
                 continue;
             }
-            let mut ready = node.ready();
-            inbox.append(&mut ready.messages);
-            ready.write_to(node.store_mut()).expect("persist");
-            if self.durable {
-                node.store_mut().sync().expect("sync");
-            }
-            node.on_persisted(ready.persisted);
-            inbox.append(&mut ready.persisted_messages);
-            if node.is_leader() {
-                ready.committed.iter().for_each(|e| applied(e.index));
-            }
-            if ready.snapshot_wanted {
-                node.snapshot_taken(Bytes::new());
+            node.round(now, &mut |messages| inbox.extend(messages));
+            let events = node.take_events();
+            if raft(node).is_leader() {
+                settled(events);
             }
         }
         for m in inbox {
             let to = (m.to.get() - 1) as usize;
-            self.nodes[to].step(now, m);
+            let _ = self.nodes[to].step(now, m);
         }
     }
 
     /// Runs `clients` closed-loop clients for `RUN`, every replica on this thread; returns
     /// proposals applied per second and the 99th-percentile latency in milliseconds.
     fn run(&mut self, clients: usize) -> (f64, f64) {
-        let leader = self
-            .nodes
-            .iter()
-            .position(|n| n.is_leader())
-            .expect("a leader");
+        let leader = self.leader();
         let mut load = Load::new(clients);
         let start = Instant::now();
         while start.elapsed() < RUN {
             load.propose(&mut self.nodes[leader]);
-            self.round(&mut |index| load.applied(index));
+            self.round(&mut |events| load.settled(events));
         }
         let elapsed = start.elapsed();
         // Drain what is in flight so the next run starts clean.
@@ -176,9 +231,16 @@ impl<S: LogStore> Cluster<S> {
             if load.inflight.is_empty() {
                 break;
             }
-            self.round(&mut |index| load.applied(index));
+            self.round(&mut |events| load.settled(events));
         }
         load.result(elapsed)
+    }
+
+    fn leader(&self) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| raft(n).is_leader())
+            .expect("a leader")
     }
 }
 
@@ -191,13 +253,8 @@ impl<S: LogStore + Send + 'static> Cluster<S> {
         let (senders, receivers): (Vec<_>, Vec<_>) =
             (0..n).map(|_| mpsc::channel::<Message>()).unzip();
         let stop = Arc::new(AtomicBool::new(false));
-        let leader = self
-            .nodes
-            .iter()
-            .position(|r| r.is_leader())
-            .expect("a leader");
+        let leader = self.leader();
         let clock = self.clock;
-        let durable = self.durable;
         let handles: Vec<_> = self
             .nodes
             .into_iter()
@@ -218,35 +275,25 @@ impl<S: LogStore + Send + 'static> Cluster<S> {
                         }
                         if !node.has_ready() {
                             if let Ok(m) = inbox.recv_timeout(Duration::from_millis(1)) {
-                                node.step(clock.now(), m);
+                                let _ = node.step(clock.now(), m);
                             }
                         }
                         let now = clock.now();
                         while let Ok(m) = inbox.try_recv() {
-                            node.step(now, m);
+                            let _ = node.step(now, m);
                         }
                         node.tick(now);
                         if !node.has_ready() {
                             continue;
                         }
-                        let mut ready = node.ready();
-                        let send = |messages: Vec<Message>| {
+                        node.round(now, &mut |messages| {
                             for m in messages {
                                 let _ = senders[(m.to.get() - 1) as usize].send(m);
                             }
-                        };
-                        send(std::mem::take(&mut ready.messages));
-                        ready.write_to(node.store_mut()).expect("persist");
-                        if durable {
-                            node.store_mut().sync().expect("sync");
-                        }
-                        node.on_persisted(ready.persisted);
-                        send(std::mem::take(&mut ready.persisted_messages));
+                        });
+                        let events = node.take_events();
                         if let Some(load) = &mut load {
-                            ready.committed.iter().for_each(|e| load.applied(e.index));
-                        }
-                        if ready.snapshot_wanted {
-                            node.snapshot_taken(Bytes::new());
+                            load.settled(events);
                         }
                     }
                     load.map(|l| l.result(start.elapsed()))
@@ -309,7 +356,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() {
     let json = std::env::args().any(|a| a == "--json");
 
-    let mut memory = Cluster::new((0..3).map(|_| MemLogStore::new()).collect(), false);
+    let mut memory = Cluster::new((0..3).map(|_| MemLogStore::new()).collect());
     let mut puts = Vec::new();
     for clients in [1, 64, 256] {
         let (rate, p99) = memory.run(clients);
@@ -331,13 +378,13 @@ fn main() {
             })
             .collect()
     };
-    let (one_thread_rate, _) = Cluster::new(wal_stores(&dirs[..3]), true).run(64);
+    let (one_thread_rate, _) = Cluster::new(wal_stores(&dirs[..3])).run(64);
     if !json {
         println!("WAL,     64 clients: {one_thread_rate:>10.0} puts/s (all replicas on one thread: fsyncs in series)");
     }
     let stores = wal_stores(&dirs[3..]);
     let wal = stores[0].clone();
-    let durable = Cluster::new(stores, true);
+    let durable = Cluster::new(stores);
     let syncs_before = wal.wal_stats().syncs;
     let (wal_rate, wal_p99) = durable.run_threaded(64);
     let syncs = wal.wal_stats().syncs - syncs_before;

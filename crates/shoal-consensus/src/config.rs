@@ -42,18 +42,12 @@ pub struct RaftConfig {
     /// A learner is promoted only when at most this many entries behind the leader's commit
     /// index. Default 1000.
     pub promote_max_lag: u64,
-    /// Ask the state machine for a snapshot once this many entries were applied since the
-    /// last one. Default 100,000.
+    /// Ask the state machine to persist its state, and compact the log behind it, once this
+    /// many entries were applied since the last time. Default 100,000.
     pub snapshot_after_entries: u64,
     /// Entries kept before a new snapshot's index when compacting, so followers that lag a
     /// little catch up from the log rather than a snapshot. Default 1,000.
     pub compaction_trailing_entries: u64,
-    /// Bytes per snapshot chunk. Default 1 MiB.
-    pub snapshot_chunk_bytes: u64,
-    /// Snapshot chunks in flight to one follower. Default 4.
-    pub snapshot_inflight_chunks: u64,
-    /// The largest snapshot a follower accepts. Default 4 GiB.
-    pub max_snapshot_bytes: u64,
 }
 
 impl Default for RaftConfig {
@@ -73,9 +67,6 @@ impl Default for RaftConfig {
             promote_max_lag: 1000,
             snapshot_after_entries: 100_000,
             compaction_trailing_entries: 1000,
-            snapshot_chunk_bytes: 1 << 20,
-            snapshot_inflight_chunks: 4,
-            max_snapshot_bytes: 4 << 30,
         }
     }
 }
@@ -94,16 +85,15 @@ impl RaftConfig {
     /// The largest [`crate::MessageBody::approx_size`] of any message a replica with these
     /// settings sends: an append of `max_append_bytes`, or of one entry of
     /// `max_proposal_bytes` when that is larger (an append always carries at least one
-    /// entry), or a snapshot chunk with its metadata (for up to 4096 members). A driver's
-    /// transport must carry single messages this large.
+    /// entry), or a snapshot's metadata (for up to 4096 members). A driver's transport must
+    /// carry single messages this large.
     pub fn max_message_bytes(&self) -> u64 {
         let append = self
             .max_append_bytes
             .max(self.max_proposal_bytes.saturating_add(ENTRY_OVERHEAD));
-        let chunk = self
-            .snapshot_chunk_bytes
-            .saturating_add(8 * MEMBERS_ALLOWED);
-        append.max(chunk).saturating_add(MESSAGE_OVERHEAD)
+        append
+            .max(8 * MEMBERS_ALLOWED)
+            .saturating_add(MESSAGE_OVERHEAD)
     }
 
     /// Checks the settings against each other.
@@ -121,10 +111,10 @@ impl RaftConfig {
                 "max_clock_drift must be below election_timeout",
             ));
         }
-        if self.max_inflight_msgs == 0 || self.snapshot_inflight_chunks == 0 {
+        if self.max_inflight_msgs == 0 {
             return Err(ConfigError("in-flight limits must be at least 1"));
         }
-        if self.max_append_bytes == 0 || self.snapshot_chunk_bytes == 0 {
+        if self.max_append_bytes == 0 {
             return Err(ConfigError("message sizes must be above zero"));
         }
         if self.max_proposal_bytes > self.max_uncommitted_bytes {
@@ -154,20 +144,17 @@ mod tests {
     }
 
     #[test]
-    fn the_largest_message_is_a_whole_proposal_or_a_chunk_plus_overhead() {
+    fn the_largest_message_is_a_whole_proposal_or_an_append_plus_overhead() {
         let config = RaftConfig::default();
         // By default a single 8 MiB proposal is the largest thing one append can carry.
         assert_eq!(
             config.max_message_bytes(),
             (8 << 20) + ENTRY_OVERHEAD + MESSAGE_OVERHEAD
         );
-        let chunky = RaftConfig {
-            snapshot_chunk_bytes: 10 << 20,
+        let wide = RaftConfig {
+            max_append_bytes: 10 << 20,
             ..RaftConfig::default()
         };
-        assert_eq!(
-            chunky.max_message_bytes(),
-            (10 << 20) + 8 * MEMBERS_ALLOWED + MESSAGE_OVERHEAD
-        );
+        assert_eq!(wide.max_message_bytes(), (10 << 20) + MESSAGE_OVERHEAD);
     }
 }

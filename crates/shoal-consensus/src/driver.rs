@@ -1,10 +1,11 @@
 //! A tokio driver for every Raft group of one node, over shoal-transport.
 //!
-//! One task owns a [`MultiRaft`] whose groups keep their logs in one [`crate::Wal`]. Each round it takes every group's ready,
-//! sends what may go at once, writes all of it to the WAL and syncs **once** (on the
-//! blocking pool, so the runtime never waits on the disk), reports each group persisted,
-//! sends what had to wait for the disk, applies committed entries to the groups' state
-//! machines, and answers proposals and reads. All groups share one tick.
+//! One task owns the node's [`RaftHost`], whose groups keep their logs in one [`crate::Wal`].
+//! Commands (proposals, reads, membership changes, …) and inbound messages are handed to the
+//! host on that task; each round of the host (persisting every group's ready with one WAL
+//! sync, applying committed entries to the state machines, serving reads) runs on the
+//! blocking pool, so neither fjall commits nor disk syncs ever hold a runtime thread. All
+//! groups share one tick.
 //!
 //! Between nodes, a round's messages go as [`RaftBatch`] RPCs per peer, each at most
 //! [`DriverConfig::max_rpc_bytes`] (a round's appends to one follower may total
@@ -14,48 +15,59 @@
 //! transport reports (the node its connection's handshake announced; not authenticated until
 //! the transport has mutual TLS): a message claiming another sender is dropped and counted.
 //!
-//! A log-store error fails only the group it happened in: that group stops (it is no longer
-//! ticked or stepped, and its proposals, reads and status answer
+//! Snapshots go beside Raft traffic (see [`crate::snapshot`]): a leader streams the state
+//! machine's [`crate::SnapshotSource`] to the follower as [`SnapshotChunk`] RPCs, one chunk in
+//! flight at a time, so a transfer holds a chunk or two in memory at either end; the follower
+//! writes each chunk into its state machine's sink on the blocking pool and, once the data is
+//! whole, hands it to its host with the snapshot's Raft message.
+//!
+//! A log-store or state-machine error fails only the group it happened in: that group stops
+//! (it is no longer ticked or stepped, and its proposals, reads and status answer
 //! [`DriverError::GroupFailed`]) while the node's other groups go on.
 //!
 //! ```no_run
-//! # async fn example(endpoint: shoal_transport::MemoryEndpoint) {
+//! # async fn example<M: shoal_consensus::StateMachine + Send + 'static>() {
 //! use shoal_consensus::driver::{DriverConfig, Peers, RaftDriver, RaftInbox};
-//! use shoal_transport::Router;
+//! use shoal_transport::{Router, RpcClient, RpcServer, TransportConfig};
 //! use std::sync::Arc;
 //!
+//! let id = shoal_core::NodeId::new(1);
 //! let config = DriverConfig::default();
 //! let inbox = RaftInbox::new(&config);
 //! let mut router = Router::new();
-//! inbox.register(&mut router).unwrap(); // before the server or endpoint is built with it
+//! inbox.register(&mut router).unwrap(); // before the server is built with it
+//! let server = RpcServer::bind("127.0.0.1:0".parse().unwrap(), id, router, TransportConfig::local())
+//!     .await
+//!     .unwrap();
+//! let client = RpcClient::new(id, Some(server.local_addr()), TransportConfig::local()).unwrap();
 //! let peers = Peers::default(); // node id -> address, kept up to date by membership
-//! let driver = RaftDriver::start(
-//!     shoal_core::NodeId::new(1), Arc::new(endpoint), peers, inbox, config,
-//! );
+//! let driver: RaftDriver<M> = RaftDriver::start(id, Arc::new(client), peers, inbox, config);
 //! // Then host groups with `driver.add_group(raft, state_machine)`, each `Raft` over a
 //! // `WalStore` of the node's one `Wal`.
 //! # }
 //! ```
 
-use crate::entry::{LogIndex, Term};
-use crate::error::{ProposeError, ReadError};
-use crate::message::Message;
-use crate::multi::{batch_by_node, AddGroupError, MultiRaft};
+use crate::entry::LogIndex;
+use crate::error::{ProposeError, ReadError, TransferError};
+use crate::host::{HostError, HostEvent, RaftHost};
+use crate::membership::ConfChange;
+use crate::message::{Message, MessageBody};
+use crate::multi::{batch_by_node, AddGroupError};
 use crate::raft::{Raft, ReadMode, Status};
-use crate::ready::Ready;
-use crate::snapshot::StateMachine;
-use crate::store::LogStore;
+use crate::ready::LeaderInfo;
+use crate::snapshot::{SnapshotMeta, SnapshotSink, SnapshotSource, StateMachine};
 use crate::store::StoreError;
 use crate::wal::WalStore;
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use shoal_core::{Clock, NodeId, RangeId, SystemClock};
 use shoal_transport::{RegisterError, Router, Rpc, RpcTransport, RpcTransportExt};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 /// The RPC that carries Raft messages between nodes: a batch for any groups.
@@ -67,6 +79,40 @@ impl Rpc for RaftBatch {
     type Response = ();
 }
 
+/// The RPC that carries a snapshot's data, one chunk per call, in order.
+pub struct SnapshotChunk;
+
+impl Rpc for SnapshotChunk {
+    const NAME: &'static str = "shoal.raft.snapshot_chunk";
+    type Request = ChunkRequest;
+    type Response = ChunkAnswer;
+}
+
+/// One chunk of a snapshot transfer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ChunkRequest {
+    /// The [`MessageBody::Snapshot`] the transfer ends with (its sender, group, term and
+    /// metadata identify the transfer).
+    pub message: Message,
+    /// The chunk's place in the transfer, from 0.
+    pub seq: u32,
+    /// Whether it is the last chunk.
+    pub last: bool,
+    /// The chunk.
+    pub data: Bytes,
+}
+
+/// The receiver's answer to a chunk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChunkAnswer {
+    /// Taken; send the next.
+    Continue,
+    /// The last chunk was taken and the snapshot handed to the group.
+    Done,
+    /// The transfer failed (and is forgotten): start over.
+    Refused(String),
+}
+
 /// Where peers are: node id to RPC address. Shared with whatever tracks membership.
 pub type Peers = Arc<RwLock<HashMap<NodeId, SocketAddr>>>;
 
@@ -76,7 +122,7 @@ pub struct DriverConfig {
     /// How often every group is ticked. Default 10 ms (well under
     /// [`crate::RaftConfig::heartbeat_interval`]'s default of 100 ms).
     pub tick: Duration,
-    /// How long a batch RPC to a peer may take. Default 2 s.
+    /// How long a batch RPC or a snapshot chunk to a peer may take. Default 2 s.
     pub send_timeout: Duration,
     /// Batches queued per peer before new ones are dropped. Default 256.
     pub peer_queue: usize,
@@ -91,7 +137,8 @@ pub struct DriverConfig {
     /// room for the envelope and the estimate's slack: the driver lowers it to three
     /// quarters of the transport's [`RpcTransport::max_frame_bytes`] when that is smaller. A
     /// group whose messages could be larger ([`crate::RaftConfig::max_message_bytes`]) is
-    /// refused by [`RaftDriver::add_group`]. Default 12 MiB.
+    /// refused by [`RaftDriver::add_group`]; a snapshot chunk larger than it fails its
+    /// transfer. Default 12 MiB.
     pub max_rpc_bytes: u64,
 }
 
@@ -117,6 +164,9 @@ pub enum DriverError {
     /// The read could not be served.
     #[error(transparent)]
     Read(#[from] ReadError),
+    /// The leadership transfer was refused.
+    #[error(transparent)]
+    Transfer(#[from] TransferError),
     /// The node does not host the group.
     #[error("group {0} is not hosted here")]
     UnknownGroup(RangeId),
@@ -128,25 +178,30 @@ pub enum DriverError {
     #[error("the proposal was replaced in the log by a new leader and did not take effect")]
     Dropped,
     /// The outcome cannot be known here any more (a snapshot replaced the log meanwhile, or
-    /// the group failed after the proposal's entry may have reached followers): the proposal
-    /// may or may not have taken effect. Retry only what is safe to apply twice.
+    /// the group failed or was removed after the proposal's entry may have reached
+    /// followers): the proposal may or may not have taken effect. Retry only what is safe to
+    /// apply twice.
     #[error("the proposal's outcome is unknown (the log was replaced or the group failed)")]
     Indeterminate,
+    /// The request's deadline passed before it was settled. A proposal may still take
+    /// effect: its outcome is unknown, as for [`DriverError::Indeterminate`].
+    #[error("the deadline passed before the request was settled")]
+    TimedOut,
     /// A log store error.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The group's log store failed, so the group stopped; the node's other groups go on
-    /// (until they write, if the failure was the shared WAL's: after an I/O error the WAL
-    /// refuses every write, so each group fails at its next write until the WAL is reopened).
-    /// Proposals waiting when it failed are answered [`DriverError::Indeterminate`], since a
-    /// leader sends entries before persisting them and followers may commit them; later
-    /// requests get this error. Add the group again with [`RaftDriver::add_group`] over a
-    /// working store to bring it back.
-    #[error("group {group} stopped after its log store failed: {error}")]
+    /// The group's log store or state machine failed, so the group stopped; the node's other
+    /// groups go on (until they write, if the failure was the shared WAL's: after an I/O
+    /// error the WAL refuses every write, so each group fails at its next write until the
+    /// WAL is reopened). Proposals waiting when it failed are answered
+    /// [`DriverError::Indeterminate`], since a leader sends entries before persisting them
+    /// and followers may commit them; later requests get this error. Add the group again with
+    /// [`RaftDriver::add_group`] over a working store to bring it back.
+    #[error("group {group} stopped after a failure: {error}")]
     GroupFailed {
         /// The group.
         group: RangeId,
-        /// The store's error.
+        /// The error.
         error: String,
     },
     /// The group's configuration allows messages larger than one RPC may carry.
@@ -164,12 +219,35 @@ pub enum DriverError {
     Stopped,
 }
 
-/// Messages that arrived and the handler that receives them; register it on the node's
-/// [`Router`] before building the server or endpoint, then hand it to
+impl From<HostError> for DriverError {
+    fn from(error: HostError) -> Self {
+        match error {
+            HostError::UnknownGroup(group) => DriverError::UnknownGroup(group),
+            HostError::GroupFailed { group, error } => DriverError::GroupFailed { group, error },
+            HostError::Propose(e) => DriverError::Propose(e),
+            HostError::Read(e) => DriverError::Read(e),
+            HostError::Transfer(e) => DriverError::Transfer(e),
+            HostError::Dropped => DriverError::Dropped,
+            HostError::Indeterminate => DriverError::Indeterminate,
+        }
+    }
+}
+
+/// A snapshot chunk that arrived, with where its answer goes.
+struct InboundChunk {
+    source: NodeId,
+    request: ChunkRequest,
+    reply: oneshot::Sender<ChunkAnswer>,
+}
+
+/// Messages and snapshot chunks that arrived, and the handlers that receive them; register
+/// it on the node's [`Router`] before building the server or endpoint, then hand it to
 /// [`RaftDriver::start`].
 pub struct RaftInbox {
     tx: mpsc::Sender<Vec<Message>>,
     rx: mpsc::Receiver<Vec<Message>>,
+    chunks_tx: mpsc::Sender<InboundChunk>,
+    chunks_rx: mpsc::Receiver<InboundChunk>,
     stats: Arc<InboxStats>,
 }
 
@@ -178,22 +256,27 @@ pub struct RaftInbox {
 pub struct InboxStats {
     /// Batches dropped because the inbox was full.
     pub full: AtomicU64,
-    /// Messages whose `from` was not the sender the transport reported for the batch.
+    /// Messages (and snapshot chunks) whose `from` was not the sender the transport reported.
     pub spoofed: AtomicU64,
+    /// Snapshot chunks refused (out of order, damaged, of no transfer under way).
+    pub refused_chunks: AtomicU64,
 }
 
 impl RaftInbox {
     /// An empty inbox sized by `config.inbox`.
     pub fn new(config: &DriverConfig) -> Self {
         let (tx, rx) = mpsc::channel(config.inbox.max(1));
+        let (chunks_tx, chunks_rx) = mpsc::channel(64);
         RaftInbox {
             tx,
             rx,
+            chunks_tx,
+            chunks_rx,
             stats: Arc::default(),
         }
     }
 
-    /// Registers the [`RaftBatch`] handler.
+    /// Registers the [`RaftBatch`] and [`SnapshotChunk`] handlers.
     pub fn register(&self, router: &mut Router) -> Result<(), RegisterError> {
         let tx = self.tx.clone();
         let stats = self.stats.clone();
@@ -214,43 +297,136 @@ impl RaftInbox {
                 Ok(())
             }
         })?;
+        let chunks = self.chunks_tx.clone();
+        let stats = self.stats.clone();
+        router.register::<SnapshotChunk, _, _>(move |ctx, request| {
+            let chunks = chunks.clone();
+            let stats = stats.clone();
+            async move {
+                if request.message.from != ctx.source {
+                    stats.spoofed.fetch_add(1, Ordering::Relaxed);
+                    return Ok(ChunkAnswer::Refused("sender mismatch".into()));
+                }
+                let (reply, answer) = oneshot::channel();
+                let chunk = InboundChunk {
+                    source: ctx.source,
+                    request,
+                    reply,
+                };
+                if chunks.send(chunk).await.is_err() {
+                    return Ok(ChunkAnswer::Refused("the Raft driver has stopped".into()));
+                }
+                let answer = answer
+                    .await
+                    .unwrap_or_else(|_| ChunkAnswer::Refused("the Raft driver has stopped".into()));
+                if matches!(answer, ChunkAnswer::Refused(_)) {
+                    stats.refused_chunks.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(answer)
+            }
+        })?;
         Ok(())
     }
 }
 
-enum Command {
+/// A group's leader changed, as this node sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaderChange {
+    /// The group.
+    pub group: RangeId,
+    /// Its leader and term now (no leader: an election is under way, or the group stopped
+    /// or left this node).
+    pub leader: LeaderInfo,
+}
+
+/// The leader of every hosted group, as last seen: read without going through the driver's
+/// queue.
+type Leaders = Arc<RwLock<HashMap<RangeId, LeaderInfo>>>;
+
+type Reply<T> = oneshot::Sender<Result<T, DriverError>>;
+
+enum Command<M: StateMachine> {
     AddGroup {
         raft: Box<Raft<WalStore>>,
-        state_machine: Box<dyn StateMachine + Send>,
-        reply: oneshot::Sender<Result<(), DriverError>>,
+        machine: M,
+        reply: Reply<()>,
+    },
+    RemoveGroup {
+        group: RangeId,
+        reply: Reply<(Raft<WalStore>, M)>,
     },
     Propose {
         group: RangeId,
         data: Bytes,
-        reply: oneshot::Sender<Result<Bytes, DriverError>>,
+        reply: Reply<Bytes>,
+    },
+    ConfChange {
+        group: RangeId,
+        change: ConfChange,
+        reply: Reply<Bytes>,
+    },
+    TransferLeader {
+        group: RangeId,
+        target: NodeId,
+        reply: Reply<()>,
+    },
+    Campaign {
+        group: RangeId,
+        reply: Reply<()>,
     },
     Read {
         group: RangeId,
         mode: ReadMode,
-        reply: oneshot::Sender<Result<LogIndex, DriverError>>,
+        reply: Reply<LogIndex>,
     },
     Status {
         group: RangeId,
-        reply: oneshot::Sender<Result<Status, DriverError>>,
+        reply: Reply<Status>,
+    },
+    ReceiveSnapshot {
+        group: RangeId,
+        meta: SnapshotMeta,
+        reply: Reply<M::Sink>,
+    },
+    SnapshotReceived {
+        message: Message,
+        staged: M::Staged,
+    },
+    ReportSnapshot {
+        group: RangeId,
+        peer: NodeId,
+        result: Result<LogIndex, ()>,
     },
     Shutdown,
 }
 
 /// A handle on the task running a node's groups. Cheap to clone.
-#[derive(Clone)]
-pub struct RaftDriver {
-    commands: mpsc::Sender<Command>,
+pub struct RaftDriver<M: StateMachine> {
+    commands: mpsc::Sender<Command<M>>,
     clock: SystemClock,
     task: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
     inbox_stats: Arc<InboxStats>,
+    leaders: Leaders,
+    leader_changes: broadcast::Sender<LeaderChange>,
 }
 
-impl RaftDriver {
+impl<M: StateMachine> Clone for RaftDriver<M> {
+    fn clone(&self) -> Self {
+        RaftDriver {
+            commands: self.commands.clone(),
+            clock: self.clock,
+            task: self.task.clone(),
+            inbox_stats: self.inbox_stats.clone(),
+            leaders: self.leaders.clone(),
+            leader_changes: self.leader_changes.clone(),
+        }
+    }
+}
+
+impl<M> RaftDriver<M>
+where
+    M: StateMachine + Send + 'static,
+{
     /// Starts the driver task for node `id` on the current tokio runtime.
     pub fn start(
         id: NodeId,
@@ -258,7 +434,7 @@ impl RaftDriver {
         peers: Peers,
         inbox: RaftInbox,
         config: DriverConfig,
-    ) -> RaftDriver {
+    ) -> RaftDriver<M> {
         // Never more per RPC than the transport sends: a quarter of its frame is left for the
         // envelope and the size estimate's slack.
         let frame_cap = u64::try_from(transport.max_frame_bytes() / 4 * 3).unwrap_or(u64::MAX);
@@ -269,41 +445,50 @@ impl RaftDriver {
         let (commands, command_rx) = mpsc::channel(config.commands.max(1));
         let inbox_stats = inbox.stats.clone();
         let clock = SystemClock::new();
-        let state = Node {
-            multi: MultiRaft::new(id),
-            machines: HashMap::new(),
-            proposals: HashMap::new(),
-            failed: HashMap::new(),
-            reads: HashMap::new(),
-            waiting_reads: Vec::new(),
-            next_read: 0,
-            outbound: Outbound {
-                transport,
-                peers,
+        let leaders = Leaders::default();
+        let (leader_changes, _) = broadcast::channel(1024);
+        let node = Node {
+            host: Some(RaftHost::new(id)),
+            outbound: Some(Outbound {
+                transport: transport.clone(),
+                peers: peers.clone(),
                 queues: HashMap::new(),
                 config: config.clone(),
-            },
+                runtime: tokio::runtime::Handle::current(),
+            }),
+            proposals: HashMap::new(),
+            reads: HashMap::new(),
+            next_token: 0,
             clock,
+            leaders: leaders.clone(),
+            leader_changes: leader_changes.clone(),
+            commands: commands.clone(),
+            transport,
+            peers,
+            config: config.clone(),
         };
-        let task = tokio::spawn(state.run(command_rx, inbox.rx, config.tick));
+        tokio::spawn(receive_snapshots::<M>(inbox.chunks_rx, commands.clone()));
+        let task = tokio::spawn(node.run(command_rx, inbox.rx));
         RaftDriver {
             commands,
             clock,
             task: Arc::new(std::sync::Mutex::new(Some(task))),
             inbox_stats,
+            leaders,
+            leader_changes,
         }
     }
 
     async fn request<T>(
         &self,
-        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+        make: impl FnOnce(Reply<T>) -> Command<M>,
     ) -> Result<T, DriverError> {
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(make(reply))
             .await
             .map_err(|_| DriverError::Stopped)?;
-        rx.await.map_err(|_| DriverError::Stopped)
+        rx.await.map_err(|_| DriverError::Stopped)?
     }
 
     /// The clock the driver reads: create replicas with `Raft::new(…, driver.clock().now())`
@@ -313,49 +498,130 @@ impl RaftDriver {
     }
 
     /// Hosts a group: its replica (over a store of this node's WAL) and its state machine,
-    /// which must be at the replica's applied index. Refused when the replica's messages could
-    /// be larger than [`DriverConfig::max_rpc_bytes`]. A group that failed may be added again.
-    pub async fn add_group(
-        &self,
-        raft: Raft<WalStore>,
-        state_machine: Box<dyn StateMachine + Send>,
-    ) -> Result<(), DriverError> {
+    /// which must be at the replica's applied index or ahead of it. Refused when the
+    /// replica's messages could be larger than [`DriverConfig::max_rpc_bytes`]. A group that
+    /// failed may be added again.
+    pub async fn add_group(&self, raft: Raft<WalStore>, machine: M) -> Result<(), DriverError> {
         self.request(|reply| Command::AddGroup {
             raft: Box::new(raft),
-            state_machine,
+            machine,
             reply,
         })
-        .await?
+        .await
+    }
+
+    /// Stops hosting a group and hands back its replica and state machine (remove its log
+    /// from the WAL and its data from the state machine's store as needed). Its waiting
+    /// proposals end [`DriverError::Indeterminate`].
+    pub async fn remove_group(&self, group: RangeId) -> Result<(Raft<WalStore>, M), DriverError> {
+        self.request(|reply| Command::RemoveGroup { group, reply })
+            .await
     }
 
     /// Proposes a command to a group this node leads; resolves with the state machine's
     /// answer once it is committed and applied here.
     pub async fn propose(&self, group: RangeId, data: Bytes) -> Result<Bytes, DriverError> {
         self.request(|reply| Command::Propose { group, data, reply })
-            .await?
+            .await
+    }
+
+    /// [`RaftDriver::propose`] with a deadline: past `timeout`, [`DriverError::TimedOut`]
+    /// (the proposal may still take effect).
+    pub async fn propose_within(
+        &self,
+        group: RangeId,
+        data: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, DriverError> {
+        tokio::time::timeout(timeout, self.propose(group, data))
+            .await
+            .unwrap_or(Err(DriverError::TimedOut))
+    }
+
+    /// Proposes a membership change (add a learner, promote, remove, …) to a group this
+    /// node leads; resolves once it is committed and applied here.
+    pub async fn propose_conf_change(
+        &self,
+        group: RangeId,
+        change: ConfChange,
+    ) -> Result<(), DriverError> {
+        self.request(|reply| Command::ConfChange {
+            group,
+            change,
+            reply,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Hands a group's leadership to `target`, a voter that has caught up (see
+    /// [`Raft::transfer_leader`]). Resolves once the hand-over has started; watch
+    /// [`RaftDriver::leader`] or [`RaftDriver::subscribe_leaders`] for its end.
+    pub async fn transfer_leader(&self, group: RangeId, target: NodeId) -> Result<(), DriverError> {
+        self.request(|reply| Command::TransferLeader {
+            group,
+            target,
+            reply,
+        })
+        .await
+    }
+
+    /// Makes this node's replica of a group campaign now (to elect a leader at once after
+    /// bootstrapping, say).
+    pub async fn campaign(&self, group: RangeId) -> Result<(), DriverError> {
+        self.request(|reply| Command::Campaign { group, reply })
+            .await
     }
 
     /// A linearizable read barrier: resolves once this node's state machine for `group`
-    /// reflects every write committed before the call, with the index it reached; read the
-    /// state machine after it resolves. [`ReadMode::Safe`] confirms leadership with a
-    /// heartbeat round; [`ReadMode::Lease`] skips it while the leader's lease holds (see
-    /// [`ReadMode`] for the clock-drift bound it relies on). On a follower, both go through
-    /// the leader.
+    /// reflects every write committed before the call, with the read's index (the state
+    /// machine has applied at least through it); read the state machine after it resolves.
+    /// [`ReadMode::Safe`] confirms leadership with a heartbeat round; [`ReadMode::Lease`]
+    /// skips it while the leader's lease holds (see [`ReadMode`] for the clock-drift bound it
+    /// relies on). On a follower, both go through the leader.
     pub async fn read_index(
         &self,
         group: RangeId,
         mode: ReadMode,
     ) -> Result<LogIndex, DriverError> {
         self.request(|reply| Command::Read { group, mode, reply })
-            .await?
+            .await
+    }
+
+    /// [`RaftDriver::read_index`] with a deadline: past `timeout`, [`DriverError::TimedOut`].
+    pub async fn read_index_within(
+        &self,
+        group: RangeId,
+        mode: ReadMode,
+        timeout: Duration,
+    ) -> Result<LogIndex, DriverError> {
+        tokio::time::timeout(timeout, self.read_index(group, mode))
+            .await
+            .unwrap_or(Err(DriverError::TimedOut))
     }
 
     /// A group's status. Fails with [`DriverError::UnknownGroup`] for a group not hosted
-    /// here, [`DriverError::GroupFailed`] for one stopped by a store error, and
+    /// here, [`DriverError::GroupFailed`] for one stopped by a failure, and
     /// [`DriverError::Stopped`] once the driver has stopped.
     pub async fn status(&self, group: RangeId) -> Result<Status, DriverError> {
-        self.request(|reply| Command::Status { group, reply })
-            .await?
+        self.request(|reply| Command::Status { group, reply }).await
+    }
+
+    /// The leader of a hosted group as this node last saw it, without a round trip through
+    /// the driver's queue. `None` for a group not hosted here (or not heard of yet).
+    pub fn leader(&self, group: RangeId) -> Option<LeaderInfo> {
+        self.leaders
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&group)
+            .copied()
+    }
+
+    /// Every change of leader of every hosted group from now on. A receiver that falls more
+    /// than 1024 changes behind misses the oldest ([`broadcast::error::RecvError::Lagged`]);
+    /// [`RaftDriver::leader`] has the latest.
+    pub fn subscribe_leaders(&self) -> broadcast::Receiver<LeaderChange> {
+        self.leader_changes.subscribe()
     }
 
     /// Inbound traffic dropped so far.
@@ -373,312 +639,493 @@ impl RaftDriver {
     }
 }
 
-type ProposalReply = oneshot::Sender<Result<Bytes, DriverError>>;
-type ReadReply = oneshot::Sender<Result<LogIndex, DriverError>>;
-
-struct Node {
-    multi: MultiRaft<WalStore>,
-    machines: HashMap<RangeId, Box<dyn StateMachine + Send>>,
-    /// Proposals waiting to be applied, per group by index.
-    proposals: HashMap<RangeId, BTreeMap<LogIndex, (Term, ProposalReply)>>,
-    /// Groups stopped by a log-store error, with the error.
-    failed: HashMap<RangeId, String>,
-    /// Reads asked, by context.
-    reads: HashMap<u64, (RangeId, ReadReply)>,
-    /// Reads confirmed, waiting for their group to apply through the index: (group, index,
-    /// context).
-    waiting_reads: Vec<(RangeId, LogIndex, u64)>,
-    next_read: u64,
-    outbound: Outbound,
+/// The task's state: the host (away on the blocking pool during a round) and what waits on
+/// it.
+struct Node<M: StateMachine> {
+    host: Option<RaftHost<WalStore, M>>,
+    outbound: Option<Outbound>,
+    proposals: HashMap<u64, Reply<Bytes>>,
+    reads: HashMap<u64, Reply<LogIndex>>,
+    next_token: u64,
     clock: SystemClock,
+    leaders: Leaders,
+    leader_changes: broadcast::Sender<LeaderChange>,
+    /// For snapshot senders to report back.
+    commands: mpsc::Sender<Command<M>>,
+    transport: Arc<dyn RpcTransport>,
+    peers: Peers,
+    config: DriverConfig,
 }
 
-impl Node {
+impl<M> Node<M>
+where
+    M: StateMachine + Send + 'static,
+{
     async fn run(
         mut self,
-        mut commands: mpsc::Receiver<Command>,
+        mut commands: mpsc::Receiver<Command<M>>,
         mut inbox: mpsc::Receiver<Vec<Message>>,
-        tick: Duration,
     ) {
-        let mut ticker = tokio::time::interval(tick);
+        let mut ticker = tokio::time::interval(self.config.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        loop {
+        'run: loop {
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(Command::Shutdown) | None => break,
-                    Some(command) => self.command(command),
+                    Some(command) => self.command(command).await,
                 },
-                batch = inbox.recv() => {
+                batch = inbox.recv() => self.step(batch.into_iter().flatten()),
+                _ = ticker.tick() => {
                     let now = self.clock.now();
-                    for m in batch.into_iter().flatten() {
-                        self.multi.step(now, m);
-                    }
+                    self.host().tick(now);
                 }
-                _ = ticker.tick() => self.multi.tick(self.clock.now()),
             }
             // Take whatever else is already queued, boundedly, so one round covers it.
             for _ in 0..1024 {
                 match commands.try_recv() {
-                    Ok(Command::Shutdown) => return,
-                    Ok(command) => self.command(command),
+                    Ok(Command::Shutdown) => break 'run,
+                    Ok(command) => self.command(command).await,
                     Err(_) => break,
                 }
             }
-            let now = self.clock.now();
             for _ in 0..1024 {
                 match inbox.try_recv() {
-                    Ok(batch) => batch.into_iter().for_each(|m| self.multi.step(now, m)),
+                    Ok(batch) => self.step(batch),
                     Err(_) => break,
                 }
             }
-            self.round().await;
+            if self.host.is_none() {
+                break;
+            }
+            if self.host().has_ready() && !self.round().await {
+                break;
+            }
         }
-        for (_, pending) in self.proposals.drain() {
-            for (_, (_, reply)) in pending {
-                let _ = reply.send(Err(DriverError::Stopped));
+        for (_, reply) in self.proposals.drain() {
+            let _ = reply.send(Err(DriverError::Stopped));
+        }
+        for (_, reply) in self.reads.drain() {
+            let _ = reply.send(Err(DriverError::Stopped));
+        }
+    }
+
+    fn host(&mut self) -> &mut RaftHost<WalStore, M> {
+        self.host
+            .as_mut()
+            .expect("the host is away only during a round, which the task awaits")
+    }
+
+    fn step(&mut self, messages: impl IntoIterator<Item = Message>) {
+        let now = self.clock.now();
+        let host = self.host();
+        for m in messages {
+            if let Some(m) = host.step(now, m) {
+                tracing::debug!(group = %m.group, from = %m.from, "dropped a message for a group not hosted here");
             }
         }
     }
 
-    fn command(&mut self, command: Command) {
+    fn token(&mut self) -> u64 {
+        self.next_token += 1;
+        self.next_token
+    }
+
+    async fn command(&mut self, command: Command<M>) {
         match command {
             Command::AddGroup {
                 raft,
-                state_machine,
+                machine,
                 reply,
             } => {
-                let group = raft.group();
-                let (largest, max) = (
-                    raft.config().max_message_bytes(),
-                    self.outbound.config.max_rpc_bytes,
-                );
+                let (largest, max) = (raft.config().max_message_bytes(), self.config.max_rpc_bytes);
                 let result = if largest > max {
                     Err(DriverError::MessagesTooLarge { largest, max })
                 } else {
-                    self.multi.add_group(*raft).map_err(DriverError::from)
+                    self.host()
+                        .add_group(*raft, machine)
+                        .map_err(DriverError::from)
                 };
-                if result.is_ok() {
-                    self.machines.insert(group, state_machine);
-                    self.failed.remove(&group);
-                }
+                let _ = reply.send(result);
+            }
+            Command::RemoveGroup { group, reply } => {
+                // Discarding a staged snapshot may write: off the runtime, like a round.
+                let result = self
+                    .blocking(move |host| host.remove_group(group))
+                    .await
+                    .flatten()
+                    .ok_or(DriverError::UnknownGroup(group));
+                self.set_leader(group, LeaderInfo { id: None, term: 0 });
                 let _ = reply.send(result);
             }
             Command::Propose { group, data, reply } => {
-                let Some(raft) = self.multi.group_mut(group) else {
-                    let _ = reply.send(Err(self.missing(group)));
-                    return;
-                };
-                match raft.propose(data) {
-                    Ok((index, term)) => {
-                        self.proposals
-                            .entry(group)
-                            .or_default()
-                            .insert(index, (term, reply));
+                let token = self.token();
+                match self.host().propose(group, data, token) {
+                    Ok(_) => {
+                        self.proposals.insert(token, reply);
                     }
                     Err(e) => {
                         let _ = reply.send(Err(e.into()));
                     }
                 }
             }
+            Command::ConfChange {
+                group,
+                change,
+                reply,
+            } => {
+                let token = self.token();
+                match self.host().propose_conf_change(group, change, token) {
+                    Ok(_) => {
+                        self.proposals.insert(token, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
+            Command::TransferLeader {
+                group,
+                target,
+                reply,
+            } => {
+                let _ = reply.send(
+                    self.host()
+                        .transfer_leader(group, target)
+                        .map_err(Into::into),
+                );
+            }
+            Command::Campaign { group, reply } => {
+                let _ = reply.send(self.host().campaign(group).map_err(Into::into));
+            }
             Command::Read { group, mode, reply } => {
-                let Some(raft) = self.multi.group_mut(group) else {
-                    let _ = reply.send(Err(self.missing(group)));
-                    return;
-                };
-                self.next_read += 1;
-                raft.read(self.next_read, mode);
-                self.reads.insert(self.next_read, (group, reply));
+                let token = self.token();
+                match self.host().read(group, mode, token) {
+                    Ok(()) => {
+                        self.reads.insert(token, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
             }
             Command::Status { group, reply } => {
-                let status = self.multi.group(group).map(Raft::status);
-                let _ = reply.send(status.ok_or_else(|| self.missing(group)));
+                let _ = reply.send(self.host().status(group).map_err(Into::into));
             }
+            Command::ReceiveSnapshot { group, meta, reply } => {
+                let _ = reply.send(
+                    self.host()
+                        .receive_snapshot(group, &meta)
+                        .map_err(Into::into),
+                );
+            }
+            Command::SnapshotReceived { message, staged } => {
+                self.host().snapshot_received(message, staged);
+            }
+            Command::ReportSnapshot {
+                group,
+                peer,
+                result,
+            } => self.host().report_snapshot(group, peer, result),
+            // Handled by the loop.
             Command::Shutdown => {}
         }
     }
 
-    /// Why a group is not hosted: it failed, or it was never added.
-    fn missing(&self, group: RangeId) -> DriverError {
-        match self.failed.get(&group) {
-            Some(error) => DriverError::GroupFailed {
-                group,
-                error: error.clone(),
-            },
-            None => DriverError::UnknownGroup(group),
-        }
-    }
-
-    /// Stops a group whose log store failed and leaves the node's other groups running: its
-    /// replica is dropped (so it is no longer ticked, stepped or persisted, and messages for
-    /// it are dropped as for any group not hosted here), its waiting proposals are answered
-    /// [`DriverError::Indeterminate`] (their entries may already be on followers, which can
-    /// commit them), its waiting reads fail, and requests for it answer
-    /// [`DriverError::GroupFailed`] until it is added again.
-    fn fail_group(&mut self, group: RangeId, error: String) {
-        tracing::error!(node = %self.multi.id(), %group, %error, "a log store failed; the group stops");
-        self.multi.remove_group(group);
-        self.machines.remove(&group);
-        let failed = || DriverError::GroupFailed {
-            group,
-            error: error.clone(),
-        };
-        for (_, (_, reply)) in self.proposals.remove(&group).into_iter().flatten() {
-            let _ = reply.send(Err(DriverError::Indeterminate));
-        }
-        let reads: Vec<u64> = self
-            .reads
-            .iter()
-            .filter(|(_, (g, _))| *g == group)
-            .map(|(&ctx, _)| ctx)
-            .collect();
-        for ctx in reads {
-            if let Some((_, reply)) = self.reads.remove(&ctx) {
-                let _ = reply.send(Err(failed()));
+    /// Runs `f` on the host on the blocking pool. `None` if it panicked (the host is then
+    /// lost and the driver stops).
+    async fn blocking<T: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut RaftHost<WalStore, M>) -> T + Send + 'static,
+    ) -> Option<T> {
+        let mut host = self.host.take()?;
+        match tokio::task::spawn_blocking(move || {
+            let out = f(&mut host);
+            (host, out)
+        })
+        .await
+        {
+            Ok((host, out)) => {
+                self.host = Some(host);
+                Some(out)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the Raft host panicked; the driver stops");
+                None
             }
         }
-        self.waiting_reads.retain(|&(g, _, _)| g != group);
-        self.failed.insert(group, error);
     }
 
-    /// One round over every group's ready, with one WAL sync. A group whose writes or sync
-    /// fail is failed on its own ([`Node::fail_group`]); the others carry on.
-    async fn round(&mut self) {
-        let mut readies = self.multi.ready();
-        if readies.is_empty() {
-            return;
-        }
-        self.outbound.send(
-            readies
-                .iter_mut()
-                .flat_map(|(_, r)| std::mem::take(&mut r.messages)),
-        );
-        if readies.iter().any(|(_, r)| r.needs_persist()) {
-            let groups: Vec<RangeId> = readies.iter().map(|&(group, _)| group).collect();
-            // Handles on the groups' stores (every clone writes the same WAL), so the writes
-            // and the sync run off the runtime while the replicas wait for `on_persisted`.
-            let mut stores: Vec<WalStore> = readies
-                .iter()
-                .map(|(group, _)| {
-                    self.multi
-                        .group(*group)
-                        .expect("a ready comes from a group hosted here, and none left since")
-                        .store()
-                        .clone()
-                })
-                .collect();
-            let written = tokio::task::spawn_blocking(move || {
-                let mut results: Vec<Result<(), StoreError>> = readies
-                    .iter()
-                    .zip(&mut stores)
-                    .map(|((_, ready), store)| ready.write_to(store))
-                    .collect();
-                // The first sync covers every group of its WAL and the rest find nothing to
-                // do; after a failed one the WAL refuses every further sync, so each group
-                // whose writes it held fails too, as it must.
-                for (((_, ready), store), result) in
-                    readies.iter().zip(&mut stores).zip(&mut results)
-                {
-                    if result.is_ok() && ready.needs_persist() {
-                        *result = store.sync();
-                    }
-                }
-                (readies, results)
+    /// One round of the host on the blocking pool, then what it settled. Returns false if
+    /// the host was lost.
+    async fn round(&mut self) -> bool {
+        let Some(mut outbound) = self.outbound.take() else {
+            return false;
+        };
+        let now = self.clock.now();
+        let result = self
+            .blocking(move |host| {
+                host.round(now, &mut |messages| outbound.send(messages));
+                (outbound, host.take_events())
             })
             .await;
-            let results = match written {
-                Ok((back, results)) => {
-                    readies = back;
-                    results
-                }
-                Err(e) => {
-                    // The writer panicked with the readies: whether they reached the disk is
-                    // unknown, so none of these groups can go on.
-                    for group in groups {
-                        self.fail_group(group, format!("the log store writer panicked: {e}"));
-                    }
-                    return;
-                }
-            };
-            let failures: Vec<(RangeId, String)> = readies
-                .iter()
-                .zip(results)
-                .filter_map(|((group, _), result)| result.err().map(|e| (*group, e.to_string())))
-                .collect();
-            for (group, error) in failures {
-                self.fail_group(group, error);
-            }
-        }
-        for (group, mut ready) in readies {
-            if self.failed.contains_key(&group) {
-                // Not persisted: its acknowledgements must not go out, nor its entries apply.
-                continue;
-            }
-            self.multi.on_persisted(group, ready.persisted);
-            self.outbound
-                .send(std::mem::take(&mut ready.persisted_messages));
-            self.apply(group, ready);
-        }
-        self.serve_reads();
-    }
-
-    /// Applies a persisted ready's snapshot and committed entries and answers what they
-    /// settle.
-    fn apply(&mut self, group: RangeId, ready: Ready) {
-        let Some(machine) = self.machines.get_mut(&group) else {
-            return;
+        let Some((outbound, events)) = result else {
+            return false;
         };
-        let pending = self.proposals.entry(group).or_default();
-        if let Some(snapshot) = &ready.snapshot {
-            machine.restore(snapshot);
-            let covered: Vec<LogIndex> = pending
-                .range(..=snapshot.meta.index)
-                .map(|(&i, _)| i)
-                .collect();
-            for index in covered {
-                if let Some((_, reply)) = pending.remove(&index) {
-                    let _ = reply.send(Err(DriverError::Indeterminate));
+        self.outbound = Some(outbound);
+        for event in events {
+            self.event(event);
+        }
+        true
+    }
+
+    fn event(&mut self, event: HostEvent<M::Source>) {
+        match event {
+            HostEvent::Proposal { token, result } => {
+                if let Some(reply) = self.proposals.remove(&token) {
+                    let _ = reply.send(result.map_err(Into::into));
                 }
             }
-        }
-        for entry in &ready.committed {
-            let answer = machine.apply(entry);
-            if let Some((term, reply)) = pending.remove(&entry.index) {
-                let result = if term == entry.term {
-                    Ok(answer)
-                } else {
-                    Err(DriverError::Dropped)
-                };
-                let _ = reply.send(result);
+            HostEvent::Read { token, result } => {
+                if let Some(reply) = self.reads.remove(&token) {
+                    let _ = reply.send(result.map_err(Into::into));
+                }
             }
-        }
-        self.waiting_reads
-            .extend(ready.read_states.iter().map(|r| (group, r.index, r.ctx)));
-        for (ctx, error) in ready.failed_reads {
-            if let Some((_, reply)) = self.reads.remove(&ctx) {
-                let _ = reply.send(Err(error.into()));
+            HostEvent::Leader { group, leader } => self.set_leader(group, leader),
+            HostEvent::SendSnapshot {
+                group,
+                message,
+                source,
+            } => {
+                tokio::spawn(send_snapshot::<M>(
+                    group,
+                    message,
+                    source,
+                    self.transport.clone(),
+                    self.peers.clone(),
+                    self.config.clone(),
+                    self.commands.clone(),
+                ));
             }
-        }
-        if ready.snapshot_wanted {
-            let data = machine.snapshot();
-            if let Some(raft) = self.multi.group_mut(group) {
-                raft.snapshot_taken(data);
+            HostEvent::GroupFailed { group, .. } => {
+                self.set_leader(group, LeaderInfo { id: None, term: 0 })
             }
         }
     }
 
-    fn serve_reads(&mut self) {
-        let machines = &self.machines;
-        let reads = &mut self.reads;
-        self.waiting_reads.retain(|&(group, index, ctx)| {
-            let applied = machines.get(&group).map_or(0, |m| m.applied_index());
-            if applied < index {
-                return true;
+    fn set_leader(&mut self, group: RangeId, leader: LeaderInfo) {
+        {
+            let mut leaders = self.leaders.write().unwrap_or_else(|p| p.into_inner());
+            if leader.id.is_none() && leader.term == 0 {
+                leaders.remove(&group);
+            } else {
+                leaders.insert(group, leader);
             }
-            if let Some((_, reply)) = reads.remove(&ctx) {
-                let _ = reply.send(Ok(applied));
-            }
-            false
-        });
+        }
+        let _ = self.leader_changes.send(LeaderChange { group, leader });
+    }
+}
+
+/// Streams one snapshot to its follower, a chunk at a time, and reports how it went.
+async fn send_snapshot<M: StateMachine + Send + 'static>(
+    group: RangeId,
+    message: Message,
+    source: M::Source,
+    transport: Arc<dyn RpcTransport>,
+    peers: Peers,
+    config: DriverConfig,
+    commands: mpsc::Sender<Command<M>>,
+) {
+    let peer = message.to;
+    let result = stream_snapshot(message, source, transport, peers, &config).await;
+    if let Err(error) = &result {
+        tracing::info!(%group, %peer, %error, "snapshot transfer failed");
+    }
+    let result = result.map_err(|_| ());
+    let _ = commands
+        .send(Command::ReportSnapshot {
+            group,
+            peer,
+            result,
+        })
+        .await;
+}
+
+/// Reads the next chunk on the blocking pool (a source over a durable store reads disk).
+async fn next_chunk<S: SnapshotSource + 'static>(
+    mut source: S,
+) -> Result<(S, Option<Bytes>), String> {
+    let (source, chunk) = tokio::task::spawn_blocking(move || {
+        let chunk = source.next_chunk();
+        (source, chunk)
+    })
+    .await
+    .map_err(|e| format!("snapshot reader panicked: {e}"))?;
+    Ok((source, chunk.map_err(|e| e.to_string())?))
+}
+
+async fn stream_snapshot<S: SnapshotSource + 'static>(
+    message: Message,
+    source: S,
+    transport: Arc<dyn RpcTransport>,
+    peers: Peers,
+    config: &DriverConfig,
+) -> Result<LogIndex, String> {
+    let peer = message.to;
+    let index = source.index();
+    let (mut source, first) = next_chunk(source).await?;
+    let mut chunk = first.ok_or("a snapshot without chunks")?;
+    for seq in 0u32.. {
+        // One chunk ahead, to mark the last.
+        let (next_source, next) = next_chunk(source).await?;
+        source = next_source;
+        if chunk.len() as u64 > config.max_rpc_bytes {
+            return Err(format!(
+                "a chunk of {} B over max_rpc_bytes ({} B)",
+                chunk.len(),
+                config.max_rpc_bytes
+            ));
+        }
+        let addr = peers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&peer)
+            .copied()
+            .ok_or("no address for the peer")?;
+        let request = ChunkRequest {
+            message: message.clone(),
+            seq,
+            last: next.is_none(),
+            data: chunk,
+        };
+        let answer = transport
+            .call::<SnapshotChunk>(addr, &request, config.send_timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        match (answer, next) {
+            (ChunkAnswer::Continue, Some(next)) => chunk = next,
+            (ChunkAnswer::Done, None) => return Ok(index),
+            (ChunkAnswer::Refused(why), _) => return Err(format!("refused: {why}")),
+            (answer, _) => return Err(format!("unexpected answer {answer:?}")),
+        }
+    }
+    Err("a snapshot of more than 2^32 chunks".into())
+}
+
+/// A transfer being received.
+struct Incoming<K> {
+    from: NodeId,
+    meta: SnapshotMeta,
+    next_seq: u32,
+    sink: Option<K>,
+}
+
+/// Receives every snapshot transfer to this node, one chunk at a time: the first chunk opens
+/// a sink from the group's state machine, each chunk is written on the blocking pool, and
+/// the last hands the whole to the host. A new transfer for a group replaces an unfinished
+/// one.
+async fn receive_snapshots<M: StateMachine + Send + 'static>(
+    mut chunks: mpsc::Receiver<InboundChunk>,
+    commands: mpsc::Sender<Command<M>>,
+) {
+    let mut incoming: HashMap<RangeId, Incoming<M::Sink>> = HashMap::new();
+    while let Some(chunk) = chunks.recv().await {
+        let answer = receive_chunk(&mut incoming, chunk.source, chunk.request, &commands).await;
+        let answer = answer.unwrap_or_else(ChunkAnswer::Refused);
+        let _ = chunk.reply.send(answer);
+    }
+}
+
+/// Drops a sink (which discards what it holds, possibly writing) off the runtime.
+fn discard_off_runtime<K: Send + 'static>(sink: Option<K>) {
+    if let Some(sink) = sink {
+        tokio::task::spawn_blocking(move || drop(sink));
+    }
+}
+
+async fn receive_chunk<M: StateMachine + Send + 'static>(
+    incoming: &mut HashMap<RangeId, Incoming<M::Sink>>,
+    source: NodeId,
+    request: ChunkRequest,
+    commands: &mpsc::Sender<Command<M>>,
+) -> Result<ChunkAnswer, String> {
+    let MessageBody::Snapshot { meta } = &request.message.body else {
+        return Err("not a snapshot transfer".into());
+    };
+    let group = request.message.group;
+    if request.seq == 0 {
+        if let Some(old) = incoming.remove(&group) {
+            discard_off_runtime(old.sink);
+        }
+        let (reply, rx) = oneshot::channel();
+        commands
+            .send(Command::ReceiveSnapshot {
+                group,
+                meta: meta.clone(),
+                reply,
+            })
+            .await
+            .map_err(|_| "the Raft driver has stopped")?;
+        let sink = rx
+            .await
+            .map_err(|_| "the Raft driver has stopped")?
+            .map_err(|e| e.to_string())?;
+        incoming.insert(
+            group,
+            Incoming {
+                from: source,
+                meta: meta.clone(),
+                next_seq: 0,
+                sink: Some(sink),
+            },
+        );
+    }
+    let Some(transfer) = incoming.get_mut(&group) else {
+        return Err("no transfer under way for the group".into());
+    };
+    if transfer.from != source || transfer.meta != *meta || transfer.next_seq != request.seq {
+        let old = incoming.remove(&group).and_then(|t| t.sink);
+        discard_off_runtime(old);
+        return Err(format!(
+            "chunk {} does not continue the transfer under way",
+            request.seq
+        ));
+    }
+    let Some(mut sink) = transfer.sink.take() else {
+        incoming.remove(&group);
+        return Err("the transfer's sink is gone".into());
+    };
+    let (data, last) = (request.data, request.last);
+    let written = tokio::task::spawn_blocking(move || {
+        sink.write(&data)?;
+        if last {
+            sink.finish().map(Err)
+        } else {
+            Ok(Ok(sink))
+        }
+    })
+    .await
+    .map_err(|e| format!("snapshot writer panicked: {e}"))?;
+    match written {
+        Ok(Ok(sink)) => {
+            transfer.sink = Some(sink);
+            transfer.next_seq += 1;
+            Ok(ChunkAnswer::Continue)
+        }
+        Ok(Err(staged)) => {
+            incoming.remove(&group);
+            commands
+                .send(Command::SnapshotReceived {
+                    message: request.message,
+                    staged,
+                })
+                .await
+                .map_err(|_| "the Raft driver has stopped")?;
+            Ok(ChunkAnswer::Done)
+        }
+        Err(error) => {
+            incoming.remove(&group);
+            Err(error.to_string())
+        }
     }
 }
 
@@ -688,6 +1135,8 @@ struct Outbound {
     peers: Peers,
     queues: HashMap<NodeId, mpsc::Sender<Vec<Message>>>,
     config: DriverConfig,
+    /// Where sender tasks are spawned (rounds run on the blocking pool).
+    runtime: tokio::runtime::Handle,
 }
 
 impl Outbound {
@@ -696,7 +1145,7 @@ impl Outbound {
         for (to, batch) in batch_by_node(messages) {
             let queue = self.queues.entry(to).or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(self.config.peer_queue.max(1));
-                tokio::spawn(peer_sender(
+                self.runtime.spawn(peer_sender(
                     to,
                     rx,
                     self.transport.clone(),

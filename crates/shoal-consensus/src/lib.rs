@@ -18,15 +18,19 @@
 //! - **Membership** by joint consensus: learners (promotable or read-only), [`ConfChange`]s
 //!   AddNode, RemoveNode, PromoteLearner, BatchPromote, BatchRemove; promotions of learners that
 //!   have not caught up are refused; leadership transfer; a removed leader steps down.
-//! - **Snapshots**: a [`StateMachine`] trait, chunked streaming with a CRC32C per chunk and
-//!   for the whole, resumable after loss, with progress in [`ReplicaStatus`]; log compaction
-//!   after snapshots triggered by log length.
+//! - **Snapshots** that never pass through the core: a [`StateMachine`] keeps its state
+//!   durable so the log can be compacted behind it (triggered by log length), and a follower
+//!   behind the compaction point is streamed the state machine's contents beside Raft traffic
+//!   ([`SnapshotSource`] to [`SnapshotSink`], a chunk at a time), installed before anything
+//!   acknowledges it (see [`snapshot`]).
 //! - **Persistence** that may be asynchronous: a [`LogStore`] trait, [`MemLogStore`], and
 //!   [`Wal`], a durable write-ahead log shared by many groups (CRC32C per record, group
 //!   commit, torn-tail truncation on recovery, segment deletion after compaction).
 //! - **Many groups per node**: [`MultiRaft`] routes by group id, ticks every group at once
-//!   and gathers every ready for one sync; [`driver::RaftDriver`] (feature `tokio`, on by
-//!   default) runs it over shoal-transport.
+//!   and gathers every ready for one sync; [`RaftHost`] is the one ready loop over them and
+//!   their state machines (used by every driver, the simulator, the tests and the
+//!   benchmarks); [`driver::RaftDriver`] (feature `tokio`, on by default) runs it over
+//!   shoal-transport, with each round on the blocking pool.
 //! - **Bad input**: misaddressed messages, messages from non-members, and terms or indexes
 //!   beyond [`MAX_TERM`] and [`MAX_INDEX`] are dropped and counted in [`RaftStats`]; a
 //!   [`Membership`] that breaks its invariants does not decode.
@@ -93,6 +97,7 @@ pub mod config;
 pub mod driver;
 pub mod entry;
 pub mod error;
+pub mod host;
 mod log;
 pub mod membership;
 pub mod message;
@@ -109,6 +114,7 @@ pub mod wal;
 pub use config::{ConfigError, RaftConfig};
 pub use entry::{Entry, EntryPayload, LogIndex, Term, MAX_INDEX, MAX_TERM};
 pub use error::{ProposeError, ReadError, StartError, TransferError};
+pub use host::{HostError, HostEvent, HostStats, RaftHost};
 pub use membership::{
     ConfChange, ConfChangeError, LearnerKind, Membership, MembershipError, VoteResult,
     MAX_MEMBERSHIP_ENTRIES,
@@ -118,6 +124,6 @@ pub use multi::{batch_by_node, AddGroupError, MultiRaft, MultiRaftStats};
 pub use progress::{ReplicaState, ReplicaStatus};
 pub use raft::{Raft, RaftStats, ReadMode, Role, Status};
 pub use ready::{LeaderInfo, PersistedToken, ReadState, Ready};
-pub use snapshot::{ChunkError, Snapshot, SnapshotMeta, StateMachine};
+pub use snapshot::{MachineError, SnapshotMeta, SnapshotSink, SnapshotSource, StateMachine};
 pub use store::{HardState, LogStore, MemLogStore, StoreError};
 pub use wal::{Recovery, TornTail, Wal, WalConfig, WalStats, WalStore};

@@ -2,7 +2,7 @@
 //! known to be persisted, and the commit, persist and apply positions.
 
 use crate::entry::{Entry, LogIndex, Term};
-use crate::snapshot::Snapshot;
+use crate::snapshot::SnapshotMeta;
 use crate::store::{LogStore, StoreError};
 use std::collections::VecDeque;
 
@@ -18,7 +18,7 @@ pub(crate) struct RaftLog<S> {
     unstable: VecDeque<Entry>,
     offset: LogIndex,
     /// A received snapshot not yet known to be persisted.
-    pending_snapshot: Option<Snapshot>,
+    pending_snapshot: Option<SnapshotMeta>,
     snapshot_handed: bool,
     /// The last index handed to the driver to persist.
     handed: LogIndex,
@@ -56,7 +56,7 @@ impl<S: LogStore> RaftLog<S> {
 
     pub(crate) fn first_index(&self) -> LogIndex {
         match &self.pending_snapshot {
-            Some(s) => s.meta.index + 1,
+            Some(s) => s.index + 1,
             None => self.store.first_index(),
         }
     }
@@ -78,8 +78,8 @@ impl<S: LogStore> RaftLog<S> {
                 .ok_or(StoreError::Unavailable(index));
         }
         if let Some(snap) = &self.pending_snapshot {
-            return match index.cmp(&snap.meta.index) {
-                std::cmp::Ordering::Equal => Ok(snap.meta.term),
+            return match index.cmp(&snap.index) {
+                std::cmp::Ordering::Equal => Ok(snap.term),
                 std::cmp::Ordering::Less => Err(StoreError::Compacted(index)),
                 // Unreachable: offset is just past the snapshot.
                 std::cmp::Ordering::Greater => Err(StoreError::Unavailable(index)),
@@ -188,8 +188,8 @@ impl<S: LogStore> RaftLog<S> {
     /// Replaces the log with a received snapshot. Its index is at most
     /// [`crate::MAX_INDEX`] (larger ones are dropped in [`crate::Raft::step`]), which leaves
     /// the `+ 1` arithmetic here and in later appends room to spare.
-    pub(crate) fn restore(&mut self, snapshot: Snapshot) {
-        let index = snapshot.meta.index;
+    pub(crate) fn restore(&mut self, snapshot: SnapshotMeta) {
+        let index = snapshot.index;
         self.unstable.clear();
         self.offset = index + 1;
         self.committed = index;
@@ -201,7 +201,7 @@ impl<S: LogStore> RaftLog<S> {
     }
 
     /// What the driver should persist next: a snapshot to install, entries to append.
-    pub(crate) fn take_unpersisted(&mut self) -> (Option<Snapshot>, Vec<Entry>) {
+    pub(crate) fn take_unpersisted(&mut self) -> (Option<SnapshotMeta>, Vec<Entry>) {
         let snapshot = match &self.pending_snapshot {
             Some(s) if !self.snapshot_handed => {
                 self.snapshot_handed = true;
@@ -222,12 +222,17 @@ impl<S: LogStore> RaftLog<S> {
         (snapshot, entries)
     }
 
+    /// The received snapshot waiting to be persisted, if any.
+    pub(crate) fn pending_snapshot(&self) -> Option<&SnapshotMeta> {
+        self.pending_snapshot.as_ref()
+    }
+
     /// The driver persisted the snapshot at `index`.
     pub(crate) fn snapshot_persisted(&mut self, index: LogIndex) {
         if self
             .pending_snapshot
             .as_ref()
-            .is_some_and(|s| s.meta.index == index && self.snapshot_handed)
+            .is_some_and(|s| s.index == index && self.snapshot_handed)
         {
             self.pending_snapshot = None;
             self.persisted = self.persisted.max(index);

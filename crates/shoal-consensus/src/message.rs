@@ -2,11 +2,10 @@
 
 use crate::entry::{Entry, LogIndex, Term, MAX_INDEX, MAX_TERM};
 use crate::snapshot::SnapshotMeta;
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use shoal_core::{NodeId, RangeId};
 
-/// What [`MessageBody::approx_size`] allows for everything but entries and snapshot bytes: the
+/// What [`MessageBody::approx_size`] allows for everything but entries and memberships: the
 /// addressing, terms and indexes. Their varints take less with realistic values (small ids
 /// and terms, indexes below 2^32); with extreme ones the estimate falls short by a few dozen
 /// bytes per message, which limits built on it leave room for.
@@ -100,23 +99,13 @@ pub enum MessageBody {
         /// The `sent_at` of the heartbeat answered.
         sent_at: u64,
     },
-    /// One chunk of a snapshot being installed on a follower.
+    /// Install this snapshot in place of the log. Its data came on another channel (see
+    /// [`crate::snapshot`]): only the receiver's driver steps this message, once the data is
+    /// whole and kept aside; one arriving with ordinary Raft traffic is dropped by
+    /// [`crate::host::RaftHost`]. The follower answers with an [`MessageBody::AppendResponse`].
     Snapshot {
         /// What the snapshot covers.
         meta: SnapshotMeta,
-        /// Where this chunk starts in the snapshot's bytes.
-        offset: u64,
-        /// The chunk.
-        data: Bytes,
-        /// CRC32C of `data`.
-        crc: u32,
-    },
-    /// How much of a snapshot a follower holds: the leader continues (or resumes) from there.
-    SnapshotResponse {
-        /// The snapshot's index.
-        index: LogIndex,
-        /// Bytes received in order so far.
-        received: u64,
     },
     /// Start an election now, skipping pre-vote: the leader is handing over leadership.
     TimeoutNow,
@@ -204,7 +193,6 @@ impl Message {
             B::Heartbeat { commit, .. } => over_index("commit", *commit),
             B::Snapshot { meta, .. } => over_index("snapshot index", meta.index)
                 .or_else(|| over_term("snapshot term", meta.term)),
-            B::SnapshotResponse { index, .. } => over_index("snapshot index", *index),
             B::ReadIndexResponse {
                 index: Some(index), ..
             } => over_index("read index", *index),
@@ -241,22 +229,19 @@ impl MessageBody {
             MessageBody::Heartbeat { .. } => "Heartbeat",
             MessageBody::HeartbeatResponse { .. } => "HeartbeatResponse",
             MessageBody::Snapshot { .. } => "Snapshot",
-            MessageBody::SnapshotResponse { .. } => "SnapshotResponse",
             MessageBody::TimeoutNow => "TimeoutNow",
             MessageBody::ReadIndex { .. } => "ReadIndex",
             MessageBody::ReadIndexResponse { .. } => "ReadIndexResponse",
         }
     }
 
-    /// About how many bytes the message takes encoded: its entries' or snapshot chunk's
-    /// payload plus a fixed allowance for the rest. For batching within size limits.
+    /// About how many bytes the message takes encoded: its entries' payload (or a snapshot's
+    /// membership) plus a fixed allowance for the rest. For batching within size limits.
     pub fn approx_size(&self) -> u64 {
         MESSAGE_OVERHEAD
             + match self {
                 MessageBody::Append { entries, .. } => entries.iter().map(Entry::size).sum(),
-                MessageBody::Snapshot { data, meta, .. } => {
-                    data.len() as u64 + 8 * meta.membership.node_count() as u64
-                }
+                MessageBody::Snapshot { meta } => 8 * meta.membership.node_count() as u64,
                 _ => 0,
             }
     }

@@ -12,25 +12,16 @@ pub enum ReplicaState {
     Probe,
     /// The follower is in step: appends are pipelined, up to the in-flight limits.
     Replicate,
-    /// The follower needs entries the leader has compacted: a snapshot is being streamed.
+    /// The follower needs entries the leader has compacted: the driver is streaming it a
+    /// snapshot, and reports how that went ([`crate::Raft::report_snapshot`]).
     Snapshot,
 }
 
-/// A snapshot being streamed to a follower.
-#[derive(Clone, Debug)]
+/// A snapshot the driver was asked to send a follower.
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct SnapshotSend {
-    /// The snapshot's index.
-    pub(crate) index: LogIndex,
-    /// Its length.
-    pub(crate) total: u64,
-    /// Bytes sent so far (in order).
-    pub(crate) sent: u64,
-    /// Bytes the follower confirmed.
-    pub(crate) acked: u64,
-    /// When the follower last confirmed progress (to resend after a loss).
-    pub(crate) last_ack: Instant,
-    /// The snapshot itself (its bytes are shared, not copied).
-    pub(crate) snapshot: crate::snapshot::Snapshot,
+    /// When it was asked for.
+    pub(crate) since: Instant,
 }
 
 /// The leader's record of one follower.
@@ -87,12 +78,8 @@ impl Progress {
     }
 
     pub(crate) fn become_probe(&mut self) {
-        if self.state == ReplicaState::Snapshot {
-            let index = self.snapshot.take().map_or(0, |s| s.index);
-            self.next_index = (self.match_index + 1).max(index + 1);
-        } else {
-            self.next_index = self.match_index + 1;
-        }
+        self.snapshot = None;
+        self.next_index = self.match_index + 1;
         self.state = ReplicaState::Probe;
         self.probe_sent = false;
         self.clear_inflight();
@@ -197,8 +184,8 @@ pub struct ReplicaStatus {
     pub lag_entries: u64,
     /// How long since it last held the leader's whole log (zero when it does).
     pub lag: std::time::Duration,
-    /// A snapshot transfer in progress: (bytes acknowledged, total bytes).
-    pub snapshot_progress: Option<(u64, u64)>,
+    /// How long a snapshot transfer to it has been under way, if one is.
+    pub snapshot_for: Option<std::time::Duration>,
     /// Whether it is a learner.
     pub learner: bool,
 }

@@ -3,21 +3,26 @@
 use crate::entry::{Entry, LogIndex, Term};
 use crate::error::ReadError;
 use crate::message::Message;
-use crate::snapshot::{Snapshot, SnapshotMeta};
+use crate::snapshot::SnapshotMeta;
 use crate::store::{HardState, LogStore, StoreError};
 use shoal_core::NodeId;
 
 /// The work a driver does for a group, in this order:
 ///
 /// 1. send [`Ready::messages`] (a leader's appends may go out before its own disk write);
-/// 2. persist: install [`Ready::snapshot`] (store and state machine), append
+/// 2. persist: install [`Ready::snapshot`] (the state machine first, then the store), append
 ///    [`Ready::entries`], record [`Ready::hard_state`], apply [`Ready::compact`], then
 ///    sync (one sync may cover many groups and many readies, in order);
 /// 3. call [`crate::Raft::on_persisted`] with [`Ready::persisted`], and only then send
 ///    [`Ready::persisted_messages`] (votes and acknowledgements promise what is on disk);
 /// 4. apply [`Ready::committed`] to the state machine, in order;
 /// 5. answer reads: each [`ReadState`] may be served once the state machine has applied
-///    through its index.
+///    through its index;
+/// 6. when [`Ready::snapshot_wanted`], persist the state machine and report with
+///    [`crate::Raft::snapshot_taken`]; stream a snapshot to each of [`Ready::send_snapshots`]
+///    and report with [`crate::Raft::report_snapshot`].
+///
+/// [`crate::host::RaftHost`] is this loop, for every group of a node.
 ///
 /// Readies must be persisted in the order they were taken.
 #[derive(Debug, Default)]
@@ -25,8 +30,10 @@ use shoal_core::NodeId;
 pub struct Ready {
     /// Messages to send now.
     pub messages: Vec<Message>,
-    /// A snapshot received from the leader, to install in place of the whole log and state.
-    pub snapshot: Option<Snapshot>,
+    /// A snapshot received from the leader and accepted, to install in place of the whole
+    /// log and state: its data (received by the driver, see [`crate::snapshot`]) goes into the
+    /// state machine before the store records it, and before anything acknowledges it.
+    pub snapshot: Option<SnapshotMeta>,
     /// Entries to append to the log store (dropping any stored entry at or after the first).
     pub entries: Vec<Entry>,
     /// The hard state to record, when it changed.
@@ -43,9 +50,14 @@ pub struct Ready {
     pub failed_reads: Vec<(u64, ReadError)>,
     /// The leader as this node now sees it, when that changed.
     pub leader: Option<LeaderInfo>,
-    /// The core wants a state-machine snapshot (its log grew, or a follower needs one):
-    /// call [`crate::Raft::snapshot_taken`] with one taken after applying this ready.
+    /// The log grew: make the state machine's state durable (after applying this ready) and
+    /// report the index it is durable through with [`crate::Raft::snapshot_taken`], so the
+    /// log behind it can go.
     pub snapshot_wanted: bool,
+    /// Followers that need entries the log no longer holds: stream each a snapshot of the
+    /// state machine (see [`crate::snapshot`]) and report how it went with
+    /// [`crate::Raft::report_snapshot`].
+    pub send_snapshots: Vec<NodeId>,
     /// What to pass to [`crate::Raft::on_persisted`] once this ready is on disk.
     pub persisted: PersistedToken,
 }
@@ -54,10 +66,10 @@ impl Ready {
     /// Step 2's writes into `store`, in order: the received snapshot's metadata, the entries,
     /// the hard state, the compaction. Does not sync: the driver syncs once for every ready
     /// and group it wrote (group commit). The state machine's side of a received snapshot
-    /// (restoring from [`Ready::snapshot`]'s bytes) is the driver's.
+    /// (installing its data) is the driver's, and comes first.
     pub fn write_to(&self, store: &mut impl LogStore) -> Result<(), StoreError> {
         if let Some(snapshot) = &self.snapshot {
-            store.install_snapshot(snapshot.meta.clone())?;
+            store.install_snapshot(snapshot.clone())?;
         }
         store.append(&self.entries)?;
         if let Some(hs) = self.hard_state {
@@ -82,6 +94,7 @@ impl Ready {
             && self.failed_reads.is_empty()
             && self.leader.is_none()
             && !self.snapshot_wanted
+            && self.send_snapshots.is_empty()
     }
 
     /// Whether the driver must write anything before the persisted messages may go.

@@ -2,18 +2,20 @@
 //! machine and a shared [`SimHistory`] that checks Raft's safety properties as events
 //! happen.
 //!
-//! A [`SimReplica`] persists each ready synchronously into a [`MemLogStore`] that survives a
-//! simulated crash (it is the replica's disk), together with the latest snapshot's bytes;
-//! its register state machine is volatile and is rebuilt from the snapshot and the log on
-//! restart, the way a real node's would be without a durable state machine.
+//! A [`SimReplica`] runs one group in a [`RaftHost`], the same ready loop as every other
+//! driver, persisting synchronously into a [`MemLogStore`] that survives a simulated crash
+//! (it is the replica's disk). Its register state machine keeps a copy on that disk, refreshed
+//! when it is persisted for log compaction and when a snapshot is installed; after a crash
+//! it restarts from that copy and the log replays the rest. Snapshot data goes beside Raft
+//! messages, as one simulated message per transfer, answered by the receiver.
 
 use crate::config::RaftConfig;
 use crate::entry::{Entry, EntryPayload, LogIndex, Term};
+use crate::host::{HostError, HostEvent, RaftHost};
 use crate::membership::Membership;
 use crate::message::Message;
 use crate::raft::{Raft, ReadMode};
-use crate::ready::Ready;
-use crate::snapshot::{Snapshot, StateMachine};
+use crate::snapshot::{MachineError, SnapshotMeta, SnapshotSink, SnapshotSource, StateMachine};
 use crate::store::{LogStore, MemLogStore};
 use bytes::Bytes;
 use shoal_core::{Instant, NodeId, RangeId};
@@ -127,10 +129,10 @@ impl Registers {
     }
 }
 
-impl StateMachine for Registers {
-    /// Answers a command with the value before it (8 bytes LE) and whether it took effect
-    /// (1 byte).
-    fn apply(&mut self, entry: &Entry) -> Bytes {
+impl Registers {
+    /// Applies one committed entry; answers a command with the value before it (8 bytes LE)
+    /// and whether it took effect (1 byte).
+    pub fn apply(&mut self, entry: &Entry) -> Bytes {
         self.applied = entry.index;
         self.last_outcome = None;
         let EntryPayload::Command(data) = &entry.payload else {
@@ -159,11 +161,13 @@ impl StateMachine for Registers {
         answer.into()
     }
 
-    fn applied_index(&self) -> LogIndex {
+    /// The index of the last entry applied.
+    pub fn applied_index(&self) -> LogIndex {
         self.applied
     }
 
-    fn snapshot(&mut self) -> Bytes {
+    /// The registers as bytes: the applied index, then (key, value) pairs.
+    pub fn encode(&self) -> Bytes {
         let mut out = Vec::with_capacity(8 + 16 * self.values.len());
         out.extend_from_slice(&self.applied.to_le_bytes());
         for (k, v) in &self.values {
@@ -173,18 +177,135 @@ impl StateMachine for Registers {
         out.into()
     }
 
-    fn restore(&mut self, snapshot: &Snapshot) {
-        let data = &snapshot.data;
-        *self = Registers {
-            applied: snapshot.meta.index,
+    /// Parses [`Registers::encode`]'s bytes.
+    pub fn decode(data: &[u8]) -> Option<Registers> {
+        let applied = u64::from_le_bytes(data.get(..8)?.try_into().ok()?);
+        let pairs = &data[8..];
+        if !pairs.len().is_multiple_of(16) {
+            return None;
+        }
+        let mut registers = Registers {
+            applied,
             ..Registers::default()
         };
-        for pair in data.get(8..).unwrap_or_default().chunks_exact(16) {
-            let k = u64::from_le_bytes(pair[..8].try_into().expect("8 bytes"));
-            let v = u64::from_le_bytes(pair[8..].try_into().expect("8 bytes"));
-            self.values.insert(k, v);
+        for pair in pairs.chunks_exact(16) {
+            let k = u64::from_le_bytes(pair[..8].try_into().ok()?);
+            let v = u64::from_le_bytes(pair[8..].try_into().ok()?);
+            registers.values.insert(k, v);
         }
+        Some(registers)
     }
+}
+
+/// A simulated replica's state machine: [`Registers`] in memory, with a copy on the
+/// replica's simulated disk that [`StateMachine::persist`] and snapshot installs refresh (it
+/// survives crashes, as the log does), reporting every apply to the [`SimHistory`].
+pub struct SimMachine {
+    id: NodeId,
+    registers: Registers,
+    disk: Rc<RefCell<Registers>>,
+    history: SharedHistory,
+}
+
+/// A snapshot of [`Registers`], as one chunk.
+pub struct RegistersSource {
+    index: LogIndex,
+    chunk: Option<Bytes>,
+}
+
+impl SnapshotSource for RegistersSource {
+    fn index(&self) -> LogIndex {
+        self.index
+    }
+
+    fn next_chunk(&mut self) -> Result<Option<Bytes>, MachineError> {
+        Ok(self.chunk.take())
+    }
+}
+
+/// A snapshot of [`Registers`] being received.
+pub struct RegistersSink {
+    index: LogIndex,
+    data: Vec<u8>,
+}
+
+impl SnapshotSink for RegistersSink {
+    type Staged = Registers;
+
+    fn write(&mut self, chunk: &[u8]) -> Result<(), MachineError> {
+        self.data.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Registers, MachineError> {
+        let registers = Registers::decode(&self.data)
+            .ok_or_else(|| MachineError::BadSnapshot("undecodable registers".into()))?;
+        if registers.applied != self.index {
+            return Err(MachineError::BadSnapshot(format!(
+                "registers at {} for a snapshot at {}",
+                registers.applied, self.index
+            )));
+        }
+        Ok(registers)
+    }
+}
+
+impl StateMachine for SimMachine {
+    type Source = RegistersSource;
+    type Sink = RegistersSink;
+    type Staged = Registers;
+
+    fn apply(&mut self, entry: &Entry) -> Result<Bytes, MachineError> {
+        let answer = self.registers.apply(entry);
+        let mut history = self.history.borrow_mut();
+        history.on_applied(self.id, entry);
+        // An operation took effect when it committed, before any replica applied it: the
+        // first apply anywhere completes it in the client history (its proposer may never
+        // hear back, and an open-ended operation costs the checker dearly).
+        if let Some((op_id, outcome)) = self.registers.last_client_outcome(entry) {
+            if history.clients.is_pending(op_id) {
+                history.client_completed(op_id, outcome);
+            }
+        }
+        Ok(answer)
+    }
+
+    fn applied_index(&self) -> LogIndex {
+        self.registers.applied
+    }
+
+    fn persist(&mut self) -> Result<LogIndex, MachineError> {
+        *self.disk.borrow_mut() = self.registers.clone();
+        Ok(self.registers.applied)
+    }
+
+    fn snapshot(&mut self) -> Result<RegistersSource, MachineError> {
+        Ok(RegistersSource {
+            index: self.registers.applied,
+            chunk: Some(self.registers.encode()),
+        })
+    }
+
+    fn receive_snapshot(&mut self, meta: &SnapshotMeta) -> Result<RegistersSink, MachineError> {
+        Ok(RegistersSink {
+            index: meta.index,
+            data: Vec::new(),
+        })
+    }
+
+    fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        staged: Registers,
+    ) -> Result<(), MachineError> {
+        debug_assert_eq!(staged.applied, meta.index);
+        self.registers = staged;
+        *self.disk.borrow_mut() = self.registers.clone();
+        self.history.borrow_mut().snapshots_installed += 1;
+        Ok(())
+    }
+
+    fn discard_snapshot(&mut self, _staged: Registers) {}
 }
 
 /// What the history checks, shared by every replica of a simulation. Each replica reports
@@ -369,36 +490,67 @@ impl SimHistory {
     }
 }
 
+/// What simulated replicas send each other: Raft messages, and snapshot transfers beside
+/// them (a whole transfer is one simulated message, lost or delivered as one).
+#[derive(Clone, Debug)]
+pub enum SimMessage {
+    /// A Raft message.
+    Raft(Message),
+    /// A snapshot's data and the message that completes it.
+    Snapshot {
+        /// The [`crate::MessageBody::Snapshot`] message.
+        message: Message,
+        /// The chunks.
+        chunks: Vec<Bytes>,
+    },
+    /// The receiver's answer to a transfer: whether it holds the snapshot whole.
+    SnapshotAck {
+        /// The snapshot's index.
+        index: LogIndex,
+        /// Whether it arrived whole.
+        ok: bool,
+    },
+}
+
 /// What a simulated replica's timer carries.
 #[derive(Clone, Copy, Debug)]
 pub enum SimTimer {
     /// The periodic tick.
     Tick,
+    /// A snapshot transfer to a peer gets no answer in time: it failed.
+    SnapshotTimeout {
+        /// The peer.
+        peer: NodeId,
+        /// The snapshot's index.
+        index: LogIndex,
+    },
 }
 
-/// One Raft replica in the simulator, with a register state machine.
+type SimOutputs = Outputs<SimMessage, SimTimer>;
+
+/// One Raft replica in the simulator, with a register state machine, run by
+/// [`RaftHost`] like any other node.
 pub struct SimReplica {
     id: NodeId,
     config: RaftConfig,
     seed: u64,
     tick: Duration,
-    raft: Option<Raft<MemLogStore>>,
+    host: Option<RaftHost<MemLogStore, SimMachine>>,
     /// The replica's disk while it is down.
     disk: MemLogStore,
-    /// The latest snapshot's bytes on disk.
-    disk_snapshot: Option<Snapshot>,
-    /// A snapshot taken and not yet recorded by a ready.
-    taken_snapshot: Option<Bytes>,
-    registers: Registers,
-    /// Proposals made here, by index: (term, command).
-    proposals: BTreeMap<LogIndex, (Term, RegisterCommand)>,
+    /// The state machine's copy on disk.
+    disk_registers: Rc<RefCell<Registers>>,
+    /// Proposals made here and not settled: op id to (index, term).
+    proposals: HashMap<u64, (LogIndex, Term)>,
     /// Reads asked here and not yet answered: op id to key.
     reads: HashMap<u64, u64>,
-    /// Reads confirmed, waiting for the state machine to reach their index: (index, op id).
-    confirmed_reads: Vec<(LogIndex, u64)>,
+    /// Snapshot transfers out and not answered: peer to index.
+    transfers: HashMap<NodeId, LogIndex>,
     history: SharedHistory,
     restarted: Cell<bool>,
     incarnation: u64,
+    /// The time of the latest event.
+    now: Instant,
 }
 
 impl SimReplica {
@@ -432,44 +584,43 @@ impl SimReplica {
             tick: Duration::from_millis(10),
             config,
             seed,
-            raft: None,
+            host: None,
             disk,
-            disk_snapshot: None,
-            taken_snapshot: None,
-            registers: Registers::default(),
-            proposals: BTreeMap::new(),
+            disk_registers: Rc::default(),
+            proposals: HashMap::new(),
             reads: HashMap::new(),
-            confirmed_reads: Vec::new(),
+            transfers: HashMap::new(),
             history,
             restarted: Cell::new(false),
             incarnation: 0,
+            now: Instant::ZERO,
         }
     }
 
     /// The Raft core, while the replica is up.
     pub fn raft(&self) -> Option<&Raft<MemLogStore>> {
-        self.raft.as_ref()
+        self.host.as_ref()?.raft(SIM_GROUP)
     }
 
     /// The Raft core, while the replica is up, for operator actions (transfers, membership
     /// changes). Call [`SimReplica::drive`] afterwards.
     pub fn raft_mut(&mut self) -> Option<&mut Raft<MemLogStore>> {
-        self.raft.as_mut()
+        self.host.as_mut()?.raft_mut(SIM_GROUP)
     }
 
-    /// The state machine.
-    pub fn registers(&self) -> &Registers {
-        &self.registers
+    /// The state machine, while the replica is up.
+    pub fn registers(&self) -> Option<&Registers> {
+        Some(&self.host.as_ref()?.machine(SIM_GROUP)?.registers)
     }
 
     /// Proposes a command if this replica leads. Returns whether it was appended.
-    pub fn propose(&mut self, cmd: RegisterCommand, out: &mut Outputs<Message, SimTimer>) -> bool {
-        let Some(raft) = self.raft.as_mut() else {
+    pub fn propose(&mut self, cmd: RegisterCommand, out: &mut SimOutputs) -> bool {
+        let Some(host) = self.host.as_mut() else {
             return false;
         };
-        match raft.propose(cmd.encode()) {
+        match host.propose(SIM_GROUP, cmd.encode(), cmd.op_id) {
             Ok((index, term)) => {
-                self.proposals.insert(index, (term, cmd));
+                self.proposals.insert(cmd.op_id, (index, term));
                 let op = match cmd.op {
                     RegisterOp::Write(v) => ClientOp::Write(v),
                     RegisterOp::Cas { expected, new } => ClientOp::Cas {
@@ -489,21 +640,17 @@ impl SimReplica {
 
     /// Reads register `key` linearizably (through the leader's read index, or its lease),
     /// from any replica; answered once confirmed and applied. Returns whether it was asked.
-    pub fn read(
-        &mut self,
-        op_id: u64,
-        key: u64,
-        mode: ReadMode,
-        out: &mut Outputs<Message, SimTimer>,
-    ) -> bool {
-        let Some(raft) = self.raft.as_mut() else {
+    pub fn read(&mut self, op_id: u64, key: u64, mode: ReadMode, out: &mut SimOutputs) -> bool {
+        let Some(host) = self.host.as_mut() else {
             return false;
         };
+        if host.read(SIM_GROUP, mode, op_id).is_err() {
+            return false;
+        }
         self.history
             .borrow_mut()
             .client_invoked(op_id, self.id, key, ClientOp::Read);
         self.reads.insert(op_id, key);
-        raft.read(op_id, mode);
         self.drive(out);
         true
     }
@@ -511,113 +658,138 @@ impl SimReplica {
     /// Checks this replica against the history after a step (see
     /// [`SimHistory::check_replica`]).
     pub fn check(&self) {
-        if let Some(raft) = &self.raft {
+        if let Some(raft) = self.raft() {
             self.history
                 .borrow_mut()
                 .check_replica(raft, self.restarted.replace(false));
         }
     }
 
-    /// Takes every ready and does what it says: send, persist, apply.
-    pub fn drive(&mut self, out: &mut Outputs<Message, SimTimer>) {
+    /// Runs the host's rounds until it has nothing to do, sending what they produce and
+    /// settling clients' operations.
+    pub fn drive(&mut self, out: &mut SimOutputs) {
+        let now = self.now;
         for _ in 0..64 {
-            let Some(raft) = self.raft.as_mut() else {
+            let Some(host) = self.host.as_mut() else {
                 return;
             };
-            if !raft.has_ready() {
-                return;
+            if !host.has_ready() {
+                break;
             }
-            let ready = raft.ready();
-            self.handle_ready(ready, out);
+            host.round(now, &mut |messages| {
+                for m in messages {
+                    out.send(m.to, SimMessage::Raft(m));
+                }
+            });
+            let events = host.take_events();
+            self.handle_events(events, out);
         }
     }
 
-    fn handle_ready(&mut self, mut ready: Ready, out: &mut Outputs<Message, SimTimer>) {
-        let raft = self.raft.as_mut().expect("up");
-        for m in std::mem::take(&mut ready.messages) {
-            out.send(m.to, m);
-        }
-        ready
-            .write_to(raft.store_mut())
-            .expect("the memory store takes every write the core asks for");
-        if let Some(snapshot) = &ready.snapshot {
-            self.registers.restore(snapshot);
-            self.disk_snapshot = Some(snapshot.clone());
-            self.proposals.clear();
-            self.history.borrow_mut().snapshots_installed += 1;
-        }
-        if let Some((meta, _)) = &ready.compact {
-            if let Some(data) = self.taken_snapshot.take() {
-                self.disk_snapshot = Some(Snapshot {
-                    meta: meta.clone(),
-                    data,
-                });
-            }
-        }
-        raft.on_persisted(ready.persisted);
-        for m in ready.persisted_messages {
-            out.send(m.to, m);
-        }
-        let mut history = self.history.borrow_mut();
-        for entry in &ready.committed {
-            let _ = self.registers.apply(entry);
-            history.on_applied(self.id, entry);
-            // An operation took effect when it committed, before any replica applied it: the
-            // first apply anywhere completes it in the client history (its proposer may
-            // never hear back, and an open-ended operation costs the checker dearly).
-            if let Some((op_id, outcome)) = self.registers.last_client_outcome(entry) {
-                if history.clients.is_pending(op_id) {
-                    history.client_completed(op_id, outcome);
+    fn handle_events(&mut self, events: Vec<HostEvent<RegistersSource>>, out: &mut SimOutputs) {
+        for event in events {
+            match event {
+                HostEvent::Proposal { token, result } => {
+                    let Some((index, term)) = self.proposals.remove(&token) else {
+                        continue;
+                    };
+                    let mut history = self.history.borrow_mut();
+                    match result {
+                        Ok(_) => history.acknowledged.push((index, term, token)),
+                        Err(HostError::Dropped) if history.clients.is_pending(token) => {
+                            // Another entry holds the index: this proposal was never
+                            // committed and never will be.
+                            history.client_completed(token, Outcome::Failed);
+                        }
+                        // Indeterminate: it may still take effect; it stays open.
+                        Err(_) => {}
+                    }
+                }
+                HostEvent::Read { token, result } => {
+                    let Some(key) = self.reads.remove(&token) else {
+                        continue;
+                    };
+                    let outcome = match result {
+                        Ok(_) => {
+                            let value = self.registers().map_or(0, |r| r.get(key));
+                            Outcome::Read(Some(value))
+                        }
+                        Err(_) => Outcome::Failed,
+                    };
+                    self.history.borrow_mut().client_completed(token, outcome);
+                }
+                HostEvent::SendSnapshot {
+                    message,
+                    mut source,
+                    ..
+                } => {
+                    let peer = message.to;
+                    let index = source.index();
+                    let mut chunks = Vec::new();
+                    while let Ok(Some(chunk)) = source.next_chunk() {
+                        chunks.push(chunk);
+                    }
+                    self.transfers.insert(peer, index);
+                    out.send(peer, SimMessage::Snapshot { message, chunks });
+                    out.set_timer(
+                        self.config.election_timeout * 3,
+                        SimTimer::SnapshotTimeout { peer, index },
+                    );
+                }
+                HostEvent::Leader { .. } => {}
+                HostEvent::GroupFailed { group, error } => {
+                    panic!(
+                        "{}: group {group} failed in the simulation: {error}",
+                        self.id
+                    )
                 }
             }
-            if let Some((term, cmd)) = self.proposals.remove(&entry.index) {
-                if term == entry.term {
-                    history.acknowledged.push((entry.index, term, cmd.op_id));
-                } else if history.clients.is_pending(cmd.op_id) {
-                    // Another entry holds the index: this proposal was never committed and
-                    // never will be.
-                    history.client_completed(cmd.op_id, Outcome::Failed);
-                }
-            }
         }
-        self.confirmed_reads
-            .extend(ready.read_states.iter().map(|r| (r.index, r.ctx)));
-        for (op_id, _) in &ready.failed_reads {
-            if self.reads.remove(op_id).is_some() {
-                history.client_completed(*op_id, Outcome::Failed);
-            }
+    }
+
+    /// A transfer to `peer` ended.
+    fn end_transfer(&mut self, peer: NodeId, index: LogIndex, ok: bool, out: &mut SimOutputs) {
+        if self.transfers.get(&peer) != Some(&index) {
+            return;
         }
-        let applied = self.registers.applied;
-        let registers = &self.registers;
-        let reads = &mut self.reads;
-        self.confirmed_reads.retain(|&(index, op_id)| {
-            if index > applied {
-                return true;
-            }
-            if let Some(key) = reads.remove(&op_id) {
-                history.client_completed(op_id, Outcome::Read(Some(registers.get(key))));
-            }
-            false
-        });
-        drop(history);
-        if ready.snapshot_wanted {
-            let data = self.registers.snapshot();
-            self.taken_snapshot = Some(data.clone());
-            raft.snapshot_taken(data);
+        self.transfers.remove(&peer);
+        if let Some(host) = self.host.as_mut() {
+            host.report_snapshot(SIM_GROUP, peer, if ok { Ok(index) } else { Err(()) });
         }
+        self.drive(out);
+    }
+
+    /// Takes a snapshot transfer: writes its chunks into a sink, hands the result to the host.
+    fn receive(&mut self, message: Message, chunks: Vec<Bytes>) -> bool {
+        let Some(host) = self.host.as_mut() else {
+            return false;
+        };
+        let crate::message::MessageBody::Snapshot { meta } = &message.body else {
+            return false;
+        };
+        let Ok(mut sink) = host.receive_snapshot(SIM_GROUP, meta) else {
+            return false;
+        };
+        if chunks.iter().any(|c| sink.write(c).is_err()) {
+            return false;
+        }
+        let Ok(staged) = sink.finish() else {
+            return false;
+        };
+        host.snapshot_received(message, staged);
+        true
     }
 }
 
 impl Node for SimReplica {
-    type Message = Message;
+    type Message = SimMessage;
     type Timer = SimTimer;
 
-    fn on_start(&mut self, now: Instant, out: &mut Outputs<Message, SimTimer>) {
+    fn on_start(&mut self, now: Instant, out: &mut SimOutputs) {
+        self.now = now;
         let disk = std::mem::take(&mut self.disk);
-        self.registers = Registers::default();
-        if let Some(snapshot) = &self.disk_snapshot {
-            self.registers.restore(snapshot);
-        }
+        // The state machine restarts from its copy on disk; the log replays the rest.
+        let registers = self.disk_registers.borrow().clone();
         self.incarnation += 1;
         let seed = self.seed ^ self.incarnation.wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let raft = Raft::new(
@@ -625,12 +797,20 @@ impl Node for SimReplica {
             SIM_GROUP,
             self.config.clone(),
             disk,
-            self.registers.applied_index(),
+            registers.applied_index(),
             seed,
             now,
         )
         .expect("a valid config and a readable memory store");
-        self.raft = Some(raft);
+        let machine = SimMachine {
+            id: self.id,
+            registers,
+            disk: self.disk_registers.clone(),
+            history: self.history.clone(),
+        };
+        let mut host = RaftHost::new(self.id);
+        host.add_group(raft, machine).expect("one group");
+        self.host = Some(host);
         self.restarted.set(true);
         out.set_timer(self.tick, SimTimer::Tick);
     }
@@ -638,31 +818,54 @@ impl Node for SimReplica {
     fn on_message(
         &mut self,
         now: Instant,
-        _from: NodeId,
-        message: Message,
-        out: &mut Outputs<Message, SimTimer>,
+        from: NodeId,
+        message: SimMessage,
+        out: &mut SimOutputs,
     ) {
-        if let Some(raft) = self.raft.as_mut() {
-            raft.step(now, message);
+        self.now = now;
+        match message {
+            SimMessage::Raft(m) => {
+                if let Some(host) = self.host.as_mut() {
+                    let _ = host.step(now, m);
+                }
+            }
+            SimMessage::Snapshot { message, chunks } => {
+                let Some(index) = (match &message.body {
+                    crate::message::MessageBody::Snapshot { meta } => Some(meta.index),
+                    _ => None,
+                }) else {
+                    return;
+                };
+                let ok = self.receive(message, chunks);
+                out.send(from, SimMessage::SnapshotAck { index, ok });
+            }
+            SimMessage::SnapshotAck { index, ok } => self.end_transfer(from, index, ok, out),
         }
         self.drive(out);
     }
 
-    fn on_timer(&mut self, now: Instant, _timer: SimTimer, out: &mut Outputs<Message, SimTimer>) {
-        if let Some(raft) = self.raft.as_mut() {
-            raft.tick(now);
+    fn on_timer(&mut self, now: Instant, timer: SimTimer, out: &mut SimOutputs) {
+        self.now = now;
+        match timer {
+            SimTimer::Tick => {
+                if let Some(host) = self.host.as_mut() {
+                    host.tick(now);
+                }
+                self.drive(out);
+                out.set_timer(self.tick, SimTimer::Tick);
+            }
+            SimTimer::SnapshotTimeout { peer, index } => self.end_transfer(peer, index, false, out),
         }
-        self.drive(out);
-        out.set_timer(self.tick, SimTimer::Tick);
     }
 
     fn on_crash(&mut self) {
-        if let Some(mut raft) = self.raft.take() {
-            self.disk = std::mem::take(raft.store_mut());
+        if let Some(mut host) = self.host.take() {
+            if let Some((mut raft, _)) = host.remove_group(SIM_GROUP) {
+                self.disk = std::mem::take(raft.store_mut());
+            }
         }
-        self.taken_snapshot = None;
         self.proposals.clear();
         self.reads.clear();
-        self.confirmed_reads.clear();
+        self.transfers.clear();
     }
 }

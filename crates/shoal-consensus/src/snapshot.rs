@@ -1,9 +1,21 @@
-//! Snapshots: what a state machine hands Raft so the log before it can be dropped, and how a
-//! lagging follower receives one in checksummed chunks.
+//! Snapshots: what lets a group drop the log behind its state machine, and what a lagging
+//! follower receives instead of entries the log no longer holds.
+//!
+//! The core deals in [`SnapshotMeta`] only. A snapshot's data never passes through it (nor
+//! through the Raft messages it sends): the state machine keeps its own state durable
+//! ([`StateMachine::persist`]) so the log can be compacted behind it, and a leader's driver
+//! streams a follower the state machine's contents ([`StateMachine::snapshot`], a
+//! [`SnapshotSource`]) on a channel of its own, the way etcd's and TiKV's raftstores do. The
+//! follower's driver writes the stream into a [`SnapshotSink`], kept aside until the core
+//! accepts the snapshot ([`crate::MessageBody::Snapshot`], stepped by the receiver's driver
+//! once the data is whole); the state machine then installs it
+//! ([`StateMachine::install_snapshot`]) before anything acknowledges it. A snapshot of a
+//! large state machine thus costs a chunk or two of memory at either end, not a copy of the
+//! whole. [`crate::host::RaftHost`] does all of this for a node's groups.
 
-use crate::entry::{LogIndex, Term};
+use crate::entry::{Entry, LogIndex, Term};
 use crate::membership::Membership;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// What a snapshot covers.
@@ -15,186 +27,81 @@ pub struct SnapshotMeta {
     pub term: Term,
     /// The membership in force at `index`.
     pub membership: Membership,
-    /// Length of the snapshot's bytes.
-    pub size: u64,
-    /// CRC32C of all the snapshot's bytes.
-    pub checksum: u32,
 }
 
-/// A state-machine snapshot: its metadata and its bytes (which Raft treats as opaque).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Snapshot {
-    /// What it covers.
-    pub meta: SnapshotMeta,
-    /// The state machine's serialized state at `meta.index`.
-    pub data: Bytes,
+/// Why a state machine could not do what was asked.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MachineError {
+    /// A received snapshot chunk was refused (damaged, out of order, of another snapshot):
+    /// the transfer fails and nothing of it remains; the leader sends another.
+    #[error("bad snapshot: {0}")]
+    BadSnapshot(String),
+    /// The state machine failed (a disk error, say): its group cannot go on.
+    #[error("state machine failed: {0}")]
+    Failed(String),
+}
+
+/// A state machine's contents at one applied index, read out a chunk at a time (lazily: a
+/// source over a durable store holds a point-in-time view, not a copy).
+pub trait SnapshotSource: Send {
+    /// The applied index the contents are at.
+    fn index(&self) -> LogIndex;
+    /// The next chunk, or `None` after the last. Every snapshot has at least one chunk.
+    fn next_chunk(&mut self) -> Result<Option<Bytes>, MachineError>;
+}
+
+/// A snapshot being received: chunks in order, kept aside (the state machine goes on as it
+/// was) until [`SnapshotSink::finish`] checks the whole and hands it over for
+/// [`StateMachine::install_snapshot`]. Dropping a sink unfinished discards what it holds.
+pub trait SnapshotSink: Send {
+    /// A whole snapshot, checked and kept aside.
+    type Staged: Send;
+    /// Takes the next chunk. A refused chunk fails the whole transfer.
+    fn write(&mut self, chunk: &[u8]) -> Result<(), MachineError>;
+    /// Checks that the snapshot is whole and keeps it aside for installing.
+    fn finish(self) -> Result<Self::Staged, MachineError>;
 }
 
 /// A state machine Raft replicates into: the application side of a group.
 ///
-/// The core never calls it (it is sans-IO); drivers do, in this order per ready: install a
-/// received snapshot with [`StateMachine::restore`], then [`StateMachine::apply`] every
-/// committed entry in index order. [`StateMachine::snapshot`] is called when the core asks for
-/// one ([`crate::Ready::snapshot_wanted`]): once
-/// [`crate::RaftConfig::snapshot_after_entries`] entries were applied since the last snapshot
-/// (a count of entries, not of bytes), or when a follower needs entries the log no longer
-/// holds and no snapshot kept in memory covers them (none was taken here, or it was
-/// released unused).
+/// The core never calls it (it is sans-IO); drivers do, through [`crate::host::RaftHost`]:
+/// [`StateMachine::apply`] every committed entry in index order; before anything
+/// acknowledges a received snapshot, [`StateMachine::install_snapshot`]; when the core asks to
+/// compact its log ([`crate::Ready::snapshot_wanted`]), [`StateMachine::persist`], then
+/// [`crate::Raft::snapshot_taken`] with the index it returned; when a follower needs a
+/// snapshot, [`StateMachine::snapshot`].
 pub trait StateMachine {
+    /// A snapshot being read out.
+    type Source: SnapshotSource + 'static;
+    /// A snapshot being received.
+    type Sink: SnapshotSink<Staged = Self::Staged> + 'static;
+    /// A received snapshot waiting to be installed.
+    type Staged: Send + 'static;
+
     /// Applies one committed entry (every kind: commands, no-ops and membership entries, so
     /// the applied index can be tracked) and returns the answer for whoever proposed it (empty
-    /// when there is nothing to say). Must be deterministic.
-    fn apply(&mut self, entry: &crate::entry::Entry) -> Bytes;
+    /// when there is nothing to say). Must be deterministic. An entry at or below
+    /// [`StateMachine::applied_index`] is already reflected (a snapshot installed before a
+    /// crash can be ahead of the log) and must be skipped. An error stops the group.
+    fn apply(&mut self, entry: &Entry) -> Result<Bytes, MachineError>;
     /// The index of the last entry applied.
     fn applied_index(&self) -> LogIndex;
-    /// The state machine's state as bytes, at [`StateMachine::applied_index`].
-    fn snapshot(&mut self) -> Bytes;
-    /// Replaces the whole state with a snapshot's.
-    fn restore(&mut self, snapshot: &Snapshot);
-}
-
-/// Why a received snapshot chunk was not taken.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ChunkError {
-    /// The chunk's bytes do not match its CRC.
-    #[error("chunk checksum mismatch at offset {0}")]
-    BadChunkChecksum(u64),
-    /// The chunk starts elsewhere than where the received bytes end (a lost or repeated
-    /// chunk); the sender resumes from the receiver's offset.
-    #[error("chunk at {got} but {expected} bytes received")]
-    OutOfOrder {
-        /// Bytes held.
-        expected: u64,
-        /// The chunk's offset.
-        got: u64,
-    },
-    /// The chunk runs past the declared size, or the declared size is over the limit.
-    #[error("snapshot of {size} B over the limit or overrun")]
-    TooLarge {
-        /// The declared size.
-        size: u64,
-    },
-    /// All bytes arrived but their CRC does not match the snapshot's checksum.
-    #[error("snapshot checksum mismatch")]
-    BadChecksum,
-}
-
-/// A snapshot being received: chunks are taken in order only, so a transfer interrupted by a
-/// lost chunk, a leader change or a restart of the stream resumes from [`Self::received`].
-#[derive(Debug)]
-pub(crate) struct SnapshotReceiver {
-    pub(crate) meta: SnapshotMeta,
-    buf: BytesMut,
-}
-
-impl SnapshotReceiver {
-    pub(crate) fn new(meta: SnapshotMeta) -> Self {
-        Self {
-            meta,
-            buf: BytesMut::new(),
-        }
-    }
-
-    pub(crate) fn received(&self) -> u64 {
-        self.buf.len() as u64
-    }
-
-    /// Takes one chunk. `Ok(Some(snapshot))` once the last byte arrived and the whole
-    /// checksum verified.
-    pub(crate) fn take(
+    /// Makes everything applied durable and returns the index it is durable through: the log
+    /// may be compacted up to it. A state machine kept only in memory must keep a copy that
+    /// survives the crashes its log does.
+    fn persist(&mut self) -> Result<LogIndex, MachineError>;
+    /// The contents at [`StateMachine::applied_index`], to stream to a follower.
+    fn snapshot(&mut self) -> Result<Self::Source, MachineError>;
+    /// Starts receiving a snapshot described by `meta`.
+    fn receive_snapshot(&mut self, meta: &SnapshotMeta) -> Result<Self::Sink, MachineError>;
+    /// Replaces the whole state by a received snapshot's, at `meta.index`: atomically, and
+    /// durably before it returns (the snapshot is acknowledged right after).
+    fn install_snapshot(
         &mut self,
-        offset: u64,
-        data: &[u8],
-        crc: u32,
-        max_size: u64,
-    ) -> Result<Option<Snapshot>, ChunkError> {
-        let size = self.meta.size;
-        if size > max_size || offset.saturating_add(data.len() as u64) > size {
-            return Err(ChunkError::TooLarge { size });
-        }
-        if offset != self.received() {
-            return Err(ChunkError::OutOfOrder {
-                expected: self.received(),
-                got: offset,
-            });
-        }
-        if crc32c::crc32c(data) != crc {
-            return Err(ChunkError::BadChunkChecksum(offset));
-        }
-        self.buf.extend_from_slice(data);
-        if self.received() < size {
-            return Ok(None);
-        }
-        let data = std::mem::take(&mut self.buf).freeze();
-        if crc32c::crc32c(&data) != self.meta.checksum {
-            return Err(ChunkError::BadChecksum);
-        }
-        Ok(Some(Snapshot {
-            meta: self.meta.clone(),
-            data,
-        }))
-    }
-}
-
-/// Whether two metas describe the same snapshot (so a partial transfer can resume).
-pub(crate) fn same_snapshot(a: &SnapshotMeta, b: &SnapshotMeta) -> bool {
-    a.index == b.index && a.term == b.term && a.size == b.size && a.checksum == b.checksum
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn meta_for(data: &[u8]) -> SnapshotMeta {
-        SnapshotMeta {
-            index: 7,
-            term: 2,
-            membership: Membership::default(),
-            size: data.len() as u64,
-            checksum: crc32c::crc32c(data),
-        }
-    }
-
-    #[test]
-    fn chunks_in_order_assemble_and_bad_ones_change_nothing() {
-        let data: Vec<u8> = (0..100u8).collect();
-        let mut rx = SnapshotReceiver::new(meta_for(&data));
-        let c = |r: std::ops::Range<usize>| crc32c::crc32c(&data[r]);
-        assert_eq!(rx.take(0, &data[..40], c(0..40), 1 << 20), Ok(None));
-        assert_eq!(
-            rx.take(60, &data[60..], c(60..100), 1 << 20),
-            Err(ChunkError::OutOfOrder {
-                expected: 40,
-                got: 60
-            })
-        );
-        assert_eq!(
-            rx.take(40, &data[40..60], 0xdead, 1 << 20),
-            Err(ChunkError::BadChunkChecksum(40))
-        );
-        assert_eq!(rx.received(), 40);
-        assert_eq!(rx.take(40, &data[40..60], c(40..60), 1 << 20), Ok(None));
-        let snap = rx
-            .take(60, &data[60..], c(60..100), 1 << 20)
-            .unwrap()
-            .unwrap();
-        assert_eq!(&snap.data[..], &data[..]);
-    }
-
-    #[test]
-    fn oversize_and_wrong_total_checksum_are_refused() {
-        let data = vec![1u8; 10];
-        let mut rx = SnapshotReceiver::new(meta_for(&data));
-        assert_eq!(
-            rx.take(0, &data, crc32c::crc32c(&data), 5),
-            Err(ChunkError::TooLarge { size: 10 })
-        );
-        let mut meta = meta_for(&data);
-        meta.checksum ^= 1;
-        let mut rx = SnapshotReceiver::new(meta);
-        assert_eq!(
-            rx.take(0, &data, crc32c::crc32c(&data), 100),
-            Err(ChunkError::BadChecksum)
-        );
-    }
+        meta: &SnapshotMeta,
+        staged: Self::Staged,
+    ) -> Result<(), MachineError>;
+    /// Drops a received snapshot the core did not accept (the log already covered it, or a
+    /// newer one came).
+    fn discard_snapshot(&mut self, staged: Self::Staged);
 }

@@ -9,60 +9,23 @@
 
 use bytes::Bytes;
 use shoal_consensus::driver::{DriverConfig, DriverError, Peers, RaftDriver, RaftInbox};
+mod common;
+
+use common::machine::CommandLog;
 use shoal_consensus::{
-    Entry, EntryPayload, LogIndex, LogStore, Membership, Raft, RaftConfig, ReadMode, Role,
-    Snapshot, StateMachine, Status, Wal, WalConfig,
+    LogStore, Membership, Raft, RaftConfig, ReadMode, Role, Status, Wal, WalConfig,
 };
 use shoal_core::{Clock, NodeId, RangeId};
 use shoal_transport::{Router, RpcClient, RpcServer, TransportConfig};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const GROUPS: u64 = 8;
 const PROPOSALS: usize = 25;
 
-/// Commands in order; answers each with how many it has applied.
-#[derive(Clone, Default)]
-struct CommandLog {
-    applied: Arc<Mutex<(LogIndex, Vec<Bytes>)>>,
-}
-
-impl StateMachine for CommandLog {
-    fn apply(&mut self, entry: &Entry) -> Bytes {
-        let mut state = self.applied.lock().unwrap();
-        state.0 = entry.index;
-        if let EntryPayload::Command(data) = &entry.payload {
-            state.1.push(data.clone());
-        }
-        Bytes::copy_from_slice(&(state.1.len() as u64).to_le_bytes())
-    }
-    fn applied_index(&self) -> LogIndex {
-        self.applied.lock().unwrap().0
-    }
-    fn snapshot(&mut self) -> Bytes {
-        let state = self.applied.lock().unwrap();
-        Bytes::from(
-            state
-                .1
-                .iter()
-                .flat_map(|c| c.iter().copied())
-                .collect::<Vec<u8>>(),
-        )
-    }
-    fn restore(&mut self, snapshot: &Snapshot) {
-        let mut state = self.applied.lock().unwrap();
-        state.0 = snapshot.meta.index;
-        state.1 = snapshot
-            .data
-            .chunks(8)
-            .map(Bytes::copy_from_slice)
-            .collect();
-    }
-}
-
 struct TestNode {
-    driver: RaftDriver,
+    driver: RaftDriver<CommandLog>,
     server: RpcServer,
     wal: Wal,
     machines: Vec<CommandLog>,
@@ -74,13 +37,6 @@ fn raft_config() -> RaftConfig {
         heartbeat_interval: Duration::from_millis(30),
         election_timeout: Duration::from_millis(300),
         ..RaftConfig::default()
-    }
-}
-
-impl CommandLog {
-    /// The commands applied so far.
-    fn commands(&self) -> Vec<Bytes> {
-        self.applied.lock().unwrap().1.clone()
     }
 }
 
@@ -142,9 +98,7 @@ async fn host(
         raft.campaign();
     }
     let machine = CommandLog::default();
-    node.driver
-        .add_group(raft, Box::new(machine.clone()))
-        .await?;
+    node.driver.add_group(raft, machine.clone()).await?;
     Ok(machine)
 }
 
@@ -190,10 +144,7 @@ async fn three_nodes_run_eight_groups_over_tcp_with_one_wal_each() {
             }
             let machine = CommandLog::default();
             node.machines.push(machine.clone());
-            node.driver
-                .add_group(raft, Box::new(machine))
-                .await
-                .unwrap();
+            node.driver.add_group(raft, machine).await.unwrap();
         }
     }
 
@@ -247,9 +198,9 @@ async fn three_nodes_run_eight_groups_over_tcp_with_one_wal_each() {
         })
         .await;
         let machine = &nodes[follower].machines[(g - 1) as usize];
-        let (applied, commands) = machine.applied.lock().unwrap().clone();
-        assert!(applied >= index);
-        assert_eq!(commands.len(), PROPOSALS, "group {g} on a follower");
+        let state = machine.state();
+        assert!(state.applied >= index);
+        assert_eq!(state.commands.len(), PROPOSALS, "group {g} on a follower");
     }
 
     for node in &nodes {
@@ -274,7 +225,7 @@ async fn requests_for_unknown_groups_fail_clearly() {
     let config = DriverConfig::default();
     let inbox = RaftInbox::new(&config);
     let client = RpcClient::new(NodeId::new(1), None, TransportConfig::local()).unwrap();
-    let driver = RaftDriver::start(
+    let driver: RaftDriver<CommandLog> = RaftDriver::start(
         NodeId::new(1),
         Arc::new(client),
         Peers::default(),
@@ -513,7 +464,6 @@ async fn the_rpc_limit_follows_the_transports_frame_limit() {
     let fits = RaftConfig {
         max_append_bytes: 1 << 20,
         max_proposal_bytes: 1 << 20,
-        snapshot_chunk_bytes: 1 << 20,
         ..raft_config()
     };
     host(&node, id, &[id], RangeId::new(1), fits, true)
@@ -522,7 +472,6 @@ async fn the_rpc_limit_follows_the_transports_frame_limit() {
     let too_big = RaftConfig {
         max_append_bytes: 2 << 20,
         max_proposal_bytes: 1 << 20,
-        snapshot_chunk_bytes: 1 << 20,
         ..raft_config()
     };
     match host(&node, id, &[id], RangeId::new(2), too_big, true).await {
@@ -531,4 +480,78 @@ async fn the_rpc_limit_follows_the_transports_frame_limit() {
     }
     node.driver.shutdown().await;
     node.server.shutdown().await;
+}
+
+/// A follower cut off while the leader compacts its log catches up by a snapshot streamed
+/// over TCP beside Raft traffic, in many chunks (the test state machine's are 256 bytes).
+/// The leader is known through the lock-free lookup and the change notifications.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_follower_catches_up_by_a_snapshot_streamed_over_tcp() {
+    let ids: Vec<NodeId> = (1..=3).map(NodeId::new).collect();
+    let peers = Peers::default();
+    let config = DriverConfig::default();
+    let mut nodes = Vec::new();
+    for &id in &ids {
+        nodes.push(start_node(id, &peers, &config).await);
+    }
+    let group = RangeId::new(1);
+    let compacting = RaftConfig {
+        snapshot_after_entries: 20,
+        compaction_trailing_entries: 2,
+        ..raft_config()
+    };
+    let mut changes = nodes[0].driver.subscribe_leaders();
+    let mut machines = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        machines.push(
+            host(node, ids[i], &ids, group, compacting.clone(), i == 0)
+                .await
+                .unwrap(),
+        );
+    }
+    wait_for("n1 to lead", async || {
+        (nodes[0].driver.leader(group)?.id == Some(ids[0])).then_some(())
+    })
+    .await;
+    // The notifications told the same: a term without a leader (the campaign), then n1.
+    let mut seen = Vec::new();
+    while let Ok(change) = changes.try_recv() {
+        seen.push((change.group, change.leader.id));
+    }
+    assert_eq!(seen.last(), Some(&(group, Some(ids[0]))), "{seen:?}");
+
+    // Nobody can reach n3 while the leader commits and compacts.
+    let n3 = peers.write().unwrap().remove(&ids[2]).unwrap();
+    for p in 0..100u64 {
+        let mut data = vec![b'x'; 200];
+        data[..8].copy_from_slice(&p.to_le_bytes());
+        nodes[0].driver.propose(group, data.into()).await.unwrap();
+    }
+    wait_for("the leader to compact", async || {
+        let status = nodes[0].driver.status(group).await.ok()?;
+        (status.snapshot_index >= 80).then_some(())
+    })
+    .await;
+    assert!(machines[2].commands().is_empty());
+
+    peers.write().unwrap().insert(ids[2], n3);
+    wait_for("n3 to catch up", async || {
+        (machines[2].commands().len() == 100).then_some(())
+    })
+    .await;
+    assert_eq!(machines[2].commands(), machines[0].commands());
+    let status = nodes[2].driver.status(group).await.unwrap();
+    assert!(status.snapshot_index >= 80, "n3 installed a snapshot");
+    assert_eq!(
+        nodes[2]
+            .driver
+            .inbox_stats()
+            .refused_chunks
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    for node in nodes {
+        node.driver.shutdown().await;
+        node.server.shutdown().await;
+    }
 }

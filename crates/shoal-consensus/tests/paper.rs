@@ -326,8 +326,8 @@ fn s5_3_committing_an_entry_commits_the_entries_before_it() {
     nodes.push(replica(2, store_with(&[], 1)));
     nodes.push(replica(3, store_with(&[], 1)));
     let mut net = Net::new(3, paper_config());
-    for (i, raft) in nodes.into_iter().enumerate() {
-        net.nodes.insert(n(i as u64 + 1), raft);
+    for raft in nodes {
+        net.insert(raft);
     }
     net.elect(1);
     net.node(1).propose("new".into()).unwrap();
@@ -394,11 +394,9 @@ fn s5_3_the_leader_forces_follower_logs_to_match_its_own() {
     ];
     for follower_log in followers {
         let mut net = Net::new(3, paper_config());
-        net.nodes
-            .insert(n(1), replica(1, store_with(&leader_log, 8)));
-        net.nodes
-            .insert(n(2), replica(2, store_with(follower_log, 8)));
-        net.nodes.insert(n(3), replica(3, store_with(&[], 8)));
+        net.insert(replica(1, store_with(&leader_log, 8)));
+        net.insert(replica(2, store_with(follower_log, 8)));
+        net.insert(replica(3, store_with(&[], 8)));
         net.elect(1);
         net.node(1).propose("z".into()).unwrap();
         net.settle();
@@ -453,9 +451,9 @@ fn s5_4_1_votes_go_only_to_candidates_with_up_to_date_logs() {
 fn s5_4_2_only_current_term_entries_commit_by_counting_replicas() {
     let mut net = Net::new(3, paper_config());
     // n1's log holds an unreplicated entry of term 2 at index 2; it leads in term 4.
-    net.nodes.insert(n(1), replica(1, store_with(&[2], 3)));
-    net.nodes.insert(n(2), replica(2, store_with(&[], 3)));
-    net.nodes.insert(n(3), replica(3, store_with(&[], 3)));
+    net.insert(replica(1, store_with(&[2], 3)));
+    net.insert(replica(2, store_with(&[], 3)));
+    net.insert(replica(3, store_with(&[], 3)));
     net.node(1).campaign();
     // Deliver the votes, but drop the leader's first appends (with its no-op).
     let votes = net.flush_all();

@@ -2,7 +2,8 @@
 //!
 //! Inputs are method calls that take `now`: [`Raft::step`] (a message), [`Raft::tick`] (time
 //! passes), [`Raft::propose`], [`Raft::read`], [`Raft::propose_conf_change`],
-//! [`Raft::transfer_leader`], [`Raft::on_persisted`] and [`Raft::snapshot_taken`]. Outputs
+//! [`Raft::transfer_leader`], [`Raft::on_persisted`], [`Raft::snapshot_taken`] and
+//! [`Raft::report_snapshot`]. Outputs
 //! accumulate until the driver takes them with [`Raft::ready`]. The core never reads a clock,
 //! sleeps, spawns or touches a socket; it reads its [`LogStore`] but never writes it.
 
@@ -20,7 +21,7 @@ use crate::membership::Membership;
 use crate::message::{Message, MessageBody};
 use crate::progress::{Progress, ReplicaStatus};
 use crate::ready::{LeaderInfo, PersistedToken, ReadState, Ready};
-use crate::snapshot::{Snapshot, SnapshotMeta, SnapshotReceiver};
+use crate::snapshot::SnapshotMeta;
 use crate::store::{HardState, LogStore};
 use crate::ReadError;
 pub use reads::ReadMode;
@@ -58,8 +59,6 @@ pub struct RaftStats {
     pub conflicting_appends: u64,
     /// Commit indexes beyond what this node's log holds, clamped.
     pub commit_beyond_log: u64,
-    /// Snapshot chunks refused (bad checksum, oversize).
-    pub bad_snapshot_chunks: u64,
     /// Proposals refused.
     pub proposals_refused: u64,
     /// Messages with a term above [`crate::MAX_TERM`] or a log, commit or snapshot index
@@ -90,10 +89,9 @@ pub struct Status {
     pub membership: Membership,
     /// Per-follower replication status (leader only).
     pub replicas: Vec<ReplicaStatus>,
-    /// Bytes of a snapshot being received, and its size.
-    pub receiving_snapshot: Option<(u64, u64)>,
-    /// Bytes of the latest snapshot kept in memory to send to followers (0 once released).
-    pub retained_snapshot_bytes: u64,
+    /// The index of the latest snapshot taken or installed (the log starts after it, or
+    /// a little before when trailing entries are kept).
+    pub snapshot_index: LogIndex,
     /// Dropped input, by kind.
     pub stats: RaftStats,
 }
@@ -147,15 +145,11 @@ pub struct Raft<S: LogStore> {
     failed_reads: Vec<(u64, ReadError)>,
     handed_hard_state: HardState,
     reported_leader: LeaderInfo,
-    /// The latest snapshot taken here, kept to send to followers that need it for one
-    /// election timeout after it was taken or last used (see [`Raft::tick`]).
-    latest_snapshot: Option<Snapshot>,
-    /// When `latest_snapshot` was taken or last sent.
-    latest_snapshot_used: Instant,
     /// The index of the latest snapshot (taken or installed).
     snapshot_index: LogIndex,
     snapshot_wanted: bool,
-    receiver: Option<SnapshotReceiver>,
+    /// Followers the driver is to stream a snapshot to.
+    send_snapshots: Vec<NodeId>,
     compact: Option<(SnapshotMeta, LogIndex)>,
     stats: RaftStats,
 }
@@ -233,11 +227,9 @@ impl<S: LogStore> Raft<S> {
                 id: None,
                 term: hard_state.term,
             },
-            latest_snapshot: None,
-            latest_snapshot_used: now,
             snapshot_index: snapshot.index,
             snapshot_wanted: false,
-            receiver: None,
+            send_snapshots: Vec::new(),
             compact: None,
             stats: RaftStats::default(),
             config,
@@ -359,7 +351,9 @@ impl<S: LogStore> Raft<S> {
                 } else {
                     self.now.saturating_duration_since(pr.caught_up_at)
                 },
-                snapshot_progress: pr.snapshot.as_ref().map(|s| (s.acked, s.total)),
+                snapshot_for: pr
+                    .snapshot
+                    .map(|s| self.now.saturating_duration_since(s.since)),
                 learner: self.membership.is_learner(node),
             })
             .collect();
@@ -374,8 +368,7 @@ impl<S: LogStore> Raft<S> {
             last_index: last,
             membership: self.membership.clone(),
             replicas,
-            receiving_snapshot: self.receiver.as_ref().map(|r| (r.received(), r.meta.size)),
-            retained_snapshot_bytes: self.latest_snapshot.as_ref().map_or(0, |s| s.meta.size),
+            snapshot_index: self.snapshot_index,
             stats: self.stats,
         }
     }
@@ -397,16 +390,14 @@ impl<S: LogStore> Raft<S> {
         }
     }
 
-    /// Lets time pass: elections, heartbeats, quorum checks, transfer and snapshot timeouts.
+    /// Lets time pass: elections, heartbeats, quorum checks and transfer timeouts.
     pub fn tick(&mut self, now: Instant) {
         self.now = self.now.max(now);
         let now = self.now;
-        self.release_idle_snapshot();
         if self.role == Role::Leader {
             if now >= self.heartbeat_deadline {
                 self.heartbeat_deadline = now + self.config.heartbeat_interval;
                 self.broadcast_heartbeat();
-                self.resend_stalled_snapshots();
             }
             if self.config.check_quorum && now >= self.quorum_check_deadline {
                 self.quorum_check_deadline = now + self.config.election_timeout;
@@ -503,14 +494,9 @@ impl<S: LogStore> Raft<S> {
                     self.handle_heartbeat(from, commit, read_round, sent_at);
                 }
             }
-            MessageBody::Snapshot {
-                meta,
-                offset,
-                data,
-                crc,
-            } => {
+            MessageBody::Snapshot { meta } => {
                 if self.follow(from) {
-                    self.handle_snapshot_chunk(from, meta, offset, &data, crc);
+                    self.handle_snapshot(from, meta);
                 }
             }
             MessageBody::AppendResponse { result, sent_at } => {
@@ -524,11 +510,6 @@ impl<S: LogStore> Raft<S> {
             } => {
                 if self.role == Role::Leader {
                     self.handle_heartbeat_response(from, read_round, sent_at);
-                }
-            }
-            MessageBody::SnapshotResponse { index, received } => {
-                if self.role == Role::Leader {
-                    self.handle_snapshot_response(from, index, received);
                 }
             }
             MessageBody::TimeoutNow => {
@@ -569,6 +550,7 @@ impl<S: LogStore> Raft<S> {
             || !self.failed_reads.is_empty()
             || self.leader_info() != self.reported_leader
             || self.snapshot_wanted
+            || !self.send_snapshots.is_empty()
             || self.compact.is_some()
             || (self.role == Role::Leader && self.commit_to_propagate())
     }
@@ -601,7 +583,7 @@ impl<S: LogStore> Raft<S> {
         });
         let persisted = PersistedToken {
             last_entry: entries.last().map(|e| (e.index, e.term)),
-            snapshot: snapshot.as_ref().map(|s| s.meta.index),
+            snapshot: snapshot.as_ref().map(|s| s.index),
         };
         Ready {
             messages: std::mem::take(&mut self.messages),
@@ -615,6 +597,7 @@ impl<S: LogStore> Raft<S> {
             failed_reads: std::mem::take(&mut self.failed_reads),
             leader,
             snapshot_wanted: self.snapshot_wanted,
+            send_snapshots: std::mem::take(&mut self.send_snapshots),
             persisted,
         }
     }

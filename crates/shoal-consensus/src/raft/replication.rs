@@ -274,6 +274,7 @@ impl<S: LogStore> Raft<S> {
         sent_at: u64,
     ) {
         let last = self.log.last_index();
+        let first = self.log.first_index();
         let now = self.now;
         let Some(pr) = self.progress.get_mut(&from) else {
             return;
@@ -289,11 +290,9 @@ impl<S: LogStore> Raft<S> {
                 let advanced = pr.matched(match_index);
                 match pr.state {
                     ReplicaState::Probe => pr.become_replicate(),
-                    ReplicaState::Snapshot
-                        if pr.snapshot.as_ref().is_some_and(|s| match_index >= s.index) =>
-                    {
-                        pr.become_replicate()
-                    }
+                    // It installed a snapshot (or holds enough some other way): the log
+                    // continues from there.
+                    ReplicaState::Snapshot if match_index + 1 >= first => pr.become_replicate(),
                     _ => {}
                 }
                 if pr.match_index >= last {
