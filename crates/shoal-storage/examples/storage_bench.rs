@@ -123,6 +123,8 @@ fn main() {
                 new_range: big,
                 index: index + 1,
                 new_range_applied: 0,
+                left_tag: None,
+                right_tag: None,
             },
         )
         .expect("split off");
@@ -187,6 +189,8 @@ fn main() {
                         new_range: RangeId::new(3),
                         index: big_index + 1,
                         new_range_applied: 0,
+                        left_tag: None,
+                        right_tag: None,
                     },
                 )
                 .expect("split the 64 MiB range")

@@ -54,6 +54,7 @@ impl WriteOp {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriteBatch {
     ops: Vec<WriteOp>,
+    tag: Option<Vec<u8>>,
 }
 
 impl WriteBatch {
@@ -66,7 +67,21 @@ impl WriteBatch {
     pub fn with_capacity(n: usize) -> Self {
         Self {
             ops: Vec::with_capacity(n),
+            tag: None,
         }
+    }
+
+    /// Replaces the range's tag (the application's metadata for it, see
+    /// [`crate::RangeInfo::tag`]) in the same commit as the operations. At most the
+    /// engine's `max_value_len` bytes.
+    pub fn set_tag(&mut self, tag: impl Into<Vec<u8>>) -> &mut Self {
+        self.tag = Some(tag.into());
+        self
+    }
+
+    /// The tag this batch sets, if any.
+    pub fn tag(&self) -> Option<&[u8]> {
+        self.tag.as_deref()
     }
 
     /// Adds a put.

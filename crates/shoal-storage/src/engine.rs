@@ -274,6 +274,7 @@ impl Engine {
             applied_index,
             next_version: 1,
             stats: RangeStats::default(),
+            tag: Vec::new(),
         };
         self.commit_records(&[&record], &[])?;
         registry.insert(Slot::new(record), span, id);
@@ -307,6 +308,9 @@ impl Engine {
         index: u64,
         batch: &WriteBatch,
     ) -> Result<Vec<WriteOutcome>> {
+        if let Some(tag) = batch.tag() {
+            self.check_value(tag)?;
+        }
         for op in batch.ops() {
             self.check_key(op.key())?;
             match op {
@@ -339,6 +343,9 @@ impl Engine {
         }
         let mut next = record.clone();
         next.applied_index = index;
+        if let Some(tag) = batch.tag() {
+            next.tag = tag.to_vec();
+        }
         // Each key's state as the batch goes, and whether the batch changed it.
         let mut pending: HashMap<&[u8], (Current<'_>, bool)> = HashMap::with_capacity(batch.len());
         let mut outcomes = Vec::with_capacity(batch.len());

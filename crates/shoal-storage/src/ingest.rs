@@ -177,6 +177,7 @@ impl<E: Deref<Target = Engine>> Ingest<E> {
         }
         if seq == 0 {
             let header = read_header(&mut r)?;
+            self.engine.check_value(&header.tag)?;
             if header.span != self.span {
                 return Err(bad("snapshot of another span"));
             }
@@ -280,6 +281,7 @@ impl<E: Deref<Target = Engine>> Ingest<E> {
                 self.applied_index,
                 header.next_version,
                 self.seen,
+                header.tag,
             ),
             Target::Staging => self.engine.stage_aside(
                 self.range,
@@ -287,6 +289,7 @@ impl<E: Deref<Target = Engine>> Ingest<E> {
                 self.applied_index,
                 header.next_version,
                 self.seen,
+                header.tag,
             ),
         }
     }

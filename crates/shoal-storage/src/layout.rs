@@ -97,6 +97,10 @@ pub(crate) struct RangeRecord {
     /// merges take the larger counter, snapshots carry it).
     pub next_version: u64,
     pub stats: RangeStats,
+    /// The application's metadata for the range (a Raft store keeps the range's descriptor
+    /// here), opaque to the engine, written atomically with applies and splits and carried
+    /// by snapshots.
+    pub tag: Vec<u8>,
 }
 
 impl RangeRecord {
@@ -126,6 +130,7 @@ pub(crate) struct StagedRecord {
     pub applied_index: u64,
     pub next_version: u64,
     pub stats: RangeStats,
+    pub tag: Vec<u8>,
 }
 
 impl StagedRecord {

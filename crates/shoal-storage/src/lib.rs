@@ -32,7 +32,7 @@
 //! // Split at the size median: metadata only, no data moves.
 //! let at = engine.split_key(range)?.unwrap();
 //! engine.split(range, &shoal_storage::SplitSpec {
-//!     at, new_range: RangeId::new(2), index: 3, new_range_applied: 0,
+//!     at, new_range: RangeId::new(2), index: 3, new_range_applied: 0, left_tag: None, right_tag: None,
 //! })?;
 //! assert_eq!(engine.ranges().len(), 2);
 //! # Ok(())

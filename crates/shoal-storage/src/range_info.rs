@@ -69,4 +69,6 @@ pub struct RangeInfo {
     pub applied_index: u64,
     /// Live keys and bytes.
     pub stats: RangeStats,
+    /// The application's metadata for the range ([`crate::WriteBatch::set_tag`]).
+    pub tag: Vec<u8>,
 }

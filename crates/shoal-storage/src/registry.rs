@@ -61,6 +61,7 @@ impl SlotState {
             status: r.status,
             applied_index: r.applied_index,
             stats: r.stats,
+            tag: r.tag.clone(),
         }
     }
 }

@@ -3,10 +3,10 @@
 //! A chunk on the wire (integers big-endian):
 //!
 //! ```text
-//! "SHSC" | format u8 = 1 | range u64 | applied_index u64 | seq u32 | flags u8
+//! "SHSC" | format u8 = 2 | range u64 | applied_index u64 | seq u32 | flags u8
 //!        | [header, if flags & HEADER] | count u32 | count × entry | blake3 of all before (32)
 //! header = start_len u32 | start | has_end u8 | [end_len u32 | end]
-//!        | next_version u64 | live_keys u64 | live_bytes u64
+//!        | next_version u64 | live_keys u64 | live_bytes u64 | tag_len u32 | tag
 //! entry  = key_len u32 | key | version u64 | value_len u32 | value
 //! ```
 //!
@@ -25,7 +25,7 @@ use shoal_core::{KeyRange, RangeEnd, RangeId};
 pub const MAX_CHUNK_BYTES: usize = 16 << 20;
 
 pub(crate) const MAGIC: &[u8; 4] = b"SHSC";
-pub(crate) const FORMAT: u8 = 1;
+pub(crate) const FORMAT: u8 = 2;
 pub(crate) const FLAG_LAST: u8 = 1;
 pub(crate) const FLAG_HEADER: u8 = 2;
 pub(crate) const CHECKSUM_LEN: usize = 32;
@@ -36,6 +36,7 @@ pub(crate) struct Header {
     pub(crate) span: KeyRange,
     pub(crate) next_version: u64,
     pub(crate) stats: RangeStats,
+    pub(crate) tag: Vec<u8>,
 }
 
 /// A range's contents at one point, as chunks of about `target_bytes` each (always at least
@@ -95,6 +96,7 @@ impl SnapshotStream {
             out.extend_from_slice(&record.next_version.to_be_bytes());
             out.extend_from_slice(&record.stats.live_keys.to_be_bytes());
             out.extend_from_slice(&record.stats.live_bytes.to_be_bytes());
+            put_bytes(&mut out, &record.tag);
         }
         let count_at = out.len();
         out.extend_from_slice(&[0; 4]);
@@ -160,13 +162,16 @@ pub(crate) fn read_header(r: &mut Reader<'_>) -> Result<Header> {
             MAX_VERSION + 1
         )));
     }
+    let stats = RangeStats {
+        live_keys: r.u64()?,
+        live_bytes: r.u64()?,
+    };
+    let tag = r.bytes()?.to_vec();
     Ok(Header {
         span,
         next_version,
-        stats: RangeStats {
-            live_keys: r.u64()?,
-            live_bytes: r.u64()?,
-        },
+        stats,
+        tag,
     })
 }
 

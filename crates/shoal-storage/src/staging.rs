@@ -152,6 +152,7 @@ impl Engine {
             applied_index: 0,
             next_version: 1,
             stats: RangeStats::default(),
+            tag: Vec::new(),
         };
         self.commit_staged(&record)?;
         staged.insert(range, record);
@@ -165,6 +166,7 @@ impl Engine {
         applied_index: u64,
         next_version: u64,
         stats: RangeStats,
+        tag: Vec<u8>,
     ) -> Result<StagedSnapshot> {
         let slot = self.slot(range)?;
         let mut state = slot.lock();
@@ -176,6 +178,7 @@ impl Engine {
             applied_index,
             next_version,
             stats,
+            tag,
             ..state.record.clone()
         };
         self.commit_records(&[&record], &[])?;
@@ -197,6 +200,7 @@ impl Engine {
         applied_index: u64,
         next_version: u64,
         stats: RangeStats,
+        tag: Vec<u8>,
     ) -> Result<StagedSnapshot> {
         let mut staged = self.staged_records();
         let Some(receiving) = staged.get(&range).filter(|s| !s.ready) else {
@@ -207,6 +211,7 @@ impl Engine {
             applied_index,
             next_version,
             stats,
+            tag,
             ..receiving.clone()
         };
         // Synced: it also makes every chunk written before it durable (one journal).
@@ -280,6 +285,7 @@ impl Engine {
                 applied_index: staged.applied_index,
                 next_version: staged.next_version,
                 stats: staged.stats,
+                tag: staged.tag.clone(),
             };
             let mut batch = self.db.batch().durability(Durability::Sync.persist_mode());
             batch.insert(&self.meta, range_key(range), active.encode()?);

@@ -21,6 +21,10 @@ pub struct SplitSpec {
     pub index: u64,
     /// The right-hand range's initial applied index (its own log starts after it).
     pub new_range_applied: u64,
+    /// The left (original) range's new tag ([`crate::RangeInfo::tag`]); `None` keeps it.
+    pub left_tag: Option<Vec<u8>>,
+    /// The right-hand range's tag; `None` copies the original's.
+    pub right_tag: Option<Vec<u8>>,
 }
 
 impl Engine {
@@ -35,6 +39,9 @@ impl Engine {
     /// and after three tries it is taken under the locks.
     pub fn split(&self, range: RangeId, spec: &SplitSpec) -> Result<()> {
         self.check_key(&spec.at)?;
+        for tag in [&spec.left_tag, &spec.right_tag].into_iter().flatten() {
+            self.check_value(tag)?;
+        }
         for _ in 0..SPLIT_ATTEMPTS {
             let view = self.view(range)?;
             let counted = view.record();
@@ -78,11 +85,17 @@ impl Engine {
         left.span = left_span.clone();
         left.applied_index = spec.index;
         left.stats.sub(right_stats);
+        if let Some(tag) = &spec.left_tag {
+            left.tag = tag.clone();
+        }
         let mut right = record.clone();
         right.id = spec.new_range;
         right.span = right_span.clone();
         right.applied_index = spec.new_range_applied;
         right.stats = right_stats;
+        if let Some(tag) = &spec.right_tag {
+            right.tag = tag.clone();
+        }
         self.commit_records(&[&left, &right], &[])?;
         let old_span = std::mem::replace(&mut state.record, left).span;
         drop(state);

@@ -162,6 +162,8 @@ fn bad_input_is_refused_and_changes_nothing() {
                 new_range: R2,
                 index: 2,
                 new_range_applied: 0,
+                left_tag: None,
+                right_tag: None,
             },
         )
         .unwrap();
@@ -214,6 +216,8 @@ fn scans_honour_bounds_limits_direction_and_the_range() {
                 new_range: R2,
                 index: 2,
                 new_range_applied: 0,
+                left_tag: None,
+                right_tag: None,
             },
         )
         .unwrap();
@@ -265,6 +269,8 @@ fn split_and_merge_move_no_data_and_keep_accounting_exact() {
                 new_range: R2,
                 index: 2,
                 new_range_applied: 5,
+                left_tag: None,
+                right_tag: None,
             },
         )
         .unwrap();

@@ -207,7 +207,7 @@ proptest! {
                 Op::Split(at) if model.split.is_none() => {
                     let at = key(at);
                     let index = model.applied[0] + 1;
-                    engine.split(LEFT, &SplitSpec { at: at.clone(), new_range: RIGHT, index, new_range_applied: 0 }).unwrap();
+                    engine.split(LEFT, &SplitSpec { at: at.clone(), new_range: RIGHT, index, new_range_applied: 0, left_tag: None, right_tag: None }).unwrap();
                     model.applied = [index, 0];
                     model.next_version[1] = model.next_version[0];
                     model.split = Some(at);

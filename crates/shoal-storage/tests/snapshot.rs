@@ -421,6 +421,8 @@ fn a_snapshot_over_a_smaller_span_shrinks_the_range() {
             new_range: RangeId::new(2),
             index: 8,
             new_range_applied: 0,
+            left_tag: None,
+            right_tag: None,
         },
     )
     .unwrap();
@@ -460,4 +462,56 @@ fn a_refused_replacement_leaves_the_hosted_range_as_it_was() {
         ingest.apply(chunk).unwrap();
     }
     ingest.finish().unwrap();
+}
+
+/// A range's tag (the application's metadata for it) commits with applies, follows splits,
+/// survives a restart and travels in snapshots.
+#[test]
+fn a_ranges_tag_commits_with_applies_follows_splits_and_travels_in_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    engine.create_range(R1, KeyRange::full(), 0).unwrap();
+    assert!(engine.range(R1).unwrap().tag.is_empty());
+    let mut b = WriteBatch::new();
+    b.put("a", "1").put("m", "2").set_tag("gen 1");
+    engine.apply(R1, 1, &b).unwrap();
+    assert_eq!(engine.range(R1).unwrap().tag, b"gen 1");
+    // Too large a tag is refused with the batch, changing nothing.
+    let mut big = WriteBatch::new();
+    big.put("b", "3").set_tag(vec![0u8; (1 << 20) + 1]);
+    assert!(matches!(
+        engine.apply(R1, 2, &big),
+        Err(StorageError::ValueTooLarge { .. })
+    ));
+    assert_eq!(engine.range(R1).unwrap().applied_index, 1);
+    engine
+        .split(
+            R1,
+            &shoal_storage::SplitSpec {
+                at: b"h".to_vec(),
+                new_range: RangeId::new(2),
+                index: 2,
+                new_range_applied: 0,
+                left_tag: Some(b"left".to_vec()),
+                right_tag: None,
+            },
+        )
+        .unwrap();
+    assert_eq!(engine.range(R1).unwrap().tag, b"left");
+    assert_eq!(engine.range(RangeId::new(2)).unwrap().tag, b"gen 1");
+    drop(engine);
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    assert_eq!(engine.range(R1).unwrap().tag, b"left");
+    let chunks: Vec<Vec<u8>> = engine
+        .snapshot_stream(R1, 4096)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let d2 = tempfile::tempdir().unwrap();
+    let dst = Engine::open(d2.path(), EngineConfig::default()).unwrap();
+    let mut ingest = dst.ingest(R1, engine.range(R1).unwrap().span).unwrap();
+    for chunk in &chunks {
+        ingest.apply(chunk).unwrap();
+    }
+    assert_eq!(ingest.finish().unwrap().tag, b"left");
 }
