@@ -49,7 +49,7 @@
 
 use crate::entry::LogIndex;
 use crate::error::{ProposeError, ReadError, TransferError};
-use crate::host::{HostError, HostEvent, RaftHost};
+use crate::host::{HostError, HostEvent, RaftHost, Wait};
 use crate::membership::ConfChange;
 use crate::message::{Message, MessageBody};
 use crate::multi::{batch_by_node, AddGroupError};
@@ -358,6 +358,7 @@ enum Command<M: StateMachine> {
     Propose {
         group: RangeId,
         data: Bytes,
+        wait: Wait,
         reply: Reply<Bytes>,
     },
     ConfChange {
@@ -521,19 +522,36 @@ where
     /// Proposes a command to a group this node leads; resolves with the state machine's
     /// answer once it is committed and applied here.
     pub async fn propose(&self, group: RangeId, data: Bytes) -> Result<Bytes, DriverError> {
-        self.request(|reply| Command::Propose { group, data, reply })
-            .await
+        self.propose_with(group, data, Wait::Applied).await
     }
 
-    /// [`RaftDriver::propose`] with a deadline: past `timeout`, [`DriverError::TimedOut`]
+    /// [`RaftDriver::propose`], answered as `wait` says: [`Wait::Persisted`] resolves (with
+    /// an empty answer) once the leader's own log holds the entry durably.
+    pub async fn propose_with(
+        &self,
+        group: RangeId,
+        data: Bytes,
+        wait: Wait,
+    ) -> Result<Bytes, DriverError> {
+        self.request(|reply| Command::Propose {
+            group,
+            data,
+            wait,
+            reply,
+        })
+        .await
+    }
+
+    /// [`RaftDriver::propose_with`] with a deadline: past `timeout`, [`DriverError::TimedOut`]
     /// (the proposal may still take effect).
     pub async fn propose_within(
         &self,
         group: RangeId,
         data: Bytes,
+        wait: Wait,
         timeout: Duration,
     ) -> Result<Bytes, DriverError> {
-        tokio::time::timeout(timeout, self.propose(group, data))
+        tokio::time::timeout(timeout, self.propose_with(group, data, wait))
             .await
             .unwrap_or(Err(DriverError::TimedOut))
     }
@@ -757,9 +775,14 @@ where
                 self.set_leader(group, LeaderInfo { id: None, term: 0 });
                 let _ = reply.send(result);
             }
-            Command::Propose { group, data, reply } => {
+            Command::Propose {
+                group,
+                data,
+                wait,
+                reply,
+            } => {
                 let token = self.token();
-                match self.host().propose(group, data, token) {
+                match self.host().propose_with(group, data, token, wait) {
                     Ok(_) => {
                         self.proposals.insert(token, reply);
                     }

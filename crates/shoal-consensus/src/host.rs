@@ -120,6 +120,19 @@ pub enum HostEvent<Source> {
     },
 }
 
+/// When a proposal is answered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Wait {
+    /// Once committed and applied here, with the state machine's answer (durable on a
+    /// majority).
+    #[default]
+    Applied,
+    /// As soon as the leader's own log holds it durably, with an empty answer: a leader that
+    /// fails before a majority holds it can lose it. Answered as [`Wait::Applied`] would be
+    /// if it is applied first, or dropped or settled otherwise.
+    Persisted,
+}
+
 /// Input a host dropped, by kind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HostStats {
@@ -134,8 +147,8 @@ pub struct HostStats {
 pub struct RaftHost<S: LogStore, M: StateMachine> {
     multi: MultiRaft<S>,
     machines: HashMap<RangeId, M>,
-    /// Proposals waiting to apply, per group by index: (term, token).
-    proposals: HashMap<RangeId, BTreeMap<LogIndex, (Term, u64)>>,
+    /// Proposals waiting to apply, per group by index: (term, token, when to answer).
+    proposals: HashMap<RangeId, BTreeMap<LogIndex, (Term, u64, Wait)>>,
     /// Reads asked and not confirmed yet: token → group.
     reads: HashMap<u64, RangeId>,
     /// Reads confirmed, waiting for their group to apply through their index.
@@ -265,6 +278,17 @@ impl<S: LogStore, M: StateMachine> RaftHost<S, M> {
         data: Bytes,
         token: u64,
     ) -> Result<(LogIndex, Term), HostError> {
+        self.propose_with(group, data, token, Wait::Applied)
+    }
+
+    /// [`RaftHost::propose`], answered as `wait` says.
+    pub fn propose_with(
+        &mut self,
+        group: RangeId,
+        data: Bytes,
+        token: u64,
+        wait: Wait,
+    ) -> Result<(LogIndex, Term), HostError> {
         let Some(raft) = self.multi.group_mut(group) else {
             return Err(self.missing(group));
         };
@@ -272,7 +296,7 @@ impl<S: LogStore, M: StateMachine> RaftHost<S, M> {
         self.proposals
             .entry(group)
             .or_default()
-            .insert(index, (term, token));
+            .insert(index, (term, token, wait));
         Ok((index, term))
     }
 
@@ -291,7 +315,7 @@ impl<S: LogStore, M: StateMachine> RaftHost<S, M> {
         self.proposals
             .entry(group)
             .or_default()
-            .insert(index, (term, token));
+            .insert(index, (term, token, Wait::Applied));
         Ok((index, term))
     }
 
@@ -437,6 +461,9 @@ impl<S: LogStore, M: StateMachine> RaftHost<S, M> {
                     continue;
                 }
                 self.multi.on_persisted(group, ready.persisted);
+                if let Some(last) = ready.persisted.last_entry {
+                    self.answer_persisted(group, last);
+                }
                 send(std::mem::take(&mut ready.persisted_messages));
                 if let Err(error) = self.apply(group, ready) {
                     self.fail_group(group, error);
@@ -444,6 +471,28 @@ impl<S: LogStore, M: StateMachine> RaftHost<S, M> {
             }
         }
         self.serve_reads();
+    }
+
+    /// Answers proposals waiting only for the leader's own log, now durable through `last`
+    /// (index, term). Entries of `last`'s term below it are this leader's own, so they are
+    /// the proposals'; older terms' may have been replaced, and wait to apply.
+    fn answer_persisted(&mut self, group: RangeId, last: (LogIndex, Term)) {
+        let Some(pending) = self.proposals.get_mut(&group) else {
+            return;
+        };
+        let durable: Vec<LogIndex> = pending
+            .range(..=last.0)
+            .filter(|(_, (term, _, wait))| *wait == Wait::Persisted && *term == last.1)
+            .map(|(&index, _)| index)
+            .collect();
+        for index in durable {
+            if let Some((_, token, _)) = pending.remove(&index) {
+                self.events.push(HostEvent::Proposal {
+                    token,
+                    result: Ok(Bytes::new()),
+                });
+            }
+        }
     }
 
     /// Step 2 for one group: the snapshot into the state machine, then the log writes.
@@ -469,7 +518,7 @@ impl<S: LogStore, M: StateMachine> RaftHost<S, M> {
                 let covered: Vec<LogIndex> =
                     pending.range(..=meta.index).map(|(&i, _)| i).collect();
                 for index in covered {
-                    if let Some((_, token)) = pending.remove(&index) {
+                    if let Some((_, token, _)) = pending.remove(&index) {
                         self.events.push(HostEvent::Proposal {
                             token,
                             result: Err(HostError::Indeterminate),
@@ -494,7 +543,7 @@ impl<S: LogStore, M: StateMachine> RaftHost<S, M> {
             } else {
                 Some(machine.apply(entry).map_err(|e| e.to_string())?)
             };
-            if let Some((term, token)) = pending.remove(&entry.index) {
+            if let Some((term, token, _)) = pending.remove(&entry.index) {
                 let result = match answer {
                     Some(answer) if term == entry.term => Ok(answer),
                     Some(_) => Err(HostError::Dropped),
@@ -613,7 +662,7 @@ impl<S: LogStore, M: StateMachine> RaftHost<S, M> {
 
     /// Ends a departed group's proposals (indeterminate) and reads (`read_error`).
     fn settle_group(&mut self, group: RangeId, read_error: HostError) {
-        for (_, (_, token)) in self.proposals.remove(&group).into_iter().flatten() {
+        for (_, (_, token, _)) in self.proposals.remove(&group).into_iter().flatten() {
             self.events.push(HostEvent::Proposal {
                 token,
                 result: Err(HostError::Indeterminate),

@@ -114,7 +114,7 @@ pub mod wal;
 pub use config::{ConfigError, RaftConfig};
 pub use entry::{Entry, EntryPayload, LogIndex, Term, MAX_INDEX, MAX_TERM};
 pub use error::{ProposeError, ReadError, StartError, TransferError};
-pub use host::{HostError, HostEvent, HostStats, RaftHost};
+pub use host::{HostError, HostEvent, HostStats, RaftHost, Wait};
 pub use membership::{
     ConfChange, ConfChangeError, LearnerKind, Membership, MembershipError, VoteResult,
     MAX_MEMBERSHIP_ENTRIES,

@@ -67,6 +67,11 @@ pub enum ErrorCode {
     ShuttingDown,
     /// A bug or an unexpected failure on the peer.
     Internal,
+    /// A write was accepted but its fate cannot be known (the leader lost its leadership or
+    /// the range moved before the write was seen committed or dropped): it may or may not
+    /// have taken effect, and never counts as a failure. Retry only what is safe to apply
+    /// twice, or read back first.
+    OutcomeUnknown,
 }
 
 impl ErrorCode {
@@ -88,7 +93,8 @@ impl ErrorCode {
             | ErrorCode::UnsupportedVersion { .. }
             | ErrorCode::TooLarge
             | ErrorCode::CorruptMessage
-            | ErrorCode::Internal => false,
+            | ErrorCode::Internal
+            | ErrorCode::OutcomeUnknown => false,
         }
     }
 
@@ -109,6 +115,7 @@ impl ErrorCode {
             ErrorCode::CorruptMessage => "corrupt_message",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",
+            ErrorCode::OutcomeUnknown => "outcome_unknown",
         }
     }
 }
@@ -198,6 +205,7 @@ mod tests {
             (ErrorCode::CorruptMessage, 11),
             (ErrorCode::ShuttingDown, 12),
             (ErrorCode::Internal, 13),
+            (ErrorCode::OutcomeUnknown, 14),
         ];
         for (code, index) in pinned {
             let bytes = crate::codec::encode(&code).unwrap();
@@ -218,7 +226,8 @@ mod tests {
                 | ErrorCode::TooLarge
                 | ErrorCode::CorruptMessage
                 | ErrorCode::ShuttingDown
-                | ErrorCode::Internal => {}
+                | ErrorCode::Internal
+                | ErrorCode::OutcomeUnknown => {}
             }
         }
         // Whole encodings of two codes with payloads, byte for byte.

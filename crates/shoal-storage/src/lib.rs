@@ -80,7 +80,7 @@ pub use error::{Result, StorageError};
 pub use ingest::Ingest;
 pub use range_info::{RangeInfo, RangeStats, RangeStatus};
 pub use read::{Entry, Scan, Versioned};
-pub use snapshot::{SnapshotStream, MAX_CHUNK_BYTES};
+pub use snapshot::{snapshot_header, SnapshotStream, MAX_CHUNK_BYTES};
 pub use staging::StagedSnapshot;
 pub use structure::SplitSpec;
 pub use view::RangeView;

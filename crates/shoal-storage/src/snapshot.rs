@@ -66,6 +66,34 @@ impl Engine {
     }
 }
 
+/// What the first chunk of a snapshot stream says about it: the range, the applied index it
+/// was taken at and the span it covers, so a receiver can open an [`Engine::ingest`] for it.
+/// Refused unless `chunk` is an intact first chunk.
+pub fn snapshot_header(chunk: &[u8]) -> Result<(RangeId, u64, KeyRange)> {
+    let bad = |what: &str| StorageError::BadSnapshot(what.to_string());
+    if chunk.len() > MAX_CHUNK_BYTES {
+        return Err(bad("chunk over 16 MiB"));
+    }
+    let body_len = chunk
+        .len()
+        .checked_sub(CHECKSUM_LEN)
+        .ok_or_else(|| bad("chunk too short"))?;
+    let (body, checksum) = chunk.split_at(body_len);
+    if blake3::hash(body).as_bytes() != checksum {
+        return Err(bad("checksum mismatch"));
+    }
+    let mut r = Reader { buf: body };
+    if r.take(4)? != MAGIC || r.u8()? != FORMAT {
+        return Err(bad("not a snapshot chunk of a known format"));
+    }
+    let range = RangeId::new(r.u64()?);
+    let applied_index = r.u64()?;
+    if r.u32()? != 0 || r.u8()? & FLAG_HEADER == 0 {
+        return Err(bad("not the first chunk"));
+    }
+    Ok((range, applied_index, read_header(&mut r)?.span))
+}
+
 impl SnapshotStream {
     /// The applied index the snapshot was taken at.
     pub fn applied_index(&self) -> u64 {

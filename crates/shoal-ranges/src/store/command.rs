@@ -1,0 +1,136 @@
+//! What a range's Raft log carries, and what applying an entry answers.
+//!
+//! Commands are the store's own serde types, encoded with shoal-core's codec. Applying one is
+//! deterministic: every replica reaches the same answer. A command that cannot apply (a key
+//! outside the range, a value over the limit, a split at a key the range does not hold) is a
+//! deterministic rejection: it is applied as an empty batch, so the applied index advances
+//! on every replica alike, and its proposer gets the reason.
+
+use serde::{Deserialize, Serialize};
+use shoal_core::{RangeDescriptor, RangeId};
+
+/// A replicated command for one range.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Writes, applied together with the range's applied index (all or none after a crash).
+    /// Each sees the effects of the ones before it.
+    Write(Vec<WriteOp>),
+    /// Split the range at `at` (strictly inside it): the range keeps the keys below, a new
+    /// range `right` (with the same replicas) takes the rest.
+    Split {
+        /// The right half's first key.
+        at: Vec<u8>,
+        /// The right half's id, allocated before proposing.
+        right: RangeId,
+    },
+}
+
+/// One write.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteOp {
+    /// Sets `key` to `value`.
+    Put {
+        /// The key.
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// Removes `key`.
+    Delete {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Sets `key` to `new` (or removes it, with `None`) if `expect` holds.
+    CompareAndSet {
+        /// The key.
+        key: Vec<u8>,
+        /// What must hold.
+        expect: Expect,
+        /// The new value, or `None` to delete.
+        new: Option<Vec<u8>>,
+    },
+}
+
+impl WriteOp {
+    /// The key it writes.
+    pub fn key(&self) -> &[u8] {
+        match self {
+            WriteOp::Put { key, .. }
+            | WriteOp::Delete { key }
+            | WriteOp::CompareAndSet { key, .. } => key,
+        }
+    }
+}
+
+/// A compare-and-set's condition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Expect {
+    /// The key holds no value.
+    Absent,
+    /// The key holds a value at this version.
+    Version(u64),
+    /// The key holds exactly this value.
+    Value(Vec<u8>),
+}
+
+/// What became of one write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteOutcome {
+    /// Written; the key's new version.
+    Written {
+        /// The version.
+        version: u64,
+    },
+    /// Deleted (`existed`: whether there was a value).
+    Deleted {
+        /// Whether the key held a value.
+        existed: bool,
+    },
+    /// A compare-and-set whose condition failed: the key holds another version.
+    Mismatch {
+        /// The version it holds.
+        current_version: u64,
+    },
+    /// A compare-and-set on a key that holds no value (and the condition wanted one).
+    Missing,
+}
+
+/// Why a command was rejected (deterministically, on every replica).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Rejection {
+    /// A key is outside the range (it split since the proposer looked); here is the range as
+    /// it is now.
+    #[error("key outside the range (now {:?})", .0.range)]
+    KeyOutsideRange(Box<RangeDescriptor>),
+    /// A key or value over the limits.
+    #[error("key or value too large: {0}")]
+    TooLarge(String),
+    /// The range has issued every version it may (see shoal-storage's `MAX_VERSION`).
+    #[error("the range's versions are exhausted")]
+    VersionsExhausted,
+    /// A split that cannot happen: not strictly inside the range, an id in use, a membership
+    /// change under way, the generation exhausted.
+    #[error("invalid split: {0}")]
+    InvalidSplit(String),
+    /// Bytes that do not decode as a command (no honest proposer sends them).
+    #[error("undecodable command")]
+    Undecodable,
+}
+
+/// What applying an entry answers its proposer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Applied {
+    /// The writes' outcomes, in order.
+    Written(Vec<WriteOutcome>),
+    /// The split happened: the range's two halves.
+    Split {
+        /// The range, now the left half.
+        left: Box<RangeDescriptor>,
+        /// The new right half.
+        right: Box<RangeDescriptor>,
+    },
+    /// The command was rejected; nothing changed but the applied index.
+    Rejected(Rejection),
+    /// Not a command (a no-op or membership entry).
+    Nothing,
+}

@@ -1,0 +1,57 @@
+//! How a store runs.
+
+use shoal_consensus::driver::DriverConfig;
+use shoal_consensus::{RaftConfig, ReadMode};
+use shoal_core::NodeId;
+use shoal_storage::EngineConfig;
+use shoal_transport::TransportConfig;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Options for [`super::Store::open`].
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// This node's id, unique in the cluster.
+    pub node: NodeId,
+    /// Where the engine (`engine/`) and the WAL (`wal/`) live.
+    pub data_dir: PathBuf,
+    /// The one address the node listens on for node RPC, Raft traffic and snapshots
+    /// (port 0: any free port; see [`super::Store::addr`]).
+    pub listen: SocketAddr,
+    /// Every range's Raft settings.
+    pub raft: RaftConfig,
+    /// The Raft driver's settings.
+    pub driver: DriverConfig,
+    /// The engine's settings (key and value limits, durability, cache).
+    pub engine: EngineConfig,
+    /// The transport's settings.
+    pub transport: TransportConfig,
+    /// How linearizable reads confirm leadership: [`ReadMode::Safe`] (a heartbeat round per
+    /// batch of reads, the default) or [`ReadMode::Lease`] (none while the leader's lease
+    /// holds; relies on bounded clock drift, see [`ReadMode`]).
+    pub read_mode: ReadMode,
+    /// Target bytes per snapshot chunk. Default 1 MiB.
+    pub snapshot_chunk_bytes: usize,
+    /// How long a request may take when the caller's RPC gave a longer deadline (or none).
+    /// Default 10 s.
+    pub request_timeout: Duration,
+}
+
+impl StoreConfig {
+    /// Defaults for node `node` over `data_dir`, listening on `listen`.
+    pub fn new(node: NodeId, data_dir: impl Into<PathBuf>, listen: SocketAddr) -> Self {
+        StoreConfig {
+            node,
+            data_dir: data_dir.into(),
+            listen,
+            raft: RaftConfig::default(),
+            driver: DriverConfig::default(),
+            engine: EngineConfig::default(),
+            transport: TransportConfig::default(),
+            read_mode: ReadMode::Safe,
+            snapshot_chunk_bytes: 1 << 20,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}

@@ -1,0 +1,437 @@
+//! A range's state machine: the range inside the node's one shoal-storage engine.
+//!
+//! Every applied entry commits to the engine together with the range's applied index (and,
+//! when it changes, the range's descriptor, kept as the engine range's tag), so after a
+//! crash the engine says where to replay the log from. Snapshots are the engine's own
+//! streams: read lazily from a point-in-time view on the leader, written into a staged ingest
+//! on the follower and installed atomically.
+
+use super::command::{Applied, Command, Expect, Rejection, WriteOp, WriteOutcome};
+use super::shared::{Shared, SplitDone};
+use bytes::Bytes;
+use shoal_consensus::{
+    Entry, EntryPayload, LogIndex, MachineError, Membership, SnapshotMeta, SnapshotSink,
+    SnapshotSource, StateMachine,
+};
+use shoal_core::{codec, RangeDescriptor, RangeId, ReplicaDescriptor};
+use shoal_storage::{
+    Condition, Durability, Engine, Ingest, SnapshotStream, SplitSpec, StagedSnapshot, StorageError,
+    WriteBatch,
+};
+use std::sync::Arc;
+
+/// The applied index a range created by a split starts at: its log begins after it, so a
+/// replica that has not applied the split itself (and so lacks the data) cannot be brought up
+/// from the log and is sent a snapshot instead (TiKV's `RAFT_INIT_LOG_INDEX`).
+pub const SPLIT_INIT_INDEX: LogIndex = 5;
+/// The term of that starting point.
+pub const SPLIT_INIT_TERM: u64 = 5;
+
+/// The largest descriptor kept as a range's tag.
+const MAX_TAG_BYTES: usize = 64 << 10;
+
+/// One range's state machine.
+pub struct RangeMachine {
+    engine: Arc<Engine>,
+    range: RangeId,
+    /// The range as it stands at the applied index; `None` until a replica created on
+    /// demand receives its first snapshot.
+    descriptor: Option<RangeDescriptor>,
+    /// The Raft membership in force at the applied index.
+    membership: Membership,
+    applied: LogIndex,
+    shared: Arc<Shared>,
+    chunk_bytes: usize,
+}
+
+impl RangeMachine {
+    /// The machine of a range the engine hosts, at its applied index, with `membership` the
+    /// group's membership at that index.
+    pub(crate) fn hosted(
+        engine: Arc<Engine>,
+        descriptor: RangeDescriptor,
+        membership: Membership,
+        shared: Arc<Shared>,
+        chunk_bytes: usize,
+    ) -> Result<Self, StorageError> {
+        let applied = engine.range(descriptor.id)?.applied_index;
+        shared.set_descriptor(descriptor.clone());
+        Ok(Self {
+            engine,
+            range: descriptor.id,
+            descriptor: Some(descriptor),
+            membership,
+            applied,
+            shared,
+            chunk_bytes,
+        })
+    }
+
+    /// The range's descriptor at the applied index.
+    pub fn descriptor(&self) -> Option<&RangeDescriptor> {
+        self.descriptor.as_ref()
+    }
+
+    fn failed(e: impl std::fmt::Display) -> MachineError {
+        MachineError::Failed(e.to_string())
+    }
+
+    /// Commits `batch` (with `descriptor` as the new tag, if any) at `index`. Deterministic
+    /// refusals of the batch become rejections, applied as an empty batch.
+    fn commit(
+        &mut self,
+        index: LogIndex,
+        batch: WriteBatch,
+    ) -> Result<Result<Vec<WriteOutcome>, Rejection>, MachineError> {
+        let result = self.engine.apply(self.range, index, &batch);
+        let rejection = match result {
+            Ok(outcomes) => {
+                self.applied = index;
+                return Ok(Ok(outcomes.into_iter().map(outcome).collect()));
+            }
+            Err(StorageError::KeyOutsideRange { .. }) => Rejection::KeyOutsideRange(Box::new(
+                self.descriptor
+                    .clone()
+                    .ok_or_else(|| Self::failed("no descriptor"))?,
+            )),
+            Err(e @ (StorageError::KeyTooLarge { .. } | StorageError::ValueTooLarge { .. })) => {
+                Rejection::TooLarge(e.to_string())
+            }
+            Err(StorageError::VersionsExhausted(_)) => Rejection::VersionsExhausted,
+            Err(e) => return Err(Self::failed(e)),
+        };
+        self.engine
+            .apply(self.range, index, &WriteBatch::new())
+            .map_err(Self::failed)?;
+        self.applied = index;
+        Ok(Err(rejection))
+    }
+
+    fn apply_write(&mut self, index: LogIndex, ops: Vec<WriteOp>) -> Result<Applied, MachineError> {
+        let mut batch = WriteBatch::with_capacity(ops.len());
+        for op in ops {
+            match op {
+                WriteOp::Put { key, value } => batch.put(key, value),
+                WriteOp::Delete { key } => batch.delete(key),
+                WriteOp::CompareAndSet { key, expect, new } => {
+                    let expect = match expect {
+                        Expect::Absent => Condition::Absent,
+                        Expect::Version(v) => Condition::Version(v),
+                        Expect::Value(v) => Condition::Value(v),
+                    };
+                    batch.compare_and_set(key, expect, new)
+                }
+            };
+        }
+        Ok(match self.commit(index, batch)? {
+            Ok(outcomes) => Applied::Written(outcomes),
+            Err(rejection) => Applied::Rejected(rejection),
+        })
+    }
+
+    fn apply_split(
+        &mut self,
+        index: LogIndex,
+        at: Vec<u8>,
+        right: RangeId,
+    ) -> Result<Applied, MachineError> {
+        let descriptor = self
+            .descriptor
+            .clone()
+            .ok_or_else(|| Self::failed("no descriptor"))?;
+        let refuse = |this: &mut Self, why: String| -> Result<Applied, MachineError> {
+            this.commit(index, WriteBatch::new())?
+                .map_err(|r| Self::failed(format!("an empty batch was refused: {r}")))?;
+            Ok(Applied::Rejected(Rejection::InvalidSplit(why)))
+        };
+        if self.membership.is_joint() {
+            return refuse(self, "a membership change is under way".into());
+        }
+        if right == self.range || self.engine.range(right).is_ok() {
+            return refuse(self, format!("range {right} already exists here"));
+        }
+        let (left_desc, right_desc) = match descriptor.split(&at, right) {
+            Ok(halves) => halves,
+            Err(e) => return refuse(self, e.to_string()),
+        };
+        let spec = SplitSpec {
+            at,
+            new_range: right,
+            index,
+            new_range_applied: SPLIT_INIT_INDEX,
+            left_tag: Some(encode_descriptor(&left_desc)?),
+            right_tag: Some(encode_descriptor(&right_desc)?),
+        };
+        match self.engine.split(self.range, &spec) {
+            Ok(()) => {}
+            Err(StorageError::InvalidSplitMerge(why)) => return refuse(self, why),
+            Err(e) => return Err(Self::failed(e)),
+        }
+        self.applied = index;
+        self.descriptor = Some(left_desc.clone());
+        self.shared.set_descriptor(left_desc.clone());
+        self.shared.split_done(SplitDone {
+            parent: self.range,
+            right: right_desc.clone(),
+            membership: self.membership.clone(),
+        });
+        Ok(Applied::Split {
+            left: Box::new(left_desc),
+            right: Box::new(right_desc),
+        })
+    }
+
+    fn apply_membership(
+        &mut self,
+        index: LogIndex,
+        membership: &Membership,
+    ) -> Result<Applied, MachineError> {
+        self.membership = membership.clone();
+        let mut batch = WriteBatch::new();
+        if let Some(current) = &self.descriptor {
+            let mut next = current.clone();
+            next.replicas = replicas_of(membership);
+            next.leader_hint = None;
+            if !next.same_replicas(current) {
+                if let Some(generation) = current.generation.next() {
+                    next.generation = generation;
+                }
+            }
+            if next.validate().is_ok() {
+                batch.set_tag(encode_descriptor(&next)?);
+                self.descriptor = Some(next.clone());
+                self.shared.set_descriptor(next);
+            }
+        }
+        self.commit(index, batch)?
+            .map_err(|r| Self::failed(format!("a membership entry was refused: {r}")))?;
+        Ok(Applied::Nothing)
+    }
+}
+
+/// The replicas a membership names: voters (both halves of a joint one) and learners.
+pub(crate) fn replicas_of(membership: &Membership) -> Vec<ReplicaDescriptor> {
+    let mut voters: Vec<_> = membership
+        .voters()
+        .iter()
+        .chain(membership.outgoing())
+        .copied()
+        .collect();
+    voters.sort_unstable();
+    voters.dedup();
+    let mut replicas: Vec<ReplicaDescriptor> =
+        voters.into_iter().map(ReplicaDescriptor::voter).collect();
+    replicas.extend(
+        membership
+            .learners()
+            .iter()
+            .chain(membership.read_only_learners())
+            .map(|&n| ReplicaDescriptor::learner(n)),
+    );
+    replicas
+}
+
+/// A membership with a descriptor's replicas: its voters and (promotable) learners.
+pub(crate) fn membership_of(descriptor: &RangeDescriptor) -> Membership {
+    Membership::new(descriptor.voters()).with_learners(
+        descriptor.learners(),
+        shoal_consensus::LearnerKind::Promotable,
+    )
+}
+
+/// A descriptor as a range tag.
+pub(crate) fn encode_descriptor(descriptor: &RangeDescriptor) -> Result<Vec<u8>, MachineError> {
+    codec::encode(descriptor).map_err(|e| MachineError::Failed(e.to_string()))
+}
+
+/// A range tag as a descriptor (`None` for an empty tag).
+pub(crate) fn decode_descriptor(tag: &[u8]) -> Result<Option<RangeDescriptor>, String> {
+    if tag.is_empty() {
+        return Ok(None);
+    }
+    codec::decode(tag, MAX_TAG_BYTES)
+        .map(Some)
+        .map_err(|e| format!("range tag: {e}"))
+}
+
+fn outcome(o: shoal_storage::WriteOutcome) -> WriteOutcome {
+    match o {
+        shoal_storage::WriteOutcome::Written { version } => WriteOutcome::Written { version },
+        shoal_storage::WriteOutcome::Deleted { existed } => WriteOutcome::Deleted { existed },
+        shoal_storage::WriteOutcome::Mismatch { current_version } => {
+            WriteOutcome::Mismatch { current_version }
+        }
+        shoal_storage::WriteOutcome::Missing => WriteOutcome::Missing,
+    }
+}
+
+impl StateMachine for RangeMachine {
+    type Source = RangeSnapshot;
+    type Sink = RangeSink;
+    type Staged = StagedSnapshot;
+
+    fn apply(&mut self, entry: &Entry) -> Result<Bytes, MachineError> {
+        if self.descriptor.is_none() {
+            return Err(Self::failed(
+                "a replica without data was handed an entry before a snapshot",
+            ));
+        }
+        let applied = match &entry.payload {
+            EntryPayload::Noop => {
+                self.commit(entry.index, WriteBatch::new())?
+                    .map_err(|r| Self::failed(format!("an empty batch was refused: {r}")))?;
+                Applied::Nothing
+            }
+            EntryPayload::Membership(m) => self.apply_membership(entry.index, m)?,
+            EntryPayload::Command(data) => match codec::decode::<Command>(data, data.len()) {
+                Ok(Command::Write(ops)) => self.apply_write(entry.index, ops)?,
+                Ok(Command::Split { at, right }) => self.apply_split(entry.index, at, right)?,
+                Err(_) => {
+                    self.commit(entry.index, WriteBatch::new())?
+                        .map_err(|r| Self::failed(format!("an empty batch was refused: {r}")))?;
+                    Applied::Rejected(Rejection::Undecodable)
+                }
+            },
+        };
+        codec::encode(&applied)
+            .map(Bytes::from)
+            .map_err(|e| MachineError::Failed(e.to_string()))
+    }
+
+    fn applied_index(&self) -> LogIndex {
+        self.applied
+    }
+
+    fn persist(&mut self) -> Result<LogIndex, MachineError> {
+        let applied = self.applied;
+        self.engine
+            .persist(Durability::Sync)
+            .map_err(Self::failed)?;
+        Ok(applied)
+    }
+
+    fn snapshot(&mut self) -> Result<RangeSnapshot, MachineError> {
+        let stream = self
+            .engine
+            .snapshot_stream(self.range, self.chunk_bytes)
+            .map_err(Self::failed)?;
+        Ok(RangeSnapshot { stream })
+    }
+
+    fn receive_snapshot(&mut self, meta: &SnapshotMeta) -> Result<RangeSink, MachineError> {
+        Ok(RangeSink {
+            engine: self.engine.clone(),
+            range: self.range,
+            index: meta.index,
+            ingest: None,
+        })
+    }
+
+    fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        staged: StagedSnapshot,
+    ) -> Result<(), MachineError> {
+        if staged.applied_index != meta.index {
+            let error = Self::failed(format!(
+                "the staged snapshot is at {}, not {}",
+                staged.applied_index, meta.index
+            ));
+            self.discard_snapshot(staged);
+            return Err(error);
+        }
+        let info = self
+            .engine
+            .install_staged(self.range)
+            .map_err(Self::failed)?;
+        let descriptor = decode_descriptor(&info.tag)
+            .map_err(Self::failed)?
+            .ok_or_else(|| Self::failed("a snapshot without a descriptor"))?;
+        self.applied = info.applied_index;
+        self.membership = meta.membership.clone();
+        self.shared.set_descriptor(descriptor.clone());
+        self.descriptor = Some(descriptor);
+        Ok(())
+    }
+
+    fn discard_snapshot(&mut self, staged: StagedSnapshot) {
+        if let Err(e) = self.engine.discard_staged(staged.range) {
+            tracing::warn!(range = %staged.range, error = %e, "could not discard a staged snapshot");
+        }
+    }
+}
+
+/// A range's snapshot, read from a point-in-time view.
+pub struct RangeSnapshot {
+    stream: SnapshotStream,
+}
+
+impl SnapshotSource for RangeSnapshot {
+    fn index(&self) -> LogIndex {
+        self.stream.applied_index()
+    }
+
+    fn next_chunk(&mut self) -> Result<Option<Bytes>, MachineError> {
+        match self.stream.next() {
+            None => Ok(None),
+            Some(Ok(chunk)) => Ok(Some(chunk.into())),
+            Some(Err(e)) => Err(MachineError::Failed(e.to_string())),
+        }
+    }
+}
+
+/// A range's snapshot being received: the ingest opens at the first chunk (which names the
+/// span), into the engine beside the range's current contents.
+pub struct RangeSink {
+    engine: Arc<Engine>,
+    range: RangeId,
+    index: LogIndex,
+    ingest: Option<Ingest<Arc<Engine>>>,
+}
+
+impl SnapshotSink for RangeSink {
+    type Staged = StagedSnapshot;
+
+    fn write(&mut self, chunk: &[u8]) -> Result<(), MachineError> {
+        let bad = |e: StorageError| MachineError::BadSnapshot(e.to_string());
+        if self.ingest.is_none() {
+            let (range, applied, span) = shoal_storage::snapshot_header(chunk).map_err(bad)?;
+            if range != self.range || applied != self.index {
+                return Err(MachineError::BadSnapshot(format!(
+                    "a snapshot of {range} at {applied}, expected {} at {}",
+                    self.range, self.index
+                )));
+            }
+            // A staged snapshot a crash or an abandoned transfer left behind goes first.
+            if self
+                .engine
+                .staged_snapshots()
+                .iter()
+                .any(|s| s.range == self.range)
+            {
+                let _ = self.engine.discard_staged(self.range);
+            }
+            let ingest = self
+                .engine
+                .ingest_shared(self.range, span)
+                .map_err(|e| match e {
+                    StorageError::RangeOverlap { .. } | StorageError::SnapshotInProgress(_) => {
+                        MachineError::BadSnapshot(e.to_string())
+                    }
+                    e => MachineError::Failed(e.to_string()),
+                })?;
+            self.ingest = Some(ingest);
+        }
+        let ingest = self.ingest.as_mut().expect("opened above");
+        ingest.apply(chunk).map_err(bad)
+    }
+
+    fn finish(self) -> Result<StagedSnapshot, MachineError> {
+        let ingest = self
+            .ingest
+            .ok_or_else(|| MachineError::BadSnapshot("no chunk arrived".into()))?;
+        ingest
+            .stage()
+            .map_err(|e| MachineError::BadSnapshot(e.to_string()))
+    }
+}

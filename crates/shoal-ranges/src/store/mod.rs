@@ -1,0 +1,39 @@
+//! The range store: every range a node hosts is a Raft group over the node's one
+//! shoal-storage engine, served over shoal-transport (feature `store`, on by default).
+//!
+//! - **Groups.** Each hosted range is one Raft group; all of a node's groups share its one
+//!   WAL (group commit), one tick and one connection per peer (shoal-consensus's
+//!   [`shoal_consensus::driver::RaftDriver`], whose rounds run on the blocking pool). Each
+//!   group's state machine ([`RangeMachine`]) is that range inside the engine: every entry
+//!   commits with the range's applied index, so a restart replays the log from there.
+//! - **Commands** ([`Command`]) are the store's own serde types. A deterministic rejection
+//!   (a key outside the range, a value over the limit) is applied as an empty batch, so the
+//!   applied index advances on every replica alike and the proposer gets a clear error.
+//! - **Snapshots** are the engine's streams: read lazily on the leader, staged beside the
+//!   range on the follower and installed atomically before anything acknowledges them.
+//! - **Splits** are proposed in the range's own group ([`Store::split`]); every replica
+//!   applies one by splitting its engine range (no data moves) and starting the right half's
+//!   group with the same members, its log beginning after [`SPLIT_INIT_INDEX`] so a replica
+//!   that missed the split is sent a snapshot instead of a log it cannot replay.
+//! - **One listener per node** carries node RPC ([`KvRpc`], [`LookupRpc`], [`SplitRpc`]),
+//!   Raft messages and snapshot chunks.
+//! - **Reads** are linearizable by default (ReadIndex, or the leader's lease with
+//!   [`StoreConfig::read_mode`]); stale reads are served by any replica. **Writes** take
+//!   [`Acks`] like a producer's.
+
+mod api;
+mod command;
+mod config;
+mod machine;
+mod node;
+mod service;
+mod shared;
+
+pub use api::{
+    Acks, Consistency, KvEntry, KvOp, KvRequest, KvResponse, KvRpc, LookupRequest, LookupRpc,
+    SplitRequest, SplitResponse, SplitRpc, Versioned, MAX_SCAN_LIMIT,
+};
+pub use command::{Applied, Command, Expect, Rejection, WriteOp, WriteOutcome};
+pub use config::StoreConfig;
+pub use machine::{RangeMachine, RangeSink, RangeSnapshot, SPLIT_INIT_INDEX, SPLIT_INIT_TERM};
+pub use node::{Store, StoreError, FIRST_RANGE};

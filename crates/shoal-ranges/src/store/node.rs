@@ -1,0 +1,522 @@
+//! The store of one node: its engine, its WAL, its Raft groups (one per hosted range) and
+//! the RPC listener that serves them.
+
+use super::command::{Applied, Command, Rejection};
+use super::config::StoreConfig;
+use super::machine::{
+    decode_descriptor, membership_of, RangeMachine, SPLIT_INIT_INDEX, SPLIT_INIT_TERM,
+};
+use super::service;
+use super::shared::{Shared, SplitDone};
+use shoal_consensus::driver::{DriverError, LeaderChange, Peers, RaftDriver, RaftInbox};
+use shoal_consensus::{
+    HardState, LogStore, Membership, Raft, SnapshotMeta, Status, Wait, Wal, WalStore,
+};
+use shoal_core::{
+    codec, Clock, ErrorCode, KeyRange, LeaderHint, NodeId, RangeDescriptor, RangeId,
+    ReplicaDescriptor,
+};
+use shoal_storage::{Engine, RangeStatus, StorageError};
+use shoal_transport::{RegisterError, Router, RpcClient, RpcServer, TransportError};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+/// The range the first nodes bootstrap: the whole key space.
+pub const FIRST_RANGE: RangeId = RangeId::new(1);
+
+/// Why a store could not open, bootstrap or act.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The storage engine failed or refused.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The WAL failed.
+    #[error("raft log: {0}")]
+    Log(#[from] shoal_consensus::StoreError),
+    /// The listener could not start.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The RPC services could not be registered.
+    #[error(transparent)]
+    Register(#[from] RegisterError),
+    /// The transport's configuration was refused.
+    #[error(transparent)]
+    TransportConfig(#[from] shoal_transport::ConfigError),
+    /// A Raft group could not start or be hosted.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// The data directory holds something this store cannot use.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+    /// The store already holds ranges: bootstrapping again would fork the cluster.
+    #[error("the store is already bootstrapped")]
+    AlreadyBootstrapped,
+    /// A request failed with a code a router acts on.
+    #[error(transparent)]
+    Request(#[from] shoal_core::Error),
+}
+
+/// What the store's RPC handlers reach.
+pub(crate) struct Inner {
+    pub(crate) id: NodeId,
+    pub(crate) config: StoreConfig,
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) wal: Wal,
+    pub(crate) driver: RaftDriver<RangeMachine>,
+    pub(crate) peers: Peers,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) addr: SocketAddr,
+    client: Arc<RpcClient>,
+    server: Mutex<Option<RpcServer>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The last range id this node allocated (see [`Inner::allocate_range_id`]).
+    last_range_id: AtomicU64,
+}
+
+/// A node's range store: a handle, cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `config.data_dir`, starts its listener on
+    /// `config.listen` (node RPC, Raft traffic and snapshots on one port) and resumes every
+    /// range the engine hosts from its applied index, replaying the WAL. A snapshot left
+    /// staged by a crash is discarded: nothing acknowledged it, and the leader sends another.
+    pub async fn open(config: StoreConfig) -> Result<Store, StoreError> {
+        let id = config.node;
+        let engine_dir = config.data_dir.join("engine");
+        let wal_dir = config.data_dir.join("wal");
+        let engine_config = config.engine.clone();
+        let (engine, wal) = tokio::task::spawn_blocking(move || {
+            let engine = Engine::open(engine_dir, engine_config)?;
+            let (wal, _) = Wal::open(wal_dir, shoal_consensus::WalConfig::default())?;
+            Ok::<_, StoreError>((engine, wal))
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("opening panicked: {e}")))??;
+        let engine = Arc::new(engine);
+
+        let inbox = RaftInbox::new(&config.driver);
+        let mut router = Router::new();
+        inbox.register(&mut router)?;
+        let slot: Arc<OnceLock<Arc<Inner>>> = Arc::new(OnceLock::new());
+        service::register(&mut router, slot.clone())?;
+        let server = RpcServer::bind(config.listen, id, router, config.transport.clone()).await?;
+        let addr = server.local_addr();
+        let client = Arc::new(RpcClient::new(id, Some(addr), config.transport.clone())?);
+        let peers = Peers::default();
+        peers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, addr);
+        let driver = RaftDriver::start(
+            id,
+            client.clone(),
+            peers.clone(),
+            inbox,
+            config.driver.clone(),
+        );
+        let inner = Arc::new(Inner {
+            id,
+            config,
+            engine,
+            wal,
+            driver,
+            peers,
+            shared: Arc::new(Shared::default()),
+            addr,
+            client,
+            server: Mutex::new(Some(server)),
+            tasks: Mutex::new(Vec::new()),
+            last_range_id: AtomicU64::new(0),
+        });
+        let _ = slot.set(inner.clone());
+        let store = Store { inner };
+        store.resume().await?;
+        let split_task = tokio::spawn(start_split_ranges(store.inner.clone()));
+        store
+            .inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(split_task);
+        Ok(store)
+    }
+
+    /// Resumes every range the engine hosts.
+    async fn resume(&self) -> Result<(), StoreError> {
+        let engine = self.inner.engine.clone();
+        let staged = engine.staged_snapshots();
+        for snapshot in staged {
+            tracing::info!(range = %snapshot.range, "discarding a snapshot a crash left staged");
+            let engine = engine.clone();
+            tokio::task::spawn_blocking(move || engine.discard_staged(snapshot.range))
+                .await
+                .map_err(|e| StoreError::Corrupt(e.to_string()))??;
+        }
+        for info in engine.ranges() {
+            if info.status != RangeStatus::Active {
+                continue;
+            }
+            let descriptor = decode_descriptor(&info.tag).map_err(StoreError::Corrupt)?;
+            self.inner
+                .host_range(info.id, info.span, descriptor, None)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Creates the cluster's first range (the whole key space) on this node, replicated by
+    /// `voters` (this node among them). Every founding node calls it with the same voters;
+    /// the first of them campaigns at once. Refused if the store already holds ranges.
+    pub async fn bootstrap(&self, voters: &[NodeId]) -> Result<RangeDescriptor, StoreError> {
+        let inner = &self.inner;
+        if !inner.engine.ranges().is_empty() || !inner.wal.groups().is_empty() {
+            return Err(StoreError::AlreadyBootstrapped);
+        }
+        let replicas = voters
+            .iter()
+            .map(|&n| ReplicaDescriptor::voter(n))
+            .collect();
+        let descriptor = RangeDescriptor::new(FIRST_RANGE, KeyRange::full(), replicas)
+            .map_err(|e| StoreError::Raft(e.to_string()))?;
+        let membership = Membership::new(voters.iter().copied());
+        let engine = inner.engine.clone();
+        let mut store = inner.wal.store(FIRST_RANGE);
+        let bootstrap = membership.clone();
+        tokio::task::spawn_blocking(move || {
+            engine.create_range(FIRST_RANGE, KeyRange::full(), 0)?;
+            Raft::bootstrap(&mut store, bootstrap).map_err(|e| StoreError::Raft(e.to_string()))?;
+            Ok::<_, StoreError>(())
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(e.to_string()))??;
+        inner
+            .host_range(
+                FIRST_RANGE,
+                KeyRange::full(),
+                Some(descriptor.clone()),
+                Some(membership),
+            )
+            .await?;
+        if voters.first() == Some(&inner.id) {
+            inner
+                .driver
+                .campaign(FIRST_RANGE)
+                .await
+                .map_err(|e| StoreError::Raft(e.to_string()))?;
+        }
+        Ok(descriptor)
+    }
+
+    /// This node.
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// The address the store listens on (node RPC, Raft and snapshots).
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// Records where a peer listens. (Until stores join through membership, whoever starts
+    /// them introduces them to each other.)
+    pub fn set_peer(&self, node: NodeId, addr: SocketAddr) {
+        self.inner
+            .peers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node, addr);
+    }
+
+    /// The node's engine (for replica comparisons and tests).
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.inner.engine
+    }
+
+    /// The client this store calls peers with (routers in the same process may share it).
+    pub fn client(&self) -> Arc<RpcClient> {
+        self.inner.client.clone()
+    }
+
+    /// The descriptors of every range this node hosts, as applied here.
+    pub fn descriptors(&self) -> Vec<RangeDescriptor> {
+        self.inner.shared.descriptors()
+    }
+
+    /// A hosted range's Raft status.
+    pub async fn status(&self, range: RangeId) -> Result<Status, DriverError> {
+        self.inner.driver.status(range).await
+    }
+
+    /// The leader of a hosted range, as this node last saw it.
+    pub fn leader(&self, range: RangeId) -> Option<NodeId> {
+        self.inner.driver.leader(range).and_then(|l| l.id)
+    }
+
+    /// Every change of leader of the ranges this node hosts.
+    pub fn subscribe_leaders(&self) -> broadcast::Receiver<LeaderChange> {
+        self.inner.driver.subscribe_leaders()
+    }
+
+    /// Splits `range`, which this node must lead, at `at` (strictly inside it) or at its
+    /// size median. Resolves once the split is committed and applied here; the right half's
+    /// group starts on every replica as it applies the split.
+    pub async fn split(
+        &self,
+        range: RangeId,
+        at: Option<Vec<u8>>,
+    ) -> Result<(RangeDescriptor, RangeDescriptor), StoreError> {
+        self.inner.split(range, at).await
+    }
+
+    /// Stops serving and stops every group; what was acknowledged is durable.
+    pub async fn shutdown(&self) {
+        self.stop().await;
+        let engine = self.inner.engine.clone();
+        let _ =
+            tokio::task::spawn_blocking(move || engine.persist(shoal_storage::Durability::Sync))
+                .await;
+    }
+
+    /// Stops at once, as a crash would in-process: no final sync of the engine (its
+    /// batches are in the operating system's buffers, which survive a killed process), no
+    /// hand-over of leaderships. For tests of what a crash keeps.
+    pub async fn crash(&self) {
+        self.stop().await;
+    }
+
+    async fn stop(&self) {
+        let server = self
+            .inner
+            .server
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(server) = server {
+            server.shutdown().await;
+        }
+        self.inner.driver.shutdown().await;
+        for task in self
+            .inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            task.abort();
+        }
+        self.inner.client.shutdown().await;
+    }
+}
+
+impl Inner {
+    /// Starts the group of a range the engine hosts, from its applied index. `descriptor`
+    /// and `membership` are known for a range just bootstrapped or split; otherwise the
+    /// membership comes from the log and the descriptor from the engine's tag (or, for a
+    /// range whose first entry has not applied yet, from its span and the log's membership).
+    async fn host_range(
+        &self,
+        range: RangeId,
+        span: KeyRange,
+        descriptor: Option<RangeDescriptor>,
+        membership: Option<Membership>,
+    ) -> Result<(), StoreError> {
+        let applied = self.engine.range(range)?.applied_index;
+        let mut store = self.wal.store(range);
+        if applied == SPLIT_INIT_INDEX
+            && store.last_index() == 0
+            && store.snapshot_meta().index == 0
+        {
+            // The right half of a split whose log was not started before a crash.
+            let membership = membership
+                .clone()
+                .or_else(|| descriptor.as_ref().map(membership_of))
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!("split range {range} without a descriptor"))
+                })?;
+            start_split_log(&mut store, membership)?;
+        }
+        let seed = self.id.get().wrapping_mul(0x9e37_79b9) ^ range.get();
+        let now = self.driver.clock().now();
+        let raft = Raft::new(
+            self.id,
+            range,
+            self.config.raft.clone(),
+            store,
+            applied,
+            seed,
+            now,
+        )
+        .map_err(|e| StoreError::Raft(e.to_string()))?;
+        let membership = membership.unwrap_or_else(|| {
+            raft.snapshot_meta(applied)
+                .map(|m| m.membership)
+                .unwrap_or_else(|| raft.membership().clone())
+        });
+        let descriptor = match descriptor {
+            Some(d) => d,
+            None => RangeDescriptor::new(range, span, super::machine::replicas_of(&membership))
+                .map_err(|e| StoreError::Corrupt(format!("range {range}: {e}")))?,
+        };
+        let machine = RangeMachine::hosted(
+            self.engine.clone(),
+            descriptor,
+            membership,
+            self.shared.clone(),
+            self.config.snapshot_chunk_bytes,
+        )?;
+        self.driver
+            .add_group(raft, machine)
+            .await
+            .map_err(|e| StoreError::Raft(e.to_string()))
+    }
+
+    /// A range id no other node allocates: the node id's low 20 bits on top, and below a
+    /// per-node counter that starts from the clock in microseconds, so it keeps increasing
+    /// across restarts. (The meta range's allocator replaces it.)
+    fn allocate_range_id(&self) -> RangeId {
+        const LOW: u64 = (1 << 44) - 1;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64)
+            & LOW;
+        let mut previous = self.last_range_id.load(Ordering::Relaxed);
+        loop {
+            let next = (previous + 1).max(now) & LOW;
+            match self.last_range_id.compare_exchange(
+                previous,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return RangeId::new(((self.id.get() & 0xF_FFFF) << 44) | next),
+                Err(current) => previous = current,
+            }
+        }
+    }
+
+    pub(crate) fn leader_hint(&self, node: Option<NodeId>) -> Option<LeaderHint> {
+        let node = node?;
+        let addr = self
+            .peers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&node)
+            .copied();
+        Some(LeaderHint { node, addr })
+    }
+
+    pub(crate) async fn split(
+        &self,
+        range: RangeId,
+        at: Option<Vec<u8>>,
+    ) -> Result<(RangeDescriptor, RangeDescriptor), StoreError> {
+        let request = |code: ErrorCode, message: &str| {
+            StoreError::Request(shoal_core::Error::new(code, message))
+        };
+        if self.shared.descriptor(range).is_none() {
+            return Err(request(
+                ErrorCode::RangeNotFound { range },
+                "not hosted here",
+            ));
+        }
+        let at = match at {
+            Some(at) => at,
+            None => {
+                let engine = self.engine.clone();
+                tokio::task::spawn_blocking(move || engine.split_key(range))
+                    .await
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))??
+                    .ok_or_else(|| {
+                        request(ErrorCode::InvalidRequest, "the range is too small to split")
+                    })?
+            }
+        };
+        let right = self.allocate_range_id();
+        let data = codec::encode(&Command::Split { at, right })
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let answer = self
+            .driver
+            .propose_within(
+                range,
+                data.into(),
+                Wait::Applied,
+                self.config.request_timeout,
+            )
+            .await
+            .map_err(|e| StoreError::Request(service::write_error(self, e)))?;
+        let applied: Applied =
+            codec::decode(&answer, answer.len()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        match applied {
+            Applied::Split { left, right } => Ok((*left, *right)),
+            Applied::Rejected(Rejection::InvalidSplit(why)) => {
+                Err(request(ErrorCode::InvalidRequest, &why))
+            }
+            other => Err(StoreError::Corrupt(format!("a split answered {other:?}"))),
+        }
+    }
+}
+
+/// Starts the log of a split's right half: empty, after a snapshot point at
+/// [`SPLIT_INIT_INDEX`] with the parent's membership (every replica does the same, so their
+/// logs agree from the start).
+fn start_split_log(store: &mut WalStore, membership: Membership) -> Result<(), StoreError> {
+    let hard_state = store.hard_state();
+    store.install_snapshot(SnapshotMeta {
+        index: SPLIT_INIT_INDEX,
+        term: SPLIT_INIT_TERM,
+        membership,
+    })?;
+    store.set_hard_state(HardState {
+        term: hard_state.term.max(SPLIT_INIT_TERM),
+        vote: hard_state.vote,
+        commit: SPLIT_INIT_INDEX,
+    })?;
+    store.sync()?;
+    Ok(())
+}
+
+/// Starts the group of every split's right half as this node applies the split.
+async fn start_split_ranges(inner: Arc<Inner>) {
+    loop {
+        inner.shared.wake.notified().await;
+        for split in inner.shared.take_splits() {
+            if let Err(e) = start_split_range(&inner, split).await {
+                tracing::error!(node = %inner.id, error = %e, "could not start a split's right half");
+            }
+        }
+    }
+}
+
+async fn start_split_range(inner: &Arc<Inner>, split: SplitDone) -> Result<(), StoreError> {
+    let SplitDone {
+        parent,
+        right,
+        membership,
+    } = split;
+    let range = right.id;
+    let mut store = inner.wal.store(range);
+    let log_membership = membership.clone();
+    tokio::task::spawn_blocking(move || start_split_log(&mut store, log_membership))
+        .await
+        .map_err(|e| StoreError::Corrupt(e.to_string()))??;
+    let span = right.range.clone();
+    inner
+        .host_range(range, span, Some(right), Some(membership))
+        .await?;
+    // The parent's leader leads the new half at once rather than after an election timeout.
+    if inner.driver.leader(parent).and_then(|l| l.id) == Some(inner.id) {
+        let _ = inner.driver.campaign(range).await;
+    }
+    Ok(())
+}
+
+/// How long a request may take when its caller gave no deadline.
+pub(crate) const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);

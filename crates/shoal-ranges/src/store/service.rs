@@ -1,0 +1,436 @@
+//! The node RPC handlers (see [`super::api`]).
+
+use super::api::{
+    Acks, Consistency, KvEntry, KvOp, KvRequest, KvResponse, KvRpc, LookupRpc, SplitResponse,
+    SplitRpc, Versioned, MAX_SCAN_LIMIT,
+};
+use super::command::{Applied, Command, Expect, Rejection, WriteOp};
+use super::node::{Inner, StoreError, DEFAULT_DEADLINE};
+use shoal_consensus::driver::DriverError;
+use shoal_consensus::{ProposeError, ReadError, Wait};
+use shoal_core::{codec, Error, ErrorCode, RangeDescriptor, RangeEnd, RangeId};
+use shoal_storage::{Scan, StorageError};
+use shoal_transport::{RegisterError, RequestContext, Router};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+type Slot = Arc<OnceLock<Arc<Inner>>>;
+
+fn inner(slot: &Slot) -> Result<Arc<Inner>, Error> {
+    slot.get()
+        .cloned()
+        .ok_or_else(|| Error::new(ErrorCode::Unavailable, "the store is starting"))
+}
+
+/// Registers the store's handlers on the node's router.
+pub(crate) fn register(router: &mut Router, slot: Slot) -> Result<(), RegisterError> {
+    let kv = slot.clone();
+    router.register::<KvRpc, _, _>(move |ctx, request| {
+        let slot = kv.clone();
+        async move { handle_kv(&inner(&slot)?, &ctx, request).await }
+    })?;
+    let lookup = slot.clone();
+    router.register::<LookupRpc, _, _>(move |_ctx, request| {
+        let slot = lookup.clone();
+        async move {
+            let inner = inner(&slot)?;
+            Ok(inner
+                .shared
+                .range_for(&request.key)
+                .into_iter()
+                .collect::<Vec<RangeDescriptor>>())
+        }
+    })?;
+    router.register::<SplitRpc, _, _>(move |_ctx, request| {
+        let slot = slot.clone();
+        async move {
+            let inner = inner(&slot)?;
+            match inner.split(request.range, request.at).await {
+                Ok((left, right)) => Ok(SplitResponse { left, right }),
+                Err(StoreError::Request(e)) => Err(e),
+                Err(e) => Err(Error::new(ErrorCode::Internal, e.to_string())),
+            }
+        }
+    })?;
+    Ok(())
+}
+
+/// How long this request may take: the caller's deadline, less a margin for the answer to
+/// get back, within the store's limit.
+fn deadline(inner: &Inner, ctx: &RequestContext) -> Duration {
+    let caller = ctx.timeout.saturating_sub(ctx.timeout / 10);
+    let limit = if inner.config.request_timeout.is_zero() {
+        DEFAULT_DEADLINE
+    } else {
+        inner.config.request_timeout
+    };
+    if caller.is_zero() {
+        limit
+    } else {
+        caller.min(limit)
+    }
+}
+
+fn mismatch(descriptors: Vec<RangeDescriptor>, why: &str) -> Error {
+    Error::new(ErrorCode::RangeKeyMismatch { descriptors }, why)
+}
+
+/// Refuses keys over the engine's limit, values over it, and keys outside `descriptor`.
+fn check_keys<'k>(
+    inner: &Inner,
+    descriptor: &RangeDescriptor,
+    keys: impl Iterator<Item = &'k [u8]>,
+) -> Result<(), Error> {
+    let max_key = inner.config.engine.max_key_len;
+    for key in keys {
+        if key.len() > max_key {
+            return Err(Error::new(
+                ErrorCode::TooLarge,
+                format!("key of {} bytes over the limit of {max_key}", key.len()),
+            ));
+        }
+        if !descriptor.contains_key(key) {
+            let fresher = inner.shared.range_for(key).into_iter().collect();
+            return Err(mismatch(fresher, "a key outside the range"));
+        }
+    }
+    Ok(())
+}
+
+async fn handle_kv(
+    inner: &Arc<Inner>,
+    ctx: &RequestContext,
+    request: KvRequest,
+) -> Result<KvResponse, Error> {
+    let range = request.range;
+    let descriptor = inner.shared.descriptor(range).ok_or_else(|| {
+        Error::new(
+            ErrorCode::RangeNotFound { range },
+            "no replica of the range here",
+        )
+    })?;
+    if request.generation < descriptor.generation {
+        return Err(mismatch(
+            vec![descriptor],
+            "the request's descriptor is older than the range's",
+        ));
+    }
+    let timeout = deadline(inner, ctx);
+    match request.op {
+        KvOp::Get { key, consistency } => {
+            check_keys(inner, &descriptor, std::iter::once(key.as_slice()))?;
+            read_barrier(inner, range, consistency, timeout).await?;
+            let value = inner
+                .engine
+                .get(range, &key)
+                .map_err(|e| storage_error(inner, range, &key, e))?;
+            Ok(KvResponse::Value(value.map(|v| Versioned {
+                version: v.version,
+                value: v.value,
+            })))
+        }
+        KvOp::Scan {
+            start,
+            end,
+            limit,
+            reverse,
+            consistency,
+        } => {
+            scan(
+                inner,
+                &descriptor,
+                start,
+                end,
+                limit,
+                reverse,
+                consistency,
+                timeout,
+            )
+            .await
+        }
+        KvOp::Write { ops, acks } => write(inner, &descriptor, ops, acks, timeout).await,
+    }
+}
+
+/// Waits until this replica may answer a read of `consistency`.
+async fn read_barrier(
+    inner: &Inner,
+    range: RangeId,
+    consistency: Consistency,
+    timeout: Duration,
+) -> Result<(), Error> {
+    if consistency == Consistency::Stale {
+        return Ok(());
+    }
+    inner
+        .driver
+        .read_index_within(range, inner.config.read_mode, timeout)
+        .await
+        .map(|_| ())
+        .map_err(|e| read_error(inner, e))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn scan(
+    inner: &Arc<Inner>,
+    descriptor: &RangeDescriptor,
+    start: Vec<u8>,
+    end: Option<Vec<u8>>,
+    limit: u32,
+    reverse: bool,
+    consistency: Consistency,
+    timeout: Duration,
+) -> Result<KvResponse, Error> {
+    if limit == 0 || limit > MAX_SCAN_LIMIT {
+        return Err(Error::new(
+            ErrorCode::InvalidRequest,
+            format!("a scan limit must be 1..={MAX_SCAN_LIMIT}"),
+        ));
+    }
+    if end.as_ref().is_some_and(|end| *end < start) {
+        return Err(Error::new(
+            ErrorCode::InvalidRequest,
+            "the scan's start is after its end",
+        ));
+    }
+    let max_key = inner.config.engine.max_key_len;
+    if start.len() > max_key || end.as_ref().is_some_and(|e| e.len() > max_key) {
+        return Err(Error::new(
+            ErrorCode::TooLarge,
+            "a scan bound over the key limit",
+        ));
+    }
+    let span = &descriptor.range;
+    // A forward scan is sent to the range holding `start`; a reverse one to the range holding
+    // the keys just below `end`. This range answers its part and says where to go on.
+    let holds_start = span.contains(&start);
+    let holds_top = match &end {
+        Some(end) => {
+            span.start() < end.as_slice()
+                && !matches!(span.end(), RangeEnd::Key(e) if e.as_slice() < end.as_slice())
+        }
+        None => *span.end() == RangeEnd::Unbounded,
+    };
+    if !(if reverse { holds_top } else { holds_start }) {
+        let key = if reverse {
+            end.clone().unwrap_or_default()
+        } else {
+            start.clone()
+        };
+        let fresher = inner.shared.range_for(&key).into_iter().collect();
+        return Err(mismatch(fresher, "the scan does not begin in this range"));
+    }
+    let lo = start.clone().max(span.start().to_vec());
+    let hi = match (&end, span.end()) {
+        (Some(end), RangeEnd::Key(range_end)) => Some(end.clone().min(range_end.clone())),
+        (Some(end), RangeEnd::Unbounded) => Some(end.clone()),
+        (None, RangeEnd::Key(range_end)) => Some(range_end.clone()),
+        (None, RangeEnd::Unbounded) => None,
+    };
+    read_barrier(inner, descriptor.id, consistency, timeout).await?;
+    let mut request = Scan::all(limit as usize).from(lo.clone());
+    if let Some(hi) = &hi {
+        request = request.to(hi.clone());
+    }
+    if reverse {
+        request = request.reverse();
+    }
+    let engine = inner.engine.clone();
+    let range = descriptor.id;
+    let found = tokio::task::spawn_blocking(move || engine.scan(range, &request))
+        .await
+        .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?
+        .map_err(|e| storage_error(inner, range, &start, e))?;
+    let full = found.len() == limit as usize;
+    let resume = match (full, reverse) {
+        // Continue past the last key returned: just after it, or below it (it becomes the
+        // exclusive end).
+        (true, false) => found.last().map(|e| {
+            let mut next = e.key.clone();
+            next.push(0);
+            next
+        }),
+        (true, true) => found.last().map(|e| e.key.clone()),
+        // Continue in the next range, if the scan reaches past this one.
+        (false, false) => match (span.end(), &end) {
+            (RangeEnd::Key(range_end), Some(end)) if range_end < end => Some(range_end.clone()),
+            (RangeEnd::Key(range_end), None) => Some(range_end.clone()),
+            _ => None,
+        },
+        // Continue in the range before this one, if the scan reaches below it.
+        (false, true) => (span.start() > start.as_slice()).then(|| span.start().to_vec()),
+    };
+    Ok(KvResponse::Entries {
+        entries: found
+            .into_iter()
+            .map(|e| KvEntry {
+                key: e.key,
+                version: e.version,
+                value: e.value,
+            })
+            .collect(),
+        resume,
+    })
+}
+
+async fn write(
+    inner: &Arc<Inner>,
+    descriptor: &RangeDescriptor,
+    ops: Vec<WriteOp>,
+    acks: Acks,
+    timeout: Duration,
+) -> Result<KvResponse, Error> {
+    if ops.is_empty() {
+        return Err(Error::new(ErrorCode::InvalidRequest, "no writes"));
+    }
+    check_keys(inner, descriptor, ops.iter().map(WriteOp::key))?;
+    let max_value = inner.config.engine.max_value_len;
+    for op in &ops {
+        let value = match op {
+            WriteOp::Put { value, .. }
+            | WriteOp::CompareAndSet {
+                new: Some(value), ..
+            } => Some(value),
+            _ => None,
+        };
+        let expected = match op {
+            WriteOp::CompareAndSet {
+                expect: Expect::Value(v),
+                ..
+            } => Some(v),
+            _ => None,
+        };
+        for v in value.into_iter().chain(expected) {
+            if v.len() > max_value {
+                return Err(Error::new(
+                    ErrorCode::TooLarge,
+                    format!("value of {} bytes over the limit of {max_value}", v.len()),
+                ));
+            }
+        }
+    }
+    let range = descriptor.id;
+    // Only the leader takes writes: say who it is without queueing behind the driver.
+    let leader = inner.driver.leader(range).and_then(|l| l.id);
+    if leader != Some(inner.id) {
+        return Err(Error::new(
+            ErrorCode::NotLeader {
+                hint: inner.leader_hint(leader),
+            },
+            "not the leader",
+        ));
+    }
+    let data: bytes::Bytes = codec::encode(&Command::Write(ops))
+        .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?
+        .into();
+    match acks {
+        Acks::Majority => {
+            let answer = inner
+                .driver
+                .propose_within(range, data, Wait::Applied, timeout)
+                .await
+                .map_err(|e| write_error(inner, e))?;
+            let applied: Applied = codec::decode(&answer, answer.len())
+                .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
+            match applied {
+                Applied::Written(outcomes) => Ok(KvResponse::Written(outcomes)),
+                Applied::Rejected(rejection) => Err(rejection_error(rejection)),
+                other => Err(Error::new(
+                    ErrorCode::Internal,
+                    format!("a write answered {other:?}"),
+                )),
+            }
+        }
+        Acks::Leader => {
+            inner
+                .driver
+                .propose_within(range, data, Wait::Persisted, timeout)
+                .await
+                .map_err(|e| write_error(inner, e))?;
+            Ok(KvResponse::Accepted)
+        }
+        Acks::None => {
+            let driver = inner.driver.clone();
+            tokio::spawn(async move {
+                let _ = driver
+                    .propose_within(range, data, Wait::Persisted, timeout)
+                    .await;
+            });
+            Ok(KvResponse::Accepted)
+        }
+    }
+}
+
+/// A deterministic rejection as the router's error.
+fn rejection_error(rejection: Rejection) -> Error {
+    let message = rejection.to_string();
+    match rejection {
+        Rejection::KeyOutsideRange(descriptor) => mismatch(vec![*descriptor], &message),
+        Rejection::TooLarge(_) => Error::new(ErrorCode::TooLarge, message),
+        Rejection::VersionsExhausted | Rejection::InvalidSplit(_) | Rejection::Undecodable => {
+            Error::new(ErrorCode::InvalidRequest, message)
+        }
+    }
+}
+
+/// A failed proposal as the router's error. Anything that may have taken effect is
+/// [`ErrorCode::OutcomeUnknown`], never a failure.
+pub(crate) fn write_error(inner: &Inner, error: DriverError) -> Error {
+    let message = error.to_string();
+    let code = match error {
+        DriverError::Propose(ProposeError::NotLeader { leader }) => ErrorCode::NotLeader {
+            hint: inner.leader_hint(leader),
+        },
+        DriverError::Propose(ProposeError::TransferInProgress { to }) => ErrorCode::NotLeader {
+            hint: inner.leader_hint(Some(to)),
+        },
+        DriverError::Propose(ProposeError::TooLarge { .. }) => ErrorCode::TooLarge,
+        DriverError::Propose(ProposeError::Overloaded) => ErrorCode::Overloaded,
+        DriverError::Propose(ProposeError::ConfChange(_)) => ErrorCode::InvalidRequest,
+        DriverError::UnknownGroup(range) => ErrorCode::RangeNotFound { range },
+        // Definitely not applied: another entry took its place, or the group is down.
+        DriverError::Dropped | DriverError::GroupFailed { .. } => ErrorCode::Unavailable,
+        DriverError::Indeterminate | DriverError::TimedOut => ErrorCode::OutcomeUnknown,
+        DriverError::Stopped => ErrorCode::ShuttingDown,
+        _ => ErrorCode::Internal,
+    };
+    Error::new(code, message)
+}
+
+/// A failed read barrier as the router's error.
+fn read_error(inner: &Inner, error: DriverError) -> Error {
+    let message = error.to_string();
+    let code = match error {
+        DriverError::Read(ReadError::NotLeader { leader }) => ErrorCode::NotLeader {
+            hint: inner.leader_hint(leader),
+        },
+        DriverError::Read(_) | DriverError::GroupFailed { .. } => ErrorCode::Unavailable,
+        DriverError::UnknownGroup(range) => ErrorCode::RangeNotFound { range },
+        DriverError::TimedOut => ErrorCode::Timeout,
+        DriverError::Stopped => ErrorCode::ShuttingDown,
+        _ => ErrorCode::Internal,
+    };
+    Error::new(code, message)
+}
+
+/// A storage error while serving a read.
+fn storage_error(inner: &Inner, range: RangeId, key: &[u8], error: StorageError) -> Error {
+    match error {
+        StorageError::KeyOutsideRange { .. } => mismatch(
+            inner.shared.range_for(key).into_iter().collect(),
+            "the range split since",
+        ),
+        StorageError::RangeNotFound(_) => Error::new(
+            ErrorCode::RangeNotFound { range },
+            "no replica of the range here",
+        ),
+        StorageError::RangeNotReady(_) => {
+            Error::new(ErrorCode::Unavailable, "the range is installing a snapshot")
+        }
+        StorageError::KeyTooLarge { .. } | StorageError::ValueTooLarge { .. } => {
+            Error::new(ErrorCode::TooLarge, error.to_string())
+        }
+        StorageError::InvalidScan(_) => Error::new(ErrorCode::InvalidRequest, error.to_string()),
+        e => Error::new(ErrorCode::Internal, e.to_string()),
+    }
+}

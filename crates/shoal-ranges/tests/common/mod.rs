@@ -1,0 +1,212 @@
+//! Stores on loopback TCP with real fjall and WALs in temp dirs, and a client that routes
+//! like a gateway: it finds a range's descriptor, goes to its leader, follows `NotLeader`
+//! hints and replaces descriptors on `RangeKeyMismatch`.
+
+#![allow(dead_code)]
+
+use shoal_core::{Error, ErrorCode, NodeId, RangeDescriptor};
+use shoal_ranges::store::{
+    KvOp, KvRequest, KvResponse, KvRpc, LookupRequest, LookupRpc, Store, StoreConfig,
+};
+use shoal_transport::{RpcClient, RpcTransportExt, TransportConfig};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub fn n(raw: u64) -> NodeId {
+    NodeId::new(raw)
+}
+
+/// Raft timings for tests: quick elections, but with room for a loaded 2-core machine.
+pub fn config(id: NodeId, dir: &std::path::Path) -> StoreConfig {
+    let mut config = StoreConfig::new(id, dir, "127.0.0.1:0".parse().unwrap());
+    config.raft.heartbeat_interval = Duration::from_millis(50);
+    config.raft.election_timeout = Duration::from_millis(500);
+    config.raft.max_clock_drift = Duration::from_millis(50);
+    config.transport = TransportConfig::local();
+    config.snapshot_chunk_bytes = 64 << 10;
+    config
+}
+
+pub struct Cluster {
+    pub stores: Vec<Option<Store>>,
+    pub dirs: Vec<tempfile::TempDir>,
+    pub addrs: Vec<SocketAddr>,
+    pub client: Arc<RpcClient>,
+    pub configure: fn(&mut StoreConfig),
+}
+
+impl Cluster {
+    /// `nodes` stores, bootstrapped together as the first range's voters.
+    pub async fn start(nodes: u64, configure: fn(&mut StoreConfig)) -> Cluster {
+        let mut cluster = Cluster {
+            stores: Vec::new(),
+            dirs: Vec::new(),
+            addrs: Vec::new(),
+            client: Arc::new(
+                RpcClient::new(NodeId::new(10_000), None, TransportConfig::local()).unwrap(),
+            ),
+            configure,
+        };
+        for i in 1..=nodes {
+            let dir = tempfile::tempdir().unwrap();
+            let mut config = config(n(i), dir.path());
+            configure(&mut config);
+            let store = Store::open(config).await.unwrap();
+            cluster.addrs.push(store.addr());
+            cluster.stores.push(Some(store));
+            cluster.dirs.push(dir);
+        }
+        cluster.introduce();
+        let voters: Vec<NodeId> = (1..=nodes).map(n).collect();
+        for store in cluster.stores.iter().flatten() {
+            store.bootstrap(&voters).await.unwrap();
+        }
+        cluster
+    }
+
+    /// Tells every live store where the others listen.
+    pub fn introduce(&self) {
+        for store in self.stores.iter().flatten() {
+            for (i, addr) in self.addrs.iter().enumerate() {
+                store.set_peer(n(i as u64 + 1), *addr);
+            }
+        }
+    }
+
+    pub fn store(&self, id: NodeId) -> &Store {
+        self.stores[(id.get() - 1) as usize].as_ref().unwrap()
+    }
+
+    /// Stops a store the way a crash does: no flush, no hand-over (the process's OS buffers
+    /// survive, as they would a killed process).
+    pub async fn kill(&mut self, id: NodeId) {
+        let store = self.stores[(id.get() - 1) as usize].take().unwrap();
+        store.crash().await;
+    }
+
+    /// Reopens a store on its directory and address.
+    pub async fn restart(&mut self, id: NodeId) {
+        let i = (id.get() - 1) as usize;
+        let mut config = config(id, self.dirs[i].path());
+        config.listen = self.addrs[i];
+        (self.configure)(&mut config);
+        // The crashed store's last references (a snapshot transfer, say) may still be going.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let store = loop {
+            match Store::open(config.clone()).await {
+                Ok(store) => break store,
+                Err(e) if Instant::now() < deadline => {
+                    tracing_skip(&e);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("reopening {id}: {e}"),
+            }
+        };
+        self.stores[i] = Some(store);
+        self.introduce();
+    }
+
+    /// The freshest descriptor any live store holds for `key`.
+    pub async fn descriptor(&self, key: &[u8]) -> Option<RangeDescriptor> {
+        let mut best: Option<RangeDescriptor> = None;
+        for (i, addr) in self.addrs.iter().enumerate() {
+            if self.stores[i].is_none() {
+                continue;
+            }
+            let request = LookupRequest { key: key.to_vec() };
+            let Ok(found) = self
+                .client
+                .call::<LookupRpc>(*addr, &request, Duration::from_secs(2))
+                .await
+            else {
+                continue;
+            };
+            for d in found {
+                if best.as_ref().is_none_or(|b| d.generation > b.generation) {
+                    best = Some(d);
+                }
+            }
+        }
+        best
+    }
+
+    /// Sends `op` for `key` the way a router does, until it succeeds or fails with an error
+    /// a router does not retry, within 30 s.
+    pub async fn request(&self, key: &[u8], op: KvOp) -> Result<KvResponse, Error> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut target: Option<NodeId> = None;
+        let mut last_error = None;
+        while Instant::now() < deadline {
+            let Some(descriptor) = self.descriptor(key).await else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let node = target
+                .or_else(|| self.leader_of(&descriptor))
+                .unwrap_or(descriptor.replicas[0].node);
+            let i = (node.get() - 1) as usize;
+            if self.stores.get(i).is_none_or(Option::is_none) {
+                target = None;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            let request = KvRequest {
+                range: descriptor.id,
+                generation: descriptor.generation,
+                op: op.clone(),
+            };
+            match self
+                .client
+                .call::<KvRpc>(self.addrs[i], &request, Duration::from_secs(5))
+                .await
+            {
+                Ok(response) => return Ok(response),
+                Err(e) => {
+                    match &e.code {
+                        ErrorCode::NotLeader { hint } => {
+                            target = hint.as_ref().map(|h| h.node);
+                        }
+                        ErrorCode::RangeKeyMismatch { .. }
+                        | ErrorCode::RangeNotFound { .. }
+                        | ErrorCode::Unavailable
+                        | ErrorCode::Timeout
+                        | ErrorCode::ShuttingDown => target = None,
+                        _ => return Err(e),
+                    }
+                    last_error = Some(e);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| Error::new(ErrorCode::Timeout, "no route")))
+    }
+
+    /// The leader of a range as the live stores see it.
+    pub fn leader_of(&self, descriptor: &RangeDescriptor) -> Option<NodeId> {
+        self.stores.iter().flatten().find_map(|s| {
+            s.leader(descriptor.id)
+                .filter(|l| self.stores[(l.get() - 1) as usize].is_some())
+        })
+    }
+
+    pub async fn shutdown(self) {
+        for store in self.stores.into_iter().flatten() {
+            store.shutdown().await;
+        }
+    }
+}
+
+/// Waits for `check` to hold, for at most 60 s.
+pub async fn wait_for<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn tracing_skip(_e: &dyn std::fmt::Display) {}
