@@ -184,3 +184,258 @@ async fn three_stores_serve_reads_writes_and_compare_and_set() {
     );
     cluster.shutdown().await;
 }
+
+fn entries(response: KvResponse) -> (Vec<shoal_ranges::store::KvEntry>, Option<Vec<u8>>) {
+    match response {
+        KvResponse::Entries { entries, resume } => (entries, resume),
+        other => panic!("not entries: {other:?}"),
+    }
+}
+
+/// Scans `[start, end)` through the router, following continuations across ranges.
+async fn scan_all(cluster: &Cluster, start: &[u8], end: &[u8], reverse: bool) -> Vec<Vec<u8>> {
+    let mut keys = Vec::new();
+    let (mut lo, mut hi) = (start.to_vec(), end.to_vec());
+    for _ in 0..1000 {
+        let route = if reverse {
+            // The range holding the keys just below `hi`.
+            let mut below = hi.clone();
+            match below.last_mut() {
+                Some(b) if *b > 0 => *b -= 1,
+                _ => {
+                    below.pop();
+                }
+            }
+            below
+        } else {
+            lo.clone()
+        };
+        let op = KvOp::Scan {
+            start: lo.clone(),
+            end: Some(hi.clone()),
+            limit: 7,
+            reverse,
+            consistency: Consistency::Linearizable,
+        };
+        let (found, resume) = entries(cluster.request(&route, op).await.unwrap());
+        keys.extend(found.into_iter().map(|e| e.key));
+        match resume {
+            Some(next) if reverse => hi = next,
+            Some(next) => lo = next,
+            None => return keys,
+        }
+    }
+    panic!("the scan did not end");
+}
+
+/// A range splits while holding data: both halves serve, a client holding the old
+/// descriptor is told the new ones, scans cross the boundary both ways, and every replica
+/// applied the split.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_splits_online_and_both_halves_serve() {
+    let cluster = Cluster::start(3, |_| {}).await;
+    for i in 0..40u32 {
+        let key = format!("key{i:03}");
+        cluster
+            .request(key.as_bytes(), KvOp::put(key.clone(), format!("v{i}")))
+            .await
+            .unwrap();
+    }
+    let before = cluster.descriptor(b"key000").await.unwrap();
+    let leader = cluster.leader_of(&before).unwrap();
+    let (left, right) = cluster
+        .store(leader)
+        .split(FIRST_RANGE, Some(b"key020".to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(left.id, FIRST_RANGE);
+    assert!(left.generation > before.generation);
+    assert_eq!(right.range.start(), b"key020");
+    // Every replica applies the split and starts the right half's group.
+    wait_for("every replica to host both halves", async || {
+        (1..=3)
+            .all(|i| cluster.store(n(i)).descriptors().len() == 2)
+            .then_some(())
+    })
+    .await;
+    wait_for("a leader for the right half", async || {
+        cluster.leader_of(&right)
+    })
+    .await;
+    // A request with the old generation is told the range changed.
+    use shoal_transport::RpcTransportExt;
+    let stale = shoal_ranges::store::KvRequest {
+        range: before.id,
+        generation: before.generation,
+        op: KvOp::get("key001"),
+    };
+    let err = cluster
+        .client
+        .call::<shoal_ranges::store::KvRpc>(
+            cluster.store(leader).addr(),
+            &stale,
+            std::time::Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err.code, ErrorCode::RangeKeyMismatch { descriptors } if descriptors[0].generation == left.generation),
+        "{err}"
+    );
+    // Both halves read and write.
+    for i in [0u32, 19, 20, 39] {
+        let key = format!("key{i:03}");
+        let got = value(
+            cluster
+                .request(key.as_bytes(), KvOp::get(key.clone()))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(got.unwrap().value, format!("v{i}").into_bytes(), "{key}");
+    }
+    cluster
+        .request(b"key030", KvOp::put("key030", "after"))
+        .await
+        .unwrap();
+    assert_eq!(
+        value(
+            cluster
+                .request(b"key030", KvOp::get("key030"))
+                .await
+                .unwrap()
+        )
+        .unwrap()
+        .value,
+        b"after"
+    );
+    // Scans across the boundary, forward and backward, see every key once.
+    let forward = scan_all(&cluster, b"key010", b"key035", false).await;
+    let expected: Vec<Vec<u8>> = (10..35)
+        .map(|i| format!("key{i:03}").into_bytes())
+        .collect();
+    assert_eq!(forward, expected);
+    let backward = scan_all(&cluster, b"key010", b"key035", true).await;
+    assert_eq!(backward, expected.iter().rev().cloned().collect::<Vec<_>>());
+    // A split at a key outside the range is refused and changes nothing.
+    let refused = cluster
+        .store(leader)
+        .split(FIRST_RANGE, Some(b"zzz".to_vec()))
+        .await;
+    assert!(refused.is_err());
+    cluster.shutdown().await;
+}
+
+/// The leader of a range is killed during writes: writes go on after a new election; the
+/// old leader restarts and catches up; after every node restarts, every acknowledged write
+/// is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_survive_a_leader_crash_and_a_full_restart() {
+    let mut cluster = Cluster::start(3, |_| {}).await;
+    let mut acknowledged = Vec::new();
+    for i in 0..30u32 {
+        let key = format!("a{i:03}");
+        cluster
+            .request(key.as_bytes(), KvOp::put(key.clone(), "1"))
+            .await
+            .unwrap();
+        acknowledged.push(key);
+    }
+    let descriptor = cluster.descriptor(b"a").await.unwrap();
+    let leader = cluster.leader_of(&descriptor).unwrap();
+    cluster.kill(leader).await;
+    for i in 30..60u32 {
+        let key = format!("a{i:03}");
+        cluster
+            .request(key.as_bytes(), KvOp::put(key.clone(), "1"))
+            .await
+            .unwrap();
+        acknowledged.push(key);
+    }
+    assert_ne!(cluster.leader_of(&descriptor), Some(leader));
+    cluster.restart(leader).await;
+    wait_for("the old leader to catch up", async || {
+        let engine = cluster.store(leader).engine();
+        engine.get(FIRST_RANGE, b"a059").ok()?.map(|_| ())
+    })
+    .await;
+    // Every node restarts.
+    for i in 1..=3 {
+        cluster.kill(n(i)).await;
+    }
+    for i in 1..=3 {
+        cluster.restart(n(i)).await;
+    }
+    for key in &acknowledged {
+        let got = value(
+            cluster
+                .request(key.as_bytes(), KvOp::get(key.clone()))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(got.map(|v| v.value), Some(b"1".to_vec()), "{key} was lost");
+    }
+    cluster.shutdown().await;
+}
+
+/// A follower down while the leader writes and compacts its log far past it catches up from
+/// a snapshot of the leader's engine, streamed in chunks and installed over its old data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_the_compacted_log_catches_up_by_snapshot() {
+    let mut cluster = Cluster::start(3, |config| {
+        config.raft.snapshot_after_entries = 50;
+        config.raft.compaction_trailing_entries = 5;
+        config.snapshot_chunk_bytes = 4 << 10;
+    })
+    .await;
+    cluster
+        .request(b"b000", KvOp::put("b000", "old"))
+        .await
+        .unwrap();
+    let descriptor = cluster.descriptor(b"b").await.unwrap();
+    let leader = cluster.leader_of(&descriptor).unwrap();
+    let follower = (1..=3).map(n).find(|&id| id != leader).unwrap();
+    wait_for("the follower to hold the first write", async || {
+        cluster
+            .store(follower)
+            .engine()
+            .get(FIRST_RANGE, b"b000")
+            .ok()?
+            .map(|_| ())
+    })
+    .await;
+    cluster.kill(follower).await;
+    for i in 0..200u32 {
+        let key = format!("b{i:03}");
+        cluster
+            .request(key.as_bytes(), KvOp::put(key.clone(), vec![b'x'; 300]))
+            .await
+            .unwrap();
+    }
+    let status = cluster.store(leader).status(FIRST_RANGE).await.unwrap();
+    assert!(
+        status.snapshot_index > 100,
+        "the leader compacted: {}",
+        status.snapshot_index
+    );
+    cluster.restart(follower).await;
+    wait_for("the follower to catch up", async || {
+        let engine = cluster.store(follower).engine();
+        engine.get(FIRST_RANGE, b"b199").ok()?.map(|_| ())
+    })
+    .await;
+    let follower_status = cluster.store(follower).status(FIRST_RANGE).await.unwrap();
+    assert!(
+        follower_status.snapshot_index > 100,
+        "caught up by snapshot"
+    );
+    let scan = |e: &shoal_storage::Engine| {
+        e.scan(FIRST_RANGE, &shoal_storage::Scan::all(1000))
+            .unwrap()
+    };
+    wait_for("the same data on the follower", async || {
+        (scan(cluster.store(follower).engine()) == scan(cluster.store(leader).engine()))
+            .then_some(())
+    })
+    .await;
+    cluster.shutdown().await;
+}
