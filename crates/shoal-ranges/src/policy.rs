@@ -226,43 +226,8 @@ impl SplitMergePolicy {
     ) -> Result<Vec<Decision>, ConfigError> {
         self.validate()?;
         let mut taken = HashSet::new();
-        let mut decisions = Vec::new();
-
-        let mut splits: Vec<(f64, &RangeDescriptor, Vec<u8>, SplitReason)> = Vec::new();
-        for d in table.descriptors() {
-            let Some(s) = self.eligible(d.id, stats, in_flight, &taken, now) else {
-                continue;
-            };
-            let inside = |k: &Vec<u8>| d.contains_key(k) && k.as_slice() != d.range.start();
-            let by_size = (s.size_bytes > self.split_bytes)
-                .then(|| s.size_median_key.clone().filter(inside))
-                .flatten()
-                .map(|k| {
-                    (
-                        s.size_bytes as f64 / self.split_bytes as f64,
-                        k,
-                        SplitReason::Size,
-                    )
-                });
-            let by_load = (s.qps > self.split_qps)
-                .then(|| s.load_median_key.clone().filter(inside))
-                .flatten()
-                .map(|k| (s.qps / self.split_qps, k, SplitReason::Load));
-            if let Some((over, key, reason)) = by_size.or(by_load) {
-                splits.push((over, d, key, reason));
-            }
-        }
-        splits.sort_by(|a, b| b.0.total_cmp(&a.0));
-        let split_room = self.max_concurrent_splits.saturating_sub(in_flight.splits);
-        for (_, d, at, reason) in splits.into_iter().take(split_room) {
-            taken.insert(d.id);
-            decisions.push(Decision::Split {
-                range: d.id,
-                at,
-                reason,
-            });
-        }
-
+        let mut decisions =
+            self.choose_splits(table.descriptors(), stats, in_flight, &mut taken, now);
         let mut merges: Vec<(u64, RangeId, RangeId)> = Vec::new();
         for left in table.descriptors() {
             let Some(right) = table.right_neighbour(left.id) else {
@@ -295,5 +260,65 @@ impl SplitMergePolicy {
             merge_room -= 1;
         }
         Ok(decisions)
+    }
+
+    /// The split half of [`SplitMergePolicy::decide`] for some ranges only (the ones a node
+    /// leads, say, which need not cover the key space): splits of the ranges in
+    /// `descriptors` that are over a threshold, largest overshoot first, within the cap.
+    pub fn decide_splits<'d>(
+        &self,
+        descriptors: impl IntoIterator<Item = &'d RangeDescriptor>,
+        stats: &HashMap<RangeId, RangeStats>,
+        in_flight: &InFlight,
+        now: Instant,
+    ) -> Result<Vec<Decision>, ConfigError> {
+        self.validate()?;
+        Ok(self.choose_splits(descriptors, stats, in_flight, &mut HashSet::new(), now))
+    }
+
+    fn choose_splits<'d>(
+        &self,
+        descriptors: impl IntoIterator<Item = &'d RangeDescriptor>,
+        stats: &HashMap<RangeId, RangeStats>,
+        in_flight: &InFlight,
+        taken: &mut HashSet<RangeId>,
+        now: Instant,
+    ) -> Vec<Decision> {
+        let mut splits: Vec<(f64, &RangeDescriptor, Vec<u8>, SplitReason)> = Vec::new();
+        for d in descriptors {
+            let Some(s) = self.eligible(d.id, stats, in_flight, taken, now) else {
+                continue;
+            };
+            let inside = |k: &Vec<u8>| d.contains_key(k) && k.as_slice() != d.range.start();
+            let by_size = (s.size_bytes > self.split_bytes)
+                .then(|| s.size_median_key.clone().filter(inside))
+                .flatten()
+                .map(|k| {
+                    (
+                        s.size_bytes as f64 / self.split_bytes as f64,
+                        k,
+                        SplitReason::Size,
+                    )
+                });
+            let by_load = (s.qps > self.split_qps)
+                .then(|| s.load_median_key.clone().filter(inside))
+                .flatten()
+                .map(|k| (s.qps / self.split_qps, k, SplitReason::Load));
+            if let Some((over, key, reason)) = by_size.or(by_load) {
+                splits.push((over, d, key, reason));
+            }
+        }
+        splits.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let split_room = self.max_concurrent_splits.saturating_sub(in_flight.splits);
+        let mut decisions = Vec::new();
+        for (_, d, at, reason) in splits.into_iter().take(split_room) {
+            taken.insert(d.id);
+            decisions.push(Decision::Split {
+                range: d.id,
+                at,
+                reason,
+            });
+        }
+        decisions
     }
 }

@@ -1,5 +1,6 @@
 //! How a store runs.
 
+use crate::SplitMergePolicy;
 use shoal_consensus::driver::DriverConfig;
 use shoal_consensus::{RaftConfig, ReadMode};
 use shoal_core::NodeId;
@@ -36,6 +37,12 @@ pub struct StoreConfig {
     /// How long a request may take when the caller's RPC gave a longer deadline (or none).
     /// Default 10 s.
     pub request_timeout: Duration,
+    /// When ranges this node leads split (their size against
+    /// [`SplitMergePolicy::split_bytes`], 64 MiB by default; configurable down to kilobytes
+    /// for tests). Merges are not carried out yet.
+    pub split_policy: SplitMergePolicy,
+    /// How often the ranges this node leads are checked against the policy. Default 1 s.
+    pub split_check_interval: Duration,
 }
 
 impl StoreConfig {
@@ -52,6 +59,8 @@ impl StoreConfig {
             read_mode: ReadMode::Safe,
             snapshot_chunk_bytes: 1 << 20,
             request_timeout: Duration::from_secs(10),
+            split_policy: SplitMergePolicy::default(),
+            split_check_interval: Duration::from_secs(1),
         }
     }
 }

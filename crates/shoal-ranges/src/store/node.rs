@@ -8,6 +8,7 @@ use super::machine::{
 };
 use super::service;
 use super::shared::{Shared, SplitDone};
+use crate::policy::{Decision, InFlight, RangeStats as PolicyStats};
 use shoal_consensus::driver::{DriverError, LeaderChange, Peers, RaftDriver, RaftInbox};
 use shoal_consensus::{
     HardState, LogStore, Membership, Raft, SnapshotMeta, Status, Wait, Wal, WalStore,
@@ -18,6 +19,7 @@ use shoal_core::{
 };
 use shoal_storage::{Engine, RangeStatus, StorageError};
 use shoal_transport::{RegisterError, Router, RpcClient, RpcServer, TransportError};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -139,13 +141,16 @@ impl Store {
         let _ = slot.set(inner.clone());
         let store = Store { inner };
         store.resume().await?;
-        let split_task = tokio::spawn(start_split_ranges(store.inner.clone()));
+        let tasks = [
+            tokio::spawn(start_split_ranges(store.inner.clone())),
+            tokio::spawn(split_large_ranges(store.inner.clone())),
+        ];
         store
             .inner
             .tasks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(split_task);
+            .extend(tasks);
         Ok(store)
     }
 
@@ -516,6 +521,75 @@ async fn start_split_range(inner: &Arc<Inner>, split: SplitDone) -> Result<(), S
         let _ = inner.driver.campaign(range).await;
     }
     Ok(())
+}
+
+/// Splits the ranges this node leads that the policy says are too large, at their size
+/// median, checking every [`StoreConfig::split_check_interval`].
+async fn split_large_ranges(inner: Arc<Inner>) {
+    let policy = inner.config.split_policy.clone();
+    if let Err(e) = policy.validate() {
+        tracing::error!(node = %inner.id, error = %e, "the split policy is refused; ranges will not split by size");
+        return;
+    }
+    let mut last_change: HashMap<RangeId, shoal_core::Instant> = HashMap::new();
+    let mut ticker = tokio::time::interval(inner.config.split_check_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let now = inner.driver.clock().now();
+        let led: Vec<RangeDescriptor> = inner
+            .shared
+            .descriptors()
+            .into_iter()
+            .filter(|d| inner.driver.leader(d.id).and_then(|l| l.id) == Some(inner.id))
+            .collect();
+        let mut stats = HashMap::new();
+        for d in &led {
+            let Ok(info) = inner.engine.range(d.id) else {
+                continue;
+            };
+            let size_bytes = info.stats.live_bytes;
+            let size_median_key = if size_bytes > policy.split_bytes {
+                let engine = inner.engine.clone();
+                let range = d.id;
+                tokio::task::spawn_blocking(move || engine.split_key(range))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .flatten()
+            } else {
+                None
+            };
+            stats.insert(
+                d.id,
+                PolicyStats {
+                    size_bytes,
+                    size_median_key,
+                    qps: 0.0,
+                    load_median_key: None,
+                    last_change: last_change.get(&d.id).copied(),
+                },
+            );
+        }
+        let Ok(decisions) = policy.decide_splits(&led, &stats, &InFlight::default(), now) else {
+            continue;
+        };
+        for decision in decisions {
+            let Decision::Split { range, at, .. } = decision else {
+                continue;
+            };
+            match inner.split(range, Some(at)).await {
+                Ok((left, right)) => {
+                    tracing::info!(node = %inner.id, %range, right = %right.id, "split a range over the size threshold");
+                    last_change.insert(left.id, now);
+                    last_change.insert(right.id, now);
+                }
+                Err(e) => {
+                    tracing::debug!(node = %inner.id, %range, error = %e, "a size split did not happen")
+                }
+            }
+        }
+    }
 }
 
 /// How long a request may take when its caller gave no deadline.

@@ -6,7 +6,7 @@
 
 use shoal_core::{Error, ErrorCode, NodeId, RangeDescriptor};
 use shoal_ranges::store::{
-    KvOp, KvRequest, KvResponse, KvRpc, LookupRequest, LookupRpc, Store, StoreConfig,
+    Acks, KvOp, KvRequest, KvResponse, KvRpc, LookupRequest, LookupRpc, Store, StoreConfig, WriteOp,
 };
 use shoal_transport::{RpcClient, RpcTransportExt, TransportConfig};
 use std::net::SocketAddr;
@@ -172,6 +172,87 @@ impl Cluster {
                         | ErrorCode::Unavailable
                         | ErrorCode::Timeout
                         | ErrorCode::ShuttingDown => target = None,
+                        _ => return Err(e),
+                    }
+                    last_error = Some(e);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| Error::new(ErrorCode::Timeout, "no route")))
+    }
+
+    /// Writes `pairs` (sorted by key) in batches of up to `batch` puts, each batch to the
+    /// one range that holds all its keys, regrouping when a range splits under it.
+    pub async fn put_sorted(&self, pairs: &[(Vec<u8>, Vec<u8>)], batch: usize) {
+        let mut at = 0;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while at < pairs.len() {
+            assert!(Instant::now() < deadline, "writes stalled at {at}");
+            let Some(descriptor) = self.descriptor(&pairs[at].0).await else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let ops: Vec<WriteOp> = pairs[at..]
+                .iter()
+                .take(batch)
+                .take_while(|(k, _)| descriptor.contains_key(k))
+                .map(|(k, v)| WriteOp::Put {
+                    key: k.clone(),
+                    value: v.clone(),
+                })
+                .collect();
+            let count = ops.len();
+            let op = KvOp::Write {
+                ops,
+                acks: Acks::Majority,
+            };
+            match self.request_in(&descriptor, op).await {
+                Ok(_) => at += count,
+                Err(e) if matches!(e.code, ErrorCode::RangeKeyMismatch { .. }) => {}
+                Err(e) if e.code == ErrorCode::OutcomeUnknown => {}
+                Err(e) => panic!("writing at {at}: {e}"),
+            }
+        }
+    }
+
+    /// Sends `op` to `descriptor`'s range, following `NotLeader` hints and retrying
+    /// transient errors, but returning `RangeKeyMismatch` (the caller regroups).
+    pub async fn request_in(
+        &self,
+        descriptor: &RangeDescriptor,
+        op: KvOp,
+    ) -> Result<KvResponse, Error> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut target: Option<NodeId> = None;
+        let mut last_error = None;
+        while Instant::now() < deadline {
+            let node = target
+                .or_else(|| self.leader_of(descriptor))
+                .unwrap_or(descriptor.replicas[0].node);
+            let i = (node.get() - 1) as usize;
+            if self.stores.get(i).is_none_or(Option::is_none) {
+                target = None;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            let request = KvRequest {
+                range: descriptor.id,
+                generation: descriptor.generation,
+                op: op.clone(),
+            };
+            match self
+                .client
+                .call::<KvRpc>(self.addrs[i], &request, Duration::from_secs(10))
+                .await
+            {
+                Ok(response) => return Ok(response),
+                Err(e) => {
+                    match &e.code {
+                        ErrorCode::NotLeader { hint } => target = hint.as_ref().map(|h| h.node),
+                        ErrorCode::Unavailable | ErrorCode::Timeout | ErrorCode::ShuttingDown => {
+                            target = None
+                        }
                         _ => return Err(e),
                     }
                     last_error = Some(e);

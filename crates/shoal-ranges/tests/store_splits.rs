@@ -1,0 +1,96 @@
+//! Size splits under load: 50 MB written to three stores with a 1 MiB split threshold.
+
+mod common;
+
+use common::{n, wait_for, Cluster};
+use shoal_ranges::store::{KvOp, KvResponse};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// 50 MB in 4 KiB values through a router that follows `RangeKeyMismatch` and `NotLeader`:
+/// the ranges split by size as they grow, every key stays readable, and every range's
+/// replicas end at the same applied index with the same data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_megabytes_split_into_ranges_that_all_serve_and_agree() {
+    let cluster = Cluster::start(3, |config| {
+        config.split_policy.split_bytes = 1 << 20;
+        config.split_policy.merge_bytes = 256 << 10;
+        config.split_policy.cooldown = Duration::from_millis(500);
+        config.split_check_interval = Duration::from_millis(200);
+    })
+    .await;
+    const KEYS: usize = 12_800; // × 4 KiB = 50 MiB
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..KEYS)
+        .map(|i| {
+            let key = format!("user/{i:06}").into_bytes();
+            let mut value = vec![(i % 251) as u8; 4096];
+            value[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            (key, value)
+        })
+        .collect();
+    cluster.put_sorted(&pairs, 32).await;
+
+    // Splits keep up with the data: about 50 ranges of 1 MiB or less once the last ones
+    // happened.
+    let ranges = wait_for("the ranges to settle under the threshold", async || {
+        let descriptors = cluster.store(n(1)).descriptors();
+        let engine = cluster.store(n(1)).engine();
+        let largest = descriptors
+            .iter()
+            .filter_map(|d| engine.range(d.id).ok())
+            .map(|r| r.stats.live_bytes)
+            .max()?;
+        (largest <= 1 << 20 && descriptors.len() >= 40).then_some(descriptors.len())
+    })
+    .await;
+    assert!(ranges >= 40, "{ranges} ranges");
+
+    // Every key reads back through the router, from whichever range now holds it.
+    for i in (0..KEYS).step_by(97).chain([KEYS - 1]) {
+        let (key, value) = &pairs[i];
+        match cluster.request(key, KvOp::get(key.clone())).await.unwrap() {
+            KvResponse::Value(Some(v)) => assert_eq!(&v.value, value, "key {i}"),
+            other => panic!("key {i}: {other:?}"),
+        }
+    }
+
+    // Every range's replicas reach the same applied index with the same data.
+    let descriptors = cluster.store(n(1)).descriptors();
+    for d in &descriptors {
+        let applied = wait_for("the replicas to reach one applied index", async || {
+            let indexes: Vec<u64> = (1..=3)
+                .filter_map(|i| cluster.store(n(i)).engine().range(d.id).ok())
+                .map(|r| r.applied_index)
+                .collect();
+            (indexes.len() == 3 && indexes.iter().all(|&x| x == indexes[0])).then_some(indexes[0])
+        })
+        .await;
+        let contents: BTreeMap<u64, Vec<_>> = (1..=3)
+            .map(|i| {
+                let engine = cluster.store(n(i)).engine();
+                (
+                    i,
+                    engine
+                        .scan(d.id, &shoal_storage::Scan::all(100_000))
+                        .unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(contents[&1], contents[&2], "range {} at {applied}", d.id);
+        assert_eq!(contents[&1], contents[&3], "range {} at {applied}", d.id);
+    }
+    let total: usize = descriptors
+        .iter()
+        .map(|d| {
+            cluster
+                .store(n(1))
+                .engine()
+                .range(d.id)
+                .unwrap()
+                .stats
+                .live_keys as usize
+        })
+        .sum();
+    assert_eq!(total, KEYS);
+    cluster.shutdown().await;
+}
