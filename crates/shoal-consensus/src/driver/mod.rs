@@ -21,6 +21,10 @@
 //! writes each chunk into its state machine's sink on the blocking pool and, once the data is
 //! whole, hands it to its host with the snapshot's Raft message.
 //!
+//! A message for a group not hosted here is kept a moment (bounded) and stepped if the group
+//! is added soon after: the right half of a split starts on each replica as it applies the
+//! split, and its first election should not wait a whole timeout for the slowest replica.
+//!
 //! A log-store or state-machine error fails only the group it happened in: that group stops
 //! (it is no longer ticked or stepped, and its proposals, reads and status answer
 //! [`DriverError::GroupFailed`]) while the node's other groups go on.
@@ -51,17 +55,16 @@ use crate::entry::LogIndex;
 use crate::error::{ProposeError, ReadError, TransferError};
 use crate::host::{HostError, HostEvent, RaftHost, Wait};
 use crate::membership::ConfChange;
-use crate::message::{Message, MessageBody};
-use crate::multi::{batch_by_node, AddGroupError};
+use crate::message::Message;
+use crate::multi::AddGroupError;
 use crate::raft::{Raft, ReadMode, Status};
 use crate::ready::LeaderInfo;
-use crate::snapshot::{SnapshotMeta, SnapshotSink, SnapshotSource, StateMachine};
+use crate::snapshot::{SnapshotMeta, StateMachine};
 use crate::store::StoreError;
 use crate::wal::WalStore;
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use shoal_core::{Clock, NodeId, RangeId, SystemClock};
-use shoal_transport::{RegisterError, Router, Rpc, RpcTransport, RpcTransportExt};
+use shoal_transport::{RegisterError, Router, Rpc, RpcTransport};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -70,6 +73,15 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+mod early;
+mod outbound;
+mod transfer;
+
+use early::EarlyMessages;
+use outbound::Outbound;
+use transfer::{receive_snapshots, send_snapshot};
+pub use transfer::{ChunkAnswer, ChunkRequest, SnapshotChunk};
+
 /// The RPC that carries Raft messages between nodes: a batch for any groups.
 pub struct RaftBatch;
 
@@ -77,40 +89,6 @@ impl Rpc for RaftBatch {
     const NAME: &'static str = "shoal.raft.batch";
     type Request = Vec<Message>;
     type Response = ();
-}
-
-/// The RPC that carries a snapshot's data, one chunk per call, in order.
-pub struct SnapshotChunk;
-
-impl Rpc for SnapshotChunk {
-    const NAME: &'static str = "shoal.raft.snapshot_chunk";
-    type Request = ChunkRequest;
-    type Response = ChunkAnswer;
-}
-
-/// One chunk of a snapshot transfer.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ChunkRequest {
-    /// The [`MessageBody::Snapshot`] the transfer ends with (its sender, group, term and
-    /// metadata identify the transfer).
-    pub message: Message,
-    /// The chunk's place in the transfer, from 0.
-    pub seq: u32,
-    /// Whether it is the last chunk.
-    pub last: bool,
-    /// The chunk.
-    pub data: Bytes,
-}
-
-/// The receiver's answer to a chunk.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ChunkAnswer {
-    /// Taken; send the next.
-    Continue,
-    /// The last chunk was taken and the snapshot handed to the group.
-    Done,
-    /// The transfer failed (and is forgotten): start over.
-    Refused(String),
 }
 
 /// Where peers are: node id to RPC address. Shared with whatever tracks membership.
@@ -459,6 +437,7 @@ where
             }),
             proposals: HashMap::new(),
             reads: HashMap::new(),
+            early: EarlyMessages::default(),
             next_token: 0,
             clock,
             leaders: leaders.clone(),
@@ -664,6 +643,8 @@ struct Node<M: StateMachine> {
     outbound: Option<Outbound>,
     proposals: HashMap<u64, Reply<Bytes>>,
     reads: HashMap<u64, Reply<LogIndex>>,
+    /// Messages for groups not hosted yet (see [`EarlyMessages`]).
+    early: EarlyMessages,
     next_token: u64,
     clock: SystemClock,
     leaders: Leaders,
@@ -696,6 +677,7 @@ where
                 _ = ticker.tick() => {
                     let now = self.clock.now();
                     self.host().tick(now);
+                    self.early.expire(now);
                 }
             }
             // Take whatever else is already queued, boundedly, so one round covers it.
@@ -735,10 +717,14 @@ where
 
     fn step(&mut self, messages: impl IntoIterator<Item = Message>) {
         let now = self.clock.now();
-        let host = self.host();
+        let host = self
+            .host
+            .as_mut()
+            .expect("the host is away only during a round");
         for m in messages {
             if let Some(m) = host.step(now, m) {
-                tracing::debug!(group = %m.group, from = %m.from, "dropped a message for a group not hosted here");
+                tracing::debug!(group = %m.group, from = %m.from, "kept a message for a group not hosted here");
+                self.early.keep(now, m);
             }
         }
     }
@@ -756,6 +742,7 @@ where
                 reply,
             } => {
                 let (largest, max) = (raft.config().max_message_bytes(), self.config.max_rpc_bytes);
+                let group = raft.group();
                 let result = if largest > max {
                     Err(DriverError::MessagesTooLarge { largest, max })
                 } else {
@@ -763,6 +750,10 @@ where
                         .add_group(*raft, machine)
                         .map_err(DriverError::from)
                 };
+                if result.is_ok() {
+                    let early = self.early.take(group, self.clock.now());
+                    self.step(early);
+                }
                 let _ = reply.send(result);
             }
             Command::RemoveGroup { group, reply } => {
@@ -945,377 +936,5 @@ where
             }
         }
         let _ = self.leader_changes.send(LeaderChange { group, leader });
-    }
-}
-
-/// Streams one snapshot to its follower, a chunk at a time, and reports how it went.
-async fn send_snapshot<M: StateMachine + Send + 'static>(
-    group: RangeId,
-    message: Message,
-    source: M::Source,
-    transport: Arc<dyn RpcTransport>,
-    peers: Peers,
-    config: DriverConfig,
-    commands: mpsc::Sender<Command<M>>,
-) {
-    let peer = message.to;
-    let result = stream_snapshot(message, source, transport, peers, &config).await;
-    if let Err(error) = &result {
-        tracing::info!(%group, %peer, %error, "snapshot transfer failed");
-    }
-    let result = result.map_err(|_| ());
-    let _ = commands
-        .send(Command::ReportSnapshot {
-            group,
-            peer,
-            result,
-        })
-        .await;
-}
-
-/// Reads the next chunk on the blocking pool (a source over a durable store reads disk).
-async fn next_chunk<S: SnapshotSource + 'static>(
-    mut source: S,
-) -> Result<(S, Option<Bytes>), String> {
-    let (source, chunk) = tokio::task::spawn_blocking(move || {
-        let chunk = source.next_chunk();
-        (source, chunk)
-    })
-    .await
-    .map_err(|e| format!("snapshot reader panicked: {e}"))?;
-    Ok((source, chunk.map_err(|e| e.to_string())?))
-}
-
-async fn stream_snapshot<S: SnapshotSource + 'static>(
-    message: Message,
-    source: S,
-    transport: Arc<dyn RpcTransport>,
-    peers: Peers,
-    config: &DriverConfig,
-) -> Result<LogIndex, String> {
-    let peer = message.to;
-    let index = source.index();
-    let (mut source, first) = next_chunk(source).await?;
-    let mut chunk = first.ok_or("a snapshot without chunks")?;
-    for seq in 0u32.. {
-        // One chunk ahead, to mark the last.
-        let (next_source, next) = next_chunk(source).await?;
-        source = next_source;
-        if chunk.len() as u64 > config.max_rpc_bytes {
-            return Err(format!(
-                "a chunk of {} B over max_rpc_bytes ({} B)",
-                chunk.len(),
-                config.max_rpc_bytes
-            ));
-        }
-        let addr = peers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&peer)
-            .copied()
-            .ok_or("no address for the peer")?;
-        let request = ChunkRequest {
-            message: message.clone(),
-            seq,
-            last: next.is_none(),
-            data: chunk,
-        };
-        let answer = transport
-            .call::<SnapshotChunk>(addr, &request, config.send_timeout)
-            .await
-            .map_err(|e| e.to_string())?;
-        match (answer, next) {
-            (ChunkAnswer::Continue, Some(next)) => chunk = next,
-            (ChunkAnswer::Done, None) => return Ok(index),
-            (ChunkAnswer::Refused(why), _) => return Err(format!("refused: {why}")),
-            (answer, _) => return Err(format!("unexpected answer {answer:?}")),
-        }
-    }
-    Err("a snapshot of more than 2^32 chunks".into())
-}
-
-/// A transfer being received.
-struct Incoming<K> {
-    from: NodeId,
-    meta: SnapshotMeta,
-    next_seq: u32,
-    sink: Option<K>,
-}
-
-/// Receives every snapshot transfer to this node, one chunk at a time: the first chunk opens
-/// a sink from the group's state machine, each chunk is written on the blocking pool, and
-/// the last hands the whole to the host. A new transfer for a group replaces an unfinished
-/// one.
-async fn receive_snapshots<M: StateMachine + Send + 'static>(
-    mut chunks: mpsc::Receiver<InboundChunk>,
-    commands: mpsc::Sender<Command<M>>,
-) {
-    let mut incoming: HashMap<RangeId, Incoming<M::Sink>> = HashMap::new();
-    while let Some(chunk) = chunks.recv().await {
-        let answer = receive_chunk(&mut incoming, chunk.source, chunk.request, &commands).await;
-        let answer = answer.unwrap_or_else(ChunkAnswer::Refused);
-        let _ = chunk.reply.send(answer);
-    }
-}
-
-/// Drops a sink (which discards what it holds, possibly writing) off the runtime.
-fn discard_off_runtime<K: Send + 'static>(sink: Option<K>) {
-    if let Some(sink) = sink {
-        tokio::task::spawn_blocking(move || drop(sink));
-    }
-}
-
-async fn receive_chunk<M: StateMachine + Send + 'static>(
-    incoming: &mut HashMap<RangeId, Incoming<M::Sink>>,
-    source: NodeId,
-    request: ChunkRequest,
-    commands: &mpsc::Sender<Command<M>>,
-) -> Result<ChunkAnswer, String> {
-    let MessageBody::Snapshot { meta } = &request.message.body else {
-        return Err("not a snapshot transfer".into());
-    };
-    let group = request.message.group;
-    if request.seq == 0 {
-        if let Some(old) = incoming.remove(&group) {
-            discard_off_runtime(old.sink);
-        }
-        let (reply, rx) = oneshot::channel();
-        commands
-            .send(Command::ReceiveSnapshot {
-                group,
-                meta: meta.clone(),
-                reply,
-            })
-            .await
-            .map_err(|_| "the Raft driver has stopped")?;
-        let sink = rx
-            .await
-            .map_err(|_| "the Raft driver has stopped")?
-            .map_err(|e| e.to_string())?;
-        incoming.insert(
-            group,
-            Incoming {
-                from: source,
-                meta: meta.clone(),
-                next_seq: 0,
-                sink: Some(sink),
-            },
-        );
-    }
-    let Some(transfer) = incoming.get_mut(&group) else {
-        return Err("no transfer under way for the group".into());
-    };
-    if transfer.from != source || transfer.meta != *meta || transfer.next_seq != request.seq {
-        let old = incoming.remove(&group).and_then(|t| t.sink);
-        discard_off_runtime(old);
-        return Err(format!(
-            "chunk {} does not continue the transfer under way",
-            request.seq
-        ));
-    }
-    let Some(mut sink) = transfer.sink.take() else {
-        incoming.remove(&group);
-        return Err("the transfer's sink is gone".into());
-    };
-    let (data, last) = (request.data, request.last);
-    let written = tokio::task::spawn_blocking(move || {
-        sink.write(&data)?;
-        if last {
-            sink.finish().map(Err)
-        } else {
-            Ok(Ok(sink))
-        }
-    })
-    .await
-    .map_err(|e| format!("snapshot writer panicked: {e}"))?;
-    match written {
-        Ok(Ok(sink)) => {
-            transfer.sink = Some(sink);
-            transfer.next_seq += 1;
-            Ok(ChunkAnswer::Continue)
-        }
-        Ok(Err(staged)) => {
-            incoming.remove(&group);
-            commands
-                .send(Command::SnapshotReceived {
-                    message: request.message,
-                    staged,
-                })
-                .await
-                .map_err(|_| "the Raft driver has stopped")?;
-            Ok(ChunkAnswer::Done)
-        }
-        Err(error) => {
-            incoming.remove(&group);
-            Err(error.to_string())
-        }
-    }
-}
-
-/// Per-peer send queues, each drained by one task.
-struct Outbound {
-    transport: Arc<dyn RpcTransport>,
-    peers: Peers,
-    queues: HashMap<NodeId, mpsc::Sender<Vec<Message>>>,
-    config: DriverConfig,
-    /// Where sender tasks are spawned (rounds run on the blocking pool).
-    runtime: tokio::runtime::Handle,
-}
-
-impl Outbound {
-    fn send(&mut self, messages: impl IntoIterator<Item = Message>) {
-        let max_bytes = self.config.max_rpc_bytes;
-        for (to, batch) in batch_by_node(messages) {
-            let queue = self.queues.entry(to).or_insert_with(|| {
-                let (tx, rx) = mpsc::channel(self.config.peer_queue.max(1));
-                self.runtime.spawn(peer_sender(
-                    to,
-                    rx,
-                    self.transport.clone(),
-                    self.peers.clone(),
-                    self.config.send_timeout,
-                    max_bytes,
-                ));
-                tx
-            });
-            for rpc in split_batch(batch, max_bytes) {
-                if queue.try_send(rpc).is_err() {
-                    tracing::debug!(peer = %to, "the peer's send queue is full; dropped Raft messages");
-                }
-            }
-        }
-    }
-}
-
-/// The approximate encoded size of `messages` (see [`crate::MessageBody::approx_size`]).
-fn batch_bytes(messages: &[Message]) -> u64 {
-    messages.iter().map(|m| m.body.approx_size()).sum()
-}
-
-/// Splits one peer's messages, in order, into batches of at most `max_bytes` each: one
-/// round's appends to a follower may add up to more than a transport frame holds, and an RPC
-/// over it is refused whole, every time it is retried. A single message over `max_bytes`
-/// cannot be sent at all; it is dropped with an error (`RaftDriver::add_group` refuses
-/// groups whose configuration allows one, so only a snapshot chunk of a group of thousands
-/// of members, or a bug, gets here).
-fn split_batch(messages: Vec<Message>, max_bytes: u64) -> Vec<Vec<Message>> {
-    let mut batches = Vec::new();
-    let mut batch = Vec::new();
-    let mut bytes = 0u64;
-    for m in messages {
-        let size = m.body.approx_size();
-        if size > max_bytes {
-            tracing::error!(group = %m.group, peer = %m.to, kind = m.body.name(), size, max_bytes, "a Raft message is larger than one RPC may be; dropped");
-            continue;
-        }
-        if !batch.is_empty() && bytes + size > max_bytes {
-            batches.push(std::mem::take(&mut batch));
-            bytes = 0;
-        }
-        bytes += size;
-        batch.push(m);
-    }
-    if !batch.is_empty() {
-        batches.push(batch);
-    }
-    batches
-}
-
-/// Sends queued batches to one peer, one RPC at a time, merging what queued meanwhile while
-/// the RPC stays within `max_bytes` (each queued batch already does, see [`split_batch`]).
-async fn peer_sender(
-    to: NodeId,
-    mut rx: mpsc::Receiver<Vec<Message>>,
-    transport: Arc<dyn RpcTransport>,
-    peers: Peers,
-    timeout: Duration,
-    max_bytes: u64,
-) {
-    // A queued batch taken while merging that did not fit: it starts the next RPC.
-    let mut next: Option<Vec<Message>> = None;
-    loop {
-        let mut batch = match next.take() {
-            Some(batch) => batch,
-            None => match rx.recv().await {
-                Some(batch) => batch,
-                None => return,
-            },
-        };
-        let mut bytes = batch_bytes(&batch);
-        while let Ok(more) = rx.try_recv() {
-            let more_bytes = batch_bytes(&more);
-            if bytes + more_bytes > max_bytes {
-                next = Some(more);
-                break;
-            }
-            bytes += more_bytes;
-            batch.extend(more);
-        }
-        let addr = peers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&to)
-            .copied();
-        let Some(addr) = addr else {
-            tracing::debug!(peer = %to, "no address for the peer; dropped Raft messages");
-            continue;
-        };
-        if let Err(e) = transport.call::<RaftBatch>(addr, &batch, timeout).await {
-            tracing::debug!(peer = %to, error = %e, "sending Raft messages failed");
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::entry::{Entry, EntryPayload};
-    use crate::message::MessageBody;
-
-    /// An append to n2 carrying one command of `len` bytes.
-    fn append(len: usize) -> Message {
-        Message {
-            group: RangeId::new(1),
-            from: NodeId::new(1),
-            to: NodeId::new(2),
-            term: 1,
-            config_index: 1,
-            body: MessageBody::Append {
-                prev_index: 1,
-                prev_term: 1,
-                entries: vec![Entry {
-                    index: 2,
-                    term: 1,
-                    payload: EntryPayload::Command(vec![0; len].into()),
-                }],
-                commit: 1,
-                sent_at: 0,
-            },
-        }
-    }
-
-    #[test]
-    fn a_large_round_is_split_in_order_and_no_batch_passes_the_limit() {
-        const MIB: usize = 1 << 20;
-        // 32 MiB of 1 MiB appends, as a follower may be sent in one round.
-        let messages: Vec<Message> = (0..32).map(|_| append(MIB)).collect();
-        let max = 12 << 20;
-        let batches = split_batch(messages.clone(), max);
-        assert_eq!(batches.len(), 3);
-        assert!(batches.iter().all(|b| batch_bytes(b) <= max));
-        assert_eq!(batches.concat(), messages, "nothing lost or reordered");
-        // Small rounds stay one batch; a message over the limit on its own is dropped.
-        assert_eq!(split_batch(vec![append(10), append(10)], max).len(), 1);
-        let split = split_batch(vec![append(10), append(13 << 20), append(10)], max);
-        assert_eq!(split, vec![vec![append(10), append(10)]]);
-        assert!(split_batch(Vec::new(), max).is_empty());
-    }
-
-    #[test]
-    fn the_default_rpc_limit_carries_the_default_groups_largest_message() {
-        let config = DriverConfig::default();
-        assert!(crate::RaftConfig::default().max_message_bytes() <= config.max_rpc_bytes);
-        // With a quarter of the transport's default 16 MiB frame to spare.
-        assert!(config.max_rpc_bytes <= 12 << 20);
     }
 }
