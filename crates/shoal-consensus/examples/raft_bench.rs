@@ -15,11 +15,11 @@
 //! `RaftConfig` and the simulator's default network. The last line is one JSON object.
 
 use bytes::Bytes;
+use shoal_consensus::counting::{CountingMachine, CountingSnapshot};
 use shoal_consensus::sim::{SimHistory, SimReplica};
 use shoal_consensus::{
-    Entry, HostEvent, LogIndex, LogStore, MachineError, MemLogStore, Membership, Message, Raft,
-    RaftConfig, RaftHost, SnapshotMeta, SnapshotSink, SnapshotSource, StateMachine, Wal, WalConfig,
-    WalStore,
+    HostEvent, LogStore, MemLogStore, Membership, Message, Raft, RaftConfig, RaftHost, Wal,
+    WalConfig, WalStore,
 };
 use shoal_core::{Clock, NodeId, RangeId, SystemClock};
 use shoal_sim::{NodeStatus, SimConfig, Simulation};
@@ -31,68 +31,13 @@ use std::time::{Duration, Instant};
 const GROUP: RangeId = RangeId::new(1);
 const RUN: Duration = Duration::from_secs(2);
 
-/// A state machine that only counts what it applies: the benchmark measures Raft and its log.
-#[derive(Default)]
-struct Counter {
-    applied: LogIndex,
-}
-
-/// The counter's snapshot: its index, as one empty chunk.
-struct CounterSnapshot(LogIndex, bool);
-
-impl SnapshotSource for CounterSnapshot {
-    fn index(&self) -> LogIndex {
-        self.0
-    }
-    fn next_chunk(&mut self) -> Result<Option<Bytes>, MachineError> {
-        Ok((!std::mem::replace(&mut self.1, true)).then(Bytes::new))
-    }
-}
-
-impl SnapshotSink for CounterSnapshot {
-    type Staged = LogIndex;
-    fn write(&mut self, _chunk: &[u8]) -> Result<(), MachineError> {
-        Ok(())
-    }
-    fn finish(self) -> Result<LogIndex, MachineError> {
-        Ok(self.0)
-    }
-}
-
-impl StateMachine for Counter {
-    type Source = CounterSnapshot;
-    type Sink = CounterSnapshot;
-    type Staged = LogIndex;
-    fn apply(&mut self, entry: &Entry) -> Result<Bytes, MachineError> {
-        self.applied = entry.index;
-        Ok(Bytes::new())
-    }
-    fn applied_index(&self) -> LogIndex {
-        self.applied
-    }
-    fn persist(&mut self) -> Result<LogIndex, MachineError> {
-        Ok(self.applied)
-    }
-    fn snapshot(&mut self) -> Result<CounterSnapshot, MachineError> {
-        Ok(CounterSnapshot(self.applied, false))
-    }
-    fn receive_snapshot(&mut self, meta: &SnapshotMeta) -> Result<CounterSnapshot, MachineError> {
-        Ok(CounterSnapshot(meta.index, false))
-    }
-    fn install_snapshot(&mut self, meta: &SnapshotMeta, _: LogIndex) -> Result<(), MachineError> {
-        self.applied = meta.index;
-        Ok(())
-    }
-    fn discard_snapshot(&mut self, _: LogIndex) {}
-}
-
 struct Cluster<S: LogStore> {
-    nodes: Vec<RaftHost<S, Counter>>,
+    nodes: Vec<RaftHost<S, CountingMachine>>,
     clock: SystemClock,
 }
 
 /// The leader's group.
-fn raft<S: LogStore>(host: &RaftHost<S, Counter>) -> &Raft<S> {
+fn raft<S: LogStore>(host: &RaftHost<S, CountingMachine>) -> &Raft<S> {
     host.raft(GROUP).expect("the group is hosted")
 }
 
@@ -115,7 +60,7 @@ impl Load {
     }
 
     /// Every idle client proposes a 16-byte command.
-    fn propose<S: LogStore>(&mut self, leader: &mut RaftHost<S, Counter>) {
+    fn propose<S: LogStore>(&mut self, leader: &mut RaftHost<S, CountingMachine>) {
         let now = Instant::now();
         while self.idle > 0 {
             self.seq += 1;
@@ -133,7 +78,7 @@ impl Load {
 
     /// The leader settled the proposals in `events`: their clients are answered and propose
     /// again.
-    fn settled(&mut self, events: Vec<HostEvent<CounterSnapshot>>) {
+    fn settled(&mut self, events: Vec<HostEvent<CountingSnapshot>>) {
         for event in events {
             if let HostEvent::Proposal { token, result } = event {
                 result.expect("applied");
@@ -177,7 +122,8 @@ impl<S: LogStore> Cluster<S> {
                 )
                 .expect("start");
                 let mut host = RaftHost::new(id);
-                host.add_group(raft, Counter::default()).expect("one group");
+                host.add_group(raft, CountingMachine::default())
+                    .expect("one group");
                 host
             })
             .collect();
@@ -195,7 +141,7 @@ impl<S: LogStore> Cluster<S> {
 
     /// One round: every host ticks and runs a round (persisting, applying); then messages
     /// are delivered. `settled` sees the leader's events.
-    fn round(&mut self, settled: &mut impl FnMut(Vec<HostEvent<CounterSnapshot>>)) {
+    fn round(&mut self, settled: &mut impl FnMut(Vec<HostEvent<CountingSnapshot>>)) {
         let now = self.clock.now();
         let mut inbox: Vec<Message> = Vec::new();
         for node in &mut self.nodes {

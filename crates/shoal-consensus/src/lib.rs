@@ -93,6 +93,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod counting;
 #[cfg(feature = "tokio")]
 pub mod driver;
 pub mod entry;

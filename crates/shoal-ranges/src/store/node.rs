@@ -250,6 +250,12 @@ impl Store {
         self.inner.client.clone()
     }
 
+    /// How many times the node's WAL has synced (one sync covers every group's writes of a
+    /// round).
+    pub fn wal_syncs(&self) -> u64 {
+        self.inner.wal.stats().syncs
+    }
+
     /// The descriptors of every range this node hosts, as applied here.
     pub fn descriptors(&self) -> Vec<RangeDescriptor> {
         self.inner.shared.descriptors()
