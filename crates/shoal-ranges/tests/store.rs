@@ -439,3 +439,86 @@ async fn a_follower_behind_the_compacted_log_catches_up_by_snapshot() {
     .await;
     cluster.shutdown().await;
 }
+
+/// A follower killed right after installing a snapshot in its engine but before its log
+/// recorded it (the window the durability order leaves) restarts with its engine ahead of
+/// its log: it skips what the engine already holds and converges with the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_whose_engine_is_ahead_of_its_log_after_a_crash_converges() {
+    let mut cluster = Cluster::start(3, |config| {
+        config.raft.snapshot_after_entries = 40;
+        config.raft.compaction_trailing_entries = 5;
+    })
+    .await;
+    cluster
+        .request(b"c000", KvOp::put("c000", "old"))
+        .await
+        .unwrap();
+    let descriptor = cluster.descriptor(b"c").await.unwrap();
+    let leader = cluster.leader_of(&descriptor).unwrap();
+    let follower = (1..=3).map(n).find(|&id| id != leader).unwrap();
+    wait_for("the follower to hold the first write", async || {
+        cluster
+            .store(follower)
+            .engine()
+            .get(FIRST_RANGE, b"c000")
+            .ok()?
+            .map(|_| ())
+    })
+    .await;
+    cluster.kill(follower).await;
+    for i in 0..100u32 {
+        let key = format!("c{i:03}");
+        cluster
+            .request(key.as_bytes(), KvOp::put(key.clone(), vec![b'y'; 100]))
+            .await
+            .unwrap();
+    }
+    // The state a kill between the engine's install and the log's record leaves: the
+    // follower's engine holds the leader's range at its applied index, its WAL the old log.
+    let chunks: Vec<Vec<u8>> = cluster
+        .store(leader)
+        .engine()
+        .snapshot_stream(FIRST_RANGE, 4096)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let ahead = {
+        let dir = cluster.dirs[(follower.get() - 1) as usize]
+            .path()
+            .join("engine");
+        let engine =
+            shoal_storage::Engine::open(dir, shoal_storage::EngineConfig::default()).unwrap();
+        let span = engine.range(FIRST_RANGE).unwrap().span;
+        let mut ingest = engine.ingest(FIRST_RANGE, span).unwrap();
+        for chunk in &chunks {
+            ingest.apply(chunk).unwrap();
+        }
+        ingest.finish().unwrap().applied_index
+    };
+    cluster.restart(follower).await;
+    for i in 100..120u32 {
+        let key = format!("c{i:03}");
+        cluster
+            .request(key.as_bytes(), KvOp::put(key.clone(), vec![b'y'; 100]))
+            .await
+            .unwrap();
+    }
+    let scan = |e: &shoal_storage::Engine| {
+        (
+            e.range(FIRST_RANGE).unwrap().applied_index,
+            e.scan(FIRST_RANGE, &shoal_storage::Scan::all(1000))
+                .unwrap(),
+        )
+    };
+    wait_for("the follower to converge with the leader", async || {
+        let (applied, data) = scan(cluster.store(follower).engine());
+        (applied > ahead && (applied, data) == scan(cluster.store(leader).engine())).then_some(())
+    })
+    .await;
+    assert!(
+        cluster.store(follower).status(FIRST_RANGE).await.is_ok(),
+        "the group did not fail"
+    );
+    cluster.shutdown().await;
+}
