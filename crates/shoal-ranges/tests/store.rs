@@ -522,3 +522,72 @@ async fn a_follower_whose_engine_is_ahead_of_its_log_after_a_crash_converges() {
     );
     cluster.shutdown().await;
 }
+
+/// Replicas compare by Merkle check at one applied index: equal ones say so in a few round
+/// trips; a replica whose engine was changed behind Raft's back (as a bug or a bad disk
+/// would) is caught and reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_comparison_finds_equal_replicas_equal_and_a_divergence_loud() {
+    use shoal_ranges::store::Comparison;
+    let mut cluster = Cluster::start(3, |_| {}).await;
+    for i in 0..50u32 {
+        let key = format!("d{i:03}");
+        cluster
+            .request(key.as_bytes(), KvOp::put(key.clone(), "1"))
+            .await
+            .unwrap();
+    }
+    let descriptor = cluster.descriptor(b"d").await.unwrap();
+    let leader = cluster.leader_of(&descriptor).unwrap();
+    let follower = (1..=3).map(n).find(|&id| id != leader).unwrap();
+    let compare = async |cluster: &Cluster| {
+        wait_for("one applied index", async || {
+            match cluster
+                .store(leader)
+                .compare_replica(FIRST_RANGE, follower)
+                .await
+                .ok()?
+            {
+                Comparison::NotAtOneIndex { .. } => None,
+                done => Some(done),
+            }
+        })
+        .await
+    };
+    match compare(&cluster).await {
+        Comparison::Equal { round_trips, .. } => assert!(round_trips <= 3, "{round_trips}"),
+        other => panic!("{other:?}"),
+    }
+    // The follower's engine gains a key no entry wrote, at the index the next entry will
+    // take: the follower then skips that entry (its engine is "ahead"), and diverges.
+    cluster.kill(follower).await;
+    {
+        let dir = cluster.dirs[(follower.get() - 1) as usize]
+            .path()
+            .join("engine");
+        let engine =
+            shoal_storage::Engine::open(dir, shoal_storage::EngineConfig::default()).unwrap();
+        let applied = engine.range(FIRST_RANGE).unwrap().applied_index;
+        let mut batch = shoal_storage::WriteBatch::new();
+        batch.put("d999", "not from the log");
+        engine.apply(FIRST_RANGE, applied + 1, &batch).unwrap();
+    }
+    cluster.restart(follower).await;
+    cluster
+        .request(b"d100", KvOp::put("d100", "2"))
+        .await
+        .unwrap();
+    match compare(&cluster).await {
+        Comparison::Differ {
+            key_hashes,
+            complete,
+            ..
+        } => {
+            assert!(complete);
+            assert!(!key_hashes.is_empty());
+        }
+        other => panic!("the divergence went unnoticed: {other:?}"),
+    }
+    assert_eq!(cluster.store(leader).replica_mismatches(), 1);
+    cluster.shutdown().await;
+}

@@ -17,12 +17,15 @@
 //!   that missed the split is sent a snapshot instead of a log it cannot replay.
 //! - **One listener per node** carries node RPC ([`KvRpc`], [`LookupRpc`], [`SplitRpc`]),
 //!   Raft messages and snapshot chunks.
+//! - **Replica comparison** ([`Store::compare_replica`]): shoal-merkle check sessions over the
+//!   node transport, read-only, between two replicas at one applied index.
 //! - **Reads** are linearizable by default (ReadIndex, or the leader's lease with
 //!   [`StoreConfig::read_mode`]); stale reads are served by any replica. **Writes** take
 //!   [`Acks`] like a producer's.
 
 mod api;
 mod command;
+mod compare;
 mod config;
 mod machine;
 mod node;
@@ -34,6 +37,7 @@ pub use api::{
     SplitRequest, SplitResponse, SplitRpc, Versioned, MAX_SCAN_LIMIT,
 };
 pub use command::{Applied, Command, Expect, Rejection, WriteOp, WriteOutcome};
+pub use compare::{CompareRequest, CompareResponse, CompareRpc, Comparison};
 pub use config::StoreConfig;
 pub use machine::{RangeMachine, RangeSink, RangeSnapshot, SPLIT_INIT_INDEX, SPLIT_INIT_TERM};
 pub use node::{Store, StoreError, FIRST_RANGE};

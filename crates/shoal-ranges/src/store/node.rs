@@ -2,6 +2,7 @@
 //! the RPC listener that serves them.
 
 use super::command::{Applied, Command, Rejection};
+use super::compare::{compare, CompareSessions, Comparison};
 use super::config::StoreConfig;
 use super::machine::{
     decode_descriptor, membership_of, RangeMachine, SPLIT_INIT_INDEX, SPLIT_INIT_TERM,
@@ -72,7 +73,13 @@ pub(crate) struct Inner {
     pub(crate) peers: Peers,
     pub(crate) shared: Arc<Shared>,
     pub(crate) addr: SocketAddr,
-    client: Arc<RpcClient>,
+    pub(crate) client: Arc<RpcClient>,
+    /// Comparison sessions this node answers.
+    pub(crate) compares: Mutex<CompareSessions>,
+    /// Comparisons that found two replicas differing at one applied index.
+    pub(crate) replica_mismatches: AtomicU64,
+    /// The last comparison session this node started.
+    next_session: AtomicU64,
     server: Mutex<Option<RpcServer>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// The last range id this node allocated (see [`Inner::allocate_range_id`]).
@@ -134,6 +141,9 @@ impl Store {
             shared: Arc::new(Shared::default()),
             addr,
             client,
+            compares: Mutex::new(CompareSessions::default()),
+            replica_mismatches: AtomicU64::new(0),
+            next_session: AtomicU64::new(0),
             server: Mutex::new(Some(server)),
             tasks: Mutex::new(Vec::new()),
             last_range_id: AtomicU64::new(0),
@@ -285,6 +295,24 @@ impl Store {
         at: Option<Vec<u8>>,
     ) -> Result<(RangeDescriptor, RangeDescriptor), StoreError> {
         self.inner.split(range, at).await
+    }
+
+    /// Compares this node's replica of `range` with `peer`'s at one applied index, with a
+    /// Merkle check over the node transport (see [`Comparison`]). A difference is logged
+    /// as an error and counted in [`Store::replica_mismatches`].
+    pub async fn compare_replica(
+        &self,
+        range: RangeId,
+        peer: NodeId,
+    ) -> Result<Comparison, StoreError> {
+        let session = self.inner.next_session.fetch_add(1, Ordering::Relaxed) + 1;
+        compare(&self.inner, range, peer, session).await
+    }
+
+    /// Comparisons so far that found two replicas differing at one applied index (there
+    /// should be none).
+    pub fn replica_mismatches(&self) -> u64 {
+        self.inner.replica_mismatches.load(Ordering::Relaxed)
     }
 
     /// Stops serving and stops every group; what was acknowledged is durable.

@@ -5,6 +5,7 @@ use super::api::{
     SplitRpc, Versioned, MAX_SCAN_LIMIT,
 };
 use super::command::{Applied, Command, Expect, Rejection, WriteOp};
+use super::compare::CompareRpc;
 use super::node::{Inner, StoreError, DEFAULT_DEADLINE};
 use shoal_consensus::driver::DriverError;
 use shoal_consensus::{ProposeError, ReadError, Wait};
@@ -40,6 +41,11 @@ pub(crate) fn register(router: &mut Router, slot: Slot) -> Result<(), RegisterEr
                 .into_iter()
                 .collect::<Vec<RangeDescriptor>>())
         }
+    })?;
+    let compare = slot.clone();
+    router.register::<CompareRpc, _, _>(move |ctx, request| {
+        let slot = compare.clone();
+        async move { super::compare::answer(&inner(&slot)?, ctx.source, request).await }
     })?;
     router.register::<SplitRpc, _, _>(move |_ctx, request| {
         let slot = slot.clone();
