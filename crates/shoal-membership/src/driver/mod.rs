@@ -4,6 +4,11 @@
 //! One task owns the core and is the only place it is touched; it waits on the UDP socket,
 //! the next timer, commands from [`MembershipNode`] handles, reliable requests from the RPC
 //! server and the outcomes of reliable exchanges it started. Everything else is plumbing.
+//!
+//! [`MembershipNode::start`] binds its own UDP socket and RPC server on one port. A node
+//! that already serves RPC (a store, whose one listener carries node RPC and Raft too) uses
+//! [`MembershipNode::start_shared`] instead: it registers a [`MembershipInbox`] on its own
+//! router, and hands the node its RPC client and a UDP socket on the same port number.
 
 mod timers;
 
@@ -17,8 +22,8 @@ use crate::swim::{Swim, SwimError};
 use shoal_core::rng::entropy_seed;
 use shoal_core::{Clock, NodeId, SystemClock};
 use shoal_transport::{
-    DatagramTransport, Router, Rpc, RpcClient, RpcServer, RpcTransportExt, TransportConfig,
-    TransportError, UdpTransport,
+    DatagramTransport, Router, Rpc, RpcClient, RpcServer, RpcTransport, RpcTransportExt,
+    TransportConfig, TransportError, UdpTransport,
 };
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -100,6 +105,59 @@ pub enum DriverError {
     Stopped,
 }
 
+/// The reliable channel's handler and what it feeds the driver: register it on the node's
+/// [`Router`] before the server is built, then hand it to
+/// [`MembershipNode::start_shared`].
+pub struct MembershipInbox {
+    commands: mpsc::Sender<Command>,
+    command_rx: mpsc::Receiver<Command>,
+}
+
+impl Default for MembershipInbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MembershipInbox {
+    /// A fresh inbox.
+    pub fn new() -> Self {
+        let (commands, command_rx) = mpsc::channel(256);
+        Self {
+            commands,
+            command_rx,
+        }
+    }
+
+    /// Registers the [`MembershipExchange`] handler.
+    pub fn register(&self, router: &mut Router) -> Result<(), shoal_transport::RegisterError> {
+        let to_core = self.commands.clone();
+        router.register::<MembershipExchange, _, _>(move |ctx, request: Vec<u8>| {
+            let to_core = to_core.clone();
+            async move {
+                let (reply, answer) = oneshot::channel();
+                let stopped = || {
+                    shoal_core::Error::new(
+                        shoal_core::ErrorCode::ShuttingDown,
+                        "membership node stopped",
+                    )
+                };
+                to_core
+                    .send(Command::Reliable(ctx.peer, request, reply))
+                    .await
+                    .map_err(|_| stopped())?;
+                answer.await.map_err(|_| stopped())?.ok_or_else(|| {
+                    shoal_core::Error::new(
+                        shoal_core::ErrorCode::InvalidRequest,
+                        "membership exchange refused",
+                    )
+                })
+            }
+        })?;
+        Ok(())
+    }
+}
+
 type Reply<T> = oneshot::Sender<T>;
 type KeyringChange = Box<dyn FnOnce(&mut Keyring) -> Result<(), KeyringError> + Send>;
 
@@ -133,32 +191,10 @@ impl MembershipNode {
         options.config.validate().map_err(SwimError::from)?;
         let udp = UdpTransport::bind(options.bind, options.id, &options.transport).await?;
         let udp_addr = udp.local_addr();
-        let (commands, command_rx) = mpsc::channel(256);
+        let inbox = MembershipInbox::new();
         let mut router = Router::new();
-        let to_core = commands.clone();
-        router
-            .register::<MembershipExchange, _, _>(move |ctx, request: Vec<u8>| {
-                let to_core = to_core.clone();
-                async move {
-                    let (reply, answer) = oneshot::channel();
-                    let stopped = || {
-                        shoal_core::Error::new(
-                            shoal_core::ErrorCode::ShuttingDown,
-                            "membership node stopped",
-                        )
-                    };
-                    to_core
-                        .send(Command::Reliable(ctx.peer, request, reply))
-                        .await
-                        .map_err(|_| stopped())?;
-                    answer.await.map_err(|_| stopped())?.ok_or_else(|| {
-                        shoal_core::Error::new(
-                            shoal_core::ErrorCode::InvalidRequest,
-                            "membership exchange refused",
-                        )
-                    })
-                }
-            })
+        inbox
+            .register(&mut router)
             .expect("one method on a fresh router");
         // TCP on the same port as UDP, so one address serves both.
         let tcp_bind = SocketAddr::new(options.bind.ip(), udp_addr.port());
@@ -166,8 +202,47 @@ impl MembershipNode {
             RpcServer::bind(tcp_bind, options.id, router, options.transport.clone()).await?;
         let addr = options.advertise.unwrap_or(udp_addr);
         // Peers' fault rules and views name this node by the address it advertises.
-        let client = RpcClient::new(options.id, Some(addr), options.transport.clone())
-            .map_err(TransportError::from)?;
+        let client = Arc::new(
+            RpcClient::new(options.id, Some(addr), options.transport.clone())
+                .map_err(TransportError::from)?,
+        );
+        Self::run(
+            options,
+            inbox,
+            client.clone(),
+            udp,
+            Some((server, client)),
+            addr,
+        )
+    }
+
+    /// Starts the protocol over a transport the caller owns: `inbox` registered on the
+    /// router of the caller's RPC server, `client` the caller's RPC client, and `udp` a
+    /// socket the caller bound (on the same port number as its RPC server, so one address
+    /// serves both). Peers reach this node at `options.advertise`, or the socket's address.
+    pub fn start_shared(
+        options: NodeOptions,
+        inbox: MembershipInbox,
+        client: Arc<dyn RpcTransport>,
+        udp: UdpTransport,
+    ) -> Result<Self, DriverError> {
+        options.config.validate().map_err(SwimError::from)?;
+        let addr = options.advertise.unwrap_or(udp.local_addr());
+        Self::run(options, inbox, client, udp, None, addr)
+    }
+
+    fn run(
+        options: NodeOptions,
+        inbox: MembershipInbox,
+        client: Arc<dyn RpcTransport>,
+        udp: UdpTransport,
+        own: Option<(RpcServer, Arc<RpcClient>)>,
+        addr: SocketAddr,
+    ) -> Result<Self, DriverError> {
+        let MembershipInbox {
+            commands,
+            command_rx,
+        } = inbox;
         let seed = options.seed.unwrap_or_else(entropy_seed);
         let swim = Swim::new(
             options.id,
@@ -184,7 +259,7 @@ impl MembershipNode {
             clock: SystemClock::new(),
             udp: Arc::new(udp),
             client,
-            server: Some(server),
+            own,
             timers: TimerQueue::default(),
             commands: command_rx,
             events: events.clone(),
@@ -290,8 +365,10 @@ struct Driver {
     swim: Swim,
     clock: SystemClock,
     udp: Arc<UdpTransport>,
-    client: RpcClient,
-    server: Option<RpcServer>,
+    client: Arc<dyn RpcTransport>,
+    /// The server and client this node started itself (stopped with it), if it did not
+    /// share its caller's.
+    own: Option<(RpcServer, Arc<RpcClient>)>,
     timers: TimerQueue,
     commands: mpsc::Receiver<Command>,
     events: broadcast::Sender<MemberEvent>,
@@ -351,10 +428,10 @@ impl Driver {
             }
             self.flush(&done_tx).await;
         }
-        if let Some(server) = self.server.take() {
+        if let Some((server, client)) = self.own.take() {
             server.shutdown().await;
+            client.shutdown().await;
         }
-        self.client.shutdown().await;
     }
 
     fn command(&mut self, command: Command) {

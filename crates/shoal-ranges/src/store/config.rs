@@ -4,6 +4,7 @@ use crate::SplitMergePolicy;
 use shoal_consensus::driver::DriverConfig;
 use shoal_consensus::{RaftConfig, ReadMode};
 use shoal_core::NodeId;
+use shoal_membership::MembershipConfig;
 use shoal_storage::EngineConfig;
 use shoal_transport::TransportConfig;
 use std::net::SocketAddr;
@@ -28,6 +29,11 @@ pub struct StoreConfig {
     pub engine: EngineConfig,
     /// The transport's settings.
     pub transport: TransportConfig,
+    /// Membership (SWIM) settings: gossip runs over UDP on the listener's port number.
+    pub membership: MembershipConfig,
+    /// The address peers reach this node at, if not the bound one (behind NAT, or bound to
+    /// 0.0.0.0).
+    pub advertise: Option<SocketAddr>,
     /// How linearizable reads confirm leadership: [`ReadMode::Safe`] (a heartbeat round per
     /// batch of reads, the default) or [`ReadMode::Lease`] (none while the leader's lease
     /// holds; relies on bounded clock drift, see [`ReadMode`]).
@@ -56,6 +62,8 @@ impl StoreConfig {
             driver: DriverConfig::default(),
             engine: EngineConfig::default(),
             transport: TransportConfig::default(),
+            membership: MembershipConfig::default(),
+            advertise: None,
             read_mode: ReadMode::Safe,
             snapshot_chunk_bytes: 1 << 20,
             request_timeout: Duration::from_secs(10),

@@ -18,8 +18,10 @@ use shoal_core::{
     codec, Clock, ErrorCode, KeyRange, LeaderHint, NodeId, RangeDescriptor, RangeId,
     ReplicaDescriptor,
 };
+use shoal_membership::driver::{MembershipInbox, MembershipNode, NodeOptions};
+use shoal_membership::{MemberEvent, MemberEventKind};
 use shoal_storage::{Engine, RangeStatus, StorageError};
-use shoal_transport::{RegisterError, Router, RpcClient, RpcServer, TransportError};
+use shoal_transport::{RegisterError, Router, RpcClient, RpcServer, TransportError, UdpTransport};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,6 +57,9 @@ pub enum StoreError {
     /// The data directory holds something this store cannot use.
     #[error("corrupt store: {0}")]
     Corrupt(String),
+    /// Membership could not start or join.
+    #[error("membership: {0}")]
+    Membership(String),
     /// The store already holds ranges: bootstrapping again would fork the cluster.
     #[error("the store is already bootstrapped")]
     AlreadyBootstrapped,
@@ -71,6 +76,8 @@ pub(crate) struct Inner {
     pub(crate) wal: Wal,
     pub(crate) driver: RaftDriver<RangeMachine>,
     pub(crate) peers: Peers,
+    /// This node's membership: who is in the cluster and where, over gossip.
+    pub(crate) members: MembershipNode,
     pub(crate) shared: Arc<Shared>,
     pub(crate) addr: SocketAddr,
     pub(crate) client: Arc<RpcClient>,
@@ -112,13 +119,23 @@ impl Store {
         let engine = Arc::new(engine);
 
         let inbox = RaftInbox::new(&config.driver);
+        let members_inbox = MembershipInbox::new();
         let mut router = Router::new();
         inbox.register(&mut router)?;
+        members_inbox.register(&mut router)?;
         let slot: Arc<OnceLock<Arc<Inner>>> = Arc::new(OnceLock::new());
         service::register(&mut router, slot.clone())?;
         let server = RpcServer::bind(config.listen, id, router, config.transport.clone()).await?;
-        let addr = server.local_addr();
+        let bound = server.local_addr();
+        let addr = config.advertise.unwrap_or(bound);
         let client = Arc::new(RpcClient::new(id, Some(addr), config.transport.clone())?);
+        // Gossip datagrams on the same port number as the listener.
+        let udp = UdpTransport::bind(bound, id, &config.transport).await?;
+        let mut options = NodeOptions::new(id, bound, config.membership.clone());
+        options.advertise = Some(addr);
+        options.transport = config.transport.clone();
+        let members = MembershipNode::start_shared(options, members_inbox, client.clone(), udp)
+            .map_err(|e| StoreError::Membership(e.to_string()))?;
         let peers = Peers::default();
         peers
             .write()
@@ -138,6 +155,7 @@ impl Store {
             wal,
             driver,
             peers,
+            members,
             shared: Arc::new(Shared::default()),
             addr,
             client,
@@ -154,6 +172,10 @@ impl Store {
         let tasks = [
             tokio::spawn(start_split_ranges(store.inner.clone())),
             tokio::spawn(split_large_ranges(store.inner.clone())),
+            tokio::spawn(learn_peers(
+                store.inner.peers.clone(),
+                store.inner.members.subscribe(),
+            )),
         ];
         store
             .inner
@@ -240,8 +262,26 @@ impl Store {
         self.inner.addr
     }
 
-    /// Records where a peer listens. (Until stores join through membership, whoever starts
-    /// them introduces them to each other.)
+    /// Joins the cluster through `seeds` (any members' addresses): from then on membership
+    /// keeps every store's address known to every other. Returns how many seeds answered.
+    pub async fn join(&self, seeds: Vec<SocketAddr>) -> Result<usize, StoreError> {
+        self.inner
+            .members
+            .join(seeds)
+            .await
+            .map_err(|e| StoreError::Membership(e.to_string()))
+    }
+
+    /// The cluster's members as this node sees them (itself included).
+    pub async fn members(&self) -> Result<Vec<shoal_membership::Member>, StoreError> {
+        self.inner
+            .members
+            .members()
+            .await
+            .map_err(|e| StoreError::Membership(e.to_string()))
+    }
+
+    /// Records where a peer listens, for peers not (yet) known through membership.
     pub fn set_peer(&self, node: NodeId, addr: SocketAddr) {
         self.inner
             .peers
@@ -315,8 +355,10 @@ impl Store {
         self.inner.replica_mismatches.load(Ordering::Relaxed)
     }
 
-    /// Stops serving and stops every group; what was acknowledged is durable.
+    /// Stops serving and stops every group, after telling the cluster it leaves; what was
+    /// acknowledged is durable.
     pub async fn shutdown(&self) {
+        self.inner.members.leave().await;
         self.stop().await;
         let engine = self.inner.engine.clone();
         let _ =
@@ -332,6 +374,7 @@ impl Store {
     }
 
     async fn stop(&self) {
+        self.inner.members.shutdown().await;
         let server = self
             .inner
             .server
@@ -622,6 +665,33 @@ async fn split_large_ranges(inner: Arc<Inner>) {
                     tracing::debug!(node = %inner.id, %range, error = %e, "a size split did not happen")
                 }
             }
+        }
+    }
+}
+
+/// Keeps the peer addresses Raft and node RPC use up to date with membership: a member that
+/// joins or comes back is reachable at the address it gossips.
+async fn learn_peers(peers: Peers, mut events: broadcast::Receiver<MemberEvent>) {
+    loop {
+        match events.recv().await {
+            Ok(event) => {
+                if matches!(
+                    event.kind,
+                    MemberEventKind::Joined
+                        | MemberEventKind::AliveAgain
+                        | MemberEventKind::Reclaimed
+                        | MemberEventKind::Updated
+                ) {
+                    peers
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(event.id, event.addr);
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "missed membership events; addresses may lag");
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
         }
     }
 }

@@ -24,6 +24,7 @@ pub fn config(id: NodeId, dir: &std::path::Path) -> StoreConfig {
     config.raft.election_timeout = Duration::from_millis(500);
     config.raft.max_clock_drift = Duration::from_millis(50);
     config.transport = TransportConfig::local();
+    config.membership = shoal_membership::MembershipConfig::local();
     config.snapshot_chunk_bytes = 64 << 10;
     config
 }
@@ -57,7 +58,11 @@ impl Cluster {
             cluster.stores.push(Some(store));
             cluster.dirs.push(dir);
         }
-        cluster.introduce();
+        // The stores find each other through membership: each joins through the first.
+        for store in cluster.stores.iter().flatten().skip(1) {
+            store.join(vec![cluster.addrs[0]]).await.unwrap();
+        }
+        cluster.await_members().await;
         let voters: Vec<NodeId> = (1..=nodes).map(n).collect();
         for store in cluster.stores.iter().flatten() {
             store.bootstrap(&voters).await.unwrap();
@@ -65,13 +70,23 @@ impl Cluster {
         cluster
     }
 
-    /// Tells every live store where the others listen.
-    pub fn introduce(&self) {
-        for store in self.stores.iter().flatten() {
-            for (i, addr) in self.addrs.iter().enumerate() {
-                store.set_peer(n(i as u64 + 1), *addr);
+    /// Waits until every live store sees every live store as a live member.
+    pub async fn await_members(&self) {
+        let live: Vec<NodeId> = (1..=self.stores.len() as u64)
+            .map(n)
+            .filter(|&id| self.stores[(id.get() - 1) as usize].is_some())
+            .collect();
+        wait_for("every store to see the others", async || {
+            for store in self.stores.iter().flatten() {
+                let members = store.members().await.ok()?;
+                let alive = |id: &NodeId| members.iter().any(|m| m.id == *id && m.state.is_live());
+                if !live.iter().all(alive) {
+                    return None;
+                }
             }
-        }
+            Some(())
+        })
+        .await;
     }
 
     pub fn store(&self, id: NodeId) -> &Store {
@@ -103,8 +118,17 @@ impl Cluster {
                 Err(e) => panic!("reopening {id}: {e}"),
             }
         };
+        let seeds: Vec<SocketAddr> = self
+            .addrs
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i && self.stores[*j].is_some())
+            .map(|(_, a)| *a)
+            .collect();
+        if !seeds.is_empty() {
+            store.join(seeds).await.unwrap();
+        }
         self.stores[i] = Some(store);
-        self.introduce();
     }
 
     /// The freshest descriptor any live store holds for `key`.
@@ -271,9 +295,16 @@ impl Cluster {
         })
     }
 
+    /// Shuts every store down, together (each leaves the cluster first).
     pub async fn shutdown(self) {
-        for store in self.stores.into_iter().flatten() {
-            store.shutdown().await;
+        let stops: Vec<_> = self
+            .stores
+            .into_iter()
+            .flatten()
+            .map(|store| tokio::spawn(async move { store.shutdown().await }))
+            .collect();
+        for stop in stops {
+            stop.await.unwrap();
         }
     }
 }
