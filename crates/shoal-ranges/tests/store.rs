@@ -592,3 +592,42 @@ async fn replica_comparison_finds_equal_replicas_equal_and_a_divergence_loud() {
     assert_eq!(cluster.store(leader).replica_mismatches(), 1);
     cluster.shutdown().await;
 }
+
+/// A node that hosts no replica learns every range by gossip: after a split, it answers
+/// lookups for keys on both sides, with the leaders as hints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_hosting_nothing_learns_every_range_by_gossip() {
+    use shoal_ranges::store::{LookupRequest, LookupRpc, Store};
+    use shoal_transport::RpcTransportExt;
+    let cluster = Cluster::start(3, |_| {}).await;
+    cluster.request(b"m", KvOp::put("m", "1")).await.unwrap();
+    let descriptor = cluster.descriptor(b"a").await.unwrap();
+    let leader = cluster.leader_of(&descriptor).unwrap();
+    let (left, right) = cluster
+        .store(leader)
+        .split(FIRST_RANGE, Some(b"m".to_vec()))
+        .await
+        .unwrap();
+    // A fourth node joins; it hosts nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let fourth = Store::open(common::config(n(4), dir.path())).await.unwrap();
+    fourth.join(vec![cluster.addrs[0]]).await.unwrap();
+    for (key, want) in [(b"a", &left), (b"z", &right)] {
+        let found = wait_for("the fourth node to learn the range", async || {
+            let request = LookupRequest { key: key.to_vec() };
+            let found = cluster
+                .client
+                .call::<LookupRpc>(fourth.addr(), &request, std::time::Duration::from_secs(2))
+                .await
+                .ok()?;
+            found.into_iter().find(|d| {
+                d.id == want.id && d.generation == want.generation && d.leader_hint.is_some()
+            })
+        })
+        .await;
+        assert_eq!(found.range, want.range);
+    }
+    assert!(fourth.descriptors().is_empty(), "it hosts nothing");
+    fourth.shutdown().await;
+    cluster.shutdown().await;
+}

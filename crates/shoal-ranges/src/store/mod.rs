@@ -17,6 +17,9 @@
 //!   that missed the split is sent a snapshot instead of a log it cannot replay.
 //! - **One listener per node** carries node RPC ([`KvRpc`], [`LookupRpc`], [`SplitRpc`]),
 //!   Raft messages and snapshot chunks.
+//! - **Descriptors spread by gossip**: each leader announces its ranges over membership
+//!   broadcasts (shoal-ranges' [`crate::DescriptorSet`] merge), so every node, hosting the
+//!   range or not, answers lookups ([`LookupRpc`]) for every key.
 //! - **Replica comparison** ([`Store::compare_replica`]): shoal-merkle check sessions over the
 //!   node transport, read-only, between two replicas at one applied index.
 //! - **Reads** are linearizable by default (ReadIndex, or the leader's lease with
@@ -27,6 +30,7 @@ mod api;
 mod command;
 mod compare;
 mod config;
+mod gossip;
 mod machine;
 mod node;
 mod service;
@@ -39,5 +43,6 @@ pub use api::{
 pub use command::{Applied, Command, Expect, Rejection, WriteOp, WriteOutcome};
 pub use compare::{CompareRequest, CompareResponse, CompareRpc, Comparison};
 pub use config::StoreConfig;
+pub use gossip::RangesRpc;
 pub use machine::{RangeMachine, RangeSink, RangeSnapshot, SPLIT_INIT_INDEX, SPLIT_INIT_TERM};
 pub use node::{Store, StoreError, FIRST_RANGE};

@@ -79,6 +79,8 @@ pub(crate) struct Inner {
     /// This node's membership: who is in the cluster and where, over gossip.
     pub(crate) members: MembershipNode,
     pub(crate) shared: Arc<Shared>,
+    /// Every range's descriptor this node has heard of (its own and gossip's).
+    pub(crate) known: Mutex<crate::DescriptorSet>,
     pub(crate) addr: SocketAddr,
     pub(crate) client: Arc<RpcClient>,
     /// Comparison sessions this node answers.
@@ -157,6 +159,7 @@ impl Store {
             peers,
             members,
             shared: Arc::new(Shared::default()),
+            known: Mutex::new(crate::DescriptorSet::new()),
             addr,
             client,
             compares: Mutex::new(CompareSessions::default()),
@@ -175,6 +178,12 @@ impl Store {
             tokio::spawn(learn_peers(
                 store.inner.peers.clone(),
                 store.inner.members.subscribe(),
+            )),
+            tokio::spawn(super::gossip::announce(store.inner.clone())),
+            tokio::spawn(super::gossip::pull_now_and_then(store.inner.clone())),
+            tokio::spawn(super::gossip::listen(
+                store.inner.clone(),
+                store.inner.members.subscribe_messages(),
             )),
         ];
         store
@@ -265,11 +274,17 @@ impl Store {
     /// Joins the cluster through `seeds` (any members' addresses): from then on membership
     /// keeps every store's address known to every other. Returns how many seeds answered.
     pub async fn join(&self, seeds: Vec<SocketAddr>) -> Result<usize, StoreError> {
-        self.inner
+        let answered = self
+            .inner
             .members
-            .join(seeds)
+            .join(seeds.clone())
             .await
-            .map_err(|e| StoreError::Membership(e.to_string()))
+            .map_err(|e| StoreError::Membership(e.to_string()))?;
+        // Learn the ranges at once rather than at the next pull.
+        if let Some(&seed) = seeds.first() {
+            super::gossip::pull(&self.inner, seed).await;
+        }
+        Ok(answered)
     }
 
     /// The cluster's members as this node sees them (itself included).

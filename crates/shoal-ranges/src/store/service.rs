@@ -35,11 +35,15 @@ pub(crate) fn register(router: &mut Router, slot: Slot) -> Result<(), RegisterEr
         let slot = lookup.clone();
         async move {
             let inner = inner(&slot)?;
-            Ok(inner
-                .shared
-                .range_for(&request.key)
-                .into_iter()
-                .collect::<Vec<RangeDescriptor>>())
+            Ok(inner.descriptors_for(&request.key))
+        }
+    })?;
+    let ranges = slot.clone();
+    router.register::<super::gossip::RangesRpc, _, _>(move |_ctx, ()| {
+        let slot = ranges.clone();
+        async move {
+            let inner = inner(&slot)?;
+            super::gossip::answer_pull(&inner)
         }
     })?;
     let compare = slot.clone();
@@ -96,7 +100,7 @@ fn check_keys<'k>(
             ));
         }
         if !descriptor.contains_key(key) {
-            let fresher = inner.shared.range_for(key).into_iter().collect();
+            let fresher = inner.descriptors_for(key);
             return Err(mismatch(fresher, "a key outside the range"));
         }
     }
@@ -223,7 +227,7 @@ async fn scan(
         } else {
             start.clone()
         };
-        let fresher = inner.shared.range_for(&key).into_iter().collect();
+        let fresher = inner.descriptors_for(&key);
         return Err(mismatch(fresher, "the scan does not begin in this range"));
     }
     let lo = start.clone().max(span.start().to_vec());
@@ -422,10 +426,9 @@ fn read_error(inner: &Inner, error: DriverError) -> Error {
 /// A storage error while serving a read.
 fn storage_error(inner: &Inner, range: RangeId, key: &[u8], error: StorageError) -> Error {
     match error {
-        StorageError::KeyOutsideRange { .. } => mismatch(
-            inner.shared.range_for(key).into_iter().collect(),
-            "the range split since",
-        ),
+        StorageError::KeyOutsideRange { .. } => {
+            mismatch(inner.descriptors_for(key), "the range split since")
+        }
         StorageError::RangeNotFound(_) => Error::new(
             ErrorCode::RangeNotFound { range },
             "no replica of the range here",
