@@ -182,6 +182,27 @@ async fn three_stores_serve_reads_writes_and_compare_and_set() {
         value(cluster.request(b"big", KvOp::get("big")).await.unwrap()),
         None
     );
+
+    // Status, over RPC: the leader's view of the range and its followers.
+    let status = cluster
+        .client
+        .call::<shoal_ranges::store::StatusRpc>(
+            cluster.store(leader).addr(),
+            &None,
+            std::time::Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (status.node, status.hosted, status.leaderships),
+        (leader, 1, 1)
+    );
+    let range = &status.ranges[0];
+    assert_eq!(range.role, shoal_consensus::Role::Leader);
+    assert_eq!(range.followers.len(), 2);
+    assert_eq!(range.keys, 2, "apple and k1");
+    assert!(range.applied > 0 && range.applied <= range.commit);
+    assert!(status.wal_syncs > 0 && status.engine_disk_bytes > 0);
     cluster.shutdown().await;
 }
 

@@ -22,6 +22,9 @@
 //!   range or not, answers lookups ([`LookupRpc`]) for every key.
 //! - **Replica comparison** ([`Store::compare_replica`]): shoal-merkle check sessions over the
 //!   node transport, read-only, between two replicas at one applied index.
+//! - **Status** ([`Store::report`], [`StatusRpc`]): per range its replicas, roles, leader,
+//!   term, commit and applied index, each follower's lag in entries and time, size and
+//!   keys; per node its ranges, leaderships, WAL and engine figures.
 //! - **Reads** are linearizable by default (ReadIndex, or the leader's lease with
 //!   [`StoreConfig::read_mode`]); stale reads are served by any replica. **Writes** take
 //!   [`Acks`] like a producer's.
@@ -35,6 +38,7 @@ mod machine;
 mod node;
 mod service;
 mod shared;
+mod status;
 
 pub use api::{
     Acks, Consistency, KvEntry, KvOp, KvRequest, KvResponse, KvRpc, LookupRequest, LookupRpc,
@@ -46,3 +50,4 @@ pub use config::StoreConfig;
 pub use gossip::RangesRpc;
 pub use machine::{RangeMachine, RangeSink, RangeSnapshot, SPLIT_INIT_INDEX, SPLIT_INIT_TERM};
 pub use node::{Store, StoreError, FIRST_RANGE};
+pub use status::{NodeStatus, RangeReport, StatusRpc};

@@ -352,6 +352,11 @@ impl Store {
         self.inner.split(range, at).await
     }
 
+    /// This node's status, with every hosted range's (or only `range`'s).
+    pub async fn report(&self, range: Option<RangeId>) -> super::status::NodeStatus {
+        super::status::report(&self.inner, range).await
+    }
+
     /// Compares this node's replica of `range` with `peer`'s at one applied index, with a
     /// Merkle check over the node transport (see [`Comparison`]). A difference is logged
     /// as an error and counted in [`Store::replica_mismatches`].

@@ -38,6 +38,14 @@ pub(crate) fn register(router: &mut Router, slot: Slot) -> Result<(), RegisterEr
             Ok(inner.descriptors_for(&request.key))
         }
     })?;
+    let status = slot.clone();
+    router.register::<super::status::StatusRpc, _, _>(move |_ctx, range| {
+        let slot = status.clone();
+        async move {
+            let inner = inner(&slot)?;
+            Ok(super::status::report(&inner, range).await)
+        }
+    })?;
     let ranges = slot.clone();
     router.register::<super::gossip::RangesRpc, _, _>(move |_ctx, ()| {
         let slot = ranges.clone();
