@@ -652,3 +652,85 @@ async fn a_node_hosting_nothing_learns_every_range_by_gossip() {
     fourth.shutdown().await;
     cluster.shutdown().await;
 }
+
+/// A range gains a replica on a node that joined later: the new replica is created on
+/// demand when the leader's messages arrive, brought up by a snapshot, promoted, and holds
+/// the same data; another replica is then removed, and writes go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_is_added_on_a_new_node_by_snapshot_and_another_removed() {
+    use shoal_consensus::{ConfChange, LearnerKind};
+    use shoal_ranges::store::{Comparison, Store};
+    let cluster = Cluster::start(3, |_| {}).await;
+    for i in 0..40u32 {
+        let key = format!("e{i:03}");
+        cluster
+            .request(key.as_bytes(), KvOp::put(key.clone(), "1"))
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fourth = Store::open(common::config(n(4), dir.path())).await.unwrap();
+    fourth.join(vec![cluster.addrs[0]]).await.unwrap();
+    let descriptor = cluster.descriptor(b"e").await.unwrap();
+    let leader = cluster.leader_of(&descriptor).unwrap();
+    cluster
+        .store(leader)
+        .change_replicas(
+            FIRST_RANGE,
+            ConfChange::AddNode {
+                node: n(4),
+                kind: LearnerKind::Promotable,
+            },
+        )
+        .await
+        .unwrap();
+    wait_for("the new replica to catch up", async || {
+        fourth.engine().get(FIRST_RANGE, b"e039").ok()?.map(|_| ())
+    })
+    .await;
+    wait_for("the promotion to be taken", async || {
+        cluster
+            .store(leader)
+            .change_replicas(FIRST_RANGE, ConfChange::PromoteLearner(n(4)))
+            .await
+            .ok()
+    })
+    .await;
+    let comparison = wait_for("one applied index", async || {
+        match cluster
+            .store(leader)
+            .compare_replica(FIRST_RANGE, n(4))
+            .await
+            .ok()?
+        {
+            Comparison::NotAtOneIndex { .. } => None,
+            done => Some(done),
+        }
+    })
+    .await;
+    assert!(
+        matches!(comparison, Comparison::Equal { .. }),
+        "{comparison:?}"
+    );
+    // The descriptor shows four voters at a new generation.
+    let after = cluster.store(leader).descriptors()[0].clone();
+    assert_eq!(after.voters().count(), 4);
+    assert!(after.generation > descriptor.generation);
+    // A replica leaves; writes go on.
+    let leaving = (1..=3).map(n).find(|&id| id != leader).unwrap();
+    cluster
+        .store(leader)
+        .change_replicas(FIRST_RANGE, ConfChange::RemoveNode(leaving))
+        .await
+        .unwrap();
+    cluster
+        .request(b"e100", KvOp::put("e100", "2"))
+        .await
+        .unwrap();
+    wait_for("the new replica to apply the write", async || {
+        fourth.engine().get(FIRST_RANGE, b"e100").ok()?.map(|_| ())
+    })
+    .await;
+    fourth.shutdown().await;
+    cluster.shutdown().await;
+}

@@ -317,6 +317,17 @@ pub struct LeaderChange {
     pub leader: LeaderInfo,
 }
 
+/// Messages arrived for a group this node does not host: the application may host it (a
+/// replica named in a membership change, or the right half of a split applied elsewhere
+/// first). Sent at most once a second per group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnknownGroup {
+    /// The group.
+    pub group: RangeId,
+    /// Who sent the latest message.
+    pub from: NodeId,
+}
+
 /// The leader of every hosted group, as last seen: read without going through the driver's
 /// queue.
 type Leaders = Arc<RwLock<HashMap<RangeId, LeaderInfo>>>;
@@ -387,6 +398,7 @@ pub struct RaftDriver<M: StateMachine> {
     inbox_stats: Arc<InboxStats>,
     leaders: Leaders,
     leader_changes: broadcast::Sender<LeaderChange>,
+    unknown_groups: broadcast::Sender<UnknownGroup>,
 }
 
 impl<M: StateMachine> Clone for RaftDriver<M> {
@@ -398,6 +410,7 @@ impl<M: StateMachine> Clone for RaftDriver<M> {
             inbox_stats: self.inbox_stats.clone(),
             leaders: self.leaders.clone(),
             leader_changes: self.leader_changes.clone(),
+            unknown_groups: self.unknown_groups.clone(),
         }
     }
 }
@@ -426,6 +439,7 @@ where
         let clock = SystemClock::new();
         let leaders = Leaders::default();
         let (leader_changes, _) = broadcast::channel(1024);
+        let (unknown_groups, _) = broadcast::channel(256);
         let node = Node {
             host: Some(RaftHost::new(id)),
             outbound: Some(Outbound {
@@ -442,6 +456,8 @@ where
             clock,
             leaders: leaders.clone(),
             leader_changes: leader_changes.clone(),
+            unknown_groups: unknown_groups.clone(),
+            unknown_told: HashMap::new(),
             commands: commands.clone(),
             transport,
             peers,
@@ -456,6 +472,7 @@ where
             inbox_stats,
             leaders,
             leader_changes,
+            unknown_groups,
         }
     }
 
@@ -621,6 +638,12 @@ where
         self.leader_changes.subscribe()
     }
 
+    /// Groups messages arrive for that this node does not host (see [`UnknownGroup`]); the
+    /// messages are kept a moment, and stepped if the group is added soon.
+    pub fn subscribe_unknown_groups(&self) -> broadcast::Receiver<UnknownGroup> {
+        self.unknown_groups.subscribe()
+    }
+
     /// Inbound traffic dropped so far.
     pub fn inbox_stats(&self) -> &InboxStats {
         &self.inbox_stats
@@ -649,6 +672,9 @@ struct Node<M: StateMachine> {
     clock: SystemClock,
     leaders: Leaders,
     leader_changes: broadcast::Sender<LeaderChange>,
+    unknown_groups: broadcast::Sender<UnknownGroup>,
+    /// When each unknown group was last told of.
+    unknown_told: HashMap<RangeId, shoal_core::Instant>,
     /// For snapshot senders to report back.
     commands: mpsc::Sender<Command<M>>,
     transport: Arc<dyn RpcTransport>,
@@ -724,6 +750,18 @@ where
         for m in messages {
             if let Some(m) = host.step(now, m) {
                 tracing::debug!(group = %m.group, from = %m.from, "kept a message for a group not hosted here");
+                let told = self.unknown_told.get(&m.group).copied();
+                if told.is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(1))
+                {
+                    if self.unknown_told.len() > 4096 {
+                        self.unknown_told.clear();
+                    }
+                    self.unknown_told.insert(m.group, now);
+                    let _ = self.unknown_groups.send(UnknownGroup {
+                        group: m.group,
+                        from: m.from,
+                    });
+                }
                 self.early.keep(now, m);
             }
         }

@@ -20,12 +20,13 @@ use shoal_storage::{
 };
 use std::sync::Arc;
 
-/// The applied index a range created by a split starts at: its log begins after it, so a
-/// replica that has not applied the split itself (and so lacks the data) cannot be brought up
-/// from the log and is sent a snapshot instead (TiKV's `RAFT_INIT_LOG_INDEX`).
-pub const SPLIT_INIT_INDEX: LogIndex = 5;
+/// The applied index every range starts at (the first, bootstrapped, and each split's right
+/// half): its log begins after it, so a replica without the data (a new replica, or one that
+/// has not applied the split itself) cannot be brought up from the log and is sent a
+/// snapshot instead (TiKV's `RAFT_INIT_LOG_INDEX`).
+pub const RANGE_INIT_INDEX: LogIndex = 5;
 /// The term of that starting point.
-pub const SPLIT_INIT_TERM: u64 = 5;
+pub const RANGE_INIT_TERM: u64 = 5;
 
 /// The largest descriptor kept as a range's tag.
 const MAX_TAG_BYTES: usize = 64 << 10;
@@ -40,6 +41,9 @@ pub struct RangeMachine {
     /// The Raft membership in force at the applied index.
     membership: Membership,
     applied: LogIndex,
+    /// The engine range's tag does not hold the descriptor yet (a crash came before the
+    /// first entry that writes it): the next commit writes it.
+    tag_missing: bool,
     shared: Arc<Shared>,
     chunk_bytes: usize,
 }
@@ -54,17 +58,38 @@ impl RangeMachine {
         shared: Arc<Shared>,
         chunk_bytes: usize,
     ) -> Result<Self, StorageError> {
-        let applied = engine.range(descriptor.id)?.applied_index;
+        let info = engine.range(descriptor.id)?;
         shared.set_descriptor(descriptor.clone());
         Ok(Self {
             engine,
             range: descriptor.id,
             descriptor: Some(descriptor),
             membership,
-            applied,
+            applied: info.applied_index,
+            tag_missing: info.tag.is_empty(),
             shared,
             chunk_bytes,
         })
+    }
+
+    /// The machine of a replica created on demand that holds no data yet: it waits for a
+    /// snapshot (every range's log starts after [`RANGE_INIT_INDEX`], so it gets one).
+    pub(crate) fn uninitialized(
+        engine: Arc<Engine>,
+        range: RangeId,
+        shared: Arc<Shared>,
+        chunk_bytes: usize,
+    ) -> Self {
+        Self {
+            engine,
+            range,
+            descriptor: None,
+            membership: Membership::default(),
+            applied: 0,
+            tag_missing: false,
+            shared,
+            chunk_bytes,
+        }
     }
 
     /// The range's descriptor at the applied index.
@@ -81,12 +106,18 @@ impl RangeMachine {
     fn commit(
         &mut self,
         index: LogIndex,
-        batch: WriteBatch,
+        mut batch: WriteBatch,
     ) -> Result<Result<Vec<WriteOutcome>, Rejection>, MachineError> {
+        if self.tag_missing && batch.tag().is_none() {
+            if let Some(descriptor) = &self.descriptor {
+                batch.set_tag(encode_descriptor(descriptor)?);
+            }
+        }
         let result = self.engine.apply(self.range, index, &batch);
         let rejection = match result {
             Ok(outcomes) => {
                 self.applied = index;
+                self.tag_missing &= batch.tag().is_none();
                 return Ok(Ok(outcomes.into_iter().map(outcome).collect()));
             }
             Err(StorageError::KeyOutsideRange { .. }) => Rejection::KeyOutsideRange(Box::new(
@@ -100,10 +131,15 @@ impl RangeMachine {
             Err(StorageError::VersionsExhausted(_)) => Rejection::VersionsExhausted,
             Err(e) => return Err(Self::failed(e)),
         };
+        let mut empty = WriteBatch::new();
+        if let Some(tag) = batch.tag() {
+            empty.set_tag(tag.to_vec());
+        }
         self.engine
-            .apply(self.range, index, &WriteBatch::new())
+            .apply(self.range, index, &empty)
             .map_err(Self::failed)?;
         self.applied = index;
+        self.tag_missing &= empty.tag().is_none();
         Ok(Err(rejection))
     }
 
@@ -158,7 +194,7 @@ impl RangeMachine {
             at,
             new_range: right,
             index,
-            new_range_applied: SPLIT_INIT_INDEX,
+            new_range_applied: RANGE_INIT_INDEX,
             left_tag: Some(encode_descriptor(&left_desc)?),
             right_tag: Some(encode_descriptor(&right_desc)?),
         };
@@ -348,6 +384,7 @@ impl StateMachine for RangeMachine {
             .map_err(Self::failed)?
             .ok_or_else(|| Self::failed("a snapshot without a descriptor"))?;
         self.applied = info.applied_index;
+        self.tag_missing = false;
         self.membership = meta.membership.clone();
         self.shared.set_descriptor(descriptor.clone());
         self.descriptor = Some(descriptor);

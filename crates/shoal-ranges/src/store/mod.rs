@@ -13,7 +13,7 @@
 //!   range on the follower and installed atomically before anything acknowledges them.
 //! - **Splits** are proposed in the range's own group ([`Store::split`]); every replica
 //!   applies one by splitting its engine range (no data moves) and starting the right half's
-//!   group with the same members, its log beginning after [`SPLIT_INIT_INDEX`] so a replica
+//!   group with the same members, its log beginning after [`RANGE_INIT_INDEX`] so a replica
 //!   that missed the split is sent a snapshot instead of a log it cannot replay.
 //! - **One listener per node** carries node RPC ([`KvRpc`], [`LookupRpc`], [`SplitRpc`]),
 //!   Raft messages and snapshot chunks.
@@ -48,6 +48,6 @@ pub use command::{Applied, Command, Expect, Rejection, WriteOp, WriteOutcome};
 pub use compare::{CompareRequest, CompareResponse, CompareRpc, Comparison};
 pub use config::StoreConfig;
 pub use gossip::RangesRpc;
-pub use machine::{RangeMachine, RangeSink, RangeSnapshot, SPLIT_INIT_INDEX, SPLIT_INIT_TERM};
+pub use machine::{RangeMachine, RangeSink, RangeSnapshot, RANGE_INIT_INDEX, RANGE_INIT_TERM};
 pub use node::{Store, StoreError, FIRST_RANGE};
 pub use status::{NodeStatus, RangeReport, StatusRpc};

@@ -5,12 +5,14 @@ use super::command::{Applied, Command, Rejection};
 use super::compare::{compare, CompareSessions, Comparison};
 use super::config::StoreConfig;
 use super::machine::{
-    decode_descriptor, membership_of, RangeMachine, SPLIT_INIT_INDEX, SPLIT_INIT_TERM,
+    decode_descriptor, membership_of, RangeMachine, RANGE_INIT_INDEX, RANGE_INIT_TERM,
 };
 use super::service;
 use super::shared::{Shared, SplitDone};
 use crate::policy::{Decision, InFlight, RangeStats as PolicyStats};
-use shoal_consensus::driver::{DriverError, LeaderChange, Peers, RaftDriver, RaftInbox};
+use shoal_consensus::driver::{
+    DriverError, LeaderChange, Peers, RaftDriver, RaftInbox, UnknownGroup,
+};
 use shoal_consensus::{
     HardState, LogStore, Membership, Raft, SnapshotMeta, Status, Wait, Wal, WalStore,
 };
@@ -179,6 +181,10 @@ impl Store {
                 store.inner.peers.clone(),
                 store.inner.members.subscribe(),
             )),
+            tokio::spawn(host_on_demand(
+                store.inner.clone(),
+                store.inner.driver.subscribe_unknown_groups(),
+            )),
             tokio::spawn(super::gossip::announce(store.inner.clone())),
             tokio::spawn(super::gossip::pull_now_and_then(store.inner.clone())),
             tokio::spawn(super::gossip::listen(
@@ -206,14 +212,22 @@ impl Store {
                 .await
                 .map_err(|e| StoreError::Corrupt(e.to_string()))??;
         }
-        for info in engine.ranges() {
+        let ranges = engine.ranges();
+        for info in &ranges {
             if info.status != RangeStatus::Active {
                 continue;
             }
             let descriptor = decode_descriptor(&info.tag).map_err(StoreError::Corrupt)?;
             self.inner
-                .host_range(info.id, info.span, descriptor, None)
+                .host_range(info.id, info.span.clone(), descriptor, None)
                 .await?;
+        }
+        // Groups whose log is here but whose data is not: replicas created on demand that
+        // had not received their snapshot yet. They wait for it again.
+        for group in self.inner.wal.groups() {
+            if !ranges.iter().any(|r| r.id == group) {
+                self.inner.host_uninitialized(group).await?;
+            }
         }
         Ok(())
     }
@@ -236,10 +250,14 @@ impl Store {
         let engine = inner.engine.clone();
         let mut store = inner.wal.store(FIRST_RANGE);
         let bootstrap = membership.clone();
+        let tag = codec::encode(&descriptor).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         tokio::task::spawn_blocking(move || {
-            engine.create_range(FIRST_RANGE, KeyRange::full(), 0)?;
-            Raft::bootstrap(&mut store, bootstrap).map_err(|e| StoreError::Raft(e.to_string()))?;
-            Ok::<_, StoreError>(())
+            // The range starts at the log's starting point, with its descriptor as the tag.
+            engine.create_range(FIRST_RANGE, KeyRange::full(), RANGE_INIT_INDEX - 1)?;
+            let mut batch = shoal_storage::WriteBatch::new();
+            batch.set_tag(tag);
+            engine.apply(FIRST_RANGE, RANGE_INIT_INDEX, &batch)?;
+            start_range_log(&mut store, bootstrap)
         })
         .await
         .map_err(|e| StoreError::Corrupt(e.to_string()))??;
@@ -352,6 +370,23 @@ impl Store {
         self.inner.split(range, at).await
     }
 
+    /// Changes the replicas of `range`, which this node must lead (see
+    /// [`shoal_consensus::ConfChange`]): add a learner (it is created on its node on demand
+    /// and brought up by a snapshot), promote it once caught up, remove one. Resolves once
+    /// the change is committed and applied here; the range's descriptor follows (a new
+    /// generation, gossiped).
+    pub async fn change_replicas(
+        &self,
+        range: RangeId,
+        change: shoal_consensus::ConfChange,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .driver
+            .propose_conf_change(range, change)
+            .await
+            .map_err(|e| StoreError::Request(service::write_error(&self.inner, e)))
+    }
+
     /// This node's status, with every hosted range's (or only `range`'s).
     pub async fn report(&self, range: Option<RangeId>) -> super::status::NodeStatus {
         super::status::report(&self.inner, range).await
@@ -432,7 +467,7 @@ impl Inner {
     ) -> Result<(), StoreError> {
         let applied = self.engine.range(range)?.applied_index;
         let mut store = self.wal.store(range);
-        if applied == SPLIT_INIT_INDEX
+        if applied == RANGE_INIT_INDEX
             && store.last_index() == 0
             && store.snapshot_meta().index == 0
         {
@@ -443,7 +478,7 @@ impl Inner {
                 .ok_or_else(|| {
                     StoreError::Corrupt(format!("split range {range} without a descriptor"))
                 })?;
-            start_split_log(&mut store, membership)?;
+            start_range_log(&mut store, membership)?;
         }
         let seed = self.id.get().wrapping_mul(0x9e37_79b9) ^ range.get();
         let now = self.driver.clock().now();
@@ -474,6 +509,35 @@ impl Inner {
             self.shared.clone(),
             self.config.snapshot_chunk_bytes,
         )?;
+        self.driver
+            .add_group(raft, machine)
+            .await
+            .map_err(|e| StoreError::Raft(e.to_string()))
+    }
+
+    /// Starts a replica of `range` that holds no data yet (this node was named a member of a
+    /// group it does not host): its log is empty (or as a crash left it) and it waits for a
+    /// snapshot from the leader.
+    pub(crate) async fn host_uninitialized(&self, range: RangeId) -> Result<(), StoreError> {
+        let store = self.wal.store(range);
+        let seed = self.id.get().wrapping_mul(0x9e37_79b9) ^ range.get();
+        let now = self.driver.clock().now();
+        let raft = Raft::new(
+            self.id,
+            range,
+            self.config.raft.clone(),
+            store,
+            0,
+            seed,
+            now,
+        )
+        .map_err(|e| StoreError::Raft(e.to_string()))?;
+        let machine = RangeMachine::uninitialized(
+            self.engine.clone(),
+            range,
+            self.shared.clone(),
+            self.config.snapshot_chunk_bytes,
+        );
         self.driver
             .add_group(raft, machine)
             .await
@@ -566,20 +630,20 @@ impl Inner {
     }
 }
 
-/// Starts the log of a split's right half: empty, after a snapshot point at
-/// [`SPLIT_INIT_INDEX`] with the parent's membership (every replica does the same, so their
-/// logs agree from the start).
-fn start_split_log(store: &mut WalStore, membership: Membership) -> Result<(), StoreError> {
+/// Starts a range's log (the first range's, or a split's right half's): empty, after a
+/// snapshot point at [`RANGE_INIT_INDEX`] with the founding or parent membership (every
+/// replica does the same, so their logs agree from the start).
+fn start_range_log(store: &mut WalStore, membership: Membership) -> Result<(), StoreError> {
     let hard_state = store.hard_state();
     store.install_snapshot(SnapshotMeta {
-        index: SPLIT_INIT_INDEX,
-        term: SPLIT_INIT_TERM,
+        index: RANGE_INIT_INDEX,
+        term: RANGE_INIT_TERM,
         membership,
     })?;
     store.set_hard_state(HardState {
-        term: hard_state.term.max(SPLIT_INIT_TERM),
+        term: hard_state.term.max(RANGE_INIT_TERM),
         vote: hard_state.vote,
-        commit: SPLIT_INIT_INDEX,
+        commit: RANGE_INIT_INDEX,
     })?;
     store.sync()?;
     Ok(())
@@ -606,7 +670,7 @@ async fn start_split_range(inner: &Arc<Inner>, split: SplitDone) -> Result<(), S
     let range = right.id;
     let mut store = inner.wal.store(range);
     let log_membership = membership.clone();
-    tokio::task::spawn_blocking(move || start_split_log(&mut store, log_membership))
+    tokio::task::spawn_blocking(move || start_range_log(&mut store, log_membership))
         .await
         .map_err(|e| StoreError::Corrupt(e.to_string()))??;
     let span = right.range.clone();
@@ -685,6 +749,39 @@ async fn split_large_ranges(inner: Arc<Inner>) {
                     tracing::debug!(node = %inner.id, %range, error = %e, "a size split did not happen")
                 }
             }
+        }
+    }
+}
+
+/// Starts a replica, waiting for its snapshot, of each group messages arrive for that this
+/// node does not host but that gossip says it is a member of (a replica being added; or the
+/// right half of a split the rest applied first, once this node's parent range has applied
+/// it or is gone). A group whose descriptor is unknown, or does not name this node, or whose
+/// span overlaps a range hosted here, is left alone: its messages are dropped.
+async fn host_on_demand(inner: Arc<Inner>, mut unknown: broadcast::Receiver<UnknownGroup>) {
+    loop {
+        let group = match unknown.recv().await {
+            Ok(u) => u.group,
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        if inner.shared.descriptor(group).is_some() {
+            continue;
+        }
+        let known = inner
+            .known_ranges()
+            .descriptors()
+            .find(|d| d.id == group)
+            .cloned();
+        let Some(descriptor) = known else {
+            continue;
+        };
+        if descriptor.role_of(inner.id).is_none() || !inner.engine.is_free(&descriptor.range) {
+            continue;
+        }
+        tracing::info!(node = %inner.id, %group, "hosting a new replica; it waits for a snapshot");
+        if let Err(e) = inner.host_uninitialized(group).await {
+            tracing::warn!(node = %inner.id, %group, error = %e, "could not host a new replica");
         }
     }
 }
