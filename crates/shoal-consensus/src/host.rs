@@ -131,6 +131,9 @@ pub enum Wait {
     /// fails before a majority holds it can lose it. Answered as [`Wait::Applied`] would be
     /// if it is applied first, or dropped or settled otherwise.
     Persisted,
+    /// As soon as the leader has appended it (in memory, not yet on any disk), with an empty
+    /// answer: any leader crash or change can lose it.
+    Appended,
 }
 
 /// Input a host dropped, by kind.
@@ -293,10 +296,17 @@ impl<S: LogStore, M: StateMachine> RaftHost<S, M> {
             return Err(self.missing(group));
         };
         let (index, term) = raft.propose(data)?;
-        self.proposals
-            .entry(group)
-            .or_default()
-            .insert(index, (term, token, wait));
+        if wait == Wait::Appended {
+            self.events.push(HostEvent::Proposal {
+                token,
+                result: Ok(Bytes::new()),
+            });
+        } else {
+            self.proposals
+                .entry(group)
+                .or_default()
+                .insert(index, (term, token, wait));
+        }
         Ok((index, term))
     }
 

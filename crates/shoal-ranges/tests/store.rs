@@ -145,6 +145,20 @@ async fn three_stores_serve_reads_writes_and_compare_and_set() {
         .await
         .unwrap();
     assert_eq!(accepted, KvResponse::Accepted);
+    let appended = cluster
+        .request(
+            b"k2",
+            KvOp::Write {
+                ops: vec![WriteOp::Put {
+                    key: b"k2".to_vec(),
+                    value: b"w".to_vec(),
+                }],
+                acks: Acks::None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(appended, KvResponse::Accepted);
     assert_eq!(
         value(cluster.request(b"k1", KvOp::get("k1")).await.unwrap())
             .unwrap()
@@ -183,16 +197,21 @@ async fn three_stores_serve_reads_writes_and_compare_and_set() {
         None
     );
 
-    // Status, over RPC: the leader's view of the range and its followers.
-    let status = cluster
-        .client
-        .call::<shoal_ranges::store::StatusRpc>(
-            cluster.store(leader).addr(),
-            &None,
-            std::time::Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
+    // Status, over RPC: the leader's view of the range and its followers (once the write
+    // with acks = none has applied too).
+    let status = wait_for("every write to apply", async || {
+        let status = cluster
+            .client
+            .call::<shoal_ranges::store::StatusRpc>(
+                cluster.store(leader).addr(),
+                &None,
+                std::time::Duration::from_secs(5),
+            )
+            .await
+            .ok()?;
+        (status.ranges.first()?.keys == 3).then_some(status)
+    })
+    .await;
     assert_eq!(
         (status.node, status.hosted, status.leaderships),
         (leader, 1, 1)
@@ -200,7 +219,7 @@ async fn three_stores_serve_reads_writes_and_compare_and_set() {
     let range = &status.ranges[0];
     assert_eq!(range.role, shoal_consensus::Role::Leader);
     assert_eq!(range.followers.len(), 2);
-    assert_eq!(range.keys, 2, "apple and k1");
+    assert_eq!(range.keys, 3, "apple, k1 and k2");
     assert!(range.applied > 0 && range.applied <= range.commit);
     assert!(status.wal_syncs > 0 && status.engine_disk_bytes > 0);
     cluster.shutdown().await;

@@ -151,7 +151,7 @@ pub enum Acks {
     /// before a majority holds it. Compare-and-set outcomes are not known at that point; the
     /// answer is [`KvResponse::Accepted`].
     Leader,
-    /// Accepted by the leader, not yet on any disk: lost by any leader crash or change. The
+    /// Appended by the leader, not yet on any disk: lost by any leader crash or change. The
     /// answer is [`KvResponse::Accepted`].
     None,
 }

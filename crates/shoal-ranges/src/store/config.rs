@@ -34,6 +34,9 @@ pub struct StoreConfig {
     /// The address peers reach this node at, if not the bound one (behind NAT, or bound to
     /// 0.0.0.0).
     pub advertise: Option<SocketAddr>,
+    /// How long [`super::Store::shutdown`] waits for the node's leave notice to go out.
+    /// Default 5 s.
+    pub leave_timeout: Duration,
     /// How linearizable reads confirm leadership: [`ReadMode::Safe`] (a heartbeat round per
     /// batch of reads, the default) or [`ReadMode::Lease`] (none while the leader's lease
     /// holds; relies on bounded clock drift, see [`ReadMode`]).
@@ -64,6 +67,7 @@ impl StoreConfig {
             transport: TransportConfig::default(),
             membership: MembershipConfig::default(),
             advertise: None,
+            leave_timeout: Duration::from_secs(5),
             read_mode: ReadMode::Safe,
             snapshot_chunk_bytes: 1 << 20,
             request_timeout: Duration::from_secs(10),

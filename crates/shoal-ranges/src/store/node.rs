@@ -138,6 +138,7 @@ impl Store {
         let mut options = NodeOptions::new(id, bound, config.membership.clone());
         options.advertise = Some(addr);
         options.transport = config.transport.clone();
+        options.leave_timeout = config.leave_timeout;
         let members = MembershipNode::start_shared(options, members_inbox, client.clone(), udp)
             .map_err(|e| StoreError::Membership(e.to_string()))?;
         let peers = Peers::default();

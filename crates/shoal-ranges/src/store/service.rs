@@ -368,12 +368,11 @@ async fn write(
             Ok(KvResponse::Accepted)
         }
         Acks::None => {
-            let driver = inner.driver.clone();
-            tokio::spawn(async move {
-                let _ = driver
-                    .propose_within(range, data, Wait::Persisted, timeout)
-                    .await;
-            });
+            inner
+                .driver
+                .propose_within(range, data, Wait::Appended, timeout)
+                .await
+                .map_err(|e| write_error(inner, e))?;
             Ok(KvResponse::Accepted)
         }
     }

@@ -25,6 +25,7 @@ pub fn config(id: NodeId, dir: &std::path::Path) -> StoreConfig {
     config.raft.max_clock_drift = Duration::from_millis(50);
     config.transport = TransportConfig::local();
     config.membership = shoal_membership::MembershipConfig::local();
+    config.leave_timeout = Duration::from_millis(300);
     config.snapshot_chunk_bytes = 64 << 10;
     config
 }
