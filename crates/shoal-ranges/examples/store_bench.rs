@@ -14,6 +14,9 @@
 //!    state machine only counts (same WAL, same driver, same transport), so the store's own
 //!    cost (commands, fjall, the KV service) shows as the difference.
 //!
+//! With `--lease`, linearizable reads use the leader's lease (`ReadMode::Lease`) instead of
+//! a ReadIndex heartbeat round.
+//!
 //! The last line is one JSON object.
 
 use bytes::Bytes;
@@ -133,13 +136,16 @@ struct Cluster {
 }
 
 impl Cluster {
-    async fn start() -> Cluster {
+    async fn start(lease: bool) -> Cluster {
         let mut stores = Vec::new();
         let mut dirs = Vec::new();
         for i in 1..=3 {
             let dir = tempfile::tempdir().expect("temp dir");
             let mut config = StoreConfig::new(n(i), dir.path(), "127.0.0.1:0".parse().unwrap());
             config.transport = TransportConfig::local();
+            if lease {
+                config.read_mode = shoal_consensus::ReadMode::Lease;
+            }
             stores.push(Store::open(config).await.expect("open a store"));
             dirs.push(dir);
         }
@@ -437,7 +443,8 @@ async fn raft_only() -> f64 {
 #[tokio::main]
 async fn main() {
     let json = std::env::args().any(|a| a == "--json");
-    let cluster = Arc::new(Cluster::start().await);
+    let lease = std::env::args().any(|a| a == "--lease");
+    let cluster = Arc::new(Cluster::start(lease).await);
     let leader = cluster.stores[0].leader(FIRST_RANGE).expect("a leader");
     let leader_store = cluster.stores[(leader.get() - 1) as usize].clone();
 
@@ -507,6 +514,7 @@ async fn main() {
         println!("raft only (counting state machine), {CLIENTS} clients: {raft_rate:.0} puts/s");
     }
     println!(
-        "{{\"put_per_s_64\":{put_rate:.0},\"put_p50_ms_64\":{put_p50:.3},\"put_p99_ms_64\":{put_p99:.3},\"get_per_s_64\":{get_rate:.0},\"get_p99_ms_64\":{get_p99:.3},\"split_pause_ms\":{split_pause_ms:.1},\"puts_per_fsync\":{puts_per_fsync:.2},\"raft_only_put_per_s_64\":{raft_rate:.0}}}"
+        "{{\"read_mode\":\"{}\",\"put_per_s_64\":{put_rate:.0},\"put_p50_ms_64\":{put_p50:.3},\"put_p99_ms_64\":{put_p99:.3},\"get_per_s_64\":{get_rate:.0},\"get_p99_ms_64\":{get_p99:.3},\"split_pause_ms\":{split_pause_ms:.1},\"puts_per_fsync\":{puts_per_fsync:.2},\"raft_only_put_per_s_64\":{raft_rate:.0}}}",
+        if lease { "lease" } else { "read_index" }
     );
 }
