@@ -423,13 +423,15 @@ impl Engine {
     pub fn get(&self, range: RangeId, key: &[u8]) -> Result<Option<Versioned>> {
         self.check_key(key)?;
         let slot = self.slot(range)?;
-        {
-            let state = slot.lock();
-            if !state.serving()?.span.contains(key) {
-                return Err(StorageError::KeyOutsideRange { range });
-            }
+        // Read under the range's lock: a snapshot install replaces the range's keys only
+        // after marking it swapping under this lock, so a get never sees it half-way.
+        let state = slot.lock();
+        if !state.serving()?.span.contains(key) {
+            return Err(StorageError::KeyOutsideRange { range });
         }
-        read::versioned(self.data.get(key)?)
+        let stored = self.data.get(key)?;
+        drop(state);
+        read::versioned(stored)
     }
 
     /// The entries of range `range` that `scan` asks for, read at one point in time.

@@ -17,11 +17,16 @@ const KEEP_FOR: Duration = Duration::from_secs(2);
 const PER_GROUP: usize = 64;
 /// The most unknown groups messages are kept for.
 const GROUPS: usize = 1024;
+/// The most bytes kept in all (as [`crate::MessageBody::approx_size`] counts them): a peer
+/// cannot make a node hold more by sending large appends for groups it does not host.
+const MAX_BYTES: u64 = 64 << 20;
 
 /// Messages for groups not hosted yet, by group, oldest first.
 #[derive(Default)]
 pub(super) struct EarlyMessages {
     by_group: HashMap<RangeId, VecDeque<(Instant, Message)>>,
+    /// Bytes kept.
+    bytes: u64,
     /// Messages dropped because a bound was reached.
     pub(super) dropped: u64,
 }
@@ -29,27 +34,35 @@ pub(super) struct EarlyMessages {
 impl EarlyMessages {
     /// Keeps `message`, received at `now`, for a group not hosted.
     pub(super) fn keep(&mut self, now: Instant, message: Message) {
-        if !self.by_group.contains_key(&message.group) && self.by_group.len() >= GROUPS {
+        let size = message.body.approx_size();
+        let full = self.bytes.saturating_add(size) > MAX_BYTES
+            || (!self.by_group.contains_key(&message.group) && self.by_group.len() >= GROUPS);
+        if full {
             self.expire(now);
-            if self.by_group.len() >= GROUPS {
+            if self.bytes.saturating_add(size) > MAX_BYTES
+                || (!self.by_group.contains_key(&message.group) && self.by_group.len() >= GROUPS)
+            {
                 self.dropped += 1;
                 return;
             }
         }
         let kept = self.by_group.entry(message.group).or_default();
         kept.push_back((now, message));
+        self.bytes += size;
         if kept.len() > PER_GROUP {
-            kept.pop_front();
+            if let Some((_, old)) = kept.pop_front() {
+                self.bytes = self.bytes.saturating_sub(old.body.approx_size());
+            }
             self.dropped += 1;
         }
     }
 
     /// The messages kept for `group` that are still fresh, oldest first.
     pub(super) fn take(&mut self, group: RangeId, now: Instant) -> Vec<Message> {
-        self.by_group
-            .remove(&group)
-            .into_iter()
-            .flatten()
+        let kept = self.by_group.remove(&group).unwrap_or_default();
+        let freed: u64 = kept.iter().map(|(_, m)| m.body.approx_size()).sum();
+        self.bytes = self.bytes.saturating_sub(freed);
+        kept.into_iter()
             .filter(|(at, _)| now.saturating_duration_since(*at) < KEEP_FOR)
             .map(|(_, m)| m)
             .collect()
@@ -57,10 +70,13 @@ impl EarlyMessages {
 
     /// Forgets what was kept too long.
     pub(super) fn expire(&mut self, now: Instant) {
+        let mut bytes = 0;
         self.by_group.retain(|_, kept| {
             kept.retain(|(at, _)| now.saturating_duration_since(*at) < KEEP_FOR);
+            bytes += kept.iter().map(|(_, m)| m.body.approx_size()).sum::<u64>();
             !kept.is_empty()
         });
+        self.bytes = bytes;
     }
 }
 
@@ -102,5 +118,6 @@ mod tests {
         assert_eq!(early.by_group.len(), GROUPS);
         early.expire(t0 + KEEP_FOR);
         assert!(early.by_group.is_empty());
+        assert_eq!(early.bytes, 0);
     }
 }

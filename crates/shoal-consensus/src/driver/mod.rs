@@ -727,8 +727,10 @@ where
                 break;
             }
         }
+        // Accepted proposals may already be on followers, which can commit them: their
+        // outcome is unknown, not a failure.
         for (_, reply) in self.proposals.drain() {
-            let _ = reply.send(Err(DriverError::Stopped));
+            let _ = reply.send(Err(DriverError::Indeterminate));
         }
         for (_, reply) in self.reads.drain() {
             let _ = reply.send(Err(DriverError::Stopped));

@@ -141,7 +141,13 @@ struct Incoming<K> {
     meta: SnapshotMeta,
     next_seq: u32,
     sink: Option<K>,
+    /// When its latest chunk arrived.
+    last_chunk: std::time::Instant,
 }
+
+/// A transfer no chunk arrived for in this long is dropped (its sender gave up or died),
+/// with what it held.
+const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Receives every snapshot transfer to this node, one chunk at a time: the first chunk opens
 /// a sink from the group's state machine, each chunk is written on the blocking pool, and
@@ -153,6 +159,16 @@ pub(super) async fn receive_snapshots<M: StateMachine + Send + 'static>(
 ) {
     let mut incoming: HashMap<RangeId, Incoming<M::Sink>> = HashMap::new();
     while let Some(chunk) = chunks.recv().await {
+        let abandoned: Vec<RangeId> = incoming
+            .iter()
+            .filter(|(_, t)| t.last_chunk.elapsed() >= ABANDONED_AFTER)
+            .map(|(&g, _)| g)
+            .collect();
+        for group in abandoned {
+            if let Some(transfer) = incoming.remove(&group) {
+                discard_off_runtime(transfer.sink);
+            }
+        }
         let answer = receive_chunk(&mut incoming, chunk.source, chunk.request, &commands).await;
         let answer = answer.unwrap_or_else(ChunkAnswer::Refused);
         let _ = chunk.reply.send(answer);
@@ -200,6 +216,7 @@ async fn receive_chunk<M: StateMachine + Send + 'static>(
                 meta: meta.clone(),
                 next_seq: 0,
                 sink: Some(sink),
+                last_chunk: std::time::Instant::now(),
             },
         );
     }
@@ -233,6 +250,7 @@ async fn receive_chunk<M: StateMachine + Send + 'static>(
         Ok(Ok(sink)) => {
             transfer.sink = Some(sink);
             transfer.next_seq += 1;
+            transfer.last_chunk = std::time::Instant::now();
             Ok(ChunkAnswer::Continue)
         }
         Ok(Err(staged)) => {

@@ -7,7 +7,7 @@
 //! on every replica alike, and its proposer gets the reason.
 
 use serde::{Deserialize, Serialize};
-use shoal_core::{RangeDescriptor, RangeId};
+use shoal_core::RangeDescriptor;
 
 /// A replicated command for one range.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,12 +16,11 @@ pub enum Command {
     /// Each sees the effects of the ones before it.
     Write(Vec<WriteOp>),
     /// Split the range at `at` (strictly inside it): the range keeps the keys below, a new
-    /// range `right` (with the same replicas) takes the rest.
+    /// range (with the same replicas) takes the rest. Its id is derived from the range's id
+    /// and the split's log index (see `machine.rs`), the same on every replica.
     Split {
         /// The right half's first key.
         at: Vec<u8>,
-        /// The right half's id, allocated before proposing.
-        right: RangeId,
     },
 }
 

@@ -188,6 +188,10 @@ pub(crate) async fn answer(
         !sessions.sessions.contains_key(&key)
     };
     if fresh {
+        let _permit =
+            inner.compare_builds.acquire().await.map_err(|_| {
+                shoal_core::Error::new(shoal_core::ErrorCode::ShuttingDown, "stopping")
+            })?;
         let engine = inner.engine.clone();
         let range = request.range;
         let tree = tokio::task::spawn_blocking(move || RangeTree::build(&engine, range))

@@ -235,14 +235,30 @@ impl RangeMachine {
             }
             if next.validate().is_ok() {
                 batch.set_tag(encode_descriptor(&next)?);
-                self.descriptor = Some(next.clone());
-                self.shared.set_descriptor(next);
+                self.descriptor = Some(next);
             }
         }
         self.commit(index, batch)?
             .map_err(|r| Self::failed(format!("a membership entry was refused: {r}")))?;
+        if let Some(descriptor) = &self.descriptor {
+            self.shared.set_descriptor(descriptor.clone());
+        }
         Ok(Applied::Nothing)
     }
+}
+
+/// The id of the right half of `range` split at log index `index`: a 64-bit mix of the two
+/// (SplitMix64's finalizer), the same on every replica since both come from the log. Ids
+/// are unique in practice, not by construction: two splits meet on one id with odds of
+/// about n²/2^65 for n ranges, and a replica that already hosts the id would refuse the
+/// split where the others do not. The meta range's allocator, which hands out ids in order,
+/// will replace it. Ids 0 and 1 are never produced.
+pub(crate) fn split_right_id(range: RangeId, index: LogIndex) -> RangeId {
+    let mut z = range.get() ^ index.rotate_left(32) ^ 0x9E37_79B9_7F4A_7C15;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    RangeId::new(z.max(2))
 }
 
 /// The replicas a membership names: voters (both halves of a joint one) and learners.
@@ -321,7 +337,10 @@ impl StateMachine for RangeMachine {
             EntryPayload::Membership(m) => self.apply_membership(entry.index, m)?,
             EntryPayload::Command(data) => match codec::decode::<Command>(data, data.len()) {
                 Ok(Command::Write(ops)) => self.apply_write(entry.index, ops)?,
-                Ok(Command::Split { at, right }) => self.apply_split(entry.index, at, right)?,
+                Ok(Command::Split { at }) => {
+                    let right = split_right_id(self.range, entry.index);
+                    self.apply_split(entry.index, at, right)?
+                }
                 Err(_) => {
                     self.commit(entry.index, WriteBatch::new())?
                         .map_err(|r| Self::failed(format!("an empty batch was refused: {r}")))?;
@@ -439,15 +458,9 @@ impl SnapshotSink for RangeSink {
                     self.range, self.index
                 )));
             }
-            // A staged snapshot a crash or an abandoned transfer left behind goes first.
-            if self
-                .engine
-                .staged_snapshots()
-                .iter()
-                .any(|s| s.range == self.range)
-            {
-                let _ = self.engine.discard_staged(self.range);
-            }
+            // A snapshot already staged for the range belongs to the host (which installs or
+            // discards it); until then the engine refuses another, and this transfer fails
+            // and is retried.
             let ingest = self
                 .engine
                 .ingest_shared(self.range, span)

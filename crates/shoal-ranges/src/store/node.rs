@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
@@ -87,14 +87,15 @@ pub(crate) struct Inner {
     pub(crate) client: Arc<RpcClient>,
     /// Comparison sessions this node answers.
     pub(crate) compares: Mutex<CompareSessions>,
+    /// Trees built for comparisons at once (each reads a whole range): a peer cannot make
+    /// this node build more.
+    pub(crate) compare_builds: tokio::sync::Semaphore,
     /// Comparisons that found two replicas differing at one applied index.
     pub(crate) replica_mismatches: AtomicU64,
     /// The last comparison session this node started.
     next_session: AtomicU64,
     server: Mutex<Option<RpcServer>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
-    /// The last range id this node allocated (see [`Inner::allocate_range_id`]).
-    last_range_id: AtomicU64,
 }
 
 /// A node's range store: a handle, cheap to clone.
@@ -166,15 +167,19 @@ impl Store {
             addr,
             client,
             compares: Mutex::new(CompareSessions::default()),
+            compare_builds: tokio::sync::Semaphore::new(2),
             replica_mismatches: AtomicU64::new(0),
             next_session: AtomicU64::new(0),
             server: Mutex::new(Some(server)),
             tasks: Mutex::new(Vec::new()),
-            last_range_id: AtomicU64::new(0),
         });
         let _ = slot.set(inner.clone());
         let store = Store { inner };
-        store.resume().await?;
+        if let Err(e) = store.resume().await {
+            // Leave nothing running (the listener would hold the port).
+            store.stop().await;
+            return Err(e);
+        }
         let tasks = [
             tokio::spawn(start_split_ranges(store.inner.clone())),
             tokio::spawn(split_large_ranges(store.inner.clone())),
@@ -213,7 +218,23 @@ impl Store {
                 .await
                 .map_err(|e| StoreError::Corrupt(e.to_string()))??;
         }
-        let ranges = engine.ranges();
+        let logs = self.inner.wal.groups();
+        // A bootstrap a crash cut between creating the range and writing its descriptor
+        // (nothing else was written): undone, so bootstrapping can run again.
+        let half_bootstrapped = |info: &shoal_storage::RangeInfo| {
+            info.applied_index == RANGE_INIT_INDEX - 1
+                && info.tag.is_empty()
+                && !logs.contains(&info.id)
+        };
+        let (undone, ranges): (Vec<_>, Vec<_>) =
+            engine.ranges().into_iter().partition(half_bootstrapped);
+        for info in undone {
+            tracing::info!(range = %info.id, "removing a range a crash left half-bootstrapped");
+            let engine = engine.clone();
+            tokio::task::spawn_blocking(move || engine.remove_range(info.id))
+                .await
+                .map_err(|e| StoreError::Corrupt(e.to_string()))??;
+        }
         for info in &ranges {
             if info.status != RangeStatus::Active {
                 continue;
@@ -545,30 +566,6 @@ impl Inner {
             .map_err(|e| StoreError::Raft(e.to_string()))
     }
 
-    /// A range id no other node allocates: the node id's low 20 bits on top, and below a
-    /// per-node counter that starts from the clock in microseconds, so it keeps increasing
-    /// across restarts. (The meta range's allocator replaces it.)
-    fn allocate_range_id(&self) -> RangeId {
-        const LOW: u64 = (1 << 44) - 1;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64)
-            & LOW;
-        let mut previous = self.last_range_id.load(Ordering::Relaxed);
-        loop {
-            let next = (previous + 1).max(now) & LOW;
-            match self.last_range_id.compare_exchange(
-                previous,
-                next,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return RangeId::new(((self.id.get() & 0xF_FFFF) << 44) | next),
-                Err(current) => previous = current,
-            }
-        }
-    }
-
     pub(crate) fn leader_hint(&self, node: Option<NodeId>) -> Option<LeaderHint> {
         let node = node?;
         let addr = self
@@ -606,8 +603,7 @@ impl Inner {
                     })?
             }
         };
-        let right = self.allocate_range_id();
-        let data = codec::encode(&Command::Split { at, right })
+        let data = codec::encode(&Command::Split { at })
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let answer = self
             .driver

@@ -218,9 +218,18 @@ async fn scan(
             "a scan bound over the key limit",
         ));
     }
-    let span = &descriptor.range;
-    // A forward scan is sent to the range holding `start`; a reverse one to the range holding
-    // the keys just below `end`. This range answers its part and says where to go on.
+    let range = descriptor.id;
+    read_barrier(inner, range, consistency, timeout).await?;
+    // The range as it is now, at one point in time: it may have split while the read waited
+    // for its barrier, so its span comes from the view, not from the request's descriptor.
+    let engine = inner.engine.clone();
+    let view = tokio::task::spawn_blocking(move || engine.view(range))
+        .await
+        .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?
+        .map_err(|e| storage_error(inner, range, &start, e))?;
+    let span = view.span().clone();
+    // A forward scan is answered by the range holding `start`; a reverse one by the range
+    // holding the keys just below `end`. This range answers its part and says where to go on.
     let holds_start = span.contains(&start);
     let holds_top = match &end {
         Some(end) => {
@@ -245,38 +254,37 @@ async fn scan(
         (None, RangeEnd::Key(range_end)) => Some(range_end.clone()),
         (None, RangeEnd::Unbounded) => None,
     };
-    read_barrier(inner, descriptor.id, consistency, timeout).await?;
-    let mut request = Scan::all(limit as usize).from(lo.clone());
+    // One entry more than asked for, forward: its key is where the next page starts (a key
+    // of the longest length has no successor to name instead).
+    let fetch = if reverse { limit } else { limit + 1 } as usize;
+    let mut request = Scan::all(fetch).from(lo);
     if let Some(hi) = &hi {
         request = request.to(hi.clone());
     }
     if reverse {
         request = request.reverse();
     }
-    let engine = inner.engine.clone();
-    let range = descriptor.id;
-    let found = tokio::task::spawn_blocking(move || engine.scan(range, &request))
+    let mut found = tokio::task::spawn_blocking(move || view.scan(&request))
         .await
         .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?
         .map_err(|e| storage_error(inner, range, &start, e))?;
-    let full = found.len() == limit as usize;
-    let resume = match (full, reverse) {
-        // Continue past the last key returned: just after it, or below it (it becomes the
-        // exclusive end).
-        (true, false) => found.last().map(|e| {
-            let mut next = e.key.clone();
-            next.push(0);
-            next
-        }),
-        (true, true) => found.last().map(|e| e.key.clone()),
+    let resume = if reverse {
+        if found.len() == limit as usize {
+            // Continue below the last key returned: it becomes the exclusive end.
+            found.last().map(|e| e.key.clone())
+        } else {
+            // Continue in the range before this one, if the scan reaches below it.
+            (span.start() > start.as_slice()).then(|| span.start().to_vec())
+        }
+    } else if found.len() > limit as usize {
+        found.pop().map(|e| e.key)
+    } else {
         // Continue in the next range, if the scan reaches past this one.
-        (false, false) => match (span.end(), &end) {
+        match (span.end(), &end) {
             (RangeEnd::Key(range_end), Some(end)) if range_end < end => Some(range_end.clone()),
             (RangeEnd::Key(range_end), None) => Some(range_end.clone()),
             _ => None,
-        },
-        // Continue in the range before this one, if the scan reaches below it.
-        (false, true) => (span.start() > start.as_slice()).then(|| span.start().to_vec()),
+        }
     };
     Ok(KvResponse::Entries {
         entries: found
