@@ -11,10 +11,7 @@ use crate::engine::Engine;
 use crate::error::{Result, StorageError};
 use crate::layout::{encode_value, staging_key};
 use crate::range_info::{RangeInfo, RangeStats, RangeStatus};
-use crate::snapshot::{
-    read_header, Header, Reader, CHECKSUM_LEN, FLAG_HEADER, FLAG_LAST, FORMAT, MAGIC,
-    MAX_CHUNK_BYTES,
-};
+use crate::snapshot::{open_chunk, read_header, Header, FLAG_HEADER, FLAG_LAST};
 use crate::staging::StagedSnapshot;
 use shoal_core::{KeyRange, RangeId};
 use std::ops::Deref;
@@ -145,21 +142,7 @@ impl<E: Deref<Target = Engine>> Ingest<E> {
         if self.complete {
             return Err(bad("a chunk after the last one"));
         }
-        if chunk.len() > MAX_CHUNK_BYTES {
-            return Err(bad("chunk over 16 MiB"));
-        }
-        let body_len = chunk
-            .len()
-            .checked_sub(CHECKSUM_LEN)
-            .ok_or_else(|| bad("chunk too short"))?;
-        let (body, checksum) = chunk.split_at(body_len);
-        if blake3::hash(body).as_bytes() != checksum {
-            return Err(bad("checksum mismatch"));
-        }
-        let mut r = Reader { buf: body };
-        if r.take(4)? != MAGIC || r.u8()? != FORMAT {
-            return Err(bad("not a snapshot chunk of a known format"));
-        }
+        let mut r = open_chunk(chunk)?;
         if r.u64()? != self.range.get() {
             return Err(bad("chunk of another range"));
         }

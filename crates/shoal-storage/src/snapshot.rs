@@ -70,6 +70,17 @@ impl Engine {
 /// was taken at and the span it covers, so a receiver can open an [`Engine::ingest`] for it.
 /// Refused unless `chunk` is an intact first chunk.
 pub fn snapshot_header(chunk: &[u8]) -> Result<(RangeId, u64, KeyRange)> {
+    let mut r = open_chunk(chunk)?;
+    let range = RangeId::new(r.u64()?);
+    let applied_index = r.u64()?;
+    if r.u32()? != 0 || r.u8()? & FLAG_HEADER == 0 {
+        return Err(StorageError::BadSnapshot("not the first chunk".into()));
+    }
+    Ok((range, applied_index, read_header(&mut r)?.span))
+}
+
+/// Checks a chunk's size, checksum, magic and format; returns a reader at its range id.
+pub(crate) fn open_chunk(chunk: &[u8]) -> Result<Reader<'_>> {
     let bad = |what: &str| StorageError::BadSnapshot(what.to_string());
     if chunk.len() > MAX_CHUNK_BYTES {
         return Err(bad("chunk over 16 MiB"));
@@ -86,12 +97,7 @@ pub fn snapshot_header(chunk: &[u8]) -> Result<(RangeId, u64, KeyRange)> {
     if r.take(4)? != MAGIC || r.u8()? != FORMAT {
         return Err(bad("not a snapshot chunk of a known format"));
     }
-    let range = RangeId::new(r.u64()?);
-    let applied_index = r.u64()?;
-    if r.u32()? != 0 || r.u8()? & FLAG_HEADER == 0 {
-        return Err(bad("not the first chunk"));
-    }
-    Ok((range, applied_index, read_header(&mut r)?.span))
+    Ok(r)
 }
 
 impl SnapshotStream {

@@ -157,54 +157,29 @@ impl Cluster {
     }
 
     /// Sends `op` for `key` the way a router does, until it succeeds or fails with an error
-    /// a router does not retry, within 30 s.
+    /// a router does not retry, within 30 s: it finds the range's freshest descriptor, sends
+    /// there ([`Cluster::request_in`]) and starts over on `RangeKeyMismatch` and
+    /// `RangeNotFound`.
     pub async fn request(&self, key: &[u8], op: KvOp) -> Result<KvResponse, Error> {
         let deadline = Instant::now() + Duration::from_secs(30);
-        let mut target: Option<NodeId> = None;
-        let mut last_error = None;
-        while Instant::now() < deadline {
+        loop {
             let Some(descriptor) = self.descriptor(key).await else {
+                assert!(Instant::now() < deadline, "no descriptor for {key:?}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
-            let node = target
-                .or_else(|| self.leader_of(&descriptor))
-                .unwrap_or(descriptor.replicas[0].node);
-            let i = (node.get() - 1) as usize;
-            if self.stores.get(i).is_none_or(Option::is_none) {
-                target = None;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-            let request = KvRequest {
-                range: descriptor.id,
-                generation: descriptor.generation,
-                op: op.clone(),
-            };
-            match self
-                .client
-                .call::<KvRpc>(self.addrs[i], &request, Duration::from_secs(5))
-                .await
-            {
-                Ok(response) => return Ok(response),
-                Err(e) => {
-                    match &e.code {
-                        ErrorCode::NotLeader { hint } => {
-                            target = hint.as_ref().map(|h| h.node);
-                        }
-                        ErrorCode::RangeKeyMismatch { .. }
-                        | ErrorCode::RangeNotFound { .. }
-                        | ErrorCode::Unavailable
-                        | ErrorCode::Timeout
-                        | ErrorCode::ShuttingDown => target = None,
-                        _ => return Err(e),
-                    }
-                    last_error = Some(e);
+            match self.request_in(&descriptor, op.clone()).await {
+                Err(e)
+                    if matches!(
+                        e.code,
+                        ErrorCode::RangeKeyMismatch { .. } | ErrorCode::RangeNotFound { .. }
+                    ) && Instant::now() < deadline =>
+                {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
+                other => return other,
             }
         }
-        Err(last_error.unwrap_or_else(|| Error::new(ErrorCode::Timeout, "no route")))
     }
 
     /// Writes `pairs` (sorted by key) in batches of up to `batch` puts, each batch to the
