@@ -395,12 +395,16 @@ async fn raft_only() -> f64 {
             .expect("add");
         nodes.push((driver, server, wal, dir));
     }
+    // n1 campaigns first, but under load another node may win: send to whoever leads.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while nodes[0].0.leader(group).and_then(|l| l.id) != Some(ids[0]) {
+    let leader = loop {
+        if let Some(id) = nodes[0].0.leader(group).and_then(|l| l.id) {
+            break id;
+        }
         assert!(Instant::now() < deadline, "no leader");
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let leader = peers.read().unwrap()[&ids[0]];
+    };
+    let leader = peers.read().unwrap()[&leader];
     let client = Arc::new(RpcClient::new(n(100), None, TransportConfig::local()).expect("client"));
     let stop = Arc::new(AtomicBool::new(false));
     let start_measuring = Instant::now() + WARMUP;
@@ -472,12 +476,25 @@ async fn main() {
         );
     }
 
-    let splitter = leader_store.clone();
+    let stores = cluster.stores.clone();
     let (splitting, _, elapsed, window) = phase(&cluster, false, Arc::default(), async move {
         tokio::time::sleep(WARMUP + Duration::from_secs(1)).await;
+        // Split on whichever store leads the range now (leadership may have moved under
+        // load); a refusal because it just moved is retried.
         let started = Instant::now();
-        let (left, right) = splitter.split(FIRST_RANGE, None).await.expect("the split");
-        (started, Instant::now(), left, right)
+        let mut last_error = None;
+        for _ in 0..50 {
+            let leader = stores[0].leader(FIRST_RANGE).unwrap_or(n(1));
+            match stores[(leader.get() - 1) as usize]
+                .split(FIRST_RANGE, None)
+                .await
+            {
+                Ok((left, right)) => return (started, Instant::now(), left, right),
+                Err(e) => last_error = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the range did not split: {last_error:?}");
     })
     .await;
     let (split_started, split_done, left, right) = window;
