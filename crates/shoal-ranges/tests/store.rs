@@ -372,25 +372,11 @@ async fn a_range_splits_online_and_both_halves_serve() {
 async fn writes_survive_a_leader_crash_and_a_full_restart() {
     let mut cluster = Cluster::start(3, |_| {}).await;
     let mut acknowledged = Vec::new();
-    for i in 0..30u32 {
-        let key = format!("a{i:03}");
-        cluster
-            .request(key.as_bytes(), KvOp::put(key.clone(), "1"))
-            .await
-            .unwrap();
-        acknowledged.push(key);
-    }
+    acknowledged.extend(cluster.put_numbered("a", 0..30, b"1").await);
     let descriptor = cluster.descriptor(b"a").await.unwrap();
     let leader = cluster.leader_of(&descriptor).unwrap();
     cluster.kill(leader).await;
-    for i in 30..60u32 {
-        let key = format!("a{i:03}");
-        cluster
-            .request(key.as_bytes(), KvOp::put(key.clone(), "1"))
-            .await
-            .unwrap();
-        acknowledged.push(key);
-    }
+    acknowledged.extend(cluster.put_numbered("a", 30..60, b"1").await);
     assert_ne!(cluster.leader_of(&descriptor), Some(leader));
     cluster.restart(leader).await;
     wait_for("the old leader to catch up", async || {
@@ -427,30 +413,11 @@ async fn a_follower_behind_the_compacted_log_catches_up_by_snapshot() {
         config.snapshot_chunk_bytes = 4 << 10;
     })
     .await;
-    cluster
-        .request(b"b000", KvOp::put("b000", "old"))
-        .await
-        .unwrap();
-    let descriptor = cluster.descriptor(b"b").await.unwrap();
-    let leader = cluster.leader_of(&descriptor).unwrap();
-    let follower = (1..=3).map(n).find(|&id| id != leader).unwrap();
-    wait_for("the follower to hold the first write", async || {
-        cluster
-            .store(follower)
-            .engine()
-            .get(FIRST_RANGE, b"b000")
-            .ok()?
-            .map(|_| ())
-    })
-    .await;
+    cluster.put_numbered("b", 0..1, b"old").await;
+    let (leader, follower) = cluster.leader_and_follower(b"b").await;
+    cluster.wait_holds(follower, FIRST_RANGE, b"b000").await;
     cluster.kill(follower).await;
-    for i in 0..200u32 {
-        let key = format!("b{i:03}");
-        cluster
-            .request(key.as_bytes(), KvOp::put(key.clone(), vec![b'x'; 300]))
-            .await
-            .unwrap();
-    }
+    cluster.put_numbered("b", 0..200, &[b'x'; 300]).await;
     let status = cluster.store(leader).status(FIRST_RANGE).await.unwrap();
     assert!(
         status.snapshot_index > 100,
@@ -490,30 +457,11 @@ async fn a_follower_whose_engine_is_ahead_of_its_log_after_a_crash_converges() {
         config.raft.compaction_trailing_entries = 5;
     })
     .await;
-    cluster
-        .request(b"c000", KvOp::put("c000", "old"))
-        .await
-        .unwrap();
-    let descriptor = cluster.descriptor(b"c").await.unwrap();
-    let leader = cluster.leader_of(&descriptor).unwrap();
-    let follower = (1..=3).map(n).find(|&id| id != leader).unwrap();
-    wait_for("the follower to hold the first write", async || {
-        cluster
-            .store(follower)
-            .engine()
-            .get(FIRST_RANGE, b"c000")
-            .ok()?
-            .map(|_| ())
-    })
-    .await;
+    cluster.put_numbered("c", 0..1, b"old").await;
+    let (leader, follower) = cluster.leader_and_follower(b"c").await;
+    cluster.wait_holds(follower, FIRST_RANGE, b"c000").await;
     cluster.kill(follower).await;
-    for i in 0..100u32 {
-        let key = format!("c{i:03}");
-        cluster
-            .request(key.as_bytes(), KvOp::put(key.clone(), vec![b'y'; 100]))
-            .await
-            .unwrap();
-    }
+    cluster.put_numbered("c", 0..100, &[b'y'; 100]).await;
     // The state a kill between the engine's install and the log's record leaves: the
     // follower's engine holds the leader's range at its applied index, its WAL the old log.
     let chunks: Vec<Vec<u8>> = cluster
@@ -537,13 +485,7 @@ async fn a_follower_whose_engine_is_ahead_of_its_log_after_a_crash_converges() {
         ingest.finish().unwrap().applied_index
     };
     cluster.restart(follower).await;
-    for i in 100..120u32 {
-        let key = format!("c{i:03}");
-        cluster
-            .request(key.as_bytes(), KvOp::put(key.clone(), vec![b'y'; 100]))
-            .await
-            .unwrap();
-    }
+    cluster.put_numbered("c", 100..120, &[b'y'; 100]).await;
     // A range installing a snapshot answers "not ready" for a moment: ask again.
     let scan = |e: &shoal_storage::Engine| {
         Some((
@@ -571,31 +513,12 @@ async fn a_follower_whose_engine_is_ahead_of_its_log_after_a_crash_converges() {
 async fn replica_comparison_finds_equal_replicas_equal_and_a_divergence_loud() {
     use shoal_ranges::store::Comparison;
     let mut cluster = Cluster::start(3, |_| {}).await;
-    for i in 0..50u32 {
-        let key = format!("d{i:03}");
-        cluster
-            .request(key.as_bytes(), KvOp::put(key.clone(), "1"))
-            .await
-            .unwrap();
-    }
-    let descriptor = cluster.descriptor(b"d").await.unwrap();
-    let leader = cluster.leader_of(&descriptor).unwrap();
-    let follower = (1..=3).map(n).find(|&id| id != leader).unwrap();
-    let compare = async |cluster: &Cluster| {
-        wait_for("one applied index", async || {
-            match cluster
-                .store(leader)
-                .compare_replica(FIRST_RANGE, follower)
-                .await
-                .ok()?
-            {
-                Comparison::NotAtOneIndex { .. } => None,
-                done => Some(done),
-            }
-        })
+    cluster.put_numbered("d", 0..50, b"1").await;
+    let (leader, follower) = cluster.leader_and_follower(b"d").await;
+    match cluster
+        .compare_at_one_index(leader, FIRST_RANGE, follower)
         .await
-    };
-    match compare(&cluster).await {
+    {
         Comparison::Equal { round_trips, .. } => assert!(round_trips <= 3, "{round_trips}"),
         other => panic!("{other:?}"),
     }
@@ -618,7 +541,10 @@ async fn replica_comparison_finds_equal_replicas_equal_and_a_divergence_loud() {
         .request(b"d100", KvOp::put("d100", "2"))
         .await
         .unwrap();
-    match compare(&cluster).await {
+    match cluster
+        .compare_at_one_index(leader, FIRST_RANGE, follower)
+        .await
+    {
         Comparison::Differ {
             key_hashes,
             complete,
@@ -680,13 +606,7 @@ async fn a_replica_is_added_on_a_new_node_by_snapshot_and_another_removed() {
     use shoal_consensus::{ConfChange, LearnerKind};
     use shoal_ranges::store::{Comparison, Store};
     let cluster = Cluster::start(3, |_| {}).await;
-    for i in 0..40u32 {
-        let key = format!("e{i:03}");
-        cluster
-            .request(key.as_bytes(), KvOp::put(key.clone(), "1"))
-            .await
-            .unwrap();
-    }
+    cluster.put_numbered("e", 0..40, b"1").await;
     let dir = tempfile::tempdir().unwrap();
     let fourth = Store::open(common::config(n(4), dir.path())).await.unwrap();
     fourth.join(vec![cluster.addrs[0]]).await.unwrap();
@@ -715,18 +635,9 @@ async fn a_replica_is_added_on_a_new_node_by_snapshot_and_another_removed() {
             .ok()
     })
     .await;
-    let comparison = wait_for("one applied index", async || {
-        match cluster
-            .store(leader)
-            .compare_replica(FIRST_RANGE, n(4))
-            .await
-            .ok()?
-        {
-            Comparison::NotAtOneIndex { .. } => None,
-            done => Some(done),
-        }
-    })
-    .await;
+    let comparison = cluster
+        .compare_at_one_index(leader, FIRST_RANGE, n(4))
+        .await;
     assert!(
         matches!(comparison, Comparison::Equal { .. }),
         "{comparison:?}"

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{n, wait_for, Cluster};
+use common::{n, Cluster};
 use shoal_core::{ErrorCode, Generation, RangeId};
 use shoal_ranges::store::{
     Comparison, Consistency, Expect, KvOp, KvRequest, KvResponse, KvRpc, LookupRequest, LookupRpc,
@@ -17,13 +17,7 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_and_garbled_requests_get_errors_and_change_nothing_they_should_not() {
     let cluster = Cluster::start(3, |_| {}).await;
-    for i in 0..20u32 {
-        let key = format!("h{i:02}");
-        cluster
-            .request(key.as_bytes(), KvOp::put(key.clone(), "v"))
-            .await
-            .unwrap();
-    }
+    cluster.put_numbered("h", 0..20, b"v").await;
     let descriptor = cluster.descriptor(b"h").await.unwrap();
     let leader = cluster.leader_of(&descriptor).unwrap();
     let addr = cluster.store(leader).addr();
@@ -32,7 +26,7 @@ async fn forged_and_garbled_requests_get_errors_and_change_nothing_they_should_n
     let absent = KvRequest {
         range: RangeId::new(999),
         generation: Generation::new(1),
-        op: KvOp::put("h00", "forged"),
+        op: KvOp::put("h000", "forged"),
     };
     let err = cluster
         .client
@@ -54,11 +48,11 @@ async fn forged_and_garbled_requests_get_errors_and_change_nothing_they_should_n
     };
     let encode = |r: &KvRequest| shoal_core::codec::encode(r).unwrap();
     let kv_corpus: Vec<Vec<u8>> = vec![
-        encode(&kv(KvOp::get("h01"))),
-        encode(&kv(KvOp::put("h02", "x"))),
-        encode(&kv(KvOp::delete("h03"))),
+        encode(&kv(KvOp::get("h001"))),
+        encode(&kv(KvOp::put("h002", "x"))),
+        encode(&kv(KvOp::delete("h003"))),
         encode(&kv(KvOp::cas(
-            "h04",
+            "h004",
             Expect::Version(1),
             Some(b"y".to_vec()),
         ))),
@@ -71,7 +65,7 @@ async fn forged_and_garbled_requests_get_errors_and_change_nothing_they_should_n
         })),
     ];
     let lookup_corpus = vec![shoal_core::codec::encode(&LookupRequest {
-        key: b"h05".to_vec(),
+        key: b"h005".to_vec(),
     })
     .unwrap()];
     let split_corpus = vec![shoal_core::codec::encode(&SplitRequest {
@@ -121,7 +115,7 @@ async fn forged_and_garbled_requests_get_errors_and_change_nothing_they_should_n
     );
 
     // The store goes on serving, and the replicas agree.
-    let got = cluster.request(b"h00", KvOp::get("h00")).await.unwrap();
+    let got = cluster.request(b"h000", KvOp::get("h000")).await.unwrap();
     assert!(matches!(got, KvResponse::Value(Some(_))), "{got:?}");
     cluster
         .request(b"h99", KvOp::put("h99", "after"))
@@ -129,18 +123,9 @@ async fn forged_and_garbled_requests_get_errors_and_change_nothing_they_should_n
         .unwrap();
     for descriptor in cluster.store(leader).descriptors() {
         for peer in (1..=3).map(n).filter(|&p| p != leader) {
-            let comparison = wait_for("one applied index", async || {
-                match cluster
-                    .store(leader)
-                    .compare_replica(descriptor.id, peer)
-                    .await
-                    .ok()?
-                {
-                    Comparison::NotAtOneIndex { .. } => None,
-                    done => Some(done),
-                }
-            })
-            .await;
+            let comparison = cluster
+                .compare_at_one_index(leader, descriptor.id, peer)
+                .await;
             assert!(
                 matches!(comparison, Comparison::Equal { .. }),
                 "{comparison:?}"

@@ -59,15 +59,7 @@ async fn fifty_megabytes_split_into_ranges_that_all_serve_and_agree() {
     let descriptors = cluster.store(n(1)).descriptors();
     for d in &descriptors {
         for peer in [n(2), n(3)] {
-            let comparison =
-                wait_for(
-                    "the replicas to reach one applied index",
-                    async || match cluster.store(n(1)).compare_replica(d.id, peer).await.ok()? {
-                        Comparison::NotAtOneIndex { .. } => None,
-                        done => Some(done),
-                    },
-                )
-                .await;
+            let comparison = cluster.compare_at_one_index(n(1), d.id, peer).await;
             assert!(
                 matches!(comparison, Comparison::Equal { .. }),
                 "range {} on {peer}: {comparison:?}",

@@ -107,14 +107,20 @@ pub(crate) async fn announce(inner: Arc<Inner>) {
     let max_key = inner.config.engine.max_key_len;
     // What was last announced per range: its generation, the hint's term, and when.
     let mut announced: HashMap<RangeId, (u64, u64, tokio::time::Instant)> = HashMap::new();
+    // The generation of each hosted descriptor last merged into the known set.
+    let mut learned: HashMap<RangeId, u64> = HashMap::new();
     let mut ticker = tokio::time::interval(CHECK_EVERY);
     loop {
         ticker.tick().await;
         let now = tokio::time::Instant::now();
         let mut delta = DescriptorSet::new();
         for descriptor in inner.shared.descriptors() {
-            // What this node hosts it knows first-hand, whoever leads.
-            inner.learn(&descriptor, 0);
+            // What this node hosts it knows first-hand, whoever leads (merged once per
+            // generation, not every check).
+            let generation = descriptor.generation.get();
+            if learned.insert(descriptor.id, generation) != Some(generation) {
+                inner.learn(&descriptor, 0);
+            }
             let Some(leader) = inner.driver.leader(descriptor.id) else {
                 continue;
             };

@@ -4,9 +4,10 @@
 
 #![allow(dead_code)]
 
-use shoal_core::{Error, ErrorCode, NodeId, RangeDescriptor};
+use shoal_core::{Error, ErrorCode, NodeId, RangeDescriptor, RangeId};
 use shoal_ranges::store::{
-    Acks, KvOp, KvRequest, KvResponse, KvRpc, LookupRequest, LookupRpc, Store, StoreConfig, WriteOp,
+    Acks, Comparison, KvOp, KvRequest, KvResponse, KvRpc, LookupRequest, LookupRpc, Store,
+    StoreConfig, WriteOp,
 };
 use shoal_transport::{RpcClient, RpcTransportExt, TransportConfig};
 use std::net::SocketAddr;
@@ -261,6 +262,59 @@ impl Cluster {
             }
         }
         Err(last_error.unwrap_or_else(|| Error::new(ErrorCode::Timeout, "no route")))
+    }
+
+    /// Puts `{prefix}{i:03}` = `value` for every `i` in `keys`, one acknowledged write at a
+    /// time; returns the keys.
+    pub async fn put_numbered(
+        &self,
+        prefix: &str,
+        keys: std::ops::Range<u32>,
+        value: &[u8],
+    ) -> Vec<String> {
+        let mut written = Vec::new();
+        for i in keys {
+            let key = format!("{prefix}{i:03}");
+            self.request(key.as_bytes(), KvOp::put(key.clone(), value.to_vec()))
+                .await
+                .unwrap();
+            written.push(key);
+        }
+        written
+    }
+
+    /// The leader of the range holding `key` and one of its followers, of nodes 1 to 3.
+    pub async fn leader_and_follower(&self, key: &[u8]) -> (NodeId, NodeId) {
+        let descriptor = self.descriptor(key).await.unwrap();
+        let leader = wait_for("a leader", async || self.leader_of(&descriptor)).await;
+        let follower = (1..=3).map(n).find(|&id| id != leader).unwrap();
+        (leader, follower)
+    }
+
+    /// Waits until `node`'s engine holds `key` in `range`.
+    pub async fn wait_holds(&self, node: NodeId, range: RangeId, key: &[u8]) {
+        wait_for("a replica to hold a key", async || {
+            self.store(node).engine().get(range, key).ok()?.map(|_| ())
+        })
+        .await
+    }
+
+    /// Compares `from`'s replica of `range` with `peer`'s, once both are at one applied
+    /// index.
+    pub async fn compare_at_one_index(
+        &self,
+        from: NodeId,
+        range: RangeId,
+        peer: NodeId,
+    ) -> Comparison {
+        wait_for(
+            "the replicas to reach one applied index",
+            async || match self.store(from).compare_replica(range, peer).await.ok()? {
+                Comparison::NotAtOneIndex { .. } => None,
+                done => Some(done),
+            },
+        )
+        .await
     }
 
     /// The leader of a range as the live stores see it.
