@@ -209,14 +209,21 @@ async fn three_stores_serve_reads_writes_and_compare_and_set() {
             )
             .await
             .ok()?;
-        (status.ranges.first()?.keys == 3).then_some(status)
+        let first = status
+            .ranges
+            .iter()
+            .find(|r| r.descriptor.id == FIRST_RANGE)?;
+        (first.keys == 3).then_some(status)
     })
     .await;
-    assert_eq!(
-        (status.node, status.hosted, status.leaderships),
-        (leader, 1, 1)
-    );
-    let range = &status.ranges[0];
+    // The meta range and the first user range.
+    assert_eq!((status.node, status.hosted), (leader, 2));
+    assert!(status.leaderships >= 1);
+    let range = status
+        .ranges
+        .iter()
+        .find(|r| r.descriptor.id == FIRST_RANGE)
+        .unwrap();
     assert_eq!(range.role, shoal_consensus::Role::Leader);
     assert_eq!(range.followers.len(), 2);
     assert_eq!(range.keys, 3, "apple, k1 and k2");
@@ -291,10 +298,11 @@ async fn a_range_splits_online_and_both_halves_serve() {
     assert_eq!(left.id, FIRST_RANGE);
     assert!(left.generation > before.generation);
     assert_eq!(right.range.start(), b"key020");
-    // Every replica applies the split and starts the right half's group.
+    // Every replica applies the split and starts the right half's group (beside the meta
+    // range).
     wait_for("every replica to host both halves", async || {
         (1..=3)
-            .all(|i| cluster.store(n(i)).descriptors().len() == 2)
+            .all(|i| cluster.store(n(i)).descriptors().len() == 3)
             .then_some(())
     })
     .await;
@@ -643,7 +651,12 @@ async fn a_replica_is_added_on_a_new_node_by_snapshot_and_another_removed() {
         "{comparison:?}"
     );
     // The descriptor shows four voters at a new generation.
-    let after = cluster.store(leader).descriptors()[0].clone();
+    let after = cluster
+        .store(leader)
+        .descriptors()
+        .into_iter()
+        .find(|d| d.id == FIRST_RANGE)
+        .unwrap();
     assert_eq!(after.voters().count(), 4);
     assert!(after.generation > descriptor.generation);
     // A replica leaves; writes go on.

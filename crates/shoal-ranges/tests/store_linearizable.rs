@@ -158,7 +158,7 @@ async fn concurrent_register_operations_during_splits_are_linearizable() {
     );
     wait_for("every node to apply both splits", async || {
         (1..=3)
-            .all(|i| cluster.store(n(i)).descriptors().len() == 3)
+            .all(|i| cluster.store(n(i)).descriptors().len() == 4)
             .then_some(())
     })
     .await;

@@ -9,6 +9,7 @@
 //! reported as a failure).
 
 use super::command::{Expect, WriteOp, WriteOutcome};
+use super::meta::{MetaAnswer, MetaOp, NodeRecord};
 use serde::{Deserialize, Serialize};
 use shoal_core::{Generation, RangeDescriptor, RangeId};
 use shoal_transport::Rpc;
@@ -38,6 +39,46 @@ impl Rpc for SplitRpc {
     const NAME: &'static str = "shoal.store.split";
     type Request = SplitRequest;
     type Response = SplitResponse;
+}
+
+/// The meta range: record descriptors, allocate range ids, register nodes, and read the
+/// recorded descriptors and nodes. Served by the meta range's leader (others answer
+/// `NotLeader` with a hint); reads are linearizable.
+pub struct MetaRpc;
+
+impl Rpc for MetaRpc {
+    const NAME: &'static str = "shoal.store.meta";
+    type Request = MetaRequest;
+    type Response = MetaResponse;
+}
+
+/// A request to the meta range.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetaRequest {
+    /// Apply a change.
+    Apply(MetaOp),
+    /// The recorded descriptor that holds `key`.
+    Lookup {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Every recorded descriptor.
+    Descriptors,
+    /// Every registered node.
+    Nodes,
+}
+
+/// The meta range's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetaResponse {
+    /// A change applied.
+    Applied(MetaAnswer),
+    /// A lookup's descriptor (`None`: no recorded range holds the key).
+    Descriptor(Option<RangeDescriptor>),
+    /// The recorded descriptors, in canonical order.
+    Descriptors(Vec<RangeDescriptor>),
+    /// The registered nodes, in id order.
+    Nodes(Vec<NodeRecord>),
 }
 
 /// What a router asks.

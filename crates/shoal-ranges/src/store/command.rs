@@ -6,8 +6,9 @@
 //! deterministic rejection: it is applied as an empty batch, so the applied index advances
 //! on every replica alike, and its proposer gets the reason.
 
+use super::meta::{MetaAnswer, MetaOp};
 use serde::{Deserialize, Serialize};
-use shoal_core::RangeDescriptor;
+use shoal_core::{RangeDescriptor, RangeId};
 
 /// A replicated command for one range.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,12 +17,16 @@ pub enum Command {
     /// Each sees the effects of the ones before it.
     Write(Vec<WriteOp>),
     /// Split the range at `at` (strictly inside it): the range keeps the keys below, a new
-    /// range (with the same replicas) takes the rest. Its id is derived from the range's id
-    /// and the split's log index (see `machine.rs`), the same on every replica.
+    /// range `right` (with the same replicas) takes the rest. `right` comes from the meta
+    /// range's allocator, so no range ever had it.
     Split {
         /// The right half's first key.
         at: Vec<u8>,
+        /// The right half's id.
+        right: RangeId,
     },
+    /// A change to the meta range (refused by every other range).
+    Meta(MetaOp),
 }
 
 /// One write.
@@ -111,6 +116,9 @@ pub enum Rejection {
     /// change under way, the generation exhausted.
     #[error("invalid split: {0}")]
     InvalidSplit(String),
+    /// A meta operation that cannot apply: sent to another range, or malformed.
+    #[error("invalid meta operation: {0}")]
+    InvalidMeta(String),
     /// Bytes that do not decode as a command (no honest proposer sends them).
     #[error("undecodable command")]
     Undecodable,
@@ -128,6 +136,8 @@ pub enum Applied {
         /// The new right half.
         right: Box<RangeDescriptor>,
     },
+    /// A meta operation's answer.
+    Meta(MetaAnswer),
     /// The command was rejected; nothing changed but the applied index.
     Rejected(Rejection),
     /// Not a command (a no-op or membership entry).

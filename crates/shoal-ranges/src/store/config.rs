@@ -52,6 +52,9 @@ pub struct StoreConfig {
     pub split_policy: SplitMergePolicy,
     /// How often the ranges this node leads are checked against the policy. Default 1 s.
     pub split_check_interval: Duration,
+    /// This node's failure domain (a rack, a zone), registered in the meta range for
+    /// placement. Default none. At most 128 bytes.
+    pub zone: Option<String>,
 }
 
 impl StoreConfig {
@@ -73,6 +76,7 @@ impl StoreConfig {
             request_timeout: Duration::from_secs(10),
             split_policy: SplitMergePolicy::default(),
             split_check_interval: Duration::from_secs(1),
+            zone: None,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! on the follower and installed atomically.
 
 use super::command::{Applied, Command, Expect, Rejection, WriteOp, WriteOutcome};
+use super::meta::{self, MetaOp, META_RANGE};
 use super::shared::{Shared, SplitDone};
 use bytes::Bytes;
 use shoal_consensus::{
@@ -183,7 +184,10 @@ impl RangeMachine {
         if self.membership.is_joint() {
             return refuse(self, "a membership change is under way".into());
         }
-        if right == self.range || self.engine.range(right).is_ok() {
+        if self.range == META_RANGE {
+            return refuse(self, "the meta range does not split".into());
+        }
+        if right == self.range || right == META_RANGE || self.engine.range(right).is_ok() {
             return refuse(self, format!("range {right} already exists here"));
         }
         let (left_desc, right_desc) = match descriptor.split(&at, right) {
@@ -217,6 +221,19 @@ impl RangeMachine {
         })
     }
 
+    fn apply_meta(&mut self, index: LogIndex, op: MetaOp) -> Result<Applied, MachineError> {
+        let (batch, answer) = match meta::evaluate(&self.engine, self.range, op) {
+            Ok(Ok((batch, answer))) => (batch, Ok(answer)),
+            Ok(Err(rejection)) => (WriteBatch::new(), Err(rejection)),
+            Err(e) => return Err(Self::failed(e)),
+        };
+        let committed = self.commit(index, batch)?;
+        Ok(match (committed, answer) {
+            (Ok(_), Ok(answer)) => Applied::Meta(answer),
+            (Ok(_), Err(rejection)) | (Err(rejection), _) => Applied::Rejected(rejection),
+        })
+    }
+
     fn apply_membership(
         &mut self,
         index: LogIndex,
@@ -245,20 +262,6 @@ impl RangeMachine {
         }
         Ok(Applied::Nothing)
     }
-}
-
-/// The id of the right half of `range` split at log index `index`: a 64-bit mix of the two
-/// (SplitMix64's finalizer), the same on every replica since both come from the log. Ids
-/// are unique in practice, not by construction: two splits meet on one id with odds of
-/// about n²/2^65 for n ranges, and a replica that already hosts the id would refuse the
-/// split where the others do not. The meta range's allocator, which hands out ids in order,
-/// will replace it. Ids 0 and 1 are never produced.
-pub(crate) fn split_right_id(range: RangeId, index: LogIndex) -> RangeId {
-    let mut z = range.get() ^ index.rotate_left(32) ^ 0x9E37_79B9_7F4A_7C15;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    RangeId::new(z.max(2))
 }
 
 /// The replicas a membership names: voters (both halves of a joint one) and learners.
@@ -337,10 +340,8 @@ impl StateMachine for RangeMachine {
             EntryPayload::Membership(m) => self.apply_membership(entry.index, m)?,
             EntryPayload::Command(data) => match codec::decode::<Command>(data, data.len()) {
                 Ok(Command::Write(ops)) => self.apply_write(entry.index, ops)?,
-                Ok(Command::Split { at }) => {
-                    let right = split_right_id(self.range, entry.index);
-                    self.apply_split(entry.index, at, right)?
-                }
+                Ok(Command::Split { at, right }) => self.apply_split(entry.index, at, right)?,
+                Ok(Command::Meta(op)) => self.apply_meta(entry.index, op)?,
                 Err(_) => {
                     self.commit(entry.index, WriteBatch::new())?
                         .map_err(|r| Self::failed(format!("an empty batch was refused: {r}")))?;

@@ -17,6 +17,10 @@
 //!   that missed the split is sent a snapshot instead of a log it cannot replay.
 //! - **One listener per node** carries node RPC ([`KvRpc`], [`LookupRpc`], [`SplitRpc`]),
 //!   Raft messages and snapshot chunks.
+//! - **The meta range** (range 0, keys from `0xff` on; user keys are below `0xff`) records
+//!   every range's descriptor guarded by generation, allocates range ids for splits and
+//!   registers nodes ([`MetaOp`], [`MetaRpc`]); leaders record their ranges as they change,
+//!   and a node whose gossip has not covered a key asks it ([`Store::lookup`]).
 //! - **Descriptors spread by gossip**: each leader announces its ranges over membership
 //!   broadcasts (shoal-ranges' [`crate::DescriptorSet`] merge), so every node, hosting the
 //!   range or not, answers lookups ([`LookupRpc`]) for every key.
@@ -35,6 +39,8 @@ mod compare;
 mod config;
 mod gossip;
 mod machine;
+mod meta;
+mod meta_client;
 mod node;
 mod service;
 mod shared;
@@ -42,12 +48,17 @@ mod status;
 
 pub use api::{
     Acks, Consistency, KvEntry, KvOp, KvRequest, KvResponse, KvRpc, LookupRequest, LookupRpc,
-    SplitRequest, SplitResponse, SplitRpc, Versioned, MAX_SCAN_LIMIT,
+    MetaRequest, MetaResponse, MetaRpc, SplitRequest, SplitResponse, SplitRpc, Versioned,
+    MAX_SCAN_LIMIT,
 };
 pub use command::{Applied, Command, Expect, Rejection, WriteOp, WriteOutcome};
 pub use compare::{CompareRequest, CompareResponse, CompareRpc, Comparison};
 pub use config::StoreConfig;
 pub use gossip::RangesRpc;
 pub use machine::{RangeMachine, RangeSink, RangeSnapshot, RANGE_INIT_INDEX, RANGE_INIT_TERM};
+pub use meta::{
+    is_system_key, meta_keys, user_keys, MetaAnswer, MetaOp, NodeRecord, MAX_ALLOCATE, MAX_RECORD,
+    MAX_ZONE_BYTES, META_RANGE, SYSTEM_KEY_PREFIX,
+};
 pub use node::{Store, StoreError, FIRST_RANGE};
 pub use status::{NodeStatus, RangeReport, StatusRpc};

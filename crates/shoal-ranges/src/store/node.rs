@@ -7,6 +7,8 @@ use super::config::StoreConfig;
 use super::machine::{
     decode_descriptor, membership_of, RangeMachine, RANGE_INIT_INDEX, RANGE_INIT_TERM,
 };
+use super::meta::{self, meta_keys, user_keys, NodeRecord, META_RANGE};
+use super::meta_client;
 use super::service;
 use super::shared::{Shared, SplitDone};
 use crate::policy::{Decision, InFlight, RangeStats as PolicyStats};
@@ -32,7 +34,8 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
-/// The range the first nodes bootstrap: the whole key space.
+/// The user range the first nodes bootstrap: every key below `0xff` (the meta range holds
+/// the rest).
 pub const FIRST_RANGE: RangeId = RangeId::new(1);
 
 /// Why a store could not open, bootstrap or act.
@@ -192,6 +195,7 @@ impl Store {
                 store.inner.driver.subscribe_unknown_groups(),
             )),
             tokio::spawn(super::gossip::announce(store.inner.clone())),
+            tokio::spawn(meta_client::upkeep(store.inner.clone())),
             tokio::spawn(super::gossip::pull_now_and_then(store.inner.clone())),
             tokio::spawn(super::gossip::listen(
                 store.inner.clone(),
@@ -218,16 +222,13 @@ impl Store {
                 .await
                 .map_err(|e| StoreError::Corrupt(e.to_string()))??;
         }
-        let logs = self.inner.wal.groups();
-        // A bootstrap a crash cut between creating the range and writing its descriptor
-        // (nothing else was written): undone, so bootstrapping can run again.
-        let half_bootstrapped = |info: &shoal_storage::RangeInfo| {
-            info.applied_index == RANGE_INIT_INDEX - 1
-                && info.tag.is_empty()
-                && !logs.contains(&info.id)
-        };
-        let (undone, ranges): (Vec<_>, Vec<_>) =
-            engine.ranges().into_iter().partition(half_bootstrapped);
+        // A bootstrap a crash cut before any range's log started (ranges at or before their
+        // starting point, no log at all: nothing was ever acknowledged) is undone, so
+        // bootstrapping can run again.
+        let all = engine.ranges();
+        let half_bootstrapped = self.inner.wal.groups().is_empty()
+            && all.iter().all(|r| r.applied_index <= RANGE_INIT_INDEX);
+        let (undone, ranges): (Vec<_>, Vec<_>) = all.into_iter().partition(|_| half_bootstrapped);
         for info in undone {
             tracing::info!(range = %info.id, "removing a range a crash left half-bootstrapped");
             let engine = engine.clone();
@@ -254,51 +255,70 @@ impl Store {
         Ok(())
     }
 
-    /// Creates the cluster's first range (the whole key space) on this node, replicated by
-    /// `voters` (this node among them). Every founding node calls it with the same voters;
-    /// the first of them campaigns at once. Refused if the store already holds ranges.
-    pub async fn bootstrap(&self, voters: &[NodeId]) -> Result<RangeDescriptor, StoreError> {
+    /// Creates the cluster on this node: the meta range (range 0, the system keys from
+    /// `0xff` on) and the first user range (range 1, every key below `0xff`), both
+    /// replicated by `voters` (this node among them), the meta range holding both
+    /// descriptors. Every founding node calls it with the same voters; the first of them
+    /// campaigns at once. Refused if the store already holds ranges. Returns the two
+    /// descriptors, meta first.
+    pub async fn bootstrap(&self, voters: &[NodeId]) -> Result<[RangeDescriptor; 2], StoreError> {
         let inner = &self.inner;
         if !inner.engine.ranges().is_empty() || !inner.wal.groups().is_empty() {
             return Err(StoreError::AlreadyBootstrapped);
         }
-        let replicas = voters
+        let replicas: Vec<ReplicaDescriptor> = voters
             .iter()
             .map(|&n| ReplicaDescriptor::voter(n))
             .collect();
-        let descriptor = RangeDescriptor::new(FIRST_RANGE, KeyRange::full(), replicas)
+        let corrupt = |e: String| StoreError::Corrupt(e);
+        let meta_descriptor = RangeDescriptor::new(META_RANGE, meta_keys(), replicas.clone())
+            .map_err(|e| StoreError::Raft(e.to_string()))?;
+        let first = RangeDescriptor::new(FIRST_RANGE, user_keys(), replicas)
             .map_err(|e| StoreError::Raft(e.to_string()))?;
         let membership = Membership::new(voters.iter().copied());
+        let mut meta_batch =
+            meta::bootstrap_batch(&[meta_descriptor.clone(), first.clone()]).map_err(corrupt)?;
+        meta_batch.set_tag(codec::encode(&meta_descriptor).map_err(|e| corrupt(e.to_string()))?);
+        let mut first_batch = shoal_storage::WriteBatch::new();
+        first_batch.set_tag(codec::encode(&first).map_err(|e| corrupt(e.to_string()))?);
         let engine = inner.engine.clone();
-        let mut store = inner.wal.store(FIRST_RANGE);
+        let mut logs = [inner.wal.store(META_RANGE), inner.wal.store(FIRST_RANGE)];
         let bootstrap = membership.clone();
-        let tag = codec::encode(&descriptor).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let spans = [meta_descriptor.range.clone(), first.range.clone()];
         tokio::task::spawn_blocking(move || {
-            // The range starts at the log's starting point, with its descriptor as the tag.
-            engine.create_range(FIRST_RANGE, KeyRange::full(), RANGE_INIT_INDEX - 1)?;
-            let mut batch = shoal_storage::WriteBatch::new();
-            batch.set_tag(tag);
-            engine.apply(FIRST_RANGE, RANGE_INIT_INDEX, &batch)?;
-            start_range_log(&mut store, bootstrap)
+            // Both ranges start at the log's starting point, with their descriptors as tags,
+            // before either log starts: a crash before both logs exist is undone at open
+            // (see `resume`).
+            for (id, span) in [META_RANGE, FIRST_RANGE].into_iter().zip(spans) {
+                engine.create_range(id, span, RANGE_INIT_INDEX - 1)?;
+            }
+            engine.apply(META_RANGE, RANGE_INIT_INDEX, &meta_batch)?;
+            engine.apply(FIRST_RANGE, RANGE_INIT_INDEX, &first_batch)?;
+            for log in &mut logs {
+                start_range_log(log, bootstrap.clone())?;
+            }
+            Ok::<_, StoreError>(())
         })
         .await
         .map_err(|e| StoreError::Corrupt(e.to_string()))??;
-        inner
-            .host_range(
-                FIRST_RANGE,
-                KeyRange::full(),
-                Some(descriptor.clone()),
-                Some(membership),
-            )
-            .await?;
-        if voters.first() == Some(&inner.id) {
+        for descriptor in [&meta_descriptor, &first] {
             inner
-                .driver
-                .campaign(FIRST_RANGE)
-                .await
-                .map_err(|e| StoreError::Raft(e.to_string()))?;
+                .host_range(
+                    descriptor.id,
+                    descriptor.range.clone(),
+                    Some(descriptor.clone()),
+                    Some(membership.clone()),
+                )
+                .await?;
+            if voters.first() == Some(&inner.id) {
+                inner
+                    .driver
+                    .campaign(descriptor.id)
+                    .await
+                    .map_err(|e| StoreError::Raft(e.to_string()))?;
+            }
         }
-        Ok(descriptor)
+        Ok([meta_descriptor, first])
     }
 
     /// This node.
@@ -364,6 +384,32 @@ impl Store {
     /// The descriptors of every range this node hosts, as applied here.
     pub fn descriptors(&self) -> Vec<RangeDescriptor> {
         self.inner.shared.descriptors()
+    }
+
+    /// The ranges that hold or follow `key`, as a router needs them: the hosted range or the
+    /// newest descriptor gossip brought, else the meta range's record.
+    pub async fn lookup(&self, key: &[u8]) -> Result<Vec<RangeDescriptor>, StoreError> {
+        Ok(self.inner.lookup(key).await?)
+    }
+
+    /// Every descriptor the meta range records (a linearizable read of it).
+    pub async fn meta_descriptors(&self) -> Result<Vec<RangeDescriptor>, StoreError> {
+        match meta_client::call(&self.inner, super::api::MetaRequest::Descriptors).await? {
+            super::api::MetaResponse::Descriptors(found) => Ok(found),
+            other => Err(StoreError::Corrupt(format!(
+                "the meta range answered {other:?}"
+            ))),
+        }
+    }
+
+    /// Every node registered in the meta range (a linearizable read of it).
+    pub async fn registered_nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        match meta_client::call(&self.inner, super::api::MetaRequest::Nodes).await? {
+            super::api::MetaResponse::Nodes(found) => Ok(found),
+            other => Err(StoreError::Corrupt(format!(
+                "the meta range answered {other:?}"
+            ))),
+        }
     }
 
     /// A hosted range's Raft status.
@@ -577,6 +623,22 @@ impl Inner {
         Some(LeaderHint { node, addr })
     }
 
+    /// The ranges that hold or follow `key` (see [`Store::lookup`]).
+    pub(crate) async fn lookup(
+        &self,
+        key: &[u8],
+    ) -> Result<Vec<RangeDescriptor>, shoal_core::Error> {
+        let found = self.descriptors_for(key);
+        if !found.is_empty() {
+            return Ok(found);
+        }
+        let recorded = meta_client::lookup(self, key).await?;
+        if let Some(d) = &recorded {
+            self.learn(d, 0);
+        }
+        Ok(recorded.into_iter().collect())
+    }
+
     pub(crate) async fn split(
         &self,
         range: RangeId,
@@ -591,6 +653,12 @@ impl Inner {
                 "not hosted here",
             ));
         }
+        if range == META_RANGE {
+            return Err(request(
+                ErrorCode::InvalidRequest,
+                "the meta range does not split",
+            ));
+        }
         let at = match at {
             Some(at) => at,
             None => {
@@ -603,7 +671,10 @@ impl Inner {
                     })?
             }
         };
-        let data = codec::encode(&Command::Split { at })
+        let right = meta_client::allocate_range_id(self)
+            .await
+            .map_err(StoreError::Request)?;
+        let data = codec::encode(&Command::Split { at, right })
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let answer = self
             .driver
@@ -699,6 +770,7 @@ async fn split_large_ranges(inner: Arc<Inner>) {
             .shared
             .descriptors()
             .into_iter()
+            .filter(|d| d.id != META_RANGE)
             .filter(|d| inner.driver.leader(d.id).and_then(|l| l.id) == Some(inner.id))
             .collect();
         let mut stats = HashMap::new();

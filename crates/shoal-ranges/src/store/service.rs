@@ -1,11 +1,12 @@
 //! The node RPC handlers (see [`super::api`]).
 
 use super::api::{
-    Acks, Consistency, KvEntry, KvOp, KvRequest, KvResponse, KvRpc, LookupRpc, SplitResponse,
-    SplitRpc, Versioned, MAX_SCAN_LIMIT,
+    Acks, Consistency, KvEntry, KvOp, KvRequest, KvResponse, KvRpc, LookupRpc, MetaRequest,
+    MetaResponse, MetaRpc, SplitResponse, SplitRpc, Versioned, MAX_SCAN_LIMIT,
 };
 use super::command::{Applied, Command, Expect, Rejection, WriteOp};
 use super::compare::CompareRpc;
+use super::meta::{self, is_system_key, META_RANGE, SYSTEM_KEY_PREFIX};
 use super::node::{Inner, StoreError, DEFAULT_DEADLINE};
 use shoal_consensus::driver::DriverError;
 use shoal_consensus::{ProposeError, ReadError, Wait};
@@ -33,9 +34,15 @@ pub(crate) fn register(router: &mut Router, slot: Slot) -> Result<(), RegisterEr
     let lookup = slot.clone();
     router.register::<LookupRpc, _, _>(move |_ctx, request| {
         let slot = lookup.clone();
+        async move { inner(&slot)?.lookup(&request.key).await }
+    })?;
+    let meta = slot.clone();
+    router.register::<MetaRpc, _, _>(move |ctx, request| {
+        let slot = meta.clone();
         async move {
             let inner = inner(&slot)?;
-            Ok(inner.descriptors_for(&request.key))
+            let timeout = deadline(&inner, &ctx);
+            answer_meta(&inner, request, timeout).await
         }
     })?;
     let status = slot.clone();
@@ -218,6 +225,13 @@ async fn scan(
             "a scan bound over the key limit",
         ));
     }
+    // A scan of user ranges stays in the user key space: it never runs on into the meta range.
+    let end = if descriptor.id == META_RANGE {
+        end
+    } else {
+        let user_end = vec![SYSTEM_KEY_PREFIX];
+        Some(end.map_or(user_end.clone(), |e| e.min(user_end)))
+    };
     let range = descriptor.id;
     read_barrier(inner, range, consistency, timeout).await?;
     // The range as it is now, at one point in time: it may have split while the read waited
@@ -309,6 +323,12 @@ async fn write(
     if ops.is_empty() {
         return Err(Error::new(ErrorCode::InvalidRequest, "no writes"));
     }
+    if descriptor.id == META_RANGE || ops.iter().any(|op| is_system_key(op.key())) {
+        return Err(Error::new(
+            ErrorCode::InvalidRequest,
+            "keys from 0xff on belong to the system: only the store writes them",
+        ));
+    }
     check_keys(inner, descriptor, ops.iter().map(WriteOp::key))?;
     let max_value = inner.config.engine.max_value_len;
     for op in &ops {
@@ -392,9 +412,10 @@ fn rejection_error(rejection: Rejection) -> Error {
     match rejection {
         Rejection::KeyOutsideRange(descriptor) => mismatch(vec![*descriptor], &message),
         Rejection::TooLarge(_) => Error::new(ErrorCode::TooLarge, message),
-        Rejection::VersionsExhausted | Rejection::InvalidSplit(_) | Rejection::Undecodable => {
-            Error::new(ErrorCode::InvalidRequest, message)
-        }
+        Rejection::VersionsExhausted
+        | Rejection::InvalidSplit(_)
+        | Rejection::InvalidMeta(_)
+        | Rejection::Undecodable => Error::new(ErrorCode::InvalidRequest, message),
     }
 }
 
@@ -457,4 +478,86 @@ fn storage_error(inner: &Inner, range: RangeId, key: &[u8], error: StorageError)
         StorageError::InvalidScan(_) => Error::new(ErrorCode::InvalidRequest, error.to_string()),
         e => Error::new(ErrorCode::Internal, e.to_string()),
     }
+}
+
+/// Serves a meta range request on this node: only its leader answers (others say who leads);
+/// changes are proposed in its group, reads wait for a read barrier (linearizable).
+pub(crate) async fn answer_meta(
+    inner: &Inner,
+    request: MetaRequest,
+    timeout: Duration,
+) -> Result<MetaResponse, Error> {
+    if inner.shared.descriptor(META_RANGE).is_none() {
+        return Err(Error::new(
+            ErrorCode::RangeNotFound { range: META_RANGE },
+            "no replica of the meta range here",
+        ));
+    }
+    let leader = inner.driver.leader(META_RANGE).and_then(|l| l.id);
+    if leader != Some(inner.id) {
+        return Err(Error::new(
+            ErrorCode::NotLeader {
+                hint: inner.leader_hint(leader),
+            },
+            "not the meta range's leader",
+        ));
+    }
+    let op = match request {
+        MetaRequest::Apply(op) => op,
+        MetaRequest::Lookup { key } => {
+            return read_meta(inner, timeout, move |engine| {
+                meta::read_descriptors(engine, META_RANGE)
+                    .map(|set| MetaResponse::Descriptor(set.winner(&key).cloned()))
+            })
+            .await
+        }
+        MetaRequest::Descriptors => {
+            return read_meta(inner, timeout, |engine| {
+                meta::read_descriptors(engine, META_RANGE)
+                    .map(|set| MetaResponse::Descriptors(set.descriptors().cloned().collect()))
+            })
+            .await
+        }
+        MetaRequest::Nodes => {
+            return read_meta(inner, timeout, |engine| {
+                meta::read_nodes(engine, META_RANGE).map(MetaResponse::Nodes)
+            })
+            .await
+        }
+    };
+    let data: bytes::Bytes = codec::encode(&Command::Meta(op))
+        .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?
+        .into();
+    let answer = inner
+        .driver
+        .propose_within(META_RANGE, data, Wait::Applied, timeout)
+        .await
+        .map_err(|e| write_error(inner, e))?;
+    let applied: Applied = codec::decode(&answer, answer.len())
+        .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
+    match applied {
+        Applied::Meta(answer) => Ok(MetaResponse::Applied(answer)),
+        Applied::Rejected(rejection) => Err(rejection_error(rejection)),
+        other => Err(Error::new(
+            ErrorCode::Internal,
+            format!("a meta operation answered {other:?}"),
+        )),
+    }
+}
+
+/// Reads the meta range after a linearizable read barrier, off the runtime threads.
+async fn read_meta(
+    inner: &Inner,
+    timeout: Duration,
+    read: impl FnOnce(&shoal_storage::Engine) -> Result<MetaResponse, meta::MetaReadError>
+        + Send
+        + 'static,
+) -> Result<MetaResponse, Error> {
+    read_barrier(inner, META_RANGE, Consistency::Linearizable, timeout).await?;
+    let engine = inner.engine.clone();
+    let internal = |e: String| Error::new(ErrorCode::Internal, e);
+    tokio::task::spawn_blocking(move || read(&engine))
+        .await
+        .map_err(|e| internal(e.to_string()))?
+        .map_err(|e| internal(e.to_string()))
 }

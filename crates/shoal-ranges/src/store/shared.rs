@@ -27,14 +27,21 @@ pub(crate) struct Shared {
     splits: Mutex<Vec<SplitDone>>,
     /// Wakes the store's task when there is a split to act on.
     pub(crate) wake: Notify,
+    /// Wakes the meta range upkeep when a hosted range's descriptor is new or changed.
+    pub(crate) changed: Notify,
 }
 
 impl Shared {
     pub(crate) fn set_descriptor(&self, descriptor: RangeDescriptor) {
-        self.descriptors
+        let generation = descriptor.generation;
+        let before = self
+            .descriptors
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(descriptor.id, descriptor);
+        if before.is_none_or(|b| b.generation != generation) {
+            self.changed.notify_one();
+        }
     }
 
     pub(crate) fn descriptor(&self, range: RangeId) -> Option<RangeDescriptor> {
