@@ -38,12 +38,15 @@ mod command;
 mod compare;
 mod config;
 mod gossip;
+mod hosting;
 mod machine;
 mod meta;
 mod meta_client;
 mod node;
 mod service;
 mod shared;
+#[cfg(feature = "sim")]
+pub mod sim;
 mod status;
 
 pub use api::{

@@ -4,10 +4,9 @@
 use super::command::{Applied, Command, Rejection};
 use super::compare::{compare, CompareSessions, Comparison};
 use super::config::StoreConfig;
-use super::machine::{
-    decode_descriptor, membership_of, RangeMachine, RANGE_INIT_INDEX, RANGE_INIT_TERM,
-};
-use super::meta::{self, meta_keys, user_keys, NodeRecord, META_RANGE};
+use super::hosting::{self, Groups, Resume};
+use super::machine::RangeMachine;
+use super::meta::{NodeRecord, META_RANGE};
 use super::meta_client;
 use super::service;
 use super::shared::{Shared, SplitDone};
@@ -15,16 +14,11 @@ use crate::policy::{Decision, InFlight, RangeStats as PolicyStats};
 use shoal_consensus::driver::{
     DriverError, LeaderChange, Peers, RaftDriver, RaftInbox, UnknownGroup,
 };
-use shoal_consensus::{
-    HardState, LogStore, Membership, Raft, SnapshotMeta, Status, Wait, Wal, WalStore,
-};
-use shoal_core::{
-    codec, Clock, ErrorCode, KeyRange, LeaderHint, NodeId, RangeDescriptor, RangeId,
-    ReplicaDescriptor,
-};
+use shoal_consensus::{Membership, Status, Wait, Wal};
+use shoal_core::{codec, Clock, ErrorCode, KeyRange, LeaderHint, NodeId, RangeDescriptor, RangeId};
 use shoal_membership::driver::{MembershipInbox, MembershipNode, NodeOptions};
 use shoal_membership::{MemberEvent, MemberEventKind};
-use shoal_storage::{Engine, RangeStatus, StorageError};
+use shoal_storage::{Engine, StorageError};
 use shoal_transport::{RegisterError, Router, RpcClient, RpcServer, TransportError, UdpTransport};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -211,45 +205,21 @@ impl Store {
         Ok(store)
     }
 
-    /// Resumes every range the engine hosts.
+    /// Resumes every range the engine hosts (see [`hosting::recover`]).
     async fn resume(&self) -> Result<(), StoreError> {
         let engine = self.inner.engine.clone();
-        let staged = engine.staged_snapshots();
-        for snapshot in staged {
-            tracing::info!(range = %snapshot.range, "discarding a snapshot a crash left staged");
-            let engine = engine.clone();
-            tokio::task::spawn_blocking(move || engine.discard_staged(snapshot.range))
-                .await
-                .map_err(|e| StoreError::Corrupt(e.to_string()))??;
-        }
-        // A bootstrap a crash cut before any range's log started (ranges at or before their
-        // starting point, no log at all: nothing was ever acknowledged) is undone, so
-        // bootstrapping can run again.
-        let all = engine.ranges();
-        let half_bootstrapped = self.inner.wal.groups().is_empty()
-            && all.iter().all(|r| r.applied_index <= RANGE_INIT_INDEX);
-        let (undone, ranges): (Vec<_>, Vec<_>) = all.into_iter().partition(|_| half_bootstrapped);
-        for info in undone {
-            tracing::info!(range = %info.id, "removing a range a crash left half-bootstrapped");
-            let engine = engine.clone();
-            tokio::task::spawn_blocking(move || engine.remove_range(info.id))
-                .await
-                .map_err(|e| StoreError::Corrupt(e.to_string()))??;
-        }
-        for info in &ranges {
-            if info.status != RangeStatus::Active {
-                continue;
-            }
-            let descriptor = decode_descriptor(&info.tag).map_err(StoreError::Corrupt)?;
-            self.inner
-                .host_range(info.id, info.span.clone(), descriptor, None)
-                .await?;
-        }
-        // Groups whose log is here but whose data is not: replicas created on demand that
-        // had not received their snapshot yet. They wait for it again.
-        for group in self.inner.wal.groups() {
-            if !ranges.iter().any(|r| r.id == group) {
-                self.inner.host_uninitialized(group).await?;
+        let wal = self.inner.wal.clone();
+        let resume = tokio::task::spawn_blocking(move || hosting::recover(&engine, &wal))
+            .await
+            .map_err(|e| StoreError::Corrupt(e.to_string()))??;
+        for group in resume {
+            match group {
+                Resume::Range {
+                    id,
+                    span,
+                    descriptor,
+                } => self.inner.host_range(id, span, descriptor, None).await?,
+                Resume::Uninitialized(id) => self.inner.host_uninitialized(id).await?,
             }
         }
         Ok(())
@@ -263,44 +233,13 @@ impl Store {
     /// descriptors, meta first.
     pub async fn bootstrap(&self, voters: &[NodeId]) -> Result<[RangeDescriptor; 2], StoreError> {
         let inner = &self.inner;
-        if !inner.engine.ranges().is_empty() || !inner.wal.groups().is_empty() {
-            return Err(StoreError::AlreadyBootstrapped);
-        }
-        let replicas: Vec<ReplicaDescriptor> = voters
-            .iter()
-            .map(|&n| ReplicaDescriptor::voter(n))
-            .collect();
-        let corrupt = |e: String| StoreError::Corrupt(e);
-        let meta_descriptor = RangeDescriptor::new(META_RANGE, meta_keys(), replicas.clone())
-            .map_err(|e| StoreError::Raft(e.to_string()))?;
-        let first = RangeDescriptor::new(FIRST_RANGE, user_keys(), replicas)
-            .map_err(|e| StoreError::Raft(e.to_string()))?;
-        let membership = Membership::new(voters.iter().copied());
-        let mut meta_batch =
-            meta::bootstrap_batch(&[meta_descriptor.clone(), first.clone()]).map_err(corrupt)?;
-        meta_batch.set_tag(codec::encode(&meta_descriptor).map_err(|e| corrupt(e.to_string()))?);
-        let mut first_batch = shoal_storage::WriteBatch::new();
-        first_batch.set_tag(codec::encode(&first).map_err(|e| corrupt(e.to_string()))?);
         let engine = inner.engine.clone();
-        let mut logs = [inner.wal.store(META_RANGE), inner.wal.store(FIRST_RANGE)];
-        let bootstrap = membership.clone();
-        let spans = [meta_descriptor.range.clone(), first.range.clone()];
-        tokio::task::spawn_blocking(move || {
-            // Both ranges start at the log's starting point, with their descriptors as tags,
-            // before either log starts: a crash before both logs exist is undone at open
-            // (see `resume`).
-            for (id, span) in [META_RANGE, FIRST_RANGE].into_iter().zip(spans) {
-                engine.create_range(id, span, RANGE_INIT_INDEX - 1)?;
-            }
-            engine.apply(META_RANGE, RANGE_INIT_INDEX, &meta_batch)?;
-            engine.apply(FIRST_RANGE, RANGE_INIT_INDEX, &first_batch)?;
-            for log in &mut logs {
-                start_range_log(log, bootstrap.clone())?;
-            }
-            Ok::<_, StoreError>(())
-        })
-        .await
-        .map_err(|e| StoreError::Corrupt(e.to_string()))??;
+        let wal = inner.wal.clone();
+        let founding = voters.to_vec();
+        let ([meta_descriptor, first], membership) =
+            tokio::task::spawn_blocking(move || hosting::bootstrap(&engine, &wal, &founding))
+                .await
+                .map_err(|e| StoreError::Corrupt(e.to_string()))??;
         for descriptor in [&meta_descriptor, &first] {
             inner
                 .host_range(
@@ -522,10 +461,19 @@ impl Store {
 }
 
 impl Inner {
-    /// Starts the group of a range the engine hosts, from its applied index. `descriptor`
-    /// and `membership` are known for a range just bootstrapped or split; otherwise the
-    /// membership comes from the log and the descriptor from the engine's tag (or, for a
-    /// range whose first entry has not applied yet, from its span and the log's membership).
+    /// What opening this node's groups needs (see [`hosting::Groups`]).
+    fn groups(&self) -> Groups<'_> {
+        Groups {
+            id: self.id,
+            raft: &self.config.raft,
+            engine: &self.engine,
+            wal: &self.wal,
+            shared: &self.shared,
+            chunk_bytes: self.config.snapshot_chunk_bytes,
+        }
+    }
+
+    /// Starts the group of a range the engine hosts (see [`Groups::open_range`]).
     async fn host_range(
         &self,
         range: RangeId,
@@ -533,79 +481,21 @@ impl Inner {
         descriptor: Option<RangeDescriptor>,
         membership: Option<Membership>,
     ) -> Result<(), StoreError> {
-        let applied = self.engine.range(range)?.applied_index;
-        let mut store = self.wal.store(range);
-        if applied == RANGE_INIT_INDEX
-            && store.last_index() == 0
-            && store.snapshot_meta().index == 0
-        {
-            // The right half of a split whose log was not started before a crash.
-            let membership = membership
-                .clone()
-                .or_else(|| descriptor.as_ref().map(membership_of))
-                .ok_or_else(|| {
-                    StoreError::Corrupt(format!("split range {range} without a descriptor"))
-                })?;
-            start_range_log(&mut store, membership)?;
-        }
-        let seed = self.id.get().wrapping_mul(0x9e37_79b9) ^ range.get();
         let now = self.driver.clock().now();
-        let raft = Raft::new(
-            self.id,
-            range,
-            self.config.raft.clone(),
-            store,
-            applied,
-            seed,
-            now,
-        )
-        .map_err(|e| StoreError::Raft(e.to_string()))?;
-        let membership = membership.unwrap_or_else(|| {
-            raft.snapshot_meta(applied)
-                .map(|m| m.membership)
-                .unwrap_or_else(|| raft.membership().clone())
-        });
-        let descriptor = match descriptor {
-            Some(d) => d,
-            None => RangeDescriptor::new(range, span, super::machine::replicas_of(&membership))
-                .map_err(|e| StoreError::Corrupt(format!("range {range}: {e}")))?,
-        };
-        let machine = RangeMachine::hosted(
-            self.engine.clone(),
-            descriptor,
-            membership,
-            self.shared.clone(),
-            self.config.snapshot_chunk_bytes,
-        )?;
+        let (raft, machine) = self
+            .groups()
+            .open_range(range, span, descriptor, membership, now)?;
         self.driver
             .add_group(raft, machine)
             .await
             .map_err(|e| StoreError::Raft(e.to_string()))
     }
 
-    /// Starts a replica of `range` that holds no data yet (this node was named a member of a
-    /// group it does not host): its log is empty (or as a crash left it) and it waits for a
-    /// snapshot from the leader.
+    /// Starts a replica of `range` that holds no data yet and waits for a snapshot (see
+    /// [`Groups::open_uninitialized`]).
     pub(crate) async fn host_uninitialized(&self, range: RangeId) -> Result<(), StoreError> {
-        let store = self.wal.store(range);
-        let seed = self.id.get().wrapping_mul(0x9e37_79b9) ^ range.get();
         let now = self.driver.clock().now();
-        let raft = Raft::new(
-            self.id,
-            range,
-            self.config.raft.clone(),
-            store,
-            0,
-            seed,
-            now,
-        )
-        .map_err(|e| StoreError::Raft(e.to_string()))?;
-        let machine = RangeMachine::uninitialized(
-            self.engine.clone(),
-            range,
-            self.shared.clone(),
-            self.config.snapshot_chunk_bytes,
-        );
+        let (raft, machine) = self.groups().open_uninitialized(range, now)?;
         self.driver
             .add_group(raft, machine)
             .await
@@ -698,25 +588,6 @@ impl Inner {
     }
 }
 
-/// Starts a range's log (the first range's, or a split's right half's): empty, after a
-/// snapshot point at [`RANGE_INIT_INDEX`] with the founding or parent membership (every
-/// replica does the same, so their logs agree from the start).
-fn start_range_log(store: &mut WalStore, membership: Membership) -> Result<(), StoreError> {
-    let hard_state = store.hard_state();
-    store.install_snapshot(SnapshotMeta {
-        index: RANGE_INIT_INDEX,
-        term: RANGE_INIT_TERM,
-        membership,
-    })?;
-    store.set_hard_state(HardState {
-        term: hard_state.term.max(RANGE_INIT_TERM),
-        vote: hard_state.vote,
-        commit: RANGE_INIT_INDEX,
-    })?;
-    store.sync()?;
-    Ok(())
-}
-
 /// Starts the group of every split's right half as this node applies the split.
 async fn start_split_ranges(inner: Arc<Inner>) {
     loop {
@@ -738,7 +609,7 @@ async fn start_split_range(inner: &Arc<Inner>, split: SplitDone) -> Result<(), S
     let range = right.id;
     let mut store = inner.wal.store(range);
     let log_membership = membership.clone();
-    tokio::task::spawn_blocking(move || start_range_log(&mut store, log_membership))
+    tokio::task::spawn_blocking(move || hosting::start_range_log(&mut store, log_membership))
         .await
         .map_err(|e| StoreError::Corrupt(e.to_string()))??;
     let span = right.range.clone();
@@ -845,7 +716,7 @@ async fn host_on_demand(inner: Arc<Inner>, mut unknown: broadcast::Receiver<Unkn
         let Some(descriptor) = known else {
             continue;
         };
-        if descriptor.role_of(inner.id).is_none() || !inner.engine.is_free(&descriptor.range) {
+        if !hosting::wants_replica(&descriptor, inner.id, &inner.engine) {
             continue;
         }
         tracing::info!(node = %inner.id, %group, "hosting a new replica; it waits for a snapshot");

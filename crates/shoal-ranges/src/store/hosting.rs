@@ -1,0 +1,252 @@
+//! Opening a node's range groups from its engine and WAL: bootstrapping the first ranges,
+//! recovering after a restart, and building each group's Raft core and state machine. All
+//! of it is synchronous and does no I/O but the engine's and the WAL's; the tokio store
+//! ([`super::Store`]) runs it on the blocking pool and hands the groups to its driver, the
+//! whole-store simulation runs it in virtual time.
+
+use super::machine::{
+    decode_descriptor, membership_of, replicas_of, RangeMachine, RANGE_INIT_INDEX, RANGE_INIT_TERM,
+};
+use super::meta::{self, meta_keys, user_keys, META_RANGE};
+use super::node::{StoreError, FIRST_RANGE};
+use super::shared::Shared;
+use shoal_consensus::{
+    HardState, LogStore, Membership, Raft, RaftConfig, SnapshotMeta, Wal, WalStore,
+};
+use shoal_core::{codec, Instant, KeyRange, NodeId, RangeDescriptor, RangeId, ReplicaDescriptor};
+use shoal_storage::{Engine, RangeStatus, WriteBatch};
+use std::sync::Arc;
+
+/// What opening a group needs: the node, its Raft settings, engine, WAL and shared state.
+pub(crate) struct Groups<'a> {
+    /// This node.
+    pub id: NodeId,
+    /// Every group's Raft settings.
+    pub raft: &'a RaftConfig,
+    /// The node's engine.
+    pub engine: &'a Arc<Engine>,
+    /// The node's WAL.
+    pub wal: &'a Wal,
+    /// What the machines tell the store.
+    pub shared: &'a Arc<Shared>,
+    /// Target bytes per snapshot chunk.
+    pub chunk_bytes: usize,
+}
+
+/// A group to start after a restart.
+#[derive(Debug)]
+pub(crate) enum Resume {
+    /// A range the engine holds: started from its applied index.
+    Range {
+        /// The range.
+        id: RangeId,
+        /// Its span in the engine.
+        span: KeyRange,
+        /// Its descriptor from the engine tag (`None` before its first entry applied).
+        descriptor: Option<RangeDescriptor>,
+    },
+    /// A group whose log is here but whose data is not (a replica created on demand that
+    /// had not received its snapshot): it waits for one again.
+    Uninitialized(RangeId),
+}
+
+/// Brings a node's engine and WAL to a state to resume from after a restart, and says which
+/// groups to start. A snapshot a crash left staged is discarded (nothing acknowledged it;
+/// the leader sends another). A bootstrap a crash cut before any range's log started (no
+/// log at all, every range at or before its starting point: nothing was ever
+/// acknowledged) is undone, so bootstrapping can run again.
+pub(crate) fn recover(engine: &Engine, wal: &Wal) -> Result<Vec<Resume>, StoreError> {
+    for snapshot in engine.staged_snapshots() {
+        tracing::info!(range = %snapshot.range, "discarding a snapshot a crash left staged");
+        engine.discard_staged(snapshot.range)?;
+    }
+    let logs = wal.groups();
+    let all = engine.ranges();
+    let half_bootstrapped =
+        logs.is_empty() && all.iter().all(|r| r.applied_index <= RANGE_INIT_INDEX);
+    let mut resume = Vec::new();
+    for info in all {
+        if half_bootstrapped {
+            tracing::info!(range = %info.id, "removing a range a crash left half-bootstrapped");
+            engine.remove_range(info.id)?;
+            continue;
+        }
+        if info.status != RangeStatus::Active {
+            continue;
+        }
+        resume.push(Resume::Range {
+            id: info.id,
+            descriptor: decode_descriptor(&info.tag).map_err(StoreError::Corrupt)?,
+            span: info.span,
+        });
+    }
+    for group in logs {
+        if !resume
+            .iter()
+            .any(|r| matches!(r, Resume::Range { id, .. } if *id == group))
+        {
+            resume.push(Resume::Uninitialized(group));
+        }
+    }
+    Ok(resume)
+}
+
+/// Creates the cluster's first ranges in the engine and the WAL: the meta range (keys from
+/// `0xff` on) and the first user range (every key below), replicated by `voters`, the meta
+/// range holding both descriptors and the allocator. Both engine ranges are written before
+/// either log starts, so [`recover`] undoes a crash part-way. Refused if the node holds
+/// ranges. Returns the descriptors (meta first) and the founding membership.
+pub(crate) fn bootstrap(
+    engine: &Engine,
+    wal: &Wal,
+    voters: &[NodeId],
+) -> Result<([RangeDescriptor; 2], Membership), StoreError> {
+    if !engine.ranges().is_empty() || !wal.groups().is_empty() {
+        return Err(StoreError::AlreadyBootstrapped);
+    }
+    let replicas: Vec<ReplicaDescriptor> = voters
+        .iter()
+        .map(|&n| ReplicaDescriptor::voter(n))
+        .collect();
+    let meta_descriptor = RangeDescriptor::new(META_RANGE, meta_keys(), replicas.clone())
+        .map_err(|e| StoreError::Raft(e.to_string()))?;
+    let first = RangeDescriptor::new(FIRST_RANGE, user_keys(), replicas)
+        .map_err(|e| StoreError::Raft(e.to_string()))?;
+    let membership = Membership::new(voters.iter().copied());
+    let tag =
+        |d: &RangeDescriptor| codec::encode(d).map_err(|e| StoreError::Corrupt(e.to_string()));
+    let mut meta_batch = meta::bootstrap_batch(&[meta_descriptor.clone(), first.clone()])
+        .map_err(StoreError::Corrupt)?;
+    meta_batch.set_tag(tag(&meta_descriptor)?);
+    let mut first_batch = WriteBatch::new();
+    first_batch.set_tag(tag(&first)?);
+    for d in [&meta_descriptor, &first] {
+        engine.create_range(d.id, d.range.clone(), RANGE_INIT_INDEX - 1)?;
+    }
+    engine.apply(META_RANGE, RANGE_INIT_INDEX, &meta_batch)?;
+    engine.apply(FIRST_RANGE, RANGE_INIT_INDEX, &first_batch)?;
+    for d in [&meta_descriptor, &first] {
+        start_range_log(&mut wal.store(d.id), membership.clone())?;
+    }
+    Ok(([meta_descriptor, first], membership))
+}
+
+/// Starts a range's log (a founding range's, or a split's right half's): empty, after a
+/// snapshot point at [`RANGE_INIT_INDEX`] with the founding or parent membership (every
+/// replica does the same, so their logs agree from the start).
+pub(crate) fn start_range_log(
+    store: &mut WalStore,
+    membership: Membership,
+) -> Result<(), StoreError> {
+    let hard_state = store.hard_state();
+    store.install_snapshot(SnapshotMeta {
+        index: RANGE_INIT_INDEX,
+        term: RANGE_INIT_TERM,
+        membership,
+    })?;
+    store.set_hard_state(HardState {
+        term: hard_state.term.max(RANGE_INIT_TERM),
+        vote: hard_state.vote,
+        commit: RANGE_INIT_INDEX,
+    })?;
+    store.sync()?;
+    Ok(())
+}
+
+/// Whether this node should host a replica, waiting for its snapshot, of a range it does not
+/// host but hears of (a replica being added, or the right half of a split the others applied
+/// first): `descriptor` names `node`, and no range hosted here overlaps its span (a parent
+/// that has not applied the split yet still does, and will start the half itself).
+pub(crate) fn wants_replica(descriptor: &RangeDescriptor, node: NodeId, engine: &Engine) -> bool {
+    descriptor.role_of(node).is_some() && engine.is_free(&descriptor.range)
+}
+
+fn seed(id: NodeId, range: RangeId) -> u64 {
+    id.get().wrapping_mul(0x9e37_79b9) ^ range.get()
+}
+
+impl Groups<'_> {
+    /// The group of a range the engine hosts, from its applied index. `descriptor` and
+    /// `membership` are known for a range just bootstrapped or split; otherwise the
+    /// membership comes from the log and the descriptor from the engine's tag (or, for a
+    /// range whose first entry has not applied yet, from its span and the log's membership).
+    pub(crate) fn open_range(
+        &self,
+        range: RangeId,
+        span: KeyRange,
+        descriptor: Option<RangeDescriptor>,
+        membership: Option<Membership>,
+        now: Instant,
+    ) -> Result<(Raft<WalStore>, RangeMachine), StoreError> {
+        let applied = self.engine.range(range)?.applied_index;
+        let mut store = self.wal.store(range);
+        if applied == RANGE_INIT_INDEX
+            && store.last_index() == 0
+            && store.snapshot_meta().index == 0
+        {
+            // The right half of a split whose log was not started before a crash.
+            let membership = membership
+                .clone()
+                .or_else(|| descriptor.as_ref().map(membership_of))
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!("split range {range} without a descriptor"))
+                })?;
+            start_range_log(&mut store, membership)?;
+        }
+        let raft = Raft::new(
+            self.id,
+            range,
+            self.raft.clone(),
+            store,
+            applied,
+            seed(self.id, range),
+            now,
+        )
+        .map_err(|e| StoreError::Raft(e.to_string()))?;
+        let membership = membership.unwrap_or_else(|| {
+            raft.snapshot_meta(applied)
+                .map(|m| m.membership)
+                .unwrap_or_else(|| raft.membership().clone())
+        });
+        let descriptor = match descriptor {
+            Some(d) => d,
+            None => RangeDescriptor::new(range, span, replicas_of(&membership))
+                .map_err(|e| StoreError::Corrupt(format!("range {range}: {e}")))?,
+        };
+        let machine = RangeMachine::hosted(
+            self.engine.clone(),
+            descriptor,
+            membership,
+            self.shared.clone(),
+            self.chunk_bytes,
+        )?;
+        Ok((raft, machine))
+    }
+
+    /// The group of a replica that holds no data yet (this node was named a member of a
+    /// group it does not host): its log is empty (or as a crash left it) and it waits for a
+    /// snapshot from the leader.
+    pub(crate) fn open_uninitialized(
+        &self,
+        range: RangeId,
+        now: Instant,
+    ) -> Result<(Raft<WalStore>, RangeMachine), StoreError> {
+        let raft = Raft::new(
+            self.id,
+            range,
+            self.raft.clone(),
+            self.wal.store(range),
+            0,
+            seed(self.id, range),
+            now,
+        )
+        .map_err(|e| StoreError::Raft(e.to_string()))?;
+        let machine = RangeMachine::uninitialized(
+            self.engine.clone(),
+            range,
+            self.shared.clone(),
+            self.chunk_bytes,
+        );
+        Ok((raft, machine))
+    }
+}
