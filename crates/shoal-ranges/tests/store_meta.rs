@@ -10,7 +10,7 @@ use shoal_ranges::store::{
     is_system_key, meta_keys, user_keys, KvOp, KvRequest, KvResponse, KvRpc, MetaAnswer, MetaOp,
     MetaRequest, MetaResponse, MetaRpc, Store, FIRST_RANGE, META_RANGE, RANGE_INIT_INDEX,
 };
-use shoal_transport::RpcTransportExt;
+use shoal_transport::{RpcClient, RpcTransportExt, TransportConfig};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -82,7 +82,12 @@ async fn the_meta_range_records_ranges_allocates_ids_and_registers_nodes() {
     // An older descriptor recorded late changes nothing: generation guards the record.
     let mut stale = hosted[&FIRST_RANGE].clone();
     stale.generation = shoal_core::Generation::new(0);
-    let answer = call_meta(&cluster, MetaRequest::Apply(MetaOp::Record(vec![stale]))).await;
+    let answer = call_meta(
+        &cluster,
+        &member_client(),
+        MetaRequest::Apply(MetaOp::Record(vec![stale])),
+    )
+    .await;
     assert_eq!(
         answer,
         Ok(MetaResponse::Applied(MetaAnswer::Recorded { changed: 0 }))
@@ -102,10 +107,10 @@ async fn a_node_that_knows_no_ranges_asks_the_meta_range() {
     let found = stranger.lookup(b"some key").await.unwrap();
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0].id, FIRST_RANGE);
-    // The answer is remembered: the next lookup needs no meta read.
+    // The answer is remembered: with the cluster gone, the next lookup still answers.
+    cluster.shutdown().await;
     assert_eq!(stranger.lookup(b"other").await.unwrap()[0].id, FIRST_RANGE);
     stranger.shutdown().await;
-    cluster.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,8 +151,37 @@ async fn system_keys_and_bad_meta_operations_are_refused() {
         other => panic!("{other:?}"),
     }
 
+    // A router (not one of the cluster's nodes) may read the meta range but not change it.
+    let outsider = call_meta(
+        &cluster,
+        &cluster.client,
+        MetaRequest::Apply(MetaOp::AllocateRangeIds { count: 1 }),
+    )
+    .await;
+    assert_eq!(outsider, Err(ErrorCode::InvalidRequest));
+    assert!(matches!(
+        call_meta(&cluster, &cluster.client, MetaRequest::Nodes).await,
+        Ok(MetaResponse::Nodes(_))
+    ));
+
+    // A reverse scan with no end starts from the last user key, never from system keys.
+    let reverse = KvOp::Scan {
+        start: Vec::new(),
+        end: None,
+        limit: 1,
+        reverse: true,
+        consistency: Default::default(),
+    };
+    match cluster.request_in(&first, reverse).await.unwrap() {
+        KvResponse::Entries { entries, .. } => {
+            assert_eq!(entries.len(), 1);
+            assert_eq!(entries[0].key, b"zz");
+        }
+        other => panic!("{other:?}"),
+    }
+
     // Malformed meta operations: a clear error, nothing recorded (an invalid descriptor is
-    // refused as it decodes, the rest as they apply).
+    // refused as it decodes, the rest before they are proposed).
     let before = cluster.store(n(1)).meta_descriptors().await.unwrap();
     let mut bad = before[0].clone();
     bad.replicas.clear();
@@ -157,7 +191,7 @@ async fn system_keys_and_bad_meta_operations_are_refused() {
         MetaOp::AllocateRangeIds { count: 0 },
         MetaOp::AllocateRangeIds { count: 1 << 20 },
     ] {
-        let answer = call_meta(&cluster, MetaRequest::Apply(op.clone())).await;
+        let answer = call_meta(&cluster, &member_client(), MetaRequest::Apply(op.clone())).await;
         assert!(
             matches!(
                 &answer,
@@ -197,12 +231,22 @@ async fn system_keys_and_bad_meta_operations_are_refused() {
     cluster.shutdown().await;
 }
 
-/// Sends a meta request to whichever node leads the meta range, following hints.
-async fn call_meta(cluster: &Cluster, request: MetaRequest) -> Result<MetaResponse, ErrorCode> {
+/// A client that claims to be node 1: the transport does not authenticate the id a
+/// connection announces, so a test can speak for a member.
+fn member_client() -> RpcClient {
+    RpcClient::new(n(1), None, TransportConfig::local()).unwrap()
+}
+
+/// Sends a meta request through `client` to whichever node leads the meta range, following
+/// hints.
+async fn call_meta(
+    cluster: &Cluster,
+    client: &RpcClient,
+    request: MetaRequest,
+) -> Result<MetaResponse, ErrorCode> {
     let mut target = 0usize;
     for _ in 0..100 {
-        match cluster
-            .client
+        match client
             .call::<MetaRpc>(cluster.addrs[target], &request, Duration::from_secs(10))
             .await
         {

@@ -14,7 +14,7 @@ use shoal_consensus::{
     HardState, LogStore, Membership, Raft, RaftConfig, SnapshotMeta, Wal, WalStore,
 };
 use shoal_core::{codec, Instant, KeyRange, NodeId, RangeDescriptor, RangeId, ReplicaDescriptor};
-use shoal_storage::{Engine, RangeStatus, WriteBatch};
+use shoal_storage::{Durability, Engine, RangeInfo, RangeStatus, WriteBatch};
 use std::sync::Arc;
 
 /// What opening a group needs: the node, its Raft settings, engine, WAL and shared state.
@@ -53,8 +53,9 @@ pub(crate) enum Resume {
 /// Brings a node's engine and WAL to a state to resume from after a restart, and says which
 /// groups to start. A snapshot a crash left staged is discarded (nothing acknowledged it;
 /// the leader sends another). A bootstrap a crash cut before any range's log started (no
-/// log at all, every range at or before its starting point: nothing was ever
-/// acknowledged) is undone, so bootstrapping can run again.
+/// log at all, and nothing in the engine but the founding ranges at or before their
+/// starting point: nothing was ever acknowledged) is undone, so bootstrapping can run
+/// again.
 pub(crate) fn recover(engine: &Engine, wal: &Wal) -> Result<Vec<Resume>, StoreError> {
     for snapshot in engine.staged_snapshots() {
         tracing::info!(range = %snapshot.range, "discarding a snapshot a crash left staged");
@@ -62,8 +63,12 @@ pub(crate) fn recover(engine: &Engine, wal: &Wal) -> Result<Vec<Resume>, StoreEr
     }
     let logs = wal.groups();
     let all = engine.ranges();
-    let half_bootstrapped =
-        logs.is_empty() && all.iter().all(|r| r.applied_index <= RANGE_INIT_INDEX);
+    let founding = |r: &RangeInfo| {
+        r.applied_index <= RANGE_INIT_INDEX
+            && ((r.id == META_RANGE && r.span == meta_keys())
+                || (r.id == FIRST_RANGE && r.span == user_keys()))
+    };
+    let half_bootstrapped = logs.is_empty() && all.iter().all(founding);
     let mut resume = Vec::new();
     for info in all {
         if half_bootstrapped {
@@ -125,6 +130,9 @@ pub(crate) fn bootstrap(
     }
     engine.apply(META_RANGE, RANGE_INIT_INDEX, &meta_batch)?;
     engine.apply(FIRST_RANGE, RANGE_INIT_INDEX, &first_batch)?;
+    // The starting point is never replayed from a log: it must be on disk before the logs
+    // that start after it.
+    engine.persist(Durability::Sync)?;
     for d in [&meta_descriptor, &first] {
         start_range_log(&mut wal.store(d.id), membership.clone())?;
     }

@@ -20,10 +20,14 @@
 //! first) and drops what it beats everywhere. A late or repeated record of an older
 //! descriptor changes nothing, so leaders record their ranges' descriptors whenever they
 //! change, in any order, with retries, and the meta range converges on the newest. A split
-//! commits in its own range's group first; its leader then records both halves (and records
-//! again until it succeeds), so for a moment the meta range may still hold the parent for
-//! the right half's keys: a router sent there is answered `RangeKeyMismatch` with the halves,
-//! as it would be with any stale descriptor.
+//! commits in its own range's group first; each half is then recorded by the node that leads
+//! it (again until that succeeds), so for a moment the meta range may still hold the parent
+//! for the right half's keys: a router sent there is answered `RangeKeyMismatch` with the
+//! halves, as it would be with any stale descriptor.
+//!
+//! Only the cluster's nodes may send [`MetaOp`]s (see `service.rs`), and every op is checked
+//! ([`check`]) before it is proposed and again as it applies. Applying reads nothing from the
+//! node's configuration, so every replica reaches the same result.
 //!
 //! # Cost
 //!
@@ -56,6 +60,10 @@ pub const MAX_ALLOCATE: u32 = 1024;
 
 /// The longest zone name a node may register.
 pub const MAX_ZONE_BYTES: usize = 128;
+
+/// The longest descriptor bound the meta range records: the same on every node, whatever
+/// each engine's key limit, so applying a record never depends on a node's configuration.
+pub const MAX_BOUND_BYTES: usize = 64 << 10;
 
 const DESCRIPTOR_PREFIX: &[u8] = b"\xffd";
 const NODE_PREFIX: &[u8] = b"\xffn";
@@ -186,17 +194,11 @@ fn recorded(
     engine: &Engine,
     range: RangeId,
 ) -> Result<BTreeMap<Vec<u8>, RangeDescriptor>, MetaReadError> {
-    let max_key = engine.config().max_key_len;
     read_prefix(engine, range, DESCRIPTOR_PREFIX)?
         .into_iter()
         .map(|e| {
             let d: RangeDescriptor = codec::decode(&e.value, e.value.len())
                 .map_err(|err| MetaReadError::Corrupt(err.to_string()))?;
-            if d.range.start().len() > max_key {
-                return Err(MetaReadError::Corrupt(
-                    "a descriptor bound over the limit".into(),
-                ));
-            }
             Ok((e.key, d))
         })
         .collect()
@@ -207,8 +209,7 @@ pub(crate) fn read_descriptors(
     engine: &Engine,
     range: RangeId,
 ) -> Result<DescriptorSet, MetaReadError> {
-    let max_key = engine.config().max_key_len;
-    DescriptorSet::from_descriptors(recorded(engine, range)?.into_values(), max_key)
+    DescriptorSet::from_descriptors(recorded(engine, range)?.into_values(), MAX_BOUND_BYTES)
         .map_err(|e| MetaReadError::Corrupt(e.to_string()))
 }
 
@@ -245,6 +246,39 @@ pub(crate) fn bootstrap_batch(descriptors: &[RangeDescriptor]) -> Result<WriteBa
     Ok(batch)
 }
 
+/// Whether `op` is well formed: 1 to [`MAX_RECORD`] valid descriptors with bounds of at most
+/// [`MAX_BOUND_BYTES`], 1 to [`MAX_ALLOCATE`] ids, a zone of at most [`MAX_ZONE_BYTES`].
+pub(crate) fn check(op: &MetaOp) -> Result<(), Rejection> {
+    let refuse = |why: String| Err(Rejection::InvalidMeta(why));
+    match op {
+        MetaOp::Record(descriptors) => {
+            if descriptors.is_empty() || descriptors.len() > MAX_RECORD {
+                return refuse(format!("a record of 1 to {MAX_RECORD} descriptors"));
+            }
+            if let Err(e) =
+                DescriptorSet::from_descriptors(descriptors.iter().cloned(), MAX_BOUND_BYTES)
+            {
+                return refuse(e.to_string());
+            }
+        }
+        MetaOp::AllocateRangeIds { count } => {
+            if *count == 0 || *count > MAX_ALLOCATE {
+                return refuse(format!("allocate 1 to {MAX_ALLOCATE} ids"));
+            }
+        }
+        MetaOp::RegisterNode(record) => {
+            if record
+                .zone
+                .as_ref()
+                .is_some_and(|z| z.len() > MAX_ZONE_BYTES)
+            {
+                return refuse(format!("a zone name over {MAX_ZONE_BYTES} bytes"));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What applying `op` in the meta range writes, and answers; reads what it needs from the
 /// engine (the range's state at the entry before). A refusal is deterministic.
 pub(crate) fn evaluate(
@@ -256,13 +290,12 @@ pub(crate) fn evaluate(
     if range != META_RANGE {
         return refuse(format!("{range} is not the meta range"));
     }
+    if let Err(rejection) = check(&op) {
+        return Ok(Err(rejection));
+    }
     let mut batch = WriteBatch::new();
     match op {
         MetaOp::Record(descriptors) => {
-            if descriptors.is_empty() || descriptors.len() > MAX_RECORD {
-                return refuse(format!("a record of 1 to {MAX_RECORD} descriptors"));
-            }
-            let max_key = engine.config().max_key_len;
             let incoming: Vec<RangeDescriptor> = descriptors
                 .into_iter()
                 .map(|mut d| {
@@ -270,13 +303,14 @@ pub(crate) fn evaluate(
                     d
                 })
                 .collect();
-            let incoming = match DescriptorSet::from_descriptors(incoming, max_key) {
+            let incoming = match DescriptorSet::from_descriptors(incoming, MAX_BOUND_BYTES) {
                 Ok(set) => set,
                 Err(e) => return refuse(e.to_string()),
             };
             let before = recorded(engine, range)?;
-            let mut set = DescriptorSet::from_descriptors(before.values().cloned(), max_key)
-                .map_err(|e| MetaReadError::Corrupt(e.to_string()))?;
+            let mut set =
+                DescriptorSet::from_descriptors(before.values().cloned(), MAX_BOUND_BYTES)
+                    .map_err(|e| MetaReadError::Corrupt(e.to_string()))?;
             if !set.merge(&incoming) {
                 return Ok(Ok((batch, MetaAnswer::Recorded { changed: 0 })));
             }
@@ -298,9 +332,6 @@ pub(crate) fn evaluate(
             Ok(Ok((batch, MetaAnswer::Recorded { changed })))
         }
         MetaOp::AllocateRangeIds { count } => {
-            if count == 0 || count > MAX_ALLOCATE {
-                return refuse(format!("allocate 1 to {MAX_ALLOCATE} ids"));
-            }
             let next = match engine.get(range, NEXT_RANGE_ID)? {
                 Some(v) => <[u8; 8]>::try_from(v.value.as_slice())
                     .map(u64::from_be_bytes)

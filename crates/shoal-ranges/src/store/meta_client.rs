@@ -3,7 +3,7 @@
 
 use super::api::{MetaRequest, MetaResponse, MetaRpc};
 use super::meta::{MetaAnswer, MetaOp, NodeRecord, MAX_RECORD, META_RANGE};
-use super::node::{Inner, DEFAULT_DEADLINE};
+use super::node::Inner;
 use shoal_core::{Error, ErrorCode, Generation, NodeId, RangeDescriptor, RangeId};
 use shoal_transport::RpcTransportExt;
 use std::collections::HashMap;
@@ -19,7 +19,7 @@ const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// peer in turn, each of which names the leader or hosts no replica.
 fn guess(inner: &Inner, attempt: usize) -> Option<NodeId> {
     if inner.shared.descriptor(META_RANGE).is_some() {
-        if let Some(leader) = inner.driver.leader(META_RANGE).and_then(|l| l.id) {
+        if let Some(leader) = inner.leader_of(META_RANGE) {
             if attempt == 0 {
                 return Some(leader);
             }
@@ -51,17 +51,17 @@ fn guess(inner: &Inner, attempt: usize) -> Option<NodeId> {
     (!peers.is_empty()).then(|| peers[attempt % peers.len()])
 }
 
-/// Sends `request` to the meta range's leader, following `NotLeader` hints and retrying
-/// errors worth retrying with backoff, within the store's request timeout. Changes are
-/// idempotent or harmless to repeat (recording, registering; an allocation repeated after an
-/// unknown outcome only leaves a gap), so an unknown outcome is returned, not retried.
-pub(crate) async fn call(inner: &Inner, request: MetaRequest) -> Result<MetaResponse, Error> {
-    let limit = if inner.config.request_timeout.is_zero() {
-        DEFAULT_DEADLINE
-    } else {
-        inner.config.request_timeout
-    };
-    let deadline = Instant::now() + limit;
+/// Sends `request` to the meta range's leader, following `NotLeader` hints and retrying,
+/// with backoff, errors that say the request was not served (no leader or replica there, a
+/// timeout, overload, shutdown), within `timeout`. A timeout may hide a change that applied;
+/// retrying it is harmless, since changes are idempotent (recording, registering) or cost
+/// only a gap (an allocation). An unknown outcome reported by the leader is returned.
+pub(crate) async fn call(
+    inner: &Inner,
+    request: MetaRequest,
+    timeout: Duration,
+) -> Result<MetaResponse, Error> {
+    let deadline = Instant::now() + timeout;
     let mut hinted: Option<NodeId> = None;
     let mut attempt = 0usize;
     loop {
@@ -125,7 +125,9 @@ pub(crate) async fn call(inner: &Inner, request: MetaRequest) -> Result<MetaResp
             return Err(error);
         }
         attempt += 1;
-        if hinted.is_none() {
+        // A hint is followed at once, the first time; nodes that keep naming each other
+        // (an election under way) are backed off from like any other failure.
+        if hinted.is_none() || attempt > 2 {
             let backoff = Duration::from_millis(10 << attempt.min(5));
             tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())))
                 .await;
@@ -135,7 +137,7 @@ pub(crate) async fn call(inner: &Inner, request: MetaRequest) -> Result<MetaResp
 
 /// Applies `op` in the meta range.
 pub(crate) async fn apply(inner: &Inner, op: MetaOp) -> Result<MetaAnswer, Error> {
-    match call(inner, MetaRequest::Apply(op)).await? {
+    match call(inner, MetaRequest::Apply(op), inner.request_limit()).await? {
         MetaResponse::Applied(answer) => Ok(answer),
         other => Err(unexpected(&other)),
     }
@@ -152,10 +154,30 @@ pub(crate) async fn allocate_range_id(inner: &Inner) -> Result<RangeId, Error> {
     }
 }
 
-/// The recorded descriptor holding `key`, from the meta range.
-pub(crate) async fn lookup(inner: &Inner, key: &[u8]) -> Result<Option<RangeDescriptor>, Error> {
-    match call(inner, MetaRequest::Lookup { key: key.to_vec() }).await? {
+/// The recorded descriptor holding `key`, from the meta range, within `timeout`.
+pub(crate) async fn lookup(
+    inner: &Inner,
+    key: &[u8],
+    timeout: Duration,
+) -> Result<Option<RangeDescriptor>, Error> {
+    match call(inner, MetaRequest::Lookup { key: key.to_vec() }, timeout).await? {
         MetaResponse::Descriptor(found) => Ok(found),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// Every recorded descriptor.
+pub(crate) async fn descriptors(inner: &Inner) -> Result<Vec<RangeDescriptor>, Error> {
+    match call(inner, MetaRequest::Descriptors, inner.request_limit()).await? {
+        MetaResponse::Descriptors(found) => Ok(found),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// Every registered node.
+pub(crate) async fn nodes(inner: &Inner) -> Result<Vec<NodeRecord>, Error> {
+    match call(inner, MetaRequest::Nodes, inner.request_limit()).await? {
+        MetaResponse::Nodes(found) => Ok(found),
         other => Err(unexpected(&other)),
     }
 }
@@ -170,7 +192,9 @@ fn unexpected(response: &MetaResponse) -> Error {
 /// Keeps this node's part of the meta range current: registers the node until that
 /// succeeds, and records the descriptor of every range this node leads whenever its
 /// generation is one this node has not recorded. Woken when a hosted descriptor changes and
-/// every [`UPKEEP_INTERVAL`]; a failed record is tried again at the next wake.
+/// every [`UPKEEP_INTERVAL`]; a failed record is tried again at the next wake. A batch the
+/// meta range refuses is recorded one descriptor at a time, so one bad descriptor (which is
+/// logged and not tried again) cannot hold back the rest.
 pub(crate) async fn upkeep(inner: Arc<Inner>) {
     let mut recorded: HashMap<RangeId, Generation> = HashMap::new();
     let mut registered = false;
@@ -199,7 +223,7 @@ pub(crate) async fn upkeep(inner: Arc<Inner>) {
             .descriptors()
             .into_iter()
             .filter(|d| recorded.get(&d.id) != Some(&d.generation))
-            .filter(|d| inner.driver.leader(d.id).and_then(|l| l.id) == Some(inner.id))
+            .filter(|d| inner.leads(d.id))
             .take(MAX_RECORD)
             .collect();
         if due.is_empty() {
@@ -208,6 +232,18 @@ pub(crate) async fn upkeep(inner: Arc<Inner>) {
         match apply(&inner, MetaOp::Record(due.clone())).await {
             Ok(_) => {
                 for d in due {
+                    recorded.insert(d.id, d.generation);
+                }
+            }
+            Err(e) if e.code == ErrorCode::InvalidRequest => {
+                for d in due {
+                    match apply(&inner, MetaOp::Record(vec![d.clone()])).await {
+                        Ok(_) => {}
+                        Err(e) if e.code == ErrorCode::InvalidRequest => {
+                            tracing::error!(node = %inner.id, range = %d.id, error = %e, "the meta range refuses this range's descriptor");
+                        }
+                        Err(_) => continue,
+                    }
                     recorded.insert(d.id, d.generation);
                 }
             }

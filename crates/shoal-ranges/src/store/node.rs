@@ -6,7 +6,7 @@ use super::compare::{compare, CompareSessions, Comparison};
 use super::config::StoreConfig;
 use super::hosting::{self, Groups, Resume};
 use super::machine::RangeMachine;
-use super::meta::{NodeRecord, META_RANGE};
+use super::meta::{NodeRecord, MAX_ZONE_BYTES, META_RANGE};
 use super::meta_client;
 use super::service;
 use super::shared::{Shared, SplitDone};
@@ -59,6 +59,9 @@ pub enum StoreError {
     /// Membership could not start or join.
     #[error("membership: {0}")]
     Membership(String),
+    /// The configuration is refused.
+    #[error("configuration: {0}")]
+    Config(String),
     /// The store already holds ranges: bootstrapping again would fork the cluster.
     #[error("the store is already bootstrapped")]
     AlreadyBootstrapped,
@@ -107,6 +110,12 @@ impl Store {
     /// range the engine hosts from its applied index, replaying the WAL. A snapshot left
     /// staged by a crash is discarded: nothing acknowledged it, and the leader sends another.
     pub async fn open(config: StoreConfig) -> Result<Store, StoreError> {
+        if let Some(zone) = config.zone.as_ref().filter(|z| z.len() > MAX_ZONE_BYTES) {
+            return Err(StoreError::Config(format!(
+                "a zone name of {} bytes is over the limit of {MAX_ZONE_BYTES}",
+                zone.len()
+            )));
+        }
         let id = config.node;
         let engine_dir = config.data_dir.join("engine");
         let wal_dir = config.data_dir.join("wal");
@@ -325,30 +334,20 @@ impl Store {
         self.inner.shared.descriptors()
     }
 
-    /// The ranges that hold or follow `key`, as a router needs them: the hosted range or the
-    /// newest descriptor gossip brought, else the meta range's record.
+    /// The ranges that hold `key`, as a router needs them: the hosted range and the newest
+    /// descriptor gossip brought, else the meta range's record (empty if none holds it).
     pub async fn lookup(&self, key: &[u8]) -> Result<Vec<RangeDescriptor>, StoreError> {
-        Ok(self.inner.lookup(key).await?)
+        Ok(self.inner.lookup(key, self.inner.request_limit()).await?)
     }
 
     /// Every descriptor the meta range records (a linearizable read of it).
     pub async fn meta_descriptors(&self) -> Result<Vec<RangeDescriptor>, StoreError> {
-        match meta_client::call(&self.inner, super::api::MetaRequest::Descriptors).await? {
-            super::api::MetaResponse::Descriptors(found) => Ok(found),
-            other => Err(StoreError::Corrupt(format!(
-                "the meta range answered {other:?}"
-            ))),
-        }
+        Ok(meta_client::descriptors(&self.inner).await?)
     }
 
     /// Every node registered in the meta range (a linearizable read of it).
     pub async fn registered_nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
-        match meta_client::call(&self.inner, super::api::MetaRequest::Nodes).await? {
-            super::api::MetaResponse::Nodes(found) => Ok(found),
-            other => Err(StoreError::Corrupt(format!(
-                "the meta range answered {other:?}"
-            ))),
-        }
+        Ok(meta_client::nodes(&self.inner).await?)
     }
 
     /// A hosted range's Raft status.
@@ -358,7 +357,7 @@ impl Store {
 
     /// The leader of a hosted range, as this node last saw it.
     pub fn leader(&self, range: RangeId) -> Option<NodeId> {
-        self.inner.driver.leader(range).and_then(|l| l.id)
+        self.inner.leader_of(range)
     }
 
     /// Every change of leader of the ranges this node hosts.
@@ -502,6 +501,37 @@ impl Inner {
             .map_err(|e| StoreError::Raft(e.to_string()))
     }
 
+    /// The leader of a hosted range as this node sees it (no round trip through the driver).
+    pub(crate) fn leader_of(&self, range: RangeId) -> Option<NodeId> {
+        self.driver.leader(range).and_then(|l| l.id)
+    }
+
+    /// Whether `node` is one of the cluster's nodes as this one knows them (through
+    /// membership or [`Store::set_peer`]): what may change the meta range. The transport
+    /// does not authenticate the id a connection claims (see shoal-transport's
+    /// `RequestContext::source`), so this keeps out routers and mistakes, not forgers.
+    pub(crate) fn is_member(&self, node: NodeId) -> bool {
+        self.peers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&node)
+    }
+
+    /// Whether this node leads a hosted range.
+    pub(crate) fn leads(&self, range: RangeId) -> bool {
+        self.leader_of(range) == Some(self.id)
+    }
+
+    /// The longest a request may take: [`StoreConfig::request_timeout`], or
+    /// [`DEFAULT_DEADLINE`] when that is zero.
+    pub(crate) fn request_limit(&self) -> Duration {
+        if self.config.request_timeout.is_zero() {
+            DEFAULT_DEADLINE
+        } else {
+            self.config.request_timeout
+        }
+    }
+
     pub(crate) fn leader_hint(&self, node: Option<NodeId>) -> Option<LeaderHint> {
         let node = node?;
         let addr = self
@@ -513,16 +543,18 @@ impl Inner {
         Some(LeaderHint { node, addr })
     }
 
-    /// The ranges that hold or follow `key` (see [`Store::lookup`]).
+    /// The ranges that hold `key` (see [`Store::lookup`]), asking the meta range within
+    /// `timeout` if need be.
     pub(crate) async fn lookup(
         &self,
         key: &[u8],
+        timeout: Duration,
     ) -> Result<Vec<RangeDescriptor>, shoal_core::Error> {
         let found = self.descriptors_for(key);
         if !found.is_empty() {
             return Ok(found);
         }
-        let recorded = meta_client::lookup(self, key).await?;
+        let recorded = meta_client::lookup(self, key, timeout).await?;
         if let Some(d) = &recorded {
             self.learn(d, 0);
         }
@@ -617,7 +649,7 @@ async fn start_split_range(inner: &Arc<Inner>, split: SplitDone) -> Result<(), S
         .host_range(range, span, Some(right), Some(membership))
         .await?;
     // The parent's leader leads the new half at once rather than after an election timeout.
-    if inner.driver.leader(parent).and_then(|l| l.id) == Some(inner.id) {
+    if inner.leads(parent) {
         let _ = inner.driver.campaign(range).await;
     }
     Ok(())
@@ -642,7 +674,7 @@ async fn split_large_ranges(inner: Arc<Inner>) {
             .descriptors()
             .into_iter()
             .filter(|d| d.id != META_RANGE)
-            .filter(|d| inner.driver.leader(d.id).and_then(|l| l.id) == Some(inner.id))
+            .filter(|d| inner.leads(d.id))
             .collect();
         let mut stats = HashMap::new();
         for d in &led {

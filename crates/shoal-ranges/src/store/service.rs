@@ -7,7 +7,7 @@ use super::api::{
 use super::command::{Applied, Command, Expect, Rejection, WriteOp};
 use super::compare::CompareRpc;
 use super::meta::{self, is_system_key, META_RANGE, SYSTEM_KEY_PREFIX};
-use super::node::{Inner, StoreError, DEFAULT_DEADLINE};
+use super::node::{Inner, StoreError};
 use shoal_consensus::driver::DriverError;
 use shoal_consensus::{ProposeError, ReadError, Wait};
 use shoal_core::{codec, Error, ErrorCode, RangeDescriptor, RangeEnd, RangeId};
@@ -32,9 +32,13 @@ pub(crate) fn register(router: &mut Router, slot: Slot) -> Result<(), RegisterEr
         async move { handle_kv(&inner(&slot)?, &ctx, request).await }
     })?;
     let lookup = slot.clone();
-    router.register::<LookupRpc, _, _>(move |_ctx, request| {
+    router.register::<LookupRpc, _, _>(move |ctx, request| {
         let slot = lookup.clone();
-        async move { inner(&slot)?.lookup(&request.key).await }
+        async move {
+            let inner = inner(&slot)?;
+            let timeout = deadline(&inner, &ctx);
+            inner.lookup(&request.key, timeout).await
+        }
     })?;
     let meta = slot.clone();
     router.register::<MetaRpc, _, _>(move |ctx, request| {
@@ -42,6 +46,12 @@ pub(crate) fn register(router: &mut Router, slot: Slot) -> Result<(), RegisterEr
         async move {
             let inner = inner(&slot)?;
             let timeout = deadline(&inner, &ctx);
+            if matches!(request, MetaRequest::Apply(_)) && !inner.is_member(ctx.source) {
+                return Err(Error::new(
+                    ErrorCode::InvalidRequest,
+                    "only the cluster's nodes change the meta range",
+                ));
+            }
             answer_meta(&inner, request, timeout).await
         }
     })?;
@@ -84,11 +94,7 @@ pub(crate) fn register(router: &mut Router, slot: Slot) -> Result<(), RegisterEr
 /// get back, within the store's limit.
 fn deadline(inner: &Inner, ctx: &RequestContext) -> Duration {
     let caller = ctx.timeout.saturating_sub(ctx.timeout / 10);
-    let limit = if inner.config.request_timeout.is_zero() {
-        DEFAULT_DEADLINE
-    } else {
-        inner.config.request_timeout
-    };
+    let limit = inner.request_limit();
     if caller.is_zero() {
         limit
     } else {
@@ -128,6 +134,12 @@ async fn handle_kv(
     request: KvRequest,
 ) -> Result<KvResponse, Error> {
     let range = request.range;
+    if range == META_RANGE {
+        return Err(Error::new(
+            ErrorCode::InvalidRequest,
+            "the meta range holds the system's keys: read it with MetaRpc",
+        ));
+    }
     let descriptor = inner.shared.descriptor(range).ok_or_else(|| {
         Error::new(
             ErrorCode::RangeNotFound { range },
@@ -225,13 +237,10 @@ async fn scan(
             "a scan bound over the key limit",
         ));
     }
-    // A scan of user ranges stays in the user key space: it never runs on into the meta range.
-    let end = if descriptor.id == META_RANGE {
-        end
-    } else {
-        let user_end = vec![SYSTEM_KEY_PREFIX];
-        Some(end.map_or(user_end.clone(), |e| e.min(user_end)))
-    };
+    // A scan stays in the user key space: it never runs on into the meta range, and a
+    // reverse scan with no end starts from the last user range.
+    let user_end = vec![SYSTEM_KEY_PREFIX];
+    let end = Some(end.map_or(user_end.clone(), |e| e.min(user_end)));
     let range = descriptor.id;
     read_barrier(inner, range, consistency, timeout).await?;
     // The range as it is now, at one point in time: it may have split while the read waited
@@ -323,7 +332,7 @@ async fn write(
     if ops.is_empty() {
         return Err(Error::new(ErrorCode::InvalidRequest, "no writes"));
     }
-    if descriptor.id == META_RANGE || ops.iter().any(|op| is_system_key(op.key())) {
+    if ops.iter().any(|op| is_system_key(op.key())) {
         return Err(Error::new(
             ErrorCode::InvalidRequest,
             "keys from 0xff on belong to the system: only the store writes them",
@@ -357,7 +366,7 @@ async fn write(
     }
     let range = descriptor.id;
     // Only the leader takes writes: say who it is without queueing behind the driver.
-    let leader = inner.driver.leader(range).and_then(|l| l.id);
+    let leader = inner.leader_of(range);
     if leader != Some(inner.id) {
         return Err(Error::new(
             ErrorCode::NotLeader {
@@ -493,7 +502,7 @@ pub(crate) async fn answer_meta(
             "no replica of the meta range here",
         ));
     }
-    let leader = inner.driver.leader(META_RANGE).and_then(|l| l.id);
+    let leader = inner.leader_of(META_RANGE);
     if leader != Some(inner.id) {
         return Err(Error::new(
             ErrorCode::NotLeader {
@@ -503,7 +512,11 @@ pub(crate) async fn answer_meta(
         ));
     }
     let op = match request {
-        MetaRequest::Apply(op) => op,
+        MetaRequest::Apply(op) => {
+            // Refused before it is logged, not only as it applies.
+            meta::check(&op).map_err(rejection_error)?;
+            op
+        }
         MetaRequest::Lookup { key } => {
             return read_meta(inner, timeout, move |engine| {
                 meta::read_descriptors(engine, META_RANGE)

@@ -73,10 +73,7 @@ pub struct NodeStatus {
 /// The status of `range`, or of every hosted range.
 pub(crate) async fn report(inner: &Inner, range: Option<RangeId>) -> NodeStatus {
     let descriptors = inner.shared.descriptors();
-    let leaderships = descriptors
-        .iter()
-        .filter(|d| inner.driver.leader(d.id).and_then(|l| l.id) == Some(inner.id))
-        .count();
+    let leaderships = descriptors.iter().filter(|d| inner.leads(d.id)).count();
     let mut ranges = Vec::new();
     for descriptor in descriptors
         .iter()
