@@ -43,7 +43,8 @@ fn n(raw: u64) -> NodeId {
     NodeId::new(raw)
 }
 
-/// A tiny xorshift generator per client: keys need no quality, only spread.
+/// A tiny xorshift generator per client: keys need no quality, only spread. Keys are user
+/// keys: below `0xff`, where the system's keys begin.
 struct Keys(u64);
 
 impl Keys {
@@ -55,6 +56,7 @@ impl Keys {
             self.0 ^= self.0 << 17;
             key.extend_from_slice(&self.0.to_be_bytes());
         }
+        key[0] %= shoal_ranges::store::SYSTEM_KEY_PREFIX;
         key
     }
 }
@@ -267,6 +269,14 @@ async fn client(
                 Ok(other) => panic!("unexpected answer {other:?}"),
                 Err(e) => {
                     measured.errors += 1;
+                    if matches!(
+                        e.code,
+                        ErrorCode::InvalidRequest | ErrorCode::TooLarge | ErrorCode::Internal
+                    ) {
+                        // Not worth retrying: this operation failed.
+                        eprintln!("a request failed: {e}");
+                        break;
+                    }
                     route.learn(&e, descriptor.id);
                     if matches!(
                         e.code,
