@@ -10,7 +10,6 @@
 use crate::error::{Error, ErrorCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::io;
 
 /// The largest message the codec will encode or decode, whatever limit a caller passes.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
@@ -54,7 +53,9 @@ impl From<CodecError> for Error {
 
 /// Encodes `value` into a new buffer (up to [`MAX_MESSAGE_BYTES`]).
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
-    let mut buf = Vec::new();
+    // Room for a typical small message at once, rather than growing through every power of
+    // two on the way.
+    let mut buf = Vec::with_capacity(256);
     encode_into(value, &mut buf, MAX_MESSAGE_BYTES)?;
     Ok(buf)
 }
@@ -70,8 +71,8 @@ pub fn encode_into<T: Serialize + ?Sized>(
     let limit = limit.min(MAX_MESSAGE_BYTES);
     let before = buf.len();
     let mut writer = LimitedWriter { buf, limit };
-    match bincode::serde::encode_into_std_write(value, &mut writer, config()) {
-        Ok(n) => Ok(n),
+    match bincode::serde::encode_into_writer(value, &mut writer, config()) {
+        Ok(()) => Ok(writer.buf.len() - before),
         Err(e) => {
             writer.buf.truncate(before);
             if is_limit_error(&e) {
@@ -150,12 +151,7 @@ fn config() -> bincode::config::Configuration {
 }
 
 fn is_limit_error(e: &bincode::error::EncodeError) -> bool {
-    match e {
-        bincode::error::EncodeError::Io { inner, .. } => {
-            inner.kind() == io::ErrorKind::FileTooLarge
-        }
-        _ => false,
-    }
+    matches!(e, bincode::error::EncodeError::Other(message) if *message == OVER_LIMIT)
 }
 
 /// A `Vec` writer that refuses to grow past `limit`, so an oversized value fails early
@@ -165,19 +161,15 @@ struct LimitedWriter<'a> {
     limit: usize,
 }
 
-impl io::Write for LimitedWriter<'_> {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+/// What [`LimitedWriter`] answers a write that would cross its limit.
+const OVER_LIMIT: &str = "message over limit";
+
+impl bincode::enc::write::Writer for LimitedWriter<'_> {
+    fn write(&mut self, data: &[u8]) -> Result<(), bincode::error::EncodeError> {
         if self.buf.len() + data.len() > self.limit {
-            return Err(io::Error::new(
-                io::ErrorKind::FileTooLarge,
-                "message over limit",
-            ));
+            return Err(bincode::error::EncodeError::Other(OVER_LIMIT));
         }
         self.buf.extend_from_slice(data);
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
 }

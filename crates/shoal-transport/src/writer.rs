@@ -1,19 +1,27 @@
 //! The write side of a connection, shared by every task that answers or sends on it.
 //!
 //! Sending is synchronous and never awaits, which keeps callers cancellation-safe. When the
-//! connection is idle the frame goes straight to the socket with a non-blocking write, saving
-//! the wake-up of a writer task (most of the latency of a small RPC). When the socket is full,
-//! or a flush is already under way, the frame is appended to a buffer that a writer task
-//! drains in large writes, so frames stay in order and concurrent senders share system calls.
-//! The buffer is bounded in bytes: a peer that stops reading makes sends fail, not memory
-//! grow.
+//! connection is idle (nothing buffered, and no frame sent in the last
+//! [`COALESCE_WINDOW`]) the frame goes straight to the socket with a non-blocking write,
+//! saving the wake-up of a writer task (most of the latency of a lone small RPC). When the
+//! connection is busy (frames follow each other closely), the socket is full, or a flush is
+//! already under way, the frame is appended to a buffer that a writer task drains in large
+//! writes: frames stay in order and concurrent senders share system calls (on loopback a
+//! send also runs the receiver's network stack, so a system call per frame costs the
+//! cluster dearly under load). The buffer is bounded in bytes: a peer that stops reading
+//! makes sends fail, not memory grow.
 
 use crate::lock::lock;
 use std::io;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+
+/// A frame sent within this long of the previous one finds the connection busy: it is
+/// buffered for the writer task, which sends it with whatever else arrives meanwhile.
+pub(crate) const COALESCE_WINDOW: Duration = Duration::from_micros(200);
 
 /// Why a frame was not accepted for sending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +51,8 @@ struct SinkState {
     buffered: Vec<u8>,
     /// The writer task owns the socket's output until it has emptied `buffered`.
     flushing: bool,
+    /// When the last frame was accepted.
+    last_send: Option<Instant>,
     closed: bool,
     failed: bool,
 }
@@ -68,7 +78,15 @@ impl FrameSink {
         if state.closed || state.failed {
             return Err(SendError::Closed);
         }
-        if !state.flushing {
+        let now = Instant::now();
+        let busy = state
+            .last_send
+            .is_some_and(|last| now.saturating_duration_since(last) < COALESCE_WINDOW);
+        state.last_send = Some(now);
+        if busy && !state.flushing {
+            // Let the writer task gather this frame with the ones about to follow.
+            state.buffered.extend_from_slice(frame);
+        } else if !state.flushing {
             // Idle: nothing is buffered, so writing now keeps frames in order.
             let written = match shared.half.try_write(frame) {
                 Ok(n) => n,
@@ -107,6 +125,8 @@ async fn drain(shared: Arc<SinkShared>) {
     let mut batch = Vec::new();
     loop {
         shared.wake.notified().await;
+        // Let the tasks that are ready now add their frames to this write.
+        tokio::task::yield_now().await;
         loop {
             {
                 let mut state = lock(&shared.state);

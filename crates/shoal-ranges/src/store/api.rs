@@ -60,6 +60,7 @@ pub enum MetaRequest {
     /// The recorded descriptor that holds `key`.
     Lookup {
         /// The key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
     },
     /// Every recorded descriptor.
@@ -99,6 +100,7 @@ pub enum KvOp {
     /// The value and version of a key.
     Get {
         /// The key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         /// How fresh the answer must be.
         consistency: Consistency,
@@ -106,8 +108,10 @@ pub enum KvOp {
     /// Keys in `[start, end)` (clipped to the range), in order or reversed, at most `limit`.
     Scan {
         /// The first key (inclusive).
+        #[serde(with = "serde_bytes")]
         start: Vec<u8>,
         /// The end (exclusive); `None`: to the end of the key space.
+        #[serde(with = "serde_bytes")]
         end: Option<Vec<u8>>,
         /// The most entries to return (at most [`MAX_SCAN_LIMIT`]).
         limit: u32,
@@ -203,6 +207,7 @@ pub struct Versioned {
     /// The version, unique per key for ever (compare-and-set by version relies on it).
     pub version: u64,
     /// The value.
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
 }
 
@@ -210,10 +215,12 @@ pub struct Versioned {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvEntry {
     /// The key.
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     /// The version.
     pub version: u64,
     /// The value.
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
 }
 
@@ -229,6 +236,7 @@ pub enum KvResponse {
         /// The entries.
         entries: Vec<KvEntry>,
         /// The continuation.
+        #[serde(with = "serde_bytes")]
         resume: Option<Vec<u8>>,
     },
     /// The writes' outcomes (`acks = majority`).
@@ -241,6 +249,7 @@ pub enum KvResponse {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LookupRequest {
     /// The key.
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
 }
 
@@ -250,6 +259,7 @@ pub struct SplitRequest {
     /// The range to split.
     pub range: RangeId,
     /// Where: a key strictly inside the range, or `None` for its size median.
+    #[serde(with = "serde_bytes")]
     pub at: Option<Vec<u8>>,
 }
 

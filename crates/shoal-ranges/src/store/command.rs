@@ -21,6 +21,7 @@ pub enum Command {
     /// range's allocator, so no range ever had it.
     Split {
         /// The right half's first key.
+        #[serde(with = "serde_bytes")]
         at: Vec<u8>,
         /// The right half's id.
         right: RangeId,
@@ -35,22 +36,27 @@ pub enum WriteOp {
     /// Sets `key` to `value`.
     Put {
         /// The key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         /// The value.
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     /// Removes `key`.
     Delete {
         /// The key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
     },
     /// Sets `key` to `new` (or removes it, with `None`) if `expect` holds.
     CompareAndSet {
         /// The key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         /// What must hold.
         expect: Expect,
         /// The new value, or `None` to delete.
+        #[serde(with = "serde_bytes")]
         new: Option<Vec<u8>>,
     },
 }
@@ -74,7 +80,7 @@ pub enum Expect {
     /// The key holds a value at this version.
     Version(u64),
     /// The key holds exactly this value.
-    Value(Vec<u8>),
+    Value(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 /// What became of one write.
@@ -142,4 +148,32 @@ pub enum Applied {
     Rejected(Rejection),
     /// Not a command (a no-op or membership entry).
     Nothing,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_core::codec;
+
+    /// Byte fields go on the wire as one length and the bytes, exactly as a plain
+    /// `Vec<u8>` does with the codec: `serde_bytes` changes the speed, not the format.
+    #[test]
+    fn byte_fields_encode_like_plain_vectors() {
+        #[derive(Serialize)]
+        enum PlainOp {
+            #[allow(dead_code)]
+            Put { key: Vec<u8>, value: Vec<u8> },
+        }
+        let key = b"some key".to_vec();
+        let value = vec![7u8; 300];
+        let fast = codec::encode(&WriteOp::Put {
+            key: key.clone(),
+            value: value.clone(),
+        })
+        .unwrap();
+        let plain = codec::encode(&PlainOp::Put { key, value }).unwrap();
+        assert_eq!(fast, plain);
+        let back: WriteOp = codec::decode(&plain, plain.len()).unwrap();
+        assert_eq!(back.key(), b"some key");
+    }
 }
