@@ -233,7 +233,17 @@ impl Engine {
         records: &[&RangeRecord],
         removed: &[RangeId],
     ) -> Result<()> {
-        let mut batch = self.db.batch().durability(Durability::Sync.persist_mode());
+        self.commit_records_with(records, removed, Durability::Sync)
+    }
+
+    /// [`Engine::commit_records`] with the given durability.
+    pub(crate) fn commit_records_with(
+        &self,
+        records: &[&RangeRecord],
+        removed: &[RangeId],
+        durability: Durability,
+    ) -> Result<()> {
+        let mut batch = self.db.batch().durability(durability.persist_mode());
         for record in records {
             batch.insert(&self.meta, range_key(record.id), record.encode()?);
         }

@@ -159,7 +159,7 @@ impl<E: Deref<Target = Engine>> Ingest<E> {
             return Err(bad("header missing from the first chunk, or repeated"));
         }
         if seq == 0 {
-            let header = read_header(&mut r)?;
+            let header = read_header(&mut r, flags)?;
             self.engine.check_value(&header.tag)?;
             if header.span != self.span {
                 return Err(bad("snapshot of another span"));
@@ -252,7 +252,9 @@ impl<E: Deref<Target = Engine>> Ingest<E> {
             (Some(header), true) => header.clone(),
             _ => return Err(StorageError::BadSnapshot("the stream ended early".into())),
         };
-        if header.stats != self.seen {
+        // Estimated totals (a split that did not count) cannot be checked; what arrived is
+        // counted either way, and that is what the range keeps.
+        if !header.stats.estimated && header.stats != self.seen {
             return Err(StorageError::BadSnapshot(format!(
                 "totals differ: header {:?}, received {:?}",
                 header.stats, self.seen

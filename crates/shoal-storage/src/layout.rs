@@ -38,7 +38,7 @@ pub(crate) const STAGED_PREFIX: &[u8] = b"staged/";
 /// The meta key of the layout version.
 pub(crate) const FORMAT_KEY: &[u8] = b"format";
 /// The layout version this code writes and reads.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 2;
 /// The prefix of range record keys in `meta`.
 pub(crate) const RANGE_PREFIX: &[u8] = b"range/";
 /// The bytes a stored value spends on its version.

@@ -82,5 +82,5 @@ pub use range_info::{RangeInfo, RangeStats, RangeStatus};
 pub use read::{Entry, Scan, Versioned};
 pub use snapshot::{snapshot_header, SnapshotStream, MAX_CHUNK_BYTES};
 pub use staging::StagedSnapshot;
-pub use structure::SplitSpec;
+pub use structure::{SplitMode, SplitSpec, SplitStats};
 pub use view::RangeView;

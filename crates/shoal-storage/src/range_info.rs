@@ -4,13 +4,18 @@ use serde::{Deserialize, Serialize};
 use shoal_core::{KeyRange, RangeId};
 
 /// Live data in a range, kept exact by every apply (never recomputed by scanning, except
-/// for the new right half of a split).
+/// for the new right half of a counted split, and by [`crate::Engine::recount_stats`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct RangeStats {
     /// How many keys hold a value.
     pub live_keys: u64,
     /// The sum of their key and value lengths (the user's bytes, not the version).
     pub live_bytes: u64,
+    /// The counts are an estimate: a split that did not count its halves
+    /// ([`crate::SplitStats::Estimated`]) gave each half half of the whole, and applies
+    /// since have kept the counts moving from there. Exact again after
+    /// [`crate::Engine::recount_stats`] (or a snapshot, which counts what it carries).
+    pub estimated: bool,
 }
 
 impl RangeStats {
@@ -19,6 +24,7 @@ impl RangeStats {
         Self {
             live_keys: 1,
             live_bytes: (key_len + value_len) as u64,
+            estimated: false,
         }
     }
 
@@ -26,12 +32,23 @@ impl RangeStats {
     pub(crate) fn add(&mut self, other: RangeStats) {
         self.live_keys += other.live_keys;
         self.live_bytes += other.live_bytes;
+        self.estimated |= other.estimated;
     }
 
     /// Takes away `other`, which must be part of these stats.
     pub(crate) fn sub(&mut self, other: RangeStats) {
         self.live_keys = self.live_keys.saturating_sub(other.live_keys);
         self.live_bytes = self.live_bytes.saturating_sub(other.live_bytes);
+        self.estimated |= other.estimated;
+    }
+
+    /// An estimate of half of these stats (each split half's share when nothing is counted).
+    pub(crate) fn half_estimate(self) -> Self {
+        Self {
+            live_keys: self.live_keys / 2,
+            live_bytes: self.live_bytes / 2,
+            estimated: true,
+        }
     }
 }
 

@@ -28,6 +28,9 @@ pub(crate) const MAGIC: &[u8; 4] = b"SHSC";
 pub(crate) const FORMAT: u8 = 2;
 pub(crate) const FLAG_LAST: u8 = 1;
 pub(crate) const FLAG_HEADER: u8 = 2;
+/// The header's stats are an estimate ([`RangeStats::estimated`]): the receiver keeps what it
+/// counts instead of checking it against them.
+pub(crate) const FLAG_STATS_ESTIMATED: u8 = 4;
 pub(crate) const CHECKSUM_LEN: usize = 32;
 
 /// What chunk 0 says about the whole stream.
@@ -73,10 +76,12 @@ pub fn snapshot_header(chunk: &[u8]) -> Result<(RangeId, u64, KeyRange)> {
     let mut r = open_chunk(chunk)?;
     let range = RangeId::new(r.u64()?);
     let applied_index = r.u64()?;
-    if r.u32()? != 0 || r.u8()? & FLAG_HEADER == 0 {
+    let seq = r.u32()?;
+    let flags = r.u8()?;
+    if seq != 0 || flags & FLAG_HEADER == 0 {
         return Err(StorageError::BadSnapshot("not the first chunk".into()));
     }
-    Ok((range, applied_index, read_header(&mut r)?.span))
+    Ok((range, applied_index, read_header(&mut r, flags)?.span))
 }
 
 /// Checks a chunk's size, checksum, magic and format; returns a reader at its range id.
@@ -119,6 +124,9 @@ impl SnapshotStream {
         let mut flags = 0;
         if self.seq == 0 {
             flags |= FLAG_HEADER;
+            if record.stats.estimated {
+                flags |= FLAG_STATS_ESTIMATED;
+            }
             put_bytes(&mut out, record.span.start());
             match record.span.end() {
                 RangeEnd::Key(end) => {
@@ -181,7 +189,7 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-pub(crate) fn read_header(r: &mut Reader<'_>) -> Result<Header> {
+pub(crate) fn read_header(r: &mut Reader<'_>, flags: u8) -> Result<Header> {
     let start = r.bytes()?.to_vec();
     let end = match r.u8()? {
         0 => RangeEnd::Unbounded,
@@ -199,6 +207,7 @@ pub(crate) fn read_header(r: &mut Reader<'_>) -> Result<Header> {
     let stats = RangeStats {
         live_keys: r.u64()?,
         live_bytes: r.u64()?,
+        estimated: flags & FLAG_STATS_ESTIMATED != 0,
     };
     let tag = r.bytes()?.to_vec();
     Ok(Header {

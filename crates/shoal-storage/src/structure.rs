@@ -27,10 +27,46 @@ pub struct SplitSpec {
     pub right_tag: Option<Vec<u8>>,
 }
 
+/// How the halves of a split get their stats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SplitStats {
+    /// The right half's keys are read once to count them (the left's are the difference):
+    /// exact, at the cost of reading half the range.
+    #[default]
+    Counted,
+    /// Nothing is read: each half is estimated at half the whole
+    /// ([`crate::RangeStats::estimated`]) until [`Engine::recount_stats`]. The split costs
+    /// the same whatever the range's size.
+    Estimated,
+}
+
+/// How a split is carried out (see [`Engine::split_with`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SplitMode {
+    /// How the halves get their stats.
+    pub stats: SplitStats,
+    /// How durable the split is when it returns. [`Durability::Sync`] (the default) syncs
+    /// the journal first and commits the two records synced. A weaker one leaves them with
+    /// the journal's other batches: a crash may undo the split (the range comes back whole,
+    /// as before it), so a caller that builds on the new range durably (a Raft log for it)
+    /// must first call [`Engine::persist`] with [`Durability::Sync`].
+    pub durability: Durability,
+}
+
+impl Default for SplitMode {
+    fn default() -> Self {
+        Self {
+            stats: SplitStats::Counted,
+            durability: Durability::Sync,
+        }
+    }
+}
+
 impl Engine {
     /// Splits range `range` at `spec.at`: the range keeps the keys below, the new range
     /// `spec.new_range` takes the rest. No key or value is written; the right half's stats
-    /// are counted by reading its keys once (the left's are the difference).
+    /// are counted by reading its keys once (the left's are the difference), and the split
+    /// is synced before it returns ([`SplitMode::default`]).
     ///
     /// The counting reads a point-in-time view with no lock held, so neither this range's
     /// readers nor any other range wait for it; the registry and the range are locked only
@@ -38,7 +74,79 @@ impl Engine {
     /// applies a range's entries one at a time, so it does not), the count is taken again,
     /// and after three tries it is taken under the locks.
     pub fn split(&self, range: RangeId, spec: &SplitSpec) -> Result<()> {
+        self.split_with(range, spec, SplitMode::default())
+    }
+
+    /// [`Engine::split`] carried out as `mode` says: with [`SplitStats::Estimated`] and a
+    /// buffered durability it reads nothing and syncs nothing, so it costs the same for a
+    /// range of any size (a Raft store applies it inside a round that every range on the
+    /// node waits for).
+    pub fn split_with(&self, range: RangeId, spec: &SplitSpec, mode: SplitMode) -> Result<()> {
         self.check_key(&spec.at)?;
+        for tag in [&spec.left_tag, &spec.right_tag].into_iter().flatten() {
+            self.check_value(tag)?;
+        }
+        if mode.stats == SplitStats::Estimated {
+            self.commit_split(range, spec, SplitCount::Estimated, mode.durability)?;
+            return Ok(());
+        }
+        if mode.durability != Durability::Sync {
+            for _ in 0..SPLIT_ATTEMPTS {
+                let view = self.view(range)?;
+                let counted = view.record();
+                let (_, right_span) = split_span(&counted.span, &spec.at)?;
+                let right_stats = count(view.iter_span(&right_span))?;
+                let at = SplitCount::At(counted, right_stats);
+                if self.commit_split(range, spec, at, mode.durability)? {
+                    return Ok(());
+                }
+            }
+            return self
+                .commit_split(range, spec, SplitCount::UnderLocks, mode.durability)
+                .map(|_| ());
+        }
+        self.split_synced(range, spec)
+    }
+
+    /// Recounts a range's stats by reading its keys once from a point-in-time view, with no
+    /// lock held while it reads, and makes them exact: the applies since the view moved the
+    /// stats by the same amounts either way, so the difference between the count and the
+    /// stats the view saw is added to the current ones. Changes nothing (and returns the
+    /// stats as they are) if the range split, merged or took a snapshot meanwhile, or its
+    /// stats are not estimated. Returns the range's stats.
+    pub fn recount_stats(&self, range: RangeId) -> Result<RangeStats> {
+        let view = self.view(range)?;
+        let seen = view.record();
+        if !seen.stats.estimated {
+            return Ok(seen.stats);
+        }
+        let counted = count(view.iter_span(&seen.span))?;
+        let registry = self.read_registry();
+        let slot = registry.get(range)?;
+        let mut state = slot.lock();
+        let record = state.serving()?;
+        if record.span != seen.span || !record.stats.estimated {
+            return Ok(record.stats);
+        }
+        let mut next = record.clone();
+        let moved_keys = i128::from(record.stats.live_keys) - i128::from(seen.stats.live_keys);
+        let moved_bytes = i128::from(record.stats.live_bytes) - i128::from(seen.stats.live_bytes);
+        let exact = |counted: u64, moved: i128| {
+            u64::try_from((i128::from(counted) + moved).max(0)).unwrap_or(u64::MAX)
+        };
+        next.stats = RangeStats {
+            live_keys: exact(counted.live_keys, moved_keys),
+            live_bytes: exact(counted.live_bytes, moved_bytes),
+            estimated: false,
+        };
+        self.commit_records_with(&[&next], &[], self.config.durability)?;
+        let stats = next.stats;
+        state.record = next;
+        Ok(stats)
+    }
+
+    /// The counted split, synced.
+    fn split_synced(&self, range: RangeId, spec: &SplitSpec) -> Result<()> {
         for tag in [&spec.left_tag, &spec.right_tag].into_iter().flatten() {
             self.check_value(tag)?;
         }
@@ -50,22 +158,25 @@ impl Engine {
             // The commit below is a synced write, which also syncs whatever earlier buffered
             // writes the journal holds: sync those first, outside the locks.
             self.persist(Durability::Sync)?;
-            if self.commit_split(range, spec, Some((counted, right_stats)))? {
+            let at = SplitCount::At(counted, right_stats);
+            if self.commit_split(range, spec, at, Durability::Sync)? {
                 return Ok(());
             }
         }
-        self.commit_split(range, spec, None).map(|_| ())
+        self.commit_split(range, spec, SplitCount::UnderLocks, Durability::Sync)
+            .map(|_| ())
     }
 
-    /// Commits a split under the registry and range locks. With `counted`, the right half's
-    /// stats as counted at a given record, the split commits only if the range is still at
-    /// that record (returns `false` otherwise, changing nothing); without, it counts under
-    /// the locks.
+    /// Commits a split under the registry and range locks, its records with `durability`.
+    /// With [`SplitCount::At`], the right half's stats as counted at a given record, the
+    /// split commits only if the range is still at that record (returns `false` otherwise,
+    /// changing nothing).
     fn commit_split(
         &self,
         range: RangeId,
         spec: &SplitSpec,
-        counted: Option<(&RangeRecord, RangeStats)>,
+        counted: SplitCount<'_>,
+        durability: Durability,
     ) -> Result<bool> {
         let mut registry = self.write_registry();
         let slot = registry.get(range)?;
@@ -77,9 +188,10 @@ impl Engine {
         }
         let (left_span, right_span) = split_span(&record.span, &spec.at)?;
         let right_stats = match counted {
-            Some((at, stats)) if at == record => stats,
-            Some(_) => return Ok(false),
-            None => count(self.span_iter(&right_span))?,
+            SplitCount::At(at, stats) if at == record => stats,
+            SplitCount::At(..) => return Ok(false),
+            SplitCount::UnderLocks => count(self.span_iter(&right_span))?,
+            SplitCount::Estimated => record.stats.half_estimate(),
         };
         let mut left = record.clone();
         left.span = left_span.clone();
@@ -96,7 +208,7 @@ impl Engine {
         if let Some(tag) = &spec.right_tag {
             right.tag = tag.clone();
         }
-        self.commit_records(&[&left, &right], &[])?;
+        self.commit_records_with(&[&left, &right], &[], durability)?;
         let old_span = std::mem::replace(&mut state.record, left).span;
         drop(state);
         registry.respan(range, &old_span, left_span);
@@ -178,6 +290,16 @@ impl Engine {
 /// How many times a split counts its right half from a view before it counts under the
 /// locks (see [`Engine::split`]).
 const SPLIT_ATTEMPTS: usize = 3;
+
+/// Where a split's right-half stats come from.
+enum SplitCount<'a> {
+    /// Counted from a view of the range at this record.
+    At(&'a RangeRecord, RangeStats),
+    /// To be counted under the locks.
+    UnderLocks,
+    /// Estimated at half the whole, nothing read.
+    Estimated,
+}
 
 /// `span` cut at `at`, which must be strictly inside it.
 fn split_span(span: &KeyRange, at: &[u8]) -> Result<(KeyRange, KeyRange)> {

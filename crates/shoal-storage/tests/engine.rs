@@ -3,8 +3,8 @@
 
 use shoal_core::{KeyRange, RangeId};
 use shoal_storage::{
-    Condition, Durability, Engine, EngineConfig, RangeStats, Scan, SplitSpec, StorageError,
-    WriteBatch, WriteOutcome,
+    Condition, Durability, Engine, EngineConfig, RangeStats, Scan, SplitMode, SplitSpec,
+    SplitStats, StorageError, WriteBatch, WriteOutcome,
 };
 use std::path::Path;
 
@@ -61,7 +61,8 @@ fn apply_records_data_versions_and_accounting() {
         info.stats,
         RangeStats {
             live_keys: 2,
-            live_bytes: (1 + 3) + (1 + 2)
+            live_bytes: (1 + 3) + (1 + 2),
+            estimated: false,
         }
     );
     let mut del = WriteBatch::new();
@@ -326,7 +327,8 @@ fn restart_keeps_applied_index_and_accounting() {
         info.stats,
         RangeStats {
             live_keys: 2,
-            live_bytes: 4
+            live_bytes: 4,
+            estimated: false,
         }
     );
     assert_eq!(value(&engine, R1, "c"), Some(b"2".to_vec()));
@@ -386,4 +388,73 @@ fn durability_modes_all_recover_a_prefix_of_batches_after_a_clean_persist() {
         );
         assert_eq!(engine.range(R1).unwrap().stats.live_keys, 50);
     }
+}
+
+/// A split that counts nothing estimates each half at half the whole; writes keep the
+/// estimates moving; a recount makes them exact, however many writes came between, and is
+/// what a reopened engine finds; a snapshot of an estimated range is received with the
+/// counts of what it carries.
+#[test]
+fn estimated_splits_are_recounted_exactly_and_snapshot_intact() {
+    let (dir, engine) = fresh();
+    // 30 keys below "m" (2 + 1 bytes each) and 10 from "m" on.
+    let mut b = WriteBatch::new();
+    for i in 0..30 {
+        b.put(format!("a{i:02}"), "v");
+    }
+    for i in 0..10 {
+        b.put(format!("m{i:02}"), "v");
+    }
+    engine.apply(R1, 1, &b).unwrap();
+    let spec = SplitSpec {
+        at: b"m".to_vec(),
+        new_range: R2,
+        index: 2,
+        new_range_applied: 5,
+        left_tag: None,
+        right_tag: None,
+    };
+    let mode = SplitMode {
+        stats: SplitStats::Estimated,
+        durability: Durability::Buffered,
+    };
+    engine.split_with(R1, &spec, mode).unwrap();
+    let (left, right) = (engine.range(R1).unwrap(), engine.range(R2).unwrap());
+    assert_eq!((left.stats.live_keys, right.stats.live_keys), (20, 20));
+    assert!(left.stats.estimated && right.stats.estimated);
+    // Writes after the split move the estimate: one new key on the right.
+    engine.apply(R2, 6, &puts(&[("z", "1")])).unwrap();
+    // A snapshot of the estimated right half arrives whole, counted as it is.
+    let chunks: Vec<Vec<u8>> = engine
+        .snapshot_stream(R2, 4096)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = open(other_dir.path());
+    let mut ingest = other.ingest(R2, engine.range(R2).unwrap().span).unwrap();
+    for chunk in &chunks {
+        ingest.apply(chunk).unwrap();
+    }
+    ingest.finish().unwrap();
+    let received = other.range(R2).unwrap().stats;
+    assert_eq!((received.live_keys, received.estimated), (11, false));
+    // Recounts are exact.
+    let right = engine.recount_stats(R2).unwrap();
+    assert_eq!(
+        (right.live_keys, right.live_bytes, right.estimated),
+        (11, 10 * 4 + 2, false)
+    );
+    let left = engine.recount_stats(R1).unwrap();
+    assert_eq!(
+        (left.live_keys, left.live_bytes, left.estimated),
+        (30, 30 * 4, false)
+    );
+    assert_eq!(engine.range(R1).unwrap().stats, left);
+    // The recounted stats are what a reopened engine finds.
+    engine.persist(Durability::Sync).unwrap();
+    drop(engine);
+    let engine = open(dir.path());
+    assert_eq!(engine.range(R1).unwrap().stats, left);
+    assert_eq!(engine.range(R2).unwrap().stats, right);
 }

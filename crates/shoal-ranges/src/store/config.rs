@@ -25,7 +25,12 @@ pub struct StoreConfig {
     pub raft: RaftConfig,
     /// The Raft driver's settings.
     pub driver: DriverConfig,
-    /// The engine's settings (key and value limits, durability, cache).
+    /// The engine's settings (key and value limits, durability, cache). The store's default
+    /// durability is [`shoal_storage::Durability::Buffered`]: the Raft log is the durable
+    /// record of every applied write, the engine is synced before the log is compacted past
+    /// what it holds, and structural changes (splits, snapshot installs, bootstrap) are
+    /// synced writes of their own; a crash that loses buffered batches only makes the range
+    /// replay them from the log.
     pub engine: EngineConfig,
     /// The transport's settings.
     pub transport: TransportConfig,
@@ -66,7 +71,10 @@ impl StoreConfig {
             listen,
             raft: RaftConfig::default(),
             driver: DriverConfig::default(),
-            engine: EngineConfig::default(),
+            engine: EngineConfig {
+                durability: shoal_storage::Durability::Buffered,
+                ..EngineConfig::default()
+            },
             transport: TransportConfig::default(),
             membership: MembershipConfig::default(),
             advertise: None,

@@ -161,6 +161,30 @@ pub(crate) fn start_range_log(
     Ok(())
 }
 
+/// Makes a split this node applied durable and starts its right half's log. The split was
+/// applied without a sync (inside a round every group waits for); the right half's log must
+/// not outlive it, or a crash could leave a log for a range the engine no longer has.
+pub(crate) fn start_split_half(
+    engine: &Engine,
+    wal: &Wal,
+    right: RangeId,
+    membership: Membership,
+) -> Result<(), StoreError> {
+    engine.persist(Durability::Sync)?;
+    start_range_log(&mut wal.store(right), membership)
+}
+
+/// Counts the stats a split estimated for its halves (see shoal-storage's
+/// `SplitStats::Estimated`); a half that moved on meanwhile (split again, took a snapshot,
+/// left) is skipped and keeps its estimate until its next recount.
+pub(crate) fn recount_halves(engine: &Engine, left: RangeId, right: RangeId) {
+    for range in [left, right] {
+        if let Err(e) = engine.recount_stats(range) {
+            tracing::debug!(%range, error = %e, "could not recount a split half's stats");
+        }
+    }
+}
+
 /// Whether this node should host a replica, waiting for its snapshot, of a range it does not
 /// host but hears of (a replica being added, or the right half of a split the others applied
 /// first): `descriptor` names `node`, and no range hosted here overlaps its span (a parent

@@ -639,11 +639,13 @@ async fn start_split_range(inner: &Arc<Inner>, split: SplitDone) -> Result<(), S
         membership,
     } = split;
     let range = right.id;
-    let mut store = inner.wal.store(range);
+    let (engine, wal) = (inner.engine.clone(), inner.wal.clone());
     let log_membership = membership.clone();
-    tokio::task::spawn_blocking(move || hosting::start_range_log(&mut store, log_membership))
-        .await
-        .map_err(|e| StoreError::Corrupt(e.to_string()))??;
+    tokio::task::spawn_blocking(move || {
+        hosting::start_split_half(&engine, &wal, range, log_membership)
+    })
+    .await
+    .map_err(|e| StoreError::Corrupt(e.to_string()))??;
     let span = right.range.clone();
     inner
         .host_range(range, span, Some(right), Some(membership))
@@ -652,6 +654,9 @@ async fn start_split_range(inner: &Arc<Inner>, split: SplitDone) -> Result<(), S
     if inner.leads(parent) {
         let _ = inner.driver.campaign(range).await;
     }
+    // The split estimated both halves' stats: count them, off every group's path.
+    let engine = inner.engine.clone();
+    tokio::task::spawn_blocking(move || hosting::recount_halves(&engine, parent, range));
     Ok(())
 }
 

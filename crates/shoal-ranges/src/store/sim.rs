@@ -433,25 +433,29 @@ impl SimStore {
         };
         for split in running.shared.take_splits() {
             let right = split.right.id;
-            let started =
-                hosting::start_range_log(&mut running.wal.store(right), split.membership.clone())
-                    .and_then(|()| {
-                        Groups {
-                            id: self.id,
-                            raft: &self.raft,
-                            engine: &running.engine,
-                            wal: &running.wal,
-                            shared: &running.shared,
-                            chunk_bytes: self.chunk_bytes,
-                        }
-                        .open_range(
-                            right,
-                            split.right.range.clone(),
-                            Some(split.right.clone()),
-                            Some(split.membership),
-                            self.now,
-                        )
-                    });
+            let started = hosting::start_split_half(
+                &running.engine,
+                &running.wal,
+                right,
+                split.membership.clone(),
+            )
+            .and_then(|()| {
+                Groups {
+                    id: self.id,
+                    raft: &self.raft,
+                    engine: &running.engine,
+                    wal: &running.wal,
+                    shared: &running.shared,
+                    chunk_bytes: self.chunk_bytes,
+                }
+                .open_range(
+                    right,
+                    split.right.range.clone(),
+                    Some(split.right.clone()),
+                    Some(split.membership),
+                    self.now,
+                )
+            });
             match started
                 .map_err(|e| e.to_string())
                 .and_then(|(raft, machine)| {
@@ -468,6 +472,7 @@ impl SimStore {
                     {
                         let _ = running.host.campaign(right);
                     }
+                    hosting::recount_halves(&running.engine, split.parent, right);
                 }
                 Err(e) => self
                     .failures
