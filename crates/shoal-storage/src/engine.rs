@@ -296,13 +296,13 @@ impl Engine {
         self.read_registry()
             .slots()
             .iter()
-            .map(|s| s.lock().info())
+            .map(|s| s.read().info())
             .collect()
     }
 
     /// One hosted range.
     pub fn range(&self, id: RangeId) -> Result<RangeInfo> {
-        Ok(self.slot(id)?.lock().info())
+        Ok(self.slot(id)?.read().info())
     }
 
     /// Applies `batch` to range `range` as the entry at log index `index`, which must be
@@ -433,9 +433,10 @@ impl Engine {
     pub fn get(&self, range: RangeId, key: &[u8]) -> Result<Option<Versioned>> {
         self.check_key(key)?;
         let slot = self.slot(range)?;
-        // Read under the range's lock: a snapshot install replaces the range's keys only
-        // after marking it swapping under this lock, so a get never sees it half-way.
-        let state = slot.lock();
+        // Read under the range's lock (shared with other reads): a snapshot install replaces
+        // the range's keys only after marking it swapping under this lock, so a get never
+        // sees it half-way.
+        let state = slot.read();
         if !state.serving()?.span.contains(key) {
             return Err(StorageError::KeyOutsideRange { range });
         }
@@ -453,7 +454,7 @@ impl Engine {
     /// applied afterwards, together with the applied index and stats of that point.
     pub fn view(&self, range: RangeId) -> Result<RangeView> {
         let slot = self.slot(range)?;
-        let state = slot.lock();
+        let state = slot.read();
         let record = state.serving()?;
         // Taken under the slot's lock: no batch of this range is half-way through.
         let snapshot = self.db.snapshot();

@@ -6,13 +6,14 @@ use crate::layout::RangeRecord;
 use crate::range_info::RangeInfo;
 use shoal_core::{KeyRange, RangeId};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-/// One hosted range. Holding its lock serialises everything that reads-then-writes the
-/// range's record (applies, splits, merges), so the record committed last is always the
-/// one in memory.
+/// One hosted range. Holding its lock for writing serialises everything that
+/// reads-then-writes the range's record (applies, splits, merges), so the record committed
+/// last is always the one in memory; gets hold it for reading, so they do not wait on each
+/// other, only on a change to the range.
 pub(crate) struct Slot {
-    state: Mutex<SlotState>,
+    state: RwLock<SlotState>,
 }
 
 /// A slot's contents.
@@ -25,17 +26,23 @@ pub(crate) struct SlotState {
 impl Slot {
     pub(crate) fn new(record: RangeRecord) -> Arc<Self> {
         Arc::new(Self {
-            state: Mutex::new(SlotState {
+            state: RwLock::new(SlotState {
                 record,
                 gone: false,
             }),
         })
     }
 
-    /// Locks the slot. A panic while it was held cannot leave a half-updated record (the
-    /// record is replaced only after its batch committed), so a poisoned lock is taken over.
-    pub(crate) fn lock(&self) -> MutexGuard<'_, SlotState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    /// Locks the slot for a change. A panic while it was held cannot leave a half-updated
+    /// record (the record is replaced only after its batch committed), so a poisoned lock is
+    /// taken over.
+    pub(crate) fn lock(&self) -> RwLockWriteGuard<'_, SlotState> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Locks the slot for a read that must not overlap a change.
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, SlotState> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
     }
 }
 

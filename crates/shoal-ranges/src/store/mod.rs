@@ -43,6 +43,7 @@ mod machine;
 mod meta;
 mod meta_client;
 mod node;
+mod read_barriers;
 mod service;
 mod shared;
 #[cfg(feature = "sim")]

@@ -8,6 +8,7 @@ use super::hosting::{self, Groups, Resume};
 use super::machine::RangeMachine;
 use super::meta::{NodeRecord, MAX_ZONE_BYTES, META_RANGE};
 use super::meta_client;
+use super::read_barriers::ReadBarriers;
 use super::service;
 use super::shared::{Shared, SplitDone};
 use crate::policy::{Decision, InFlight, RangeStats as PolicyStats};
@@ -92,6 +93,8 @@ pub(crate) struct Inner {
     pub(crate) compare_builds: tokio::sync::Semaphore,
     /// Comparisons that found two replicas differing at one applied index.
     pub(crate) replica_mismatches: AtomicU64,
+    /// Linearizable reads' barriers, batched per range.
+    pub(crate) read_barriers: ReadBarriers,
     /// The last comparison session this node started.
     next_session: AtomicU64,
     server: Mutex<Option<RpcServer>>,
@@ -175,6 +178,7 @@ impl Store {
             compares: Mutex::new(CompareSessions::default()),
             compare_builds: tokio::sync::Semaphore::new(2),
             replica_mismatches: AtomicU64::new(0),
+            read_barriers: ReadBarriers::default(),
             next_session: AtomicU64::new(0),
             server: Mutex::new(Some(server)),
             tasks: Mutex::new(Vec::new()),
@@ -533,14 +537,7 @@ impl Inner {
     }
 
     pub(crate) fn leader_hint(&self, node: Option<NodeId>) -> Option<LeaderHint> {
-        let node = node?;
-        let addr = self
-            .peers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&node)
-            .copied();
-        Some(LeaderHint { node, addr })
+        leader_hint(&self.peers, node)
     }
 
     /// The ranges that hold `key` (see [`Store::lookup`]), asking the meta range within
@@ -788,6 +785,17 @@ async fn learn_peers(peers: Peers, mut events: broadcast::Receiver<MemberEvent>)
             Err(broadcast::error::RecvError::Closed) => return,
         }
     }
+}
+
+/// A hint naming `node` (if any) with its address as `peers` know it.
+pub(crate) fn leader_hint(peers: &Peers, node: Option<NodeId>) -> Option<LeaderHint> {
+    let node = node?;
+    let addr = peers
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&node)
+        .copied();
+    Some(LeaderHint { node, addr })
 }
 
 /// How long a request may take when its caller gave no deadline.

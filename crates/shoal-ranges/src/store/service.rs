@@ -7,8 +7,8 @@ use super::api::{
 use super::command::{Applied, Command, Expect, Rejection, WriteOp};
 use super::compare::CompareRpc;
 use super::meta::{self, is_system_key, META_RANGE, SYSTEM_KEY_PREFIX};
-use super::node::{Inner, StoreError};
-use shoal_consensus::driver::DriverError;
+use super::node::{leader_hint, Inner, StoreError};
+use shoal_consensus::driver::{DriverError, Peers};
 use shoal_consensus::{ProposeError, ReadError, Wait};
 use shoal_core::{codec, Error, ErrorCode, RangeDescriptor, RangeEnd, RangeId};
 use shoal_storage::{Scan, StorageError};
@@ -189,7 +189,9 @@ async fn handle_kv(
     }
 }
 
-/// Waits until this replica may answer a read of `consistency`.
+/// Waits until this replica may answer a read of `consistency`: for a linearizable read, a
+/// read barrier shared with the other reads of the range that arrive meanwhile (see
+/// [`super::read_barriers`]).
 async fn read_barrier(
     inner: &Inner,
     range: RangeId,
@@ -199,12 +201,24 @@ async fn read_barrier(
     if consistency == Consistency::Stale {
         return Ok(());
     }
+    let driver = inner.driver.clone();
+    let peers = inner.peers.clone();
+    let mode = inner.config.read_mode;
+    let limit = inner.request_limit();
     inner
-        .driver
-        .read_index_within(range, inner.config.read_mode, timeout)
+        .read_barriers
+        .wait(range, timeout, move || {
+            let driver = driver.clone();
+            let peers = peers.clone();
+            async move {
+                driver
+                    .read_index_within(range, mode, limit)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| read_error(&peers, e))
+            }
+        })
         .await
-        .map(|_| ())
-        .map_err(|e| read_error(inner, e))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -453,11 +467,11 @@ pub(crate) fn write_error(inner: &Inner, error: DriverError) -> Error {
 }
 
 /// A failed read barrier as the router's error.
-fn read_error(inner: &Inner, error: DriverError) -> Error {
+fn read_error(peers: &Peers, error: DriverError) -> Error {
     let message = error.to_string();
     let code = match error {
         DriverError::Read(ReadError::NotLeader { leader }) => ErrorCode::NotLeader {
-            hint: inner.leader_hint(leader),
+            hint: leader_hint(peers, leader),
         },
         DriverError::Read(_) | DriverError::GroupFailed { .. } => ErrorCode::Unavailable,
         DriverError::UnknownGroup(range) => ErrorCode::RangeNotFound { range },
