@@ -141,11 +141,20 @@ pub(crate) fn bootstrap(
 
 /// Starts a range's log (a founding range's, or a split's right half's): empty, after a
 /// snapshot point at [`RANGE_INIT_INDEX`] with the founding or parent membership (every
-/// replica does the same, so their logs agree from the start).
+/// replica does the same, so their logs agree from the start), synced.
 pub(crate) fn start_range_log(
     store: &mut WalStore,
     membership: Membership,
 ) -> Result<(), StoreError> {
+    write_range_log_start(store, membership)?;
+    store.sync()?;
+    Ok(())
+}
+
+/// [`start_range_log`] without the sync: the group's first round that acknowledges anything
+/// syncs the WAL first, and a crash before that leaves no log for the range, which
+/// [`Groups::open_range`] starts again.
+fn write_range_log_start(store: &mut WalStore, membership: Membership) -> Result<(), StoreError> {
     let hard_state = store.hard_state();
     store.install_snapshot(SnapshotMeta {
         index: RANGE_INIT_INDEX,
@@ -157,7 +166,6 @@ pub(crate) fn start_range_log(
         vote: hard_state.vote,
         commit: RANGE_INIT_INDEX,
     })?;
-    store.sync()?;
     Ok(())
 }
 
@@ -171,7 +179,7 @@ pub(crate) fn start_split_half(
     membership: Membership,
 ) -> Result<(), StoreError> {
     engine.persist(Durability::Sync)?;
-    start_range_log(&mut wal.store(right), membership)
+    write_range_log_start(&mut wal.store(right), membership)
 }
 
 /// Counts the stats a split estimated for its halves (see shoal-storage's

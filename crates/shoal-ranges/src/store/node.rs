@@ -203,6 +203,7 @@ impl Store {
             )),
             tokio::spawn(super::gossip::announce(store.inner.clone())),
             tokio::spawn(meta_client::upkeep(store.inner.clone())),
+            tokio::spawn(sync_engine(store.inner.clone())),
             tokio::spawn(super::gossip::pull_now_and_then(store.inner.clone())),
             tokio::spawn(super::gossip::listen(
                 store.inner.clone(),
@@ -655,6 +656,27 @@ async fn start_split_range(inner: &Arc<Inner>, split: SplitDone) -> Result<(), S
     let engine = inner.engine.clone();
     tokio::task::spawn_blocking(move || hosting::recount_halves(&engine, parent, range));
     Ok(())
+}
+
+/// Syncs the engine's buffered writes every [`StoreConfig::engine_sync_interval`], off the
+/// runtime threads.
+async fn sync_engine(inner: Arc<Inner>) {
+    let every = inner.config.engine_sync_interval;
+    if every.is_zero() {
+        return;
+    }
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let engine = inner.engine.clone();
+        let synced =
+            tokio::task::spawn_blocking(move || engine.persist(shoal_storage::Durability::Sync))
+                .await;
+        if let Ok(Err(e)) = synced {
+            tracing::warn!(node = %inner.id, error = %e, "could not sync the engine");
+        }
+    }
 }
 
 /// Splits the ranges this node leads that the policy says are too large, at their size
