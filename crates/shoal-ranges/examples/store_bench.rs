@@ -7,8 +7,11 @@
 //! Phases, each `PHASE` long after a warm-up:
 //! 1. puts: 16-byte random keys, 256-byte values, `acks = majority`, to the range's leader;
 //! 2. gets: linearizable (ReadIndex) gets of keys written in phase 1;
-//! 3. puts while the range splits: `split_pause_ms` is the longest gap between completed
-//!    writes to the splitting range from the split's start until a second after it ends
+//! 3. puts while a range splits: the key space is first split in two at `0x80`, then the
+//!    lower range splits at its size median while half the clients write to each (so a
+//!    range held up cannot starve the other of clients): `split_pause_ms`
+//!    is the longest gap between completed writes to the splitting range from the split's
+//!    start until a second after it ends, `other_range_pause_ms` the same for the other range
 //!    (clients re-route on `RangeKeyMismatch` and `NotLeader` as a gateway does);
 //! 4. the baseline: the same put load through an RPC that proposes to a Raft group whose
 //!    state machine only counts (same WAL, same driver, same transport), so the store's own
@@ -65,8 +68,8 @@ impl Keys {
 #[derive(Default)]
 struct Measured {
     latencies: Vec<Duration>,
-    /// When each operation completed, for pauses.
-    completions: Vec<Instant>,
+    /// When each operation completed, with its key's first byte, for pauses per range.
+    completions: Vec<(Instant, u8)>,
     errors: u64,
 }
 
@@ -75,6 +78,30 @@ impl Measured {
         self.latencies.extend(other.latencies);
         self.completions.extend(other.completions);
         self.errors += other.errors;
+    }
+
+    /// The longest gap between completions of operations whose key starts with a byte in
+    /// `first_bytes`, from `from` until `until`.
+    fn longest_pause(
+        &self,
+        first_bytes: std::ops::Range<u8>,
+        from: Instant,
+        until: Instant,
+    ) -> Duration {
+        let mut times: Vec<Instant> = self
+            .completions
+            .iter()
+            .filter(|(t, b)| first_bytes.contains(b) && *t > from && *t <= until)
+            .map(|&(t, _)| t)
+            .collect();
+        times.sort_unstable();
+        let mut previous = from;
+        let mut pause = Duration::ZERO;
+        for t in times {
+            pause = pause.max(t - previous);
+            previous = t;
+        }
+        pause
     }
 
     fn rate(&self, elapsed: Duration) -> f64 {
@@ -199,12 +226,25 @@ impl Cluster {
     }
 }
 
-/// One client: puts (or gets of `written`) until `stop`, re-routing on errors.
+/// Which keys a phase's clients write.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Spread {
+    /// Every client writes anywhere in the user key space.
+    Uniform,
+    /// Even clients write keys below `0x80`, odd ones the rest, so that a range a split holds
+    /// up cannot starve the other of clients.
+    Halves,
+}
+
+/// One client: puts (or gets of `written`) until `stop`, re-routing on errors. `half`:
+/// which half of the key space it writes, if it keeps to one.
+#[allow(clippy::too_many_arguments)]
 async fn client(
     cluster: Arc<Cluster>,
     mut route: Route,
     seed: u64,
     get: bool,
+    half: Option<bool>,
     written: Arc<Vec<Vec<u8>>>,
     stop: Arc<AtomicBool>,
     start_measuring: Instant,
@@ -220,7 +260,13 @@ async fn client(
                 .wrapping_add(1442695040888963407);
             written[(pick >> 17) % written.len()].clone()
         } else {
-            keys.next()
+            let mut key = keys.next();
+            match half {
+                Some(false) => key[0] %= 0x80,
+                Some(true) => key[0] = 0x80 + key[0] % 0x7f,
+                None => {}
+            }
+            key
         };
         let op = if get {
             KvOp::Get {
@@ -259,7 +305,7 @@ async fn client(
                     let done = Instant::now();
                     if sent >= start_measuring {
                         measured.latencies.push(done - sent);
-                        measured.completions.push(done);
+                        measured.completions.push((done, key[0]));
                     }
                     if !get {
                         mine.push(key.clone());
@@ -294,10 +340,33 @@ async fn client(
     (measured, mine)
 }
 
+/// Splits `range` (at `at`, or its size median) on whichever store leads it when asked
+/// (leadership may move under load), retrying a refusal for a moment.
+async fn split_retrying(
+    stores: &[Store],
+    range: RangeId,
+    at: Option<Vec<u8>>,
+) -> (RangeDescriptor, RangeDescriptor) {
+    let mut last_error = None;
+    for _ in 0..50 {
+        let leader = stores[0].leader(range).unwrap_or(n(1));
+        match stores[(leader.get() - 1) as usize]
+            .split(range, at.clone())
+            .await
+        {
+            Ok(halves) => return halves,
+            Err(e) => last_error = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{range} did not split: {last_error:?}");
+}
+
 /// Runs `CLIENTS` clients for `PHASE` after `WARMUP`; `during` runs alongside.
 async fn phase<F: std::future::Future<Output = T>, T>(
     cluster: &Arc<Cluster>,
     get: bool,
+    spread: Spread,
     written: Arc<Vec<Vec<u8>>>,
     during: F,
 ) -> (Measured, Vec<Vec<u8>>, Duration, T) {
@@ -311,6 +380,7 @@ async fn phase<F: std::future::Future<Output = T>, T>(
             route,
             0x9E37_79B9_7F4A_7C15u64.wrapping_mul(c as u64 + 1 + u64::from(get) * 1000),
             get,
+            (spread == Spread::Halves).then_some(c % 2 == 1),
             written.clone(),
             stop.clone(),
             start_measuring,
@@ -463,7 +533,8 @@ async fn main() {
     let leader_store = cluster.stores[(leader.get() - 1) as usize].clone();
 
     let syncs_before = leader_store.wal_syncs();
-    let (mut puts, written, elapsed, ()) = phase(&cluster, false, Arc::default(), async {}).await;
+    let (mut puts, written, elapsed, ()) =
+        phase(&cluster, false, Spread::Uniform, Arc::default(), async {}).await;
     let syncs = leader_store.wal_syncs() - syncs_before;
     let put_rate = puts.rate(elapsed);
     let (put_p50, put_p99) = (puts.percentile_ms(50), puts.percentile_ms(99));
@@ -476,7 +547,8 @@ async fn main() {
     }
 
     let written = Arc::new(written);
-    let (mut gets, _, elapsed, ()) = phase(&cluster, true, written.clone(), async {}).await;
+    let (mut gets, _, elapsed, ()) =
+        phase(&cluster, true, Spread::Uniform, written.clone(), async {}).await;
     let get_rate = gets.rate(elapsed);
     let get_p99 = gets.percentile_ms(99);
     if !json {
@@ -486,44 +558,36 @@ async fn main() {
         );
     }
 
+    // The key space in two ranges (keys below 0x80, and the rest), so that one range can be
+    // watched while the other splits.
+    split_retrying(&cluster.stores, FIRST_RANGE, Some(vec![0x80])).await;
     let stores = cluster.stores.clone();
-    let (splitting, _, elapsed, window) = phase(&cluster, false, Arc::default(), async move {
-        tokio::time::sleep(WARMUP + Duration::from_secs(1)).await;
-        // Split on whichever store leads the range now (leadership may have moved under
-        // load); a refusal because it just moved is retried.
-        let started = Instant::now();
-        let mut last_error = None;
-        for _ in 0..50 {
-            let leader = stores[0].leader(FIRST_RANGE).unwrap_or(n(1));
-            match stores[(leader.get() - 1) as usize]
-                .split(FIRST_RANGE, None)
-                .await
-            {
-                Ok((left, right)) => return (started, Instant::now(), left, right),
-                Err(e) => last_error = Some(e),
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the range did not split: {last_error:?}");
-    })
+    let (splitting, _, elapsed, window) = phase(
+        &cluster,
+        false,
+        Spread::Halves,
+        Arc::default(),
+        async move {
+            tokio::time::sleep(WARMUP + Duration::from_secs(1)).await;
+            let started = Instant::now();
+            let (left, right) = split_retrying(&stores, FIRST_RANGE, None).await;
+            (started, Instant::now(), left, right)
+        },
+    )
     .await;
     let (split_started, split_done, left, right) = window;
-    let mut completions = splitting.completions.clone();
-    completions.sort_unstable();
     let until = split_done + Duration::from_secs(1);
-    let mut previous = split_started;
-    let mut pause = Duration::ZERO;
-    for &t in completions
-        .iter()
-        .filter(|&&t| t > split_started && t <= until)
-    {
-        pause = pause.max(t - previous);
-        previous = t;
-    }
-    let split_pause_ms = pause.as_secs_f64() * 1e3;
+    let split_pause_ms = splitting
+        .longest_pause(0..0x80, split_started, until)
+        .as_secs_f64()
+        * 1e3;
+    let other_range_pause_ms = splitting
+        .longest_pause(0x80..0xff, split_started, until)
+        .as_secs_f64()
+        * 1e3;
     if !json {
         println!(
-            "puts while {} splits at {:?} into {} (the split took {:.1} ms): {:.0}/s, longest pause {split_pause_ms:.1} ms, {} errors (re-routing)",
+            "puts while {} splits at {:?} into {} (the split took {:.1} ms): {:.0}/s, longest pause {split_pause_ms:.1} ms in the splitting range and {other_range_pause_ms:.1} ms in the other, {} errors (re-routing)",
             left.id,
             right.range.start(),
             right.id,
@@ -541,7 +605,7 @@ async fn main() {
         println!("raft only (counting state machine), {CLIENTS} clients: {raft_rate:.0} puts/s");
     }
     println!(
-        "{{\"read_mode\":\"{}\",\"put_per_s_64\":{put_rate:.0},\"put_p50_ms_64\":{put_p50:.3},\"put_p99_ms_64\":{put_p99:.3},\"get_per_s_64\":{get_rate:.0},\"get_p99_ms_64\":{get_p99:.3},\"split_pause_ms\":{split_pause_ms:.1},\"puts_per_fsync\":{puts_per_fsync:.2},\"raft_only_put_per_s_64\":{raft_rate:.0}}}",
+        "{{\"read_mode\":\"{}\",\"put_per_s_64\":{put_rate:.0},\"put_p50_ms_64\":{put_p50:.3},\"put_p99_ms_64\":{put_p99:.3},\"get_per_s_64\":{get_rate:.0},\"get_p99_ms_64\":{get_p99:.3},\"split_pause_ms\":{split_pause_ms:.1},\"other_range_pause_ms\":{other_range_pause_ms:.1},\"puts_per_fsync\":{puts_per_fsync:.2},\"raft_only_put_per_s_64\":{raft_rate:.0}}}",
         if lease { "lease" } else { "read_index" }
     );
 }

@@ -115,12 +115,24 @@ impl Engine {
     /// stats as they are) if the range split, merged or took a snapshot meanwhile, or its
     /// stats are not estimated. Returns the range's stats.
     pub fn recount_stats(&self, range: RangeId) -> Result<RangeStats> {
+        self.recount_stats_paced(range, usize::MAX, &mut || {})
+    }
+
+    /// [`Engine::recount_stats`], calling `pace` after every `step` keys it reads: a caller
+    /// that sleeps there spreads a long count out, leaving the processor to the work that
+    /// cannot wait (a count of a large range otherwise takes a core for as long as it runs).
+    pub fn recount_stats_paced(
+        &self,
+        range: RangeId,
+        step: usize,
+        pace: &mut dyn FnMut(),
+    ) -> Result<RangeStats> {
         let view = self.view(range)?;
         let seen = view.record();
         if !seen.stats.estimated {
             return Ok(seen.stats);
         }
-        let counted = count(view.iter_span(&seen.span))?;
+        let counted = count_paced(view.iter_span(&seen.span), step, pace)?;
         let registry = self.read_registry();
         let slot = registry.get(range)?;
         let mut state = slot.lock();
@@ -309,13 +321,21 @@ fn split_span(span: &KeyRange, at: &[u8]) -> Result<(KeyRange, KeyRange)> {
 
 /// The live keys and bytes of the entries `iter` yields.
 fn count(iter: fjall::Iter) -> Result<RangeStats> {
+    count_paced(iter, usize::MAX, &mut || {})
+}
+
+/// Counts the entries `iter` reads, calling `pace` after every `step` of them.
+fn count_paced(iter: fjall::Iter, step: usize, pace: &mut dyn FnMut()) -> Result<RangeStats> {
     let mut stats = RangeStats::default();
-    for guard in iter {
+    for (i, guard) in iter.enumerate() {
         let (key, stored) = guard.into_inner()?;
         stats.add(RangeStats::of_entry(
             key.len(),
             stored.len().saturating_sub(VERSION_LEN),
         ));
+        if (i + 1) % step == 0 {
+            pace();
+        }
     }
     Ok(stats)
 }

@@ -445,7 +445,11 @@ fn estimated_splits_are_recounted_exactly_and_snapshot_intact() {
         (right.live_keys, right.live_bytes, right.estimated),
         (11, 10 * 4 + 2, false)
     );
-    let left = engine.recount_stats(R1).unwrap();
+    let mut paces = 0;
+    let left = engine
+        .recount_stats_paced(R1, 7, &mut || paces += 1)
+        .unwrap();
+    assert_eq!(paces, 30 / 7, "paced every 7 keys of 30");
     assert_eq!(
         (left.live_keys, left.live_bytes, left.estimated),
         (30, 30 * 4, false)

@@ -182,12 +182,25 @@ pub(crate) fn start_split_half(
     write_range_log_start(&mut wal.store(right), membership)
 }
 
+/// Keys a background recount reads between two pauses.
+const RECOUNT_STEP: usize = 1024;
+/// How long a background recount pauses every [`RECOUNT_STEP`] keys.
+const RECOUNT_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// Counts the stats a split estimated for its halves (see shoal-storage's
-/// `SplitStats::Estimated`); a half that moved on meanwhile (split again, took a snapshot,
-/// left) is skipped and keeps its estimate until its next recount.
-pub(crate) fn recount_halves(engine: &Engine, left: RangeId, right: RangeId) {
+/// `SplitStats::Estimated`), pausing every [`RECOUNT_STEP`] keys (`pause`: sleep for
+/// [`RECOUNT_PAUSE`] on a thread of the store's own, nothing in the simulation) so that
+/// every replica counting at once does not take the processor from the node's rounds. A
+/// half that moved on meanwhile (split again, took a snapshot, left) keeps its estimate
+/// until its next recount.
+pub(crate) fn recount_halves(engine: &Engine, left: RangeId, right: RangeId, pause: bool) {
+    let mut pace = || {
+        if pause {
+            std::thread::sleep(RECOUNT_PAUSE);
+        }
+    };
     for range in [left, right] {
-        if let Err(e) = engine.recount_stats(range) {
+        if let Err(e) = engine.recount_stats_paced(range, RECOUNT_STEP, &mut pace) {
             tracing::debug!(%range, error = %e, "could not recount a split half's stats");
         }
     }

@@ -654,7 +654,7 @@ async fn start_split_range(inner: &Arc<Inner>, split: SplitDone) -> Result<(), S
     }
     // The split estimated both halves' stats: count them, off every group's path.
     let engine = inner.engine.clone();
-    tokio::task::spawn_blocking(move || hosting::recount_halves(&engine, parent, range));
+    tokio::task::spawn_blocking(move || hosting::recount_halves(&engine, parent, range, true));
     Ok(())
 }
 

@@ -472,7 +472,7 @@ impl SimStore {
                     {
                         let _ = running.host.campaign(right);
                     }
-                    hosting::recount_halves(&running.engine, split.parent, right);
+                    hosting::recount_halves(&running.engine, split.parent, right, false);
                 }
                 Err(e) => self
                     .failures
