@@ -72,6 +72,11 @@ pub enum ErrorCode {
     /// have taken effect, and never counts as a failure. Retry only what is safe to apply
     /// twice, or read back first.
     OutcomeUnknown,
+    /// The request was never sent: no connection to the peer could be made (refused, or
+    /// the peer was recently unreachable and is in backoff). Unlike [`ErrorCode::Unavailable`]
+    /// and [`ErrorCode::Timeout`], which may come after a request left, this one is definite:
+    /// it cannot have taken effect, so even a write may be sent elsewhere.
+    Unreachable,
 }
 
 impl ErrorCode {
@@ -87,7 +92,8 @@ impl ErrorCode {
             | ErrorCode::Unavailable
             | ErrorCode::Overloaded
             | ErrorCode::NotEnoughReplicas
-            | ErrorCode::ShuttingDown => true,
+            | ErrorCode::ShuttingDown
+            | ErrorCode::Unreachable => true,
             ErrorCode::InvalidRequest
             | ErrorCode::UnknownMethod
             | ErrorCode::UnsupportedVersion { .. }
@@ -116,6 +122,7 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",
             ErrorCode::OutcomeUnknown => "outcome_unknown",
+            ErrorCode::Unreachable => "unreachable",
         }
     }
 }
@@ -206,6 +213,7 @@ mod tests {
             (ErrorCode::ShuttingDown, 12),
             (ErrorCode::Internal, 13),
             (ErrorCode::OutcomeUnknown, 14),
+            (ErrorCode::Unreachable, 15),
         ];
         for (code, index) in pinned {
             let bytes = crate::codec::encode(&code).unwrap();
@@ -227,7 +235,8 @@ mod tests {
                 | ErrorCode::CorruptMessage
                 | ErrorCode::ShuttingDown
                 | ErrorCode::Internal
-                | ErrorCode::OutcomeUnknown => {}
+                | ErrorCode::OutcomeUnknown
+                | ErrorCode::Unreachable => {}
             }
         }
         // Whole encodings of two codes with payloads, byte for byte.

@@ -326,7 +326,10 @@ async fn client(
                     route.learn(&e, descriptor.id);
                     if matches!(
                         e.code,
-                        ErrorCode::Unavailable | ErrorCode::Timeout | ErrorCode::OutcomeUnknown
+                        ErrorCode::Unavailable
+                            | ErrorCode::Unreachable
+                            | ErrorCode::Timeout
+                            | ErrorCode::OutcomeUnknown
                     ) {
                         tokio::time::sleep(Duration::from_millis(1)).await;
                     }

@@ -255,7 +255,9 @@ async fn call_meta(
                 ErrorCode::NotLeader { hint: Some(hint) } => {
                     target = hint.node.get() as usize - 1;
                 }
-                ErrorCode::NotLeader { hint: None } | ErrorCode::Unavailable => {
+                ErrorCode::NotLeader { hint: None }
+                | ErrorCode::Unavailable
+                | ErrorCode::Unreachable => {
                     target = (target + 1) % cluster.addrs.len();
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }

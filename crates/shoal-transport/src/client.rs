@@ -148,11 +148,18 @@ impl RpcClient {
         timeout: Duration,
     ) -> Result<Vec<u8>, Error> {
         let deadline = Instant::now() + timeout;
+        // Nothing has been sent until a connection exists: failing to reach the peer is
+        // definite (`Unreachable`), so a router may send even a write elsewhere. Other
+        // refusals (another protocol version, this client shutting down) keep their codes.
         let connection = match tokio::time::timeout_at(deadline, self.connection(peer)).await {
-            Ok(connection) => connection?,
+            Ok(Ok(connection)) => connection,
+            Ok(Err(e)) if matches!(e.code, ErrorCode::Unavailable | ErrorCode::Timeout) => {
+                return Err(Error::new(ErrorCode::Unreachable, e.message))
+            }
+            Ok(Err(e)) => return Err(e),
             Err(_) => {
                 return Err(Error::new(
-                    ErrorCode::Timeout,
+                    ErrorCode::Unreachable,
                     format!("connecting to {peer} took longer than {timeout:?}"),
                 ))
             }

@@ -204,9 +204,12 @@ async fn an_unreachable_peer_fails_fast_and_backs_off() {
         ..TransportConfig::local()
     };
     let client = RpcClient::new(NodeId::new(2), None, config).unwrap();
+    // Nothing was sent: the failure says so (`Unreachable`, definite), both when the connect
+    // is refused and while it backs off.
     let err = client.call::<Echo>(addr, &vec![], LONG).await.unwrap_err();
-    assert_eq!(err.code, ErrorCode::Unavailable, "{err}");
+    assert_eq!(err.code, ErrorCode::Unreachable, "{err}");
     let err = client.call::<Echo>(addr, &vec![], LONG).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::Unreachable, "{err}");
     assert!(err.message.contains("next connect attempt"), "{err}");
     assert_eq!(
         client.stats().snapshot().connect_failures,

@@ -115,6 +115,7 @@ pub(crate) async fn call(
                 }
             }
             ErrorCode::Unavailable
+            | ErrorCode::Unreachable
             | ErrorCode::Timeout
             | ErrorCode::RangeNotFound { .. }
             | ErrorCode::ShuttingDown

@@ -251,9 +251,10 @@ impl Cluster {
                 Err(e) => {
                     match &e.code {
                         ErrorCode::NotLeader { hint } => target = hint.as_ref().map(|h| h.node),
-                        ErrorCode::Unavailable | ErrorCode::Timeout | ErrorCode::ShuttingDown => {
-                            target = None
-                        }
+                        ErrorCode::Unavailable
+                        | ErrorCode::Unreachable
+                        | ErrorCode::Timeout
+                        | ErrorCode::ShuttingDown => target = None,
                         _ => return Err(e),
                     }
                     last_error = Some(e);
