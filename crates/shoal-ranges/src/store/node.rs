@@ -318,6 +318,17 @@ impl Store {
             .insert(node, addr);
     }
 
+    /// Where `node` listens, as this store knows it (through membership, or
+    /// [`Store::set_peer`]).
+    pub fn peer_addr(&self, node: NodeId) -> Option<SocketAddr> {
+        self.inner
+            .peers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&node)
+            .copied()
+    }
+
     /// The node's engine (for replica comparisons and tests).
     pub fn engine(&self) -> &Arc<Engine> {
         &self.inner.engine

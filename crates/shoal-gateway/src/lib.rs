@@ -1,0 +1,34 @@
+//! # shoal-gateway
+//!
+//! Shoal's stateless HTTP gateway: every request is routed to the leader of the range that
+//! holds its key, over the node RPC service ([`KvRouter`]), and answered in HTTP
+//! ([`routes`]; the API is listed in the `http` module's docs). It is embedded in every
+//! node: it looks ranges up through the node's store (gossip, then the meta range) and
+//! reaches peers at the addresses membership taught the store.
+//!
+//! Writes are retried only when they certainly did not take effect; a write whose outcome
+//! cannot be known is a 504 that says so, never a status claiming it failed.
+
+#![warn(missing_docs)]
+
+mod errors;
+mod http;
+mod keys;
+mod router;
+
+pub use errors::ApiError;
+pub use http::{routes, GatewayConfig, VERSION_HEADER};
+pub use keys::{decode_key, encode_bytes, KeyError};
+pub use router::KvRouter;
+
+/// Serves `app` on `listener` until `shutdown` resolves, then finishes the requests in
+/// flight and returns.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,164 @@
+//! Sends a key-value operation to the leader of the range holding its key, as a gateway
+//! must: it finds the range in shoal-routing's [`RangeCache`] (asking the node's store on a
+//! miss, coalesced), goes to the cached leader or else the range's voters in turn, follows
+//! `NotLeader` hints, replaces descriptors on `RangeKeyMismatch`, and backs off on transient
+//! errors, all within the request's deadline.
+//!
+//! A write is retried only when it certainly did not take effect: refused before it was
+//! proposed (`NotLeader`, `RangeKeyMismatch`, `RangeNotFound`, `Overloaded`,
+//! `ShuttingDown`) or never sent (`Unreachable`). Any other failure after it may have left
+//! (`Timeout`, `Unavailable`, `OutcomeUnknown`) is reported as an unknown outcome, never as a
+//! failure; when in doubt, unknown.
+
+use shoal_core::{Error, ErrorCode, NodeId};
+use shoal_ranges::store::{KvOp, KvRequest, KvResponse, KvRpc, Store};
+use shoal_routing::{ErrorAction, RangeCache, RangeCacheConfig};
+use shoal_transport::{RpcClient, RpcTransportExt};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The longest a retry waits, however many came before.
+const MAX_BACKOFF: Duration = Duration::from_millis(200);
+
+/// Routes operations to range leaders. Cheap to clone.
+#[derive(Clone)]
+pub struct KvRouter {
+    store: Store,
+    client: Arc<RpcClient>,
+    cache: Arc<RangeCache>,
+}
+
+/// Why a lookup failed, for the cache's miss coalescing.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct LookupError(String);
+
+impl KvRouter {
+    /// A router that looks ranges up through `store` (the node it is embedded in, which
+    /// answers from gossip or the meta range) and sends requests with the store's client.
+    pub fn new(store: Store) -> Self {
+        let client = store.client();
+        Self {
+            store,
+            client,
+            cache: Arc::new(RangeCache::new(RangeCacheConfig::default())),
+        }
+    }
+
+    /// The range cache (for status and tests).
+    pub fn cache(&self) -> &RangeCache {
+        &self.cache
+    }
+
+    /// Sends `op` for `key` to its range's leader until it succeeds, fails for good, or
+    /// `deadline` passes. A write that may have taken effect fails with
+    /// [`ErrorCode::OutcomeUnknown`].
+    pub async fn send(&self, key: &[u8], op: KvOp, deadline: Instant) -> Result<KvResponse, Error> {
+        let write = matches!(op, KvOp::Write { .. });
+        let mut attempt: u32 = 0;
+        let mut last = Error::new(
+            ErrorCode::Unavailable,
+            "no attempt made before the deadline",
+        );
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(last);
+            }
+            let store = self.store.clone();
+            let resolved = self
+                .cache
+                .resolve(key, move |k| async move {
+                    store
+                        .lookup(&k)
+                        .await
+                        .map_err(|e| LookupError(e.to_string()))
+                })
+                .await;
+            let route = match resolved {
+                Ok(route) => route,
+                Err(e) => {
+                    last = Error::new(ErrorCode::Unavailable, format!("range lookup: {e}"));
+                    attempt += 1;
+                    backoff(attempt, deadline).await;
+                    continue;
+                }
+            };
+            let Some(node) = route.leader.or_else(|| self.voter(key, attempt)) else {
+                last = Error::new(ErrorCode::Unavailable, "the range has no voters");
+                attempt += 1;
+                backoff(attempt, deadline).await;
+                continue;
+            };
+            let Some(addr) = self.store.peer_addr(node) else {
+                last = Error::new(ErrorCode::Unreachable, format!("no address for {node}"));
+                self.cache
+                    .observe_error(key, &route, &ErrorCode::NotLeader { hint: None });
+                attempt += 1;
+                backoff(attempt, deadline).await;
+                continue;
+            };
+            let request = KvRequest {
+                range: route.range,
+                generation: route.generation,
+                op: op.clone(),
+            };
+            let error = match self.client.call::<KvRpc>(addr, &request, remaining).await {
+                Ok(response) => {
+                    if route.leader.is_none() {
+                        self.cache.set_leader(key, route.range, node);
+                    }
+                    return Ok(response);
+                }
+                Err(e) => e,
+            };
+            if write && may_have_applied(&error.code) {
+                return Err(Error::new(
+                    ErrorCode::OutcomeUnknown,
+                    format!("the write may or may not have been applied: {error}"),
+                ));
+            }
+            attempt += 1;
+            let action = match &error.code {
+                // Nothing reached the node: try another replica.
+                ErrorCode::Unreachable => {
+                    self.cache
+                        .observe_error(key, &route, &ErrorCode::NotLeader { hint: None });
+                    ErrorAction::Backoff
+                }
+                code => self.cache.observe_error(key, &route, code),
+            };
+            last = error;
+            match action {
+                ErrorAction::Retry | ErrorAction::Refresh if attempt < 3 => {}
+                ErrorAction::Retry | ErrorAction::Refresh | ErrorAction::Backoff => {
+                    backoff(attempt, deadline).await
+                }
+                ErrorAction::Fail => return Err(last),
+            }
+        }
+    }
+
+    /// The `attempt`-th voter of the cached range holding `key`, in turn.
+    fn voter(&self, key: &[u8], attempt: u32) -> Option<NodeId> {
+        let descriptor = self.cache.descriptor(key).ok().flatten()?;
+        let voters: Vec<NodeId> = descriptor.voters().collect();
+        (!voters.is_empty()).then(|| voters[attempt as usize % voters.len()])
+    }
+}
+
+/// Whether a write that failed with `code` may still have taken effect.
+fn may_have_applied(code: &ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::Timeout | ErrorCode::Unavailable | ErrorCode::OutcomeUnknown
+    )
+}
+
+/// Sleeps before retry `attempt` (exponential from 5 ms, at most [`MAX_BACKOFF`]), never past
+/// `deadline`.
+async fn backoff(attempt: u32, deadline: Instant) {
+    let wait = Duration::from_millis(5 << attempt.min(6)).min(MAX_BACKOFF);
+    let wait = wait.min(deadline.saturating_duration_since(Instant::now()));
+    tokio::time::sleep(wait).await;
+}

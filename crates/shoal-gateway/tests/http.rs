@@ -1,0 +1,389 @@
+//! The HTTP API end to end: three stores on loopback TCP with real engines in temp dirs, a
+//! gateway embedded in one of them, requests over HTTP.
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use shoal_core::NodeId;
+use shoal_gateway::{encode_bytes, routes, GatewayConfig, KvRouter, VERSION_HEADER};
+use shoal_ranges::store::{Store, StoreConfig};
+use shoal_transport::TransportConfig;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+struct Cluster {
+    stores: Vec<Store>,
+    _dirs: Vec<tempfile::TempDir>,
+    url: String,
+    http: HttpClient,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+fn config(id: u64, dir: &std::path::Path) -> StoreConfig {
+    let mut config = StoreConfig::new(NodeId::new(id), dir, "127.0.0.1:0".parse().unwrap());
+    config.raft.heartbeat_interval = Duration::from_millis(50);
+    config.raft.election_timeout = Duration::from_millis(500);
+    config.raft.max_clock_drift = Duration::from_millis(50);
+    config.transport = TransportConfig::local();
+    config.membership = shoal_membership::MembershipConfig::local();
+    config.leave_timeout = Duration::from_millis(300);
+    config
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let mut stores = Vec::new();
+        let mut dirs = Vec::new();
+        for id in 1..=3 {
+            let dir = tempfile::tempdir().unwrap();
+            stores.push(Store::open(config(id, dir.path())).await.unwrap());
+            dirs.push(dir);
+        }
+        let first = stores[0].addr();
+        for store in &stores[1..] {
+            store.join(vec![first]).await.unwrap();
+        }
+        let voters: Vec<NodeId> = (1..=3).map(NodeId::new).collect();
+        for store in &stores {
+            store.bootstrap(&voters).await.unwrap();
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let app = routes(KvRouter::new(stores[0].clone()), GatewayConfig::default());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(shoal_gateway::serve(listener, app, async move {
+            let _ = stopped.await;
+        }));
+        let cluster = Cluster {
+            stores,
+            _dirs: dirs,
+            url: format!("http://{addr}"),
+            http: Client::builder(TokioExecutor::new()).build_http(),
+            stop: Some(stop),
+        };
+        // Ready once it can route (every store knows the others, a leader exists).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, _, _) = cluster.call(Method::GET, "/ready", &[], &[]).await;
+            if status == StatusCode::OK {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the gateway never became ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        cluster
+    }
+
+    /// Sends a request; returns the status, the version header and the body.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (StatusCode, Option<u64>, Vec<u8>) {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.url));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Full::new(Bytes::from(body.to_vec()))).unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(30), self.http.request(request))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        let status = response.status();
+        let version = response
+            .headers()
+            .get(VERSION_HEADER)
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        (status, version, body)
+    }
+
+    async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        body: &[u8],
+    ) -> (StatusCode, serde_json::Value) {
+        let (status, _, body) = self.call(method, path, &[], body).await;
+        (
+            status,
+            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        for store in &self.stores {
+            store.shutdown().await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_written_read_conditioned_scanned_and_deleted_over_http() {
+    let cluster = Cluster::start().await;
+    // Put, then get with its version.
+    let (status, body) = cluster.json(Method::PUT, "/v1/kv/apple", b"red").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let version = body["version"].as_u64().unwrap();
+    let (status, got_version, value) = cluster.call(Method::GET, "/v1/kv/apple", &[], &[]).await;
+    assert_eq!(
+        (status, got_version, value.as_slice()),
+        (StatusCode::OK, Some(version), &b"red"[..])
+    );
+    let (status, _, _) = cluster
+        .call(Method::GET, "/v1/kv/apple?consistency=stale", &[], &[])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Binary-safe keys and values.
+    let key: Vec<u8> = vec![0, 1, b'/', 0xfe, b' '];
+    let path = format!("/v1/kv/{}", encode_bytes(&key));
+    let value: Vec<u8> = (0..=255u8).collect();
+    let (status, _, answer) = cluster.call(Method::PUT, &path, &[], &value).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{path}: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    let (_, _, got) = cluster.call(Method::GET, &path, &[], &[]).await;
+    assert_eq!(got, value);
+
+    // Conditional writes: by version, create-only; a failed condition is a 409.
+    let stale = format!("{}", version + 1000);
+    let (status, _, _) = cluster
+        .call(Method::PUT, "/v1/kv/apple", &[("if-match", &stale)], b"x")
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let current = format!("{version}");
+    let (status, _, _) = cluster
+        .call(
+            Method::PUT,
+            "/v1/kv/apple",
+            &[("if-match", &current)],
+            b"green",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = cluster
+        .call(Method::PUT, "/v1/kv/apple", &[("if-none-match", "*")], b"x")
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, _, _) = cluster
+        .call(
+            Method::PUT,
+            "/v1/kv/pear",
+            &[("if-none-match", "*")],
+            b"new",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Compare-and-set by value, then a delete through it.
+    let (status, body) = cluster
+        .json(
+            Method::POST,
+            "/v1/kv/apple/cas",
+            br#"{"expect":{"value":"green"},"value":"yellow"}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _) = cluster
+        .json(
+            Method::POST,
+            "/v1/kv/apple/cas",
+            br#"{"expect":{"value":"green"},"value":"x"}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (_, _, value) = cluster.call(Method::GET, "/v1/kv/apple", &[], &[]).await;
+    assert_eq!(value, b"yellow");
+
+    // Writes with weaker acks are accepted.
+    let (status, _) = cluster
+        .json(Method::PUT, "/v1/kv/plum?acks=leader", b"p")
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+
+    // Scans: by prefix, paged with the continuation.
+    for i in 0..25 {
+        let (status, _) = cluster
+            .json(Method::PUT, &format!("/v1/kv/item{i:02}"), b"v")
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let mut seen = Vec::new();
+    let mut path = "/v1/kv?prefix=item&limit=10".to_string();
+    for _ in 0..10 {
+        let (status, body) = cluster.json(Method::GET, &path, &[]).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        for e in body["entries"].as_array().unwrap() {
+            seen.push(e["key"].as_str().unwrap().to_string());
+        }
+        match body["continuation"].as_str() {
+            Some(c) => path = format!("/v1/kv?prefix=item&limit=10&continuation={c}"),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..25).map(|i| format!("item{i:02}")).collect();
+    assert_eq!(seen, expected);
+
+    // Deletes: 204, then 404.
+    let (status, _, _) = cluster.call(Method::DELETE, "/v1/kv/pear", &[], &[]).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _, _) = cluster.call(Method::DELETE, "/v1/kv/pear", &[], &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, _) = cluster.call(Method::GET, "/v1/kv/pear", &[], &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = cluster.json(Method::GET, "/health", &[]).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("ok"))
+    );
+    cluster.shutdown().await;
+}
+
+/// A malformed request: method, path, headers, body, and the status it must get.
+type Case = (
+    Method,
+    String,
+    Vec<(&'static str, &'static str)>,
+    Vec<u8>,
+    StatusCode,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_4xx_and_change_nothing() {
+    let cluster = Cluster::start().await;
+    let (status, _) = cluster.json(Method::PUT, "/v1/kv/kept", b"before").await;
+    assert_eq!(status, StatusCode::OK);
+    let long_key = "k".repeat(5000);
+    let cases: Vec<Case> = vec![
+        (
+            Method::PUT,
+            "/v1/kv/bad%zzkey".into(),
+            vec![],
+            b"v".to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::PUT,
+            "/v1/kv/kept?colour=blue".into(),
+            vec![],
+            b"v".to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::PUT,
+            "/v1/kv/kept?acks=some".into(),
+            vec![],
+            b"v".to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::PUT,
+            "/v1/kv/kept".into(),
+            vec![("if-match", "seven")],
+            b"v".to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::PUT,
+            "/v1/kv/kept".into(),
+            vec![("if-none-match", "abc")],
+            b"v".to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/v1/kv/kept/cas".into(),
+            vec![],
+            b"{not json".to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/v1/kv/kept/cas".into(),
+            vec![],
+            br#"{"expect":"absent","value":"x","extra":1}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::PUT,
+            format!("/v1/kv/{long_key}"),
+            vec![],
+            b"v".to_vec(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            Method::PUT,
+            "/v1/kv/kept".into(),
+            vec![],
+            vec![0u8; (1 << 20) + 1],
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            Method::PUT,
+            "/v1/kv/%FFsystem".into(),
+            vec![],
+            b"v".to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::GET,
+            "/v1/kv?start=b&end=a".into(),
+            vec![],
+            vec![],
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::GET,
+            "/v1/kv?limit=0".into(),
+            vec![],
+            vec![],
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::GET,
+            "/v1/kv?prefix=a&start=b".into(),
+            vec![],
+            vec![],
+            StatusCode::BAD_REQUEST,
+        ),
+    ];
+    for (method, path, headers, body, expected) in cases {
+        let (status, _, answer) = cluster.call(method.clone(), &path, &headers, &body).await;
+        assert_eq!(
+            status,
+            expected,
+            "{method} {}: {}",
+            &path[..path.len().min(60)],
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    // Nothing changed.
+    let (status, _, value) = cluster.call(Method::GET, "/v1/kv/kept", &[], &[]).await;
+    assert_eq!((status, value.as_slice()), (StatusCode::OK, &b"before"[..]));
+    let (status, _, _) = cluster
+        .call(Method::GET, &format!("/v1/kv/{long_key}"), &[], &[])
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    cluster.shutdown().await;
+}
