@@ -376,11 +376,14 @@ async fn scan(State(app): State<App>, RawQuery(raw): RawQuery) -> Result<Respons
             "continuation",
         ],
     )?;
+    // Scan bounds may be empty (the start of the key space).
     let key = |name: &str| -> Result<Option<Vec<u8>>, ApiError> {
         q.get(name)
             .map(|v| {
-                let key =
-                    decode_key(v).map_err(|e| ApiError::bad_request(format!("{name}: {e}")))?;
+                let key = decode_bytes(v).map_err(|e| ApiError {
+                    message: format!("{name}: {}", e.message),
+                    ..e
+                })?;
                 user_key(key)
             })
             .transpose()

@@ -1,0 +1,162 @@
+//! `shoal dev`: a local cluster in one process. Each node keeps its data under
+//! `DIR/node-N`; the ports chosen the first time (free loopback ports) are kept in
+//! `DIR/cluster.json`, so running it again picks up the same data at the same addresses.
+
+use crate::node::{Node, NodeSettings};
+use serde::{Deserialize, Serialize};
+use shoal_core::NodeId;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Where each node of a dev cluster listens, kept between runs.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DevLayout {
+    /// One entry per node, node `i + 1` at index `i`.
+    pub nodes: Vec<DevNode>,
+}
+
+/// One dev node's addresses.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DevNode {
+    /// Node RPC, Raft and gossip.
+    pub listen: SocketAddr,
+    /// The HTTP gateway.
+    pub http: SocketAddr,
+}
+
+/// A free loopback port (bound then released; nobody else on a dev machine races for it).
+fn free_port() -> std::io::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    // Gossip uses UDP on the same port number: make sure it is free too.
+    std::net::UdpSocket::bind(addr)?;
+    Ok(addr)
+}
+
+/// The layout in `dir`, or a new one of `nodes` nodes on free ports.
+fn layout(dir: &Path, nodes: u64) -> std::io::Result<(DevLayout, bool)> {
+    let path = dir.join("cluster.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let layout: DevLayout = serde_json::from_slice(&bytes)
+                .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
+            Ok((layout, false))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut layout = DevLayout { nodes: Vec::new() };
+            for _ in 0..nodes {
+                layout.nodes.push(DevNode {
+                    listen: free_port()?,
+                    http: free_port()?,
+                });
+            }
+            std::fs::create_dir_all(dir)?;
+            std::fs::write(
+                &path,
+                serde_json::to_vec_pretty(&layout).map_err(std::io::Error::other)?,
+            )?;
+            Ok((layout, true))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A running dev cluster.
+pub struct DevCluster {
+    /// Its nodes, node 1 first.
+    pub nodes: Vec<Node>,
+}
+
+impl DevCluster {
+    /// Starts (or restarts) the cluster of `nodes` nodes in `dir`; waits until its gateway
+    /// serves, or `ready_within` passes.
+    pub async fn start(
+        dir: &Path,
+        nodes: u64,
+        tune: fn(&mut shoal_ranges::store::StoreConfig),
+        ready_within: Duration,
+    ) -> Result<DevCluster, String> {
+        let (layout, fresh) = layout(dir, nodes).map_err(|e| e.to_string())?;
+        let voters: Vec<NodeId> = (1..=layout.nodes.len() as u64).map(NodeId::new).collect();
+        let mut started = Vec::new();
+        for (i, addrs) in layout.nodes.iter().enumerate() {
+            let id = NodeId::new(i as u64 + 1);
+            let settings = NodeSettings {
+                id,
+                data_dir: node_dir(dir, id),
+                listen: addrs.listen,
+                http: addrs.http,
+                join: layout.nodes.iter().take(i).map(|n| n.listen).collect(),
+                // Every founding node bootstraps with the same voters, the first time only.
+                bootstrap: if fresh { voters.clone() } else { Vec::new() },
+                tune,
+            };
+            match Node::start(settings).await {
+                Ok(node) => started.push(node),
+                Err(e) => {
+                    for node in started {
+                        node.shutdown().await;
+                    }
+                    return Err(format!("node {id}: {e}"));
+                }
+            }
+        }
+        // The earlier nodes learn the later ones through gossip; on a restart, everyone
+        // re-joins through the first.
+        if let Some(first) = layout.nodes.first() {
+            for node in started.iter().skip(1) {
+                let _ = node.store().join(vec![first.listen]).await;
+            }
+        }
+        let cluster = DevCluster { nodes: started };
+        cluster.wait_ready(ready_within).await?;
+        Ok(cluster)
+    }
+
+    /// The first node's gateway URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.nodes[0].http_addr())
+    }
+
+    async fn wait_ready(&self, within: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let mut ready = true;
+            for node in &self.nodes {
+                let url = format!("http://{}/ready", node.http_addr());
+                if !matches!(crate::client::get_status(&url).await, Ok(200)) {
+                    ready = false;
+                    break;
+                }
+            }
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "the cluster did not become ready within {within:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops every node at once (each stops its gateway, then leaves the cluster and closes
+    /// its store), so that none waits on peers already gone.
+    pub async fn shutdown(self) {
+        let stopping: Vec<_> = self
+            .nodes
+            .into_iter()
+            .map(|node| tokio::spawn(node.shutdown()))
+            .collect();
+        for task in stopping {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Node `id`'s data directory under `dir`.
+pub fn node_dir(dir: &Path, id: NodeId) -> PathBuf {
+    dir.join(format!("node-{}", id.get()))
+}

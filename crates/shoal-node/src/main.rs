@@ -1,0 +1,282 @@
+//! `shoal`: run a node, a local development cluster, or talk to a cluster's gateway.
+
+use clap::{Parser, Subcommand};
+use hyper::Method;
+use shoal_core::NodeId;
+use shoal_node::client::{key_url, request};
+use shoal_node::dev::DevCluster;
+use shoal_node::node::{Node, NodeSettings};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Shoal: a replicated, range-partitioned, linearizable key-value store.
+#[derive(Parser)]
+#[command(name = "shoal", version, about)]
+struct Cli {
+    /// Logs as JSON lines instead of text (levels by RUST_LOG, default info).
+    #[arg(long, global = true, env = "SHOAL_LOG_JSON")]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs one node: its range store and its HTTP gateway.
+    Start {
+        /// This node's id, unique in the cluster.
+        #[arg(long, env = "SHOAL_ID")]
+        id: u64,
+        /// Where the node keeps its data.
+        #[arg(long, env = "SHOAL_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Node RPC, Raft and gossip (UDP on the same port number).
+        #[arg(long, env = "SHOAL_LISTEN", default_value = "127.0.0.1:7400")]
+        listen: SocketAddr,
+        /// The HTTP gateway.
+        #[arg(long, env = "SHOAL_HTTP", default_value = "127.0.0.1:8400")]
+        http: SocketAddr,
+        /// Members to join through, comma-separated.
+        #[arg(long, env = "SHOAL_JOIN", value_delimiter = ',')]
+        join: Vec<SocketAddr>,
+        /// Creates the cluster with these founding voters (node ids, comma-separated; this
+        /// node among them) if this node has not done so before.
+        #[arg(long, env = "SHOAL_BOOTSTRAP", value_delimiter = ',')]
+        bootstrap: Vec<u64>,
+    },
+    /// Runs a local cluster in this process, on free loopback ports, until Ctrl-C. Running
+    /// it again picks up the same data.
+    Dev {
+        /// How many nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+        /// Where the cluster keeps its data.
+        #[arg(long, default_value = "./shoal-data")]
+        dir: PathBuf,
+    },
+    /// Key-value commands against a gateway.
+    Kv {
+        /// The gateway.
+        #[arg(
+            long,
+            env = "SHOAL_URL",
+            default_value = "http://127.0.0.1:8400",
+            global = true
+        )]
+        url: String,
+        #[command(subcommand)]
+        command: KvCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KvCommand {
+    /// Sets a key.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Prints a key's value (and its version on standard error).
+    Get {
+        /// The key.
+        key: String,
+        /// Any replica may answer, possibly behind.
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Deletes a key.
+    Del {
+        /// The key.
+        key: String,
+    },
+    /// Lists keys with a prefix.
+    Scan {
+        /// The prefix.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Waits for Ctrl-C or SIGTERM; a second one exits at once.
+async fn stop_signal() {
+    wait_signal().await;
+    tracing::info!("stopping (again to exit at once)");
+    tokio::spawn(async {
+        wait_signal().await;
+        std::process::exit(130);
+    });
+}
+
+async fn wait_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Start {
+            id,
+            data_dir,
+            listen,
+            http,
+            join,
+            bootstrap,
+        } => {
+            init_logs(cli.log_json);
+            let settings = NodeSettings {
+                id: NodeId::new(id),
+                data_dir,
+                listen,
+                http,
+                join,
+                bootstrap: bootstrap.into_iter().map(NodeId::new).collect(),
+                tune: |_| {},
+            };
+            let node = match Node::start(settings).await {
+                Ok(node) => node,
+                Err(e) => {
+                    eprintln!("shoal: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            stop_signal().await;
+            node.shutdown().await;
+            ExitCode::SUCCESS
+        }
+        Command::Dev { nodes, dir } => {
+            init_logs(cli.log_json);
+            let cluster =
+                match DevCluster::start(&dir, nodes, |_| {}, Duration::from_secs(60)).await {
+                    Ok(cluster) => cluster,
+                    Err(e) => {
+                        eprintln!("shoal dev: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+            let url = cluster.url();
+            println!(
+                "\nShoal is running: {} nodes, data in {}",
+                cluster.nodes.len(),
+                dir.display()
+            );
+            for (i, node) in cluster.nodes.iter().enumerate() {
+                println!("  node {}: gateway http://{}", i + 1, node.http_addr());
+            }
+            println!("\nTry:\n  curl -X PUT --data-binary hello {url}/v1/kv/greeting\n  curl {url}/v1/kv/greeting");
+            println!("  cargo run --release -p shoal-node -- kv --url {url} get greeting\n\nCtrl-C stops the cluster.");
+            stop_signal().await;
+            cluster.shutdown().await;
+            ExitCode::SUCCESS
+        }
+        Command::Kv { url, command } => match kv(&url, command).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("shoal kv: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+async fn kv(url: &str, command: KvCommand) -> Result<(), String> {
+    let answer = match &command {
+        KvCommand::Put { key, value } => {
+            request(
+                Method::PUT,
+                &key_url(url, key),
+                &[],
+                value.clone().into_bytes(),
+            )
+            .await?
+        }
+        KvCommand::Get { key, stale } => {
+            let mut target = key_url(url, key);
+            if *stale {
+                target.push_str("?consistency=stale");
+            }
+            request(Method::GET, &target, &[], Vec::new()).await?
+        }
+        KvCommand::Del { key } => {
+            request(Method::DELETE, &key_url(url, key), &[], Vec::new()).await?
+        }
+        KvCommand::Scan { prefix, limit } => {
+            let target = format!(
+                "{}/v1/kv?prefix={}&limit={limit}",
+                url.trim_end_matches('/'),
+                shoal_gateway::encode_bytes(prefix.as_bytes())
+            );
+            request(Method::GET, &target, &[], Vec::new()).await?
+        }
+    };
+    if !(200..300).contains(&answer.status) {
+        return Err(format!(
+            "{}: {}",
+            answer.status,
+            String::from_utf8_lossy(&answer.body)
+        ));
+    }
+    match command {
+        KvCommand::Get { .. } => {
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(&answer.body)
+                .map_err(|e| e.to_string())?;
+            println!();
+            if let Some(version) = answer.version {
+                eprintln!("version {version}");
+            }
+        }
+        KvCommand::Scan { .. } => {
+            let body: serde_json::Value =
+                serde_json::from_slice(&answer.body).map_err(|e| e.to_string())?;
+            for entry in body["entries"].as_array().into_iter().flatten() {
+                println!(
+                    "{}\t{}",
+                    entry["key"].as_str().unwrap_or_default(),
+                    entry["value"].as_str().unwrap_or_default()
+                );
+            }
+        }
+        KvCommand::Put { .. } | KvCommand::Del { .. } => {
+            println!("{}", String::from_utf8_lossy(&answer.body));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,114 @@
+//! One node: its range store (node RPC, Raft and gossip on one port) and its embedded HTTP
+//! gateway, started and stopped together.
+
+use shoal_core::NodeId;
+use shoal_gateway::{routes, GatewayConfig, KvRouter};
+use shoal_ranges::store::{Store, StoreConfig, StoreError};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How to run one node.
+#[derive(Clone, Debug)]
+pub struct NodeSettings {
+    /// The node's id, unique in the cluster.
+    pub id: NodeId,
+    /// Where its engine and WAL live.
+    pub data_dir: PathBuf,
+    /// Node RPC, Raft and gossip (UDP on the same port number).
+    pub listen: SocketAddr,
+    /// The HTTP gateway.
+    pub http: SocketAddr,
+    /// Members to join through (empty: the first node of a cluster).
+    pub join: Vec<SocketAddr>,
+    /// The founding voters, if this node is to bootstrap the cluster (a node already
+    /// bootstrapped ignores it).
+    pub bootstrap: Vec<NodeId>,
+    /// Store settings beyond the above (tests shorten timeouts).
+    pub tune: fn(&mut StoreConfig),
+}
+
+/// A running node.
+pub struct Node {
+    store: Store,
+    http_addr: SocketAddr,
+    stop_http: Option<oneshot::Sender<()>>,
+    http_task: JoinHandle<std::io::Result<()>>,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store refused.
+    #[error("store: {0}")]
+    Store(StoreError),
+    /// The HTTP listener could not bind.
+    #[error("http listener: {0}")]
+    Http(std::io::Error),
+}
+
+impl Node {
+    /// Opens the store, joins, bootstraps if asked (and not done before), and serves HTTP.
+    pub async fn start(settings: NodeSettings) -> Result<Node, StartError> {
+        let mut config = StoreConfig::new(settings.id, &settings.data_dir, settings.listen);
+        (settings.tune)(&mut config);
+        let store = Store::open(config).await.map_err(StartError::Store)?;
+        if !settings.join.is_empty() {
+            if let Err(e) = store.join(settings.join.clone()).await {
+                tracing::warn!(error = %e, "could not join yet; membership keeps trying");
+            }
+        }
+        if !settings.bootstrap.is_empty() {
+            match store.bootstrap(&settings.bootstrap).await {
+                Ok(_) => tracing::info!(node = %settings.id, "bootstrapped the cluster"),
+                Err(StoreError::AlreadyBootstrapped) => {}
+                Err(e) => {
+                    store.shutdown().await;
+                    return Err(StartError::Store(e));
+                }
+            }
+        }
+        let listener = match tokio::net::TcpListener::bind(settings.http).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                store.shutdown().await;
+                return Err(StartError::Http(e));
+            }
+        };
+        let http_addr = listener.local_addr().map_err(StartError::Http)?;
+        let app = routes(KvRouter::new(store.clone()), GatewayConfig::default());
+        let (stop_http, stopped) = oneshot::channel::<()>();
+        let http_task = tokio::spawn(shoal_gateway::serve(listener, app, async move {
+            let _ = stopped.await;
+        }));
+        tracing::info!(node = %settings.id, rpc = %store.addr(), http = %http_addr, "node started");
+        Ok(Node {
+            store,
+            http_addr,
+            stop_http: Some(stop_http),
+            http_task,
+        })
+    }
+
+    /// The node's store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Where the gateway listens.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Stops accepting HTTP requests and finishes those in flight, then leaves the cluster
+    /// and closes the store (everything acknowledged is durable).
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop_http.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.http_task).await;
+        self.store.shutdown().await;
+        tracing::info!(node = %self.store.id(), "node stopped");
+    }
+}

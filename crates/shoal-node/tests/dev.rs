@@ -1,0 +1,89 @@
+//! `shoal dev` as a user runs it: a real `shoal` process starts a local cluster, serves the
+//! HTTP API and the CLI, stops cleanly on SIGTERM (exit 0), and a second run picks up the
+//! same data at the same address.
+
+use hyper::Method;
+use shoal_node::client::{key_url, request};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Starts `shoal dev` on `dir`; returns the child and its gateway URL once it serves.
+fn start_dev(dir: &std::path::Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["dev", "--nodes", "3", "--dir"])
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("shoal starts");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(at) = line.find("gateway http://") {
+                let _ = tx.send(line[at + "gateway ".len()..].trim().to_string());
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("shoal dev printed its gateway within 2 minutes");
+    (child, url)
+}
+
+/// Sends SIGTERM and waits for the exit status.
+fn stop(mut child: Child) -> std::process::ExitStatus {
+    let pid = child.id().to_string();
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("shoal did not stop within a minute of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shoal_dev_serves_stops_cleanly_and_keeps_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, url) = start_dev(dir.path());
+    let put = request(
+        Method::PUT,
+        &key_url(&url, "greeting"),
+        &[],
+        b"hello".to_vec(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(put.status, 200, "{}", String::from_utf8_lossy(&put.body));
+    // The CLI, against the same cluster.
+    let cli = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["kv", "--url", &url, "get", "greeting"])
+        .output()
+        .unwrap();
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&cli.stdout).trim(), "hello");
+    assert!(stop(child).success(), "SIGTERM stops with exit 0");
+
+    let (child, again) = start_dev(dir.path());
+    assert_eq!(again, url, "the same address on a second run");
+    let got = request(Method::GET, &key_url(&url, "greeting"), &[], Vec::new())
+        .await
+        .unwrap();
+    assert_eq!((got.status, got.body.as_slice()), (200, &b"hello"[..]));
+    assert!(stop(child).success());
+}
