@@ -6,13 +6,18 @@
 //!   `{"accepted": true}` (202).
 //! - `GET /v1/kv/{key}`: the value as raw bytes, its version in `X-Shoal-Version`; 404 if
 //!   none. `?consistency=linearizable|stale`.
-//! - `DELETE /v1/kv/{key}`: 204, or 404 if there was no value. `?acks=`.
+//! - `DELETE /v1/kv/{key}`: 204, or 404 if there was no value. `?acks=`. `If-Match:
+//!   <version>` deletes only that version (409 otherwise).
 //! - `POST /v1/kv/{key}/cas`: `{"expect": {"version": N} | {"value": "..."} | "absent",
-//!   "value": "..." | null}` (`null` deletes); `{"version": N}` or `{"deleted": true}`, 409
-//!   if the expectation failed.
+//!   "value": "..." | null}` (both fields required; `null` deletes); `{"version": N}` or
+//!   `{"deleted": existed}`, 409 if the expectation failed.
+//!
+//! A conditional write (`If-Match`, `If-None-Match`, or a compare-and-set) needs `acks=
+//! majority` (the default): only then is its outcome known to answer 409 or not.
 //! - `GET /v1/kv?prefix=...` or `?start=...&end=...`, with `limit` (1 to 10,000, default
 //!   100), `consistency` and `continuation`, in key order: `{"entries": [{"key", "value",
-//!   "version"}], "continuation": "..." | null}` (pass the continuation back to go on).
+//!   "version"}], "continuation": "..." | null}` (pass the continuation back to go on; a
+//!   page also ends early once its keys and values pass 4 MiB).
 //! - `GET /health`: the process is alive. `GET /ready`: the node can route requests (it
 //!   knows the range of the first user key).
 //!
@@ -43,6 +48,10 @@ pub const VERSION_HEADER: &str = "x-shoal-version";
 
 /// The longest key, in bytes (the store's limit).
 pub const MAX_KEY_BYTES: usize = 4096;
+
+/// A scan page ends once its keys and values pass this many bytes (each range's part is
+/// still whole, so a page may pass it by one part).
+const SCAN_PAGE_BYTES: usize = 4 << 20;
 
 /// The default number of entries a scan returns.
 const DEFAULT_SCAN_LIMIT: u32 = 100;
@@ -258,7 +267,9 @@ async fn put_key(
     let q = query(&raw, &["acks"])?;
     let acks = acks(&q)?;
     let value = body.to_vec();
-    let op = match condition(&headers)? {
+    let condition = condition(&headers)?;
+    conditional_needs_majority(condition.is_some(), acks)?;
+    let op = match condition {
         None => WriteOp::Put {
             key: key.clone(),
             value,
@@ -269,26 +280,55 @@ async fn put_key(
             new: Some(value),
         },
     };
-    write(&app, key, op, acks).await
+    write(&app, key, op, acks, Answer::Put).await
 }
 
 async fn delete_key(
     State(app): State<App>,
     uri: Uri,
     RawQuery(raw): RawQuery,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let key = path_key(&uri)?;
     let q = query(&raw, &["acks"])?;
     let acks = acks(&q)?;
-    write(&app, key.clone(), WriteOp::Delete { key }, acks).await
+    let op = match condition(&headers)? {
+        None => WriteOp::Delete { key: key.clone() },
+        Some(Expect::Absent) => {
+            return Err(ApiError::bad_request(
+                "If-None-Match: * on a delete deletes nothing",
+            ))
+        }
+        Some(expect) => {
+            conditional_needs_majority(true, acks)?;
+            WriteOp::CompareAndSet {
+                key: key.clone(),
+                expect,
+                new: None,
+            }
+        }
+    };
+    write(&app, key, op, acks, Answer::Delete).await
 }
 
-/// A compare-and-set's body.
+/// Refuses a conditional write with weaker acks than majority: its outcome would not be
+/// known in time to answer whether the condition held.
+fn conditional_needs_majority(conditional: bool, acks: Acks) -> Result<(), ApiError> {
+    if conditional && acks != Acks::Majority {
+        return Err(ApiError::bad_request(
+            "a conditional write needs acks=majority to say whether its condition held",
+        ));
+    }
+    Ok(())
+}
+
+/// A compare-and-set's body. `value` is required: a string sets it, `null` deletes (a
+/// missing field is a malformed request, never a delete).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CasBody {
     expect: CasExpect,
-    value: Option<String>,
+    value: serde_json::Value,
 }
 
 #[derive(Deserialize)]
@@ -316,13 +356,29 @@ async fn cas_key(
         CasExpect::Value(v) => Expect::Value(bytes(&v)?),
         CasExpect::Absent => Expect::Absent,
     };
-    let new = body.value.as_deref().map(bytes).transpose()?;
+    let new = match &body.value {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(v) => Some(bytes(v)?),
+        _ => return Err(ApiError::bad_request("value must be a string or null")),
+    };
+    conditional_needs_majority(true, acks)?;
     let op = WriteOp::CompareAndSet {
         key: key.clone(),
         expect,
         new,
     };
-    write(&app, key, op, acks).await
+    write(&app, key, op, acks, Answer::Cas).await
+}
+
+/// How a write's outcome is answered.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// `PUT`: the new version.
+    Put,
+    /// `DELETE`: 204, or 404 if there was nothing.
+    Delete,
+    /// Compare-and-set: the new version, or `{"deleted": existed}`.
+    Cas,
 }
 
 /// A percent-encoded JSON string as bytes (empty allowed).
@@ -333,7 +389,13 @@ fn decode_bytes(s: &str) -> Result<Vec<u8>, ApiError> {
     decode_key(s).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
-async fn write(app: &App, key: Vec<u8>, op: WriteOp, acks: Acks) -> Result<Response, ApiError> {
+async fn write(
+    app: &App,
+    key: Vec<u8>,
+    op: WriteOp,
+    acks: Acks,
+    answer: Answer,
+) -> Result<Response, ApiError> {
     let kv = KvOp::Write {
         ops: vec![op],
         acks,
@@ -347,6 +409,9 @@ async fn write(app: &App, key: Vec<u8>, op: WriteOp, acks: Acks) -> Result<Respo
         KvResponse::Written(outcomes) => match outcomes.first() {
             Some(WriteOutcome::Written { version }) => {
                 Ok(Json(serde_json::json!({ "version": version })).into_response())
+            }
+            Some(&WriteOutcome::Deleted { existed }) if answer == Answer::Cas => {
+                Ok(Json(serde_json::json!({ "deleted": existed })).into_response())
             }
             Some(WriteOutcome::Deleted { existed: true }) => {
                 Ok(StatusCode::NO_CONTENT.into_response())
@@ -410,6 +475,12 @@ async fn scan(State(app): State<App>, RawQuery(raw): RawQuery) -> Result<Respons
     };
     let consistency = consistency(&q)?;
     if let Some(continuation) = key("continuation")? {
+        let inside = continuation >= start && end.as_ref().is_none_or(|e| continuation <= *e);
+        if !inside {
+            return Err(ApiError::bad_request(
+                "the continuation is outside the scan's bounds",
+            ));
+        }
         start = continuation;
     }
     if end.as_ref().is_some_and(|e| *e < start) {
@@ -417,6 +488,7 @@ async fn scan(State(app): State<App>, RawQuery(raw): RawQuery) -> Result<Respons
     }
     let deadline = app.deadline();
     let mut entries = Vec::new();
+    let mut bytes = 0usize;
     let mut continuation = None;
     // Walk the ranges in key order until `limit` entries or the end.
     loop {
@@ -428,21 +500,24 @@ async fn scan(State(app): State<App>, RawQuery(raw): RawQuery) -> Result<Respons
             reverse: false,
             consistency,
         };
+        let answer = app.router.send(&start, op, deadline).await?;
         let KvResponse::Entries {
             entries: found,
             resume,
-        } = app.router.send(&start, op, deadline).await?
+        } = answer
         else {
-            return Err(ApiError::bad_request(
-                "the store answered a scan with no entries",
-            ));
+            return Err(unexpected(&answer));
         };
+        bytes += found
+            .iter()
+            .map(|e| e.key.len() + e.value.len())
+            .sum::<usize>();
         entries.extend(found);
         match resume {
             None => break,
             Some(next) => {
                 start = next;
-                if entries.len() as u32 >= limit {
+                if entries.len() as u32 >= limit || bytes >= SCAN_PAGE_BYTES {
                     continuation = Some(start.clone());
                     break;
                 }

@@ -6,9 +6,14 @@
 //!
 //! A write is retried only when it certainly did not take effect: refused before it was
 //! proposed (`NotLeader`, `RangeKeyMismatch`, `RangeNotFound`, `Overloaded`,
-//! `ShuttingDown`) or never sent (`Unreachable`). Any other failure after it may have left
-//! (`Timeout`, `Unavailable`, `OutcomeUnknown`) is reported as an unknown outcome, never as a
-//! failure; when in doubt, unknown.
+//! `ShuttingDown`), refused as malformed (`TooLarge`, `InvalidRequest`, `UnknownMethod`,
+//! `UnsupportedVersion`), or never sent (`Unreachable`). Any other failure after it left
+//! (`Timeout`, `Unavailable`, `OutcomeUnknown`, an answer that does not decode, an internal
+//! error) is an unknown outcome, never a failure; when in doubt, unknown.
+//!
+//! Everything, range lookups included, happens within the request's deadline; a write is
+//! not sent with less than [`MIN_WRITE_TIME`] left, so that running out of time before it
+//! left stays a certain failure.
 
 use shoal_core::{Error, ErrorCode, NodeId};
 use shoal_ranges::store::{KvOp, KvRequest, KvResponse, KvRpc, Store};
@@ -19,6 +24,9 @@ use std::time::{Duration, Instant};
 
 /// The longest a retry waits, however many came before.
 const MAX_BACKOFF: Duration = Duration::from_millis(200);
+
+/// The least time left for which a write is still sent.
+pub const MIN_WRITE_TIME: Duration = Duration::from_millis(20);
 
 /// Routes operations to range leaders. Cheap to clone.
 #[derive(Clone)]
@@ -51,8 +59,8 @@ impl KvRouter {
     }
 
     /// Sends `op` for `key` to its range's leader until it succeeds, fails for good, or
-    /// `deadline` passes. A write that may have taken effect fails with
-    /// [`ErrorCode::OutcomeUnknown`].
+    /// `deadline` passes (the last error then). A write that may have taken effect fails
+    /// with [`ErrorCode::OutcomeUnknown`].
     pub async fn send(&self, key: &[u8], op: KvOp, deadline: Instant) -> Result<KvResponse, Error> {
         let write = matches!(op, KvOp::Write { .. });
         let mut attempt: u32 = 0;
@@ -61,22 +69,26 @@ impl KvRouter {
             "no attempt made before the deadline",
         );
         loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
+            if Instant::now() >= deadline {
                 return Err(last);
             }
             let store = self.store.clone();
-            let resolved = self
-                .cache
-                .resolve(key, move |k| async move {
-                    store
-                        .lookup(&k)
-                        .await
-                        .map_err(|e| LookupError(e.to_string()))
-                })
-                .await;
+            let lookup = self.cache.resolve(key, move |k| async move {
+                store
+                    .lookup(&k)
+                    .await
+                    .map_err(|e| LookupError(e.to_string()))
+            });
+            // A lookup cut short here is taken over by another caller waiting for it.
+            let resolved = match tokio::time::timeout_at(deadline.into(), lookup).await {
+                Ok(resolved) => resolved,
+                Err(_) => return Err(last),
+            };
             let route = match resolved {
                 Ok(route) => route,
+                Err(shoal_routing::ResolveError::Refused(
+                    e @ shoal_routing::RangeCacheError::KeyTooLarge { .. },
+                )) => return Err(Error::new(ErrorCode::TooLarge, e.to_string())),
                 Err(e) => {
                     last = Error::new(ErrorCode::Unavailable, format!("range lookup: {e}"));
                     attempt += 1;
@@ -98,6 +110,10 @@ impl KvRouter {
                 backoff(attempt, deadline).await;
                 continue;
             };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() || (write && remaining < MIN_WRITE_TIME) {
+                return Err(last);
+            }
             let request = KvRequest {
                 range: route.range,
                 generation: route.generation,
@@ -105,7 +121,9 @@ impl KvRouter {
             };
             let error = match self.client.call::<KvRpc>(addr, &request, remaining).await {
                 Ok(response) => {
-                    if route.leader.is_none() {
+                    // Only a write proves the node leads (a stale read is served by any
+                    // replica).
+                    if route.leader.is_none() && write {
                         self.cache.set_leader(key, route.range, node);
                     }
                     return Ok(response);
@@ -147,11 +165,21 @@ impl KvRouter {
     }
 }
 
-/// Whether a write that failed with `code` may still have taken effect.
+/// Whether a write that failed with `code` may still have taken effect: unless the code
+/// says it was refused before it was proposed, or never sent, it may have.
 fn may_have_applied(code: &ErrorCode) -> bool {
-    matches!(
+    !matches!(
         code,
-        ErrorCode::Timeout | ErrorCode::Unavailable | ErrorCode::OutcomeUnknown
+        ErrorCode::NotLeader { .. }
+            | ErrorCode::RangeKeyMismatch { .. }
+            | ErrorCode::RangeNotFound { .. }
+            | ErrorCode::Overloaded
+            | ErrorCode::ShuttingDown
+            | ErrorCode::Unreachable
+            | ErrorCode::TooLarge
+            | ErrorCode::InvalidRequest
+            | ErrorCode::UnknownMethod
+            | ErrorCode::UnsupportedVersion { .. }
     )
 }
 

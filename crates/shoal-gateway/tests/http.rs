@@ -135,6 +135,29 @@ impl Cluster {
     }
 }
 
+/// Splits the range holding `at` there, on whichever store leads it.
+async fn split_at(cluster: &Cluster, at: &[u8]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        for store in &cluster.stores {
+            let Ok(found) = store.lookup(at).await else {
+                continue;
+            };
+            let Some(range) = found.first() else { continue };
+            if range.range.start() == at {
+                return;
+            }
+            if store.leader(range.id) == Some(store.id())
+                && store.split(range.id, Some(at.to_vec())).await.is_ok()
+            {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "the range did not split");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_are_written_read_conditioned_scanned_and_deleted_over_http() {
     let cluster = Cluster::start().await;
@@ -222,13 +245,14 @@ async fn keys_are_written_read_conditioned_scanned_and_deleted_over_http() {
         .await;
     assert_eq!(status, StatusCode::ACCEPTED);
 
-    // Scans: by prefix, paged with the continuation.
+    // Scans: by prefix, paged with the continuation, across a range boundary.
     for i in 0..25 {
         let (status, _) = cluster
             .json(Method::PUT, &format!("/v1/kv/item{i:02}"), b"v")
             .await;
         assert_eq!(status, StatusCode::OK);
     }
+    split_at(&cluster, b"item13").await;
     let mut seen = Vec::new();
     let mut path = "/v1/kv?prefix=item&limit=10".to_string();
     for _ in 0..10 {
@@ -244,6 +268,33 @@ async fn keys_are_written_read_conditioned_scanned_and_deleted_over_http() {
     }
     let expected: Vec<String> = (0..25).map(|i| format!("item{i:02}")).collect();
     assert_eq!(seen, expected);
+
+    // A delete through a compare-and-set says whether there was a value.
+    let (status, body) = cluster
+        .json(
+            Method::POST,
+            "/v1/kv/apple/cas",
+            br#"{"expect":{"value":"yellow"},"value":null}"#,
+        )
+        .await;
+    assert_eq!(
+        (status, body["deleted"].as_bool()),
+        (StatusCode::OK, Some(true)),
+        "{body}"
+    );
+    // A conditional delete: only over the version named.
+    let (_, body) = cluster.json(Method::PUT, "/v1/kv/fig", b"f").await;
+    let fig = body["version"].as_u64().unwrap();
+    let wrong = format!("{}", fig + 1);
+    let (status, _, _) = cluster
+        .call(Method::DELETE, "/v1/kv/fig", &[("if-match", &wrong)], &[])
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let right = format!("{fig}");
+    let (status, _, _) = cluster
+        .call(Method::DELETE, "/v1/kv/fig", &[("if-match", &right)], &[])
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
 
     // Deletes: 204, then 404.
     let (status, _, _) = cluster.call(Method::DELETE, "/v1/kv/pear", &[], &[]).await;

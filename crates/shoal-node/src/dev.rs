@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 pub struct DevLayout {
     /// One entry per node, node `i + 1` at index `i`.
     pub nodes: Vec<DevNode>,
+    /// The cluster was bootstrapped and served once. Until then every start bootstraps
+    /// (a store that already did refuses, harmlessly), so a first run cut short recovers.
+    #[serde(default)]
+    pub bootstrapped: bool,
 }
 
 /// One dev node's addresses.
@@ -25,38 +29,64 @@ pub struct DevNode {
     pub http: SocketAddr,
 }
 
-/// A free loopback port (bound then released; nobody else on a dev machine races for it).
-fn free_port() -> std::io::Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    // Gossip uses UDP on the same port number: make sure it is free too.
-    std::net::UdpSocket::bind(addr)?;
-    Ok(addr)
+/// Free loopback ports, `count` of them, distinct: each is held until all are chosen (and
+/// free for UDP too, which gossip uses on the same port number). They are released before
+/// the nodes bind them, so another program could take one in between; the dev cluster then
+/// fails to start and says which address was taken.
+fn free_ports(count: usize) -> std::io::Result<Vec<SocketAddr>> {
+    let mut held = Vec::new();
+    while held.len() < count {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        if let Ok(udp) = std::net::UdpSocket::bind(addr) {
+            held.push((listener, udp, addr));
+        }
+    }
+    Ok(held.into_iter().map(|(_, _, addr)| addr).collect())
 }
 
-/// The layout in `dir`, or a new one of `nodes` nodes on free ports.
-fn layout(dir: &Path, nodes: u64) -> std::io::Result<(DevLayout, bool)> {
+/// Writes the layout to `path` atomically (a temporary file, then a rename).
+fn save(path: &Path, layout: &DevLayout) -> std::io::Result<()> {
+    let temp = path.with_extension("json.tmp");
+    std::fs::write(
+        &temp,
+        serde_json::to_vec_pretty(layout).map_err(std::io::Error::other)?,
+    )?;
+    std::fs::rename(&temp, path)
+}
+
+/// The layout in `dir` (which must have `nodes` nodes), or a new one of `nodes` nodes on
+/// free ports.
+fn layout(dir: &Path, nodes: u64) -> std::io::Result<DevLayout> {
     let path = dir.join("cluster.json");
     match std::fs::read(&path) {
         Ok(bytes) => {
             let layout: DevLayout = serde_json::from_slice(&bytes)
                 .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
-            Ok((layout, false))
+            if layout.nodes.len() as u64 != nodes || layout.nodes.is_empty() {
+                return Err(std::io::Error::other(format!(
+                    "{} holds a cluster of {} nodes, not {nodes}",
+                    dir.display(),
+                    layout.nodes.len()
+                )));
+            }
+            Ok(layout)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut layout = DevLayout { nodes: Vec::new() };
-            for _ in 0..nodes {
-                layout.nodes.push(DevNode {
-                    listen: free_port()?,
-                    http: free_port()?,
-                });
-            }
+            let ports = free_ports(2 * nodes as usize)?;
+            let layout = DevLayout {
+                nodes: ports
+                    .chunks(2)
+                    .map(|pair| DevNode {
+                        listen: pair[0],
+                        http: pair[1],
+                    })
+                    .collect(),
+                bootstrapped: false,
+            };
             std::fs::create_dir_all(dir)?;
-            std::fs::write(
-                &path,
-                serde_json::to_vec_pretty(&layout).map_err(std::io::Error::other)?,
-            )?;
-            Ok((layout, true))
+            save(&path, &layout)?;
+            Ok(layout)
         }
         Err(e) => Err(e),
     }
@@ -77,7 +107,11 @@ impl DevCluster {
         tune: fn(&mut shoal_ranges::store::StoreConfig),
         ready_within: Duration,
     ) -> Result<DevCluster, String> {
-        let (layout, fresh) = layout(dir, nodes).map_err(|e| e.to_string())?;
+        if nodes == 0 {
+            return Err("a cluster needs at least one node".into());
+        }
+        let mut layout = layout(dir, nodes).map_err(|e| e.to_string())?;
+        let fresh = !layout.bootstrapped;
         let voters: Vec<NodeId> = (1..=layout.nodes.len() as u64).map(NodeId::new).collect();
         let mut started = Vec::new();
         for (i, addrs) in layout.nodes.iter().enumerate() {
@@ -88,7 +122,8 @@ impl DevCluster {
                 listen: addrs.listen,
                 http: addrs.http,
                 join: layout.nodes.iter().take(i).map(|n| n.listen).collect(),
-                // Every founding node bootstraps with the same voters, the first time only.
+                // Every founding node bootstraps with the same voters until the cluster has
+                // served once.
                 bootstrap: if fresh { voters.clone() } else { Vec::new() },
                 tune,
             };
@@ -110,7 +145,14 @@ impl DevCluster {
             }
         }
         let cluster = DevCluster { nodes: started };
-        cluster.wait_ready(ready_within).await?;
+        if let Err(e) = cluster.wait_ready(ready_within).await {
+            cluster.shutdown().await;
+            return Err(e);
+        }
+        if fresh {
+            layout.bootstrapped = true;
+            save(&dir.join("cluster.json"), &layout).map_err(|e| e.to_string())?;
+        }
         Ok(cluster)
     }
 

@@ -49,8 +49,8 @@ enum Command {
     /// Runs a local cluster in this process, on free loopback ports, until Ctrl-C. Running
     /// it again picks up the same data.
     Dev {
-        /// How many nodes.
-        #[arg(long, default_value_t = 3)]
+        /// How many nodes (1 to 9; a directory keeps the count it was created with).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
         nodes: u64,
         /// Where the cluster keeps its data.
         #[arg(long, default_value = "./shoal-data")]
@@ -115,14 +115,18 @@ fn init_logs(json: bool) {
     }
 }
 
-/// Waits for Ctrl-C or SIGTERM; a second one exits at once.
-async fn stop_signal() {
-    wait_signal().await;
-    tracing::info!("stopping (again to exit at once)");
-    tokio::spawn(async {
+/// Listens for Ctrl-C or SIGTERM from now on: the returned receiver resolves at the first;
+/// a second one exits at once.
+fn stop_signal() -> tokio::sync::oneshot::Receiver<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        wait_signal().await;
+        tracing::info!("stopping (again to exit at once)");
+        let _ = tx.send(());
         wait_signal().await;
         std::process::exit(130);
     });
+    rx
 }
 
 async fn wait_signal() {
@@ -160,6 +164,7 @@ async fn main() -> ExitCode {
             bootstrap,
         } => {
             init_logs(cli.log_json);
+            let mut stop = stop_signal();
             let settings = NodeSettings {
                 id: NodeId::new(id),
                 data_dir,
@@ -169,27 +174,34 @@ async fn main() -> ExitCode {
                 bootstrap: bootstrap.into_iter().map(NodeId::new).collect(),
                 tune: |_| {},
             };
-            let node = match Node::start(settings).await {
-                Ok(node) => node,
-                Err(e) => {
-                    eprintln!("shoal: {e}");
-                    return ExitCode::FAILURE;
-                }
+            let node = tokio::select! {
+                started = Node::start(settings) => match started {
+                    Ok(node) => node,
+                    Err(e) => {
+                        eprintln!("shoal: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+                _ = &mut stop => return ExitCode::SUCCESS,
             };
-            stop_signal().await;
+            let _ = stop.await;
             node.shutdown().await;
             ExitCode::SUCCESS
         }
         Command::Dev { nodes, dir } => {
             init_logs(cli.log_json);
-            let cluster =
-                match DevCluster::start(&dir, nodes, |_| {}, Duration::from_secs(60)).await {
+            let mut stop = stop_signal();
+            let starting = DevCluster::start(&dir, nodes, |_| {}, Duration::from_secs(60));
+            let cluster = tokio::select! {
+                started = starting => match started {
                     Ok(cluster) => cluster,
                     Err(e) => {
                         eprintln!("shoal dev: {e}");
                         return ExitCode::FAILURE;
                     }
-                };
+                },
+                _ = &mut stop => return ExitCode::SUCCESS,
+            };
             let url = cluster.url();
             println!(
                 "\nShoal is running: {} nodes, data in {}",
@@ -201,7 +213,7 @@ async fn main() -> ExitCode {
             }
             println!("\nTry:\n  curl -X PUT --data-binary hello {url}/v1/kv/greeting\n  curl {url}/v1/kv/greeting");
             println!("  cargo run --release -p shoal-node -- kv --url {url} get greeting\n\nCtrl-C stops the cluster.");
-            stop_signal().await;
+            let _ = stop.await;
             cluster.shutdown().await;
             ExitCode::SUCCESS
         }

@@ -9,6 +9,9 @@ use std::path::PathBuf;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// How long a stopping node waits for HTTP requests in flight.
+pub const HTTP_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How to run one node.
 #[derive(Clone, Debug)]
 pub struct NodeSettings {
@@ -49,8 +52,13 @@ pub enum StartError {
 }
 
 impl Node {
-    /// Opens the store, joins, bootstraps if asked (and not done before), and serves HTTP.
+    /// Binds the HTTP listener, opens the store, joins, bootstraps if asked (and not done
+    /// before), and serves HTTP.
     pub async fn start(settings: NodeSettings) -> Result<Node, StartError> {
+        // Bound first, so the connections the store opens while joining cannot take its port.
+        let listener = tokio::net::TcpListener::bind(settings.http)
+            .await
+            .map_err(StartError::Http)?;
         let mut config = StoreConfig::new(settings.id, &settings.data_dir, settings.listen);
         (settings.tune)(&mut config);
         let store = Store::open(config).await.map_err(StartError::Store)?;
@@ -69,14 +77,13 @@ impl Node {
                 }
             }
         }
-        let listener = match tokio::net::TcpListener::bind(settings.http).await {
-            Ok(listener) => listener,
+        let http_addr = match listener.local_addr() {
+            Ok(addr) => addr,
             Err(e) => {
                 store.shutdown().await;
                 return Err(StartError::Http(e));
             }
         };
-        let http_addr = listener.local_addr().map_err(StartError::Http)?;
         let app = routes(KvRouter::new(store.clone()), GatewayConfig::default());
         let (stop_http, stopped) = oneshot::channel::<()>();
         let http_task = tokio::spawn(shoal_gateway::serve(listener, app, async move {
@@ -101,13 +108,20 @@ impl Node {
         self.http_addr
     }
 
-    /// Stops accepting HTTP requests and finishes those in flight, then leaves the cluster
-    /// and closes the store (everything acknowledged is durable).
+    /// Stops accepting HTTP requests and finishes those in flight (for at most
+    /// [`HTTP_DRAIN`]), then leaves the cluster and closes the store (everything
+    /// acknowledged is durable).
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop_http.take() {
             let _ = stop.send(());
         }
-        let _ = (&mut self.http_task).await;
+        if tokio::time::timeout(HTTP_DRAIN, &mut self.http_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("HTTP requests still in flight after {HTTP_DRAIN:?}; stopping anyway");
+            self.http_task.abort();
+        }
         self.store.shutdown().await;
         tracing::info!(node = %self.store.id(), "node stopped");
     }
