@@ -18,6 +18,10 @@
 //!   100), `consistency` and `continuation`, in key order: `{"entries": [{"key", "value",
 //!   "version"}], "continuation": "..." | null}` (pass the continuation back to go on; a
 //!   page also ends early once its keys and values pass 4 MiB).
+//! - `GET /v1/cluster/members`: the members as this node's membership sees them (`id`,
+//!   `addr`, `state`: alive, suspect, dead or left, `incarnation`).
+//! - `GET /v1/ranges`: every range the meta range records (`id`, `start`, `end`,
+//!   `generation`, `replicas` with their roles, and `leader` where this node knows it).
 //! - `GET /health`: the process is alive. `GET /ready`: the node can route requests (it
 //!   knows the range of the first user key).
 //!
@@ -37,7 +41,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use shoal_ranges::store::{
-    Acks, Consistency, Expect, KvOp, KvResponse, WriteOp, WriteOutcome, MAX_SCAN_LIMIT,
+    Acks, Consistency, Expect, KvOp, KvResponse, StoreError, WriteOp, WriteOutcome, MAX_SCAN_LIMIT,
     SYSTEM_KEY_PREFIX,
 };
 use std::collections::HashMap;
@@ -89,6 +93,8 @@ pub fn routes(router: KvRouter, config: GatewayConfig) -> Router {
         .route("/v1/kv/{key}", get(get_key).put(put_key).delete(delete_key))
         .route("/v1/kv/{key}/cas", post(cas_key))
         .route("/v1/kv", get(scan))
+        .route("/v1/cluster/members", get(members))
+        .route("/v1/ranges", get(ranges))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .layer(axum::extract::DefaultBodyLimit::max(limit))
@@ -183,6 +189,56 @@ fn acks(params: &HashMap<&str, &str>) -> Result<Acks, ApiError> {
             "acks must be majority, leader or none, not {other:?}"
         ))),
     }
+}
+
+/// A store failure as an answer.
+fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Request(e) => e.into(),
+        e => ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "unavailable",
+            message: e.to_string(),
+        },
+    }
+}
+
+async fn members(State(app): State<App>) -> Result<Response, ApiError> {
+    let members = app.router.store().members().await.map_err(store_error)?;
+    let body: Vec<serde_json::Value> = members
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "id": m.id.get(),
+                "addr": m.addr.to_string(),
+                "state": format!("{:?}", m.state).to_lowercase(),
+                "incarnation": m.incarnation,
+            })
+        })
+        .collect();
+    Ok(Json(body).into_response())
+}
+
+async fn ranges(State(app): State<App>) -> Result<Response, ApiError> {
+    let store = app.router.store();
+    let descriptors = store.meta_descriptors().await.map_err(store_error)?;
+    let body: Vec<serde_json::Value> = descriptors
+        .iter()
+        .map(|d| {
+            serde_json::json!({
+                "id": d.id.get(),
+                "start": encode_bytes(d.range.start()),
+                "end": d.range.end().as_key().map(encode_bytes),
+                "generation": d.generation.get(),
+                "replicas": d.replicas.iter().map(|r| serde_json::json!({
+                    "node": r.node.get(),
+                    "role": format!("{:?}", r.role).to_lowercase(),
+                })).collect::<Vec<_>>(),
+                "leader": store.leader(d.id).map(|n| n.get()),
+            })
+        })
+        .collect();
+    Ok(Json(body).into_response())
 }
 
 async fn health() -> Json<serde_json::Value> {

@@ -53,6 +53,11 @@ impl KvRouter {
         }
     }
 
+    /// The store this router looks ranges up through.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// The range cache (for status and tests).
     pub fn cache(&self) -> &RangeCache {
         &self.cache

@@ -303,6 +303,23 @@ async fn keys_are_written_read_conditioned_scanned_and_deleted_over_http() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _, _) = cluster.call(Method::GET, "/v1/kv/pear", &[], &[]).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    // The cluster as the gateway's node sees it.
+    let (status, body) = cluster.json(Method::GET, "/v1/cluster/members", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let members = body.as_array().unwrap();
+    assert_eq!(members.len(), 3, "{body}");
+    assert!(members.iter().all(|m| m["state"] == "alive"), "{body}");
+    let (status, body) = cluster.json(Method::GET, "/v1/ranges", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let ranges = body.as_array().unwrap();
+    // The meta range, the first user range and the split's right half, once recorded.
+    assert!(ranges.len() >= 2, "{body}");
+    assert!(
+        ranges
+            .iter()
+            .all(|r| r["replicas"].as_array().unwrap().len() == 3),
+        "{body}"
+    );
     let (status, body) = cluster.json(Method::GET, "/health", &[]).await;
     assert_eq!(
         (status, body["status"].as_str()),

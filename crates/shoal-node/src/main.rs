@@ -56,6 +56,19 @@ enum Command {
         #[arg(long, default_value = "./shoal-data")]
         dir: PathBuf,
     },
+    /// The cluster as a gateway sees it: members and ranges.
+    Cluster {
+        /// The gateway.
+        #[arg(
+            long,
+            env = "SHOAL_URL",
+            default_value = "http://127.0.0.1:8400",
+            global = true
+        )]
+        url: String,
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// Key-value commands against a gateway.
     Kv {
         /// The gateway.
@@ -68,6 +81,16 @@ enum Command {
         url: String,
         #[command(subcommand)]
         command: KvCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Members and their states, then ranges with their replicas and leaders.
+    Status {
+        /// Prints the gateway's JSON instead of tables.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -191,7 +214,11 @@ async fn main() -> ExitCode {
         Command::Dev { nodes, dir } => {
             init_logs(cli.log_json);
             let mut stop = stop_signal();
-            let starting = DevCluster::start(&dir, nodes, |_| {}, Duration::from_secs(60));
+            // Every node leaves at once: none waits long for the others' acknowledgements.
+            let quick_leave = |config: &mut shoal_ranges::store::StoreConfig| {
+                config.leave_timeout = Duration::from_secs(1);
+            };
+            let starting = DevCluster::start(&dir, nodes, quick_leave, Duration::from_secs(60));
             let cluster = tokio::select! {
                 started = starting => match started {
                     Ok(cluster) => cluster,
@@ -217,6 +244,16 @@ async fn main() -> ExitCode {
             cluster.shutdown().await;
             ExitCode::SUCCESS
         }
+        Command::Cluster {
+            url,
+            command: ClusterCommand::Status { json },
+        } => match cluster_status(&url, json).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("shoal cluster status: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Kv { url, command } => match kv(&url, command).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -225,6 +262,73 @@ async fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// A JSON answer from `path` under gateway `url`.
+async fn get_json(url: &str, path: &str) -> Result<serde_json::Value, String> {
+    let answer = request(
+        Method::GET,
+        &format!("{}{path}", url.trim_end_matches('/')),
+        &[],
+        Vec::new(),
+    )
+    .await?;
+    if answer.status != 200 {
+        return Err(format!(
+            "{path}: {}: {}",
+            answer.status,
+            String::from_utf8_lossy(&answer.body)
+        ));
+    }
+    serde_json::from_slice(&answer.body).map_err(|e| format!("{path}: {e}"))
+}
+
+async fn cluster_status(url: &str, json: bool) -> Result<(), String> {
+    let members = get_json(url, "/v1/cluster/members").await?;
+    let ranges = get_json(url, "/v1/ranges").await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "members": members, "ranges": ranges })
+        );
+        return Ok(());
+    }
+    println!("{:<6} {:<22} {:<8}", "NODE", "ADDRESS", "STATE");
+    for m in members.as_array().into_iter().flatten() {
+        println!(
+            "{:<6} {:<22} {:<8}",
+            m["id"].to_string(),
+            m["addr"].as_str().unwrap_or_default(),
+            m["state"].as_str().unwrap_or_default()
+        );
+    }
+    println!();
+    println!(
+        "{:<22} {:<16} {:<16} {:<6} {:<8} REPLICAS",
+        "RANGE", "START", "END", "GEN", "LEADER"
+    );
+    for r in ranges.as_array().into_iter().flatten() {
+        let replicas: Vec<String> = r["replicas"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| format!("{}:{}", p["node"], p["role"].as_str().unwrap_or_default()))
+            .collect();
+        let leader = r["leader"]
+            .as_u64()
+            .map_or("?".to_string(), |l| l.to_string());
+        let start = r["start"].as_str().unwrap_or_default();
+        println!(
+            "{:<22} {:<16} {:<16} {:<6} {:<8} {}",
+            r["id"].to_string(),
+            if start.is_empty() { "(start)" } else { start },
+            r["end"].as_str().unwrap_or("(end)"),
+            r["generation"].to_string(),
+            leader,
+            replicas.join(" ")
+        );
+    }
+    Ok(())
 }
 
 async fn kv(url: &str, command: KvCommand) -> Result<(), String> {

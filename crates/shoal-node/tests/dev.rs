@@ -77,6 +77,18 @@ async fn shoal_dev_serves_stops_cleanly_and_keeps_its_data() {
         String::from_utf8_lossy(&cli.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&cli.stdout).trim(), "hello");
+    let status = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["cluster", "--url", &url, "status", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["members"].as_array().unwrap().len(), 3, "{status}");
+    assert!(!status["ranges"].as_array().unwrap().is_empty(), "{status}");
     assert!(stop(child).success(), "SIGTERM stops with exit 0");
 
     let (child, again) = start_dev(dir.path());
