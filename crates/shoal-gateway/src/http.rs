@@ -22,6 +22,8 @@
 //!   `addr`, `state`: alive, suspect, dead or left, `incarnation`).
 //! - `GET /v1/ranges`: every range the meta range records (`id`, `start`, `end`,
 //!   `generation`, `replicas` with their roles, and `leader` where this node knows it).
+//! - `POST /v1/admin/ranges/{id}/split`: splits a range at `{"at": "..."}` (a key strictly
+//!   inside it), or at its size median with no body; answers `{"left": ..., "right": ...}`.
 //! - `GET /health`: the process is alive. `GET /ready`: the node can route requests (it
 //!   knows the range of the first user key).
 //!
@@ -95,6 +97,7 @@ pub fn routes(router: KvRouter, config: GatewayConfig) -> Router {
         .route("/v1/kv", get(scan))
         .route("/v1/cluster/members", get(members))
         .route("/v1/ranges", get(ranges))
+        .route("/v1/admin/ranges/{id}/split", post(split_range))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .layer(axum::extract::DefaultBodyLimit::max(limit))
@@ -239,6 +242,70 @@ async fn ranges(State(app): State<App>) -> Result<Response, ApiError> {
         })
         .collect();
     Ok(Json(body).into_response())
+}
+
+/// A range as JSON.
+fn range_json(d: &shoal_core::RangeDescriptor) -> serde_json::Value {
+    serde_json::json!({
+        "id": d.id.get(),
+        "start": encode_bytes(d.range.start()),
+        "end": d.range.end().as_key().map(encode_bytes),
+        "generation": d.generation.get(),
+        "replicas": d.replicas.iter().map(|r| serde_json::json!({
+            "node": r.node.get(),
+            "role": format!("{:?}", r.role).to_lowercase(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// A split's body: where, or nothing for the size median.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SplitBody {
+    at: Option<String>,
+}
+
+async fn split_range(
+    State(app): State<App>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    query(&raw, &[])?;
+    let id: u64 = id
+        .parse()
+        .map_err(|_| ApiError::bad_request("a range id is a number"))?;
+    let at = if body.is_empty() {
+        None
+    } else {
+        let body: SplitBody = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("the body is not a split: {e}")))?;
+        body.at
+            .map(|at| decode_key(&at).map_err(|e| ApiError::bad_request(e.to_string())))
+            .transpose()?
+            .map(user_key)
+            .transpose()?
+    };
+    let done = match app
+        .router
+        .split(shoal_core::RangeId::new(id), at, app.deadline())
+        .await
+    {
+        Ok(done) => done,
+        Err(e) if matches!(e.code, shoal_core::ErrorCode::RangeNotFound { .. }) => {
+            return Err(ApiError {
+                status: StatusCode::NOT_FOUND,
+                code: "not_found",
+                message: e.to_string(),
+            })
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Json(serde_json::json!({
+        "left": range_json(&done.left),
+        "right": range_json(&done.right),
+    }))
+    .into_response())
 }
 
 async fn health() -> Json<serde_json::Value> {

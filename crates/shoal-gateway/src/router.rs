@@ -15,8 +15,10 @@
 //! not sent with less than [`MIN_WRITE_TIME`] left, so that running out of time before it
 //! left stays a certain failure.
 
-use shoal_core::{Error, ErrorCode, NodeId};
-use shoal_ranges::store::{KvOp, KvRequest, KvResponse, KvRpc, Store};
+use shoal_core::{Error, ErrorCode, NodeId, RangeId};
+use shoal_ranges::store::{
+    KvOp, KvRequest, KvResponse, KvRpc, SplitRequest, SplitResponse, SplitRpc, Store, StoreError,
+};
 use shoal_routing::{ErrorAction, RangeCache, RangeCacheConfig};
 use shoal_transport::{RpcClient, RpcTransportExt};
 use std::sync::Arc;
@@ -160,6 +162,59 @@ impl KvRouter {
                 ErrorAction::Fail => return Err(last),
             }
         }
+    }
+
+    /// Splits range `range` (at `at`, or its size median) through its leader: the node this
+    /// store believes leads it, else each voter the meta range records, following
+    /// `NotLeader` hints, until `deadline`.
+    pub async fn split(
+        &self,
+        range: RangeId,
+        at: Option<Vec<u8>>,
+        deadline: Instant,
+    ) -> Result<SplitResponse, Error> {
+        let descriptors = self.store.meta_descriptors().await.map_err(|e| match e {
+            StoreError::Request(e) => e,
+            e => Error::new(ErrorCode::Unavailable, e.to_string()),
+        })?;
+        let descriptor = descriptors
+            .into_iter()
+            .find(|d| d.id == range)
+            .ok_or_else(|| Error::new(ErrorCode::RangeNotFound { range }, "no such range"))?;
+        let voters: Vec<NodeId> = descriptor.voters().collect();
+        let request = SplitRequest { range, at };
+        let mut next = self.store.leader(range);
+        let mut last = Error::new(ErrorCode::Unavailable, "no replica answered");
+        for attempt in 0..voters.len().max(1) * 4 {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            let node = match next.take() {
+                Some(node) => node,
+                None => voters[attempt % voters.len().max(1)],
+            };
+            let Some(addr) = self.store.peer_addr(node) else {
+                continue;
+            };
+            match self
+                .client
+                .call::<SplitRpc>(addr, &request, remaining)
+                .await
+            {
+                Ok(done) => return Ok(done),
+                Err(e) => {
+                    if let ErrorCode::NotLeader { hint: Some(hint) } = &e.code {
+                        next = Some(hint.node);
+                    } else if !e.code.is_retriable() && e.code != ErrorCode::Unreachable {
+                        return Err(e);
+                    }
+                    last = e;
+                    backoff(attempt as u32 + 1, deadline).await;
+                }
+            }
+        }
+        Err(last)
     }
 
     /// The `attempt`-th voter of the cached range holding `key`, in turn.

@@ -303,6 +303,23 @@ async fn keys_are_written_read_conditioned_scanned_and_deleted_over_http() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _, _) = cluster.call(Method::GET, "/v1/kv/pear", &[], &[]).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    // An operator's split, over HTTP: the first user range at "b".
+    let (status, body) = cluster
+        .json(Method::POST, "/v1/admin/ranges/1/split", br#"{"at":"b"}"#)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["right"]["start"], "b", "{body}");
+    let (status, _) = cluster
+        .json(
+            Method::POST,
+            "/v1/admin/ranges/99999/split",
+            br#"{"at":"q"}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, _, value) = cluster.call(Method::GET, "/v1/kv/plum", &[], &[]).await;
+    assert_eq!(value, b"p", "keys stay readable across the split");
+
     // The cluster as the gateway's node sees it.
     let (status, body) = cluster.json(Method::GET, "/v1/cluster/members", &[]).await;
     assert_eq!(status, StatusCode::OK, "{body}");

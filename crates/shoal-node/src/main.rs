@@ -69,6 +69,19 @@ enum Command {
         #[command(subcommand)]
         command: ClusterCommand,
     },
+    /// Range administration through a gateway.
+    Range {
+        /// The gateway.
+        #[arg(
+            long,
+            env = "SHOAL_URL",
+            default_value = "http://127.0.0.1:8400",
+            global = true
+        )]
+        url: String,
+        #[command(subcommand)]
+        command: RangeCommand,
+    },
     /// Key-value commands against a gateway.
     Kv {
         /// The gateway.
@@ -91,6 +104,18 @@ enum ClusterCommand {
         /// Prints the gateway's JSON instead of tables.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RangeCommand {
+    /// Splits a range at a key (strictly inside it), or at its size median.
+    Split {
+        /// The range's id (see `shoal cluster status`).
+        id: u64,
+        /// The right half's first key.
+        #[arg(long)]
+        at: Option<String>,
     },
 }
 
@@ -254,6 +279,35 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Range {
+            url,
+            command: RangeCommand::Split { id, at },
+        } => {
+            let body = at.map_or(Vec::new(), |at| {
+                serde_json::json!({ "at": shoal_gateway::encode_bytes(at.as_bytes()) })
+                    .to_string()
+                    .into_bytes()
+            });
+            let target = format!("{}/v1/admin/ranges/{id}/split", url.trim_end_matches('/'));
+            match request(Method::POST, &target, &[], body).await {
+                Ok(answer) if answer.status == 200 => {
+                    println!("{}", String::from_utf8_lossy(&answer.body));
+                    ExitCode::SUCCESS
+                }
+                Ok(answer) => {
+                    eprintln!(
+                        "shoal range split: {}: {}",
+                        answer.status,
+                        String::from_utf8_lossy(&answer.body)
+                    );
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("shoal range split: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Kv { url, command } => match kv(&url, command).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

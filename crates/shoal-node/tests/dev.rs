@@ -89,6 +89,15 @@ async fn shoal_dev_serves_stops_cleanly_and_keeps_its_data() {
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(status["members"].as_array().unwrap().len(), 3, "{status}");
     assert!(!status["ranges"].as_array().unwrap().is_empty(), "{status}");
+    let split = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["range", "--url", &url, "split", "1", "--at", "m"])
+        .output()
+        .unwrap();
+    assert!(
+        split.status.success(),
+        "{}",
+        String::from_utf8_lossy(&split.stderr)
+    );
     assert!(stop(child).success(), "SIGTERM stops with exit 0");
 
     let (child, again) = start_dev(dir.path());
