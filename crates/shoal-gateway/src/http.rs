@@ -228,17 +228,9 @@ async fn ranges(State(app): State<App>) -> Result<Response, ApiError> {
     let body: Vec<serde_json::Value> = descriptors
         .iter()
         .map(|d| {
-            serde_json::json!({
-                "id": d.id.get(),
-                "start": encode_bytes(d.range.start()),
-                "end": d.range.end().as_key().map(encode_bytes),
-                "generation": d.generation.get(),
-                "replicas": d.replicas.iter().map(|r| serde_json::json!({
-                    "node": r.node.get(),
-                    "role": format!("{:?}", r.role).to_lowercase(),
-                })).collect::<Vec<_>>(),
-                "leader": store.leader(d.id).map(|n| n.get()),
-            })
+            let mut json = range_json(d);
+            json["leader"] = serde_json::json!(store.leader(d.id).map(|n| n.get()));
+            json
         })
         .collect();
     Ok(Json(body).into_response())

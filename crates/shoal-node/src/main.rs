@@ -58,43 +58,38 @@ enum Command {
     },
     /// The cluster as a gateway sees it: members and ranges.
     Cluster {
-        /// The gateway.
-        #[arg(
-            long,
-            env = "SHOAL_URL",
-            default_value = "http://127.0.0.1:8400",
-            global = true
-        )]
-        url: String,
+        #[command(flatten)]
+        gateway: GatewayArg,
         #[command(subcommand)]
         command: ClusterCommand,
     },
     /// Range administration through a gateway.
     Range {
-        /// The gateway.
-        #[arg(
-            long,
-            env = "SHOAL_URL",
-            default_value = "http://127.0.0.1:8400",
-            global = true
-        )]
-        url: String,
+        #[command(flatten)]
+        gateway: GatewayArg,
         #[command(subcommand)]
         command: RangeCommand,
     },
     /// Key-value commands against a gateway.
     Kv {
-        /// The gateway.
-        #[arg(
-            long,
-            env = "SHOAL_URL",
-            default_value = "http://127.0.0.1:8400",
-            global = true
-        )]
-        url: String,
+        #[command(flatten)]
+        gateway: GatewayArg,
         #[command(subcommand)]
         command: KvCommand,
     },
+}
+
+/// Which gateway a client command talks to.
+#[derive(clap::Args)]
+struct GatewayArg {
+    /// The gateway.
+    #[arg(
+        long,
+        env = "SHOAL_URL",
+        default_value = "http://127.0.0.1:8400",
+        global = true
+    )]
+    url: String,
 }
 
 #[derive(Subcommand)]
@@ -270,9 +265,9 @@ async fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Cluster {
-            url,
+            gateway,
             command: ClusterCommand::Status { json },
-        } => match cluster_status(&url, json).await {
+        } => match cluster_status(&gateway.url, json).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("shoal cluster status: {e}");
@@ -280,9 +275,10 @@ async fn main() -> ExitCode {
             }
         },
         Command::Range {
-            url,
+            gateway,
             command: RangeCommand::Split { id, at },
         } => {
+            let url = gateway.url;
             let body = at.map_or(Vec::new(), |at| {
                 serde_json::json!({ "at": shoal_gateway::encode_bytes(at.as_bytes()) })
                     .to_string()
@@ -308,7 +304,7 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Command::Kv { url, command } => match kv(&url, command).await {
+        Command::Kv { gateway, command } => match kv(&gateway.url, command).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("shoal kv: {e}");

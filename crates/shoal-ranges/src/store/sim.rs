@@ -141,6 +141,20 @@ struct Running {
     shared: Arc<Shared>,
 }
 
+impl Running {
+    /// What opening a group on this store needs.
+    fn groups<'a>(&'a self, id: NodeId, raft: &'a RaftConfig, chunk_bytes: usize) -> Groups<'a> {
+        Groups {
+            id,
+            raft,
+            engine: &self.engine,
+            wal: &self.wal,
+            shared: &self.shared,
+            chunk_bytes,
+        }
+    }
+}
+
 /// One node's store in the simulator.
 pub struct SimStore {
     id: NodeId,
@@ -440,21 +454,15 @@ impl SimStore {
                 split.membership.clone(),
             )
             .and_then(|()| {
-                Groups {
-                    id: self.id,
-                    raft: &self.raft,
-                    engine: &running.engine,
-                    wal: &running.wal,
-                    shared: &running.shared,
-                    chunk_bytes: self.chunk_bytes,
-                }
-                .open_range(
-                    right,
-                    split.right.range.clone(),
-                    Some(split.right.clone()),
-                    Some(split.membership),
-                    self.now,
-                )
+                running
+                    .groups(self.id, &self.raft, self.chunk_bytes)
+                    .open_range(
+                        right,
+                        split.right.range.clone(),
+                        Some(split.right.clone()),
+                        Some(split.membership),
+                        self.now,
+                    )
             });
             match started
                 .map_err(|e| e.to_string())
@@ -615,15 +623,9 @@ impl SimStore {
         if !hosting::wants_replica(descriptor, self.id, &running.engine) {
             return;
         }
-        let opened = Groups {
-            id: self.id,
-            raft: &self.raft,
-            engine: &running.engine,
-            wal: &running.wal,
-            shared: &running.shared,
-            chunk_bytes: self.chunk_bytes,
-        }
-        .open_uninitialized(group, self.now);
+        let opened = running
+            .groups(self.id, &self.raft, self.chunk_bytes)
+            .open_uninitialized(group, self.now);
         match opened
             .map_err(|e| e.to_string())
             .and_then(|(raft, machine)| {
