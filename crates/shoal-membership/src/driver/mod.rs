@@ -184,22 +184,40 @@ pub struct MembershipNode {
     task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
+/// How many UDP ports [`MembershipNode::start`] tries, with port 0, for one whose TCP twin is
+/// free too.
+const PORT_ATTEMPTS: u32 = 16;
+
 impl MembershipNode {
     /// Binds UDP and TCP and starts the protocol. The node is alone until
     /// [`MembershipNode::join`].
     pub async fn start(options: NodeOptions) -> Result<Self, DriverError> {
         options.config.validate().map_err(SwimError::from)?;
-        let udp = UdpTransport::bind(options.bind, options.id, &options.transport).await?;
-        let udp_addr = udp.local_addr();
         let inbox = MembershipInbox::new();
-        let mut router = Router::new();
-        inbox
-            .register(&mut router)
-            .expect("one method on a fresh router");
-        // TCP on the same port as UDP, so one address serves both.
-        let tcp_bind = SocketAddr::new(options.bind.ip(), udp_addr.port());
-        let server =
-            RpcServer::bind(tcp_bind, options.id, router, options.transport.clone()).await?;
+        // TCP on the same port as UDP, so one address serves both. With port 0 the system
+        // picks a free UDP port whose TCP twin may be in use (an outgoing connection's
+        // port, say): then another UDP port is picked, a few times.
+        let mut attempts = 0;
+        let (udp, server) = loop {
+            let udp = UdpTransport::bind(options.bind, options.id, &options.transport).await?;
+            let mut router = Router::new();
+            inbox
+                .register(&mut router)
+                .expect("one method on a fresh router");
+            let tcp_bind = SocketAddr::new(options.bind.ip(), udp.local_addr().port());
+            match RpcServer::bind(tcp_bind, options.id, router, options.transport.clone()).await {
+                Ok(server) => break (udp, server),
+                Err(TransportError::Io(e))
+                    if e.kind() == std::io::ErrorKind::AddrInUse
+                        && options.bind.port() == 0
+                        && attempts < PORT_ATTEMPTS =>
+                {
+                    attempts += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let udp_addr = udp.local_addr();
         let addr = options.advertise.unwrap_or(udp_addr);
         // Peers' fault rules and views name this node by the address it advertises.
         let client = Arc::new(

@@ -29,6 +29,10 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
+/// How many listener ports [`Store::open`] tries, with port 0, for one whose UDP twin is
+/// free too.
+const PORT_ATTEMPTS: u32 = 16;
+
 /// The user range the first nodes bootstrap: every key below `0xff` (the meta range holds
 /// the rest).
 pub const FIRST_RANGE: RangeId = RangeId::new(1);
@@ -134,17 +138,37 @@ impl Store {
 
         let inbox = RaftInbox::new(&config.driver);
         let members_inbox = MembershipInbox::new();
-        let mut router = Router::new();
-        inbox.register(&mut router)?;
-        members_inbox.register(&mut router)?;
         let slot: Arc<OnceLock<Arc<Inner>>> = Arc::new(OnceLock::new());
-        service::register(&mut router, slot.clone())?;
-        let server = RpcServer::bind(config.listen, id, router, config.transport.clone()).await?;
+        // Gossip datagrams go on the same port number as the listener. With port 0 the
+        // system picks a free TCP port whose UDP twin may be in use: then another TCP port
+        // is picked, a few times.
+        let mut attempts = 0;
+        let (server, udp) = loop {
+            let mut router = Router::new();
+            inbox.register(&mut router)?;
+            members_inbox.register(&mut router)?;
+            service::register(&mut router, slot.clone())?;
+            let server =
+                RpcServer::bind(config.listen, id, router, config.transport.clone()).await?;
+            match UdpTransport::bind(server.local_addr(), id, &config.transport).await {
+                Ok(udp) => break (server, udp),
+                Err(TransportError::Io(e))
+                    if e.kind() == std::io::ErrorKind::AddrInUse
+                        && config.listen.port() == 0
+                        && attempts < PORT_ATTEMPTS =>
+                {
+                    attempts += 1;
+                    server.shutdown().await;
+                }
+                Err(e) => {
+                    server.shutdown().await;
+                    return Err(e.into());
+                }
+            }
+        };
         let bound = server.local_addr();
         let addr = config.advertise.unwrap_or(bound);
         let client = Arc::new(RpcClient::new(id, Some(addr), config.transport.clone())?);
-        // Gossip datagrams on the same port number as the listener.
-        let udp = UdpTransport::bind(bound, id, &config.transport).await?;
         let mut options = NodeOptions::new(id, bound, config.membership.clone());
         options.advertise = Some(addr);
         options.transport = config.transport.clone();
