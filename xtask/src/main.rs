@@ -5,6 +5,9 @@
 //! - `cargo xtask bench [ARGS]`: the transport benchmark (`rpc_bench`) in release mode; extra
 //!   arguments go to it (e.g. `--json`, `--seconds 5`).
 //! - `cargo xtask codec-bench`: the criterion benches for the wire envelope.
+//! - `cargo xtask load --url URL [--conns 64] [--duration 10s] [--op put|get]
+//!   [--value-bytes 256] [--keys 1000]`: the HTTP load generator (shoal-node's `load`
+//!   example) in release mode, against a running gateway; the last line is one JSON object.
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -27,6 +30,18 @@ fn main() -> ExitCode {
             ])
             .args(&rest)),
         Some("codec-bench") => run(cargo().args(["bench", "-p", "shoal", "--bench", "codec"])),
+        Some("load") => run(cargo()
+            .args([
+                "run",
+                "--release",
+                "--quiet",
+                "-p",
+                "shoal-node",
+                "--example",
+                "load",
+                "--",
+            ])
+            .args(&rest)),
         Some("help") | Some("--help") | Some("-h") | None => {
             print_help();
             return if task.is_none() {
@@ -52,7 +67,9 @@ fn print_help() {
          tasks:\n  \
          ci            format check, clippy -D warnings, tests (what CI runs)\n  \
          bench [ARGS]  transport benchmark rpc_bench in release mode (ARGS go to it)\n  \
-         codec-bench   criterion benches for the wire envelope"
+         codec-bench   criterion benches for the wire envelope\n  \
+         load ARGS     HTTP load generator against a gateway (--url URL [--conns 64]\n                \
+         [--duration 10s] [--op put|get] [--value-bytes 256] [--keys 1000])"
     );
 }
 
