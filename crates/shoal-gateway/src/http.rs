@@ -24,6 +24,9 @@
 //!   `generation`, `replicas` with their roles, and `leader` where this node knows it).
 //! - `POST /v1/admin/ranges/{id}/split`: splits a range at `{"at": "..."}` (a key strictly
 //!   inside it), or at its size median with no body; answers `{"left": ..., "right": ...}`.
+//! - `GET /metrics`: requests by route, method and status (counts, latency histograms),
+//!   and the node's store (ranges, leaderships, Raft terms and indexes, members by state,
+//!   WAL and engine figures), in the Prometheus text format.
 //! - `GET /health`: the process is alive. `GET /ready`: the node can route requests (it
 //!   knows the range of the first user key).
 //!
@@ -34,6 +37,7 @@
 
 use crate::errors::ApiError;
 use crate::keys::{decode_key, encode_bytes};
+use crate::metrics::Metrics;
 use crate::router::KvRouter;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
@@ -47,6 +51,7 @@ use shoal_ranges::store::{
     SYSTEM_KEY_PREFIX,
 };
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The version header of a read.
@@ -86,11 +91,13 @@ impl Default for GatewayConfig {
 struct App {
     router: KvRouter,
     config: GatewayConfig,
+    metrics: Arc<Metrics>,
 }
 
 /// The gateway's HTTP routes over `router`.
 pub fn routes(router: KvRouter, config: GatewayConfig) -> Router {
     let limit = config.max_body_bytes;
+    let metrics = Arc::new(Metrics::new());
     Router::new()
         .route("/v1/kv/{key}", get(get_key).put(put_key).delete(delete_key))
         .route("/v1/kv/{key}/cas", post(cas_key))
@@ -100,8 +107,17 @@ pub fn routes(router: KvRouter, config: GatewayConfig) -> Router {
         .route("/v1/admin/ranges/{id}/split", post(split_range))
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics_text))
+        .route_layer(axum::middleware::from_fn_with_state(
+            metrics.clone(),
+            crate::metrics::track,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(limit))
-        .with_state(App { router, config })
+        .with_state(App {
+            router,
+            config,
+            metrics,
+        })
 }
 
 impl App {
@@ -298,6 +314,10 @@ async fn split_range(
         "right": range_json(&done.right),
     }))
     .into_response())
+}
+
+async fn metrics_text(State(app): State<App>) -> Response {
+    crate::metrics::serve(app.metrics.clone(), app.router.store().clone()).await
 }
 
 async fn health() -> Json<serde_json::Value> {

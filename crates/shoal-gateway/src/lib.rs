@@ -14,11 +14,13 @@
 mod errors;
 mod http;
 mod keys;
+mod metrics;
 mod router;
 
 pub use errors::ApiError;
 pub use http::{routes, GatewayConfig, VERSION_HEADER};
 pub use keys::{decode_key, encode_bytes, KeyError};
+pub use metrics::Metrics;
 pub use router::KvRouter;
 
 /// Serves `app` on `listener` until `shutdown` resolves, then finishes the requests in

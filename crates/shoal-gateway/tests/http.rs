@@ -337,6 +337,20 @@ async fn keys_are_written_read_conditioned_scanned_and_deleted_over_http() {
             .all(|r| r["replicas"].as_array().unwrap().len() == 3),
         "{body}"
     );
+    // Metrics: the requests above, and the store's figures.
+    let (status, _, text) = cluster.call(Method::GET, "/metrics", &[], &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = String::from_utf8(text).unwrap();
+    for expected in [
+        "shoal_http_requests_total{route=\"/v1/kv/{key}\",method=\"PUT\",status=\"200\"}",
+        "shoal_http_request_duration_seconds_bucket",
+        "shoal_ranges ",
+        "shoal_raft_applied_index{range=\"1\"}",
+        "shoal_members{state=\"alive\"} 3",
+        "shoal_wal_syncs ",
+    ] {
+        assert!(text.contains(expected), "no {expected} in\n{text}");
+    }
     let (status, body) = cluster.json(Method::GET, "/health", &[]).await;
     assert_eq!(
         (status, body["status"].as_str()),
