@@ -350,13 +350,6 @@ pub(crate) fn evaluate(
             )))
         }
         MetaOp::RegisterNode(record) => {
-            if record
-                .zone
-                .as_ref()
-                .is_some_and(|z| z.len() > MAX_ZONE_BYTES)
-            {
-                return refuse(format!("a zone name over {MAX_ZONE_BYTES} bytes"));
-            }
             let value =
                 codec::encode(&record).map_err(|e| MetaReadError::Corrupt(e.to_string()))?;
             batch.put(node_key(record.id), value);

@@ -142,6 +142,17 @@ struct Running {
 }
 
 impl Running {
+    /// Hosts a group just opened (or says why it could not be opened or hosted).
+    fn add(
+        &mut self,
+        opened: Result<(shoal_consensus::Raft<WalStore>, RangeMachine), super::node::StoreError>,
+    ) -> Result<(), String> {
+        let (raft, machine) = opened.map_err(|e| e.to_string())?;
+        self.host
+            .add_group(raft, machine)
+            .map_err(|e| e.to_string())
+    }
+
     /// What opening a group on this store needs.
     fn groups<'a>(&'a self, id: NodeId, raft: &'a RaftConfig, chunk_bytes: usize) -> Groups<'a> {
         Groups {
@@ -464,14 +475,7 @@ impl SimStore {
                         self.now,
                     )
             });
-            match started
-                .map_err(|e| e.to_string())
-                .and_then(|(raft, machine)| {
-                    running
-                        .host
-                        .add_group(raft, machine)
-                        .map_err(|e| e.to_string())
-                }) {
+            match running.add(started) {
                 Ok(()) => {
                     if running
                         .host
@@ -626,14 +630,7 @@ impl SimStore {
         let opened = running
             .groups(self.id, &self.raft, self.chunk_bytes)
             .open_uninitialized(group, self.now);
-        match opened
-            .map_err(|e| e.to_string())
-            .and_then(|(raft, machine)| {
-                running
-                    .host
-                    .add_group(raft, machine)
-                    .map_err(|e| e.to_string())
-            }) {
+        match running.add(opened) {
             Ok(()) => {
                 let _ = running.host.step(self.now, message);
             }
