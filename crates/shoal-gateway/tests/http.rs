@@ -31,6 +31,7 @@ fn config(id: u64, dir: &std::path::Path) -> StoreConfig {
     config.transport = TransportConfig::local();
     config.membership = shoal_membership::MembershipConfig::local();
     config.leave_timeout = Duration::from_millis(300);
+    config.handover_timeout = Duration::ZERO;
     config
 }
 

@@ -234,9 +234,11 @@ async fn main() -> ExitCode {
         Command::Dev { nodes, dir } => {
             init_logs(cli.log_json);
             let mut stop = stop_signal();
-            // Every node leaves at once: none waits long for the others' acknowledgements.
+            // Every node stops at once: none waits long for the others' acknowledgements,
+            // and none hands leaderships to nodes that are stopping too.
             let quick_leave = |config: &mut shoal_ranges::store::StoreConfig| {
                 config.leave_timeout = Duration::from_secs(1);
+                config.handover_timeout = Duration::ZERO;
             };
             let starting = DevCluster::start(&dir, nodes, quick_leave, Duration::from_secs(60));
             let cluster = tokio::select! {

@@ -42,6 +42,10 @@ pub struct StoreConfig {
     /// How long [`super::Store::shutdown`] waits for the node's leave notice to go out.
     /// Default 5 s.
     pub leave_timeout: Duration,
+    /// How long [`super::Store::shutdown`] waits for the leaderships it hands to caught-up
+    /// followers to move (see [`super::Store::hand_over_leaderships`]). Default 5 s; zero
+    /// hands nothing over (the ranges elect leaders once the node is gone).
+    pub handover_timeout: Duration,
     /// How linearizable reads confirm leadership: [`ReadMode::Safe`] (a heartbeat round per
     /// batch of reads, the default) or [`ReadMode::Lease`] (none while the leader's lease
     /// holds; relies on bounded clock drift, see [`ReadMode`]).
@@ -84,6 +88,7 @@ impl StoreConfig {
             membership: MembershipConfig::default(),
             advertise: None,
             leave_timeout: Duration::from_secs(5),
+            handover_timeout: Duration::from_secs(5),
             read_mode: ReadMode::Safe,
             snapshot_chunk_bytes: 1 << 20,
             request_timeout: Duration::from_secs(10),

@@ -38,6 +38,7 @@ mod command;
 mod compare;
 mod config;
 mod gossip;
+mod handover;
 mod hosting;
 mod machine;
 mod meta;
@@ -59,6 +60,7 @@ pub use command::{Applied, Command, Expect, Rejection, WriteOp, WriteOutcome};
 pub use compare::{CompareRequest, CompareResponse, CompareRpc, Comparison};
 pub use config::StoreConfig;
 pub use gossip::RangesRpc;
+pub use handover::HandOver;
 pub use machine::{RangeMachine, RangeSink, RangeSnapshot, RANGE_INIT_INDEX, RANGE_INIT_TERM};
 pub use meta::{
     is_system_key, meta_keys, user_keys, MetaAnswer, MetaOp, NodeRecord, MAX_ALLOCATE, MAX_RECORD,

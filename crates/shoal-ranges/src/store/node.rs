@@ -4,6 +4,7 @@
 use super::command::{Applied, Command, Rejection};
 use super::compare::{compare, CompareSessions, Comparison};
 use super::config::StoreConfig;
+use super::handover::HandOver;
 use super::hosting::{self, Groups, Resume};
 use super::machine::RangeMachine;
 use super::meta::{NodeRecord, MAX_ZONE_BYTES, META_RANGE};
@@ -456,9 +457,28 @@ impl Store {
         self.inner.replica_mismatches.load(Ordering::Relaxed)
     }
 
-    /// Stops serving and stops every group, after telling the cluster it leaves; what was
+    /// Hands each range this node leads to a caught-up follower and waits, at most
+    /// `timeout`, until they lead (see [`HandOver`]). Proposals and reads to a range
+    /// meanwhile are refused with a hint to the new leader. The node stays a replica; a node
+    /// about to stop calls this so that its ranges need no election.
+    pub async fn hand_over_leaderships(&self, timeout: Duration) -> HandOver {
+        super::handover::hand_over(&self.inner, timeout).await
+    }
+
+    /// Stops serving and stops every group, after handing its leaderships over
+    /// ([`StoreConfig::handover_timeout`]) and telling the cluster it leaves; what was
     /// acknowledged is durable.
     pub async fn shutdown(&self) {
+        let timeout = self.inner.config.handover_timeout;
+        if !timeout.is_zero() {
+            let handed = self.hand_over_leaderships(timeout).await;
+            tracing::info!(
+                node = %self.inner.id,
+                led = handed.led,
+                moved = handed.moved,
+                "leaderships handed over"
+            );
+        }
         self.inner.members.leave().await;
         self.stop().await;
         let engine = self.inner.engine.clone();

@@ -27,6 +27,8 @@ pub fn config(id: NodeId, dir: &std::path::Path) -> StoreConfig {
     config.transport = TransportConfig::local();
     config.membership = shoal_membership::MembershipConfig::local();
     config.leave_timeout = Duration::from_millis(300);
+    // Clusters stop whole: handing leaderships to nodes that stop too helps nobody.
+    config.handover_timeout = Duration::ZERO;
     config.snapshot_chunk_bytes = 64 << 10;
     config
 }
