@@ -76,6 +76,13 @@ pub struct GatewayConfig {
     /// 4 MiB: a 1 MiB value percent-encoded in JSON fits; the store refuses values over
     /// 1 MiB itself.
     pub max_body_bytes: usize,
+    /// Origins whose pages may call the gateway from a browser (CORS), each exactly
+    /// `scheme://host[:port]` (see [`parse_origin`]). Default none: preflights are refused
+    /// and no CORS headers are sent.
+    pub cors_origins: Vec<HeaderValue>,
+    /// If set, every route but `/health` needs `Authorization: Bearer <token>` (401
+    /// otherwise). Default none.
+    pub auth_token: Option<String>,
 }
 
 impl Default for GatewayConfig {
@@ -83,8 +90,29 @@ impl Default for GatewayConfig {
         Self {
             request_timeout: Duration::from_secs(10),
             max_body_bytes: 4 << 20,
+            cors_origins: Vec::new(),
+            auth_token: None,
         }
     }
+}
+
+/// An origin for [`GatewayConfig::cors_origins`]: `http://` or `https://`, a host, an
+/// optional port, nothing else (no path, no wildcard).
+pub fn parse_origin(origin: &str) -> Result<HeaderValue, String> {
+    let rest = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+        .ok_or_else(|| format!("origin {origin:?} must start with http:// or https://"))?;
+    let valid = !rest.is_empty()
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+    if !valid {
+        return Err(format!(
+            "origin {origin:?} must be scheme://host[:port] (no path, no wildcard)"
+        ));
+    }
+    HeaderValue::from_str(origin).map_err(|e| format!("origin {origin:?}: {e}"))
 }
 
 #[derive(Clone)]
@@ -98,7 +126,9 @@ struct App {
 pub fn routes(router: KvRouter, config: GatewayConfig) -> Router {
     let limit = config.max_body_bytes;
     let metrics = Arc::new(Metrics::new());
-    Router::new()
+    let origins: Arc<[HeaderValue]> = config.cors_origins.clone().into();
+    let token: Option<Arc<str>> = config.auth_token.as_deref().map(Arc::from);
+    let app = Router::new()
         .route("/v1/kv/{key}", get(get_key).put(put_key).delete(delete_key))
         .route("/v1/kv/{key}/cas", post(cas_key))
         .route("/v1/kv", get(scan))
@@ -117,7 +147,25 @@ pub fn routes(router: KvRouter, config: GatewayConfig) -> Router {
             router,
             config,
             metrics,
-        })
+        });
+    // Outermost first: foreign preflights are refused, allowed ones answered by the CORS
+    // layer, and only then is the token asked for.
+    let app = match token {
+        Some(token) => app.layer(axum::middleware::from_fn_with_state(
+            token,
+            crate::security::require_token,
+        )),
+        None => app,
+    };
+    let app = if origins.is_empty() {
+        app
+    } else {
+        app.layer(crate::security::cors(&origins))
+    };
+    app.layer(axum::middleware::from_fn_with_state(
+        origins,
+        crate::security::refuse_foreign_preflight,
+    ))
 }
 
 impl App {

@@ -16,21 +16,41 @@ mod http;
 mod keys;
 mod metrics;
 mod router;
+mod security;
+mod tls;
 
 pub use errors::ApiError;
-pub use http::{routes, GatewayConfig, VERSION_HEADER};
+pub use http::{parse_origin, routes, GatewayConfig, VERSION_HEADER};
 pub use keys::{decode_key, encode_bytes, KeyError};
 pub use metrics::Metrics;
 pub use router::KvRouter;
+pub use tls::{server_config, TlsError, TlsListener};
+
+/// Where the gateway takes connections: plain TCP, or TCP with TLS.
+pub enum HttpListener {
+    /// HTTP.
+    Plain(tokio::net::TcpListener),
+    /// HTTPS.
+    Tls(TlsListener),
+}
 
 /// Serves `app` on `listener` until `shutdown` resolves, then finishes the requests in
 /// flight and returns.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: HttpListener,
     app: axum::Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    match listener {
+        HttpListener::Plain(listener) => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        HttpListener::Tls(listener) => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
 }

@@ -21,6 +21,8 @@ struct Cluster {
     url: String,
     http: HttpClient,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The bearer token every request presents, if the gateway wants one.
+    token: Option<String>,
 }
 
 fn config(id: u64, dir: &std::path::Path) -> StoreConfig {
@@ -37,6 +39,11 @@ fn config(id: u64, dir: &std::path::Path) -> StoreConfig {
 
 impl Cluster {
     async fn start() -> Cluster {
+        Cluster::start_with(GatewayConfig::default()).await
+    }
+
+    async fn start_with(gateway: GatewayConfig) -> Cluster {
+        let token = gateway.auth_token.clone();
         let mut stores = Vec::new();
         let mut dirs = Vec::new();
         for id in 1..=3 {
@@ -54,17 +61,22 @@ impl Cluster {
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
-        let app = routes(KvRouter::new(stores[0].clone()), GatewayConfig::default());
+        let app = routes(KvRouter::new(stores[0].clone()), gateway);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(shoal_gateway::serve(listener, app, async move {
-            let _ = stopped.await;
-        }));
+        tokio::spawn(shoal_gateway::serve(
+            shoal_gateway::HttpListener::Plain(listener),
+            app,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         let cluster = Cluster {
             stores,
             _dirs: dirs,
             url: format!("http://{addr}"),
             http: Client::builder(TokioExecutor::new()).build_http(),
             stop: Some(stop),
+            token,
         };
         // Ready once it can route (every store knows the others, a leader exists).
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -79,7 +91,8 @@ impl Cluster {
         cluster
     }
 
-    /// Sends a request; returns the status, the version header and the body.
+    /// Sends a request with the cluster's token (if any); returns the status, the version
+    /// header and the body.
     async fn call(
         &self,
         method: Method,
@@ -87,6 +100,23 @@ impl Cluster {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> (StatusCode, Option<u64>, Vec<u8>) {
+        let bearer = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let mut all = headers.to_vec();
+        if let Some(bearer) = &bearer {
+            all.push(("authorization", bearer));
+        }
+        self.call_bare(method, path, &all, body).await.0
+    }
+
+    /// Sends exactly the request given; returns what [`Cluster::call`] does, and the
+    /// response's headers.
+    async fn call_bare(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> ((StatusCode, Option<u64>, Vec<u8>), hyper::HeaderMap) {
         let mut request = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.url));
@@ -99,8 +129,8 @@ impl Cluster {
             .expect("an answer in time")
             .unwrap();
         let status = response.status();
-        let version = response
-            .headers()
+        let headers = response.headers().clone();
+        let version = headers
             .get(VERSION_HEADER)
             .and_then(|v| v.to_str().ok()?.parse().ok());
         let body = response
@@ -110,7 +140,7 @@ impl Cluster {
             .unwrap()
             .to_bytes()
             .to_vec();
-        (status, version, body)
+        ((status, version, body), headers)
     }
 
     async fn json(
@@ -485,5 +515,72 @@ async fn malformed_requests_get_4xx_and_change_nothing() {
         .call(Method::GET, &format!("/v1/kv/{long_key}"), &[], &[])
         .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    cluster.shutdown().await;
+}
+
+/// CORS is closed unless origins are listed: a preflight from an unlisted origin is refused
+/// (403), a listed one is answered with its origin and no credentials. With a token, every
+/// route but /health needs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_and_the_bearer_token_guard_the_api() {
+    let gateway = GatewayConfig {
+        cors_origins: vec![shoal_gateway::parse_origin("https://app.example.com").unwrap()],
+        auth_token: Some("s3cret-token".into()),
+        ..GatewayConfig::default()
+    };
+    let cluster = Cluster::start_with(gateway).await;
+    let preflight = |origin: &'static str| {
+        [
+            ("origin", origin),
+            ("access-control-request-method", "PUT"),
+            ("access-control-request-headers", "authorization"),
+        ]
+    };
+    let ((status, _, _), headers) = cluster
+        .call_bare(
+            Method::OPTIONS,
+            "/v1/kv/k",
+            &preflight("https://evil.example"),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(headers.get("access-control-allow-origin").is_none());
+    let ((status, _, _), headers) = cluster
+        .call_bare(
+            Method::OPTIONS,
+            "/v1/kv/k",
+            &preflight("https://app.example.com"),
+            &[],
+        )
+        .await;
+    assert!(status.is_success(), "{status}");
+    assert_eq!(
+        headers.get("access-control-allow-origin").unwrap(),
+        "https://app.example.com"
+    );
+    assert!(headers.get("access-control-allow-credentials").is_none());
+
+    // The token: missing or wrong is a 401 that writes nothing; /health needs none.
+    let ((status, _, _), headers) = cluster
+        .call_bare(Method::PUT, "/v1/kv/guarded", &[], b"x")
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(headers.get("www-authenticate").unwrap(), "Bearer");
+    let wrong = [("authorization", "Bearer s3cret-tokem")];
+    let ((status, _, _), _) = cluster
+        .call_bare(Method::PUT, "/v1/kv/guarded", &wrong, b"x")
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    for path in ["/metrics", "/v1/ranges", "/ready"] {
+        let ((status, _, _), _) = cluster.call_bare(Method::GET, path, &[], &[]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let ((status, _, _), _) = cluster.call_bare(Method::GET, "/health", &[], &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = cluster.call(Method::GET, "/v1/kv/guarded", &[], &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing was written");
+    let (status, _, _) = cluster.call(Method::PUT, "/v1/kv/guarded", &[], b"x").await;
+    assert_eq!(status, StatusCode::OK);
     cluster.shutdown().await;
 }

@@ -2,7 +2,8 @@
 //! `DIR/node-N`; the ports chosen the first time (free loopback ports) are kept in
 //! `DIR/cluster.json`, so running it again picks up the same data at the same addresses.
 
-use crate::node::{Node, NodeSettings};
+use crate::client::Gateway;
+use crate::node::{Node, NodeSettings, TlsFiles};
 use serde::{Deserialize, Serialize};
 use shoal_core::NodeId;
 use std::net::SocketAddr;
@@ -96,37 +97,50 @@ fn layout(dir: &Path, nodes: u64) -> std::io::Result<DevLayout> {
 pub struct DevCluster {
     /// Its nodes, node 1 first.
     pub nodes: Vec<Node>,
+    /// The certificate its gateways serve, with `--tls`.
+    pub tls: Option<TlsFiles>,
+}
+
+/// How to run a dev cluster.
+#[derive(Clone, Debug)]
+pub struct DevOptions {
+    /// How many nodes (a directory keeps the count it was created with).
+    pub nodes: u64,
+    /// Serve HTTPS with a self-signed certificate kept in `DIR/tls/`.
+    pub tls: bool,
+    /// How long to wait for every gateway to serve.
+    pub ready_within: Duration,
+    /// Store settings beyond the defaults.
+    pub tune: fn(&mut shoal_ranges::store::StoreConfig),
 }
 
 impl DevCluster {
     /// Starts (or restarts) the cluster of `nodes` nodes in `dir`; waits until its gateway
     /// serves, or `ready_within` passes.
-    pub async fn start(
-        dir: &Path,
-        nodes: u64,
-        tune: fn(&mut shoal_ranges::store::StoreConfig),
-        ready_within: Duration,
-    ) -> Result<DevCluster, String> {
-        if nodes == 0 {
+    pub async fn start(dir: &Path, options: DevOptions) -> Result<DevCluster, String> {
+        if options.nodes == 0 {
             return Err("a cluster needs at least one node".into());
         }
-        let mut layout = layout(dir, nodes).map_err(|e| e.to_string())?;
+        let mut layout = layout(dir, options.nodes).map_err(|e| e.to_string())?;
+        let tls = if options.tls {
+            Some(crate::certs::dev_certificate(dir)?)
+        } else {
+            None
+        };
         let fresh = !layout.bootstrapped;
         let voters: Vec<NodeId> = (1..=layout.nodes.len() as u64).map(NodeId::new).collect();
         let mut started = Vec::new();
         for (i, addrs) in layout.nodes.iter().enumerate() {
             let id = NodeId::new(i as u64 + 1);
-            let settings = NodeSettings {
-                id,
-                data_dir: node_dir(dir, id),
-                listen: addrs.listen,
-                http: addrs.http,
-                join: layout.nodes.iter().take(i).map(|n| n.listen).collect(),
-                // Every founding node bootstraps with the same voters until the cluster has
-                // served once.
-                bootstrap: if fresh { voters.clone() } else { Vec::new() },
-                tune,
-            };
+            let mut settings = NodeSettings::new(id, node_dir(dir, id), addrs.listen, addrs.http);
+            settings.join = layout.nodes.iter().take(i).map(|n| n.listen).collect();
+            // Every founding node bootstraps with the same voters until the cluster has
+            // served once.
+            if fresh {
+                settings.bootstrap = voters.clone();
+            }
+            settings.tls = tls.clone();
+            settings.tune = options.tune;
             match Node::start(settings).await {
                 Ok(node) => started.push(node),
                 Err(e) => {
@@ -144,8 +158,11 @@ impl DevCluster {
                 let _ = node.store().join(vec![first.listen]).await;
             }
         }
-        let cluster = DevCluster { nodes: started };
-        if let Err(e) = cluster.wait_ready(ready_within).await {
+        let cluster = DevCluster {
+            nodes: started,
+            tls,
+        };
+        if let Err(e) = cluster.wait_ready(options.ready_within).await {
             cluster.shutdown().await;
             return Err(e);
         }
@@ -158,16 +175,24 @@ impl DevCluster {
 
     /// The first node's gateway URL.
     pub fn url(&self) -> String {
-        format!("http://{}", self.nodes[0].http_addr())
+        self.nodes[0].url()
+    }
+
+    /// A client of node `i`'s gateway (trusting the cluster's certificate with `--tls`).
+    pub fn gateway(&self, i: usize) -> Result<Gateway, String> {
+        let ca = self.tls.as_ref().map(|t| t.cert.as_path());
+        Gateway::new(&self.nodes[i].url(), None, ca)
     }
 
     async fn wait_ready(&self, within: Duration) -> Result<(), String> {
         let deadline = Instant::now() + within;
+        let gateways = (0..self.nodes.len())
+            .map(|i| self.gateway(i))
+            .collect::<Result<Vec<_>, _>>()?;
         loop {
             let mut ready = true;
-            for node in &self.nodes {
-                let url = format!("http://{}/ready", node.http_addr());
-                if !matches!(crate::client::get_status(&url).await, Ok(200)) {
+            for gateway in &gateways {
+                if !matches!(gateway.status_of("/ready").await, Ok(200)) {
                     ready = false;
                     break;
                 }

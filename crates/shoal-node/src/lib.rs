@@ -7,6 +7,8 @@
 
 #![warn(missing_docs)]
 
+pub mod certs;
 pub mod client;
+pub mod config;
 pub mod dev;
 pub mod node;

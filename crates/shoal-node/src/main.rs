@@ -2,11 +2,10 @@
 
 use clap::{Parser, Subcommand};
 use hyper::Method;
-use shoal_core::NodeId;
-use shoal_node::client::{key_url, request};
-use shoal_node::dev::DevCluster;
-use shoal_node::node::{Node, NodeSettings};
-use std::net::SocketAddr;
+use shoal_node::client::{key_path, Gateway};
+use shoal_node::config::{FileConfig, StartArgs};
+use shoal_node::dev::{DevCluster, DevOptions};
+use shoal_node::node::Node;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -25,27 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Runs one node: its range store and its HTTP gateway.
-    Start {
-        /// This node's id, unique in the cluster.
-        #[arg(long, env = "SHOAL_ID")]
-        id: u64,
-        /// Where the node keeps its data.
-        #[arg(long, env = "SHOAL_DATA_DIR")]
-        data_dir: PathBuf,
-        /// Node RPC, Raft and gossip (UDP on the same port number).
-        #[arg(long, env = "SHOAL_LISTEN", default_value = "127.0.0.1:7400")]
-        listen: SocketAddr,
-        /// The HTTP gateway.
-        #[arg(long, env = "SHOAL_HTTP", default_value = "127.0.0.1:8400")]
-        http: SocketAddr,
-        /// Members to join through, comma-separated.
-        #[arg(long, env = "SHOAL_JOIN", value_delimiter = ',')]
-        join: Vec<SocketAddr>,
-        /// Creates the cluster with these founding voters (node ids, comma-separated; this
-        /// node among them) if this node has not done so before.
-        #[arg(long, env = "SHOAL_BOOTSTRAP", value_delimiter = ',')]
-        bootstrap: Vec<u64>,
-    },
+    Start(StartArgs),
     /// Runs a local cluster in this process, on free loopback ports, until Ctrl-C. Running
     /// it again picks up the same data.
     Dev {
@@ -55,6 +34,10 @@ enum Command {
         /// Where the cluster keeps its data.
         #[arg(long, default_value = "./shoal-data")]
         dir: PathBuf,
+        /// Serves HTTPS with a self-signed certificate made once in DIR/tls/ (clients trust
+        /// DIR/tls/cert.pem).
+        #[arg(long)]
+        tls: bool,
     },
     /// The cluster as a gateway sees it: members and ranges.
     Cluster {
@@ -90,6 +73,19 @@ struct GatewayArg {
         global = true
     )]
     url: String,
+    /// The gateway's bearer token, if it needs one.
+    #[arg(long, env = "SHOAL_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// For an https:// URL: the PEM certificate(s) to trust (a dev cluster's
+    /// DIR/tls/cert.pem, or the CA that signed the gateway's certificate).
+    #[arg(long, env = "SHOAL_CA_CERT", global = true)]
+    ca_cert: Option<PathBuf>,
+}
+
+impl GatewayArg {
+    fn gateway(&self) -> Result<Gateway, String> {
+        Gateway::new(&self.url, self.token.clone(), self.ca_cert.as_deref())
+    }
 }
 
 #[derive(Subcommand)]
@@ -135,6 +131,23 @@ enum KvCommand {
     Del {
         /// The key.
         key: String,
+    },
+    /// Sets (or with --delete, deletes) a key only if it is at a version, holds a value,
+    /// or (with neither) has no value; exits 1 if the expectation failed.
+    Cas {
+        /// The key.
+        key: String,
+        /// The new value (omit with --delete).
+        value: Option<String>,
+        /// Expect the key at this version.
+        #[arg(long, conflicts_with = "expect_value")]
+        expect_version: Option<u64>,
+        /// Expect the key to hold this value.
+        #[arg(long)]
+        expect_value: Option<String>,
+        /// Delete the key instead of setting it.
+        #[arg(long, conflicts_with = "value")]
+        delete: bool,
     },
     /// Lists keys with a prefix.
     Scan {
@@ -198,30 +211,28 @@ async fn wait_signal() {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Start {
-            id,
-            data_dir,
-            listen,
-            http,
-            join,
-            bootstrap,
-        } => {
+        Command::Start(args) => {
             init_logs(cli.log_json);
-            let mut stop = stop_signal();
-            let settings = NodeSettings {
-                id: NodeId::new(id),
-                data_dir,
-                listen,
-                http,
-                join,
-                bootstrap: bootstrap.into_iter().map(NodeId::new).collect(),
-                tune: |_| {},
+            let file = match args.config.as_deref().map(FileConfig::read).transpose() {
+                Ok(file) => file.unwrap_or_default(),
+                Err(e) => {
+                    eprintln!("shoal start: {e}");
+                    return ExitCode::FAILURE;
+                }
             };
+            let settings = match args.resolve(file) {
+                Ok(settings) => settings,
+                Err(e) => {
+                    eprintln!("shoal start: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let mut stop = stop_signal();
             let node = tokio::select! {
                 started = Node::start(settings) => match started {
                     Ok(node) => node,
                     Err(e) => {
-                        eprintln!("shoal: {e}");
+                        eprintln!("shoal start: {e}");
                         return ExitCode::FAILURE;
                     }
                 },
@@ -231,7 +242,7 @@ async fn main() -> ExitCode {
             node.shutdown().await;
             ExitCode::SUCCESS
         }
-        Command::Dev { nodes, dir } => {
+        Command::Dev { nodes, dir, tls } => {
             init_logs(cli.log_json);
             let mut stop = stop_signal();
             // Every node stops at once: none waits long for the others' acknowledgements,
@@ -240,7 +251,13 @@ async fn main() -> ExitCode {
                 config.leave_timeout = Duration::from_secs(1);
                 config.handover_timeout = Duration::ZERO;
             };
-            let starting = DevCluster::start(&dir, nodes, quick_leave, Duration::from_secs(60));
+            let options = DevOptions {
+                nodes,
+                tls,
+                ready_within: Duration::from_secs(60),
+                tune: quick_leave,
+            };
+            let starting = DevCluster::start(&dir, options);
             let cluster = tokio::select! {
                 started = starting => match started {
                     Ok(cluster) => cluster,
@@ -258,10 +275,17 @@ async fn main() -> ExitCode {
                 dir.display()
             );
             for (i, node) in cluster.nodes.iter().enumerate() {
-                println!("  node {}: gateway http://{}", i + 1, node.http_addr());
+                println!("  node {}: gateway {}", i + 1, node.url());
             }
-            println!("\nTry:\n  curl -X PUT --data-binary hello {url}/v1/kv/greeting\n  curl {url}/v1/kv/greeting");
-            println!("  cargo run --release -p shoal-node -- kv --url {url} get greeting\n\nCtrl-C stops the cluster.");
+            let (curl, cli) = match &cluster.tls {
+                Some(files) => (
+                    format!("curl --cacert {} ", files.cert.display()),
+                    format!("--ca-cert {} ", files.cert.display()),
+                ),
+                None => ("curl ".to_string(), String::new()),
+            };
+            println!("\nTry:\n  {curl}-X PUT --data-binary hello {url}/v1/kv/greeting\n  {curl}{url}/v1/kv/greeting");
+            println!("  cargo run --release -p shoal-node -- kv --url {url} {cli}get greeting\n\nCtrl-C stops the cluster.");
             let _ = stop.await;
             cluster.shutdown().await;
             ExitCode::SUCCESS
@@ -269,7 +293,7 @@ async fn main() -> ExitCode {
         Command::Cluster {
             gateway,
             command: ClusterCommand::Status { json },
-        } => match cluster_status(&gateway.url, json).await {
+        } => match cluster_status(&gateway, json).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("shoal cluster status: {e}");
@@ -280,14 +304,17 @@ async fn main() -> ExitCode {
             gateway,
             command: RangeCommand::Split { id, at },
         } => {
-            let url = gateway.url;
             let body = at.map_or(Vec::new(), |at| {
                 serde_json::json!({ "at": shoal_gateway::encode_bytes(at.as_bytes()) })
                     .to_string()
                     .into_bytes()
             });
-            let target = format!("{}/v1/admin/ranges/{id}/split", url.trim_end_matches('/'));
-            match request(Method::POST, &target, &[], body).await {
+            let target = format!("/v1/admin/ranges/{id}/split");
+            let answer = match gateway.gateway() {
+                Ok(gateway) => gateway.request(Method::POST, &target, &[], body).await,
+                Err(e) => Err(e),
+            };
+            match answer {
                 Ok(answer) if answer.status == 200 => {
                     println!("{}", String::from_utf8_lossy(&answer.body));
                     ExitCode::SUCCESS
@@ -306,8 +333,9 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Command::Kv { gateway, command } => match kv(&gateway.url, command).await {
-            Ok(()) => ExitCode::SUCCESS,
+        Command::Kv { gateway, command } => match kv(&gateway, command).await {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
             Err(e) => {
                 eprintln!("shoal kv: {e}");
                 ExitCode::FAILURE
@@ -316,15 +344,9 @@ async fn main() -> ExitCode {
     }
 }
 
-/// A JSON answer from `path` under gateway `url`.
-async fn get_json(url: &str, path: &str) -> Result<serde_json::Value, String> {
-    let answer = request(
-        Method::GET,
-        &format!("{}{path}", url.trim_end_matches('/')),
-        &[],
-        Vec::new(),
-    )
-    .await?;
+/// A JSON answer from `path` of `gateway`.
+async fn get_json(gateway: &Gateway, path: &str) -> Result<serde_json::Value, String> {
+    let answer = gateway.request(Method::GET, path, &[], Vec::new()).await?;
     if answer.status != 200 {
         return Err(format!(
             "{path}: {}: {}",
@@ -335,9 +357,10 @@ async fn get_json(url: &str, path: &str) -> Result<serde_json::Value, String> {
     serde_json::from_slice(&answer.body).map_err(|e| format!("{path}: {e}"))
 }
 
-async fn cluster_status(url: &str, json: bool) -> Result<(), String> {
-    let members = get_json(url, "/v1/cluster/members").await?;
-    let ranges = get_json(url, "/v1/ranges").await?;
+async fn cluster_status(gateway: &GatewayArg, json: bool) -> Result<(), String> {
+    let gateway = gateway.gateway()?;
+    let members = get_json(&gateway, "/v1/cluster/members").await?;
+    let ranges = get_json(&gateway, "/v1/ranges").await?;
     if json {
         println!(
             "{}",
@@ -383,36 +406,67 @@ async fn cluster_status(url: &str, json: bool) -> Result<(), String> {
     Ok(())
 }
 
-async fn kv(url: &str, command: KvCommand) -> Result<(), String> {
+/// Runs a key-value command; `false` when a compare-and-set's expectation failed.
+async fn kv(gateway: &GatewayArg, command: KvCommand) -> Result<bool, String> {
+    let gateway = gateway.gateway()?;
     let answer = match &command {
         KvCommand::Put { key, value } => {
-            request(
-                Method::PUT,
-                &key_url(url, key),
-                &[],
-                value.clone().into_bytes(),
-            )
-            .await?
+            gateway
+                .request(Method::PUT, &key_path(key), &[], value.clone().into_bytes())
+                .await?
         }
         KvCommand::Get { key, stale } => {
-            let mut target = key_url(url, key);
+            let mut target = key_path(key);
             if *stale {
                 target.push_str("?consistency=stale");
             }
-            request(Method::GET, &target, &[], Vec::new()).await?
+            gateway
+                .request(Method::GET, &target, &[], Vec::new())
+                .await?
         }
         KvCommand::Del { key } => {
-            request(Method::DELETE, &key_url(url, key), &[], Vec::new()).await?
+            gateway
+                .request(Method::DELETE, &key_path(key), &[], Vec::new())
+                .await?
+        }
+        KvCommand::Cas {
+            key,
+            value,
+            expect_version,
+            expect_value,
+            delete,
+        } => {
+            let encode = |s: &str| shoal_gateway::encode_bytes(s.as_bytes());
+            let expect = match (expect_version, expect_value) {
+                (Some(v), _) => serde_json::json!({ "version": v }),
+                (None, Some(v)) => serde_json::json!({ "value": encode(v) }),
+                (None, None) => serde_json::json!("absent"),
+            };
+            let new = match (value, delete) {
+                (Some(v), false) => serde_json::json!(encode(v)),
+                (None, true) => serde_json::Value::Null,
+                _ => return Err("give a value, or --delete".into()),
+            };
+            let body = serde_json::json!({ "expect": expect, "value": new });
+            let target = format!("{}/cas", key_path(key));
+            gateway
+                .request(Method::POST, &target, &[], body.to_string().into_bytes())
+                .await?
         }
         KvCommand::Scan { prefix, limit } => {
             let target = format!(
-                "{}/v1/kv?prefix={}&limit={limit}",
-                url.trim_end_matches('/'),
+                "/v1/kv?prefix={}&limit={limit}",
                 shoal_gateway::encode_bytes(prefix.as_bytes())
             );
-            request(Method::GET, &target, &[], Vec::new()).await?
+            gateway
+                .request(Method::GET, &target, &[], Vec::new())
+                .await?
         }
     };
+    if matches!(command, KvCommand::Cas { .. }) && answer.status == 409 {
+        eprintln!("{}", String::from_utf8_lossy(&answer.body));
+        return Ok(false);
+    }
     if !(200..300).contains(&answer.status) {
         return Err(format!(
             "{}: {}",
@@ -442,9 +496,9 @@ async fn kv(url: &str, command: KvCommand) -> Result<(), String> {
                 );
             }
         }
-        KvCommand::Put { .. } | KvCommand::Del { .. } => {
+        KvCommand::Put { .. } | KvCommand::Del { .. } | KvCommand::Cas { .. } => {
             println!("{}", String::from_utf8_lossy(&answer.body));
         }
     }
-    Ok(())
+    Ok(true)
 }

@@ -2,7 +2,7 @@
 //! gateway, started and stopped together.
 
 use shoal_core::NodeId;
-use shoal_gateway::{routes, GatewayConfig, KvRouter};
+use shoal_gateway::{routes, GatewayConfig, HttpListener, KvRouter, TlsListener};
 use shoal_ranges::store::{Store, StoreConfig, StoreError};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,14 +28,53 @@ pub struct NodeSettings {
     /// The founding voters, if this node is to bootstrap the cluster (a node already
     /// bootstrapped ignores it).
     pub bootstrap: Vec<NodeId>,
+    /// The address peers reach this node at, if not `listen` (behind NAT, or bound to
+    /// 0.0.0.0).
+    pub advertise: Option<SocketAddr>,
+    /// The node's failure domain (a rack, a zone), registered for placement.
+    pub zone: Option<String>,
+    /// The gateway's settings (CORS origins, bearer token, limits).
+    pub gateway: GatewayConfig,
+    /// Serve HTTPS with this certificate and key instead of HTTP.
+    pub tls: Option<TlsFiles>,
     /// Store settings beyond the above (tests shorten timeouts).
     pub tune: fn(&mut StoreConfig),
+}
+
+/// A PEM certificate chain and its private key.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key.
+    pub key: PathBuf,
+}
+
+impl NodeSettings {
+    /// Settings for node `id` with everything else at its default (no joins, no
+    /// bootstrap, HTTP without TLS, CORS closed, no token).
+    pub fn new(id: NodeId, data_dir: PathBuf, listen: SocketAddr, http: SocketAddr) -> Self {
+        Self {
+            id,
+            data_dir,
+            listen,
+            http,
+            join: Vec::new(),
+            bootstrap: Vec::new(),
+            advertise: None,
+            zone: None,
+            gateway: GatewayConfig::default(),
+            tls: None,
+            tune: |_| {},
+        }
+    }
 }
 
 /// A running node.
 pub struct Node {
     store: Store,
     http_addr: SocketAddr,
+    https: bool,
     stop_http: Option<oneshot::Sender<()>>,
     http_task: JoinHandle<std::io::Result<()>>,
 }
@@ -49,17 +88,27 @@ pub enum StartError {
     /// The HTTP listener could not bind.
     #[error("http listener: {0}")]
     Http(std::io::Error),
+    /// The certificate or key could not be used.
+    #[error(transparent)]
+    Tls(#[from] shoal_gateway::TlsError),
 }
 
 impl Node {
     /// Binds the HTTP listener, opens the store, joins, bootstraps if asked (and not done
     /// before), and serves HTTP.
     pub async fn start(settings: NodeSettings) -> Result<Node, StartError> {
+        // Read before anything starts: a bad certificate stops the node at once.
+        let tls = match &settings.tls {
+            Some(files) => Some(shoal_gateway::server_config(&files.cert, &files.key)?),
+            None => None,
+        };
         // Bound first, so the connections the store opens while joining cannot take its port.
         let listener = tokio::net::TcpListener::bind(settings.http)
             .await
             .map_err(StartError::Http)?;
         let mut config = StoreConfig::new(settings.id, &settings.data_dir, settings.listen);
+        config.advertise = settings.advertise;
+        config.zone = settings.zone.clone();
         (settings.tune)(&mut config);
         let store = Store::open(config).await.map_err(StartError::Store)?;
         if !settings.join.is_empty() {
@@ -84,15 +133,31 @@ impl Node {
                 return Err(StartError::Http(e));
             }
         };
-        let app = routes(KvRouter::new(store.clone()), GatewayConfig::default());
+        let listener = match tls {
+            None => HttpListener::Plain(listener),
+            Some(tls) => match TlsListener::new(listener, tls) {
+                Ok(listener) => HttpListener::Tls(listener),
+                Err(e) => {
+                    store.shutdown().await;
+                    return Err(StartError::Http(e));
+                }
+            },
+        };
+        let app = routes(KvRouter::new(store.clone()), settings.gateway.clone());
         let (stop_http, stopped) = oneshot::channel::<()>();
         let http_task = tokio::spawn(shoal_gateway::serve(listener, app, async move {
             let _ = stopped.await;
         }));
-        tracing::info!(node = %settings.id, rpc = %store.addr(), http = %http_addr, "node started");
+        let scheme = if settings.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        tracing::info!(node = %settings.id, rpc = %store.addr(), http = %http_addr, scheme, "node started");
         Ok(Node {
             store,
             http_addr,
+            https: settings.tls.is_some(),
             stop_http: Some(stop_http),
             http_task,
         })
@@ -106,6 +171,12 @@ impl Node {
     /// Where the gateway listens.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The gateway's URL (`http://` or `https://`).
+    pub fn url(&self) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.http_addr)
     }
 
     /// Stops accepting HTTP requests and finishes those in flight (for at most

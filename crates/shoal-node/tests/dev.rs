@@ -1,17 +1,21 @@
 //! `shoal dev` as a user runs it: a real `shoal` process starts a local cluster, serves the
 //! HTTP API and the CLI, stops cleanly on SIGTERM (exit 0), and a second run picks up the
-//! same data at the same address.
+//! same data at the same address; `shoal dev --tls` serves HTTPS that the CLI trusts with
+//! the certificate it made.
 
 use hyper::Method;
-use shoal_node::client::{key_url, request};
+use shoal_node::client::{key_path, Gateway};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Starts `shoal dev` on `dir`; returns the child and its gateway URL once it serves.
-fn start_dev(dir: &std::path::Path) -> (Child, String) {
+/// Starts `shoal dev` on `dir` with `args`; returns the child and its gateway URL once it
+/// serves.
+fn start_dev(dir: &std::path::Path, args: &[&str]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
-        .args(["dev", "--nodes", "3", "--dir"])
+        .arg("dev")
+        .args(args)
+        .arg("--dir")
         .arg(dir)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -22,7 +26,7 @@ fn start_dev(dir: &std::path::Path) -> (Child, String) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(at) = line.find("gateway http://") {
+            if let Some(at) = line.find("gateway http") {
                 let _ = tx.send(line[at + "gateway ".len()..].trim().to_string());
             }
         }
@@ -56,15 +60,12 @@ fn stop(mut child: Child) -> std::process::ExitStatus {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shoal_dev_serves_stops_cleanly_and_keeps_its_data() {
     let dir = tempfile::tempdir().unwrap();
-    let (child, url) = start_dev(dir.path());
-    let put = request(
-        Method::PUT,
-        &key_url(&url, "greeting"),
-        &[],
-        b"hello".to_vec(),
-    )
-    .await
-    .unwrap();
+    let (child, url) = start_dev(dir.path(), &["--nodes", "3"]);
+    let gateway = Gateway::new(&url, None, None).unwrap();
+    let put = gateway
+        .request(Method::PUT, &key_path("greeting"), &[], b"hello".to_vec())
+        .await
+        .unwrap();
     assert_eq!(put.status, 200, "{}", String::from_utf8_lossy(&put.body));
     // The CLI, against the same cluster.
     let cli = Command::new(env!("CARGO_BIN_EXE_shoal"))
@@ -100,11 +101,48 @@ async fn shoal_dev_serves_stops_cleanly_and_keeps_its_data() {
     );
     assert!(stop(child).success(), "SIGTERM stops with exit 0");
 
-    let (child, again) = start_dev(dir.path());
+    let (child, again) = start_dev(dir.path(), &["--nodes", "3"]);
     assert_eq!(again, url, "the same address on a second run");
-    let got = request(Method::GET, &key_url(&url, "greeting"), &[], Vec::new())
+    let got = gateway
+        .request(Method::GET, &key_path("greeting"), &[], Vec::new())
         .await
         .unwrap();
     assert_eq!((got.status, got.body.as_slice()), (200, &b"hello"[..]));
+    assert!(stop(child).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shoal_dev_tls_serves_https_with_the_certificate_it_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, url) = start_dev(dir.path(), &["--nodes", "1", "--tls"]);
+    assert!(url.starts_with("https://"), "{url}");
+    let cert = dir.path().join("tls").join("cert.pem");
+    let gateway = Gateway::new(&url, None, Some(&cert)).unwrap();
+    let put = gateway
+        .request(Method::PUT, &key_path("secret"), &[], b"s3cr3t".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(put.status, 200, "{}", String::from_utf8_lossy(&put.body));
+    // Plain HTTP to the HTTPS port gets no answer; the CLI trusts the certificate given.
+    let plain = Gateway::new(&url.replace("https://", "http://"), None, None).unwrap();
+    assert!(plain.status_of("/health").await.is_err());
+    let cli = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["kv", "--url", &url, "--ca-cert"])
+        .arg(&cert)
+        .args(["get", "secret"])
+        .output()
+        .unwrap();
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&cli.stdout).trim(), "s3cr3t");
+    // Without the certificate, the CLI refuses to talk HTTPS.
+    let untrusted = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["kv", "--url", &url, "get", "secret"])
+        .output()
+        .unwrap();
+    assert!(!untrusted.status.success());
     assert!(stop(child).success());
 }

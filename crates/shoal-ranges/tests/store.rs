@@ -426,7 +426,9 @@ async fn a_stopping_node_hands_its_leaderships_over_first() {
         .filter(|&r| cluster.store(leader).leader(r) == Some(leader))
         .collect();
     let store = cluster.stores[(leader.get() - 1) as usize].take().unwrap();
-    let handed = store.hand_over_leaderships(std::time::Duration::from_secs(30)).await;
+    let handed = store
+        .hand_over_leaderships(std::time::Duration::from_secs(30))
+        .await;
     assert_eq!(handed.led, led.len());
     assert_eq!(handed.moved, led.len(), "{handed:?}");
     for &range in &led {

@@ -1,0 +1,225 @@
+//! `shoal start`'s configuration. Each setting comes from its flag, else its `SHOAL_*`
+//! environment variable (clap reads both), else the `--config` file (TOML, the same names
+//! as the flags), else its default.
+
+use crate::node::{NodeSettings, TlsFiles};
+use serde::Deserialize;
+use shoal_core::NodeId;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Where node RPC, Raft and gossip listen unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
+/// Where the gateway listens unless told otherwise.
+pub const DEFAULT_HTTP: &str = "127.0.0.1:8400";
+
+/// `shoal start`'s flags (each also read from its environment variable).
+#[derive(clap::Args, Debug, Default)]
+pub struct StartArgs {
+    /// A TOML file of settings (the flags' names, e.g. `data-dir = "/var/lib/shoal"`);
+    /// flags and environment variables override it.
+    #[arg(long, env = "SHOAL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// This node's id, unique in the cluster (required).
+    #[arg(long, env = "SHOAL_ID")]
+    pub id: Option<u64>,
+    /// Where the node keeps its data (required).
+    #[arg(long, env = "SHOAL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Node RPC and Raft over TCP, gossip over UDP, on this one address [default:
+    /// 127.0.0.1:7400].
+    #[arg(long, env = "SHOAL_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// The HTTP gateway [default: 127.0.0.1:8400].
+    #[arg(long, env = "SHOAL_HTTP")]
+    pub http: Option<SocketAddr>,
+    /// The address peers reach `listen` at, if not that one (bound to 0.0.0.0, or NAT).
+    #[arg(long, env = "SHOAL_ADVERTISE")]
+    pub advertise: Option<SocketAddr>,
+    /// Members to join through (their `listen` addresses), comma-separated.
+    #[arg(long, env = "SHOAL_JOIN", value_delimiter = ',')]
+    pub join: Option<Vec<SocketAddr>>,
+    /// Creates the cluster with these founding voters (node ids, comma-separated, this node
+    /// among them) unless this node already holds data. Give every founding node the same
+    /// list.
+    #[arg(long, env = "SHOAL_BOOTSTRAP", value_delimiter = ',')]
+    pub bootstrap: Option<Vec<u64>>,
+    /// This node's failure domain (a rack, a zone), at most 128 bytes.
+    #[arg(long, env = "SHOAL_ZONE")]
+    pub zone: Option<String>,
+    /// Origins whose pages may call the gateway (CORS), comma-separated, each exactly
+    /// `scheme://host[:port]` [default: none, CORS closed].
+    #[arg(long, env = "SHOAL_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Option<Vec<String>>,
+    /// Require `Authorization: Bearer <token>` on every route but /health. Prefer the
+    /// environment variable or the file: flags show in process listings.
+    #[arg(long, env = "SHOAL_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+    /// Serve HTTPS: the PEM certificate chain (with --tls-key).
+    #[arg(long, env = "SHOAL_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// Serve HTTPS: the PEM private key (with --tls-cert).
+    #[arg(long, env = "SHOAL_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// The `--config` file: the same settings, every one optional.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    /// See [`StartArgs::id`].
+    pub id: Option<u64>,
+    /// See [`StartArgs::data_dir`].
+    pub data_dir: Option<PathBuf>,
+    /// See [`StartArgs::listen`].
+    pub listen: Option<SocketAddr>,
+    /// See [`StartArgs::http`].
+    pub http: Option<SocketAddr>,
+    /// See [`StartArgs::advertise`].
+    pub advertise: Option<SocketAddr>,
+    /// See [`StartArgs::join`].
+    pub join: Option<Vec<SocketAddr>>,
+    /// See [`StartArgs::bootstrap`].
+    pub bootstrap: Option<Vec<u64>>,
+    /// See [`StartArgs::zone`].
+    pub zone: Option<String>,
+    /// See [`StartArgs::cors_origins`].
+    pub cors_origins: Option<Vec<String>>,
+    /// See [`StartArgs::auth_token`].
+    pub auth_token: Option<String>,
+    /// See [`StartArgs::tls_cert`].
+    pub tls_cert: Option<PathBuf>,
+    /// See [`StartArgs::tls_key`].
+    pub tls_key: Option<PathBuf>,
+}
+
+impl FileConfig {
+    /// Reads and parses `path`; unknown settings are refused.
+    pub fn read(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+impl StartArgs {
+    /// The node's settings: these flags over `file` over the defaults.
+    pub fn resolve(self, file: FileConfig) -> Result<NodeSettings, String> {
+        let id = self
+            .id
+            .or(file.id)
+            .ok_or("--id (or SHOAL_ID, or id in the file) is required")?;
+        if id == 0 {
+            return Err("node ids start at 1".into());
+        }
+        let data_dir = self
+            .data_dir
+            .or(file.data_dir)
+            .ok_or("--data-dir (or SHOAL_DATA_DIR, or data-dir in the file) is required")?;
+        let default = |addr: &str| addr.parse::<SocketAddr>().expect("a valid default");
+        let listen = self
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| default(DEFAULT_LISTEN));
+        let http = self
+            .http
+            .or(file.http)
+            .unwrap_or_else(|| default(DEFAULT_HTTP));
+        let mut settings = NodeSettings::new(NodeId::new(id), data_dir, listen, http);
+        settings.advertise = self.advertise.or(file.advertise);
+        settings.join = self.join.or(file.join).unwrap_or_default();
+        settings.bootstrap = self
+            .bootstrap
+            .or(file.bootstrap)
+            .unwrap_or_default()
+            .into_iter()
+            .map(NodeId::new)
+            .collect();
+        if !settings.bootstrap.is_empty() && !settings.bootstrap.contains(&settings.id) {
+            return Err(format!(
+                "--bootstrap lists the founding voters, and this node ({id}) is not among them"
+            ));
+        }
+        settings.zone = self.zone.or(file.zone);
+        settings.gateway.cors_origins = self
+            .cors_origins
+            .or(file.cors_origins)
+            .unwrap_or_default()
+            .iter()
+            .map(|o| shoal_gateway::parse_origin(o))
+            .collect::<Result<_, _>>()?;
+        settings.gateway.auth_token = self.auth_token.or(file.auth_token);
+        if settings.gateway.auth_token.as_deref() == Some("") {
+            return Err("the auth token is empty".into());
+        }
+        settings.tls = match (
+            self.tls_cert.or(file.tls_cert),
+            self.tls_key.or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => return Err("--tls-cert and --tls-key go together".into()),
+        };
+        Ok(settings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        start: StartArgs,
+    }
+
+    fn args(flags: &[&str]) -> StartArgs {
+        let mut argv = vec!["shoal"];
+        argv.extend_from_slice(flags);
+        Cli::try_parse_from(argv).unwrap().start
+    }
+
+    #[test]
+    fn flags_override_the_file_and_the_file_overrides_defaults() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            id = 2
+            data-dir = "/from/file"
+            http = "127.0.0.1:9000"
+            join = ["127.0.0.1:7401", "127.0.0.1:7402"]
+            cors-origins = ["https://app.example.com"]
+            "#,
+        )
+        .unwrap();
+        let settings = args(&["--data-dir", "/from/flag"]).resolve(file).unwrap();
+        assert_eq!(settings.id, NodeId::new(2));
+        assert_eq!(settings.data_dir, PathBuf::from("/from/flag"));
+        assert_eq!(settings.http, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(settings.listen, DEFAULT_LISTEN.parse().unwrap());
+        assert_eq!(settings.join.len(), 2);
+        assert_eq!(settings.gateway.cors_origins.len(), 1);
+        assert!(settings.gateway.auth_token.is_none());
+        assert!(settings.tls.is_none());
+    }
+
+    #[test]
+    fn bad_configurations_are_refused_with_reasons() {
+        let none = FileConfig::default;
+        assert!(args(&[]).resolve(none()).unwrap_err().contains("--id"));
+        assert!(args(&["--id", "1"])
+            .resolve(none())
+            .unwrap_err()
+            .contains("--data-dir"));
+        let refused = |flags: &[&str]| {
+            let mut all = vec!["--id", "1", "--data-dir", "d"];
+            all.extend_from_slice(flags);
+            args(&all).resolve(none()).unwrap_err()
+        };
+        assert!(refused(&["--cors-origins", "*"]).contains("origin"));
+        assert!(refused(&["--cors-origins", "https://a.example/path"]).contains("origin"));
+        assert!(refused(&["--tls-cert", "c.pem"]).contains("together"));
+        assert!(refused(&["--bootstrap", "2,3"]).contains("not among them"));
+        assert!(toml::from_str::<FileConfig>("listen-addr = \"x\"").is_err());
+    }
+}
