@@ -20,7 +20,9 @@ mod security;
 mod tls;
 
 pub use errors::ApiError;
-pub use http::{parse_origin, routes, GatewayConfig, VERSION_HEADER};
+pub use http::{
+    bodies, openapi, parse_origin, routes, GatewayConfig, MAX_KEY_BYTES, VERSION_HEADER,
+};
 pub use keys::{decode_key, encode_bytes, KeyError};
 pub use metrics::Metrics;
 pub use router::KvRouter;

@@ -15,9 +15,10 @@
 //! not sent with less than [`MIN_WRITE_TIME`] left, so that running out of time before it
 //! left stays a certain failure.
 
-use shoal_core::{Error, ErrorCode, NodeId, RangeId};
+use shoal_core::{Error, ErrorCode, NodeId, RangeDescriptor, RangeId};
 use shoal_ranges::store::{
-    KvOp, KvRequest, KvResponse, KvRpc, SplitRequest, SplitResponse, SplitRpc, Store, StoreError,
+    KvOp, KvRequest, KvResponse, KvRpc, RangeReport, SplitRequest, SplitResponse, SplitRpc,
+    StatusRpc, Store, StoreError,
 };
 use shoal_routing::{ErrorAction, RangeCache, RangeCacheConfig};
 use shoal_transport::{RpcClient, RpcTransportExt};
@@ -173,14 +174,7 @@ impl KvRouter {
         at: Option<Vec<u8>>,
         deadline: Instant,
     ) -> Result<SplitResponse, Error> {
-        let descriptors = self.store.meta_descriptors().await.map_err(|e| match e {
-            StoreError::Request(e) => e,
-            e => Error::new(ErrorCode::Unavailable, e.to_string()),
-        })?;
-        let descriptor = descriptors
-            .into_iter()
-            .find(|d| d.id == range)
-            .ok_or_else(|| Error::new(ErrorCode::RangeNotFound { range }, "no such range"))?;
+        let descriptor = self.recorded(range).await?;
         let voters: Vec<NodeId> = descriptor.voters().collect();
         let request = SplitRequest { range, at };
         let mut next = self.store.leader(range);
@@ -215,6 +209,67 @@ impl KvRouter {
             }
         }
         Err(last)
+    }
+
+    /// Range `range` as the meta range records it (`RangeNotFound` if it does not).
+    pub async fn recorded(&self, range: RangeId) -> Result<RangeDescriptor, Error> {
+        let descriptors = self.store.meta_descriptors().await.map_err(|e| match e {
+            StoreError::Request(e) => e,
+            e => Error::new(ErrorCode::Unavailable, e.to_string()),
+        })?;
+        descriptors
+            .into_iter()
+            .find(|d| d.id == range)
+            .ok_or_else(|| Error::new(ErrorCode::RangeNotFound { range }, "no such range"))
+    }
+
+    /// Range `range` as recorded, and what each of its replicas' nodes reports about it
+    /// (asked at once; a node that does not answer by `deadline` has its error instead).
+    pub async fn range_reports(
+        &self,
+        range: RangeId,
+        deadline: Instant,
+    ) -> Result<(RangeDescriptor, Vec<(NodeId, Result<RangeReport, Error>)>), Error> {
+        let descriptor = self.recorded(range).await?;
+        let asking = descriptor.replicas.iter().map(|replica| {
+            let node = replica.node;
+            async move {
+                let report = if node == self.store.id() {
+                    let status = self.store.report(Some(range)).await;
+                    status.ranges.into_iter().next().ok_or_else(|| {
+                        Error::new(ErrorCode::RangeNotFound { range }, "not hosted here")
+                    })
+                } else {
+                    self.ask_status(node, range, deadline).await
+                };
+                (node, report)
+            }
+        });
+        let reports = futures_util::future::join_all(asking).await;
+        Ok((descriptor, reports))
+    }
+
+    /// Node `node`'s report of `range`.
+    async fn ask_status(
+        &self,
+        node: NodeId,
+        range: RangeId,
+        deadline: Instant,
+    ) -> Result<RangeReport, Error> {
+        let addr = self
+            .store
+            .peer_addr(node)
+            .ok_or_else(|| Error::new(ErrorCode::Unreachable, "no known address"))?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let status = self
+            .client
+            .call::<StatusRpc>(addr, &Some(range), remaining)
+            .await?;
+        status
+            .ranges
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::new(ErrorCode::RangeNotFound { range }, "not hosted there"))
     }
 
     /// The `attempt`-th voter of the cached range holding `key`, in turn.

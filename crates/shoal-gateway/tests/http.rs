@@ -368,6 +368,60 @@ async fn keys_are_written_read_conditioned_scanned_and_deleted_over_http() {
             .all(|r| r["replicas"].as_array().unwrap().len() == 3),
         "{body}"
     );
+    // One range in detail: every replica answers, one leads, the others' lag is known.
+    let (status, body) = cluster.json(Method::GET, "/v1/ranges/1", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let replicas = body["replicas"].as_array().unwrap();
+    assert_eq!(replicas.len(), 3, "{body}");
+    assert!(replicas.iter().all(|r| r["reachable"] == true), "{body}");
+    let leader = body["leader"].as_u64().expect("a leader");
+    for r in replicas {
+        assert!(r["applied"].as_u64().unwrap() > 0, "{body}");
+        if r["node"].as_u64() == Some(leader) {
+            assert_eq!(r["raft_role"], "leader", "{body}");
+        } else {
+            assert_eq!(r["raft_role"], "follower", "{body}");
+            assert!(r["lag_entries"].is_u64(), "{body}");
+        }
+    }
+    let (status, _) = cluster.json(Method::GET, "/v1/ranges/99999", &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = cluster.json(Method::GET, "/v1/ranges/x", &[]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // The OpenAPI document lists every route the gateway serves, with its schemas.
+    let (status, doc) = cluster.json(Method::GET, "/v1/openapi.json", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    for (path, method) in [
+        ("/v1/kv/{key}", "get"),
+        ("/v1/kv/{key}", "put"),
+        ("/v1/kv/{key}", "delete"),
+        ("/v1/kv/{key}/cas", "post"),
+        ("/v1/kv", "get"),
+        ("/v1/cluster/members", "get"),
+        ("/v1/ranges", "get"),
+        ("/v1/ranges/{id}", "get"),
+        ("/v1/admin/ranges/{id}/split", "post"),
+        ("/health", "get"),
+        ("/ready", "get"),
+        ("/metrics", "get"),
+    ] {
+        assert!(doc["paths"][path][method].is_object(), "no {method} {path}");
+    }
+    for schema in [
+        "ScanPage",
+        "CasRequest",
+        "RangeStatus",
+        "ErrorBody",
+        "Written",
+    ] {
+        assert!(
+            doc["components"]["schemas"][schema].is_object(),
+            "no {schema}"
+        );
+    }
+
     // Metrics: the requests above, and the store's figures.
     let (status, _, text) = cluster.call(Method::GET, "/metrics", &[], &[]).await;
     assert_eq!(status, StatusCode::OK);

@@ -357,14 +357,35 @@ async fn get_json(gateway: &Gateway, path: &str) -> Result<serde_json::Value, St
     serde_json::from_slice(&answer.body).map_err(|e| format!("{path}: {e}"))
 }
 
+/// Ranges whose replicas' lag `cluster status` asks for, one request each.
+const STATUS_DETAIL_RANGES: usize = 64;
+
 async fn cluster_status(gateway: &GatewayArg, json: bool) -> Result<(), String> {
     let gateway = gateway.gateway()?;
     let members = get_json(&gateway, "/v1/cluster/members").await?;
-    let ranges = get_json(&gateway, "/v1/ranges").await?;
+    let mut ranges = get_json(&gateway, "/v1/ranges").await?;
+    if let Some(list) = ranges.as_array_mut() {
+        list.sort_by_key(|r| r["id"].as_u64());
+    }
+    // Each range's replicas as their nodes report them (roles, lag), for the first ones.
+    let mut details = Vec::new();
+    for r in ranges
+        .as_array()
+        .into_iter()
+        .flatten()
+        .take(STATUS_DETAIL_RANGES)
+    {
+        let path = format!("/v1/ranges/{}", r["id"]);
+        details.push(
+            get_json(&gateway, &path)
+                .await
+                .unwrap_or(serde_json::Value::Null),
+        );
+    }
     if json {
         println!(
             "{}",
-            serde_json::json!({ "members": members, "ranges": ranges })
+            serde_json::json!({ "members": members, "ranges": details })
         );
         return Ok(());
     }
@@ -379,22 +400,46 @@ async fn cluster_status(gateway: &GatewayArg, json: bool) -> Result<(), String> 
     }
     println!();
     println!(
-        "{:<22} {:<16} {:<16} {:<6} {:<8} REPLICAS",
+        "{:<6} {:<16} {:<16} {:<6} {:<8} REPLICAS (node:raft role:lag in entries)",
         "RANGE", "START", "END", "GEN", "LEADER"
     );
-    for r in ranges.as_array().into_iter().flatten() {
-        let replicas: Vec<String> = r["replicas"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|p| format!("{}:{}", p["node"], p["role"].as_str().unwrap_or_default()))
-            .collect();
-        let leader = r["leader"]
+    for (i, r) in ranges.as_array().into_iter().flatten().enumerate() {
+        let detail = details.get(i).filter(|d| d.is_object());
+        let replicas: Vec<String> = match detail {
+            Some(d) => d["replicas"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    let role = match p["raft_role"].as_str() {
+                        Some(role) => role.to_string(),
+                        None => "unreachable".to_string(),
+                    };
+                    let lag = p["lag_entries"]
+                        .as_u64()
+                        .map_or(String::new(), |l| format!(":{l}"));
+                    let learner = if p["role"] == "learner" {
+                        "(learner)"
+                    } else {
+                        ""
+                    };
+                    format!("{}{learner}:{role}{lag}", p["node"])
+                })
+                .collect(),
+            None => r["replicas"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| format!("{}:{}", p["node"], p["role"].as_str().unwrap_or_default()))
+                .collect(),
+        };
+        let leader = detail
+            .map_or(&r["leader"], |d| &d["leader"])
             .as_u64()
             .map_or("?".to_string(), |l| l.to_string());
         let start = r["start"].as_str().unwrap_or_default();
         println!(
-            "{:<22} {:<16} {:<16} {:<6} {:<8} {}",
+            "{:<6} {:<16} {:<16} {:<6} {:<8} {}",
             r["id"].to_string(),
             if start.is_empty() { "(start)" } else { start },
             r["end"].as_str().unwrap_or("(end)"),
