@@ -46,6 +46,10 @@ pub struct StoreConfig {
     /// followers to move (see [`super::Store::hand_over_leaderships`]). Default 5 s; zero
     /// hands nothing over (the ranges elect leaders once the node is gone).
     pub handover_timeout: Duration,
+    /// How often the store joins again through the seeds it joined through that no live
+    /// member is known at (so that losing the one seed that answered a join does not leave
+    /// the node knowing nobody). Default 2 s; zero turns it off.
+    pub rejoin_interval: Duration,
     /// How linearizable reads confirm leadership: [`ReadMode::Safe`] (a heartbeat round per
     /// batch of reads, the default) or [`ReadMode::Lease`] (none while the leader's lease
     /// holds; relies on bounded clock drift, see [`ReadMode`]).
@@ -89,6 +93,7 @@ impl StoreConfig {
             advertise: None,
             leave_timeout: Duration::from_secs(5),
             handover_timeout: Duration::from_secs(5),
+            rejoin_interval: Duration::from_secs(2),
             read_mode: ReadMode::Safe,
             snapshot_chunk_bytes: 1 << 20,
             request_timeout: Duration::from_secs(10),

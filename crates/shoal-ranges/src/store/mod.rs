@@ -45,6 +45,7 @@ mod meta;
 mod meta_client;
 mod node;
 mod read_barriers;
+mod seeds;
 mod service;
 mod shared;
 #[cfg(feature = "sim")]

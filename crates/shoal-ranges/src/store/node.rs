@@ -10,6 +10,7 @@ use super::machine::RangeMachine;
 use super::meta::{NodeRecord, MAX_ZONE_BYTES, META_RANGE};
 use super::meta_client;
 use super::read_barriers::ReadBarriers;
+use super::seeds::Seeds;
 use super::service;
 use super::shared::{Shared, SplitDone};
 use crate::policy::{Decision, InFlight, RangeStats as PolicyStats};
@@ -100,6 +101,8 @@ pub(crate) struct Inner {
     pub(crate) replica_mismatches: AtomicU64,
     /// Linearizable reads' barriers, batched per range.
     pub(crate) read_barriers: ReadBarriers,
+    /// The seeds this node joined through, joined again while none is known alive.
+    pub(crate) seeds: Seeds,
     /// The last comparison session this node started.
     next_session: AtomicU64,
     server: Mutex<Option<RpcServer>>,
@@ -204,6 +207,7 @@ impl Store {
             compare_builds: tokio::sync::Semaphore::new(2),
             replica_mismatches: AtomicU64::new(0),
             read_barriers: ReadBarriers::default(),
+            seeds: Seeds::default(),
             next_session: AtomicU64::new(0),
             server: Mutex::new(Some(server)),
             tasks: Mutex::new(Vec::new()),
@@ -219,7 +223,7 @@ impl Store {
             tokio::spawn(start_split_ranges(store.inner.clone())),
             tokio::spawn(split_large_ranges(store.inner.clone())),
             tokio::spawn(learn_peers(
-                store.inner.peers.clone(),
+                store.inner.clone(),
                 store.inner.members.subscribe(),
             )),
             tokio::spawn(host_on_demand(
@@ -229,6 +233,7 @@ impl Store {
             tokio::spawn(super::gossip::announce(store.inner.clone())),
             tokio::spawn(meta_client::upkeep(store.inner.clone())),
             tokio::spawn(sync_engine(store.inner.clone())),
+            tokio::spawn(super::seeds::rejoin(store.inner.clone())),
             tokio::spawn(super::gossip::pull_now_and_then(store.inner.clone())),
             tokio::spawn(super::gossip::listen(
                 store.inner.clone(),
@@ -311,7 +316,11 @@ impl Store {
 
     /// Joins the cluster through `seeds` (any members' addresses): from then on membership
     /// keeps every store's address known to every other. Returns how many seeds answered.
+    /// The seeds are remembered: while no live member is known at one of them, the store
+    /// joins through it again (see [`StoreConfig::rejoin_interval`]).
     pub async fn join(&self, seeds: Vec<SocketAddr>) -> Result<usize, StoreError> {
+        self.inner.seeds.remember(&seeds, self.inner.addr);
+        let _joining = self.inner.seeds.joining.lock().await;
         let answered = self
             .inner
             .members
@@ -838,8 +847,16 @@ async fn host_on_demand(inner: Arc<Inner>, mut unknown: broadcast::Receiver<Unkn
 }
 
 /// Keeps the peer addresses Raft and node RPC use up to date with membership: a member that
-/// joins or comes back is reachable at the address it gossips.
-async fn learn_peers(peers: Peers, mut events: broadcast::Receiver<MemberEvent>) {
+/// joins or comes back is reachable at the address it gossips. Starts from the members
+/// known when it subscribed (membership runs, and answers joins, before this task does).
+async fn learn_peers(inner: Arc<Inner>, mut events: broadcast::Receiver<MemberEvent>) {
+    let peers = inner.peers.clone();
+    if let Ok(members) = inner.members.members().await {
+        let mut known = peers.write().unwrap_or_else(|p| p.into_inner());
+        for member in members.iter().filter(|m| m.id != inner.id) {
+            known.entry(member.id).or_insert(member.addr);
+        }
+    }
     loop {
         match events.recv().await {
             Ok(event) => {
