@@ -34,7 +34,7 @@ pub struct DevNode {
 /// free for UDP too, which gossip uses on the same port number). They are released before
 /// the nodes bind them, so another program could take one in between; the dev cluster then
 /// fails to start and says which address was taken.
-fn free_ports(count: usize) -> std::io::Result<Vec<SocketAddr>> {
+pub fn free_ports(count: usize) -> std::io::Result<Vec<SocketAddr>> {
     let mut held = Vec::new();
     while held.len() < count {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
