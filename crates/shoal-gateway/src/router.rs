@@ -16,6 +16,7 @@
 //! left stays a certain failure.
 
 use shoal_core::{Error, ErrorCode, NodeId, RangeDescriptor, RangeId};
+use shoal_membership::{MemberEvent, MemberEventKind};
 use shoal_ranges::store::{
     KvOp, KvRequest, KvResponse, KvRpc, RangeReport, SplitRequest, SplitResponse, SplitRpc,
     StatusRpc, Store, StoreError,
@@ -47,12 +48,20 @@ struct LookupError(String);
 impl KvRouter {
     /// A router that looks ranges up through `store` (the node it is embedded in, which
     /// answers from gossip or the meta range) and sends requests with the store's client.
+    /// Nodes membership declares dead or gone are evicted from its cache as it hears of
+    /// them, so requests go to the other replicas at once (a task follows membership for
+    /// as long as the router or the store lasts; call from within a tokio runtime).
     pub fn new(store: Store) -> Self {
         let client = store.client();
+        let cache = Arc::new(RangeCache::new(RangeCacheConfig::default()));
+        tokio::spawn(evict_failed_nodes(
+            Arc::downgrade(&cache),
+            store.subscribe_members(),
+        ));
         Self {
             store,
             client,
-            cache: Arc::new(RangeCache::new(RangeCacheConfig::default())),
+            cache,
         }
     }
 
@@ -272,11 +281,38 @@ impl KvRouter {
             .ok_or_else(|| Error::new(ErrorCode::RangeNotFound { range }, "not hosted there"))
     }
 
-    /// The `attempt`-th voter of the cached range holding `key`, in turn.
+    /// The `attempt`-th voter of the cached range holding `key`, in turn, less the nodes
+    /// evicted as failed.
     fn voter(&self, key: &[u8], attempt: u32) -> Option<NodeId> {
-        let descriptor = self.cache.descriptor(key).ok().flatten()?;
-        let voters: Vec<NodeId> = descriptor.voters().collect();
+        let replicas = self.cache.live_replicas(key).ok().flatten()?;
+        let voters: Vec<NodeId> = replicas
+            .iter()
+            .filter(|r| r.role == shoal_core::ReplicaRole::Voter)
+            .map(|r| r.node)
+            .collect();
         (!voters.is_empty()).then(|| voters[attempt as usize % voters.len()])
+    }
+}
+
+/// Evicts each node membership declares dead or gone from `cache` (its leaderships are
+/// forgotten, and it is tried last), until the cache or the event stream ends.
+async fn evict_failed_nodes(
+    cache: std::sync::Weak<RangeCache>,
+    mut events: tokio::sync::broadcast::Receiver<MemberEvent>,
+) {
+    loop {
+        let event = match events.recv().await {
+            Ok(event) => event,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        let Some(cache) = cache.upgrade() else {
+            return;
+        };
+        if matches!(event.kind, MemberEventKind::Dead | MemberEventKind::Left) {
+            let changed = cache.evict_node(event.id);
+            tracing::debug!(node = %event.id, changed, "evicted a failed node from the range cache");
+        }
     }
 }
 

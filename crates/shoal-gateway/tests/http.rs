@@ -23,6 +23,8 @@ struct Cluster {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     /// The bearer token every request presents, if the gateway wants one.
     token: Option<String>,
+    /// The gateway's router (its range cache).
+    router: KvRouter,
 }
 
 fn config(id: u64, dir: &std::path::Path) -> StoreConfig {
@@ -61,7 +63,8 @@ impl Cluster {
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
-        let app = routes(KvRouter::new(stores[0].clone()), gateway);
+        let router = KvRouter::new(stores[0].clone());
+        let app = routes(router.clone(), gateway);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(shoal_gateway::serve(
             shoal_gateway::HttpListener::Plain(listener),
@@ -77,6 +80,7 @@ impl Cluster {
             http: Client::builder(TokioExecutor::new()).build_http(),
             stop: Some(stop),
             token,
+            router,
         };
         // Ready once it can route (every store knows the others, a leader exists).
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -636,5 +640,83 @@ async fn cors_and_the_bearer_token_guard_the_api() {
     assert_eq!(status, StatusCode::NOT_FOUND, "nothing was written");
     let (status, _, _) = cluster.call(Method::PUT, "/v1/kv/guarded", &[], b"x").await;
     assert_eq!(status, StatusCode::OK);
+    cluster.shutdown().await;
+}
+
+/// Serves a gateway over `store` on a free port; returns its URL.
+async fn serve_gateway(store: &Store, config: GatewayConfig) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = routes(KvRouter::new(store.clone()), config);
+    tokio::spawn(shoal_gateway::serve(
+        shoal_gateway::HttpListener::Plain(listener),
+        app,
+        std::future::pending(),
+    ));
+    format!("http://{addr}")
+}
+
+/// A write the leader proposed but could not commit (both followers gone) before the
+/// request's deadline may still commit later: it is a 504 that says the outcome is unknown,
+/// never a failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_outcome_is_unknown_is_a_504_that_says_so() {
+    let cluster = Cluster::start().await;
+    let (status, _, _) = cluster.call(Method::PUT, "/v1/kv/warm", &[], b"1").await;
+    assert_eq!(status, StatusCode::OK);
+    let leader = cluster.stores[0]
+        .leader(shoal_ranges::store::FIRST_RANGE)
+        .unwrap();
+    let leader_store = cluster
+        .stores
+        .iter()
+        .find(|s| s.id() == leader)
+        .unwrap()
+        .clone();
+    let url = serve_gateway(
+        &leader_store,
+        GatewayConfig {
+            request_timeout: Duration::from_millis(300),
+            ..GatewayConfig::default()
+        },
+    )
+    .await;
+    for store in cluster.stores.iter().filter(|s| s.id() != leader) {
+        store.crash().await;
+    }
+    let request = Request::builder()
+        .method(Method::PUT)
+        .uri(format!("{url}/v1/kv/doubtful"))
+        .body(Full::new(Bytes::from_static(b"maybe")))
+        .unwrap();
+    let response = cluster.http.request(request).await.unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert_eq!(body["error"], "outcome_unknown", "{body}");
+    cluster.shutdown().await;
+}
+
+/// A node membership declares dead is evicted from the gateway's range cache: its
+/// leaderships are forgotten and requests go to the other replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_is_evicted_from_the_gateways_routes() {
+    let cluster = Cluster::start().await;
+    let (status, _, _) = cluster.call(Method::PUT, "/v1/kv/route", &[], b"1").await;
+    assert_eq!(status, StatusCode::OK);
+    let gone = cluster.stores[2].id();
+    cluster.stores[2].crash().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let live = cluster.router.cache().live_replicas(b"route").unwrap();
+        if live.is_some_and(|replicas| replicas.iter().all(|r| r.node != gone)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node {gone} was never evicted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, _, body) = cluster.call(Method::PUT, "/v1/kv/route", &[], b"2").await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     cluster.shutdown().await;
 }

@@ -343,6 +343,11 @@ impl Store {
             .map_err(|e| StoreError::Membership(e.to_string()))
     }
 
+    /// Membership's events from now on: members joining, suspected, failed, leaving.
+    pub fn subscribe_members(&self) -> broadcast::Receiver<MemberEvent> {
+        self.inner.members.subscribe()
+    }
+
     /// Records where a peer listens, for peers not (yet) known through membership.
     pub fn set_peer(&self, node: NodeId, addr: SocketAddr) {
         self.inner
