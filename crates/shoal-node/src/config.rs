@@ -23,7 +23,8 @@ pub struct StartArgs {
     /// This node's id, unique in the cluster (required).
     #[arg(long, env = "SHOAL_ID")]
     pub id: Option<u64>,
-    /// Where the node keeps its data (required).
+    /// Where the node keeps its data (required for a data node; a standalone gateway keeps
+    /// its membership state in a temporary directory if none is given).
     #[arg(long, env = "SHOAL_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Node RPC and Raft over TCP, gossip over UDP, on this one address [default:
@@ -101,9 +102,33 @@ impl FileConfig {
     }
 }
 
+/// What a node started from [`StartArgs`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// A data node: hosts ranges, serves a gateway (`shoal start`).
+    Data,
+    /// A standalone gateway: joins membership to learn the topology, hosts no range
+    /// (`shoal gateway`).
+    Gateway,
+}
+
+/// A node's resolved settings, with the temporary directory a gateway without a data
+/// directory keeps its state in (removed when this is dropped).
+pub struct Resolved {
+    /// The settings.
+    pub settings: NodeSettings,
+    /// The temporary data directory, if one was made.
+    pub temp_dir: Option<tempfile::TempDir>,
+}
+
 impl StartArgs {
     /// The node's settings: these flags over `file` over the defaults.
     pub fn resolve(self, file: FileConfig) -> Result<NodeSettings, String> {
+        Ok(self.resolve_as(file, Role::Data)?.settings)
+    }
+
+    /// The settings of a node of `role`: these flags over `file` over the defaults.
+    pub fn resolve_as(self, file: FileConfig, role: Role) -> Result<Resolved, String> {
         let id = self
             .id
             .or(file.id)
@@ -111,10 +136,24 @@ impl StartArgs {
         if id == 0 {
             return Err("node ids start at 1".into());
         }
-        let data_dir = self
-            .data_dir
-            .or(file.data_dir)
-            .ok_or("--data-dir (or SHOAL_DATA_DIR, or data-dir in the file) is required")?;
+        let mut temp_dir = None;
+        let data_dir = match (self.data_dir.or(file.data_dir), role) {
+            (Some(dir), _) => dir,
+            (None, Role::Gateway) => {
+                let dir = tempfile::Builder::new()
+                    .prefix("shoal-gateway-")
+                    .tempdir()
+                    .map_err(|e| format!("a temporary data directory: {e}"))?;
+                let path = dir.path().to_path_buf();
+                temp_dir = Some(dir);
+                path
+            }
+            (None, Role::Data) => {
+                return Err(
+                    "--data-dir (or SHOAL_DATA_DIR, or data-dir in the file) is required".into(),
+                )
+            }
+        };
         let default = |addr: &str| addr.parse::<SocketAddr>().expect("a valid default");
         let listen = self
             .listen
@@ -134,6 +173,17 @@ impl StartArgs {
             .into_iter()
             .map(NodeId::new)
             .collect();
+        if role == Role::Gateway {
+            settings.hosts_ranges = false;
+            if !settings.bootstrap.is_empty() {
+                return Err("a gateway hosts no ranges and cannot bootstrap a cluster".into());
+            }
+            if settings.join.is_empty() {
+                return Err(
+                    "a gateway needs --join: the members it learns the cluster from".into(),
+                );
+            }
+        }
         if !settings.bootstrap.is_empty() && !settings.bootstrap.contains(&settings.id) {
             return Err(format!(
                 "--bootstrap lists the founding voters, and this node ({id}) is not among them"
@@ -159,7 +209,7 @@ impl StartArgs {
             (None, None) => None,
             _ => return Err("--tls-cert and --tls-key go together".into()),
         };
-        Ok(settings)
+        Ok(Resolved { settings, temp_dir })
     }
 }
 
@@ -221,5 +271,12 @@ mod tests {
         assert!(refused(&["--tls-cert", "c.pem"]).contains("together"));
         assert!(refused(&["--bootstrap", "2,3"]).contains("not among them"));
         assert!(toml::from_str::<FileConfig>("listen-addr = \"x\"").is_err());
+        let gateway = |flags: &[&str]| args(flags).resolve_as(none(), Role::Gateway);
+        assert!(gateway(&["--id", "9", "--bootstrap", "9"]).is_err());
+        assert!(gateway(&["--id", "9"]).err().unwrap().contains("--join"));
+        let resolved = gateway(&["--id", "9", "--join", "127.0.0.1:7400"]).unwrap();
+        assert!(!resolved.settings.hosts_ranges);
+        let temp = resolved.temp_dir.expect("a temporary data directory");
+        assert_eq!(resolved.settings.data_dir, temp.path());
     }
 }

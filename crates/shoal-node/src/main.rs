@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use hyper::Method;
 use shoal_node::client::{key_path, Gateway};
-use shoal_node::config::{FileConfig, StartArgs};
+use shoal_node::config::{FileConfig, Role, StartArgs};
 use shoal_node::dev::{DevCluster, DevOptions};
 use shoal_node::node::Node;
 use std::path::PathBuf;
@@ -25,6 +25,9 @@ struct Cli {
 enum Command {
     /// Runs one node: its range store and its HTTP gateway.
     Start(StartArgs),
+    /// Runs a standalone HTTP gateway: it joins the cluster's membership to learn where
+    /// ranges are, and hosts none (same flags as start; --join needed, --data-dir optional).
+    Gateway(StartArgs),
     /// Runs a local cluster in this process, on free loopback ports, until Ctrl-C. Running
     /// it again picks up the same data.
     Dev {
@@ -215,37 +218,8 @@ async fn wait_signal() {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Start(args) => {
-            init_logs(cli.log_json);
-            let file = match args.config.as_deref().map(FileConfig::read).transpose() {
-                Ok(file) => file.unwrap_or_default(),
-                Err(e) => {
-                    eprintln!("shoal start: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let settings = match args.resolve(file) {
-                Ok(settings) => settings,
-                Err(e) => {
-                    eprintln!("shoal start: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let mut stop = stop_signal();
-            let node = tokio::select! {
-                started = Node::start(settings) => match started {
-                    Ok(node) => node,
-                    Err(e) => {
-                        eprintln!("shoal start: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                },
-                _ = &mut stop => return ExitCode::SUCCESS,
-            };
-            let _ = stop.await;
-            node.shutdown().await;
-            ExitCode::SUCCESS
-        }
+        Command::Start(args) => run_node(args, Role::Data, cli.log_json).await,
+        Command::Gateway(args) => run_node(args, Role::Gateway, cli.log_json).await,
         Command::Dev { nodes, dir, tls } => {
             init_logs(cli.log_json);
             let mut stop = stop_signal();
@@ -346,6 +320,45 @@ async fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// `shoal start` and `shoal gateway`: runs a node of `role` until a signal.
+async fn run_node(args: StartArgs, role: Role, log_json: bool) -> ExitCode {
+    init_logs(log_json);
+    let command = match role {
+        Role::Data => "shoal start",
+        Role::Gateway => "shoal gateway",
+    };
+    let file = match args.config.as_deref().map(FileConfig::read).transpose() {
+        Ok(file) => file.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("{command}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let resolved = match args.resolve_as(file, role) {
+        Ok(resolved) => resolved,
+        Err(e) => {
+            eprintln!("{command}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut stop = stop_signal();
+    let node = tokio::select! {
+        started = Node::start(resolved.settings) => match started {
+            Ok(node) => node,
+            Err(e) => {
+                eprintln!("{command}: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ = &mut stop => return ExitCode::SUCCESS,
+    };
+    let _ = stop.await;
+    node.shutdown().await;
+    // The temporary directory (a gateway's) goes once the node has stopped.
+    drop(resolved.temp_dir);
+    ExitCode::SUCCESS
 }
 
 /// A JSON answer from `path` of `gateway`.

@@ -37,6 +37,9 @@ pub struct NodeSettings {
     pub gateway: GatewayConfig,
     /// Serve HTTPS with this certificate and key instead of HTTP.
     pub tls: Option<TlsFiles>,
+    /// Whether the node hosts ranges (a data node), or only routes requests (a standalone
+    /// gateway: see `StoreConfig::hosts_ranges`).
+    pub hosts_ranges: bool,
     /// Store settings beyond the above (tests shorten timeouts).
     pub tune: fn(&mut StoreConfig),
 }
@@ -65,6 +68,7 @@ impl NodeSettings {
             zone: None,
             gateway: GatewayConfig::default(),
             tls: None,
+            hosts_ranges: true,
             tune: |_| {},
         }
     }
@@ -109,6 +113,7 @@ impl Node {
         let mut config = StoreConfig::new(settings.id, &settings.data_dir, settings.listen);
         config.advertise = settings.advertise;
         config.zone = settings.zone.clone();
+        config.hosts_ranges = settings.hosts_ranges;
         (settings.tune)(&mut config);
         let store = Store::open(config).await.map_err(StartError::Store)?;
         if !settings.join.is_empty() {

@@ -2,7 +2,8 @@
 //! HTTP API and the CLI: kill -9 the leader of a range and requests keep succeeding once a
 //! new leader is elected; the killed node restarts and catches up; a node stopped with
 //! SIGTERM hands its leaderships over before it leaves and exits 0; a CORS preflight from an
-//! origin not listed is refused; malformed requests get 4xx and change nothing.
+//! origin not listed is refused; malformed requests get 4xx and change nothing; a standalone
+//! `shoal gateway` routes requests without hosting a range.
 
 use hyper::Method;
 use shoal_node::client::{key_path, Answer, Gateway};
@@ -21,11 +22,13 @@ struct Proc {
     data: PathBuf,
     log: PathBuf,
     child: Option<Child>,
+    /// A standalone gateway (`shoal gateway`) rather than a data node.
+    gateway_only: bool,
 }
 
 struct Cluster {
     procs: Vec<Proc>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Proc {
@@ -36,15 +39,21 @@ impl Proc {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
-            .arg("start")
+        let mut command = Command::new(env!("CARGO_BIN_EXE_shoal"));
+        if self.gateway_only {
+            command.arg("gateway");
+        } else {
+            command
+                .arg("start")
+                .arg("--data-dir")
+                .arg(&self.data)
+                .args(["--bootstrap", "1,2,3"]);
+        }
+        let child = command
             .args(["--id", &self.id.to_string()])
-            .arg("--data-dir")
-            .arg(&self.data)
             .args(["--listen", &self.listen.to_string()])
             .args(["--http", &self.http.to_string()])
             .args(["--join", &join.join(",")])
-            .args(["--bootstrap", "1,2,3"])
             .args(["--cors-origins", ALLOWED_ORIGIN])
             .env(
                 "RUST_LOG",
@@ -77,6 +86,7 @@ impl Cluster {
                 data: dir.path().join(format!("node-{}", i + 1)),
                 log: dir.path().join(format!("node-{}.log", i + 1)),
                 child: None,
+                gateway_only: false,
             })
             .collect();
         let listens: Vec<SocketAddr> = procs.iter().map(|p| p.listen).collect();
@@ -85,7 +95,7 @@ impl Cluster {
                 listens.iter().copied().filter(|l| *l != p.listen).collect();
             p.spawn(&peers);
         }
-        let cluster = Cluster { procs, _dir: dir };
+        let cluster = Cluster { procs, dir };
         for p in &cluster.procs {
             cluster.wait_ready(p).await;
         }
@@ -444,4 +454,59 @@ async fn the_api_refuses_bad_requests_and_foreign_origins_and_the_cli_works() {
     let out = shoal_cli(&["kv", "--url", &url, "del", "fruit"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(get(&g, "fruit").await.status, 404);
+
+    // A standalone gateway joins as a member that hosts nothing, and routes requests.
+    let ports = shoal_node::dev::free_ports(2).unwrap();
+    let mut cluster = cluster;
+    let mut standalone = Proc {
+        id: 10,
+        listen: ports[0],
+        http: ports[1],
+        data: PathBuf::new(),
+        log: cluster.dir.path().join("gateway.log"),
+        child: None,
+        gateway_only: true,
+    };
+    let seeds: Vec<SocketAddr> = cluster.procs.iter().map(|p| p.listen).collect();
+    standalone.spawn(&seeds);
+    cluster.procs.push(standalone);
+    cluster.wait_ready(&cluster.procs[3]).await;
+    let sg = cluster.procs[3].gateway();
+    assert_eq!(put(&sg, "via-gateway", "routed").await.status, 200);
+    let answer = get(&g, "via-gateway").await;
+    assert_eq!((answer.status, text(&answer.body)), (200, "routed".into()));
+    let members = sg
+        .request(Method::GET, "/v1/cluster/members", &[], Vec::new())
+        .await
+        .unwrap();
+    let members: serde_json::Value = serde_json::from_slice(&members.body).unwrap();
+    let roles: Vec<(u64, String)> = members
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["id"].as_u64().unwrap(),
+                m["role"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(roles.contains(&(10, "gateway".into())), "{members}");
+    assert_eq!(
+        roles.iter().filter(|(_, r)| r == "data").count(),
+        3,
+        "{members}"
+    );
+    let range = cluster
+        .range(3, 1)
+        .await
+        .expect("range 1 through the gateway");
+    assert!(
+        range["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["node"] != 10),
+        "{range}"
+    );
 }

@@ -81,6 +81,8 @@ pub struct Member {
     pub state: String,
     /// Its incarnation (bumped each time it refutes a suspicion).
     pub incarnation: u64,
+    /// `data` (hosts ranges) or `gateway` (routes requests only).
+    pub role: String,
 }
 
 /// A replica as a range's descriptor names it.

@@ -14,7 +14,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use shoal_core::{ErrorCode, RangeDescriptor, RangeId};
-use shoal_ranges::store::{Consistency, KvOp, StoreError};
+use shoal_ranges::store::{Consistency, KvOp, StoreError, GATEWAY_META};
 use std::time::{Duration, Instant};
 
 /// A store failure as an answer.
@@ -59,6 +59,12 @@ pub(super) async fn members(State(app): State<App>) -> Result<Json<Vec<Member>>,
                 addr: m.addr.to_string(),
                 state: snake(m.state),
                 incarnation: m.incarnation,
+                role: if m.meta == GATEWAY_META {
+                    "gateway"
+                } else {
+                    "data"
+                }
+                .into(),
             })
             .collect(),
     ))

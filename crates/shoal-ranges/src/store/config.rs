@@ -50,6 +50,11 @@ pub struct StoreConfig {
     /// member is known at (so that losing the one seed that answered a join does not leave
     /// the node knowing nobody). Default 2 s; zero turns it off.
     pub rejoin_interval: Duration,
+    /// Whether this node hosts ranges (the default). A node that does not is a gateway
+    /// member: it joins membership and learns every range by gossip and the meta range, to
+    /// route requests, but never hosts a replica, never registers for placement, and
+    /// refuses to bootstrap; its membership metadata is [`super::GATEWAY_META`].
+    pub hosts_ranges: bool,
     /// How linearizable reads confirm leadership: [`ReadMode::Safe`] (a heartbeat round per
     /// batch of reads, the default) or [`ReadMode::Lease`] (none while the leader's lease
     /// holds; relies on bounded clock drift, see [`ReadMode`]).
@@ -94,6 +99,7 @@ impl StoreConfig {
             leave_timeout: Duration::from_secs(5),
             handover_timeout: Duration::from_secs(5),
             rejoin_interval: Duration::from_secs(2),
+            hosts_ranges: true,
             read_mode: ReadMode::Safe,
             snapshot_chunk_bytes: 1 << 20,
             request_timeout: Duration::from_secs(10),

@@ -198,7 +198,8 @@ fn unexpected(response: &MetaResponse) -> Error {
 /// logged and not tried again) cannot hold back the rest.
 pub(crate) async fn upkeep(inner: Arc<Inner>) {
     let mut recorded: HashMap<RangeId, Generation> = HashMap::new();
-    let mut registered = false;
+    // A gateway member is not a place for replicas.
+    let mut registered = !inner.config.hosts_ranges;
     let mut ticker = tokio::time::interval(UPKEEP_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

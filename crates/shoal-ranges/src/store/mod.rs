@@ -67,5 +67,5 @@ pub use meta::{
     is_system_key, meta_keys, user_keys, MetaAnswer, MetaOp, NodeRecord, MAX_ALLOCATE, MAX_RECORD,
     MAX_ZONE_BYTES, META_RANGE, SYSTEM_KEY_PREFIX,
 };
-pub use node::{Store, StoreError, FIRST_RANGE};
+pub use node::{Store, StoreError, FIRST_RANGE, GATEWAY_META};
 pub use status::{NodeStatus, RangeReport, StatusRpc};

@@ -35,6 +35,10 @@ use tokio::task::JoinHandle;
 /// free too.
 const PORT_ATTEMPTS: u32 = 16;
 
+/// The membership metadata of a node that hosts no ranges (see
+/// [`StoreConfig::hosts_ranges`]); data nodes publish none.
+pub const GATEWAY_META: &[u8] = b"role=gateway";
+
 /// The user range the first nodes bootstrap: every key below `0xff` (the meta range holds
 /// the rest).
 pub const FIRST_RANGE: RangeId = RangeId::new(1);
@@ -177,6 +181,9 @@ impl Store {
         options.advertise = Some(addr);
         options.transport = config.transport.clone();
         options.leave_timeout = config.leave_timeout;
+        if !config.hosts_ranges {
+            options.meta = GATEWAY_META.to_vec();
+        }
         let members = MembershipNode::start_shared(options, members_inbox, client.clone(), udp)
             .map_err(|e| StoreError::Membership(e.to_string()))?;
         let peers = Peers::default();
@@ -277,6 +284,11 @@ impl Store {
     /// descriptors, meta first.
     pub async fn bootstrap(&self, voters: &[NodeId]) -> Result<[RangeDescriptor; 2], StoreError> {
         let inner = &self.inner;
+        if !inner.config.hosts_ranges {
+            return Err(StoreError::Config(
+                "a node that hosts no ranges cannot bootstrap a cluster".into(),
+            ));
+        }
         let engine = inner.engine.clone();
         let wal = inner.wal.clone();
         let founding = voters.to_vec();
@@ -824,6 +836,9 @@ async fn split_large_ranges(inner: Arc<Inner>) {
 /// it or is gone). A group whose descriptor is unknown, or does not name this node, or whose
 /// span overlaps a range hosted here, is left alone: its messages are dropped.
 async fn host_on_demand(inner: Arc<Inner>, mut unknown: broadcast::Receiver<UnknownGroup>) {
+    if !inner.config.hosts_ranges {
+        return;
+    }
     loop {
         let group = match unknown.recv().await {
             Ok(u) => u.group,
