@@ -15,14 +15,15 @@
 //! not sent with less than [`MIN_WRITE_TIME`] left, so that running out of time before it
 //! left stays a certain failure.
 
+use shoal_consensus::ConfChange;
 use shoal_core::{Error, ErrorCode, NodeId, RangeDescriptor, RangeId};
 use shoal_membership::{MemberEvent, MemberEventKind};
 use shoal_ranges::store::{
-    KvOp, KvRequest, KvResponse, KvRpc, RangeReport, SplitRequest, SplitResponse, SplitRpc,
-    StatusRpc, Store, StoreError,
+    ChangeReplicasRequest, ChangeReplicasRpc, KvOp, KvRequest, KvResponse, KvRpc, RangeReport,
+    SplitRequest, SplitResponse, SplitRpc, StatusRpc, Store, StoreError,
 };
 use shoal_routing::{ErrorAction, RangeCache, RangeCacheConfig};
-use shoal_transport::{RpcClient, RpcTransportExt};
+use shoal_transport::{Rpc, RpcClient, RpcTransportExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -174,18 +175,47 @@ impl KvRouter {
         }
     }
 
-    /// Splits range `range` (at `at`, or its size median) through its leader: the node this
-    /// store believes leads it, else each voter the meta range records, following
-    /// `NotLeader` hints, until `deadline`.
+    /// Splits range `range` (at `at`, or its size median) through its leader (see
+    /// [`KvRouter::to_leader`]).
     pub async fn split(
         &self,
         range: RangeId,
         at: Option<Vec<u8>>,
         deadline: Instant,
     ) -> Result<SplitResponse, Error> {
+        self.to_leader::<SplitRpc>(range, &SplitRequest { range, at }, deadline)
+            .await
+    }
+
+    /// Changes range `range`'s replicas through its leader (see [`KvRouter::to_leader`]);
+    /// the range's descriptor after the change (`None` if the leader removed itself).
+    /// A change is not idempotent (a repeated add is refused as `AlreadyMember`), so only
+    /// refusals before it was proposed are retried.
+    pub async fn change_replicas(
+        &self,
+        range: RangeId,
+        change: ConfChange,
+        deadline: Instant,
+    ) -> Result<Option<RangeDescriptor>, Error> {
+        let request = ChangeReplicasRequest { range, change };
+        self.to_leader::<ChangeReplicasRpc>(range, &request, deadline)
+            .await
+    }
+
+    /// Sends an administrative request about `range` to its leader: the node this store
+    /// believes leads it, else each voter the meta range records, following `NotLeader`
+    /// hints and backing off on retriable errors, until `deadline`.
+    async fn to_leader<R: Rpc>(
+        &self,
+        range: RangeId,
+        request: &R::Request,
+        deadline: Instant,
+    ) -> Result<R::Response, Error>
+    where
+        R::Request: Sync,
+    {
         let descriptor = self.recorded(range).await?;
         let voters: Vec<NodeId> = descriptor.voters().collect();
-        let request = SplitRequest { range, at };
         let mut next = self.store.leader(range);
         let mut last = Error::new(ErrorCode::Unavailable, "no replica answered");
         for attempt in 0..voters.len().max(1) * 4 {
@@ -200,16 +230,14 @@ impl KvRouter {
             let Some(addr) = self.store.peer_addr(node) else {
                 continue;
             };
-            match self
-                .client
-                .call::<SplitRpc>(addr, &request, remaining)
-                .await
-            {
+            match self.client.call::<R>(addr, request, remaining).await {
                 Ok(done) => return Ok(done),
                 Err(e) => {
+                    let transient = e.code.is_retriable() || e.code == ErrorCode::Unreachable;
                     if let ErrorCode::NotLeader { hint: Some(hint) } = &e.code {
                         next = Some(hint.node);
-                    } else if !e.code.is_retriable() && e.code != ErrorCode::Unreachable {
+                    } else if may_have_applied(&e.code) || !transient {
+                        // Perhaps done (not to be repeated), or refused for good.
                         return Err(e);
                     }
                     last = e;

@@ -407,6 +407,7 @@ async fn keys_are_written_read_conditioned_scanned_and_deleted_over_http() {
         ("/v1/ranges", "get"),
         ("/v1/ranges/{id}", "get"),
         ("/v1/admin/ranges/{id}/split", "post"),
+        ("/v1/admin/ranges/{id}/replicas", "post"),
         ("/health", "get"),
         ("/ready", "get"),
         ("/metrics", "get"),
@@ -554,6 +555,34 @@ async fn malformed_requests_get_4xx_and_change_nothing() {
             vec![],
             vec![],
             StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/v1/admin/ranges/1/replicas".into(),
+            vec![],
+            br#"{"add_learner": 0}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/v1/admin/ranges/1/replicas".into(),
+            vec![],
+            br#"{"grow": 4}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/v1/admin/ranges/1/replicas".into(),
+            vec![],
+            br#"{"add_learner": 2}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/v1/admin/ranges/424242/replicas".into(),
+            vec![],
+            br#"{"remove": 2}"#.to_vec(),
+            StatusCode::NOT_FOUND,
         ),
     ];
     for (method, path, headers, body, expected) in cases {

@@ -111,6 +111,24 @@ enum RangeCommand {
         #[arg(long)]
         at: Option<String>,
     },
+    /// Adds a replica of a range on a node: a learner first, promoted to voter once it has
+    /// caught up.
+    AddReplica {
+        /// The range's id.
+        id: u64,
+        /// The node to place it on (a member of the cluster).
+        node: u64,
+        /// How long to wait for the learner to catch up, in seconds.
+        #[arg(long, default_value_t = 120)]
+        wait: u64,
+    },
+    /// Removes a range's replica from a node (a voter through a joint configuration).
+    RemoveReplica {
+        /// The range's id.
+        id: u64,
+        /// The node.
+        node: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -278,39 +296,13 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Range {
-            gateway,
-            command: RangeCommand::Split { id, at },
-        } => {
-            let body = at.map_or(Vec::new(), |at| {
-                serde_json::json!({ "at": shoal_gateway::encode_bytes(at.as_bytes()) })
-                    .to_string()
-                    .into_bytes()
-            });
-            let target = format!("/v1/admin/ranges/{id}/split");
-            let answer = match gateway.gateway() {
-                Ok(gateway) => gateway.request(Method::POST, &target, &[], body).await,
-                Err(e) => Err(e),
-            };
-            match answer {
-                Ok(answer) if answer.status == 200 => {
-                    println!("{}", String::from_utf8_lossy(&answer.body));
-                    ExitCode::SUCCESS
-                }
-                Ok(answer) => {
-                    eprintln!(
-                        "shoal range split: {}: {}",
-                        answer.status,
-                        String::from_utf8_lossy(&answer.body)
-                    );
-                    ExitCode::FAILURE
-                }
-                Err(e) => {
-                    eprintln!("shoal range split: {e}");
-                    ExitCode::FAILURE
-                }
+        Command::Range { gateway, command } => match range(&gateway, command).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("shoal range: {e}");
+                ExitCode::FAILURE
             }
-        }
+        },
         Command::Kv { gateway, command } => match kv(&gateway, command).await {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,
@@ -372,6 +364,75 @@ async fn get_json(gateway: &Gateway, path: &str) -> Result<serde_json::Value, St
         ));
     }
     serde_json::from_slice(&answer.body).map_err(|e| format!("{path}: {e}"))
+}
+
+/// A POST of `body` to `path`; the answer's JSON, or the gateway's error.
+async fn post_json(
+    gateway: &Gateway,
+    path: &str,
+    body: serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    let body = if body.is_null() {
+        Vec::new()
+    } else {
+        body.to_string().into_bytes()
+    };
+    let answer = gateway.request(Method::POST, path, &[], body).await?;
+    if answer.status != 200 {
+        return Err(format!(
+            "{path}: {}: {}",
+            answer.status,
+            String::from_utf8_lossy(&answer.body)
+        ));
+    }
+    serde_json::from_slice(&answer.body).map_err(|e| format!("{path}: {e}"))
+}
+
+/// `shoal range ...`.
+async fn range(gateway: &GatewayArg, command: RangeCommand) -> Result<(), String> {
+    let gateway = gateway.gateway()?;
+    match command {
+        RangeCommand::Split { id, at } => {
+            let body = at.map_or(
+                serde_json::Value::Null,
+                |at| serde_json::json!({ "at": shoal_gateway::encode_bytes(at.as_bytes()) }),
+            );
+            let done = post_json(&gateway, &format!("/v1/admin/ranges/{id}/split"), body).await?;
+            println!("{done}");
+        }
+        RangeCommand::AddReplica { id, node, wait } => {
+            let path = format!("/v1/admin/ranges/{id}/replicas");
+            post_json(&gateway, &path, serde_json::json!({ "add_learner": node })).await?;
+            eprintln!("learner added on node {node}; waiting for it to catch up");
+            let deadline = std::time::Instant::now() + Duration::from_secs(wait);
+            loop {
+                let status = get_json(&gateway, &format!("/v1/ranges/{id}")).await?;
+                let caught_up = status["replicas"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|r| r["node"] == node && r["lag_entries"] == 0);
+                if caught_up {
+                    break;
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Err(format!(
+                        "node {node}'s learner has not caught up within {wait} s; it stays a \
+                         learner (promote it later, or remove it)"
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let done = post_json(&gateway, &path, serde_json::json!({ "promote": node })).await?;
+            println!("{done}");
+        }
+        RangeCommand::RemoveReplica { id, node } => {
+            let path = format!("/v1/admin/ranges/{id}/replicas");
+            let done = post_json(&gateway, &path, serde_json::json!({ "remove": node })).await?;
+            println!("{done}");
+        }
+    }
+    Ok(())
 }
 
 /// Ranges whose replicas' lag `cluster status` asks for, one request each.

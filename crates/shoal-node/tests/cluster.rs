@@ -24,6 +24,8 @@ struct Proc {
     child: Option<Child>,
     /// A standalone gateway (`shoal gateway`) rather than a data node.
     gateway_only: bool,
+    /// One of the founding nodes (started with `--bootstrap 1,2,3`).
+    founding: bool,
 }
 
 struct Cluster {
@@ -43,11 +45,10 @@ impl Proc {
         if self.gateway_only {
             command.arg("gateway");
         } else {
-            command
-                .arg("start")
-                .arg("--data-dir")
-                .arg(&self.data)
-                .args(["--bootstrap", "1,2,3"]);
+            command.arg("start").arg("--data-dir").arg(&self.data);
+            if self.founding {
+                command.args(["--bootstrap", "1,2,3"]);
+            }
         }
         let child = command
             .args(["--id", &self.id.to_string()])
@@ -76,6 +77,28 @@ impl Proc {
 }
 
 impl Cluster {
+    /// Starts one more process (a data node, or a gateway) joining through the others.
+    async fn add(&mut self, gateway_only: bool) -> usize {
+        let ports = shoal_node::dev::free_ports(2).unwrap();
+        let id = self.procs.len() as u64 + 1;
+        let mut proc = Proc {
+            id,
+            listen: ports[0],
+            http: ports[1],
+            data: self.dir.path().join(format!("node-{id}")),
+            log: self.dir.path().join(format!("node-{id}.log")),
+            child: None,
+            gateway_only,
+            founding: false,
+        };
+        let seeds: Vec<SocketAddr> = self.procs.iter().map(|p| p.listen).collect();
+        proc.spawn(&seeds);
+        self.procs.push(proc);
+        let i = self.procs.len() - 1;
+        self.wait_ready(&self.procs[i]).await;
+        i
+    }
+
     async fn start(dir: tempfile::TempDir) -> Cluster {
         let ports = shoal_node::dev::free_ports(6).unwrap();
         let mut procs: Vec<Proc> = (0..3)
@@ -87,6 +110,7 @@ impl Cluster {
                 log: dir.path().join(format!("node-{}.log", i + 1)),
                 child: None,
                 gateway_only: false,
+                founding: true,
             })
             .collect();
         let listens: Vec<SocketAddr> = procs.iter().map(|p| p.listen).collect();
@@ -456,21 +480,9 @@ async fn the_api_refuses_bad_requests_and_foreign_origins_and_the_cli_works() {
     assert_eq!(get(&g, "fruit").await.status, 404);
 
     // A standalone gateway joins as a member that hosts nothing, and routes requests.
-    let ports = shoal_node::dev::free_ports(2).unwrap();
     let mut cluster = cluster;
-    let mut standalone = Proc {
-        id: 10,
-        listen: ports[0],
-        http: ports[1],
-        data: PathBuf::new(),
-        log: cluster.dir.path().join("gateway.log"),
-        child: None,
-        gateway_only: true,
-    };
-    let seeds: Vec<SocketAddr> = cluster.procs.iter().map(|p| p.listen).collect();
-    standalone.spawn(&seeds);
-    cluster.procs.push(standalone);
-    cluster.wait_ready(&cluster.procs[3]).await;
+    let standalone = cluster.add(true).await;
+    assert_eq!(cluster.procs[standalone].id, 4);
     let sg = cluster.procs[3].gateway();
     assert_eq!(put(&sg, "via-gateway", "routed").await.status, 200);
     let answer = get(&g, "via-gateway").await;
@@ -491,7 +503,7 @@ async fn the_api_refuses_bad_requests_and_foreign_origins_and_the_cli_works() {
             )
         })
         .collect();
-    assert!(roles.contains(&(10, "gateway".into())), "{members}");
+    assert!(roles.contains(&(4, "gateway".into())), "{members}");
     assert_eq!(
         roles.iter().filter(|(_, r)| r == "data").count(),
         3,
@@ -506,7 +518,41 @@ async fn the_api_refuses_bad_requests_and_foreign_origins_and_the_cli_works() {
             .as_array()
             .unwrap()
             .iter()
-            .all(|r| r["node"] != 10),
+            .all(|r| r["node"] != 4),
         "{range}"
     );
+}
+
+/// A fourth node joins; a range gets a replica on it (a learner, caught up by snapshot, then
+/// promoted) and loses one elsewhere, through the CLI; the data stays whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_moves_to_a_new_node_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir).await;
+    let g = cluster.procs[1].gateway();
+    let url = g.url().to_string();
+    for i in 0..30 {
+        assert_eq!(put(&g, &format!("m{i:02}"), "x").await.status, 200);
+    }
+    let added = cluster.add(false).await;
+    assert_eq!(cluster.procs[added].id, 4);
+    let out = shoal_cli(&["range", "--url", &url, "add-replica", "1", "4"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = shoal_cli(&["range", "--url", &url, "remove-replica", "1", "1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let range = wait_for("range 1 on nodes 2, 3 and 4, caught up", || async {
+        let range = cluster.range(1, 1).await?;
+        let replicas = range["replicas"].as_array()?;
+        let nodes: Vec<u64> = replicas.iter().filter_map(|r| r["node"].as_u64()).collect();
+        let keys: Vec<u64> = replicas.iter().filter_map(|r| r["keys"].as_u64()).collect();
+        let voters = replicas.iter().all(|r| r["role"] == "voter");
+        (nodes == [2, 3, 4] && voters && keys == [30, 30, 30]).then_some(range)
+    })
+    .await;
+    assert!(range["leader"].as_u64().is_some_and(|l| l != 1), "{range}");
+    for i in 0..30 {
+        let answer = get(&g, &format!("m{i:02}")).await;
+        assert_eq!(answer.status, 200);
+    }
+    assert_eq!(put(&g, "m-after", "y").await.status, 200);
 }

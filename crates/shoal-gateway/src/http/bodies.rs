@@ -119,6 +119,25 @@ pub struct SplitRequest {
     pub at: Option<String>,
 }
 
+/// A change of a range's replicas: exactly one of the fields.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ReplicaChange {
+    /// Adds a learner on this node (it is created there and brought up by a snapshot).
+    AddLearner(u64),
+    /// Makes this caught-up learner a voter.
+    Promote(u64),
+    /// Removes this replica (a voter through a joint configuration).
+    Remove(u64),
+}
+
+/// A range after a change of its replicas.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplicasChanged {
+    /// The range as its leader applied the change; `null` if the leader removed itself.
+    pub range: Option<Range>,
+}
+
 /// A split's halves.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SplitDone {

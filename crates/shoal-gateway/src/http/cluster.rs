@@ -1,8 +1,9 @@
-//! The cluster routes: members, ranges and their replicas' state, splits, metrics, health,
-//! readiness and the OpenAPI document.
+//! The cluster routes: members, ranges and their replicas' state, splits and replica
+//! changes, metrics, health and readiness.
 
 use super::bodies::{
-    ErrorBody, Member, Range, RangeStatus, Replica, ReplicaStatus, SplitDone, SplitRequest, Status,
+    ErrorBody, Member, Range, RangeStatus, Replica, ReplicaChange, ReplicaStatus, ReplicasChanged,
+    SplitDone, SplitRequest, Status,
 };
 use super::params::{decode_bytes, query, user_key};
 use super::App;
@@ -13,7 +14,8 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use shoal_core::{ErrorCode, RangeDescriptor, RangeId};
+use shoal_consensus::{ConfChange, LearnerKind};
+use shoal_core::{ErrorCode, NodeId, RangeDescriptor, RangeId};
 use shoal_ranges::store::{Consistency, KvOp, StoreError, GATEWAY_META};
 use std::time::{Duration, Instant};
 
@@ -250,6 +252,57 @@ pub(super) async fn split_range(
     Ok(Json(SplitDone {
         left: range_body(&done.left, None),
         right: range_body(&done.right, None),
+    }))
+}
+
+/// Changes a range's replicas through its leader: add a learner, promote it once caught
+/// up (see the range's `lag_entries`), remove a replica.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/ranges/{id}/replicas",
+    tag = "admin",
+    params(("id" = u64, Path, description = "The range's id.")),
+    request_body = ReplicaChange,
+    responses(
+        (status = 200, description = "Committed and applied by the leader.", body = ReplicasChanged),
+        (status = 404, description = "No such range.", body = ErrorBody),
+        (status = 400, description = "Malformed, or refused (already a member, not caught up, a change pending).", body = ErrorBody),
+        (status = 503, description = "The range has no leader for now; nothing changed.", body = ErrorBody),
+        (status = 504, description = "The outcome is unknown: look at the range before trying again.", body = ErrorBody),
+    )
+)]
+pub(super) async fn change_replicas(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<Json<ReplicasChanged>, ApiError> {
+    query(&raw, &[])?;
+    let id = range_id(&id)?;
+    let change: ReplicaChange = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not a replica change: {e}")))?;
+    let node = |n: u64| {
+        if n == 0 {
+            Err(ApiError::bad_request("node ids start at 1"))
+        } else {
+            Ok(NodeId::new(n))
+        }
+    };
+    let change = match change {
+        ReplicaChange::AddLearner(n) => ConfChange::AddNode {
+            node: node(n)?,
+            kind: LearnerKind::Promotable,
+        },
+        ReplicaChange::Promote(n) => ConfChange::PromoteLearner(node(n)?),
+        ReplicaChange::Remove(n) => ConfChange::RemoveNode(node(n)?),
+    };
+    let descriptor = app
+        .router
+        .change_replicas(id, change, app.deadline())
+        .await
+        .map_err(range_error)?;
+    Ok(Json(ReplicasChanged {
+        range: descriptor.map(|d| range_body(&d, None)),
     }))
 }
 

@@ -26,6 +26,8 @@
 //!   applied index, and lag behind the leader, asked of the replicas' nodes.
 //! - `POST /v1/admin/ranges/{id}/split`: splits a range at `{"at": "..."}` (a key strictly
 //!   inside it), or at its size median with no body; answers `{"left": ..., "right": ...}`.
+//! - `POST /v1/admin/ranges/{id}/replicas`: `{"add_learner": N}`, `{"promote": N}` or
+//!   `{"remove": N}`, through the range's leader; answers `{"range": ...}`.
 //! - `GET /metrics`: requests by route, method and status (counts, latency histograms),
 //!   and the node's store (ranges, leaderships, Raft terms and indexes, members by state,
 //!   WAL and engine figures), in the Prometheus text format.
@@ -108,6 +110,7 @@ fn api() -> OpenApiRouter<App> {
         .routes(routes!(cluster::ranges))
         .routes(routes!(cluster::range_status))
         .routes(routes!(cluster::split_range))
+        .routes(routes!(cluster::change_replicas))
         .routes(routes!(cluster::health))
         .routes(routes!(cluster::ready))
         .routes(routes!(cluster::metrics_text))

@@ -41,6 +41,28 @@ impl Rpc for SplitRpc {
     type Response = SplitResponse;
 }
 
+/// Changes a range's replicas through its leader (others answer `NotLeader` with a hint):
+/// add a learner (created on its node on demand, brought up by a snapshot), promote a
+/// caught-up learner, remove a replica. Answered once the change is committed and applied
+/// on the leader, with the range's descriptor after it (`None` when the leader removed
+/// itself, and no longer hosts the range).
+pub struct ChangeReplicasRpc;
+
+impl Rpc for ChangeReplicasRpc {
+    const NAME: &'static str = "shoal.store.change_replicas";
+    type Request = ChangeReplicasRequest;
+    type Response = Option<RangeDescriptor>;
+}
+
+/// A replica change of one range.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeReplicasRequest {
+    /// The range.
+    pub range: RangeId,
+    /// The change.
+    pub change: shoal_consensus::ConfChange,
+}
+
 /// The meta range: record descriptors, allocate range ids, register nodes, and read the
 /// recorded descriptors and nodes. Served by the meta range's leader (others answer
 /// `NotLeader` with a hint); reads are linearizable.

@@ -53,9 +53,9 @@ pub mod sim;
 mod status;
 
 pub use api::{
-    Acks, Consistency, KvEntry, KvOp, KvRequest, KvResponse, KvRpc, LookupRequest, LookupRpc,
-    MetaRequest, MetaResponse, MetaRpc, SplitRequest, SplitResponse, SplitRpc, Versioned,
-    MAX_SCAN_LIMIT,
+    Acks, ChangeReplicasRequest, ChangeReplicasRpc, Consistency, KvEntry, KvOp, KvRequest,
+    KvResponse, KvRpc, LookupRequest, LookupRpc, MetaRequest, MetaResponse, MetaRpc, SplitRequest,
+    SplitResponse, SplitRpc, Versioned, MAX_SCAN_LIMIT,
 };
 pub use command::{Applied, Command, Expect, Rejection, WriteOp, WriteOutcome};
 pub use compare::{CompareRequest, CompareResponse, CompareRpc, Comparison};

@@ -1,8 +1,8 @@
 //! The node RPC handlers (see [`super::api`]).
 
 use super::api::{
-    Acks, Consistency, KvEntry, KvOp, KvRequest, KvResponse, KvRpc, LookupRpc, MetaRequest,
-    MetaResponse, MetaRpc, SplitResponse, SplitRpc, Versioned, MAX_SCAN_LIMIT,
+    Acks, ChangeReplicasRpc, Consistency, KvEntry, KvOp, KvRequest, KvResponse, KvRpc, LookupRpc,
+    MetaRequest, MetaResponse, MetaRpc, SplitResponse, SplitRpc, Versioned, MAX_SCAN_LIMIT,
 };
 use super::command::{Applied, Command, Expect, Rejection, WriteOp};
 use super::compare::CompareRpc;
@@ -75,6 +75,20 @@ pub(crate) fn register(router: &mut Router, slot: Slot) -> Result<(), RegisterEr
     router.register::<CompareRpc, _, _>(move |ctx, request| {
         let slot = compare.clone();
         async move { super::compare::answer(&inner(&slot)?, ctx.source, request).await }
+    })?;
+    let replicas = slot.clone();
+    router.register::<ChangeReplicasRpc, _, _>(move |_ctx, request| {
+        let slot = replicas.clone();
+        async move {
+            let inner = inner(&slot)?;
+            let range = request.range;
+            inner
+                .driver
+                .propose_conf_change(range, request.change)
+                .await
+                .map_err(|e| write_error(&inner, e))?;
+            Ok(inner.shared.descriptor(range))
+        }
     })?;
     router.register::<SplitRpc, _, _>(move |_ctx, request| {
         let slot = slot.clone();
