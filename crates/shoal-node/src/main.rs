@@ -467,13 +467,14 @@ async fn cluster_status(gateway: &GatewayArg, json: bool) -> Result<(), String> 
         );
         return Ok(());
     }
-    println!("{:<6} {:<22} {:<8}", "NODE", "ADDRESS", "STATE");
+    println!("{:<6} {:<22} {:<8} ROLE", "NODE", "ADDRESS", "STATE");
     for m in members.as_array().into_iter().flatten() {
         println!(
-            "{:<6} {:<22} {:<8}",
+            "{:<6} {:<22} {:<8} {}",
             m["id"].to_string(),
             m["addr"].as_str().unwrap_or_default(),
-            m["state"].as_str().unwrap_or_default()
+            m["state"].as_str().unwrap_or_default(),
+            m["role"].as_str().unwrap_or_default()
         );
     }
     println!();
