@@ -175,8 +175,9 @@ impl KvRouter {
         }
     }
 
-    /// Splits range `range` (at `at`, or its size median) through its leader (see
-    /// [`KvRouter::to_leader`]).
+    /// Splits range `range` (at `at`, or its size median) through its leader: the node
+    /// this store believes leads it, else each recorded voter, following `NotLeader` hints,
+    /// until `deadline`.
     pub async fn split(
         &self,
         range: RangeId,
@@ -187,8 +188,8 @@ impl KvRouter {
             .await
     }
 
-    /// Changes range `range`'s replicas through its leader (see [`KvRouter::to_leader`]);
-    /// the range's descriptor after the change (`None` if the leader removed itself).
+    /// Changes range `range`'s replicas through its leader (found as for
+    /// [`KvRouter::split`]); the range's descriptor after the change (`None` if the leader removed itself).
     /// A change is not idempotent (a repeated add is refused as `AlreadyMember`), so only
     /// refusals before it was proposed are retried.
     pub async fn change_replicas(

@@ -60,9 +60,9 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsEr
     Ok(Arc::new(config))
 }
 
-/// A TCP listener whose connections come out of [`axum::serve`]'s accept already through
+/// A TCP listener whose connections come out of [`axum::serve()`]'s accept already through
 /// their TLS handshake. Handshakes run in their own tasks (a slow client holds up nobody),
-/// at most [`MAX_HANDSHAKES`] at once, each for at most 10 s; failed ones are dropped.
+/// at most 256 at once, each for at most 10 s; failed ones are dropped.
 pub struct TlsListener {
     ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
     local: SocketAddr,
