@@ -50,7 +50,8 @@ impl KvRouter {
     /// A router that looks ranges up through `store` (the node it is embedded in, which
     /// answers from gossip or the meta range) and sends requests with the store's client.
     /// Nodes membership declares dead or gone are evicted from its cache as it hears of
-    /// them, so requests go to the other replicas at once (a task follows membership for
+    /// them, so requests go to the other replicas at once, and restored when they come back
+    /// (a task follows membership for
     /// as long as the router or the store lasts; call from within a tokio runtime).
     pub fn new(store: Store) -> Self {
         let client = store.client();
@@ -205,7 +206,8 @@ impl KvRouter {
 
     /// Sends an administrative request about `range` to its leader: the node this store
     /// believes leads it, else each voter the meta range records, following `NotLeader`
-    /// hints and backing off on retriable errors, until `deadline`.
+    /// hints and backing off on refusals made before proposal, until `deadline`. An error
+    /// after the request may have been proposed is [`ErrorCode::OutcomeUnknown`].
     async fn to_leader<R: Rpc>(
         &self,
         range: RangeId,
@@ -237,8 +239,13 @@ impl KvRouter {
                     let transient = e.code.is_retriable() || e.code == ErrorCode::Unreachable;
                     if let ErrorCode::NotLeader { hint: Some(hint) } = &e.code {
                         next = Some(hint.node);
-                    } else if may_have_applied(&e.code) || !transient {
-                        // Perhaps done (not to be repeated), or refused for good.
+                    } else if may_have_applied(&e.code) {
+                        // Perhaps done: not to be repeated, and not to be called a failure.
+                        return Err(Error::new(
+                            ErrorCode::OutcomeUnknown,
+                            format!("it may or may not have happened: {e}"),
+                        ));
+                    } else if !transient {
                         return Err(e);
                     }
                     last = e;
@@ -324,7 +331,8 @@ impl KvRouter {
 }
 
 /// Evicts each node membership declares dead or gone from `cache` (its leaderships are
-/// forgotten, and it is tried last), until the cache or the event stream ends.
+/// forgotten, and it is not tried), and puts it back when membership sees it again, until
+/// the cache or the event stream ends.
 async fn evict_failed_nodes(
     cache: std::sync::Weak<RangeCache>,
     mut events: tokio::sync::broadcast::Receiver<MemberEvent>,
@@ -338,9 +346,16 @@ async fn evict_failed_nodes(
         let Some(cache) = cache.upgrade() else {
             return;
         };
-        if matches!(event.kind, MemberEventKind::Dead | MemberEventKind::Left) {
-            let changed = cache.evict_node(event.id);
-            tracing::debug!(node = %event.id, changed, "evicted a failed node from the range cache");
+        match event.kind {
+            MemberEventKind::Dead | MemberEventKind::Left => {
+                let changed = cache.evict_node(event.id);
+                tracing::debug!(node = %event.id, changed, "evicted a failed node from the range cache");
+            }
+            MemberEventKind::Joined | MemberEventKind::AliveAgain | MemberEventKind::Reclaimed => {
+                let changed = cache.restore_node(event.id);
+                tracing::debug!(node = %event.id, changed, "a node is back in the range cache");
+            }
+            MemberEventKind::Suspect | MemberEventKind::Updated => {}
         }
     }
 }

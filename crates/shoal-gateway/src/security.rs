@@ -1,4 +1,4 @@
-//! Who may call the gateway: cross-origin requests only from origins listed explicitly
+//! Who may call the gateway: requests from web pages only from origins listed explicitly
 //! (none by default), and an optional bearer token on every route but `/health`.
 
 use crate::errors::ApiError;
@@ -28,22 +28,21 @@ pub(crate) fn cors(origins: &[HeaderValue]) -> CorsLayer {
         .max_age(std::time::Duration::from_secs(600))
 }
 
-/// Refuses (403) a CORS preflight from an origin not listed, so a browser's page from
-/// elsewhere is told no rather than left to infer it from a missing header.
-pub(crate) async fn refuse_foreign_preflight(
+/// Refuses (403) any request from a web page of an origin not listed (its `Origin` header):
+/// a preflight, and also the requests a page may send without one (a form's POST, a
+/// `no-cors` fetch), which would otherwise run before the browser hid their answer. Clients
+/// that are not browsers send no `Origin` and pass.
+pub(crate) async fn refuse_foreign_origins(
     State(origins): State<Arc<[HeaderValue]>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let headers = request.headers();
-    let preflight = request.method() == Method::OPTIONS
-        && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-    if let Some(origin) = headers.get(header::ORIGIN).filter(|_| preflight) {
+    if let Some(origin) = request.headers().get(header::ORIGIN) {
         if !origins.contains(origin) {
             return ApiError {
                 status: StatusCode::FORBIDDEN,
                 code: "origin_not_allowed",
-                message: "cross-origin requests from this origin are not allowed".into(),
+                message: "requests from this origin are not allowed".into(),
             }
             .into_response();
         }
@@ -59,10 +58,13 @@ pub(crate) async fn require_token(
     next: Next,
 ) -> Response {
     let exempt = request.uri().path() == OPEN_PATH || request.method() == Method::OPTIONS;
+    // The scheme's name is case-insensitive (RFC 9110 section 11.1).
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+        .map(|v| v.as_bytes())
+        .filter(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer "))
+        .map(|v| &v[7..]);
     if exempt || presented.is_some_and(|p| same_secret(p, token.as_bytes())) {
         return next.run(request).await;
     }

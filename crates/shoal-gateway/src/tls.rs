@@ -15,10 +15,12 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 /// How long a client has to finish its handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Handshakes under way at once; more connections wait in the kernel's backlog.
-const MAX_HANDSHAKES: usize = 256;
+/// Handshakes under way at once; more connections wait in the kernel's backlog. High enough
+/// that idle connections holding slots cost an attacker thousands of sockets for every 5 s
+/// of lock-out; each slot is one small task.
+const MAX_HANDSHAKES: usize = 4096;
 
 /// Why the certificate or key could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +64,7 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsEr
 
 /// A TCP listener whose connections come out of [`axum::serve()`]'s accept already through
 /// their TLS handshake. Handshakes run in their own tasks (a slow client holds up nobody),
-/// at most 256 at once, each for at most 10 s; failed ones are dropped.
+/// at most 4,096 at once, each for at most 5 s; failed ones are dropped.
 pub struct TlsListener {
     ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
     local: SocketAddr,

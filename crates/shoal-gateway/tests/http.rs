@@ -579,6 +579,13 @@ async fn malformed_requests_get_4xx_and_change_nothing() {
         ),
         (
             Method::POST,
+            "/v1/admin/ranges/1/replicas".into(),
+            vec![],
+            br#"{"add_learner": 77}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
             "/v1/admin/ranges/424242/replicas".into(),
             vec![],
             br#"{"remove": 2}"#.to_vec(),
@@ -647,6 +654,39 @@ async fn cors_and_the_bearer_token_guard_the_api() {
         "https://app.example.com"
     );
     assert!(headers.get("access-control-allow-credentials").is_none());
+
+    // A page of an unlisted origin cannot send a plain request either (a form's POST).
+    let ((status, _, _), _) = cluster
+        .call_bare(
+            Method::POST,
+            "/v1/admin/ranges/1/split",
+            &[
+                ("origin", "https://evil.example"),
+                ("authorization", "Bearer s3cret-token"),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, _) = cluster
+        .call(
+            Method::PUT,
+            "/v1/kv/from-page",
+            &[("origin", "https://app.example.com")],
+            b"ok",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "a listed origin's page may write");
+    // The scheme's name is case-insensitive.
+    let ((status, _, _), _) = cluster
+        .call_bare(
+            Method::GET,
+            "/v1/kv/from-page",
+            &[("authorization", "bearer s3cret-token")],
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
 
     // The token: missing or wrong is a 401 that writes nothing; /health needs none.
     let ((status, _, _), headers) = cluster

@@ -130,24 +130,28 @@ impl Gateway {
         headers: &[(&str, String)],
         body: Vec<u8>,
     ) -> Result<Answer, String> {
-        let target = format!("{}{path}", self.base);
-        tokio::time::timeout(TIMEOUT, self.exchange(method, path, headers, body))
+        self.send(method, path, headers, body, TIMEOUT)
             .await
-            .map_err(|_| format!("no answer from {target} within {TIMEOUT:?}"))?
-            .map_err(|e| format!("{target}: {e}"))
+            .map_err(|e| format!("{}{path}: {e}", self.base))
     }
 
-    async fn exchange(
+    /// Sends one request, waiting at most `timeout`, and says whether a failure happened
+    /// before the request could have left ([`SendError::NotSent`]: no connection) or after
+    /// ([`SendError::Lost`]: it may have been received and acted on).
+    pub async fn send(
         &self,
         method: Method,
         path: &str,
         headers: &[(&str, String)],
         body: Vec<u8>,
-    ) -> Result<Answer, String> {
+        timeout: Duration,
+    ) -> Result<Answer, SendError> {
+        let deadline = tokio::time::Instant::now() + timeout;
         let host = self.host.as_str();
-        let tcp = TcpStream::connect((host, self.port))
+        let tcp = tokio::time::timeout_at(deadline, TcpStream::connect((host, self.port)))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| SendError::NotSent("connecting timed out".into()))?
+            .map_err(|e| SendError::NotSent(e.to_string()))?;
         let _ = tcp.set_nodelay(true);
         let mut builder = Request::builder()
             .method(method)
@@ -161,19 +165,25 @@ impl Gateway {
         }
         let request = builder
             .body(Full::new(Bytes::from(body)))
-            .map_err(|e| format!("bad request: {e}"))?;
-        match &self.tls {
-            None => send(tcp, request).await,
-            Some(connector) => {
-                let name =
-                    ServerName::try_from(host.to_string()).map_err(|e| format!("{host}: {e}"))?;
-                let tls = connector
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| format!("TLS: {e}"))?;
-                send(tls, request).await
+            .map_err(|e| SendError::NotSent(format!("bad request: {e}")))?;
+        let exchange = async {
+            match &self.tls {
+                None => send(tcp, request).await,
+                Some(connector) => {
+                    let name = ServerName::try_from(host.to_string())
+                        .map_err(|e| SendError::NotSent(format!("{host}: {e}")))?;
+                    // The request goes out only after the handshake: a failed one is not sent.
+                    let tls = connector
+                        .connect(name, tcp)
+                        .await
+                        .map_err(|e| SendError::NotSent(format!("TLS: {e}")))?;
+                    send(tls, request).await
+                }
             }
-        }
+        };
+        tokio::time::timeout_at(deadline, exchange)
+            .await
+            .map_err(|_| SendError::Lost(format!("no answer within {timeout:?}")))?
     }
 
     /// The status of a GET of `path`.
@@ -185,19 +195,30 @@ impl Gateway {
     }
 }
 
+/// Why [`Gateway::send`] got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The request never left: no connection could be made.
+    #[error("not sent: {0}")]
+    NotSent(String),
+    /// The request may have left and been acted on, but no answer came.
+    #[error("no answer: {0}")]
+    Lost(String),
+}
+
 /// One HTTP/1.1 exchange over `io`.
-async fn send<T>(io: T, request: Request<Full<Bytes>>) -> Result<Answer, String>
+async fn send<T>(io: T, request: Request<Full<Bytes>>) -> Result<Answer, SendError>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| SendError::NotSent(e.to_string()))?;
     let driving = tokio::spawn(connection);
     let response = sender
         .send_request(request)
         .await
-        .map_err(|e| e.to_string());
+        .map_err(|e| SendError::Lost(e.to_string()));
     let answer = match response {
         Ok(response) => {
             let status = response.status().as_u16();
@@ -209,7 +230,7 @@ where
                 .into_body()
                 .collect()
                 .await
-                .map_err(|e| format!("reading the answer: {e}"))?
+                .map_err(|e| SendError::Lost(format!("reading the answer: {e}")))?
                 .to_bytes()
                 .to_vec();
             Ok(Answer {

@@ -13,8 +13,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
 /// Where the gateway listens unless told otherwise.
 pub const DEFAULT_HTTP: &str = "127.0.0.1:8400";
 
-/// `shoal start`'s flags (each also read from its environment variable).
-#[derive(clap::Args, Debug, Default)]
+/// `shoal start`'s flags (each also read from its environment variable). No `Debug`: it
+/// holds the token.
+#[derive(clap::Args, Default)]
 pub struct StartArgs {
     /// A TOML file of settings (the flags' names, e.g. `data-dir = "/var/lib/shoal"`);
     /// flags and environment variables override it.
@@ -64,8 +65,9 @@ pub struct StartArgs {
     pub tls_key: Option<PathBuf>,
 }
 
-/// The `--config` file: the same settings, every one optional.
-#[derive(Debug, Default, Deserialize, PartialEq)]
+/// The `--config` file: the same settings, every one optional. No `Debug`: it holds the
+/// token.
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FileConfig {
     /// See [`StartArgs::id`].
@@ -122,11 +124,6 @@ pub struct Resolved {
 }
 
 impl StartArgs {
-    /// The node's settings: these flags over `file` over the defaults.
-    pub fn resolve(self, file: FileConfig) -> Result<NodeSettings, String> {
-        Ok(self.resolve_as(file, Role::Data)?.settings)
-    }
-
     /// The settings of a node of `role`: these flags over `file` over the defaults.
     pub fn resolve_as(self, file: FileConfig, role: Role) -> Result<Resolved, String> {
         let id = self
@@ -242,7 +239,10 @@ mod tests {
             "#,
         )
         .unwrap();
-        let settings = args(&["--data-dir", "/from/flag"]).resolve(file).unwrap();
+        let settings = args(&["--data-dir", "/from/flag"])
+            .resolve_as(file, Role::Data)
+            .unwrap()
+            .settings;
         assert_eq!(settings.id, NodeId::new(2));
         assert_eq!(settings.data_dir, PathBuf::from("/from/flag"));
         assert_eq!(settings.http, "127.0.0.1:9000".parse().unwrap());
@@ -256,15 +256,13 @@ mod tests {
     #[test]
     fn bad_configurations_are_refused_with_reasons() {
         let none = FileConfig::default;
-        assert!(args(&[]).resolve(none()).unwrap_err().contains("--id"));
-        assert!(args(&["--id", "1"])
-            .resolve(none())
-            .unwrap_err()
-            .contains("--data-dir"));
+        let data = |flags: &[&str]| args(flags).resolve_as(none(), Role::Data).err().unwrap();
+        assert!(data(&[]).contains("--id"));
+        assert!(data(&["--id", "1"]).contains("--data-dir"));
         let refused = |flags: &[&str]| {
             let mut all = vec!["--id", "1", "--data-dir", "d"];
             all.extend_from_slice(flags);
-            args(&all).resolve(none()).unwrap_err()
+            data(&all)
         };
         assert!(refused(&["--cors-origins", "*"]).contains("origin"));
         assert!(refused(&["--cors-origins", "https://a.example/path"]).contains("origin"));

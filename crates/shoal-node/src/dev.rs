@@ -33,17 +33,52 @@ pub struct DevNode {
 /// Free loopback ports, `count` of them, distinct: each is held until all are chosen (and
 /// free for UDP too, which gossip uses on the same port number). They are released before
 /// the nodes bind them, so another program could take one in between; the dev cluster then
-/// fails to start and says which address was taken.
+/// fails to start and says which address was taken. They are drawn from below the
+/// system's range of ephemeral ports, so that a node restarted on its port does not find it
+/// taken by some process's outgoing connection.
 pub fn free_ports(count: usize) -> std::io::Result<Vec<SocketAddr>> {
+    let (low, high) = below_ephemeral();
+    let mut state = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        ^ (u64::from(std::process::id()) << 32);
     let mut held = Vec::new();
+    let mut tries = 0;
     while held.len() < count {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        tries += 1;
+        // xorshift: spread tries over the range (two runs at once rarely collide).
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let port = if tries <= 10_000 {
+            low + (state % u64::from(high - low)) as u16
+        } else {
+            0 // the range is crowded: any free port
+        };
+        let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) else {
+            continue;
+        };
         let addr = listener.local_addr()?;
+        if held.iter().any(|(_, _, a)| *a == addr) {
+            continue;
+        }
         if let Ok(udp) = std::net::UdpSocket::bind(addr) {
             held.push((listener, udp, addr));
         }
     }
     Ok(held.into_iter().map(|(_, _, addr)| addr).collect())
+}
+
+/// Ports to draw from: 10,000 below the start of the system's ephemeral range (Linux's
+/// `ip_local_port_range`, 32768 by default), and never below 1024.
+fn below_ephemeral() -> (u16, u16) {
+    let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let high = start.max(2048);
+    let low = high.saturating_sub(10_000).max(1024);
+    (low, high)
 }
 
 /// Writes the layout to `path` atomically (a temporary file, then a rename).

@@ -366,6 +366,10 @@ async fn get_json(gateway: &Gateway, path: &str) -> Result<serde_json::Value, St
     serde_json::from_slice(&answer.body).map_err(|e| format!("{path}: {e}"))
 }
 
+/// How far behind its leader (in entries) a learner may be when `add-replica` promotes it
+/// (Raft refuses promotions further behind than its own limit, 1,000 by default).
+const PROMOTE_LAG: u64 = 100;
+
 /// A POST of `body` to `path`; the answer's JSON, or the gateway's error.
 async fn post_json(
     gateway: &Gateway,
@@ -405,26 +409,53 @@ async fn range(gateway: &GatewayArg, command: RangeCommand) -> Result<(), String
             post_json(&gateway, &path, serde_json::json!({ "add_learner": node })).await?;
             eprintln!("learner added on node {node}; waiting for it to catch up");
             let deadline = std::time::Instant::now() + Duration::from_secs(wait);
+            let mut last = String::from("its lag is not known yet");
             loop {
-                let status = get_json(&gateway, &format!("/v1/ranges/{id}")).await?;
-                let caught_up = status["replicas"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|r| r["node"] == node && r["lag_entries"] == 0);
-                if caught_up {
+                // A failed poll or a refused promotion (not caught up after all, another
+                // change pending) is tried again until the deadline.
+                let status = get_json(&gateway, &format!("/v1/ranges/{id}")).await;
+                let lag = status.as_ref().ok().and_then(|s| {
+                    s["replicas"]
+                        .as_array()?
+                        .iter()
+                        .find(|r| r["node"] == node)?["lag_entries"]
+                        .as_u64()
+                });
+                let voter = status.as_ref().ok().is_some_and(|s| {
+                    s["replicas"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|r| r["node"] == node && r["role"] == "voter")
+                });
+                if voter {
+                    // Promoted (by an attempt whose answer was lost, say).
+                    println!("{}", status.unwrap_or_default());
                     break;
+                }
+                match (status, lag) {
+                    (Err(e), _) => last = e,
+                    (Ok(_), Some(lag)) if lag <= PROMOTE_LAG => {
+                        let promote = serde_json::json!({ "promote": node });
+                        match post_json(&gateway, &path, promote).await {
+                            Ok(done) => {
+                                println!("{done}");
+                                break;
+                            }
+                            Err(e) => last = e,
+                        }
+                    }
+                    (Ok(_), Some(lag)) => last = format!("{lag} entries behind"),
+                    (Ok(_), None) => {}
                 }
                 if std::time::Instant::now() >= deadline {
                     return Err(format!(
-                        "node {node}'s learner has not caught up within {wait} s; it stays a \
-                         learner (promote it later, or remove it)"
+                        "node {node}'s learner was not promoted within {wait} s ({last}); it \
+                         stays a learner (promote it later, or remove it)"
                     ));
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            let done = post_json(&gateway, &path, serde_json::json!({ "promote": node })).await?;
-            println!("{done}");
         }
         RangeCommand::RemoveReplica { id, node } => {
             let path = format!("/v1/admin/ranges/{id}/replicas");

@@ -170,7 +170,7 @@ impl Cluster {
     }
 
     /// SIGTERM, then the exit status.
-    fn terminate(&mut self, i: usize) -> std::process::ExitStatus {
+    async fn terminate(&mut self, i: usize) -> std::process::ExitStatus {
         let mut child = self.procs[i].child.take().unwrap();
         Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
@@ -185,7 +185,7 @@ impl Cluster {
                 let _ = child.kill();
                 panic!("node did not stop within a minute of SIGTERM");
             }
-            std::thread::sleep(Duration::from_millis(50));
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }
@@ -315,7 +315,7 @@ async fn three_processes_survive_kill_restart_and_sigterm() {
     // SIGTERM the current leader: it hands its leaderships over, then exits 0.
     let leader = wait_for("a leader of range 1", || cluster.leader(survivor, 1)).await;
     let stopping = cluster.index_of(leader);
-    let status = cluster.terminate(stopping);
+    let status = cluster.terminate(stopping).await;
     assert!(status.success(), "exit status {status:?}");
     let logs = cluster.procs[stopping].logs();
     let handed = logs
@@ -474,7 +474,20 @@ async fn the_api_refuses_bad_requests_and_foreign_origins_and_the_cli_works() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let table = text(&out.stdout);
     assert_eq!(table.matches("alive").count(), 3, "{table}");
-    assert!(table.contains("leader"), "{table}");
+    // Every range has a leader: its LEADER column is a node id, not `?`.
+    let range_rows: Vec<&str> = table
+        .lines()
+        .skip_while(|l| !l.starts_with("RANGE"))
+        .skip(1)
+        .collect();
+    assert!(range_rows.len() >= 3, "{table}");
+    for row in range_rows {
+        let leader = row.split_whitespace().nth(4).unwrap_or("?");
+        assert!(
+            leader.parse::<u64>().is_ok(),
+            "no leader in {row:?}:\n{table}"
+        );
+    }
     let out = shoal_cli(&["kv", "--url", &url, "del", "fruit"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(get(&g, "fruit").await.status, 404);
@@ -508,6 +521,14 @@ async fn the_api_refuses_bad_requests_and_foreign_origins_and_the_cli_works() {
         roles.iter().filter(|(_, r)| r == "data").count(),
         3,
         "{members}"
+    );
+    // It cannot be given a replica: it would never catch up.
+    let out = shoal_cli(&["range", "--url", &url, "add-replica", "1", "4"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("not a live data node"),
+        "{}",
+        text(&out.stderr)
     );
     let range = cluster
         .range(3, 1)

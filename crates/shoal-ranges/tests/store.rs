@@ -412,9 +412,9 @@ async fn writes_survive_a_leader_crash_and_a_full_restart() {
     cluster.shutdown().await;
 }
 
-/// A node that stops hands every range it leads (the meta range and the first user range,
-/// both led by node 1 here) to a caught-up follower before it leaves, and writes go on
-/// without an election.
+/// A node that stops hands every range it leads to a caught-up follower before it leaves,
+/// and writes go on without waiting out an election timeout: by the time the hand-over
+/// returns, the new leaders lead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopping_node_hands_its_leaderships_over_first() {
     let mut cluster = Cluster::start(3, |_| {}).await;

@@ -745,6 +745,22 @@ impl RangeCache {
         changed
     }
 
+    /// Puts `node` back into routing after [`RangeCache::evict_node`] (membership says it is
+    /// alive again): it is tried for every cached range that lists it. Ranges dropped when
+    /// it left them without a live voter come back at their next lookup. Returns how many
+    /// entries changed. O(evicted ranges).
+    pub fn restore_node(&self, node: NodeId) -> usize {
+        let mut state = self.write();
+        let mut changed = 0;
+        state.evicted.retain(|_, evicted| {
+            let before = evicted.nodes.len();
+            evicted.nodes.retain(|&n| n != node);
+            changed += usize::from(evicted.nodes.len() != before);
+            !evicted.nodes.is_empty()
+        });
+        changed
+    }
+
     /// Records that `node` leads the range cached for `key`, if that is still `range` and
     /// the node is one of its voters, not evicted by [`RangeCache::evict_node`]. Returns
     /// whether the leader was recorded.
@@ -967,6 +983,15 @@ mod tests {
         let cache = RangeCache::new(RangeCacheConfig::default());
         cache.insert(desc(1, "", "m", 1)).unwrap();
         cache.insert(desc(2, "m", "", 1)).unwrap();
+        assert_eq!(cache.evict_node(NodeId::new(1)), 2);
+        assert_eq!(cache.live_replicas(b"a").unwrap().unwrap().len(), 2);
+        assert_eq!(cache.restore_node(NodeId::new(1)), 2);
+        assert_eq!(cache.live_replicas(b"a").unwrap().unwrap().len(), 3);
+        assert_eq!(
+            cache.restore_node(NodeId::new(1)),
+            0,
+            "nothing left to restore"
+        );
         assert_eq!(cache.evict_node(NodeId::new(1)), 2);
         assert_eq!(cache.read().evicted.len(), 2);
         // A fresher descriptor replaces the entry: its evictions go with it.

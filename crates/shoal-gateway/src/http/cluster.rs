@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use shoal_consensus::{ConfChange, LearnerKind};
 use shoal_core::{ErrorCode, NodeId, RangeDescriptor, RangeId};
+use shoal_membership::MemberState;
 use shoal_ranges::store::{Consistency, KvOp, StoreError, GATEWAY_META};
 use std::time::{Duration, Instant};
 
@@ -222,7 +223,8 @@ pub(super) async fn range_status(
         (status = 200, description = "Split.", body = SplitDone),
         (status = 404, description = "No such range.", body = ErrorBody),
         (status = 400, description = "Malformed, or `at` not strictly inside the range.", body = ErrorBody),
-        (status = 503, description = "The range has no leader for now.", body = ErrorBody),
+        (status = 503, description = "The range has no leader for now; nothing changed.", body = ErrorBody),
+        (status = 504, description = "The outcome is unknown: look at the ranges before trying again.", body = ErrorBody),
     )
 )]
 pub(super) async fn split_range(
@@ -288,6 +290,18 @@ pub(super) async fn change_replicas(
             Ok(NodeId::new(n))
         }
     };
+    if let ReplicaChange::AddLearner(n) = change {
+        // Only a live data node can host it: a learner elsewhere would never catch up.
+        let members = app.router.store().members().await.map_err(store_error)?;
+        let hosts = members
+            .iter()
+            .any(|m| m.id.get() == n && m.state == MemberState::Alive && m.meta != GATEWAY_META);
+        if !hosts {
+            return Err(ApiError::bad_request(format!(
+                "node {n} is not a live data node of the cluster"
+            )));
+        }
+    }
     let change = match change {
         ReplicaChange::AddLearner(n) => ConfChange::AddNode {
             node: node(n)?,

@@ -122,7 +122,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// How the gateway serves.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct GatewayConfig {
     /// How long a request may take, routing and retries included. Default 10 s.
     pub request_timeout: Duration,
@@ -131,12 +131,28 @@ pub struct GatewayConfig {
     /// 1 MiB itself.
     pub max_body_bytes: usize,
     /// Origins whose pages may call the gateway from a browser (CORS), each exactly
-    /// `scheme://host[:port]` (see [`parse_origin`]). Default none: preflights are refused
-    /// and no CORS headers are sent.
+    /// `scheme://host[:port]` (see [`parse_origin`]). Default none: every request that
+    /// carries an `Origin` header (a browser's, from a web page) is refused with 403, and no
+    /// CORS headers are sent.
     pub cors_origins: Vec<HeaderValue>,
     /// If set, every route but `/health` needs `Authorization: Bearer <token>` (401
     /// otherwise). Default none.
     pub auth_token: Option<String>,
+}
+
+/// Shows everything but the token (which a log line must never carry).
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("request_timeout", &self.request_timeout)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("cors_origins", &self.cors_origins)
+            .field(
+                "auth_token",
+                &self.auth_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 impl Default for GatewayConfig {
@@ -208,8 +224,8 @@ pub fn routes(router: KvRouter, config: GatewayConfig) -> Router {
             config,
             metrics,
         });
-    // Outermost first: foreign preflights are refused, allowed ones answered by the CORS
-    // layer, and only then is the token asked for.
+    // Outermost first: requests from unlisted origins are refused, allowed preflights
+    // answered by the CORS layer, and only then is the token asked for.
     let app = match token {
         Some(token) => app.layer(axum::middleware::from_fn_with_state(
             token,
@@ -224,7 +240,7 @@ pub fn routes(router: KvRouter, config: GatewayConfig) -> Router {
     };
     app.layer(axum::middleware::from_fn_with_state(
         origins,
-        crate::security::refuse_foreign_preflight,
+        crate::security::refuse_foreign_origins,
     ))
 }
 

@@ -46,9 +46,10 @@ pub struct StoreConfig {
     /// followers to move (see [`super::Store::hand_over_leaderships`]). Default 5 s; zero
     /// hands nothing over (the ranges elect leaders once the node is gone).
     pub handover_timeout: Duration,
-    /// How often the store joins again through the seeds it joined through that no live
+    /// How soon the store joins again through the seeds it joined through that no live
     /// member is known at (so that losing the one seed that answered a join does not leave
-    /// the node knowing nobody). Default 2 s; zero turns it off.
+    /// the node knowing nobody); while seeds stay missing the wait doubles, up to 30 s.
+    /// Default 2 s; zero turns it off.
     pub rejoin_interval: Duration,
     /// Whether this node hosts ranges (the default). A node that does not is a gateway
     /// member: it joins membership and learns every range by gossip and the meta range, to

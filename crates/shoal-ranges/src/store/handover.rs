@@ -1,5 +1,6 @@
 //! Handing a stopping node's leaderships to caught-up followers, so that its ranges keep
-//! serving without waiting out an election timeout (as CockroachDB's drain moves leases
+//! serving without waiting out an election timeout (the follower is told to campaign at
+//! once, and wins the next term) (as CockroachDB's drain moves leases
 //! before a node stops).
 
 use super::node::Inner;

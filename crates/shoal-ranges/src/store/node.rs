@@ -453,11 +453,7 @@ impl Store {
         range: RangeId,
         change: shoal_consensus::ConfChange,
     ) -> Result<(), StoreError> {
-        self.inner
-            .driver
-            .propose_conf_change(range, change)
-            .await
-            .map_err(|e| StoreError::Request(service::write_error(&self.inner, e)))
+        Ok(self.inner.change_replicas(range, change).await?)
     }
 
     /// This node's status, with every hosted range's (or only `range`'s).
@@ -486,7 +482,8 @@ impl Store {
     /// Hands each range this node leads to a caught-up follower and waits, at most
     /// `timeout`, until they lead (see [`HandOver`]). Proposals and reads to a range
     /// meanwhile are refused with a hint to the new leader. The node stays a replica; a node
-    /// about to stop calls this so that its ranges need no election.
+    /// about to stop calls this so that its ranges do not wait out an election timeout (the
+    /// follower still wins a quick election of its own, at the next term).
     pub async fn hand_over_leaderships(&self, timeout: Duration) -> HandOver {
         super::handover::hand_over(&self.inner, timeout).await
     }
@@ -546,6 +543,19 @@ impl Store {
 }
 
 impl Inner {
+    /// Proposes a replica change of `range` (which this node must lead) and waits until it
+    /// is applied here (see [`Store::change_replicas`]).
+    pub(crate) async fn change_replicas(
+        &self,
+        range: RangeId,
+        change: shoal_consensus::ConfChange,
+    ) -> Result<(), shoal_core::Error> {
+        self.driver
+            .propose_conf_change(range, change)
+            .await
+            .map_err(|e| service::write_error(self, e))
+    }
+
     /// What opening this node's groups needs (see [`hosting::Groups`]).
     fn groups(&self) -> Groups<'_> {
         Groups {

@@ -3,17 +3,22 @@
 //! cluster whose nodes all start at once, its first node killed a second later), this node
 //! would know no live member, and its ranges could not elect leaders for want of their
 //! peers' addresses. So, as Consul's `retry_join` and Cassandra's seeds do, the store joins
-//! again, every [`StoreConfig::rejoin_interval`], through each seed that no live member is
-//! known at.
+//! again through each seed that no live member is known at: after
+//! [`StoreConfig::rejoin_interval`], then backing off to every 30 s while seeds stay missing.
 //!
 //! [`StoreConfig::rejoin_interval`]: super::StoreConfig::rejoin_interval
 
 use super::node::Inner;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// The most seeds remembered (joins beyond it add nothing).
 const MAX_SEEDS: usize = 64;
+
+/// The longest wait between joins through seeds still missing: a seed that is gone for
+/// good (a decommissioned machine left in `--join`) costs one attempt per 30 s.
+const MAX_REJOIN_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The seeds this node joined through.
 #[derive(Default)]
@@ -40,12 +45,14 @@ impl Seeds {
     }
 }
 
-/// Every `interval`, joins through the seeds no live member is known at.
+/// Every `rejoin_interval`, joins through the seeds no live member is known at; while the
+/// same seeds stay missing, the wait doubles up to [`MAX_REJOIN_INTERVAL`].
 pub(crate) async fn rejoin(inner: Arc<Inner>) {
-    let interval = inner.config.rejoin_interval;
-    if interval.is_zero() {
+    let base = inner.config.rejoin_interval;
+    if base.is_zero() {
         return;
     }
+    let mut interval = base;
     loop {
         tokio::time::sleep(interval).await;
         let seeds = inner.seeds.all();
@@ -67,8 +74,10 @@ pub(crate) async fn rejoin(inner: Arc<Inner>) {
             })
             .collect();
         if missing.is_empty() {
+            interval = base;
             continue;
         }
+        interval = (interval * 2).min(MAX_REJOIN_INTERVAL.max(base));
         tracing::debug!(node = %inner.id, ?missing, "joining again through seeds not known alive");
         // A seed still down is tried again next round; a pending attempt is superseded then.
         let _ = tokio::time::timeout(interval, inner.members.join(missing)).await;

@@ -9,7 +9,7 @@ use super::compare::CompareRpc;
 use super::meta::{self, is_system_key, META_RANGE, SYSTEM_KEY_PREFIX};
 use super::node::{leader_hint, Inner, StoreError};
 use shoal_consensus::driver::{DriverError, Peers};
-use shoal_consensus::{ProposeError, ReadError, Wait};
+use shoal_consensus::{ConfChangeError, ProposeError, ReadError, Wait};
 use shoal_core::{codec, Error, ErrorCode, RangeDescriptor, RangeEnd, RangeId};
 use shoal_storage::{Scan, StorageError};
 use shoal_transport::{RegisterError, RequestContext, Router};
@@ -81,13 +81,8 @@ pub(crate) fn register(router: &mut Router, slot: Slot) -> Result<(), RegisterEr
         let slot = replicas.clone();
         async move {
             let inner = inner(&slot)?;
-            let range = request.range;
-            inner
-                .driver
-                .propose_conf_change(range, request.change)
-                .await
-                .map_err(|e| write_error(&inner, e))?;
-            Ok(inner.shared.descriptor(range))
+            inner.change_replicas(request.range, request.change).await?;
+            Ok(inner.shared.descriptor(request.range))
         }
     })?;
     router.register::<SplitRpc, _, _>(move |_ctx, request| {
@@ -469,6 +464,10 @@ pub(crate) fn write_error(inner: &Inner, error: DriverError) -> Error {
         },
         DriverError::Propose(ProposeError::TooLarge { .. }) => ErrorCode::TooLarge,
         DriverError::Propose(ProposeError::Overloaded) => ErrorCode::Overloaded,
+        // Busy with another change: refused before it was proposed, worth retrying.
+        DriverError::Propose(ProposeError::ConfChange(
+            ConfChangeError::ChangePending | ConfChangeError::InJointConfig,
+        )) => ErrorCode::Overloaded,
         DriverError::Propose(ProposeError::ConfChange(_)) => ErrorCode::InvalidRequest,
         DriverError::UnknownGroup(range) => ErrorCode::RangeNotFound { range },
         // Definitely not applied: another entry took its place, or the group is down.
