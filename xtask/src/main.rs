@@ -8,6 +8,10 @@
 //! - `cargo xtask load --url URL [--conns 64] [--duration 10s] [--op put|get]
 //!   [--value-bytes 256] [--keys 1000]`: the HTTP load generator (shoal-node's `load`
 //!   example) in release mode, against a running gateway; the last line is one JSON object.
+//! - `cargo xtask cluster-test [--nodes 5] [--duration 60s] [--workload register]
+//!   [--nemesis kill,pause] [--seed N] [--rate 500] [--keys 20] [--out DIR]`: builds `shoal`
+//!   in release mode and runs the `shoal-cluster-test` program against real processes
+//!   (exit status non-zero on a violation, or when no fault took effect).
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -42,6 +46,29 @@ fn main() -> ExitCode {
                 "--",
             ])
             .args(&rest)),
+        Some("cluster-test") => run(cargo().args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "shoal-node",
+            "--bin",
+            "shoal",
+        ]))
+        .and_then(|()| {
+            run(cargo()
+                .args([
+                    "run",
+                    "--release",
+                    "--quiet",
+                    "-p",
+                    "shoal-cluster-test",
+                    "--",
+                    "--shoal",
+                ])
+                .arg(target_dir().join("release").join("shoal"))
+                .args(&rest))
+        }),
         Some("help") | Some("--help") | Some("-h") | None => {
             print_help();
             return if task.is_none() {
@@ -69,7 +96,9 @@ fn print_help() {
          bench [ARGS]  transport benchmark rpc_bench in release mode (ARGS go to it)\n  \
          codec-bench   criterion benches for the wire envelope\n  \
          load ARGS     HTTP load generator against a gateway (--url URL [--conns 64]\n                \
-         [--duration 10s] [--op put|get] [--value-bytes 256] [--keys 1000])"
+         [--duration 10s] [--op put|get] [--value-bytes 256] [--keys 1000])\n  \
+         cluster-test  real shoal processes under faults, history checked ([--nodes 5]\n                \
+         [--duration 60s] [--nemesis kill,pause] [--seed N] [--rate 500] [--keys 20] [--out DIR])"
     );
 }
 
@@ -78,6 +107,15 @@ fn cargo() -> Command {
     let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     command.current_dir(workspace_root());
     command
+}
+
+/// Where cargo puts builds: `CARGO_TARGET_DIR` if set (relative to the workspace), else
+/// `target/` in the workspace.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => workspace_root().join(dir),
+        None => workspace_root().join("target"),
+    }
 }
 
 fn workspace_root() -> PathBuf {

@@ -1,0 +1,249 @@
+//! The cluster under test: real `shoal start` processes on loopback, each with its own data
+//! directory and log, that the nemesis kills, restarts, pauses and resumes.
+
+use hyper::Method;
+use shoal_node::client::Gateway;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// One node's process and addresses.
+pub struct Node {
+    /// Its id (from 1).
+    pub id: u64,
+    /// Node RPC, Raft and gossip.
+    pub listen: SocketAddr,
+    /// Its gateway.
+    pub http: SocketAddr,
+    data: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    paused: bool,
+}
+
+/// Every node.
+pub struct Cluster {
+    /// The nodes, node 1 first.
+    pub nodes: Vec<Node>,
+    shoal: PathBuf,
+}
+
+impl Node {
+    /// A client of its gateway.
+    pub fn gateway(&self) -> Gateway {
+        Gateway::new(&format!("http://{}", self.http), None, None).expect("a valid URL")
+    }
+
+    /// Whether its process runs (started, not killed; maybe paused).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Whether it is stopped by SIGSTOP.
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+}
+
+impl Cluster {
+    /// Starts `count` nodes (all founding voters) under `dir`, each logging to
+    /// `dir/node-N.log`, and waits until every gateway is ready.
+    pub async fn start(shoal: &Path, dir: &Path, count: u64) -> Result<Cluster, String> {
+        if !shoal.is_file() {
+            return Err(format!(
+                "{} is not there: build it with cargo build --release -p shoal-node",
+                shoal.display()
+            ));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let ports = shoal_node::dev::free_ports(2 * count as usize).map_err(|e| e.to_string())?;
+        let mut cluster = Cluster {
+            nodes: (0..count as usize)
+                .map(|i| Node {
+                    id: i as u64 + 1,
+                    listen: ports[2 * i],
+                    http: ports[2 * i + 1],
+                    data: dir.join(format!("node-{}", i + 1)),
+                    log: dir.join(format!("node-{}.log", i + 1)),
+                    child: None,
+                    paused: false,
+                })
+                .collect(),
+            shoal: shoal.to_path_buf(),
+        };
+        for i in 0..cluster.nodes.len() {
+            cluster.spawn(i)?;
+        }
+        for i in 0..cluster.nodes.len() {
+            cluster.wait_ready(i, Duration::from_secs(120)).await?;
+        }
+        Ok(cluster)
+    }
+
+    fn spawn(&mut self, i: usize) -> Result<(), String> {
+        let founders: Vec<String> = self.nodes.iter().map(|n| n.id.to_string()).collect();
+        let seeds: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.id != self.nodes[i].id)
+            .map(|n| n.listen.to_string())
+            .collect();
+        let node = &mut self.nodes[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .map_err(|e| format!("{}: {e}", node.log.display()))?;
+        let err = log.try_clone().map_err(|e| e.to_string())?;
+        let child = Command::new(&self.shoal)
+            .arg("start")
+            .args(["--id", &node.id.to_string()])
+            .arg("--data-dir")
+            .arg(&node.data)
+            .args(["--listen", &node.listen.to_string()])
+            .args(["--http", &node.http.to_string()])
+            .args(["--join", &seeds.join(",")])
+            .args(["--bootstrap", &founders.join(",")])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("starting node {}: {e}", node.id))?;
+        node.child = Some(child);
+        node.paused = false;
+        Ok(())
+    }
+
+    /// Waits until node `i`'s gateway answers `/ready`.
+    pub async fn wait_ready(&self, i: usize, within: Duration) -> Result<(), String> {
+        let gateway = self.nodes[i].gateway();
+        let deadline = Instant::now() + within;
+        loop {
+            let ready = gateway
+                .send(
+                    Method::GET,
+                    "/ready",
+                    &[],
+                    Vec::new(),
+                    Duration::from_secs(2),
+                )
+                .await
+                .is_ok_and(|a| a.status == 200);
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "node {} was not ready within {within:?}; see its log",
+                    self.nodes[i].id
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// kill -9 node `i` (resumed first if paused, so the kill is not held back).
+    pub fn kill(&mut self, i: usize) -> Result<(), String> {
+        let node = &mut self.nodes[i];
+        let mut child = node.child.take().ok_or("not running")?;
+        child.kill().map_err(|e| e.to_string())?;
+        child.wait().map_err(|e| e.to_string())?;
+        node.paused = false;
+        Ok(())
+    }
+
+    /// Starts node `i` again on its data.
+    pub fn restart(&mut self, i: usize) -> Result<(), String> {
+        if self.nodes[i].child.is_some() {
+            return Err("already running".into());
+        }
+        self.spawn(i)
+    }
+
+    /// SIGSTOP (`pause`) or SIGCONT node `i`.
+    pub fn signal_pause(&mut self, i: usize, pause: bool) -> Result<(), String> {
+        let node = &mut self.nodes[i];
+        let pid = node.child.as_ref().ok_or("not running")?.id();
+        let signal = if pause { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !status.success() {
+            return Err(format!("kill {signal} {pid} failed"));
+        }
+        node.paused = pause;
+        Ok(())
+    }
+
+    /// Ends every fault: resumes paused nodes, restarts killed ones, and waits until every
+    /// gateway is ready.
+    pub async fn heal(&mut self) -> Result<(), String> {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].paused {
+                self.signal_pause(i, false)?;
+            }
+            if self.nodes[i].child.is_none() {
+                self.restart(i)?;
+            }
+        }
+        for i in 0..self.nodes.len() {
+            self.wait_ready(i, Duration::from_secs(120)).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops every node with SIGTERM (each exits 0 after handing over and flushing), or
+    /// kills what has not stopped within a minute. Returns the nodes that did not exit 0.
+    pub fn stop(&mut self) -> Vec<u64> {
+        let mut unclean = Vec::new();
+        for node in &mut self.nodes {
+            if let Some(child) = &node.child {
+                if node.paused {
+                    let _ = Command::new("kill")
+                        .args(["-CONT", &child.id().to_string()])
+                        .status();
+                }
+                let _ = Command::new("kill")
+                    .args(["-TERM", &child.id().to_string()])
+                    .status();
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for node in &mut self.nodes {
+            let Some(mut child) = node.child.take() else {
+                continue;
+            };
+            let status = loop {
+                match child.try_wait() {
+                    Ok(Some(status)) => break Some(status),
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(50))
+                    }
+                    _ => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break None;
+                    }
+                }
+            };
+            if !status.is_some_and(|s| s.success()) {
+                unclean.push(node.id);
+            }
+        }
+        unclean
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! `cargo xtask cluster-test`: starts real `shoal` processes on loopback, runs clients over
+//! the HTTP API while a nemesis kills and pauses nodes on a schedule drawn from the seed,
+//! records the history, and checks it: every key's operations linearizable (shoal-sim's
+//! checker; an `info` write may or may not have happened), every range's replicas equal
+//! after the faults heal. Writes `history.jsonl`, `history.txt` (shoal-sim's format, for
+//! `check_history`), `summary.json` and every node's log under `--out`; exits non-zero on
+//! a violation, or when the faults asked for never took effect.
+
+mod cluster;
+mod history;
+mod nemesis;
+mod options;
+mod replicas;
+mod report;
+mod workload;
+
+use clap::Parser;
+use cluster::Cluster;
+use history::Recorder;
+use options::{Options, Workload};
+use shoal_sim::linearizability::{check, Verdict};
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Search steps the checker may spend per key.
+const CHECK_BUDGET: u64 = 50_000_000;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let options = Options::parse();
+    match run(options).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("cluster-test: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The whole run; `Ok(false)` when a check failed or the faults never took effect.
+async fn run(options: Options) -> Result<bool, String> {
+    let seed = options.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+    });
+    let out = options
+        .out
+        .clone()
+        .unwrap_or_else(|| format!("target/cluster-test/{seed}").into());
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let Workload::Register = options.workload;
+    eprintln!(
+        "cluster-test: seed {seed}, {} nodes, {:?}, faults {:?}, output in {}",
+        options.nodes,
+        options.duration,
+        options.nemesis,
+        out.display()
+    );
+
+    let cluster = Cluster::start(&options.shoal, &out.join("nodes"), options.nodes).await?;
+    let gateways: Vec<_> = cluster.nodes.iter().map(|n| n.gateway()).collect();
+    let cluster = Arc::new(tokio::sync::Mutex::new(cluster));
+    let recorder = Arc::new(Recorder::new());
+    let tally = Arc::new(workload::Tally::default());
+    let start = Instant::now();
+    let until = start + options.duration;
+
+    let interval = Duration::from_secs_f64(options.clients as f64 / options.rate.max(1) as f64);
+    let shared = Arc::new(workload::Clients {
+        gateways: gateways.clone(),
+        keys: options.keys,
+        interval,
+        until,
+        recorder: recorder.clone(),
+        tally: tally.clone(),
+    });
+    let clients: Vec<_> = (0..options.clients)
+        .map(|p| {
+            let seed = seed.wrapping_add(p.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            tokio::spawn(workload::client(p, seed, shared.clone()))
+        })
+        .collect();
+    let current = nemesis::Current::default();
+    let nemesis = tokio::spawn(nemesis::run(
+        cluster.clone(),
+        options.nemesis.clone(),
+        seed,
+        start,
+        until,
+        current.clone(),
+    ));
+    // The progress line: rewritten in place on a terminal, a line every 5 s otherwise.
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut tick = 0u64;
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        tick += 1;
+        if !terminal && !tick.is_multiple_of(5) {
+            continue;
+        }
+        let fault = current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_else(|| "none".into());
+        let line = format!(
+            "{:>4}s  ok {:>6}  fail {:>5}  info {:>5}  fault: {fault:<12}",
+            start.elapsed().as_secs(),
+            tally.ok.load(Ordering::Relaxed),
+            tally.fail.load(Ordering::Relaxed),
+            tally.info.load(Ordering::Relaxed),
+        );
+        if terminal {
+            eprint!("\r{line}");
+            let _ = std::io::stderr().flush();
+        } else {
+            eprintln!("{line}");
+        }
+    }
+    eprintln!();
+    let faults = nemesis
+        .await
+        .map_err(|e| format!("the nemesis stopped: {e}"))??;
+    for client in clients {
+        let _ = client.await;
+    }
+    drop(shared);
+
+    eprintln!("cluster-test: healing, then final reads and the replica check");
+    cluster.lock().await.heal().await?;
+    workload::final_reads(&gateways, options.keys, &recorder, &tally).await;
+    let ranges = replicas::check(&gateways[0], Duration::from_secs(60)).await?;
+    let unclean_exits = {
+        let mut cluster = cluster.lock().await;
+        tokio::task::block_in_place(|| cluster.stop())
+    };
+
+    let recording = Arc::try_unwrap(recorder)
+        .map_err(|_| "a client still holds the history")?
+        .finish();
+    write_history(&out, &recording)?;
+    let verdict = check(&recording.history, CHECK_BUDGET);
+    let (linearizable, violation_key) = match &verdict {
+        Verdict::Linearizable => (Some(true), None),
+        Verdict::NotLinearizable { key, .. } => (Some(false), Some(key.clone())),
+        Verdict::Unknown { key } => (None, Some(key.clone())),
+    };
+    let figures = report::figures(&recording.events);
+    let carried_out = options
+        .nemesis
+        .iter()
+        .all(|kind| faults.iter().any(|f| f.fault == kind.name()));
+    let summary = report::Summary {
+        seed,
+        nodes: options.nodes,
+        workload: "register",
+        ops: figures.ops,
+        ok: figures.ok,
+        fail: figures.fail,
+        info: figures.info,
+        lost: None,
+        linearizable,
+        violation_key,
+        replicas_equal: ranges.iter().all(|r| r.equal),
+        longest_unavailable_ms: figures.longest_unavailable_ms,
+        latency_p50_ms: figures.p50_ms,
+        latency_p99_ms: figures.p99_ms,
+        nemesis: faults,
+        carried_out,
+        unclean_exits,
+        ranges,
+    };
+    let json = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
+    std::fs::write(out.join("summary.json"), &json).map_err(|e| e.to_string())?;
+    println!("{}", report::table(&summary));
+    if let Verdict::NotLinearizable { key, operations } = &verdict {
+        println!(
+            "key {key} has no linearization; its {} operations are in {}",
+            operations.len(),
+            out.join("history.jsonl").display()
+        );
+    }
+    let passed = summary.linearizable == Some(true)
+        && summary.replicas_equal
+        && summary.carried_out
+        && summary.unclean_exits.is_empty();
+    println!(
+        "{}",
+        serde_json::json!({
+            "passed": passed, "seed": seed, "ops": summary.ops, "ok": summary.ok,
+            "fail": summary.fail, "info": summary.info, "linearizable": summary.linearizable,
+            "longest_unavailable_ms": summary.longest_unavailable_ms,
+            "latency_p50_ms": summary.latency_p50_ms, "latency_p99_ms": summary.latency_p99_ms,
+        })
+    );
+    Ok(passed)
+}
+
+/// `history.jsonl` (one event per line) and `history.txt` (shoal-sim's register format).
+fn write_history(out: &std::path::Path, recording: &history::Recording) -> Result<(), String> {
+    let mut lines = String::new();
+    for event in &recording.events {
+        lines.push_str(&serde_json::to_string(event).map_err(|e| e.to_string())?);
+        lines.push('\n');
+    }
+    std::fs::write(out.join("history.jsonl"), lines).map_err(|e| e.to_string())?;
+    std::fs::write(out.join("history.txt"), recording.history.to_text()).map_err(|e| e.to_string())
+}

@@ -1,0 +1,108 @@
+//! What a run does: its flags.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `cargo xtask cluster-test` runs real `shoal` processes under faults and checks what the
+/// clients saw.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(name = "cluster-test", about)]
+pub struct Options {
+    /// Data nodes, all founding voters (3 to 9).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(3..=9))]
+    pub nodes: u64,
+    /// How long the clients run (e.g. 60s, 2m).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// What the clients do: register (reads, writes and compare-and-sets on a few keys).
+    #[arg(long, default_value = "register")]
+    pub workload: Workload,
+    /// Faults, comma-separated: kill (kill -9, then restart), pause (SIGSTOP, then
+    /// SIGCONT).
+    #[arg(long, value_delimiter = ',', default_value = "kill,pause")]
+    pub nemesis: Vec<Fault>,
+    /// The seed of the clients' choices and the fault schedule (default: from the clock;
+    /// printed either way).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Operations per second, all clients together.
+    #[arg(long, default_value_t = 500)]
+    pub rate: u64,
+    /// Keys (registers).
+    #[arg(long, default_value_t = 20)]
+    pub keys: u64,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 10)]
+    pub clients: u64,
+    /// Where the history, the summary and every node's data and log go (default
+    /// target/cluster-test/<seed>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// The `shoal` binary to run.
+    #[arg(long, default_value = "target/release/shoal")]
+    pub shoal: PathBuf,
+}
+
+/// A client workload.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// Reads, writes and compare-and-sets of a few registers, checked for linearizability.
+    Register,
+}
+
+/// A kind of fault.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fault {
+    /// kill -9 a node (a range's leader half the time), restart it a few seconds later.
+    Kill,
+    /// SIGSTOP a node, SIGCONT it a few seconds later.
+    Pause,
+}
+
+impl Fault {
+    /// Its name in the summary.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::Kill => "kill",
+            Fault::Pause => "pause",
+        }
+    }
+}
+
+/// `90s`, `2m`, `500ms`, or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration (like 30s, 2m, 500ms)");
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let n: f64 = number.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(bad()),
+    };
+    if !(secs.is_finite() && secs > 0.0 && secs <= 86_400.0) {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("3 weeks").is_err());
+        assert!(parse_duration("0s").is_err());
+    }
+}

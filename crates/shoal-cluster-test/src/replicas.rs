@@ -1,0 +1,94 @@
+//! After the faults heal: every range's replicas must agree. Each replica's own node
+//! reports its applied index, live keys and live bytes (`GET /v1/ranges/{id}`); the check
+//! waits until the replicas of each range stand at one applied index, and then requires the
+//! same keys and bytes on each.
+
+use hyper::Method;
+use serde::Serialize;
+use shoal_node::client::Gateway;
+use std::time::{Duration, Instant};
+
+/// One range's replicas as last seen.
+#[derive(Debug, Clone, Serialize)]
+pub struct RangeCheck {
+    /// The range.
+    pub range: u64,
+    /// Whether they agreed at one applied index.
+    pub equal: bool,
+    /// Each replica: node, applied index, keys, bytes (absent where its node did not
+    /// answer).
+    pub replicas: Vec<serde_json::Value>,
+}
+
+async fn get(gateway: &Gateway, path: &str) -> Option<serde_json::Value> {
+    let answer = gateway
+        .send(Method::GET, path, &[], Vec::new(), Duration::from_secs(5))
+        .await
+        .ok()?;
+    (answer.status == 200)
+        .then(|| serde_json::from_slice(&answer.body).ok())
+        .flatten()
+}
+
+/// Checks every range, waiting up to `within` for each to settle.
+pub async fn check(gateway: &Gateway, within: Duration) -> Result<Vec<RangeCheck>, String> {
+    let deadline = Instant::now() + within;
+    let ranges = loop {
+        if let Some(ranges) = get(gateway, "/v1/ranges").await {
+            break ranges;
+        }
+        if Instant::now() >= deadline {
+            return Err("the ranges could not be listed".into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let ids: Vec<u64> = ranges
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["id"].as_u64())
+        .collect();
+    let mut checks = Vec::new();
+    for id in ids {
+        let mut last = Vec::new();
+        let equal = loop {
+            if let Some(range) = get(gateway, &format!("/v1/ranges/{id}")).await {
+                let replicas: Vec<serde_json::Value> =
+                    range["replicas"].as_array().cloned().unwrap_or_default();
+                let figure = |r: &serde_json::Value| {
+                    (
+                        r["applied"].as_u64(),
+                        r["keys"].as_u64(),
+                        r["bytes"].as_u64(),
+                    )
+                };
+                let first = replicas.first().map(figure);
+                let settled = !replicas.is_empty()
+                    && replicas.iter().all(|r| r["reachable"] == true)
+                    && replicas.iter().all(|r| Some(figure(r)) == first);
+                last = replicas
+                    .iter()
+                    .map(|r| {
+                        serde_json::json!({
+                            "node": r["node"], "applied": r["applied"],
+                            "keys": r["keys"], "bytes": r["bytes"],
+                        })
+                    })
+                    .collect();
+                if settled {
+                    break true;
+                }
+            }
+            if Instant::now() >= deadline {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        checks.push(RangeCheck {
+            range: id,
+            equal,
+            replicas: last,
+        });
+    }
+    Ok(checks)
+}

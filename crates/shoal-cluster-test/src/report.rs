@@ -1,0 +1,212 @@
+//! The run's figures: operations by outcome, latency, the longest time with no successful
+//! operation, the faults, the checks' verdicts; written as `summary.json` and a table.
+
+use crate::history::Event;
+use crate::nemesis::FaultEvent;
+use crate::replicas::RangeCheck;
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// `summary.json`.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    /// The seed (replays the clients' choices and the fault schedule).
+    pub seed: u64,
+    /// Data nodes.
+    pub nodes: u64,
+    /// The workload.
+    pub workload: &'static str,
+    /// Operations invoked.
+    pub ops: u64,
+    /// Completed.
+    pub ok: u64,
+    /// Certainly not applied.
+    pub fail: u64,
+    /// Unknown outcome.
+    pub info: u64,
+    /// Acknowledged writes lost. The register workload folds this into `linearizable` (a
+    /// lost write makes a later read impossible to linearize), so it is `null` here.
+    pub lost: Option<u64>,
+    /// Whether every key's history has a linearization (`null`: the checker gave up).
+    pub linearizable: Option<bool>,
+    /// The key whose history has none, if any.
+    pub violation_key: Option<String>,
+    /// Whether every range's replicas agreed at the end.
+    pub replicas_equal: bool,
+    /// The longest time with no successful operation, in milliseconds.
+    pub longest_unavailable_ms: u64,
+    /// Latency of successful operations.
+    pub latency_p50_ms: f64,
+    /// Latency of successful operations.
+    pub latency_p99_ms: f64,
+    /// The faults, in order.
+    pub nemesis: Vec<FaultEvent>,
+    /// Whether the faults asked for took effect (each kind at least once).
+    pub carried_out: bool,
+    /// Nodes that did not exit 0 on SIGTERM at the end.
+    pub unclean_exits: Vec<u64>,
+    /// Every range's replica check.
+    pub ranges: Vec<RangeCheck>,
+}
+
+/// Counts, latency and availability from the events.
+pub struct Figures {
+    /// Invocations.
+    pub ops: u64,
+    /// Completed.
+    pub ok: u64,
+    /// Certainly not applied.
+    pub fail: u64,
+    /// Unknown.
+    pub info: u64,
+    /// Median latency of successes, ms.
+    pub p50_ms: f64,
+    /// 99th percentile latency of successes, ms.
+    pub p99_ms: f64,
+    /// Longest gap with no success, ms (from the first invocation to the last completion).
+    pub longest_unavailable_ms: u64,
+}
+
+/// Figures of `events` (the clients' events; final reads included).
+pub fn figures(events: &[Event]) -> Figures {
+    let mut invoked: HashMap<u64, u64> = HashMap::new();
+    let (mut ops, mut ok, mut fail, mut info) = (0, 0, 0, 0);
+    let mut latencies = Vec::new();
+    let mut successes = Vec::new();
+    for e in events {
+        match e.kind {
+            "invoke" => {
+                ops += 1;
+                invoked.insert(e.id, e.time);
+            }
+            "ok" => {
+                ok += 1;
+                successes.push(e.time);
+                if let Some(&at) = invoked.get(&e.id) {
+                    latencies.push(e.time.saturating_sub(at));
+                }
+            }
+            "fail" => fail += 1,
+            _ => info += 1,
+        }
+    }
+    latencies.sort_unstable();
+    let pct = |p: f64| {
+        if latencies.is_empty() {
+            return 0.0;
+        }
+        let i = ((latencies.len() as f64 - 1.0) * p) as usize;
+        latencies[i] as f64 / 1e6
+    };
+    let first = events.first().map_or(0, |e| e.time);
+    let last = events.last().map_or(0, |e| e.time);
+    let mut longest = 0;
+    let mut previous = first;
+    for &t in successes.iter().chain(std::iter::once(&last)) {
+        longest = longest.max(t.saturating_sub(previous));
+        previous = t;
+    }
+    Figures {
+        ops,
+        ok,
+        fail,
+        info,
+        p50_ms: pct(0.5),
+        p99_ms: pct(0.99),
+        longest_unavailable_ms: longest / 1_000_000,
+    }
+}
+
+/// The summary as a table for the terminal.
+pub fn table(s: &Summary) -> String {
+    let verdict = |b: Option<bool>| match b {
+        Some(true) => "yes",
+        Some(false) => "NO",
+        None => "unknown (checker gave up)",
+    };
+    let mut faults: HashMap<&str, usize> = HashMap::new();
+    for f in &s.nemesis {
+        *faults.entry(f.fault).or_default() += 1;
+    }
+    let mut faults: Vec<String> = faults.iter().map(|(k, v)| format!("{k} x{v}")).collect();
+    faults.sort();
+    [
+        format!("seed                    {}", s.seed),
+        format!("nodes / workload        {} / {}", s.nodes, s.workload),
+        format!(
+            "operations              {} (ok {}, fail {}, info {})",
+            s.ops, s.ok, s.fail, s.info
+        ),
+        format!(
+            "latency p50 / p99       {:.2} ms / {:.2} ms",
+            s.latency_p50_ms, s.latency_p99_ms
+        ),
+        format!("longest unavailable     {} ms", s.longest_unavailable_ms),
+        format!(
+            "faults                  {}",
+            if faults.is_empty() {
+                "none".into()
+            } else {
+                faults.join(", ")
+            }
+        ),
+        format!(
+            "faults took effect      {}",
+            if s.carried_out {
+                "yes"
+            } else {
+                "NO: the run was not carried out"
+            }
+        ),
+        format!("linearizable            {}", verdict(s.linearizable)),
+        format!(
+            "replicas equal          {}",
+            if s.replicas_equal { "yes" } else { "NO" }
+        ),
+        format!(
+            "clean exits             {}",
+            if s.unclean_exits.is_empty() {
+                "yes".into()
+            } else {
+                format!("NO: {:?}", s.unclean_exits)
+            }
+        ),
+    ]
+    .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::figures;
+    use crate::history::Event;
+
+    fn event(kind: &'static str, id: u64, ms: u64) -> Event {
+        Event {
+            process: 0,
+            kind,
+            f: "read",
+            key: "r0".into(),
+            value: serde_json::Value::Null,
+            time: ms * 1_000_000,
+            id,
+        }
+    }
+
+    #[test]
+    fn the_longest_gap_without_success_is_measured() {
+        let events = vec![
+            event("invoke", 0, 0),
+            event("ok", 0, 10),
+            event("invoke", 1, 20),
+            event("fail", 1, 30),
+            event("invoke", 2, 40),
+            event("info", 2, 500),
+            event("invoke", 3, 600),
+            event("ok", 3, 700),
+        ];
+        let f = figures(&events);
+        assert_eq!((f.ops, f.ok, f.fail, f.info), (4, 2, 1, 1));
+        assert_eq!(f.longest_unavailable_ms, 690);
+        assert_eq!(f.p50_ms, 10.0);
+    }
+}
