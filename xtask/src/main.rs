@@ -11,7 +11,9 @@
 //! - `cargo xtask cluster-test [--nodes 5] [--duration 60s] [--workload register]
 //!   [--nemesis kill,pause] [--seed N] [--rate 500] [--keys 20] [--out DIR]`: builds `shoal`
 //!   in release mode and runs the `shoal-cluster-test` program against real processes
-//!   (exit status non-zero on a violation, or when no fault took effect).
+//!   (exit status non-zero on a violation, or when no fault took effect). With
+//!   `--broken skip-read-barrier` it builds `shoal` with the `unsafe-test-switches` feature
+//!   (in `target/broken`) and runs nodes broken on purpose: the run must fail.
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -46,29 +48,51 @@ fn main() -> ExitCode {
                 "--",
             ])
             .args(&rest)),
-        Some("cluster-test") => run(cargo().args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "shoal-node",
-            "--bin",
-            "shoal",
-        ]))
-        .and_then(|()| {
-            run(cargo()
-                .args([
-                    "run",
-                    "--release",
-                    "--quiet",
-                    "-p",
-                    "shoal-cluster-test",
-                    "--",
-                    "--shoal",
-                ])
-                .arg(target_dir().join("release").join("shoal"))
-                .args(&rest))
-        }),
+        Some("cluster-test") => {
+            // A run with nodes broken on purpose uses a build with the test switches, kept
+            // apart so that the normal build stays as it is.
+            let broken = rest
+                .iter()
+                .any(|a| a == "--broken" || a.starts_with("--broken="));
+            let target = if broken {
+                target_dir().join("broken")
+            } else {
+                target_dir()
+            };
+            let mut build = cargo();
+            build.args([
+                "build",
+                "--release",
+                "--quiet",
+                "-p",
+                "shoal-node",
+                "--bin",
+                "shoal",
+            ]);
+            if broken {
+                build
+                    .args([
+                        "--features",
+                        "shoal-node/unsafe-test-switches",
+                        "--target-dir",
+                    ])
+                    .arg(&target);
+            }
+            run(&mut build).and_then(|()| {
+                run(cargo()
+                    .args([
+                        "run",
+                        "--release",
+                        "--quiet",
+                        "-p",
+                        "shoal-cluster-test",
+                        "--",
+                        "--shoal",
+                    ])
+                    .arg(target.join("release").join("shoal"))
+                    .args(&rest))
+            })
+        }
         Some("help") | Some("--help") | Some("-h") | None => {
             print_help();
             return if task.is_none() {

@@ -27,6 +27,8 @@ pub struct Cluster {
     /// The nodes, node 1 first.
     pub nodes: Vec<Node>,
     shoal: PathBuf,
+    /// Extra `shoal start` flags (a deliberate defect's switch).
+    extra: Vec<String>,
 }
 
 impl Node {
@@ -49,7 +51,13 @@ impl Node {
 impl Cluster {
     /// Starts `count` nodes (all founding voters) under `dir`, each logging to
     /// `dir/node-N.log`, and waits until every gateway is ready.
-    pub async fn start(shoal: &Path, dir: &Path, count: u64) -> Result<Cluster, String> {
+    /// `extra` flags go to every `shoal start`.
+    pub async fn start(
+        shoal: &Path,
+        dir: &Path,
+        count: u64,
+        extra: Vec<String>,
+    ) -> Result<Cluster, String> {
         if !shoal.is_file() {
             return Err(format!(
                 "{} is not there: build it with cargo build --release -p shoal-node",
@@ -71,6 +79,7 @@ impl Cluster {
                 })
                 .collect(),
             shoal: shoal.to_path_buf(),
+            extra,
         };
         for i in 0..cluster.nodes.len() {
             cluster.spawn(i)?;
@@ -105,6 +114,7 @@ impl Cluster {
             .args(["--http", &node.http.to_string()])
             .args(["--join", &seeds.join(",")])
             .args(["--bootstrap", &founders.join(",")])
+            .args(&self.extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log)

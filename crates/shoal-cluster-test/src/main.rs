@@ -62,7 +62,15 @@ async fn run(options: Options) -> Result<bool, String> {
         out.display()
     );
 
-    let cluster = Cluster::start(&options.shoal, &out.join("nodes"), options.nodes).await?;
+    let extra: Vec<String> = options
+        .broken
+        .iter()
+        .map(|b| b.flag().to_string())
+        .collect();
+    if let Some(broken) = options.broken {
+        eprintln!("cluster-test: nodes broken on purpose ({broken:?}): this run must fail");
+    }
+    let cluster = Cluster::start(&options.shoal, &out.join("nodes"), options.nodes, extra).await?;
     let gateways: Vec<_> = cluster.nodes.iter().map(|n| n.gateway()).collect();
     let cluster = Arc::new(tokio::sync::Mutex::new(cluster));
     let recorder = Arc::new(Recorder::new());

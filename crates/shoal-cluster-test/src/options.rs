@@ -41,6 +41,27 @@ pub struct Options {
     /// The `shoal` binary to run.
     #[arg(long, default_value = "target/release/shoal")]
     pub shoal: PathBuf,
+    /// Runs nodes broken on purpose, to show that the checks catch it (needs a `shoal`
+    /// built with the `unsafe-test-switches` feature; `cargo xtask cluster-test` builds one
+    /// when this is given). The run must then fail.
+    #[arg(long)]
+    pub broken: Option<Broken>,
+}
+
+/// A deliberate defect.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broken {
+    /// Linearizable reads skip the read barrier: a deposed leader answers from stale state.
+    SkipReadBarrier,
+}
+
+impl Broken {
+    /// The `shoal start` flag that switches it on.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Broken::SkipReadBarrier => "--unsafe-skip-read-barrier",
+        }
+    }
 }
 
 /// A client workload.

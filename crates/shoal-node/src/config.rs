@@ -63,6 +63,11 @@ pub struct StartArgs {
     /// Serve HTTPS: the PEM private key (with --tls-cert).
     #[arg(long, env = "SHOAL_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// BREAKS LINEARIZABILITY: linearizable reads skip the read barrier (a build with the
+    /// `unsafe-test-switches` feature only, for proving the cluster test catches it).
+    #[cfg(feature = "unsafe-test-switches")]
+    #[arg(long, hide = true)]
+    pub unsafe_skip_read_barrier: bool,
 }
 
 /// The `--config` file: the same settings, every one optional. No `Debug`: it holds the
@@ -206,6 +211,10 @@ impl StartArgs {
             (None, None) => None,
             _ => return Err("--tls-cert and --tls-key go together".into()),
         };
+        #[cfg(feature = "unsafe-test-switches")]
+        {
+            settings.unsafe_skip_read_barrier = self.unsafe_skip_read_barrier;
+        }
         Ok(Resolved { settings, temp_dir })
     }
 }

@@ -40,6 +40,9 @@ pub struct NodeSettings {
     /// Whether the node hosts ranges (a data node), or only routes requests (a standalone
     /// gateway: see `StoreConfig::hosts_ranges`).
     pub hosts_ranges: bool,
+    /// BREAKS LINEARIZABILITY (see `StoreConfig::unsafe_skip_read_barrier`).
+    #[cfg(feature = "unsafe-test-switches")]
+    pub unsafe_skip_read_barrier: bool,
     /// Store settings beyond the above (tests shorten timeouts).
     pub tune: fn(&mut StoreConfig),
 }
@@ -69,6 +72,8 @@ impl NodeSettings {
             gateway: GatewayConfig::default(),
             tls: None,
             hosts_ranges: true,
+            #[cfg(feature = "unsafe-test-switches")]
+            unsafe_skip_read_barrier: false,
             tune: |_| {},
         }
     }
@@ -114,6 +119,11 @@ impl Node {
         config.advertise = settings.advertise;
         config.zone = settings.zone.clone();
         config.hosts_ranges = settings.hosts_ranges;
+        #[cfg(feature = "unsafe-test-switches")]
+        if settings.unsafe_skip_read_barrier {
+            tracing::error!("UNSAFE: linearizable reads skip the read barrier (a test switch)");
+            config.unsafe_skip_read_barrier = true;
+        }
         (settings.tune)(&mut config);
         let store = Store::open(config).await.map_err(StartError::Store)?;
         if !settings.join.is_empty() {

@@ -79,6 +79,12 @@ pub struct StoreConfig {
     /// This node's failure domain (a rack, a zone), registered in the meta range for
     /// placement. Default none. At most 128 bytes.
     pub zone: Option<String>,
+    /// BREAKS LINEARIZABILITY, on purpose: linearizable reads skip the read barrier, so a
+    /// deposed leader that has not heard of its successor answers from its stale state.
+    /// Only with the `unsafe-test-switches` feature, to prove that `cargo xtask
+    /// cluster-test` catches a store that does this. Default off.
+    #[cfg(feature = "unsafe-test-switches")]
+    pub unsafe_skip_read_barrier: bool,
 }
 
 impl StoreConfig {
@@ -101,6 +107,8 @@ impl StoreConfig {
             handover_timeout: Duration::from_secs(5),
             rejoin_interval: Duration::from_secs(2),
             hosts_ranges: true,
+            #[cfg(feature = "unsafe-test-switches")]
+            unsafe_skip_read_barrier: false,
             read_mode: ReadMode::Safe,
             snapshot_chunk_bytes: 1 << 20,
             request_timeout: Duration::from_secs(10),

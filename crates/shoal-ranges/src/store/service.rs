@@ -210,6 +210,10 @@ async fn read_barrier(
     if consistency == Consistency::Stale {
         return Ok(());
     }
+    #[cfg(feature = "unsafe-test-switches")]
+    if inner.config.unsafe_skip_read_barrier {
+        return Ok(());
+    }
     let driver = inner.driver.clone();
     let peers = inner.peers.clone();
     let mode = inner.config.read_mode;
