@@ -35,7 +35,7 @@ pub struct Options {
     #[arg(long, default_value_t = 10)]
     pub clients: u64,
     /// Where the history, the summary and every node's data and log go (default
-    /// target/cluster-test/<seed>).
+    /// target/cluster-test/SEED).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// The `shoal` binary to run.
