@@ -1,5 +1,5 @@
 //! The nemesis: faults on a schedule drawn from the seed, one at a time, each healed before
-//! the next: kill -9 then restart, SIGSTOP then SIGCONT. Half the time the target is the
+//! the next, the kinds taking turns: kill -9 then restart, SIGSTOP then SIGCONT. Half the time the target is the
 //! leader of the first user range, which is where faults hurt most.
 
 use crate::cluster::Cluster;
@@ -45,6 +45,10 @@ pub async fn run(
         return Ok(done);
     }
     let ms = |at: Instant| at.duration_since(start).as_millis() as u64;
+    // The kinds take turns from a seeded starting point, so that a run long enough for as
+    // many faults as kinds has each kind at least once.
+    let first = rng.below(kinds.len() as u64) as usize;
+    let mut turn = 0usize;
     loop {
         let gap = Duration::from_millis(3_000 + rng.below(3_000));
         let length = Duration::from_millis(2_000 + rng.below(3_000));
@@ -52,7 +56,8 @@ pub async fn run(
             return Ok(done);
         }
         tokio::time::sleep(gap).await;
-        let fault = kinds[rng.below(kinds.len() as u64) as usize];
+        let fault = kinds[(first + turn) % kinds.len()];
+        turn += 1;
         let aim_at_leader = rng.chance(0.5);
         let pick = rng.below(u64::MAX);
         let (target, leader) = {
