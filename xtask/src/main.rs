@@ -9,9 +9,10 @@
 //!   [--value-bytes 256] [--keys 1000]`: the HTTP load generator (shoal-node's `load`
 //!   example) in release mode, against a running gateway; the last line is one JSON object.
 //! - `cargo xtask cluster-test [--nodes 5] [--duration 60s] [--workload register]
-//!   [--nemesis kill,pause] [--seed N] [--rate 500] [--keys 20] [--out DIR]`: builds `shoal`
-//!   in release mode and runs the `shoal-cluster-test` program against real processes
-//!   (exit status non-zero on a violation, or when no fault took effect). With
+//!   [--nemesis kill,pause] [--seed N] [--rate 500] [--keys 20] [--clients 10] [--out DIR]
+//!   [--broken skip-read-barrier]`: builds `shoal` in release mode and runs the
+//!   `shoal-cluster-test` program against real processes (exit status non-zero on a
+//!   violation, when a fault kind asked for never happened, or when nothing was checked). With
 //!   `--broken skip-read-barrier` it builds `shoal` with the `unsafe-test-switches` feature
 //!   (in `target/broken`) and runs nodes broken on purpose: the run must fail.
 
@@ -79,18 +80,24 @@ fn main() -> ExitCode {
                     .arg(&target);
             }
             run(&mut build).and_then(|()| {
-                run(cargo()
-                    .args([
-                        "run",
-                        "--release",
-                        "--quiet",
-                        "-p",
-                        "shoal-cluster-test",
-                        "--",
-                        "--shoal",
-                    ])
-                    .arg(target.join("release").join("shoal"))
-                    .args(&rest))
+                let mut test = cargo();
+                test.args([
+                    "run",
+                    "--release",
+                    "--quiet",
+                    "-p",
+                    "shoal-cluster-test",
+                    "--",
+                ]);
+                // The binary just built, unless the caller names another.
+                if !rest
+                    .iter()
+                    .any(|a| a == "--shoal" || a.starts_with("--shoal="))
+                {
+                    test.arg("--shoal")
+                        .arg(target.join("release").join("shoal"));
+                }
+                run(test.args(&rest))
             })
         }
         Some("help") | Some("--help") | Some("-h") | None => {
@@ -122,7 +129,8 @@ fn print_help() {
          load ARGS     HTTP load generator against a gateway (--url URL [--conns 64]\n                \
          [--duration 10s] [--op put|get] [--value-bytes 256] [--keys 1000])\n  \
          cluster-test  real shoal processes under faults, history checked ([--nodes 5]\n                \
-         [--duration 60s] [--nemesis kill,pause] [--seed N] [--rate 500] [--keys 20] [--out DIR])"
+         [--duration 60s] [--nemesis kill,pause] [--seed N] [--rate 500] [--keys 20]\n                \
+         [--clients 10] [--out DIR] [--shoal PATH] [--broken skip-read-barrier])"
     );
 }
 

@@ -6,7 +6,33 @@ use shoal_node::client::Gateway;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// Every node process running, so that an interrupted run can kill them all (see
+/// [`kill_all`]): tasks may still hold the cluster when the run is abandoned.
+static RUNNING: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+fn register(pid: u32) {
+    RUNNING.lock().unwrap_or_else(|p| p.into_inner()).push(pid);
+}
+
+fn unregister(pid: u32) {
+    RUNNING
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|&p| p != pid);
+}
+
+/// kill -9 every node process still running (for an interrupted run: a SIGKILL also ends a
+/// process stopped by SIGSTOP).
+pub fn kill_all() {
+    for pid in RUNNING.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+}
 
 /// One node's process and addresses.
 pub struct Node {
@@ -49,8 +75,9 @@ impl Node {
 }
 
 impl Cluster {
-    /// Starts `count` nodes (all founding voters) under `dir`, each logging to
-    /// `dir/node-N.log`, and waits until every gateway is ready.
+    /// Starts `count` nodes (all founding voters) under `dir` (emptied first: a run starts
+    /// from no data), each logging to `dir/node-N.log`, and waits until every gateway is
+    /// ready.
     /// `extra` flags go to every `shoal start`.
     pub async fn start(
         shoal: &Path,
@@ -63,6 +90,9 @@ impl Cluster {
                 "{} is not there: build it with cargo build --release -p shoal-node",
                 shoal.display()
             ));
+        }
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let ports = shoal_node::dev::free_ports(2 * count as usize).map_err(|e| e.to_string())?;
@@ -105,7 +135,15 @@ impl Cluster {
             .open(&node.log)
             .map_err(|e| format!("{}: {e}", node.log.display()))?;
         let err = log.try_clone().map_err(|e| e.to_string())?;
-        let child = Command::new(&self.shoal)
+        let mut command = Command::new(&self.shoal);
+        // Only the flags below configure the nodes: no SHOAL_* setting of the caller's shell
+        // (a token, a config file) leaks in.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("SHOAL_") {
+                command.env_remove(name);
+            }
+        }
+        let child = command
             .arg("start")
             .args(["--id", &node.id.to_string()])
             .arg("--data-dir")
@@ -121,16 +159,29 @@ impl Cluster {
             .stderr(err)
             .spawn()
             .map_err(|e| format!("starting node {}: {e}", node.id))?;
+        register(child.id());
         node.child = Some(child);
         node.paused = false;
         Ok(())
     }
 
-    /// Waits until node `i`'s gateway answers `/ready`.
-    pub async fn wait_ready(&self, i: usize, within: Duration) -> Result<(), String> {
+    /// Waits until node `i`'s gateway answers `/ready` (failing at once if its process
+    /// exited).
+    pub async fn wait_ready(&mut self, i: usize, within: Duration) -> Result<(), String> {
         let gateway = self.nodes[i].gateway();
         let deadline = Instant::now() + within;
         loop {
+            if let Some(child) = self.nodes[i].child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    unregister(child.id());
+                    self.nodes[i].child = None;
+                    return Err(format!(
+                        "node {} exited ({status}) while starting; see {}",
+                        self.nodes[i].id,
+                        self.nodes[i].log.display()
+                    ));
+                }
+            }
             let ready = gateway
                 .send(
                     Method::GET,
@@ -154,12 +205,13 @@ impl Cluster {
         }
     }
 
-    /// kill -9 node `i` (resumed first if paused, so the kill is not held back).
+    /// kill -9 node `i` (paused or not: SIGKILL ends a stopped process too).
     pub fn kill(&mut self, i: usize) -> Result<(), String> {
         let node = &mut self.nodes[i];
         let mut child = node.child.take().ok_or("not running")?;
         child.kill().map_err(|e| e.to_string())?;
         child.wait().map_err(|e| e.to_string())?;
+        unregister(child.id());
         node.paused = false;
         Ok(())
     }
@@ -239,6 +291,7 @@ impl Cluster {
                     }
                 }
             };
+            unregister(child.id());
             if !status.is_some_and(|s| s.success()) {
                 unclean.push(node.id);
             }
@@ -253,6 +306,7 @@ impl Drop for Cluster {
             if let Some(mut child) = node.child.take() {
                 let _ = child.kill();
                 let _ = child.wait();
+                unregister(child.id());
             }
         }
     }

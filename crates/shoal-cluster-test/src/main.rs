@@ -31,7 +31,16 @@ const CHECK_BUDGET: u64 = 50_000_000;
 #[tokio::main]
 async fn main() -> ExitCode {
     let options = Options::parse();
-    match run(options).await {
+    let outcome = tokio::select! {
+        outcome = run(options) => outcome,
+        _ = tokio::signal::ctrl_c() => {
+            // Tasks may still hold the cluster: end every node here, paused ones included.
+            cluster::kill_all();
+            eprintln!("\ncluster-test: interrupted; every node killed");
+            return ExitCode::from(130);
+        }
+    };
+    match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
@@ -54,6 +63,15 @@ async fn run(options: Options) -> Result<bool, String> {
         .unwrap_or_else(|| format!("target/cluster-test/{seed}").into());
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let Workload::Register = options.workload;
+    // Each fault takes up to 11 s with its gap: a shorter run may miss a kind, and then it
+    // was not carried out.
+    let needed = Duration::from_secs(11 * options.nemesis.len() as u64 + 1);
+    if options.duration < needed {
+        eprintln!(
+            "cluster-test: warning: {:?} may be too short for every fault asked for (allow {needed:?})",
+            options.duration
+        );
+    }
     eprintln!(
         "cluster-test: seed {seed}, {} nodes, {:?}, faults {:?}, output in {}",
         options.nodes,
@@ -135,13 +153,13 @@ async fn run(options: Options) -> Result<bool, String> {
         .await
         .map_err(|e| format!("the nemesis stopped: {e}"))??;
     for client in clients {
-        let _ = client.await;
+        client.await.map_err(|e| format!("a client stopped: {e}"))?;
     }
     drop(shared);
 
     eprintln!("cluster-test: healing, then final reads and the replica check");
     cluster.lock().await.heal().await?;
-    workload::final_reads(&gateways, options.keys, &recorder, &tally).await;
+    let unread = workload::final_reads(&gateways, options.keys, &recorder, &tally).await;
     let ranges = replicas::check(&gateways[0], Duration::from_secs(60)).await?;
     let unclean_exits = {
         let mut cluster = cluster.lock().await;
@@ -174,7 +192,8 @@ async fn run(options: Options) -> Result<bool, String> {
         lost: None,
         linearizable,
         violation_key,
-        replicas_equal: ranges.iter().all(|r| r.equal),
+        replicas_equal: !ranges.is_empty() && ranges.iter().all(|r| r.equal),
+        unread_keys: unread,
         longest_unavailable_ms: figures.longest_unavailable_ms,
         latency_p50_ms: figures.p50_ms,
         latency_p99_ms: figures.p99_ms,
@@ -193,10 +212,13 @@ async fn run(options: Options) -> Result<bool, String> {
             out.join("history.jsonl").display()
         );
     }
+    // A run that checked nothing (no success, keys never read at the end) does not pass.
     let passed = summary.linearizable == Some(true)
         && summary.replicas_equal
         && summary.carried_out
-        && summary.unclean_exits.is_empty();
+        && summary.unclean_exits.is_empty()
+        && summary.ok > 0
+        && summary.unread_keys == 0;
     println!(
         "{}",
         serde_json::json!({

@@ -26,16 +26,17 @@ pub struct Options {
     #[arg(long)]
     pub seed: Option<u64>,
     /// Operations per second, all clients together.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
     pub rate: u64,
     /// Keys (registers).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub keys: u64,
     /// Concurrent clients.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1_000))]
     pub clients: u64,
     /// Where the history, the summary and every node's data and log go (default
-    /// target/cluster-test/SEED).
+    /// target/cluster-test/SEED; its `nodes/` is emptied first). Through `cargo xtask`, a
+    /// relative path is taken from the workspace's root.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// The `shoal` binary to run.

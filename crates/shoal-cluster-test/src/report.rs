@@ -31,8 +31,11 @@ pub struct Summary {
     pub linearizable: Option<bool>,
     /// The key whose history has none, if any.
     pub violation_key: Option<String>,
-    /// Whether every range's replicas agreed at the end.
+    /// Whether every range's replicas agreed at the end (one applied index, the same keys
+    /// and bytes).
     pub replicas_equal: bool,
+    /// Keys the final reads could not read (a run that reads none has checked nothing).
+    pub unread_keys: u64,
     /// The longest time with no successful operation, in milliseconds.
     pub longest_unavailable_ms: u64,
     /// Latency of successful operations.
@@ -162,6 +165,14 @@ pub fn table(s: &Summary) -> String {
         format!(
             "replicas equal          {}",
             if s.replicas_equal { "yes" } else { "NO" }
+        ),
+        format!(
+            "final reads             {}",
+            if s.unread_keys == 0 {
+                "every key".to_string()
+            } else {
+                format!("NO: {} keys unread", s.unread_keys)
+            }
         ),
         format!(
             "clean exits             {}",

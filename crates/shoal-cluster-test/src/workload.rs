@@ -118,10 +118,18 @@ pub async fn client(process: u64, seed: u64, shared: Arc<Clients>) {
 }
 
 /// Reads every key once the faults have healed (through each node in turn until one
-/// answers), so that the history ends with what the cluster holds.
-pub async fn final_reads(gateways: &[Gateway], keys: u64, recorder: &Recorder, tally: &Tally) {
+/// answers), so that the history ends with what the cluster holds. Returns how many keys
+/// could not be read.
+pub async fn final_reads(
+    gateways: &[Gateway],
+    keys: u64,
+    recorder: &Recorder,
+    tally: &Tally,
+) -> u64 {
     let process = u64::MAX;
+    let mut unread = 0;
     for k in 0..keys {
+        let mut read = false;
         let key = key_name(k);
         for attempt in 0..gateways.len() * 3 {
             let (id, op) = recorder.invoke_with(process, &key, |_| RegisterOp::Read);
@@ -129,10 +137,13 @@ pub async fn final_reads(gateways: &[Gateway], keys: u64, recorder: &Recorder, t
             recorder.complete(id, process, &key, op, outcome);
             tally.count(outcome);
             if matches!(outcome, Outcome::Read(_)) {
+                read = true;
                 break;
             }
         }
+        unread += u64::from(!read);
     }
+    unread
 }
 
 /// Sends `op` on `key` and says how it ended.

@@ -79,8 +79,9 @@ pub struct StoreConfig {
     /// This node's failure domain (a rack, a zone), registered in the meta range for
     /// placement. Default none. At most 128 bytes.
     pub zone: Option<String>,
-    /// BREAKS LINEARIZABILITY, on purpose: linearizable reads skip the read barrier, so a
-    /// deposed leader that has not heard of its successor answers from its stale state.
+    /// BREAKS LINEARIZABILITY, on purpose: linearizable reads (the meta range's too) skip
+    /// the read barrier, so whichever replica is asked answers from its own state: a
+    /// deposed leader that has not heard of its successor, or a lagging follower.
     /// Only with the `unsafe-test-switches` feature, to prove that `cargo xtask
     /// cluster-test` catches a store that does this. Default off.
     #[cfg(feature = "unsafe-test-switches")]
