@@ -43,7 +43,9 @@ impl Proc {
             .unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_shoal"));
         if self.gateway_only {
-            command.arg("gateway");
+            // Its state in the test's directory: a killed gateway cannot clean up a
+            // temporary one of its own.
+            command.arg("gateway").arg("--data-dir").arg(&self.data);
         } else {
             command.arg("start").arg("--data-dir").arg(&self.data);
             if self.founding {
