@@ -158,9 +158,24 @@ async fn run(options: Options) -> Result<bool, String> {
     drop(shared);
 
     eprintln!("cluster-test: healing, then final reads and the replica check");
-    cluster.lock().await.heal().await?;
-    let unread = workload::final_reads(&gateways, options.keys, &recorder, &tally).await;
-    let ranges = replicas::check(&gateways[0], Duration::from_secs(60)).await?;
+    // A failure from here on still leaves the history and the summary behind.
+    let mut problem = None;
+    let (unread, ranges) = match cluster.lock().await.heal().await {
+        Ok(()) => {
+            let unread = workload::final_reads(&gateways, options.keys, &recorder, &tally).await;
+            let ranges = replicas::check(&gateways[0], Duration::from_secs(60))
+                .await
+                .unwrap_or_else(|e| {
+                    problem = Some(format!("the replica check: {e}"));
+                    Vec::new()
+                });
+            (unread, ranges)
+        }
+        Err(e) => {
+            problem = Some(format!("healing: {e}"));
+            (options.keys, Vec::new())
+        }
+    };
     let unclean_exits = {
         let mut cluster = cluster.lock().await;
         tokio::task::block_in_place(|| cluster.stop())
@@ -219,6 +234,12 @@ async fn run(options: Options) -> Result<bool, String> {
         && summary.unclean_exits.is_empty()
         && summary.ok > 0
         && summary.unread_keys == 0;
+    if let Some(problem) = problem {
+        return Err(format!(
+            "{problem}; the history and the summary are in {}",
+            out.display()
+        ));
+    }
     println!(
         "{}",
         serde_json::json!({
