@@ -472,24 +472,26 @@ async fn the_api_refuses_bad_requests_and_foreign_origins_and_the_cli_works() {
     assert_eq!(text(&out.stdout).trim(), "fruit\tpear");
     let out = shoal_cli(&["range", "--url", &url, "split", "1", "--at", "m"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let out = shoal_cli(&["cluster", "--url", &url, "status"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let table = text(&out.stdout);
+    // The status table: three members alive, and the three ranges (the split's right half
+    // once its leader has recorded it in the meta range), each with a leader.
+    let table = wait_for("cluster status to list three led ranges", || async {
+        let out = shoal_cli(&["cluster", "--url", &url, "status"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let table = text(&out.stdout);
+        let rows: Vec<&str> = table
+            .lines()
+            .skip_while(|l| !l.starts_with("RANGE"))
+            .skip(1)
+            .collect();
+        let led = |row: &&str| {
+            row.split_whitespace()
+                .nth(4)
+                .is_some_and(|leader| leader.parse::<u64>().is_ok())
+        };
+        (rows.len() >= 3 && rows.iter().all(led)).then_some(table)
+    })
+    .await;
     assert_eq!(table.matches("alive").count(), 3, "{table}");
-    // Every range has a leader: its LEADER column is a node id, not `?`.
-    let range_rows: Vec<&str> = table
-        .lines()
-        .skip_while(|l| !l.starts_with("RANGE"))
-        .skip(1)
-        .collect();
-    assert!(range_rows.len() >= 3, "{table}");
-    for row in range_rows {
-        let leader = row.split_whitespace().nth(4).unwrap_or("?");
-        assert!(
-            leader.parse::<u64>().is_ok(),
-            "no leader in {row:?}:\n{table}"
-        );
-    }
     let out = shoal_cli(&["kv", "--url", &url, "del", "fruit"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(get(&g, "fruit").await.status, 404);
