@@ -258,10 +258,7 @@ impl KvRouter {
 
     /// Range `range` as the meta range records it (`RangeNotFound` if it does not).
     pub async fn recorded(&self, range: RangeId) -> Result<RangeDescriptor, Error> {
-        let descriptors = self.store.meta_descriptors().await.map_err(|e| match e {
-            StoreError::Request(e) => e,
-            e => Error::new(ErrorCode::Unavailable, e.to_string()),
-        })?;
+        let descriptors = self.store.meta_descriptors().await.map_err(request_error)?;
         descriptors
             .into_iter()
             .find(|d| d.id == range)
@@ -357,6 +354,14 @@ async fn evict_failed_nodes(
             }
             MemberEventKind::Suspect | MemberEventKind::Updated => {}
         }
+    }
+}
+
+/// A store failure as a request's error: the store's own code, else `Unavailable`.
+pub(crate) fn request_error(e: StoreError) -> Error {
+    match e {
+        StoreError::Request(e) => e,
+        e => Error::new(ErrorCode::Unavailable, e.to_string()),
     }
 }
 

@@ -22,14 +22,7 @@ use std::time::{Duration, Instant};
 
 /// A store failure as an answer.
 fn store_error(e: StoreError) -> ApiError {
-    match e {
-        StoreError::Request(e) => e.into(),
-        e => ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            code: "unavailable",
-            message: e.to_string(),
-        },
-    }
+    crate::router::request_error(e).into()
 }
 
 /// A debug-printed enum variant as the API's lowercase name (`PreCandidate`:
