@@ -789,3 +789,82 @@ async fn a_dead_node_is_evicted_from_the_gateways_routes() {
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     cluster.shutdown().await;
 }
+
+/// `/v1/admin/faults` is a 404 unless fault injection is on; with it on, rules are
+/// checked as a whole (a bad one changes nothing), listed, take effect on the node's
+/// traffic (drops are counted), and are cleared by DELETE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_rules_exist_only_with_fault_injection_on() {
+    let off = Cluster::start().await;
+    let (status, _, body) = off
+        .call(
+            Method::PUT,
+            "/v1/admin/faults",
+            &[],
+            br#"{"rules":[{"peer":"127.0.0.1:1","direction":"both","action":"drop"}]}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(String::from_utf8_lossy(&body).contains("fault_injection_disabled"));
+    assert!(off.stores[0].fault_filter().rules().is_empty());
+    drop(off);
+
+    let cluster = Cluster::start_with(GatewayConfig {
+        fault_injection: true,
+        ..GatewayConfig::default()
+    })
+    .await;
+    let peers: Vec<String> = cluster.stores[1..]
+        .iter()
+        .map(|s| s.addr().to_string())
+        .collect();
+    let rules = |direction: &str, extra: &str| {
+        format!(
+            r#"{{"rules":[{{"peer":"{}","direction":"{direction}","action":"drop"{extra}}},{{"peer":"{}","direction":"both","action":"drop"}}]}}"#,
+            peers[0], peers[1]
+        )
+    };
+    for bad in [
+        rules("sideways", ""),
+        rules("both", r#","delay_ms":5"#),
+        r#"{"rules":[{"peer":"nowhere","direction":"both","action":"drop"}]}"#.into(),
+        r#"{"rules":[],"extra":1}"#.into(),
+    ] {
+        let (status, _, _) = cluster
+            .call(Method::PUT, "/v1/admin/faults", &[], bad.as_bytes())
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(cluster.stores[0].fault_filter().rules().is_empty(), "{bad}");
+    }
+    let (status, _, body) = cluster
+        .call(
+            Method::PUT,
+            "/v1/admin/faults",
+            &[],
+            rules("both", "").as_bytes(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let listed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(listed["rules"].as_array().unwrap().len(), 4, "{listed}");
+    // Gossip probes the cut-off peers within moments: their messages are dropped.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, _, body) = cluster
+            .call(Method::GET, "/v1/admin/faults", &[], &[])
+            .await;
+        let state: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        if state["dropped"].as_u64().unwrap() > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "nothing was dropped: {state}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, _, body) = cluster
+        .call(Method::DELETE, "/v1/admin/faults", &[], &[])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let state: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(state["rules"].as_array().unwrap().is_empty(), "{state}");
+    assert!(cluster.stores[0].fault_filter().rules().is_empty());
+}

@@ -63,6 +63,10 @@ pub struct StartArgs {
     /// Serve HTTPS: the PEM private key (with --tls-cert).
     #[arg(long, env = "SHOAL_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// Serve `/v1/admin/faults`, which cuts or delays this node's traffic with chosen peers:
+    /// for fault-injection tests (`cargo xtask cluster-test`), never in production.
+    #[arg(long, env = "SHOAL_FAULT_INJECTION")]
+    pub fault_injection: bool,
     /// BREAKS LINEARIZABILITY: linearizable reads skip the read barrier (a build with the
     /// `unsafe-test-switches` feature only, for proving the cluster test catches it).
     #[cfg(feature = "unsafe-test-switches")]
@@ -203,6 +207,7 @@ impl StartArgs {
         if settings.gateway.auth_token.as_deref() == Some("") {
             return Err("the auth token is empty".into());
         }
+        settings.gateway.fault_injection = self.fault_injection;
         settings.tls = match (
             self.tls_cert.or(file.tls_cert),
             self.tls_key.or(file.tls_key),

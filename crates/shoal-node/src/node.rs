@@ -169,6 +169,9 @@ impl Node {
             "http"
         };
         tracing::info!(node = %settings.id, rpc = %store.addr(), http = %http_addr, scheme, "node started");
+        if settings.gateway.fault_injection {
+            tracing::warn!("fault injection is on: /v1/admin/faults can cut this node off");
+        }
         Ok(Node {
             store,
             http_addr,

@@ -115,6 +115,25 @@ impl FaultFilter {
         }
     }
 
+    /// Every rule: peer, direction (`Inbound` or `Outbound`, never `Both`) and action, in
+    /// address order, inbound first.
+    pub fn rules(&self) -> Vec<(SocketAddr, Direction, FaultAction)> {
+        let rules = read(&self.inner.rules);
+        let mut listed: Vec<_> = rules
+            .inbound
+            .iter()
+            .map(|(&peer, &action)| (peer, Direction::Inbound, action))
+            .chain(
+                rules
+                    .outbound
+                    .iter()
+                    .map(|(&peer, &action)| (peer, Direction::Outbound, action)),
+            )
+            .collect();
+        listed.sort_by_key(|&(peer, direction, _)| (direction == Direction::Outbound, peer));
+        listed
+    }
+
     /// Removes every rule (the filter stays enabled, passing everything).
     pub fn clear(&self) {
         let mut rules = self.write_rules();
@@ -180,6 +199,22 @@ mod tests {
         assert_eq!(
             filter.check(addr(2), Direction::Inbound),
             Verdict::Delay(Duration::from_millis(5))
+        );
+        assert_eq!(
+            filter.rules(),
+            vec![
+                (
+                    addr(2),
+                    Direction::Inbound,
+                    FaultAction::Delay(Duration::from_millis(5))
+                ),
+                (addr(1), Direction::Outbound, FaultAction::Drop),
+                (
+                    addr(2),
+                    Direction::Outbound,
+                    FaultAction::Delay(Duration::from_millis(5))
+                ),
+            ]
         );
         filter.remove_rule(addr(1), Direction::Both);
         assert_eq!(filter.check(addr(1), Direction::Outbound), Verdict::Pass);

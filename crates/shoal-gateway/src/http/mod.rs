@@ -33,6 +33,8 @@
 //!   WAL and engine figures), in the Prometheus text format.
 //! - `GET /health`: the process is alive. `GET /ready`: the node can route requests (it
 //!   knows the range of the first user key).
+//! - `GET`, `PUT`, `DELETE /v1/admin/faults`: the transport fault rules, only on a gateway
+//!   built with [`GatewayConfig::fault_injection`] (404 otherwise); see [`faults`].
 //! - `GET /v1/openapi.json`: the OpenAPI 3 document of all of the above, generated from the
 //!   handlers' annotations (the same ones that register the routes).
 //!
@@ -46,6 +48,7 @@
 
 pub mod bodies;
 mod cluster;
+pub mod faults;
 mod kv;
 mod params;
 
@@ -138,6 +141,10 @@ pub struct GatewayConfig {
     /// If set, every route but `/health` needs `Authorization: Bearer <token>` (401
     /// otherwise). Default none.
     pub auth_token: Option<String>,
+    /// Whether `/v1/admin/faults` may cut or delay this node's traffic with its peers (see
+    /// [`faults`]): for fault-injection tests only, never in production. Default off, when
+    /// the routes answer 404.
+    pub fault_injection: bool,
 }
 
 /// Shows everything but the token (which a log line must never carry).
@@ -151,6 +158,7 @@ impl std::fmt::Debug for GatewayConfig {
                 "auth_token",
                 &self.auth_token.as_ref().map(|_| "<redacted>"),
             )
+            .field("fault_injection", &self.fault_injection)
             .finish()
     }
 }
@@ -162,6 +170,7 @@ impl Default for GatewayConfig {
             max_body_bytes: 4 << 20,
             cors_origins: Vec::new(),
             auth_token: None,
+            fault_injection: false,
         }
     }
 }
@@ -213,6 +222,12 @@ pub fn routes(router: KvRouter, config: GatewayConfig) -> Router {
                     )
                 }
             }),
+        )
+        .route(
+            "/v1/admin/faults",
+            axum::routing::get(faults::get_faults)
+                .put(faults::put_faults)
+                .delete(faults::delete_faults),
         )
         .route_layer(axum::middleware::from_fn_with_state(
             metrics.clone(),

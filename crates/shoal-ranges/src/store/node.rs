@@ -22,7 +22,10 @@ use shoal_core::{codec, Clock, ErrorCode, KeyRange, LeaderHint, NodeId, RangeDes
 use shoal_membership::driver::{MembershipInbox, MembershipNode, NodeOptions};
 use shoal_membership::{MemberEvent, MemberEventKind};
 use shoal_storage::{Engine, StorageError};
-use shoal_transport::{RegisterError, Router, RpcClient, RpcServer, TransportError, UdpTransport};
+use shoal_transport::{
+    FaultFilter, RegisterError, Router, RpcClient, RpcServer, TransportError, TransportStats,
+    UdpTransport,
+};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -150,15 +153,34 @@ impl Store {
         // Gossip datagrams go on the same port number as the listener. With port 0 the
         // system picks a free TCP port whose UDP twin may be in use: then another TCP port
         // is picked, a few times.
+        // One fault filter (disabled unless rules are added) and one set of counters for the
+        // listener, the client and the gossip socket, so a rule cuts all traffic with a peer.
+        let stats = Arc::new(TransportStats::default());
+        let fault = FaultFilter::with_stats(stats.clone());
         let mut attempts = 0;
         let (server, udp) = loop {
             let mut router = Router::new();
             inbox.register(&mut router)?;
             members_inbox.register(&mut router)?;
             service::register(&mut router, slot.clone())?;
-            let server =
-                RpcServer::bind(config.listen, id, router, config.transport.clone()).await?;
-            match UdpTransport::bind(server.local_addr(), id, &config.transport).await {
+            let server = RpcServer::bind_with(
+                config.listen,
+                id,
+                router,
+                config.transport.clone(),
+                stats.clone(),
+                fault.clone(),
+            )
+            .await?;
+            match UdpTransport::bind_with(
+                server.local_addr(),
+                id,
+                &config.transport,
+                stats.clone(),
+                fault.clone(),
+            )
+            .await
+            {
                 Ok(udp) => break (server, udp),
                 Err(TransportError::Io(e))
                     if e.kind() == std::io::ErrorKind::AddrInUse
@@ -176,7 +198,13 @@ impl Store {
         };
         let bound = server.local_addr();
         let addr = config.advertise.unwrap_or(bound);
-        let client = Arc::new(RpcClient::new(id, Some(addr), config.transport.clone())?);
+        let client = Arc::new(RpcClient::with_parts(
+            id,
+            Some(addr),
+            config.transport.clone(),
+            stats.clone(),
+            fault.clone(),
+        )?);
         let mut options = NodeOptions::new(id, bound, config.membership.clone());
         options.advertise = Some(addr);
         options.transport = config.transport.clone();
@@ -388,6 +416,19 @@ impl Store {
     /// The client this store calls peers with (routers in the same process may share it).
     pub fn client(&self) -> Arc<RpcClient> {
         self.inner.client.clone()
+    }
+
+    /// The fault-injection filter shared by the store's listener, client and gossip socket:
+    /// a rule for a peer's address cuts (or delays) Raft, RPC and gossip traffic with it
+    /// alike. Disabled, and free, until a rule is added; for fault-injection tests only.
+    pub fn fault_filter(&self) -> &FaultFilter {
+        self.inner.client.fault_filter()
+    }
+
+    /// The transport counters of the listener, the client and the gossip socket together
+    /// (messages and bytes, and what the fault filter dropped or delayed).
+    pub fn transport_stats(&self) -> shoal_transport::StatsSnapshot {
+        self.inner.client.stats().snapshot()
     }
 
     /// How many times the node's WAL has synced (one sync covers every group's writes of a
