@@ -34,6 +34,9 @@ pub fn kill_all() {
     }
 }
 
+/// The `shoal start` flag that lets the run cut nodes' traffic (partitions).
+pub const FAULT_INJECTION: &str = "--fault-injection";
+
 /// One node's process and addresses.
 pub struct Node {
     /// Its id (from 1).
@@ -240,8 +243,79 @@ impl Cluster {
         Ok(())
     }
 
-    /// Ends every fault: resumes paused nodes, restarts killed ones, and waits until every
-    /// gateway is ready.
+    /// Whether the nodes run with `--fault-injection` (their transport fault rules can be
+    /// set).
+    pub fn fault_injection(&self) -> bool {
+        self.extra.iter().any(|f| f == FAULT_INJECTION)
+    }
+
+    /// Replaces node `i`'s transport fault rules: traffic with each listed peer (by node
+    /// index) is dropped in that direction (`inbound`, `outbound` or `both`). Returns how
+    /// many messages its rules had dropped before.
+    pub async fn set_faults(&self, i: usize, drops: &[(usize, &str)]) -> Result<u64, String> {
+        let rules: Vec<serde_json::Value> = drops
+            .iter()
+            .map(|&(peer, direction)| {
+                serde_json::json!({
+                    "peer": self.nodes[peer].listen.to_string(),
+                    "direction": direction,
+                    "action": "drop",
+                })
+            })
+            .collect();
+        let body = serde_json::json!({ "rules": rules })
+            .to_string()
+            .into_bytes();
+        self.faults_request(i, Method::PUT, body).await
+    }
+
+    /// Clears node `i`'s fault rules; returns how many messages they had dropped since the
+    /// node started.
+    pub async fn clear_faults(&self, i: usize) -> Result<u64, String> {
+        self.faults_request(i, Method::DELETE, Vec::new()).await
+    }
+
+    /// Sends a request to node `i`'s `/v1/admin/faults` (a few tries: the node may be busy
+    /// electing); returns the `dropped` count it answers.
+    async fn faults_request(&self, i: usize, method: Method, body: Vec<u8>) -> Result<u64, String> {
+        let gateway = self.nodes[i].gateway();
+        let mut last = String::new();
+        for _ in 0..5 {
+            match gateway
+                .send(
+                    method.clone(),
+                    "/v1/admin/faults",
+                    &[],
+                    body.clone(),
+                    Duration::from_secs(5),
+                )
+                .await
+            {
+                Ok(answer) if answer.status == 200 => {
+                    let state: serde_json::Value =
+                        serde_json::from_slice(&answer.body).map_err(|e| e.to_string())?;
+                    return Ok(state["dropped"].as_u64().unwrap_or(0));
+                }
+                Ok(answer) => {
+                    return Err(format!(
+                        "node {}: /v1/admin/faults answered {}: {}",
+                        self.nodes[i].id,
+                        answer.status,
+                        String::from_utf8_lossy(&answer.body)
+                    ))
+                }
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Err(format!(
+            "node {}: /v1/admin/faults: {last}",
+            self.nodes[i].id
+        ))
+    }
+
+    /// Ends every fault: resumes paused nodes, restarts killed ones, clears every fault
+    /// rule, and waits until every gateway is ready.
     pub async fn heal(&mut self) -> Result<(), String> {
         for i in 0..self.nodes.len() {
             if self.nodes[i].paused {
@@ -253,6 +327,9 @@ impl Cluster {
         }
         for i in 0..self.nodes.len() {
             self.wait_ready(i, Duration::from_secs(120)).await?;
+            if self.fault_injection() {
+                self.clear_faults(i).await?;
+            }
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 use shoal_sim::linearizability::{History, Outcome, RegisterOp};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -123,6 +124,34 @@ impl Recorder {
             time,
             id,
         });
+    }
+
+    /// Every write so far, by key: its id and how it ended (`Unknown` while pending). For
+    /// the set workload, whose adds are writes of fresh keys.
+    pub fn adds(&self) -> HashMap<String, (u64, Outcome)> {
+        let r = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut adds = HashMap::new();
+        let mut keys = HashMap::new();
+        for e in &r.events {
+            match (e.kind, e.f) {
+                ("invoke", "write") => {
+                    keys.insert(e.id, e.key.clone());
+                    adds.insert(e.key.clone(), (e.id, Outcome::Unknown));
+                }
+                (kind, "write") => {
+                    if let Some(key) = keys.get(&e.id) {
+                        let outcome = match kind {
+                            "ok" => Outcome::Written,
+                            "fail" => Outcome::Failed,
+                            _ => Outcome::Unknown,
+                        };
+                        adds.insert(key.clone(), (e.id, outcome));
+                    }
+                }
+                _ => {}
+            }
+        }
+        adds
     }
 
     /// Everything recorded.

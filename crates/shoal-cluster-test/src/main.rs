@@ -1,23 +1,31 @@
 //! `cargo xtask cluster-test`: starts real `shoal` processes on loopback, runs clients over
-//! the HTTP API while a nemesis kills and pauses nodes on a schedule drawn from the seed,
-//! records the history, and checks it: every key's operations linearizable (shoal-sim's
-//! checker; an `info` write may or may not have happened), every range's replicas equal
-//! after the faults heal. Writes `history.jsonl`, `history.txt` (shoal-sim's format, for
-//! `check_history`), `summary.json` and every node's log under `--out`; exits non-zero on
-//! a violation, or when the faults asked for never took effect.
+//! the HTTP API (the register, set or bank workload) while a nemesis kills, pauses and
+//! partitions nodes and splits ranges on a schedule drawn from the seed, records the
+//! history, and checks it: every key's operations linearizable (shoal-sim's checker; an
+//! `info` write may or may not have happened), no acknowledged add lost (set), every
+//! bank's total kept (bank), every range's replicas equal after the faults heal, bad
+//! requests refused with nothing changed. Writes `history.jsonl`, `history.txt`
+//! (shoal-sim's format, for `check_history`), `summary.json`, `report.html` and every
+//! node's log under `--out`; exits non-zero on a violation, or when the faults asked for
+//! never took effect.
 
+mod bad_input;
+mod bank;
 mod cluster;
 mod history;
 mod nemesis;
 mod options;
+mod partition;
 mod replicas;
 mod report;
+mod set;
+mod split_storm;
 mod workload;
 
 use clap::Parser;
 use cluster::Cluster;
 use history::Recorder;
-use options::{Options, Workload};
+use options::{Fault, Options, Workload};
 use shoal_sim::linearizability::{check, Verdict};
 use std::io::Write;
 use std::process::ExitCode;
@@ -62,7 +70,6 @@ async fn run(options: Options) -> Result<bool, String> {
         .clone()
         .unwrap_or_else(|| format!("target/cluster-test/{seed}").into());
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let Workload::Register = options.workload;
     // Each fault takes up to 11 s with its gap: a shorter run may miss a kind, and then it
     // was not carried out.
     let needed = Duration::from_secs(11 * options.nemesis.len() as u64 + 1);
@@ -80,11 +87,14 @@ async fn run(options: Options) -> Result<bool, String> {
         out.display()
     );
 
-    let extra: Vec<String> = options
+    let mut extra: Vec<String> = options
         .broken
         .iter()
         .map(|b| b.flag().to_string())
         .collect();
+    if options.nemesis.contains(&Fault::Partition) {
+        extra.push(cluster::FAULT_INJECTION.into());
+    }
     if let Some(broken) = options.broken {
         eprintln!("cluster-test: nodes broken on purpose ({broken:?}): this run must fail");
     }
@@ -93,11 +103,17 @@ async fn run(options: Options) -> Result<bool, String> {
     let cluster = Arc::new(tokio::sync::Mutex::new(cluster));
     let recorder = Arc::new(Recorder::new());
     let tally = Arc::new(workload::Tally::default());
+    if options.workload == Workload::Bank {
+        bank::setup(&gateways, options.keys, &recorder, &tally).await?;
+    }
+    let violations = Arc::new(std::sync::Mutex::new(Vec::new()));
     let start = Instant::now();
     let until = start + options.duration;
 
     let interval = Duration::from_secs_f64(options.clients as f64 / options.rate.max(1) as f64);
     let shared = Arc::new(workload::Clients {
+        workload: options.workload,
+        violations: violations.clone(),
         gateways: gateways.clone(),
         keys: options.keys,
         interval,
@@ -112,12 +128,20 @@ async fn run(options: Options) -> Result<bool, String> {
         })
         .collect();
     let current = nemesis::Current::default();
+    let split_keys = match options.workload {
+        Workload::Register => workload::register_keys(options.keys),
+        Workload::Set => set::split_keys(options.clients),
+        Workload::Bank => bank::split_keys(options.keys),
+    };
     let nemesis = tokio::spawn(nemesis::run(
         cluster.clone(),
-        options.nemesis.clone(),
-        seed,
-        start,
-        until,
+        nemesis::Plan {
+            kinds: options.nemesis.clone(),
+            seed,
+            split_keys,
+            start,
+            until,
+        },
         current.clone(),
     ));
     // The progress line: rewritten in place on a terminal, a line every 5 s otherwise.
@@ -160,9 +184,34 @@ async fn run(options: Options) -> Result<bool, String> {
     eprintln!("cluster-test: healing, then final reads and the replica check");
     // A failure from here on still leaves the history and the summary behind.
     let mut problem = None;
-    let (unread, ranges) = match cluster.lock().await.heal().await {
+    let mut set_check = None;
+    let mut bad_input = None;
+    // (The guard must not outlive the statement: the arms lock the cluster again.)
+    let healed = cluster.lock().await.heal().await;
+    let (unread, ranges) = match healed {
         Ok(()) => {
-            let unread = workload::final_reads(&gateways, options.keys, &recorder, &tally).await;
+            let unread = match options.workload {
+                Workload::Register => {
+                    let mut unread = 0;
+                    for key in workload::register_keys(options.keys) {
+                        let parse = |b: &[u8]| std::str::from_utf8(b).ok()?.parse().ok();
+                        let read = workload::final_read(&gateways, &key, &recorder, &tally, &parse);
+                        unread += u64::from(read.await.is_none());
+                    }
+                    unread
+                }
+                Workload::Set => {
+                    let check = set::final_check(&gateways, &recorder, &tally).await;
+                    let unread = u64::from(!check.read);
+                    set_check = Some(check);
+                    unread
+                }
+                Workload::Bank => {
+                    bank::final_check(&gateways, options.keys, &recorder, &tally, &violations).await
+                }
+            };
+            let http = cluster.lock().await.nodes[0].http;
+            bad_input = Some(bad_input::check(http, &gateways[0]).await);
             let ranges = replicas::check(&gateways[0], Duration::from_secs(60))
                 .await
                 .unwrap_or_else(|e| {
@@ -192,19 +241,42 @@ async fn run(options: Options) -> Result<bool, String> {
         Verdict::Unknown { key } => (None, Some(key.clone())),
     };
     let figures = report::figures(&recording.events);
-    let carried_out = options
-        .nemesis
-        .iter()
-        .all(|kind| faults.iter().any(|f| f.fault == kind.name()));
+    let carried_out = options.nemesis.iter().all(|kind| {
+        faults
+            .iter()
+            .any(|f| f.fault == kind.name() && f.took_effect)
+    });
+    let mut violations = violations.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if let Some(check) = &set_check {
+        if check.lost_count > 0 {
+            violations.push(format!(
+                "{} acknowledged adds lost, among them {:?}",
+                check.lost_count, check.lost
+            ));
+        }
+        if !check.unexpected.is_empty() {
+            violations.push(format!("never added: {:?}", check.unexpected));
+        }
+        if !check.failed_but_present.is_empty() {
+            violations.push(format!(
+                "adds that failed are present: {:?}",
+                check.failed_but_present
+            ));
+        }
+    }
+    let bad_input = bad_input.unwrap_or_default();
+    violations.extend(bad_input.iter().cloned());
     let summary = report::Summary {
         seed,
         nodes: options.nodes,
-        workload: "register",
+        workload: options.workload.name(),
         ops: figures.ops,
         ok: figures.ok,
         fail: figures.fail,
         info: figures.info,
-        lost: None,
+        lost: set_check.as_ref().map(|c| c.lost_count),
+        set: set_check,
+        violations,
         linearizable,
         violation_key,
         replicas_equal: !ranges.is_empty() && ranges.iter().all(|r| r.equal),
@@ -233,7 +305,8 @@ async fn run(options: Options) -> Result<bool, String> {
         && summary.carried_out
         && summary.unclean_exits.is_empty()
         && summary.ok > 0
-        && summary.unread_keys == 0;
+        && summary.unread_keys == 0
+        && summary.violations.is_empty();
     if let Some(problem) = problem {
         return Err(format!(
             "{problem}; the history and the summary are in {}",
@@ -244,7 +317,8 @@ async fn run(options: Options) -> Result<bool, String> {
         "{}",
         serde_json::json!({
             "passed": passed, "seed": seed, "ops": summary.ops, "ok": summary.ok,
-            "fail": summary.fail, "info": summary.info, "linearizable": summary.linearizable,
+            "fail": summary.fail, "info": summary.info, "lost": summary.lost,
+            "linearizable": summary.linearizable, "violations": summary.violations.len(),
             "longest_unavailable_ms": summary.longest_unavailable_ms,
             "latency_p50_ms": summary.latency_p50_ms, "latency_p99_ms": summary.latency_p99_ms,
         })

@@ -1,9 +1,12 @@
 //! The nemesis: faults on a schedule drawn from the seed, one at a time, each healed before
-//! the next, the kinds taking turns: kill -9 then restart, SIGSTOP then SIGCONT. Half the time the target is the
-//! leader of the first user range, which is where faults hurt most.
+//! the next, the kinds taking turns: kill -9 then restart, SIGSTOP then SIGCONT, network
+//! partitions (see [`crate::partition`]) then heal, split storms (see
+//! [`crate::split_storm`]). Half the kills and pauses hit the leader of the first user
+//! range, which is where faults hurt most.
 
 use crate::cluster::Cluster;
 use crate::options::Fault;
+use crate::partition;
 use hyper::Method;
 use serde::Serialize;
 use shoal_core::{DetRng, Rng};
@@ -14,12 +17,18 @@ use tokio::sync::Mutex;
 /// One fault, as it happened.
 #[derive(Debug, Clone, Serialize)]
 pub struct FaultEvent {
-    /// `kill` or `pause`.
+    /// `kill`, `pause`, `partition` or `split`.
     pub fault: &'static str,
-    /// The node.
-    pub node: u64,
-    /// Whether the node led range 1 when it was hit.
+    /// The nodes it hit: killed, paused, on a partition's small side (none for a split
+    /// storm).
+    pub nodes: Vec<u64>,
+    /// Whether it was aimed at the leader of range 1.
     pub leader: bool,
+    /// What exactly (the partition's sides, the splits done).
+    pub detail: String,
+    /// Whether it took effect: a process was killed or stopped, a partition dropped
+    /// messages, a split was done.
+    pub took_effect: bool,
     /// When it began, in milliseconds since the run began.
     pub start_ms: u64,
     /// When it was healed.
@@ -29,16 +38,34 @@ pub struct FaultEvent {
 /// The fault under way, for the progress line.
 pub type Current = Arc<std::sync::Mutex<Option<String>>>;
 
-/// Runs faults from `kinds` until `until`, each lasting 2 to 5 s with 3 to 6 s between
-/// them; returns what was done. `start` is the run's start, for the timestamps.
+/// What the nemesis works with.
+pub struct Plan {
+    /// The kinds of fault.
+    pub kinds: Vec<Fault>,
+    /// The seed of the schedule.
+    pub seed: u64,
+    /// Keys the clients use (where split storms split).
+    pub split_keys: Vec<String>,
+    /// The run's start, for timestamps.
+    pub start: Instant,
+    /// When the last fault must be healed.
+    pub until: Instant,
+}
+
+/// Runs faults until `plan.until`, each lasting 2 to 5 s with 3 to 6 s between them;
+/// returns what was done.
 pub async fn run(
     cluster: Arc<Mutex<Cluster>>,
-    kinds: Vec<Fault>,
-    seed: u64,
-    start: Instant,
-    until: Instant,
+    plan: Plan,
     current: Current,
 ) -> Result<Vec<FaultEvent>, String> {
+    let Plan {
+        kinds,
+        seed,
+        split_keys,
+        start,
+        until,
+    } = plan;
     let mut rng = DetRng::from_seed(seed ^ 0x6e65_6d65_7369_7321);
     let mut done = Vec::new();
     if kinds.is_empty() {
@@ -60,45 +87,103 @@ pub async fn run(
         turn += 1;
         let aim_at_leader = rng.chance(0.5);
         let pick = rng.below(u64::MAX);
-        let (target, leader) = {
+        let (count, leader) = {
             let cluster = cluster.lock().await;
-            let count = cluster.nodes.len();
-            let leader = if aim_at_leader {
-                leader_of_first_range(&cluster).await
-            } else {
-                None
-            };
-            match leader.and_then(|id| cluster.nodes.iter().position(|n| n.id == id)) {
-                Some(i) => (i, true),
-                None => ((pick % count as u64) as usize, false),
-            }
+            let leader = leader_of_first_range(&cluster)
+                .await
+                .and_then(|id| cluster.nodes.iter().position(|n| n.id == id));
+            (cluster.nodes.len(), leader)
+        };
+        let (target, on_leader) = match leader.filter(|_| aim_at_leader) {
+            Some(i) => (i, true),
+            None => ((pick % count as u64) as usize, false),
         };
         let began = Instant::now();
-        let node = {
-            let mut cluster = cluster.lock().await;
-            match fault {
-                Fault::Kill => cluster.kill(target)?,
-                Fault::Pause => cluster.signal_pause(target, true)?,
-            }
-            cluster.nodes[target].id
+        let set = |text: Option<String>| {
+            *current.lock().unwrap_or_else(|p| p.into_inner()) = text;
         };
-        *current.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(format!("{} n{node}", fault.name()));
-        tokio::time::sleep(length).await;
-        {
-            let mut cluster = cluster.lock().await;
-            match fault {
-                Fault::Kill => cluster.restart(target)?,
-                Fault::Pause => cluster.signal_pause(target, false)?,
+        let event = match fault {
+            Fault::Kill | Fault::Pause => {
+                let node = {
+                    let mut cluster = cluster.lock().await;
+                    match fault {
+                        Fault::Kill => cluster.kill(target)?,
+                        _ => cluster.signal_pause(target, true)?,
+                    }
+                    cluster.nodes[target].id
+                };
+                set(Some(format!("{} n{node}", fault.name())));
+                tokio::time::sleep(length).await;
+                {
+                    let mut cluster = cluster.lock().await;
+                    match fault {
+                        Fault::Kill => cluster.restart(target)?,
+                        _ => cluster.signal_pause(target, false)?,
+                    }
+                }
+                FaultEvent {
+                    fault: fault.name(),
+                    nodes: vec![node],
+                    leader: on_leader,
+                    detail: String::new(),
+                    took_effect: true,
+                    start_ms: 0,
+                    end_ms: 0,
+                }
             }
-        }
-        *current.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            Fault::Partition => {
+                let cut = partition::plan(&mut rng, count, leader);
+                set(Some(format!("partition: {}", cut.detail)));
+                let cluster = cluster.lock().await;
+                let mut before = 0;
+                for (i, rules) in cut.rules.iter().enumerate() {
+                    before += cluster.set_faults(i, rules).await?;
+                }
+                tokio::time::sleep(length).await;
+                let mut after = 0;
+                for i in 0..count {
+                    after += cluster.clear_faults(i).await?;
+                }
+                FaultEvent {
+                    fault: fault.name(),
+                    nodes: cut.hit.iter().map(|&i| cluster.nodes[i].id).collect(),
+                    leader: cut.detail.starts_with("isolate leader"),
+                    detail: format!(
+                        "{}; {} messages dropped",
+                        cut.detail,
+                        after.saturating_sub(before)
+                    ),
+                    took_effect: after > before,
+                    start_ms: 0,
+                    end_ms: 0,
+                }
+            }
+            Fault::Split => {
+                set(Some("split storm".into()));
+                let gateway = cluster.lock().await.nodes[target].gateway();
+                let storm = crate::split_storm::storm(
+                    &gateway,
+                    &split_keys,
+                    &mut rng,
+                    Instant::now() + length,
+                )
+                .await;
+                FaultEvent {
+                    fault: fault.name(),
+                    nodes: Vec::new(),
+                    leader: false,
+                    detail: format!("{} of {} splits done", storm.done, storm.asked),
+                    took_effect: storm.done > 0,
+                    start_ms: 0,
+                    end_ms: 0,
+                }
+            }
+        };
+        set(None);
         done.push(FaultEvent {
-            fault: fault.name(),
-            node,
-            leader,
             start_ms: ms(began),
             end_ms: ms(Instant::now()),
+            ..event
         });
     }
 }

@@ -14,12 +14,19 @@ pub struct Options {
     /// How long the clients run (e.g. 60s, 2m).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub duration: Duration,
-    /// What the clients do: register (reads, writes and compare-and-sets on a few keys).
+    /// What the clients do: register (reads, writes and compare-and-sets on a few keys),
+    /// set (adds of unique elements, read back at the end), bank (transfers between
+    /// accounts; the total never changes).
     #[arg(long, default_value = "register")]
     pub workload: Workload,
     /// Faults, comma-separated: kill (kill -9, then restart), pause (SIGSTOP, then
-    /// SIGCONT).
-    #[arg(long, value_delimiter = ',', default_value = "kill,pause")]
+    /// SIGCONT), partition (cut nodes' traffic, then heal), split (a storm of forced range
+    /// splits).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "kill,pause,partition,split"
+    )]
     pub nemesis: Vec<Fault>,
     /// The seed of the clients' choices and the fault schedule (default: from the clock;
     /// printed either way).
@@ -70,6 +77,23 @@ impl Broken {
 pub enum Workload {
     /// Reads, writes and compare-and-sets of a few registers, checked for linearizability.
     Register,
+    /// Adds of unique elements (a key each), then a final read of them all: no
+    /// acknowledged add lost, nothing present that was never added or certainly failed.
+    Set,
+    /// Transfers by compare-and-set between accounts, read concurrently: every read's
+    /// total is the starting total, and each bank's history is linearizable.
+    Bank,
+}
+
+impl Workload {
+    /// Its name in the summary.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Register => "register",
+            Workload::Set => "set",
+            Workload::Bank => "bank",
+        }
+    }
 }
 
 /// A kind of fault.
@@ -79,6 +103,11 @@ pub enum Fault {
     Kill,
     /// SIGSTOP a node, SIGCONT it a few seconds later.
     Pause,
+    /// Cut a minority from a majority, isolate range 1's leader, or cut one node's traffic
+    /// one way; heal a few seconds later.
+    Partition,
+    /// Split ranges at the clients' keys, several times a second, for a few seconds.
+    Split,
 }
 
 impl Fault {
@@ -87,6 +116,8 @@ impl Fault {
         match self {
             Fault::Kill => "kill",
             Fault::Pause => "pause",
+            Fault::Partition => "partition",
+            Fault::Split => "split",
         }
     }
 }

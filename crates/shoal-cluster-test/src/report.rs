@@ -24,9 +24,15 @@ pub struct Summary {
     pub fail: u64,
     /// Unknown outcome.
     pub info: u64,
-    /// Acknowledged writes lost. The register workload folds this into `linearizable` (a
-    /// lost write makes a later read impossible to linearize), so it is `null` here.
+    /// Acknowledged adds lost (the set workload). The register and bank workloads fold
+    /// this into `linearizable` (a lost write makes a later read impossible to linearize),
+    /// so it is `null` there.
     pub lost: Option<u64>,
+    /// The set workload's final read, compared with the adds.
+    pub set: Option<crate::set::SetCheck>,
+    /// What the workload's own checks and the bad-input checks found wrong (a bank total
+    /// changed, an add lost, a bad request that was not refused or changed something).
+    pub violations: Vec<String>,
     /// Whether every key's history has a linearization (`null`: the checker gave up).
     pub linearizable: Option<bool>,
     /// The key whose history has none, if any.
@@ -70,7 +76,8 @@ pub struct Figures {
     pub longest_unavailable_ms: u64,
 }
 
-/// Figures of `events` (the clients' events; final reads included).
+/// Figures of `events`: the counts include the setup writes and final reads; latency and
+/// availability are the clients' alone.
 pub fn figures(events: &[Event]) -> Figures {
     let mut invoked: HashMap<u64, u64> = HashMap::new();
     let (mut ops, mut ok, mut fail, mut info) = (0, 0, 0, 0);
@@ -84,9 +91,13 @@ pub fn figures(events: &[Event]) -> Figures {
             }
             "ok" => {
                 ok += 1;
-                successes.push(e.time);
-                if let Some(&at) = invoked.get(&e.id) {
-                    latencies.push(e.time.saturating_sub(at));
+                // The final reads and setup writes are not the clients' traffic: their
+                // latency (a whole scan, say) and timing would skew the figures.
+                if e.process < crate::workload::SETUP_PROCESS {
+                    successes.push(e.time);
+                    if let Some(&at) = invoked.get(&e.id) {
+                        latencies.push(e.time.saturating_sub(at));
+                    }
                 }
             }
             "fail" => fail += 1,
@@ -101,8 +112,13 @@ pub fn figures(events: &[Event]) -> Figures {
         let i = ((latencies.len() as f64 - 1.0) * p) as usize;
         latencies[i] as f64 / 1e6
     };
-    let first = events.first().map_or(0, |e| e.time);
-    let last = events.last().map_or(0, |e| e.time);
+    let clients = || {
+        events
+            .iter()
+            .filter(|e| e.process < crate::workload::SETUP_PROCESS)
+    };
+    let first = clients().next().map_or(0, |e| e.time);
+    let last = clients().last().map_or(0, |e| e.time);
     let mut longest = 0;
     let mut previous = first;
     for &t in successes.iter().chain(std::iter::once(&last)) {
@@ -162,6 +178,20 @@ pub fn table(s: &Summary) -> String {
             }
         ),
         format!("linearizable            {}", verdict(s.linearizable)),
+        format!(
+            "lost                    {}",
+            s.lost
+                .map_or("n/a (in the linearizability check)".into(), |l| l
+                    .to_string())
+        ),
+        format!(
+            "other violations        {}",
+            if s.violations.is_empty() {
+                "none".to_string()
+            } else {
+                format!("{}: {}", s.violations.len(), s.violations.join("; "))
+            }
+        ),
         format!(
             "replicas equal          {}",
             if s.replicas_equal { "yes" } else { "NO" }

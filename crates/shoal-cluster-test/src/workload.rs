@@ -1,11 +1,15 @@
-//! The register workload: clients read, write and compare-and-set a few keys through random
-//! nodes' gateways, recording each operation. Errors are classified as Jepsen's etcd client
-//! does: `fail` only when the operation certainly did not take effect, `info` (unknown)
-//! whenever it may have; when in doubt, `info`.
+//! What the clients do, and how an answer becomes an outcome. Every workload sends its
+//! operations through random nodes' gateways and records each; errors are classified as
+//! Jepsen's etcd client does: `fail` only when the operation certainly did not take effect,
+//! `info` (unknown) whenever it may have; when in doubt, `info`.
+//!
+//! This module is the register workload (reads, writes and compare-and-sets of a few keys)
+//! and what the others share; see [`crate::set`] and [`crate::bank`].
 
 use crate::history::Recorder;
 use hyper::Method;
 use shoal_core::{DetRng, Rng};
+use shoal_gateway::encode_bytes;
 use shoal_node::client::{key_path, Answer, Gateway, SendError};
 use shoal_sim::linearizability::{Outcome, RegisterOp, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,7 +33,8 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn count(&self, outcome: Outcome) {
+    /// Counts one outcome.
+    pub fn count(&self, outcome: Outcome) {
         let counter = match outcome {
             Outcome::Failed => &self.fail,
             Outcome::Unknown => &self.info,
@@ -46,6 +51,10 @@ pub fn key_name(k: u64) -> String {
 
 /// What every client shares.
 pub struct Clients {
+    /// The workload.
+    pub workload: crate::options::Workload,
+    /// Violations a workload finds as it goes (a bank read whose total is wrong).
+    pub violations: Arc<std::sync::Mutex<Vec<String>>>,
     /// Every node's gateway.
     pub gateways: Vec<Gateway>,
     /// Registers.
@@ -60,9 +69,46 @@ pub struct Clients {
     pub tally: Arc<Tally>,
 }
 
-/// One client: until `until`, an operation every `interval` (or as fast as answers come),
-/// each through a random node's gateway.
+/// Keeps a client to its rate: an operation every `interval`, or as fast as answers come
+/// when they are slower.
+pub struct Pace {
+    next: Instant,
+    interval: Duration,
+}
+
+impl Pace {
+    /// Operations every `interval` from now.
+    pub fn new(interval: Duration) -> Self {
+        Self {
+            next: Instant::now(),
+            interval,
+        }
+    }
+
+    /// Waits for the next operation's turn.
+    pub async fn wait(&mut self) {
+        self.next += self.interval;
+        let now = Instant::now();
+        if self.next > now {
+            tokio::time::sleep(self.next - now).await;
+        } else {
+            self.next = now;
+        }
+    }
+}
+
+/// One client of the run's workload, until the clients' end.
 pub async fn client(process: u64, seed: u64, shared: Arc<Clients>) {
+    match shared.workload {
+        crate::options::Workload::Register => register_client(process, seed, &shared).await,
+        crate::options::Workload::Set => crate::set::client(process, seed, &shared).await,
+        crate::options::Workload::Bank => crate::bank::client(process, seed, &shared).await,
+    }
+}
+
+/// A register client: until `until`, an operation every `interval` (or as fast as answers
+/// come), each through a random node's gateway.
+async fn register_client(process: u64, seed: u64, shared: &Clients) {
     let Clients {
         gateways,
         keys,
@@ -70,12 +116,13 @@ pub async fn client(process: u64, seed: u64, shared: Arc<Clients>) {
         until,
         recorder,
         tally,
-    } = &*shared;
-    let (keys, interval, until) = (*keys, *interval, *until);
+        ..
+    } = shared;
+    let (keys, until) = (*keys, *until);
+    let mut pace = Pace::new(*interval);
     let mut rng = DetRng::from_seed(seed);
     // The last value this client saw per key: what its compare-and-sets expect.
     let mut seen: Vec<Value> = vec![None; keys as usize];
-    let mut next = Instant::now();
     while Instant::now() < until {
         let k = rng.below(keys);
         let key = key_name(k);
@@ -98,7 +145,8 @@ pub async fn client(process: u64, seed: u64, shared: Arc<Clients>) {
             other => other,
         };
         let (id, op) = recorder.invoke_with(process, &key, id_op);
-        let outcome = perform(gateway, &key, op).await;
+        let sent = send(gateway, &key, op, &|v| v.to_string()).await;
+        let outcome = classify(op, sent, &|body| parse_id(body));
         recorder.complete(id, process, &key, op, outcome);
         tally.count(outcome);
         match (op, outcome) {
@@ -107,49 +155,67 @@ pub async fn client(process: u64, seed: u64, shared: Arc<Clients>) {
             (RegisterOp::Cas { new, .. }, Outcome::Swapped(true)) => seen[k as usize] = new,
             _ => {}
         }
-        next += interval;
-        let now = Instant::now();
-        if next > now {
-            tokio::time::sleep(next - now).await;
-        } else {
-            next = now;
-        }
+        pace.wait().await;
     }
 }
 
-/// Reads every key once the faults have healed (through each node in turn until one
-/// answers), so that the history ends with what the cluster holds. Returns how many keys
-/// could not be read.
-pub async fn final_reads(
+/// A register's value: the id of the operation that wrote it, in decimal.
+fn parse_id(body: &[u8]) -> Option<u64> {
+    std::str::from_utf8(body).ok()?.parse().ok()
+}
+
+/// The process id of the final reads.
+pub const FINAL_PROCESS: u64 = u64::MAX;
+/// The process id of a workload's setup writes (the bank's opening balances); it and
+/// [`FINAL_PROCESS`] are the only ids at or above it.
+pub const SETUP_PROCESS: u64 = u64::MAX - 1;
+
+/// The register workload's keys.
+pub fn register_keys(keys: u64) -> Vec<String> {
+    (0..keys).map(key_name).collect()
+}
+
+/// Reads `key` once the faults have healed, through each node in turn until one answers,
+/// so that the history ends with what the cluster holds; returns the body read (`None`
+/// when no node could answer; an absent key is `Some` of an empty body).
+pub async fn final_read(
     gateways: &[Gateway],
-    keys: u64,
+    key: &str,
     recorder: &Recorder,
     tally: &Tally,
-) -> u64 {
-    let process = u64::MAX;
-    let mut unread = 0;
-    for k in 0..keys {
-        let mut read = false;
-        let key = key_name(k);
-        for attempt in 0..gateways.len() * 3 {
-            let (id, op) = recorder.invoke_with(process, &key, |_| RegisterOp::Read);
-            let outcome = perform(&gateways[attempt % gateways.len()], &key, op).await;
-            recorder.complete(id, process, &key, op, outcome);
-            tally.count(outcome);
-            if matches!(outcome, Outcome::Read(_)) {
-                read = true;
-                break;
-            }
+    parse: &(dyn Fn(&[u8]) -> Option<u64> + Sync),
+) -> Option<Vec<u8>> {
+    for attempt in 0..gateways.len() * 3 {
+        let (id, op) = recorder.invoke_with(FINAL_PROCESS, key, |_| RegisterOp::Read);
+        let sent = send(&gateways[attempt % gateways.len()], key, op, &|v| {
+            v.to_string()
+        })
+        .await;
+        let body = match &sent {
+            Ok(answer) if answer.status == 200 => Some(answer.body.clone()),
+            Ok(answer) if answer.status == 404 => Some(Vec::new()),
+            _ => None,
+        };
+        let outcome = classify(op, sent, parse);
+        recorder.complete(id, FINAL_PROCESS, key, op, outcome);
+        tally.count(outcome);
+        if matches!(outcome, Outcome::Read(_)) {
+            return body;
         }
-        unread += u64::from(!read);
     }
-    unread
+    None
 }
 
-/// Sends `op` on `key` and says how it ended.
-async fn perform(gateway: &Gateway, key: &str, op: RegisterOp) -> Outcome {
+/// Sends `op` on `key`, the values written spelled by `text` (a register's value is its
+/// writer's id; a bank's carries the balances too).
+pub async fn send(
+    gateway: &Gateway,
+    key: &str,
+    op: RegisterOp,
+    text: &(dyn Fn(u64) -> String + Sync),
+) -> Result<Answer, SendError> {
     let path = key_path(key);
-    let sent = match op {
+    match op {
         RegisterOp::Read => {
             gateway
                 .send(Method::GET, &path, &[], Vec::new(), CLIENT_TIMEOUT)
@@ -161,19 +227,19 @@ async fn perform(gateway: &Gateway, key: &str, op: RegisterOp) -> Outcome {
                     Method::PUT,
                     &path,
                     &[],
-                    v.to_string().into_bytes(),
+                    text(v).into_bytes(),
                     CLIENT_TIMEOUT,
                 )
                 .await
         }
         RegisterOp::Cas { expected, new } => {
             let expect = match expected {
-                Some(v) => serde_json::json!({ "value": v.to_string() }),
+                Some(v) => serde_json::json!({ "value": encode_bytes(text(v).as_bytes()) }),
                 None => serde_json::json!("absent"),
             };
             let body = serde_json::json!({
                 "expect": expect,
-                "value": new.map(|v| v.to_string()),
+                "value": new.map(|v| encode_bytes(text(v).as_bytes())),
             });
             gateway
                 .send(
@@ -185,13 +251,20 @@ async fn perform(gateway: &Gateway, key: &str, op: RegisterOp) -> Outcome {
                 )
                 .await
         }
-        RegisterOp::Delete => unreachable!("the register workload does not delete"),
-    };
-    classify(op, sent)
+        RegisterOp::Delete => {
+            gateway
+                .send(Method::DELETE, &path, &[], Vec::new(), CLIENT_TIMEOUT)
+                .await
+        }
+    }
 }
 
-/// An answer (or its absence) as an outcome.
-fn classify(op: RegisterOp, sent: Result<Answer, SendError>) -> Outcome {
+/// An answer (or its absence) as an outcome; `parse` reads the writer's id from a value.
+pub fn classify(
+    op: RegisterOp,
+    sent: Result<Answer, SendError>,
+    parse: &(dyn Fn(&[u8]) -> Option<u64> + Sync),
+) -> Outcome {
     let read = matches!(op, RegisterOp::Read);
     let answer = match sent {
         Ok(answer) => answer,
@@ -201,10 +274,7 @@ fn classify(op: RegisterOp, sent: Result<Answer, SendError>) -> Outcome {
         Err(SendError::Lost(_)) => return Outcome::Unknown,
     };
     match (op, answer.status) {
-        (RegisterOp::Read, 200) => match std::str::from_utf8(&answer.body)
-            .ok()
-            .and_then(|b| b.parse::<u64>().ok())
-        {
+        (RegisterOp::Read, 200) => match parse(&answer.body) {
             Some(v) => Outcome::Read(Some(v)),
             // Not a value any client wrote: keep it, so the check fails loudly.
             None => Outcome::Read(Some(u64::MAX)),
@@ -212,6 +282,7 @@ fn classify(op: RegisterOp, sent: Result<Answer, SendError>) -> Outcome {
         (RegisterOp::Read, 404) => Outcome::Read(None),
         (RegisterOp::Read, _) => Outcome::Failed,
         (RegisterOp::Write(_), 200) => Outcome::Written,
+        (RegisterOp::Delete, 204 | 404) => Outcome::Written,
         (RegisterOp::Cas { .. }, 200) => Outcome::Swapped(true),
         (RegisterOp::Cas { .. }, 409) => Outcome::Swapped(false),
         // The gateway's definite refusals: not carried out.
@@ -223,7 +294,7 @@ fn classify(op: RegisterOp, sent: Result<Answer, SendError>) -> Outcome {
 
 #[cfg(test)]
 mod tests {
-    use super::classify;
+    use super::{classify, parse_id};
     use shoal_node::client::{Answer, SendError};
     use shoal_sim::linearizability::{Outcome, RegisterOp};
 
@@ -242,25 +313,46 @@ mod tests {
             expected: None,
             new: Some(1),
         };
-        assert_eq!(classify(write, answer(200, "")), Outcome::Written);
-        assert_eq!(classify(write, answer(503, "")), Outcome::Failed);
-        assert_eq!(classify(write, answer(504, "")), Outcome::Unknown);
-        assert_eq!(classify(write, answer(500, "")), Outcome::Unknown);
         assert_eq!(
-            classify(write, Err(SendError::NotSent("refused".into()))),
+            classify(write, answer(200, ""), &parse_id),
+            Outcome::Written
+        );
+        assert_eq!(classify(write, answer(503, ""), &parse_id), Outcome::Failed);
+        assert_eq!(
+            classify(write, answer(504, ""), &parse_id),
+            Outcome::Unknown
+        );
+        assert_eq!(
+            classify(write, answer(500, ""), &parse_id),
+            Outcome::Unknown
+        );
+        assert_eq!(
+            classify(write, Err(SendError::NotSent("refused".into())), &parse_id),
             Outcome::Failed
         );
         assert_eq!(
-            classify(write, Err(SendError::Lost("timeout".into()))),
+            classify(write, Err(SendError::Lost("timeout".into())), &parse_id),
             Outcome::Unknown
         );
-        assert_eq!(classify(cas, answer(409, "")), Outcome::Swapped(false));
-        assert_eq!(classify(cas, answer(200, "")), Outcome::Swapped(true));
-        let read = RegisterOp::Read;
-        assert_eq!(classify(read, answer(200, "17")), Outcome::Read(Some(17)));
-        assert_eq!(classify(read, answer(404, "")), Outcome::Read(None));
         assert_eq!(
-            classify(read, Err(SendError::Lost("timeout".into()))),
+            classify(cas, answer(409, ""), &parse_id),
+            Outcome::Swapped(false)
+        );
+        assert_eq!(
+            classify(cas, answer(200, ""), &parse_id),
+            Outcome::Swapped(true)
+        );
+        let read = RegisterOp::Read;
+        assert_eq!(
+            classify(read, answer(200, "17"), &parse_id),
+            Outcome::Read(Some(17))
+        );
+        assert_eq!(
+            classify(read, answer(404, ""), &parse_id),
+            Outcome::Read(None)
+        );
+        assert_eq!(
+            classify(read, Err(SendError::Lost("timeout".into())), &parse_id),
             Outcome::Failed
         );
     }

@@ -65,26 +65,31 @@ pub enum Verdict {
     },
 }
 
+/// Whether the search skips `op`: it certainly did not happen, or it is a read that never
+/// answered (which constrains nothing).
+fn dropped(op: &Operation) -> bool {
+    op.outcome == Outcome::Failed || (op.op == RegisterOp::Read && op.completed.is_none())
+}
+
+fn search_op(o: &Operation) -> search::Op {
+    search::Op {
+        op: o.op,
+        outcome: o.outcome,
+        invoked: o.invoked,
+        completed: o.completed,
+    }
+}
+
 /// Checks `history`, spending at most `budget` search steps per register.
 pub fn check(history: &History, budget: u64) -> Verdict {
     let mut by_key: BTreeMap<&str, Vec<&Operation>> = BTreeMap::new();
     for op in history.operations() {
-        let dropped =
-            op.outcome == Outcome::Failed || (op.op == RegisterOp::Read && op.completed.is_none());
-        if !dropped {
+        if !dropped(op) {
             by_key.entry(op.key.as_str()).or_default().push(op);
         }
     }
     for (key, ops) in by_key {
-        let search_ops: Vec<search::Op> = ops
-            .iter()
-            .map(|o| search::Op {
-                op: o.op,
-                outcome: o.outcome,
-                invoked: o.invoked,
-                completed: o.completed,
-            })
-            .collect();
+        let search_ops: Vec<search::Op> = ops.iter().map(|o| search_op(o)).collect();
         match search::search(&search_ops, history.initial_of(key), budget) {
             search::Found::Linearizable => {}
             search::Found::NotLinearizable => {
@@ -101,6 +106,94 @@ pub fn check(history: &History, budget: u64) -> Verdict {
         }
     }
     Verdict::Linearizable
+}
+
+/// A small window that shows why a register has no linearization: the shortest prefix of
+/// its history (cut just after some operation completed) that has none, the operation
+/// whose completion ends that prefix, and the operations concurrent with it. Everything
+/// before the window could be ordered; no order fits this operation's outcome among its
+/// concurrent ones.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Explanation {
+    /// The register.
+    pub key: String,
+    /// Ids of the operations in the shortest non-linearizable prefix (those invoked by its
+    /// end), in invocation order.
+    pub prefix: Vec<u64>,
+    /// The prefix's last completed operation: adding its outcome is what breaks it.
+    pub last: u64,
+    /// Ids of the prefix's operations concurrent with `last` (invoked before it completed,
+    /// not completed before it was invoked), `last` excluded, in invocation order.
+    pub concurrent: Vec<u64>,
+}
+
+/// Explains why `key`'s operations in `history` have no linearization (see
+/// [`Explanation`]), spending at most `budget` steps per search (a binary search over
+/// prefixes, so about log2 of the operations' count searches). `None` if they have one,
+/// or if the searches gave up.
+pub fn explain(history: &History, key: &str, budget: u64) -> Option<Explanation> {
+    let mut ops: Vec<&Operation> = history
+        .operations()
+        .iter()
+        .filter(|o| o.key == key && !dropped(o))
+        .collect();
+    ops.sort_by_key(|o| o.invoked);
+    let initial = history.initial_of(key);
+    // The prefix cut just after position `cut`: operations invoked by then, those not yet
+    // completed pending (their outcome unknown; a pending read is dropped).
+    let prefix = |cut: u64| -> Vec<&Operation> {
+        ops.iter()
+            .copied()
+            .filter(|o| o.invoked <= cut)
+            .filter(|o| o.op != RegisterOp::Read || o.completed.is_some_and(|c| c <= cut))
+            .collect()
+    };
+    let broken = |cut: u64| {
+        let search_ops: Vec<search::Op> = prefix(cut)
+            .iter()
+            .map(|o| match o.completed {
+                Some(c) if c <= cut => search_op(o),
+                _ => search::Op {
+                    outcome: Outcome::Unknown,
+                    completed: None,
+                    ..search_op(o)
+                },
+            })
+            .collect();
+        search::search(&search_ops, initial, budget) == search::Found::NotLinearizable
+    };
+    let mut cuts: Vec<u64> = ops.iter().filter_map(|o| o.completed).collect();
+    cuts.sort_unstable();
+    // Adding events to a history never makes it linearizable again, so the broken
+    // prefixes are a suffix of the cuts: find the first.
+    let (mut lo, mut hi) = (0, cuts.len());
+    if hi == 0 || !broken(cuts[hi - 1]) {
+        return None;
+    }
+    hi -= 1;
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if broken(cuts[mid]) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    let cut = cuts[lo];
+    let in_prefix = prefix(cut);
+    let last = in_prefix.iter().find(|o| o.completed == Some(cut))?;
+    let concurrent = in_prefix
+        .iter()
+        .filter(|o| o.id != last.id)
+        .filter(|o| o.invoked <= cut && o.completed.is_none_or(|c| c >= last.invoked))
+        .map(|o| o.id)
+        .collect();
+    Some(Explanation {
+        key: key.to_owned(),
+        prefix: in_prefix.iter().map(|o| o.id).collect(),
+        last: last.id,
+        concurrent,
+    })
 }
 
 #[cfg(test)]

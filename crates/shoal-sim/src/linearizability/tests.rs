@@ -266,3 +266,40 @@ fn histories_in_the_old_format_still_parse_and_check_the_same() {
     );
     assert!(linearizable(old));
 }
+
+/// A violation is narrowed to the shortest prefix that has no linearization: here a stale
+/// read long after many good operations. The window is that read and what overlapped it,
+/// not the whole history.
+#[test]
+fn a_violation_is_explained_by_its_shortest_broken_prefix() {
+    let mut text = String::from("initial nil\n");
+    // Twenty good write-then-read pairs, one after another.
+    for i in 1..=20u64 {
+        let (w, r) = (2 * i, 2 * i + 1);
+        text.push_str(&format!(
+            "invoke {w} 1 x write {i}\nok {w}\ninvoke {r} 2 x read\nok {r} {i}\n"
+        ));
+    }
+    // A write of 100 overlapping a read of 100, then a read of the old value 20, then
+    // more good operations that play no part.
+    text.push_str("invoke 100 1 x write 100\ninvoke 101 3 x read\nok 101 100\nok 100\n");
+    text.push_str("invoke 102 2 x read\ninvoke 103 4 x write 7\nok 102 20\nok 103\n");
+    text.push_str("invoke 104 1 x read\nok 104 7\n");
+    let h = History::parse(&text).unwrap();
+    assert!(matches!(
+        check(&h, 1_000_000),
+        Verdict::NotLinearizable { .. }
+    ));
+    let e = explain(&h, "x", 1_000_000).expect("an explanation");
+    assert_eq!(e.key, "x");
+    assert_eq!(
+        e.last, 102,
+        "the stale read ends the shortest broken prefix"
+    );
+    assert_eq!(e.concurrent, vec![103], "{e:?}");
+    assert!(!e.prefix.contains(&104), "{e:?}");
+    assert!(e.prefix.contains(&100) && e.prefix.contains(&103), "{e:?}");
+    // A linearizable register has nothing to explain.
+    let good = History::parse("invoke 1 1 x write 1\nok 1\ninvoke 2 2 x read\nok 2 1").unwrap();
+    assert_eq!(explain(&good, "x", 1_000_000), None);
+}
