@@ -118,7 +118,7 @@ pub fn figures(events: &[Event]) -> Figures {
             .filter(|e| e.process < crate::workload::SETUP_PROCESS)
     };
     let first = clients().next().map_or(0, |e| e.time);
-    let last = clients().last().map_or(0, |e| e.time);
+    let last = clients().next_back().map_or(0, |e| e.time);
     let mut longest = 0;
     let mut previous = first;
     for &t in successes.iter().chain(std::iter::once(&last)) {
