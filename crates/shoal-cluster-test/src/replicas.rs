@@ -1,7 +1,7 @@
-//! After the faults heal: every range's replicas must agree. Each replica's own node
-//! reports its applied index, live keys and live bytes (`GET /v1/ranges/{id}`); the check
-//! waits until the replicas of each range stand at one applied index, and then requires the
-//! same keys and bytes on each.
+//! After the faults heal: every range's replicas must hold the same data. Each replica's own
+//! node digests it (`GET /v1/ranges/{id}/digests`: a Merkle root over every key's version
+//! and value, at its applied index); the check waits until the replicas of each range stand
+//! at one applied index, and then requires one root.
 
 use hyper::Method;
 use serde::Serialize;
@@ -15,8 +15,8 @@ pub struct RangeCheck {
     pub range: u64,
     /// Whether they agreed at one applied index.
     pub equal: bool,
-    /// Each replica: node, applied index, keys, bytes (absent where its node did not
-    /// answer).
+    /// Each replica's digest as last seen: node, applied index, root, keys (or the error
+    /// its node's gateway reported).
     pub replicas: Vec<serde_json::Value>,
 }
 
@@ -52,31 +52,20 @@ pub async fn check(gateway: &Gateway, within: Duration) -> Result<Vec<RangeCheck
     for id in ids {
         let mut last = Vec::new();
         let equal = loop {
-            if let Some(range) = get(gateway, &format!("/v1/ranges/{id}")).await {
+            if let Some(digests) = get(gateway, &format!("/v1/ranges/{id}/digests")).await {
                 let replicas: Vec<serde_json::Value> =
-                    range["replicas"].as_array().cloned().unwrap_or_default();
-                let figure = |r: &serde_json::Value| {
-                    (
-                        r["applied"].as_u64(),
-                        r["keys"].as_u64(),
-                        r["bytes"].as_u64(),
-                    )
-                };
-                let first = replicas.first().map(figure);
-                let settled = !replicas.is_empty()
-                    && replicas.iter().all(|r| r["reachable"] == true)
-                    && replicas.iter().all(|r| Some(figure(r)) == first);
-                last = replicas
-                    .iter()
-                    .map(|r| {
-                        serde_json::json!({
-                            "node": r["node"], "applied": r["applied"],
-                            "keys": r["keys"], "bytes": r["bytes"],
-                        })
-                    })
-                    .collect();
-                if settled {
-                    break true;
+                    digests["replicas"].as_array().cloned().unwrap_or_default();
+                last = replicas.clone();
+                let answered =
+                    !replicas.is_empty() && replicas.iter().all(|r| r["error"].is_null());
+                let applied = replicas.first().map(|r| r["applied"].clone());
+                // At one applied index, the roots settle it either way.
+                if answered
+                    && replicas
+                        .iter()
+                        .all(|r| Some(&r["applied"]) == applied.as_ref())
+                {
+                    break digests["equal"] == true;
                 }
             }
             if Instant::now() >= deadline {

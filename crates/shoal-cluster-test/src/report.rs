@@ -37,8 +37,8 @@ pub struct Summary {
     pub linearizable: Option<bool>,
     /// The key whose history has none, if any.
     pub violation_key: Option<String>,
-    /// Whether every range's replicas agreed at the end (one applied index, the same keys
-    /// and bytes).
+    /// Whether every range's replicas held the same data at the end (one Merkle root at
+    /// one applied index).
     pub replicas_equal: bool,
     /// Keys the final reads could not read (a run that reads none has checked nothing).
     pub unread_keys: u64,
@@ -193,7 +193,7 @@ pub fn table(s: &Summary) -> String {
             }
         ),
         format!(
-            "replicas equal          {}",
+            "replicas equal (Merkle) {}",
             if s.replicas_equal { "yes" } else { "NO" }
         ),
         format!(

@@ -19,8 +19,8 @@ use shoal_consensus::ConfChange;
 use shoal_core::{Error, ErrorCode, NodeId, RangeDescriptor, RangeId};
 use shoal_membership::{MemberEvent, MemberEventKind};
 use shoal_ranges::store::{
-    ChangeReplicasRequest, ChangeReplicasRpc, KvOp, KvRequest, KvResponse, KvRpc, RangeReport,
-    SplitRequest, SplitResponse, SplitRpc, StatusRpc, Store, StoreError,
+    ChangeReplicasRequest, ChangeReplicasRpc, DigestRpc, KvOp, KvRequest, KvResponse, KvRpc,
+    RangeDigest, RangeReport, SplitRequest, SplitResponse, SplitRpc, StatusRpc, Store, StoreError,
 };
 use shoal_routing::{ErrorAction, RangeCache, RangeCacheConfig};
 use shoal_transport::{Rpc, RpcClient, RpcTransportExt};
@@ -272,46 +272,74 @@ impl KvRouter {
         range: RangeId,
         deadline: Instant,
     ) -> Result<(RangeDescriptor, Vec<(NodeId, Result<RangeReport, Error>)>), Error> {
-        let descriptor = self.recorded(range).await?;
-        let asking = descriptor.replicas.iter().map(|replica| {
-            let node = replica.node;
-            async move {
-                let report = if node == self.store.id() {
-                    let status = self.store.report(Some(range)).await;
-                    status.ranges.into_iter().next().ok_or_else(|| {
-                        Error::new(ErrorCode::RangeNotFound { range }, "not hosted here")
-                    })
-                } else {
-                    self.ask_status(node, range, deadline).await
-                };
-                (node, report)
-            }
-        });
-        let reports = futures_util::future::join_all(asking).await;
-        Ok((descriptor, reports))
+        self.ask_replicas(range, deadline, |node| async move {
+            let status = if node == self.store.id() {
+                self.store.report(Some(range)).await
+            } else {
+                self.call::<StatusRpc>(node, &Some(range), deadline).await?
+            };
+            status
+                .ranges
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::new(ErrorCode::RangeNotFound { range }, "not hosted there"))
+        })
+        .await
     }
 
-    /// Node `node`'s report of `range`.
-    async fn ask_status(
+    /// Range `range` as recorded, and each replica's digest (a Merkle root at its applied
+    /// index, built by its own node: the replicas hold the same data when the roots at one
+    /// index agree). A node that does not answer by `deadline` has its error instead.
+    pub async fn range_digests(
         &self,
-        node: NodeId,
         range: RangeId,
         deadline: Instant,
-    ) -> Result<RangeReport, Error> {
+    ) -> Result<(RangeDescriptor, Vec<(NodeId, Result<RangeDigest, Error>)>), Error> {
+        self.ask_replicas(range, deadline, |node| async move {
+            if node == self.store.id() {
+                self.store.replica_digest(range).await
+            } else {
+                self.call::<DigestRpc>(node, &range, deadline).await
+            }
+        })
+        .await
+    }
+
+    /// Range `range` as recorded, and `ask(node)` for each of its replicas' nodes, all at
+    /// once.
+    async fn ask_replicas<T, F>(
+        &self,
+        range: RangeId,
+        deadline: Instant,
+        ask: impl Fn(NodeId) -> F,
+    ) -> Result<(RangeDescriptor, Vec<(NodeId, Result<T, Error>)>), Error>
+    where
+        F: std::future::Future<Output = Result<T, Error>>,
+    {
+        let descriptor = self.recorded(range).await?;
+        let asking = descriptor.replicas.iter().map(|replica| async {
+            let answer = tokio::time::timeout_at(deadline.into(), ask(replica.node))
+                .await
+                .unwrap_or_else(|_| Err(Error::new(ErrorCode::Timeout, "no answer in time")));
+            (replica.node, answer)
+        });
+        let answers = futures_util::future::join_all(asking).await;
+        Ok((descriptor, answers))
+    }
+
+    /// Calls `node` (by its known address) with `request`, by `deadline`.
+    async fn call<R: shoal_transport::Rpc<Request: Sync>>(
+        &self,
+        node: NodeId,
+        request: &R::Request,
+        deadline: Instant,
+    ) -> Result<R::Response, Error> {
         let addr = self
             .store
             .peer_addr(node)
             .ok_or_else(|| Error::new(ErrorCode::Unreachable, "no known address"))?;
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let status = self
-            .client
-            .call::<StatusRpc>(addr, &Some(range), remaining)
-            .await?;
-        status
-            .ranges
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::new(ErrorCode::RangeNotFound { range }, "not hosted there"))
+        self.client.call::<R>(addr, request, remaining).await
     }
 
     /// The `attempt`-th voter of the cached range holding `key`, in turn, less the nodes

@@ -388,7 +388,30 @@ async fn keys_are_written_read_conditioned_scanned_and_deleted_over_http() {
             assert!(r["lag_entries"].is_u64(), "{body}");
         }
     }
+    // Digests: each replica's Merkle root, equal once they stand at one applied index.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = cluster.json(Method::GET, "/v1/ranges/1/digests", &[]).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let replicas = body["replicas"].as_array().unwrap();
+        assert_eq!(replicas.len(), 3, "{body}");
+        if body["equal"] == true {
+            assert!(replicas
+                .iter()
+                .all(|r| r["root"].as_str().unwrap().len() == 64));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replicas never agreed: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let (status, _) = cluster.json(Method::GET, "/v1/ranges/99999", &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = cluster
+        .json(Method::GET, "/v1/ranges/99999/digests", &[])
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = cluster.json(Method::GET, "/v1/ranges/x", &[]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -406,6 +429,7 @@ async fn keys_are_written_read_conditioned_scanned_and_deleted_over_http() {
         ("/v1/cluster/members", "get"),
         ("/v1/ranges", "get"),
         ("/v1/ranges/{id}", "get"),
+        ("/v1/ranges/{id}/digests", "get"),
         ("/v1/admin/ranges/{id}/split", "post"),
         ("/v1/admin/ranges/{id}/replicas", "post"),
         ("/health", "get"),

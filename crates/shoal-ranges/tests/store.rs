@@ -569,6 +569,27 @@ async fn replica_comparison_finds_equal_replicas_equal_and_a_divergence_loud() {
         Comparison::Equal { round_trips, .. } => assert!(round_trips <= 3, "{round_trips}"),
         other => panic!("{other:?}"),
     }
+    // Digests (what the gateway shows, and the cluster test compares) agree too: at one
+    // applied index, one root.
+    let digests = async |cluster: &Cluster| {
+        wait_for("both digests at one applied index", async || {
+            let a = cluster
+                .store(leader)
+                .replica_digest(FIRST_RANGE)
+                .await
+                .ok()?;
+            let b = cluster
+                .store(follower)
+                .replica_digest(FIRST_RANGE)
+                .await
+                .ok()?;
+            (a.applied == b.applied).then_some((a, b))
+        })
+        .await
+    };
+    let (a, b) = digests(&cluster).await;
+    assert_eq!(a, b);
+    assert!(a.keys >= 50, "{a:?}");
     // The follower's engine gains a key no entry wrote, at the index the next entry will
     // take: the follower then skips that entry (its engine is "ahead"), and diverges.
     cluster.kill(follower).await;
@@ -603,6 +624,8 @@ async fn replica_comparison_finds_equal_replicas_equal_and_a_divergence_loud() {
         other => panic!("the divergence went unnoticed: {other:?}"),
     }
     assert_eq!(cluster.store(leader).replica_mismatches(), 1);
+    let (a, b) = digests(&cluster).await;
+    assert_ne!(a.root, b.root, "the divergence is visible in the digests");
     cluster.shutdown().await;
 }
 

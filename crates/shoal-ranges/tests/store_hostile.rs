@@ -8,8 +8,8 @@ mod common;
 use common::{n, Cluster};
 use shoal_core::{ErrorCode, Generation, RangeId};
 use shoal_ranges::store::{
-    Comparison, Consistency, Expect, KvOp, KvRequest, KvResponse, KvRpc, LookupRequest, LookupRpc,
-    SplitRequest, SplitRpc, StatusRpc,
+    Comparison, Consistency, DigestRpc, Expect, KvOp, KvRequest, KvResponse, KvRpc, LookupRequest,
+    LookupRpc, SplitRequest, SplitRpc, StatusRpc,
 };
 use shoal_transport::{Rpc, RpcTransport, RpcTransportExt};
 use std::time::Duration;
@@ -74,11 +74,13 @@ async fn forged_and_garbled_requests_get_errors_and_change_nothing_they_should_n
     })
     .unwrap()];
     let status_corpus = vec![shoal_core::codec::encode(&Some(descriptor.id)).unwrap()];
+    let digest_corpus = vec![shoal_core::codec::encode(&descriptor.id).unwrap()];
     let methods: Vec<(shoal_core::MethodId, &Vec<Vec<u8>>)> = vec![
         (KvRpc::METHOD, &kv_corpus),
         (LookupRpc::METHOD, &lookup_corpus),
         (SplitRpc::METHOD, &split_corpus),
         (StatusRpc::METHOD, &status_corpus),
+        (DigestRpc::METHOD, &digest_corpus),
     ];
     let base = shoal_sim::seed_from_env_or(0x5EED_0180);
     let mut answered = 0u64;

@@ -197,6 +197,36 @@ pub struct RangeStatus {
     pub replicas: Vec<ReplicaStatus>,
 }
 
+/// A range's replicas, each digested by its own node.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RangeDigests {
+    /// The range.
+    pub id: u64,
+    /// Its generation.
+    pub generation: u64,
+    /// Whether every replica answered, at one applied index, with one root: then they
+    /// hold the same data.
+    pub equal: bool,
+    /// Each replica's digest.
+    pub replicas: Vec<ReplicaDigest>,
+}
+
+/// One replica's digest: the Merkle root of its data (BLAKE3 over every key's version and
+/// value) at its applied index.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct ReplicaDigest {
+    /// Its node.
+    pub node: u64,
+    /// The applied index digested at.
+    pub applied: Option<u64>,
+    /// The root, in hexadecimal.
+    pub root: Option<String>,
+    /// Keys digested.
+    pub keys: Option<u64>,
+    /// Why its node did not answer, if it did not.
+    pub error: Option<String>,
+}
+
 /// `/health` and `/ready`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Status {

@@ -2,8 +2,8 @@
 //! changes, metrics, health and readiness.
 
 use super::bodies::{
-    ErrorBody, Member, Range, RangeStatus, Replica, ReplicaChange, ReplicaStatus, ReplicasChanged,
-    SplitDone, SplitRequest, Status,
+    ErrorBody, Member, Range, RangeDigests, RangeStatus, Replica, ReplicaChange, ReplicaDigest,
+    ReplicaStatus, ReplicasChanged, SplitDone, SplitRequest, Status,
 };
 use super::params::{decode_bytes, query, user_key};
 use super::App;
@@ -123,6 +123,61 @@ fn range_error(e: shoal_core::Error) -> ApiError {
         };
     }
     e.into()
+}
+
+/// Each replica of a range digested by its own node: a Merkle root at its applied index.
+/// Replicas at one applied index with one root hold the same data. Building a digest reads
+/// the whole replica: this is for checks (the cluster test), not for monitoring.
+#[utoipa::path(
+    get,
+    path = "/v1/ranges/{id}/digests",
+    tag = "cluster",
+    params(("id" = u64, Path, description = "The range's id.")),
+    responses(
+        (status = 200, description = "Each replica's digest; a replica whose node did not answer says why.", body = RangeDigests),
+        (status = 404, description = "No such range.", body = ErrorBody),
+        (status = 400, description = "Malformed.", body = ErrorBody),
+    )
+)]
+pub(super) async fn range_digests(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<RangeDigests>, ApiError> {
+    query(&raw, &[])?;
+    let id = range_id(&id)?;
+    let (descriptor, digests) = app
+        .router
+        .range_digests(id, app.deadline())
+        .await
+        .map_err(range_error)?;
+    let replicas: Vec<ReplicaDigest> = digests
+        .into_iter()
+        .map(|(node, digest)| match digest {
+            Ok(d) => ReplicaDigest {
+                node: node.get(),
+                applied: Some(d.applied),
+                root: Some(d.root.iter().map(|b| format!("{b:02x}")).collect()),
+                keys: Some(d.keys),
+                error: None,
+            },
+            Err(e) => ReplicaDigest {
+                node: node.get(),
+                error: Some(e.to_string()),
+                ..ReplicaDigest::default()
+            },
+        })
+        .collect();
+    let first = replicas.first().map(|r| (r.applied, r.root.clone()));
+    let equal = replicas
+        .iter()
+        .all(|r| r.error.is_none() && Some((r.applied, r.root.clone())) == first);
+    Ok(Json(RangeDigests {
+        id: descriptor.id.get(),
+        generation: descriptor.generation.get(),
+        equal,
+        replicas,
+    }))
 }
 
 /// One range with each replica's role, indexes and lag, asked of the replicas' nodes.

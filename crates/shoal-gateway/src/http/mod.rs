@@ -24,6 +24,8 @@
 //!   `generation`, `replicas` with their roles, and `leader` where this node knows it).
 //! - `GET /v1/ranges/{id}`: one range with each replica's Raft role, term, commit and
 //!   applied index, and lag behind the leader, asked of the replicas' nodes.
+//! - `GET /v1/ranges/{id}/digests`: each replica's Merkle root at its applied index, built
+//!   by its own node, and whether they all agree (`equal`).
 //! - `POST /v1/admin/ranges/{id}/split`: splits a range at `{"at": "..."}` (a key strictly
 //!   inside it), or at its size median with no body; answers `{"left": ..., "right": ...}`.
 //! - `POST /v1/admin/ranges/{id}/replicas`: `{"add_learner": N}`, `{"promote": N}` or
@@ -112,6 +114,7 @@ fn api() -> OpenApiRouter<App> {
         .routes(routes!(cluster::members))
         .routes(routes!(cluster::ranges))
         .routes(routes!(cluster::range_status))
+        .routes(routes!(cluster::range_digests))
         .routes(routes!(cluster::split_range))
         .routes(routes!(cluster::change_replicas))
         .routes(routes!(cluster::health))

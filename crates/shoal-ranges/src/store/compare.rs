@@ -23,6 +23,65 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// A replica's Merkle root at its applied index (to compare replicas from outside, as
+/// `cargo xtask cluster-test` does through the gateway).
+pub struct DigestRpc;
+
+impl Rpc for DigestRpc {
+    const NAME: &'static str = "shoal.store.digest";
+    type Request = RangeId;
+    type Response = RangeDigest;
+}
+
+/// A replica's data, digested: equal roots at one applied index mean equal data.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeDigest {
+    /// The applied index of the view digested.
+    pub applied: u64,
+    /// The root of the Merkle tree over every key's version and value (BLAKE3), the
+    /// tree [`CompareRpc`] sessions compare.
+    pub root: [u8; 32],
+    /// Keys digested.
+    pub keys: u64,
+}
+
+/// Builds the Merkle tree of this node's replica of `range` as it is now, on a blocking
+/// thread, at most two builds at a time.
+async fn build_tree(inner: &Inner, range: RangeId) -> Result<RangeTree, shoal_core::Error> {
+    let _permit = inner
+        .compare_builds
+        .acquire()
+        .await
+        .map_err(|_| shoal_core::Error::new(shoal_core::ErrorCode::ShuttingDown, "stopping"))?;
+    let engine = inner.engine.clone();
+    tokio::task::spawn_blocking(move || RangeTree::build(&engine, range))
+        .await
+        .map_err(|e| shoal_core::Error::new(shoal_core::ErrorCode::Internal, e.to_string()))?
+        .map_err(|e| match e {
+            StoreError::Storage(shoal_storage::StorageError::RangeNotFound(_)) => {
+                shoal_core::Error::new(
+                    shoal_core::ErrorCode::RangeNotFound { range },
+                    "no replica of the range here",
+                )
+            }
+            e => shoal_core::Error::new(shoal_core::ErrorCode::Unavailable, e.to_string()),
+        })
+}
+
+/// This node's replica of `range`, digested (see [`RangeDigest`]).
+pub(crate) async fn digest(
+    inner: &Inner,
+    range: RangeId,
+) -> Result<RangeDigest, shoal_core::Error> {
+    let mut tree = build_tree(inner, range).await?;
+    let keys = tree.keys;
+    Ok(RangeDigest {
+        applied: tree.applied(),
+        root: tree.tree.root().0,
+        keys,
+    })
+}
+
 /// One step of a comparison session.
 pub struct CompareRpc;
 
@@ -91,6 +150,8 @@ const MAX_SESSIONS: usize = 16;
 pub(crate) struct RangeTree {
     view: RangeView,
     tree: MerkleTree,
+    /// Keys in the tree.
+    keys: u64,
 }
 
 /// A version as the stamp of a last-writer-wins item (the digest covers it).
@@ -108,6 +169,7 @@ impl RangeTree {
         let view = engine.view(range)?;
         let mut tree = MerkleTree::with_span(TreeShape::default(), view.span().clone());
         let rule = ConflictRule::LastWriterWins;
+        let mut keys = 0;
         let mut from: Vec<u8> = view.span().start().to_vec();
         loop {
             let page = view.scan(&Scan::all(4096).from(from.clone()))?;
@@ -115,6 +177,7 @@ impl RangeTree {
                 let item = Item::new(entry.key.clone(), entry.value.clone(), stamp(entry.version));
                 tree.insert(&entry.key, rule.leaf_digest(&item))
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                keys += 1;
             }
             match page.last() {
                 Some(last) if page.len() == 4096 => {
@@ -125,7 +188,7 @@ impl RangeTree {
             }
         }
         tree.refresh();
-        Ok(RangeTree { view, tree })
+        Ok(RangeTree { view, tree, keys })
     }
 
     pub(crate) fn applied(&self) -> u64 {
@@ -188,24 +251,7 @@ pub(crate) async fn answer(
         !sessions.sessions.contains_key(&key)
     };
     if fresh {
-        let _permit =
-            inner.compare_builds.acquire().await.map_err(|_| {
-                shoal_core::Error::new(shoal_core::ErrorCode::ShuttingDown, "stopping")
-            })?;
-        let engine = inner.engine.clone();
-        let range = request.range;
-        let tree = tokio::task::spawn_blocking(move || RangeTree::build(&engine, range))
-            .await
-            .map_err(|e| shoal_core::Error::new(shoal_core::ErrorCode::Internal, e.to_string()))?
-            .map_err(|e| match e {
-                StoreError::Storage(shoal_storage::StorageError::RangeNotFound(_)) => {
-                    shoal_core::Error::new(
-                        shoal_core::ErrorCode::RangeNotFound { range },
-                        "no replica of the range here",
-                    )
-                }
-                e => shoal_core::Error::new(shoal_core::ErrorCode::Unavailable, e.to_string()),
-            })?;
+        let tree = build_tree(inner, request.range).await?;
         let responder = Responder::read_only(inner.id, SyncConfig::default());
         let mut sessions = inner.compares.lock().unwrap_or_else(|p| p.into_inner());
         if sessions.sessions.len() >= MAX_SESSIONS {

@@ -58,7 +58,9 @@ pub use api::{
     SplitResponse, SplitRpc, Versioned, MAX_SCAN_LIMIT,
 };
 pub use command::{Applied, Command, Expect, Rejection, WriteOp, WriteOutcome};
-pub use compare::{CompareRequest, CompareResponse, CompareRpc, Comparison};
+pub use compare::{
+    CompareRequest, CompareResponse, CompareRpc, Comparison, DigestRpc, RangeDigest,
+};
 pub use config::StoreConfig;
 pub use gossip::RangesRpc;
 pub use handover::HandOver;

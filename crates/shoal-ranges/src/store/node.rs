@@ -514,6 +514,16 @@ impl Store {
         compare(&self.inner, range, peer, session).await
     }
 
+    /// This node's replica of `range` digested at its applied index: a Merkle root over
+    /// every key's version and value (see [`super::RangeDigest`]; [`super::DigestRpc`] asks
+    /// another node).
+    pub async fn replica_digest(
+        &self,
+        range: RangeId,
+    ) -> Result<super::RangeDigest, shoal_core::Error> {
+        super::compare::digest(&self.inner, range).await
+    }
+
     /// Comparisons so far that found two replicas differing at one applied index (there
     /// should be none).
     pub fn replica_mismatches(&self) -> u64 {

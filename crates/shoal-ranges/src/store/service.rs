@@ -76,6 +76,14 @@ pub(crate) fn register(router: &mut Router, slot: Slot) -> Result<(), RegisterEr
         let slot = compare.clone();
         async move { super::compare::answer(&inner(&slot)?, ctx.source, request).await }
     })?;
+    let digest = slot.clone();
+    router.register::<super::compare::DigestRpc, _, _>(move |_ctx, range| {
+        let slot = digest.clone();
+        async move {
+            let inner = inner(&slot)?;
+            super::compare::digest(&inner, range).await
+        }
+    })?;
     let replicas = slot.clone();
     router.register::<ChangeReplicasRpc, _, _>(move |_ctx, request| {
         let slot = replicas.clone();
