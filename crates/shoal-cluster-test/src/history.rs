@@ -163,3 +163,53 @@ impl Recorder {
         }
     }
 }
+
+/// One operation, its invocation and completion paired up (for the report).
+#[derive(Debug, Clone, Serialize)]
+pub struct OpRecord {
+    /// Its id.
+    pub id: u64,
+    /// The client.
+    pub process: u64,
+    /// `read`, `write`, `cas`.
+    pub f: &'static str,
+    /// The key.
+    pub key: String,
+    /// What it was invoked with.
+    pub value: serde_json::Value,
+    /// When it was invoked, ns since the run began.
+    pub invoked: u64,
+    /// When it completed, if it did.
+    pub completed: Option<u64>,
+    /// `ok`, `fail`, `info`, or `pending` (never completed).
+    pub outcome: &'static str,
+    /// What it returned (a read's value, whether a cas swapped).
+    pub result: serde_json::Value,
+}
+
+/// Pairs every invocation with its completion, in invocation order.
+pub fn operations(events: &[Event]) -> Vec<OpRecord> {
+    let mut ops: Vec<OpRecord> = Vec::new();
+    let mut at: HashMap<u64, usize> = HashMap::new();
+    for e in events {
+        if e.kind == "invoke" {
+            at.insert(e.id, ops.len());
+            ops.push(OpRecord {
+                id: e.id,
+                process: e.process,
+                f: e.f,
+                key: e.key.clone(),
+                value: e.value.clone(),
+                invoked: e.time,
+                completed: None,
+                outcome: "pending",
+                result: serde_json::Value::Null,
+            });
+        } else if let Some(&i) = at.get(&e.id) {
+            ops[i].completed = Some(e.time);
+            ops[i].outcome = e.kind;
+            ops[i].result = e.value.clone();
+        }
+    }
+    ops
+}

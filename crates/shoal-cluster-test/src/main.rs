@@ -13,6 +13,7 @@ mod bad_input;
 mod bank;
 mod cluster;
 mod history;
+mod html;
 mod nemesis;
 mod options;
 mod partition;
@@ -26,7 +27,7 @@ use clap::Parser;
 use cluster::Cluster;
 use history::Recorder;
 use options::{Fault, Options, Workload};
-use shoal_sim::linearizability::{check, Verdict};
+use shoal_sim::linearizability::{check, explain, Verdict};
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -240,6 +241,24 @@ async fn run(options: Options) -> Result<bool, String> {
         Verdict::NotLinearizable { key, .. } => (Some(false), Some(key.clone())),
         Verdict::Unknown { key } => (None, Some(key.clone())),
     };
+    let ops = history::operations(&recording.events);
+    let violation = match &verdict {
+        Verdict::NotLinearizable { key, .. } => {
+            explain(&recording.history, key, CHECK_BUDGET).map(|e| {
+                let by_id = |id: u64| ops.iter().find(|o| o.id == id).cloned();
+                let last = by_id(e.last).expect("the checker's operations are the history's");
+                report::ViolationWindow {
+                    key: e.key.clone(),
+                    prefix_ops: e.prefix.len(),
+                    key_ops: ops.iter().filter(|o| &o.key == key).count(),
+                    before: report::preceding(&ops, key, &last, 4),
+                    concurrent: e.concurrent.iter().filter_map(|&id| by_id(id)).collect(),
+                    last,
+                }
+            })
+        }
+        _ => None,
+    };
     let figures = report::figures(&recording.events);
     let carried_out = options.nemesis.iter().all(|kind| {
         faults
@@ -279,6 +298,7 @@ async fn run(options: Options) -> Result<bool, String> {
         violations,
         linearizable,
         violation_key,
+        violation,
         replicas_equal: !ranges.is_empty() && ranges.iter().all(|r| r.equal),
         unread_keys: unread,
         longest_unavailable_ms: figures.longest_unavailable_ms,
@@ -291,14 +311,44 @@ async fn run(options: Options) -> Result<bool, String> {
     };
     let json = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
     std::fs::write(out.join("summary.json"), &json).map_err(|e| e.to_string())?;
-    println!("{}", report::table(&summary));
-    if let Verdict::NotLinearizable { key, operations } = &verdict {
+    let table = report::table(&summary);
+    println!("{table}");
+    let page = html::render(&summary, &table, &ops)?;
+    std::fs::write(out.join("report.html"), page).map_err(|e| e.to_string())?;
+    if let Some(window) = &summary.violation {
+        println!(
+            "key {} has no linearization: the shortest broken prefix has {} of its {} operations, \
+             ending when operation {} (*) completed; {} operations were concurrent with it, \
+             the {} before it are the last that completed before it began:",
+            window.key,
+            window.prefix_ops,
+            window.key_ops,
+            window.last.id,
+            window.concurrent.len(),
+            window.before.len()
+        );
+        let rows = window.rows();
+        for o in rows {
+            println!(
+                "  {}{:>8} process {:>3}  {} {} {}  -> {} {}",
+                if o.id == window.last.id { "*" } else { " " },
+                o.id,
+                o.process,
+                o.f,
+                o.key,
+                o.value,
+                o.outcome,
+                o.result
+            );
+        }
+    } else if let Verdict::NotLinearizable { key, operations } = &verdict {
         println!(
             "key {key} has no linearization; its {} operations are in {}",
             operations.len(),
             out.join("history.jsonl").display()
         );
     }
+    println!("report: {}", out.join("report.html").display());
     // A run that checked nothing (no success, keys never read at the end) does not pass.
     let passed = summary.linearizable == Some(true)
         && summary.replicas_equal

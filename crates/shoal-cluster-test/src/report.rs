@@ -1,7 +1,7 @@
 //! The run's figures: operations by outcome, latency, the longest time with no successful
 //! operation, the faults, the checks' verdicts; written as `summary.json` and a table.
 
-use crate::history::Event;
+use crate::history::{Event, OpRecord};
 use crate::nemesis::FaultEvent;
 use crate::replicas::RangeCheck;
 use serde::Serialize;
@@ -37,6 +37,8 @@ pub struct Summary {
     pub linearizable: Option<bool>,
     /// The key whose history has none, if any.
     pub violation_key: Option<String>,
+    /// That key's violation, narrowed to a small window (see [`ViolationWindow`]).
+    pub violation: Option<ViolationWindow>,
     /// Whether every range's replicas held the same data at the end (one Merkle root at
     /// one applied index).
     pub replicas_equal: bool,
@@ -56,6 +58,54 @@ pub struct Summary {
     pub unclean_exits: Vec<u64>,
     /// Every range's replica check.
     pub ranges: Vec<RangeCheck>,
+}
+
+/// Why a key has no linearization, in a few operations: the shortest prefix of its
+/// history that has none ends when `last` completes, and `concurrent` are the operations
+/// overlapping it (shoal-sim's `explain`).
+#[derive(Debug, Serialize)]
+pub struct ViolationWindow {
+    /// The key.
+    pub key: String,
+    /// Operations in the shortest prefix with no linearization.
+    pub prefix_ops: usize,
+    /// The key's operations in all.
+    pub key_ops: usize,
+    /// The operation whose outcome no order fits.
+    pub last: OpRecord,
+    /// The operations concurrent with it.
+    pub concurrent: Vec<OpRecord>,
+    /// The last few operations of the key that completed before it was invoked: the
+    /// state it should have seen.
+    pub before: Vec<OpRecord>,
+}
+
+impl ViolationWindow {
+    /// Every operation of the window (those before it, the concurrent ones and the last),
+    /// in invocation order.
+    pub fn rows(&self) -> Vec<&OpRecord> {
+        let mut rows: Vec<&OpRecord> = self.before.iter().chain(&self.concurrent).collect();
+        rows.push(&self.last);
+        rows.sort_by_key(|o| o.invoked);
+        rows.dedup_by_key(|o| o.id);
+        rows
+    }
+}
+
+/// Operations of the window's key that completed before `last` was invoked, the latest
+/// `count` of them, in completion order.
+pub fn preceding(ops: &[OpRecord], key: &str, last: &OpRecord, count: usize) -> Vec<OpRecord> {
+    let mut before: Vec<&OpRecord> = ops
+        .iter()
+        .filter(|o| o.key == key && o.outcome != "fail")
+        .filter(|o| o.completed.is_some_and(|c| c < last.invoked))
+        .collect();
+    before.sort_by_key(|o| o.completed);
+    before
+        .iter()
+        .skip(before.len().saturating_sub(count))
+        .map(|&o| o.clone())
+        .collect()
 }
 
 /// Counts, latency and availability from the events.
