@@ -126,9 +126,10 @@ impl Recorder {
         });
     }
 
-    /// Every write so far, by key: its id and how it ended (`Unknown` while pending). For
-    /// the set workload, whose adds are writes of fresh keys.
-    pub fn adds(&self) -> HashMap<String, (u64, Outcome)> {
+    /// Every write so far, by key (the last, if a key was written more than once): its id
+    /// and how it ended (`Unknown` while pending). The set workload's adds are writes of
+    /// fresh keys.
+    pub fn writes(&self) -> HashMap<String, (u64, Outcome)> {
         let r = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut adds = HashMap::new();
         let mut keys = HashMap::new();

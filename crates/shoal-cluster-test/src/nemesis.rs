@@ -1,13 +1,14 @@
 //! The nemesis: faults on a schedule drawn from the seed, one at a time, each healed before
 //! the next, the kinds taking turns: kill -9 then restart, SIGSTOP then SIGCONT, network
 //! partitions (see [`crate::partition`]) then heal, split storms (see
-//! [`crate::split_storm`]). Half the kills and pauses hit the leader of the first user
-//! range, which is where faults hurt most.
+//! [`crate::split_storm`]). Half the kills and pauses hit the leader of the range holding
+//! a key the clients use (drawn from the seed), which is where faults hurt most. A fault
+//! that cannot be carried out (a node's fault route does not answer) is recorded as not
+//! having taken effect, and the run goes on.
 
 use crate::cluster::Cluster;
 use crate::options::Fault;
 use crate::partition;
-use hyper::Method;
 use serde::Serialize;
 use shoal_core::{DetRng, Rng};
 use std::sync::Arc;
@@ -22,12 +23,14 @@ pub struct FaultEvent {
     /// The nodes it hit: killed, paused, on a partition's small side (none for a split
     /// storm).
     pub nodes: Vec<u64>,
-    /// Whether it was aimed at the leader of range 1.
+    /// Whether it was aimed at the leader of a client key's range.
     pub leader: bool,
-    /// What exactly (the partition's sides, the splits done).
+    /// What exactly (the partition's sides and what it dropped, the splits done, or what
+    /// went wrong).
     pub detail: String,
-    /// Whether it took effect: a process was killed or stopped, a partition dropped
-    /// messages, a split was done.
+    /// Whether it took effect: a process was killed or stopped; a partition dropped
+    /// messages and a node on one side found one on the other unreachable; a split was
+    /// done.
     pub took_effect: bool,
     /// When it began, in milliseconds since the run began.
     pub start_ms: u64,
@@ -44,8 +47,9 @@ pub struct Plan {
     pub kinds: Vec<Fault>,
     /// The seed of the schedule.
     pub seed: u64,
-    /// Keys the clients use (where split storms split).
-    pub split_keys: Vec<String>,
+    /// Keys the clients use: where split storms split, and whose ranges' leaders faults
+    /// aim at.
+    pub keys: Vec<String>,
     /// The run's start, for timestamps.
     pub start: Instant,
     /// When the last fault must be healed.
@@ -62,7 +66,7 @@ pub async fn run(
     let Plan {
         kinds,
         seed,
-        split_keys,
+        keys,
         start,
         until,
     } = plan;
@@ -87,9 +91,13 @@ pub async fn run(
         turn += 1;
         let aim_at_leader = rng.chance(0.5);
         let pick = rng.below(u64::MAX);
+        let aim_key = keys
+            .get(rng.below(keys.len().max(1) as u64) as usize)
+            .cloned()
+            .unwrap_or_default();
         let (count, leader) = {
             let cluster = cluster.lock().await;
-            let leader = leader_of_first_range(&cluster)
+            let leader = leader_of(&cluster, aim_key.as_bytes())
                 .await
                 .and_then(|id| cluster.nodes.iter().position(|n| n.id == id));
             (cluster.nodes.len(), leader)
@@ -135,25 +143,24 @@ pub async fn run(
                 let cut = partition::plan(&mut rng, count, leader);
                 set(Some(format!("partition: {}", cut.detail)));
                 let cluster = cluster.lock().await;
-                let mut before = 0;
-                for (i, rules) in cut.rules.iter().enumerate() {
-                    before += cluster.set_faults(i, rules).await?;
-                }
-                tokio::time::sleep(length).await;
-                let mut after = 0;
-                for i in 0..count {
-                    after += cluster.clear_faults(i).await?;
-                }
+                let (outcome, hit) = partition(&cluster, &cut, length).await;
                 FaultEvent {
                     fault: fault.name(),
-                    nodes: cut.hit.iter().map(|&i| cluster.nodes[i].id).collect(),
+                    nodes: hit,
                     leader: cut.detail.starts_with("isolate leader"),
-                    detail: format!(
-                        "{}; {} messages dropped",
-                        cut.detail,
-                        after.saturating_sub(before)
-                    ),
-                    took_effect: after > before,
+                    detail: match &outcome {
+                        Ok((dropped, cut_seen)) => format!(
+                            "{}; {dropped} messages dropped; {}",
+                            cut.detail,
+                            if *cut_seen {
+                                "the cut was seen over node RPC"
+                            } else {
+                                "the cut was NOT seen over node RPC"
+                            }
+                        ),
+                        Err(e) => format!("{}; not carried out: {e}", cut.detail),
+                    },
+                    took_effect: matches!(outcome, Ok((dropped, true)) if dropped > 0),
                     start_ms: 0,
                     end_ms: 0,
                 }
@@ -161,13 +168,9 @@ pub async fn run(
             Fault::Split => {
                 set(Some("split storm".into()));
                 let gateway = cluster.lock().await.nodes[target].gateway();
-                let storm = crate::split_storm::storm(
-                    &gateway,
-                    &split_keys,
-                    &mut rng,
-                    Instant::now() + length,
-                )
-                .await;
+                let storm =
+                    crate::split_storm::storm(&gateway, &keys, &mut rng, Instant::now() + length)
+                        .await;
                 FaultEvent {
                     fault: fault.name(),
                     nodes: Vec::new(),
@@ -188,26 +191,62 @@ pub async fn run(
     }
 }
 
-/// The leader of range 1, as some running node's gateway reports it.
-async fn leader_of_first_range(cluster: &Cluster) -> Option<u64> {
+/// Puts partition `cut` in place for `length`, checks that it cuts node RPC (a node on one
+/// side finds a node of the other unreachable), and heals it, every rule cleared even
+/// when something failed. Returns the messages dropped and whether the cut was seen, or
+/// why it could not be put in place; and the ids of the nodes on the small side.
+async fn partition(
+    cluster: &Cluster,
+    cut: &partition::Partition,
+    length: Duration,
+) -> (Result<(u64, bool), String>, Vec<u64>) {
+    let hit = cut.hit.iter().map(|&i| cluster.nodes[i].id).collect();
+    let began = Instant::now();
+    let mut before = 0;
+    let mut failed = None;
+    for (i, rules) in cut.rules.iter().enumerate() {
+        match cluster.set_faults(i, rules).await {
+            Ok(dropped) => before += dropped,
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    // From a node that cuts one on the small side: is that node now unreachable?
+    let seen = match (failed.is_none(), cut.hit.first()) {
+        (true, Some(&b)) => match cut.rules[b].first() {
+            Some(&(a, _)) => cluster.reaches(a, b).await == Some(false),
+            None => false,
+        },
+        _ => false,
+    };
+    tokio::time::sleep(length.saturating_sub(began.elapsed())).await;
+    let mut after = 0;
+    for i in 0..cut.rules.len() {
+        match cluster.clear_faults(i).await {
+            Ok(dropped) => after += dropped,
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    let outcome = match failed {
+        Some(e) => Err(e),
+        None => Ok((after.saturating_sub(before), seen)),
+    };
+    (outcome, hit)
+}
+
+/// The leader of the range holding `key`, as some running node's gateway lists it.
+async fn leader_of(cluster: &Cluster, key: &[u8]) -> Option<u64> {
     for node in cluster
         .nodes
         .iter()
         .filter(|n| n.is_running() && !n.is_paused())
     {
-        let answer = node
-            .gateway()
-            .send(
-                Method::GET,
-                "/v1/ranges/1",
-                &[],
-                Vec::new(),
-                Duration::from_secs(2),
-            )
-            .await;
-        if let Some(answer) = answer.ok().filter(|a| a.status == 200) {
-            let range: serde_json::Value = serde_json::from_slice(&answer.body).ok()?;
-            if let Some(leader) = range["leader"].as_u64() {
+        if let Some(ranges) = crate::ranges::list(&node.gateway(), Duration::from_secs(2)).await {
+            if let Some(leader) = ranges.iter().find(|r| r.holds(key)).and_then(|r| r.leader) {
                 return Some(leader);
             }
         }

@@ -1,7 +1,7 @@
 //! Network partitions, planned from the seed: which nodes drop which peers' traffic. Each
 //! node's rules are set through its `/v1/admin/faults` (its transport fault filter cuts
-//! Raft, RPC and gossip alike), and both sides of every cut get rules, so the cut holds
-//! even if one side's request is lost.
+//! Raft, RPC and gossip alike); both sides of every cut get rules (a node's own rules
+//! decide what it sends and what it accepts).
 
 use shoal_core::{DetRng, Rng};
 

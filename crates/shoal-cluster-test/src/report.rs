@@ -69,7 +69,8 @@ pub struct ViolationWindow {
     pub key: String,
     /// Operations in the shortest prefix with no linearization.
     pub prefix_ops: usize,
-    /// The key's operations in all.
+    /// The key's operations the checker considered (failed ones and unanswered reads,
+    /// which constrain nothing, left out).
     pub key_ops: usize,
     /// The operation whose outcome no order fits.
     pub last: OpRecord,
@@ -124,6 +125,9 @@ pub struct Figures {
     pub p99_ms: f64,
     /// Longest gap with no success, ms (from the first invocation to the last completion).
     pub longest_unavailable_ms: u64,
+    /// Writes and compare-and-sets that swapped, acknowledged to clients (setup writes
+    /// left out): a run with none has shown nothing.
+    pub acknowledged_writes: u64,
 }
 
 /// Figures of `events`: the counts include the setup writes and final reads; latency and
@@ -131,6 +135,7 @@ pub struct Figures {
 pub fn figures(events: &[Event]) -> Figures {
     let mut invoked: HashMap<u64, u64> = HashMap::new();
     let (mut ops, mut ok, mut fail, mut info) = (0, 0, 0, 0);
+    let mut acknowledged_writes = 0;
     let mut latencies = Vec::new();
     let mut successes = Vec::new();
     for e in events {
@@ -144,6 +149,8 @@ pub fn figures(events: &[Event]) -> Figures {
                 // The final reads and setup writes are not the clients' traffic: their
                 // latency (a whole scan, say) and timing would skew the figures.
                 if e.process < crate::workload::SETUP_PROCESS {
+                    let wrote = e.f == "write" || (e.f == "cas" && e.value == true);
+                    acknowledged_writes += u64::from(wrote);
                     successes.push(e.time);
                     if let Some(&at) = invoked.get(&e.id) {
                         latencies.push(e.time.saturating_sub(at));
@@ -183,6 +190,7 @@ pub fn figures(events: &[Event]) -> Figures {
         p50_ms: pct(0.5),
         p99_ms: pct(0.99),
         longest_unavailable_ms: longest / 1_000_000,
+        acknowledged_writes,
     }
 }
 
@@ -298,6 +306,7 @@ mod tests {
         let f = figures(&events);
         assert_eq!((f.ops, f.ok, f.fail, f.info), (4, 2, 1, 1));
         assert_eq!(f.longest_unavailable_ms, 690);
+        assert_eq!(f.acknowledged_writes, 0, "reads acknowledge no write");
         assert_eq!(f.p50_ms, 10.0);
     }
 }

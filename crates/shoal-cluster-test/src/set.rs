@@ -1,6 +1,6 @@
 //! The set workload: clients add unique elements (each a fresh key, `s<client>-<n>`,
-//! written with its operation's id, recorded as a `write`); after the faults heal, one
-//! linearizable scan reads the whole set back. Then, as Jepsen's set checker does:
+//! written with its operation's id, recorded as a `write`); after the faults heal and the
+//! clients have stopped, linearizable scans (a page at a time) read the whole set back. Then, as Jepsen's set checker does:
 //!
 //! - an add acknowledged (`ok`) but absent is **lost**;
 //! - an element present that was never added is **unexpected**;
@@ -11,7 +11,7 @@
 //! completed after it), so the linearizability check sees each element's write and read.
 
 use crate::history::Recorder;
-use crate::workload::{classify, send, Clients, Pace, Tally, FINAL_PROCESS};
+use crate::workload::{classify, parse_id, send, Clients, Pace, Tally, FINAL_PROCESS};
 use hyper::Method;
 use shoal_core::{DetRng, Rng};
 use shoal_gateway::{decode_key, encode_bytes};
@@ -28,9 +28,13 @@ fn element(process: u64, n: u64) -> String {
     format!("{PREFIX}{process:04}-{n:07}")
 }
 
-/// Where split storms split: between the clients' elements.
+/// Where split storms split: between the clients' elements, and every 500 elements within
+/// each client's.
 pub fn split_keys(clients: u64) -> Vec<String> {
-    (1..clients).map(|p| format!("{PREFIX}{p:04}")).collect()
+    (0..clients)
+        .flat_map(|p| (0..20).map(move |k| element(p, k * 500)))
+        .skip(1)
+        .collect()
 }
 
 /// One client: adds a fresh element every `interval`, each through a random gateway.
@@ -74,7 +78,7 @@ pub struct SetCheck {
 /// records it as a read of each added key, and compares it with the adds.
 pub async fn final_check(gateways: &[Gateway], recorder: &Recorder, tally: &Tally) -> SetCheck {
     // Every add, by key: its id and how it ended.
-    let adds: HashMap<String, (u64, Outcome)> = recorder.adds();
+    let adds: HashMap<String, (u64, Outcome)> = recorder.writes();
     let mut keys: Vec<&String> = adds.keys().collect();
     keys.sort();
     let reads: Vec<(u64, RegisterOp)> = keys
@@ -89,12 +93,8 @@ pub async fn final_check(gateways: &[Gateway], recorder: &Recorder, tally: &Tall
     let found = scanned.unwrap_or_default();
     for ((id, op), key) in reads.into_iter().zip(&keys) {
         let outcome = match (&found, found.get(*key)) {
-            (_, Some(value)) => Outcome::Read(Some(
-                std::str::from_utf8(value)
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(u64::MAX),
-            )),
+            // Not a value any client wrote: keep it, so the check fails loudly.
+            (_, Some(value)) => Outcome::Read(Some(parse_id(value).unwrap_or(u64::MAX))),
             _ if check.read => Outcome::Read(None),
             _ => Outcome::Failed,
         };
@@ -142,7 +142,8 @@ async fn scan(gateways: &[Gateway]) -> Option<BTreeMap<String, Vec<u8>>> {
             encode_bytes(PREFIX.as_bytes())
         );
         if let Some(c) = &continuation {
-            path.push_str(&format!("&continuation={}", encode_bytes(c.as_bytes())));
+            // The page gives it percent-encoded, as a query value wants it.
+            path.push_str(&format!("&continuation={c}"));
         }
         let mut page = None;
         for attempt in 0..gateways.len() * 3 {

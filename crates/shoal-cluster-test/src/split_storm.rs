@@ -5,7 +5,7 @@
 
 use hyper::Method;
 use shoal_core::{DetRng, Rng};
-use shoal_gateway::{decode_key, encode_bytes};
+use shoal_gateway::encode_bytes;
 use shoal_node::client::Gateway;
 use std::time::{Duration, Instant};
 
@@ -16,48 +16,6 @@ pub struct Storm {
     pub asked: u64,
     /// Splits done.
     pub done: u64,
-}
-
-/// A range as `/v1/ranges` lists it: its id and its keys (`end` `None`: to the end).
-#[derive(Debug)]
-struct Span {
-    id: u64,
-    start: Vec<u8>,
-    end: Option<Vec<u8>>,
-}
-
-async fn spans(gateway: &Gateway) -> Option<Vec<Span>> {
-    let answer = gateway
-        .send(
-            Method::GET,
-            "/v1/ranges",
-            &[],
-            Vec::new(),
-            Duration::from_secs(5),
-        )
-        .await
-        .ok()
-        .filter(|a| a.status == 200)?;
-    let ranges: Vec<serde_json::Value> = serde_json::from_slice(&answer.body).ok()?;
-    let decode = |v: &serde_json::Value| -> Option<Vec<u8>> {
-        match v.as_str()? {
-            "" => Some(Vec::new()),
-            text => decode_key(text).ok(),
-        }
-    };
-    ranges
-        .iter()
-        .map(|r| {
-            Some(Span {
-                id: r["id"].as_u64()?,
-                start: decode(&r["start"])?,
-                end: match &r["end"] {
-                    serde_json::Value::Null => None,
-                    end => Some(decode(end)?),
-                },
-            })
-        })
-        .collect()
 }
 
 /// Splits ranges at keys drawn from `candidates` until `until`, a split about every 300
@@ -72,10 +30,14 @@ pub async fn storm(
     let mut storm = Storm::default();
     while Instant::now() < until && !candidates.is_empty() {
         let key = candidates[rng.below(candidates.len() as u64) as usize].as_bytes();
-        if let Some(spans) = spans(gateway).await {
-            let inside = spans.iter().find(|s| {
-                s.start.as_slice() < key && s.end.as_ref().is_none_or(|e| key < e.as_slice())
-            });
+        // Each request is bounded by what is left of the storm (at least a second).
+        let timeout = until
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(1));
+        if let Some(ranges) = crate::ranges::list(gateway, timeout).await {
+            let inside = ranges
+                .iter()
+                .find(|r| r.holds(key) && r.start.as_slice() < key);
             if let Some(span) = inside {
                 storm.asked += 1;
                 let body = serde_json::json!({ "at": encode_bytes(key) });
@@ -85,7 +47,7 @@ pub async fn storm(
                         &format!("/v1/admin/ranges/{}/split", span.id),
                         &[],
                         body.to_string().into_bytes(),
-                        Duration::from_secs(5),
+                        timeout,
                     )
                     .await;
                 storm.done += u64::from(split.is_ok_and(|a| a.status == 200));

@@ -3,15 +3,13 @@
 //! Jepsen's etcd client does: `fail` only when the operation certainly did not take effect,
 //! `info` (unknown) whenever it may have; when in doubt, `info`.
 //!
-//! This module is the register workload (reads, writes and compare-and-sets of a few keys)
-//! and what the others share; see [`crate::set`] and [`crate::bank`].
+//! The workloads are [`crate::register`], [`crate::set`] and [`crate::bank`].
 
 use crate::history::Recorder;
 use hyper::Method;
-use shoal_core::{DetRng, Rng};
 use shoal_gateway::encode_bytes;
 use shoal_node::client::{key_path, Answer, Gateway, SendError};
-use shoal_sim::linearizability::{Outcome, RegisterOp, Value};
+use shoal_sim::linearizability::{Outcome, RegisterOp};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,11 +40,6 @@ impl Tally {
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
-}
-
-/// Register `k`'s key.
-pub fn key_name(k: u64) -> String {
-    format!("r{k}")
 }
 
 /// What every client shares.
@@ -100,67 +93,15 @@ impl Pace {
 /// One client of the run's workload, until the clients' end.
 pub async fn client(process: u64, seed: u64, shared: Arc<Clients>) {
     match shared.workload {
-        crate::options::Workload::Register => register_client(process, seed, &shared).await,
+        crate::options::Workload::Register => crate::register::client(process, seed, &shared).await,
         crate::options::Workload::Set => crate::set::client(process, seed, &shared).await,
         crate::options::Workload::Bank => crate::bank::client(process, seed, &shared).await,
     }
 }
 
-/// A register client: until `until`, an operation every `interval` (or as fast as answers
-/// come), each through a random node's gateway.
-async fn register_client(process: u64, seed: u64, shared: &Clients) {
-    let Clients {
-        gateways,
-        keys,
-        interval,
-        until,
-        recorder,
-        tally,
-        ..
-    } = shared;
-    let (keys, until) = (*keys, *until);
-    let mut pace = Pace::new(*interval);
-    let mut rng = DetRng::from_seed(seed);
-    // The last value this client saw per key: what its compare-and-sets expect.
-    let mut seen: Vec<Value> = vec![None; keys as usize];
-    while Instant::now() < until {
-        let k = rng.below(keys);
-        let key = key_name(k);
-        let op = match rng.below(10) {
-            0..=4 => RegisterOp::Read,
-            5..=7 => RegisterOp::Write(0),
-            _ => RegisterOp::Cas {
-                expected: seen[k as usize],
-                new: Some(0),
-            },
-        };
-        let gateway = &gateways[rng.below(gateways.len() as u64) as usize];
-        // Written values are the operation's id: unique, so a read names its write.
-        let id_op = |id: u64| match op {
-            RegisterOp::Write(_) => RegisterOp::Write(id),
-            RegisterOp::Cas { expected, .. } => RegisterOp::Cas {
-                expected,
-                new: Some(id),
-            },
-            other => other,
-        };
-        let (id, op) = recorder.invoke_with(process, &key, id_op);
-        let sent = send(gateway, &key, op, &|v| v.to_string()).await;
-        let outcome = classify(op, sent, &|body| parse_id(body));
-        recorder.complete(id, process, &key, op, outcome);
-        tally.count(outcome);
-        match (op, outcome) {
-            (_, Outcome::Read(v)) => seen[k as usize] = v,
-            (RegisterOp::Write(v), Outcome::Written) => seen[k as usize] = Some(v),
-            (RegisterOp::Cas { new, .. }, Outcome::Swapped(true)) => seen[k as usize] = new,
-            _ => {}
-        }
-        pace.wait().await;
-    }
-}
-
-/// A register's value: the id of the operation that wrote it, in decimal.
-fn parse_id(body: &[u8]) -> Option<u64> {
+/// A register's (or a set element's) value: the id of the operation that wrote it, in
+/// decimal.
+pub fn parse_id(body: &[u8]) -> Option<u64> {
     std::str::from_utf8(body).ok()?.parse().ok()
 }
 
@@ -169,11 +110,6 @@ pub const FINAL_PROCESS: u64 = u64::MAX;
 /// The process id of a workload's setup writes (the bank's opening balances); it and
 /// [`FINAL_PROCESS`] are the only ids at or above it.
 pub const SETUP_PROCESS: u64 = u64::MAX - 1;
-
-/// The register workload's keys.
-pub fn register_keys(keys: u64) -> Vec<String> {
-    (0..keys).map(key_name).collect()
-}
 
 /// Reads `key` once the faults have healed, through each node in turn until one answers,
 /// so that the history ends with what the cluster holds; returns the body read (`None`
@@ -251,11 +187,7 @@ pub async fn send(
                 )
                 .await
         }
-        RegisterOp::Delete => {
-            gateway
-                .send(Method::DELETE, &path, &[], Vec::new(), CLIENT_TIMEOUT)
-                .await
-        }
+        RegisterOp::Delete => unreachable!("no workload deletes"),
     }
 }
 
@@ -282,7 +214,6 @@ pub fn classify(
         (RegisterOp::Read, 404) => Outcome::Read(None),
         (RegisterOp::Read, _) => Outcome::Failed,
         (RegisterOp::Write(_), 200) => Outcome::Written,
-        (RegisterOp::Delete, 204 | 404) => Outcome::Written,
         (RegisterOp::Cas { .. }, 200) => Outcome::Swapped(true),
         (RegisterOp::Cas { .. }, 409) => Outcome::Swapped(false),
         // The gateway's definite refusals: not carried out.

@@ -104,6 +104,22 @@ impl FaultFilter {
         self.set_enabled(true);
     }
 
+    /// Replaces every rule with `rules` at once (no message sees a mix of old and new), and
+    /// enables the filter.
+    pub fn replace(&self, rules: &[(SocketAddr, Direction, FaultAction)]) {
+        let mut fresh = Rules::default();
+        for &(peer, direction, action) in rules {
+            if matches!(direction, Direction::Inbound | Direction::Both) {
+                fresh.inbound.insert(peer, action);
+            }
+            if matches!(direction, Direction::Outbound | Direction::Both) {
+                fresh.outbound.insert(peer, action);
+            }
+        }
+        *self.write_rules() = fresh;
+        self.set_enabled(true);
+    }
+
     /// Removes the rules for `peer` in `direction`.
     pub fn remove_rule(&self, peer: SocketAddr, direction: Direction) {
         let mut rules = self.write_rules();
@@ -216,6 +232,19 @@ mod tests {
                 ),
             ]
         );
+        filter.replace(&[(addr(3), Direction::Inbound, FaultAction::Drop)]);
+        assert_eq!(
+            filter.rules(),
+            vec![(addr(3), Direction::Inbound, FaultAction::Drop)]
+        );
+        filter.replace(&[
+            (addr(1), Direction::Outbound, FaultAction::Drop),
+            (
+                addr(2),
+                Direction::Both,
+                FaultAction::Delay(Duration::from_millis(5)),
+            ),
+        ]);
         filter.remove_rule(addr(1), Direction::Both);
         assert_eq!(filter.check(addr(1), Direction::Outbound), Verdict::Pass);
         filter.clear();

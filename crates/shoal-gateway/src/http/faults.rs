@@ -172,11 +172,7 @@ pub(super) async fn put_faults(
         .iter()
         .map(parse)
         .collect::<Result<Vec<_>, _>>()?;
-    let filter = app.router.store().fault_filter();
-    filter.clear();
-    for (peer, direction, action) in rules {
-        filter.add_rule(peer, direction, action);
-    }
+    app.router.store().fault_filter().replace(&rules);
     tracing::warn!(rules = body.rules.len(), "fault rules replaced");
     Ok(Json(state(&app)))
 }

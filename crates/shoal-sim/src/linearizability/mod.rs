@@ -110,9 +110,10 @@ pub fn check(history: &History, budget: u64) -> Verdict {
 
 /// A small window that shows why a register has no linearization: the shortest prefix of
 /// its history (cut just after some operation completed) that has none, the operation
-/// whose completion ends that prefix, and the operations concurrent with it. Everything
-/// before the window could be ordered; no order fits this operation's outcome among its
-/// concurrent ones.
+/// whose completion ends that prefix, and the operations concurrent with it. The history up
+/// to just before that completion could be ordered; with this operation's outcome it
+/// cannot (the cause may lie earlier, as with a stale read of a value overwritten long
+/// before, but this is the first outcome no order fits).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Explanation {
     /// The register.
@@ -130,7 +131,7 @@ pub struct Explanation {
 /// Explains why `key`'s operations in `history` have no linearization (see
 /// [`Explanation`]), spending at most `budget` steps per search (a binary search over
 /// prefixes, so about log2 of the operations' count searches). `None` if they have one,
-/// or if the searches gave up.
+/// or if any search gave up (the prefix found could then not be the shortest).
 pub fn explain(history: &History, key: &str, budget: u64) -> Option<Explanation> {
     let mut ops: Vec<&Operation> = history
         .operations()
@@ -148,7 +149,9 @@ pub fn explain(history: &History, key: &str, budget: u64) -> Option<Explanation>
             .filter(|o| o.op != RegisterOp::Read || o.completed.is_some_and(|c| c <= cut))
             .collect()
     };
-    let broken = |cut: u64| {
+    // Whether the prefix ending at `cut` has no linearization; `None` if the search gave
+    // up.
+    let broken = |cut: u64| -> Option<bool> {
         let search_ops: Vec<search::Op> = prefix(cut)
             .iter()
             .map(|o| match o.completed {
@@ -160,20 +163,24 @@ pub fn explain(history: &History, key: &str, budget: u64) -> Option<Explanation>
                 },
             })
             .collect();
-        search::search(&search_ops, initial, budget) == search::Found::NotLinearizable
+        match search::search(&search_ops, initial, budget) {
+            search::Found::NotLinearizable => Some(true),
+            search::Found::Linearizable => Some(false),
+            search::Found::GaveUp => None,
+        }
     };
     let mut cuts: Vec<u64> = ops.iter().filter_map(|o| o.completed).collect();
     cuts.sort_unstable();
     // Adding events to a history never makes it linearizable again, so the broken
     // prefixes are a suffix of the cuts: find the first.
     let (mut lo, mut hi) = (0, cuts.len());
-    if hi == 0 || !broken(cuts[hi - 1]) {
+    if hi == 0 || !broken(cuts[hi - 1])? {
         return None;
     }
     hi -= 1;
     while lo < hi {
         let mid = (lo + hi) / 2;
-        if broken(cuts[mid]) {
+        if broken(cuts[mid])? {
             hi = mid;
         } else {
             lo = mid + 1;
