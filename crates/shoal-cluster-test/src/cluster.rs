@@ -314,28 +314,19 @@ impl Cluster {
         ))
     }
 
-    /// Whether node `from` reaches node `to` over node RPC, as `from`'s gateway sees it when
-    /// it asks every replica of range 1 for its status (`None`: `from` did not answer, or
-    /// `to` holds no replica of range 1).
+    /// Whether node `from` reaches node `to` over node RPC now: `from` sends `to` one
+    /// request through its fault filter (`GET /v1/admin/faults?probe=`). `None` if `from`
+    /// did not answer.
     pub async fn reaches(&self, from: usize, to: usize) -> Option<bool> {
+        let path = format!("/v1/admin/faults?probe={}", self.nodes[to].listen);
         let answer = self.nodes[from]
             .gateway()
-            .send(
-                Method::GET,
-                "/v1/ranges/1",
-                &[],
-                Vec::new(),
-                Duration::from_secs(10),
-            )
+            .send(Method::GET, &path, &[], Vec::new(), Duration::from_secs(10))
             .await
             .ok()
             .filter(|a| a.status == 200)?;
-        let range: serde_json::Value = serde_json::from_slice(&answer.body).ok()?;
-        range["replicas"]
-            .as_array()?
-            .iter()
-            .find(|r| r["node"].as_u64() == Some(self.nodes[to].id))?["reachable"]
-            .as_bool()
+        let state: serde_json::Value = serde_json::from_slice(&answer.body).ok()?;
+        state["probe"]["reachable"].as_bool()
     }
 
     /// Ends every fault: resumes paused nodes, clears every fault rule of the nodes that ran

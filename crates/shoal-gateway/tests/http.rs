@@ -884,6 +884,11 @@ async fn fault_rules_exist_only_with_fault_injection_on() {
         assert!(Instant::now() < deadline, "nothing was dropped: {state}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // A probe over node RPC finds the cut-off peer unreachable, and reachable once healed.
+    let probe = format!("/v1/admin/faults?probe={}", peers[0]);
+    let (_, _, body) = cluster.call(Method::GET, &probe, &[], &[]).await;
+    let state: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(state["probe"]["reachable"], false, "{state}");
     let (status, _, body) = cluster
         .call(Method::DELETE, "/v1/admin/faults", &[], &[])
         .await;
@@ -891,4 +896,11 @@ async fn fault_rules_exist_only_with_fault_injection_on() {
     let state: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert!(state["rules"].as_array().unwrap().is_empty(), "{state}");
     assert!(cluster.stores[0].fault_filter().rules().is_empty());
+    let (_, _, body) = cluster.call(Method::GET, &probe, &[], &[]).await;
+    let state: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(state["probe"]["reachable"], true, "{state}");
+    let (status, _, _) = cluster
+        .call(Method::GET, "/v1/admin/faults?probe=nowhere", &[], &[])
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
 }

@@ -3,13 +3,16 @@
 //! rules of the node's transport fault filter (see `Store::fault_filter`), which cut or
 //! delay Raft, RPC and gossip traffic with chosen peers.
 //!
+//! `GET /v1/admin/faults?probe=ADDR` also sends one node RPC to the node at `ADDR` and
+//! says whether it was answered: a test's proof that a partition cuts what it should.
+//!
 //! The routes answer only on a gateway built with [`GatewayConfig::fault_injection`]; on
 //! any other they are a 404 `fault_injection_disabled`, and nothing changes. They are left
 //! out of the OpenAPI document: they are a test harness, not part of the API.
 //!
 //! [`GatewayConfig::fault_injection`]: super::GatewayConfig::fault_injection
 
-use super::params::query;
+use super::params::{decode_bytes, query};
 use super::App;
 use crate::errors::ApiError;
 use axum::body::Bytes;
@@ -17,7 +20,9 @@ use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use shoal_transport::{Direction, FaultAction};
+use shoal_core::RangeId;
+use shoal_ranges::store::StatusRpc;
+use shoal_transport::{Direction, FaultAction, RpcTransportExt};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -59,7 +64,25 @@ pub struct FaultState {
     pub dropped: u64,
     /// Messages it has delayed since the node started.
     pub delayed: u64,
+    /// With `?probe=ADDR`: whether a node RPC to that address was answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe: Option<Probe>,
 }
+
+/// One node RPC (a status request) to a peer, through the fault filter like any other.
+#[derive(Debug, Serialize)]
+pub struct Probe {
+    /// The address asked.
+    pub peer: SocketAddr,
+    /// Whether it answered within the probe's timeout.
+    pub reachable: bool,
+    /// Why not, if it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// How long a probe waits for its answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Refuses unless the gateway was built with fault injection on.
 fn enabled(app: &App) -> Result<(), ApiError> {
@@ -103,6 +126,7 @@ fn state(app: &App) -> FaultState {
         rules,
         dropped: stats.fault_dropped,
         delayed: stats.fault_delayed,
+        probe: None,
     }
 }
 
@@ -140,14 +164,40 @@ fn parse(rule: &FaultRule) -> Result<(SocketAddr, Direction, FaultAction), ApiEr
     Ok((rule.peer, direction, action))
 }
 
-/// `GET /v1/admin/faults`: the rules in force and what they have done.
+/// `GET /v1/admin/faults`: the rules in force and what they have done; with
+/// `?probe=ADDR`, also whether a node RPC to the node listening at `ADDR` is answered now
+/// (what a partition's test wants to see cut).
 pub(super) async fn get_faults(
     State(app): State<App>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<FaultState>, ApiError> {
     enabled(&app)?;
-    query(&raw, &[])?;
-    Ok(Json(state(&app)))
+    let params = query(&raw, &["probe"])?;
+    let probe = match params.get("probe") {
+        Some(addr) => {
+            let peer: SocketAddr = decode_bytes(addr)
+                .ok()
+                .and_then(|a| String::from_utf8(a).ok())
+                .and_then(|a| a.parse().ok())
+                .ok_or_else(|| ApiError::bad_request("probe is not an address (host:port)"))?;
+            let asked = app
+                .router
+                .store()
+                .client()
+                .call::<StatusRpc>(peer, &Some(RangeId::new(0)), PROBE_TIMEOUT)
+                .await;
+            Some(Probe {
+                peer,
+                reachable: asked.is_ok(),
+                error: asked.err().map(|e| e.to_string()),
+            })
+        }
+        None => None,
+    };
+    Ok(Json(FaultState {
+        probe,
+        ..state(&app)
+    }))
 }
 
 /// `PUT /v1/admin/faults`: replaces every rule with the body's (all checked first: a bad
