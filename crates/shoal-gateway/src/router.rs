@@ -30,6 +30,12 @@ use std::time::{Duration, Instant};
 /// The longest a retry waits, however many came before.
 const MAX_BACKOFF: Duration = Duration::from_millis(200);
 
+/// The longest one attempt of a request waits for its node's answer. A leader cut off by a
+/// partition, or stopped, must not hold requests to their deadline while the other
+/// replicas elect a new one (about an election timeout): a read then tries another
+/// replica, a write answers that its outcome is unknown.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The least time left for which a write is still sent.
 pub const MIN_WRITE_TIME: Duration = Duration::from_millis(20);
 
@@ -78,8 +84,9 @@ impl KvRouter {
     }
 
     /// Sends `op` for `key` to its range's leader until it succeeds, fails for good, or
-    /// `deadline` passes (the last error then). A write that may have taken effect fails
-    /// with [`ErrorCode::OutcomeUnknown`].
+    /// `deadline` passes (the last error then), each attempt waiting at most
+    /// [`ATTEMPT_TIMEOUT`]. A write that may have taken effect fails with
+    /// [`ErrorCode::OutcomeUnknown`].
     pub async fn send(&self, key: &[u8], op: KvOp, deadline: Instant) -> Result<KvResponse, Error> {
         let write = matches!(op, KvOp::Write { .. });
         let mut attempt: u32 = 0;
@@ -138,7 +145,12 @@ impl KvRouter {
                 generation: route.generation,
                 op: op.clone(),
             };
-            let error = match self.client.call::<KvRpc>(addr, &request, remaining).await {
+            let attempt_timeout = remaining.min(ATTEMPT_TIMEOUT);
+            let error = match self
+                .client
+                .call::<KvRpc>(addr, &request, attempt_timeout)
+                .await
+            {
                 Ok(response) => {
                     // Only a write proves the node leads (a stale read is served by any
                     // replica).
@@ -157,8 +169,9 @@ impl KvRouter {
             }
             attempt += 1;
             let action = match &error.code {
-                // Nothing reached the node: try another replica.
-                ErrorCode::Unreachable => {
+                // Nothing reached the node, or it did not answer in time (cut off,
+                // stopped): try another replica.
+                ErrorCode::Unreachable | ErrorCode::Timeout => {
                     self.cache
                         .observe_error(key, &route, &ErrorCode::NotLeader { hint: None });
                     ErrorAction::Backoff
