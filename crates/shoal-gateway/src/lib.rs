@@ -25,7 +25,7 @@ pub use http::{
 };
 pub use keys::{decode_key, encode_bytes, KeyError};
 pub use metrics::Metrics;
-pub use router::KvRouter;
+pub use router::{KvRouter, ATTEMPT_TIMEOUT};
 pub use tls::{server_config, TlsError, TlsListener};
 
 /// Where the gateway takes connections: plain TCP, or TCP with TLS.

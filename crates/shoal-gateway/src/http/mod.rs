@@ -36,7 +36,7 @@
 //! - `GET /health`: the process is alive. `GET /ready`: the node can route requests (it
 //!   knows the range of the first user key).
 //! - `GET`, `PUT`, `DELETE /v1/admin/faults`: the transport fault rules, only on a gateway
-//!   built with [`GatewayConfig::fault_injection`] (404 otherwise); see [`faults`].
+//!   built with [`GatewayConfig::fault_injection`] (404 otherwise).
 //! - `GET /v1/openapi.json`: the OpenAPI 3 document of all of the above, generated from the
 //!   handlers' annotations (the same ones that register the routes).
 //!
@@ -50,7 +50,7 @@
 
 pub mod bodies;
 mod cluster;
-pub mod faults;
+mod faults;
 mod kv;
 mod params;
 
@@ -144,9 +144,10 @@ pub struct GatewayConfig {
     /// If set, every route but `/health` needs `Authorization: Bearer <token>` (401
     /// otherwise). Default none.
     pub auth_token: Option<String>,
-    /// Whether `/v1/admin/faults` may cut or delay this node's traffic with its peers (see
-    /// [`faults`]): for fault-injection tests only, never in production. Default off, when
-    /// the routes answer 404.
+    /// Whether `GET`, `PUT` and `DELETE /v1/admin/faults` may read, set and clear the rules
+    /// of the node's transport fault filter (cutting or delaying its traffic with chosen
+    /// peers; `?probe=ADDR` sends one node RPC to a peer): for fault-injection tests only,
+    /// never in production. Default off, when the routes answer 404.
     pub fault_injection: bool,
 }
 
