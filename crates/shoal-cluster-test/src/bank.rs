@@ -32,9 +32,12 @@ pub fn bank_key(b: u64) -> String {
     format!("bank{b}")
 }
 
-/// Where split storms split: at the banks' keys.
+/// Where split storms split: at each bank's key, and just after it (so that storms can
+/// go on giving each bank a range of its own, and then splitting empty ranges off).
 pub fn split_keys(keys: u64) -> Vec<String> {
-    (0..banks(keys)).map(bank_key).collect()
+    (0..banks(keys))
+        .flat_map(|b| [bank_key(b), format!("{}~", bank_key(b))])
+        .collect()
 }
 
 /// A bank's value: who wrote it, then the balances.

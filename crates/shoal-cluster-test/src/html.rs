@@ -446,6 +446,7 @@ mod tests {
             leader: false,
             detail: "majority [2, 3] / minority [1]".into(),
             took_effect: true,
+            clean_cut: true,
             start_ms: 0,
             end_ms: 1,
         };

@@ -32,6 +32,9 @@ pub struct FaultEvent {
     /// messages and a node on one side found one on the other unreachable; a split was
     /// done.
     pub took_effect: bool,
+    /// For a partition: whether it cut both ways (a majority from a minority, a node from
+    /// everyone), not one node's traffic one way.
+    pub clean_cut: bool,
     /// When it began, in milliseconds since the run began.
     pub start_ms: u64,
     /// When it was healed.
@@ -80,6 +83,7 @@ pub async fn run(
     // many faults as kinds has each kind at least once.
     let first = rng.below(kinds.len() as u64) as usize;
     let mut turn = 0usize;
+    let mut partitions = 0;
     loop {
         let gap = Duration::from_millis(3_000 + rng.below(3_000));
         let length = Duration::from_millis(2_000 + rng.below(3_000));
@@ -135,12 +139,14 @@ pub async fn run(
                     leader: on_leader,
                     detail: String::new(),
                     took_effect: true,
+                    clean_cut: false,
                     start_ms: 0,
                     end_ms: 0,
                 }
             }
             Fault::Partition => {
-                let cut = partition::plan(&mut rng, count, leader);
+                let cut = partition::plan(&mut rng, partitions, count, leader);
+                partitions += 1;
                 set(Some(format!("partition: {}", cut.detail)));
                 let cluster = cluster.lock().await;
                 let (outcome, hit) = partition(&cluster, &cut, length).await;
@@ -161,6 +167,7 @@ pub async fn run(
                         Err(e) => format!("{}; not carried out: {e}", cut.detail),
                     },
                     took_effect: matches!(outcome, Ok((dropped, true)) if dropped > 0),
+                    clean_cut: cut.is_clean_cut(),
                     start_ms: 0,
                     end_ms: 0,
                 }
@@ -177,6 +184,7 @@ pub async fn run(
                     leader: false,
                     detail: format!("{} of {} splits done", storm.done, storm.asked),
                     took_effect: storm.done > 0,
+                    clean_cut: false,
                     start_ms: 0,
                     end_ms: 0,
                 }

@@ -18,13 +18,11 @@ pub struct Partition {
     pub rules: Vec<Vec<(usize, &'static str)>>,
 }
 
-/// The kinds, taking turns with the seed's choice.
-const KINDS: u64 = 3;
-
-/// Plans a partition of `count` nodes: a majority from a minority, the leader of the first
-/// range (`leader`, by index, when known) from everyone, or one node's traffic in one
-/// direction only.
-pub fn plan(rng: &mut DetRng, count: usize, leader: Option<usize>) -> Partition {
+/// Plans the `turn`-th partition of a run (from 0) of `count` nodes. The kinds take turns,
+/// a clean cut first: a majority from a minority, then a leader (`leader`, by index, when
+/// known) from everyone, then one node's traffic in one direction only; the seed draws the
+/// nodes.
+pub fn plan(rng: &mut DetRng, turn: u64, count: usize, leader: Option<usize>) -> Partition {
     let mut rules = vec![Vec::new(); count];
     let cut_both = |rules: &mut Vec<Vec<(usize, &'static str)>>, a: usize, b: usize| {
         rules[a].push((b, "both"));
@@ -34,7 +32,7 @@ pub fn plan(rng: &mut DetRng, count: usize, leader: Option<usize>) -> Partition 
         let ids: Vec<String> = nodes.iter().map(|i| (i + 1).to_string()).collect();
         format!("[{}]", ids.join(", "))
     };
-    match rng.below(KINDS) {
+    match turn % 3 {
         0 => {
             let mut order: Vec<usize> = (0..count).collect();
             for i in (1..count).rev() {
@@ -108,21 +106,30 @@ pub fn plan(rng: &mut DetRng, count: usize, leader: Option<usize>) -> Partition 
     }
 }
 
+impl Partition {
+    /// Whether it cuts both ways (a majority from a minority, or a node from everyone),
+    /// rather than one node's traffic one way.
+    pub fn is_clean_cut(&self) -> bool {
+        !self.detail.starts_with("one-way")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::plan;
     use shoal_core::DetRng;
 
-    /// Every kind comes up; a majority/minority cut separates a minority from a majority
-    /// with rules on both sides; the other kinds hit one node.
+    /// Every kind comes up in turn; a majority/minority cut separates a minority from a
+    /// majority with rules on both sides; the other kinds hit one node.
     #[test]
     fn partitions_cut_what_they_say() {
         let mut seen = std::collections::HashSet::new();
         for seed in 0..200 {
             let mut rng = DetRng::from_seed(seed);
-            let p = plan(&mut rng, 5, Some(2));
+            let p = plan(&mut rng, seed % 3, 5, Some(2));
             let kind = p.detail.split(' ').next().unwrap().to_string();
             seen.insert(kind.clone());
+            assert_eq!(p.is_clean_cut(), seed % 3 != 2, "{p:?}");
             match kind.as_str() {
                 "majority" => {
                     assert_eq!(p.hit.len(), 2, "{p:?}");
