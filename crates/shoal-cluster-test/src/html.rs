@@ -5,6 +5,8 @@
 
 use crate::history::OpRecord;
 use crate::report::{Summary, ViolationWindow};
+use plotters::coord::ranged1d::ValueFormatter;
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::fmt::Write as _;
@@ -60,6 +62,49 @@ fn client_ops(ops: &[OpRecord]) -> impl Iterator<Item = &OpRecord> {
         .filter(|o| o.process < crate::workload::SETUP_PROCESS)
 }
 
+/// A chart over the run's seconds, with values of `Y` up its side.
+type TimeChart<'a, 'b, Y> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, Y>>;
+
+/// Draws a time chart's axes, `unit` up the side.
+fn time_axes<Y: Ranged<ValueType = f64> + ValueFormatter<f64>>(
+    chart: &mut TimeChart<'_, '_, Y>,
+    unit: &str,
+) -> Result<(), String> {
+    chart
+        .configure_mesh()
+        .x_desc("seconds since the start")
+        .y_desc(unit)
+        .draw()
+        .map_err(draw_error)
+}
+
+/// Shades each fault's window from `bottom` to `top` in its kind's colour, its name at
+/// `label_at`.
+fn shade_faults<Y: Ranged<ValueType = f64>>(
+    chart: &mut TimeChart<'_, '_, Y>,
+    summary: &Summary,
+    (bottom, top): (f64, f64),
+    label_at: f64,
+) -> Result<(), String> {
+    for f in &summary.nemesis {
+        let (a, b) = (f.start_ms as f64 / 1e3, f.end_ms as f64 / 1e3);
+        chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [(a, bottom), (b, top)],
+                shade(f.fault).mix(0.18).filled(),
+            )))
+            .map_err(draw_error)?;
+        chart
+            .draw_series(std::iter::once(Text::new(
+                f.fault,
+                (a, label_at),
+                ("sans-serif", 11),
+            )))
+            .map_err(draw_error)?;
+    }
+    Ok(())
+}
+
 /// Latency of every completed operation over time, log scale, faults shaded.
 fn latency_plot(summary: &Summary, ops: &[OpRecord], seconds: f64) -> Result<String, String> {
     let completed: Vec<(f64, f64, &str)> = client_ops(ops)
@@ -87,28 +132,8 @@ fn latency_plot(summary: &Summary, ops: &[OpRecord], seconds: f64) -> Result<Str
             .y_label_area_size(56)
             .build_cartesian_2d(0f64..seconds, (0.01f64..max_ms).log_scale())
             .map_err(draw_error)?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds since the start")
-            .y_desc("ms")
-            .draw()
-            .map_err(draw_error)?;
-        for f in &summary.nemesis {
-            let (a, b) = (f.start_ms as f64 / 1e3, f.end_ms as f64 / 1e3);
-            chart
-                .draw_series(std::iter::once(Rectangle::new(
-                    [(a, 0.01), (b, max_ms)],
-                    shade(f.fault).mix(0.18).filled(),
-                )))
-                .map_err(draw_error)?;
-            chart
-                .draw_series(std::iter::once(Text::new(
-                    f.fault,
-                    (a, max_ms / 1.4),
-                    ("sans-serif", 11),
-                )))
-                .map_err(draw_error)?;
-        }
+        time_axes(&mut chart, "ms")?;
+        shade_faults(&mut chart, summary, (0.01, max_ms), max_ms / 1.4)?;
         for (outcome, color, size) in [("ok", OK, 1), ("fail", FAIL, 3), ("info", INFO, 3)] {
             let points = completed
                 .iter()
@@ -162,28 +187,8 @@ fn throughput_plot(summary: &Summary, ops: &[OpRecord], seconds: f64) -> Result<
             .y_label_area_size(56)
             .build_cartesian_2d(0f64..seconds, 0f64..top)
             .map_err(draw_error)?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds since the start")
-            .y_desc("ops/s")
-            .draw()
-            .map_err(draw_error)?;
-        for f in &summary.nemesis {
-            let (a, b) = (f.start_ms as f64 / 1e3, f.end_ms as f64 / 1e3);
-            chart
-                .draw_series(std::iter::once(Rectangle::new(
-                    [(a, 0.0), (b, top)],
-                    shade(f.fault).mix(0.18).filled(),
-                )))
-                .map_err(draw_error)?;
-            chart
-                .draw_series(std::iter::once(Text::new(
-                    f.fault,
-                    (a, top * 0.97),
-                    ("sans-serif", 11),
-                )))
-                .map_err(draw_error)?;
-        }
+        time_axes(&mut chart, "ops/s")?;
+        shade_faults(&mut chart, summary, (0.0, top), top * 0.97)?;
         for (row, (name, color)) in [("ok", OK), ("fail", FAIL), ("info", INFO)]
             .into_iter()
             .enumerate()
