@@ -65,6 +65,20 @@ fn client_ops(ops: &[OpRecord]) -> impl Iterator<Item = &OpRecord> {
 /// A chart over the run's seconds, with values of `Y` up its side.
 type TimeChart<'a, 'b, Y> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, Y>>;
 
+/// A time chart's frame: its title, margins and room for the axes' labels.
+fn time_chart<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    title: &str,
+) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
+    let mut builder = ChartBuilder::on(root);
+    builder
+        .caption(title, ("sans-serif", 16))
+        .margin(12)
+        .x_label_area_size(32)
+        .y_label_area_size(56);
+    builder
+}
+
 /// Draws a time chart's axes, `unit` up the side.
 fn time_axes<Y: Ranged<ValueType = f64> + ValueFormatter<f64>>(
     chart: &mut TimeChart<'_, '_, Y>,
@@ -122,16 +136,12 @@ fn latency_plot(summary: &Summary, ops: &[OpRecord], seconds: f64) -> Result<Str
     let ok_count = completed.iter().filter(|p| p.2 == "ok").count();
     let every = ok_count.div_ceil(MAX_POINTS).max(1);
     svg((1000, 380), |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(
-                "Latency of each operation (ms, log scale); faults shaded",
-                ("sans-serif", 16),
-            )
-            .margin(12)
-            .x_label_area_size(32)
-            .y_label_area_size(56)
-            .build_cartesian_2d(0f64..seconds, (0.01f64..max_ms).log_scale())
-            .map_err(draw_error)?;
+        let mut chart = time_chart(
+            root,
+            "Latency of each operation (ms, log scale); faults shaded",
+        )
+        .build_cartesian_2d(0f64..seconds, (0.01f64..max_ms).log_scale())
+        .map_err(draw_error)?;
         time_axes(&mut chart, "ms")?;
         shade_faults(&mut chart, summary, (0.01, max_ms), max_ms / 1.4)?;
         for (outcome, color, size) in [("ok", OK, 1), ("fail", FAIL, 3), ("info", INFO, 3)] {
@@ -177,14 +187,7 @@ fn throughput_plot(summary: &Summary, ops: &[OpRecord], seconds: f64) -> Result<
     }
     let top = counts.iter().flatten().copied().max().unwrap_or(1).max(1) as f64 * 1.1;
     svg((1000, 320), |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(
-                "Operations completed per second; faults shaded",
-                ("sans-serif", 16),
-            )
-            .margin(12)
-            .x_label_area_size(32)
-            .y_label_area_size(56)
+        let mut chart = time_chart(root, "Operations completed per second; faults shaded")
             .build_cartesian_2d(0f64..seconds, 0f64..top)
             .map_err(draw_error)?;
         time_axes(&mut chart, "ops/s")?;
