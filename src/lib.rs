@@ -14,6 +14,7 @@
 //! | [`ranges`] | `shoal-ranges` | range table, gossip merge, split/merge policy, placement |
 //! | [`storage`] | `shoal-storage` | durable range-aware KV engine over fjall: atomic apply with the applied index, versions, snapshots |
 //! | [`consensus`] | `shoal-consensus` | Raft as a sans-IO core: pre-vote, check-quorum, pipelined replication, ReadIndex and lease reads, joint consensus, transfer, chunked snapshots |
+//! | [`store`] | `shoal-store` | the multi-raft range store: a node's ranges as Raft groups over one engine and one WAL, node RPC, the meta range, splits |
 //! | [`merkle`] | `shoal-merkle` | BLAKE3 Merkle anti-entropy: trees bucketed by key hash, sans-IO sync sessions, consistency checks |
 //!
 //! ```
@@ -49,6 +50,9 @@ pub use shoal_sim as sim;
 
 #[cfg(feature = "storage")]
 pub use shoal_storage as storage;
+
+#[cfg(feature = "store")]
+pub use shoal_store as store;
 
 #[cfg(feature = "transport")]
 pub use shoal_transport as transport;

@@ -13,7 +13,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use shoal_ranges::store::Store;
+use shoal_store::Store;
 use std::sync::Arc;
 use std::time::Instant;
 

@@ -18,11 +18,11 @@
 use shoal_consensus::ConfChange;
 use shoal_core::{Error, ErrorCode, NodeId, RangeDescriptor, RangeId};
 use shoal_membership::{MemberEvent, MemberEventKind};
-use shoal_ranges::store::{
+use shoal_routing::{ErrorAction, RangeCache, RangeCacheConfig};
+use shoal_store::{
     ChangeReplicasRequest, ChangeReplicasRpc, DigestRpc, KvOp, KvRequest, KvResponse, KvRpc,
     RangeDigest, RangeReport, SplitRequest, SplitResponse, SplitRpc, StatusRpc, Store, StoreError,
 };
-use shoal_routing::{ErrorAction, RangeCache, RangeCacheConfig};
 use shoal_transport::{Rpc, RpcClient, RpcTransportExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

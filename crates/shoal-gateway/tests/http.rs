@@ -8,7 +8,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use shoal_core::NodeId;
 use shoal_gateway::{encode_bytes, routes, GatewayConfig, KvRouter, VERSION_HEADER};
-use shoal_ranges::store::{Store, StoreConfig};
+use shoal_store::{Store, StoreConfig};
 use shoal_transport::TransportConfig;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -757,9 +757,7 @@ async fn a_write_whose_outcome_is_unknown_is_a_504_that_says_so() {
     let cluster = Cluster::start().await;
     let (status, _, _) = cluster.call(Method::PUT, "/v1/kv/warm", &[], b"1").await;
     assert_eq!(status, StatusCode::OK);
-    let leader = cluster.stores[0]
-        .leader(shoal_ranges::store::FIRST_RANGE)
-        .unwrap();
+    let leader = cluster.stores[0].leader(shoal_store::FIRST_RANGE).unwrap();
     let leader_store = cluster
         .stores
         .iter()

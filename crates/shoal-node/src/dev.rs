@@ -146,7 +146,7 @@ pub struct DevOptions {
     /// How long to wait for every gateway to serve.
     pub ready_within: Duration,
     /// Store settings beyond the defaults.
-    pub tune: fn(&mut shoal_ranges::store::StoreConfig),
+    pub tune: fn(&mut shoal_store::StoreConfig),
 }
 
 impl DevCluster {

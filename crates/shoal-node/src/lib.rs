@@ -1,7 +1,7 @@
 //! # shoal-node
 //!
 //! The pieces of the `shoal` binary, thin on purpose: a [`node::Node`] is a range store
-//! (shoal-ranges) with its embedded HTTP gateway (shoal-gateway); [`dev::DevCluster`] runs a
+//! (shoal-store) with its embedded HTTP gateway (shoal-gateway); [`dev::DevCluster`] runs a
 //! local cluster of them in one process; [`client`] speaks the HTTP API for the
 //! command-line client.
 

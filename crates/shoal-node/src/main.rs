@@ -243,7 +243,7 @@ async fn main() -> ExitCode {
             let mut stop = stop_signal();
             // Every node stops at once: none waits long for the others' acknowledgements,
             // and none hands leaderships to nodes that are stopping too.
-            let quick_leave = |config: &mut shoal_ranges::store::StoreConfig| {
+            let quick_leave = |config: &mut shoal_store::StoreConfig| {
                 config.leave_timeout = Duration::from_secs(1);
                 config.handover_timeout = Duration::ZERO;
             };

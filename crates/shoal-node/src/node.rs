@@ -3,7 +3,7 @@
 
 use shoal_core::NodeId;
 use shoal_gateway::{routes, GatewayConfig, HttpListener, KvRouter, TlsListener};
-use shoal_ranges::store::{Store, StoreConfig, StoreError};
+use shoal_store::{Store, StoreConfig, StoreError};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use tokio::sync::oneshot;

@@ -12,13 +12,9 @@
 //!   counts with minimal churn, never removing a replica of a node it does not know and never
 //!   changing a range whose voters lack a live majority.
 //!
-//! - [`store`] (feature `store`, on by default): the multi-raft range store that carries
-//!   these decisions out, every hosted range a Raft group over the node's shoal-storage
-//!   engine, served over shoal-transport.
-//!
-//! Everything outside [`store`] is a pure function of its inputs, so it is tested
-//! exhaustively and runs in the simulator; built with `default-features = false`, the crate
-//! is that metadata alone, without tokio, fjall or any I/O.
+//! Everything here is a pure function of its inputs, with no tokio, no engine and no I/O, so
+//! it is tested exhaustively and runs in the simulator. The multi-raft store that carries
+//! these decisions out is its own crate, `shoal-store`.
 //!
 //! ```
 //! use shoal_core::{KeyRange, NodeId, RangeDescriptor, RangeId, ReplicaDescriptor};
@@ -44,8 +40,6 @@
 pub mod gossip;
 pub mod placement;
 pub mod policy;
-#[cfg(feature = "store")]
-pub mod store;
 pub mod table;
 
 pub use gossip::{precedence, Chunks, DescriptorSet, GossipError, MAX_HINT_TERM};

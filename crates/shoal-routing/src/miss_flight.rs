@@ -12,17 +12,23 @@
 //! other key's lookup before running its own, and a failed lookup is shared only by callers
 //! of its own key. A leader that is cancelled (its future dropped) withdraws its flight, and
 //! its followers wake and try again, one of them leading.
+//!
+//! An outcome reaches the followers through a one-shot channel whose receiver every follower
+//! shares (futures' `Shared`), so the cache waits on any executor and needs no runtime.
 
 use crate::range_cache::{ResolveError, Route};
+use futures_channel::oneshot;
+use futures_util::future::{FutureExt, Shared};
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{Mutex, PoisonError};
-use tokio::sync::watch;
 
 /// What a resolved miss produced, shared with every follower.
 pub(crate) type Outcome = Result<Route, ResolveError>;
 
-type Slot = watch::Receiver<Option<Outcome>>;
+/// The receiving end of one flight, cloned to each follower; it resolves to the outcome, or
+/// to `Canceled` when the leader is dropped without finishing.
+type Slot = Shared<oneshot::Receiver<Outcome>>;
 
 /// The lookups in flight, by the key each was started for; ordered, to find one in a gap.
 #[derive(Default)]
@@ -68,12 +74,12 @@ impl MissFlights {
                 }
             }
         }
-        let (tx, rx) = watch::channel(None);
-        inflight.insert(key.to_vec(), rx);
+        let (tx, rx) = oneshot::channel();
+        inflight.insert(key.to_vec(), rx.shared());
         Flight::Lead(Lead {
             flights: self,
             key: key.to_vec(),
-            tx,
+            tx: Some(tx),
         })
     }
 }
@@ -82,13 +88,18 @@ impl MissFlights {
 pub(crate) struct Lead<'a> {
     flights: &'a MissFlights,
     key: Vec<u8>,
-    tx: watch::Sender<Option<Outcome>>,
+    /// Taken by [`Lead::finish`]; dropped unsent, it tells the followers the leader left.
+    tx: Option<oneshot::Sender<Outcome>>,
 }
 
 impl Lead<'_> {
     /// Publishes `outcome` to every follower and ends the flight.
-    pub(crate) fn finish(self, outcome: Outcome) {
-        self.tx.send_replace(Some(outcome));
+    pub(crate) fn finish(mut self, outcome: Outcome) {
+        if let Some(tx) = self.tx.take() {
+            // The flight's own entry keeps a receiver until `drop` below removes it, so the
+            // send cannot find the channel closed; and if it did, no one would be waiting.
+            let _ = tx.send(outcome);
+        }
     }
 }
 
@@ -109,10 +120,7 @@ pub(crate) struct Follow {
 
 impl Follow {
     /// The leader's outcome, or `None` if the leader was cancelled before finishing.
-    pub(crate) async fn outcome(mut self) -> Option<Outcome> {
-        match self.rx.wait_for(Option::is_some).await {
-            Ok(value) => value.clone(),
-            Err(_) => None,
-        }
+    pub(crate) async fn outcome(self) -> Option<Outcome> {
+        self.rx.await.ok()
     }
 }

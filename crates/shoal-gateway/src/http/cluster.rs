@@ -17,7 +17,7 @@ use axum::Json;
 use shoal_consensus::{ConfChange, LearnerKind};
 use shoal_core::{ErrorCode, NodeId, RangeDescriptor, RangeId};
 use shoal_membership::MemberState;
-use shoal_ranges::store::{Consistency, KvOp, StoreError, GATEWAY_META};
+use shoal_store::{Consistency, KvOp, StoreError, GATEWAY_META};
 use std::time::{Duration, Instant};
 
 /// A store failure as an answer.

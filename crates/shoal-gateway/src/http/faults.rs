@@ -21,7 +21,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use shoal_core::RangeId;
-use shoal_ranges::store::StatusRpc;
+use shoal_store::StatusRpc;
 use shoal_transport::{Direction, FaultAction, RpcTransportExt};
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -15,7 +15,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use shoal_ranges::store::{Acks, Expect, KvOp, KvResponse, WriteOp, WriteOutcome, MAX_SCAN_LIMIT};
+use shoal_store::{Acks, Expect, KvOp, KvResponse, WriteOp, WriteOutcome, MAX_SCAN_LIMIT};
 
 /// The default number of entries a scan returns.
 const DEFAULT_SCAN_LIMIT: u32 = 100;

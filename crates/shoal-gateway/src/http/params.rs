@@ -5,7 +5,7 @@ use super::MAX_KEY_BYTES;
 use crate::errors::ApiError;
 use crate::keys::decode_key;
 use axum::http::{header, HeaderMap, StatusCode, Uri};
-use shoal_ranges::store::{Acks, Consistency, Expect, SYSTEM_KEY_PREFIX};
+use shoal_store::{Acks, Consistency, Expect, SYSTEM_KEY_PREFIX};
 use std::collections::HashMap;
 
 /// The query's parameters, still percent-encoded, refusing any not in `allowed` and any

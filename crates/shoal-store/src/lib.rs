@@ -1,5 +1,7 @@
-//! The range store: every range a node hosts is a Raft group over the node's one
-//! shoal-storage engine, served over shoal-transport (feature `store`, on by default).
+//! Shoal's multi-raft range store: every range a node hosts is a Raft group over the node's
+//! one shoal-storage engine, served over shoal-transport. It carries out what shoal-ranges
+//! decides (descriptors, their gossip merge, the split policy) and sits under the gateway
+//! and the node.
 //!
 //! - **Groups.** Each hosted range is one Raft group; all of a node's groups share its one
 //!   WAL (group commit), one tick and one connection per peer (shoal-consensus's
@@ -22,7 +24,7 @@
 //!   registers nodes ([`MetaOp`], [`MetaRpc`]); leaders record their ranges as they change,
 //!   and a node whose gossip has not covered a key asks it ([`Store::lookup`]).
 //! - **Descriptors spread by gossip**: each leader announces its ranges over membership
-//!   broadcasts (shoal-ranges' [`crate::DescriptorSet`] merge), so every node, hosting the
+//!   broadcasts (shoal-ranges' [`shoal_ranges::DescriptorSet`] merge), so every node, hosting the
 //!   range or not, answers lookups ([`LookupRpc`]) for every key.
 //! - **Replica comparison** ([`Store::compare_replica`]): shoal-merkle check sessions over the
 //!   node transport, read-only, between two replicas at one applied index.
@@ -32,6 +34,8 @@
 //! - **Reads** are linearizable by default (ReadIndex, or the leader's lease with
 //!   [`StoreConfig::read_mode`]); stale reads are served by any replica. **Writes** take
 //!   [`Acks`] like a producer's.
+
+#![warn(missing_docs)]
 
 mod api;
 mod command;

@@ -13,7 +13,6 @@ use super::read_barriers::ReadBarriers;
 use super::seeds::Seeds;
 use super::service;
 use super::shared::{Shared, SplitDone};
-use crate::policy::{Decision, InFlight, RangeStats as PolicyStats};
 use shoal_consensus::driver::{
     DriverError, LeaderChange, Peers, RaftDriver, RaftInbox, UnknownGroup,
 };
@@ -21,6 +20,7 @@ use shoal_consensus::{Membership, Status, Wait, Wal};
 use shoal_core::{codec, Clock, ErrorCode, KeyRange, LeaderHint, NodeId, RangeDescriptor, RangeId};
 use shoal_membership::driver::{MembershipInbox, MembershipNode, NodeOptions};
 use shoal_membership::{MemberEvent, MemberEventKind};
+use shoal_ranges::policy::{Decision, InFlight, RangeStats as PolicyStats};
 use shoal_storage::{Engine, StorageError};
 use shoal_transport::{
     FaultFilter, RegisterError, Router, RpcClient, RpcServer, TransportError, TransportStats,
@@ -96,7 +96,7 @@ pub(crate) struct Inner {
     pub(crate) members: MembershipNode,
     pub(crate) shared: Arc<Shared>,
     /// Every range's descriptor this node has heard of (its own and gossip's).
-    pub(crate) known: Mutex<crate::DescriptorSet>,
+    pub(crate) known: Mutex<shoal_ranges::DescriptorSet>,
     pub(crate) addr: SocketAddr,
     pub(crate) client: Arc<RpcClient>,
     /// Comparison sessions this node answers.
@@ -235,7 +235,7 @@ impl Store {
             peers,
             members,
             shared: Arc::new(Shared::default()),
-            known: Mutex::new(crate::DescriptorSet::new()),
+            known: Mutex::new(shoal_ranges::DescriptorSet::new()),
             addr,
             client,
             compares: Mutex::new(CompareSessions::default()),

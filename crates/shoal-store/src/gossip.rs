@@ -12,9 +12,9 @@
 //! from later ones.
 
 use super::node::Inner;
-use crate::gossip::DescriptorSet;
 use shoal_core::{RangeDescriptor, RangeId};
 use shoal_membership::UserMessage;
+use shoal_ranges::DescriptorSet;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;

@@ -7,7 +7,7 @@ mod common;
 
 use common::{n, Cluster};
 use shoal_core::{ErrorCode, Generation, RangeId};
-use shoal_ranges::store::{
+use shoal_store::{
     Comparison, Consistency, DigestRpc, Expect, KvOp, KvRequest, KvResponse, KvRpc, LookupRequest,
     LookupRpc, SplitRequest, SplitRpc, StatusRpc,
 };

@@ -6,7 +6,7 @@ mod common;
 
 use common::{n, wait_for, Cluster};
 use shoal_core::{ErrorCode, RangeDescriptor, RangeId};
-use shoal_ranges::store::{
+use shoal_store::{
     is_system_key, meta_keys, user_keys, KvOp, KvRequest, KvResponse, KvRpc, MetaAnswer, MetaOp,
     MetaRequest, MetaResponse, MetaRpc, Store, FIRST_RANGE, META_RANGE, RANGE_INIT_INDEX,
 };
@@ -297,7 +297,7 @@ async fn a_bootstrap_cut_short_by_a_crash_is_undone_at_open() {
     assert_eq!(recorded.len(), 2, "{recorded:?}");
     assert!(matches!(
         store.bootstrap(&[n(1)]).await,
-        Err(shoal_ranges::store::StoreError::AlreadyBootstrapped)
+        Err(shoal_store::StoreError::AlreadyBootstrapped)
     ));
     store.shutdown().await;
 }

@@ -20,13 +20,13 @@ use super::hosting::{self, Groups, Resume};
 use super::machine::{RangeMachine, RangeSnapshot};
 use super::meta::{MetaAnswer, MetaOp, META_RANGE};
 use super::shared::Shared;
-use crate::DescriptorSet;
 use bytes::Bytes;
 use shoal_consensus::{
     HostError, HostEvent, LogIndex, Message, MessageBody, RaftConfig, RaftHost, ReadMode,
     SnapshotSink, SnapshotSource, Wal, WalConfig, WalStore,
 };
 use shoal_core::{codec, Instant, NodeId, RangeDescriptor, RangeId};
+use shoal_ranges::DescriptorSet;
 use shoal_sim::{Node, Outputs};
 use shoal_storage::{Engine, EngineConfig, Versioned};
 use std::collections::HashMap;

@@ -5,7 +5,7 @@ mod common;
 
 use common::{n, wait_for, Cluster};
 use shoal_core::{ErrorCode, RangeId};
-use shoal_ranges::store::{
+use shoal_store::{
     Acks, Consistency, Expect, KvOp, KvResponse, Versioned, WriteOp, WriteOutcome, FIRST_RANGE,
     META_RANGE,
 };
@@ -111,7 +111,7 @@ async fn three_stores_serve_reads_writes_and_compare_and_set() {
         (v.value == b"green").then_some(())
     })
     .await;
-    let request = shoal_ranges::store::KvRequest {
+    let request = shoal_store::KvRequest {
         range: descriptor.id,
         generation: descriptor.generation,
         op: KvOp::Get {
@@ -122,7 +122,7 @@ async fn three_stores_serve_reads_writes_and_compare_and_set() {
     use shoal_transport::RpcTransportExt;
     let stale = cluster
         .client
-        .call::<shoal_ranges::store::KvRpc>(
+        .call::<shoal_store::KvRpc>(
             cluster.store(follower).addr(),
             &request,
             std::time::Duration::from_secs(5),
@@ -203,7 +203,7 @@ async fn three_stores_serve_reads_writes_and_compare_and_set() {
     let status = wait_for("every write to apply", async || {
         let status = cluster
             .client
-            .call::<shoal_ranges::store::StatusRpc>(
+            .call::<shoal_store::StatusRpc>(
                 cluster.store(leader).addr(),
                 &None,
                 std::time::Duration::from_secs(5),
@@ -233,7 +233,7 @@ async fn three_stores_serve_reads_writes_and_compare_and_set() {
     cluster.shutdown().await;
 }
 
-fn entries(response: KvResponse) -> (Vec<shoal_ranges::store::KvEntry>, Option<Vec<u8>>) {
+fn entries(response: KvResponse) -> (Vec<shoal_store::KvEntry>, Option<Vec<u8>>) {
     match response {
         KvResponse::Entries { entries, resume } => (entries, resume),
         other => panic!("not entries: {other:?}"),
@@ -313,14 +313,14 @@ async fn a_range_splits_online_and_both_halves_serve() {
     .await;
     // A request with the old generation is told the range changed.
     use shoal_transport::RpcTransportExt;
-    let stale = shoal_ranges::store::KvRequest {
+    let stale = shoal_store::KvRequest {
         range: before.id,
         generation: before.generation,
         op: KvOp::get("key001"),
     };
     let err = cluster
         .client
-        .call::<shoal_ranges::store::KvRpc>(
+        .call::<shoal_store::KvRpc>(
             cluster.store(leader).addr(),
             &stale,
             std::time::Duration::from_secs(5),
@@ -558,7 +558,7 @@ async fn a_follower_whose_engine_is_ahead_of_its_log_after_a_crash_converges() {
 /// would) is caught and reported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_comparison_finds_equal_replicas_equal_and_a_divergence_loud() {
-    use shoal_ranges::store::Comparison;
+    use shoal_store::Comparison;
     let mut cluster = Cluster::start(3, |_| {}).await;
     cluster.put_numbered("d", 0..50, b"1").await;
     let (leader, follower) = cluster.leader_and_follower(b"d").await;
@@ -633,7 +633,7 @@ async fn replica_comparison_finds_equal_replicas_equal_and_a_divergence_loud() {
 /// lookups for keys on both sides, with the leaders as hints.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_hosting_nothing_learns_every_range_by_gossip() {
-    use shoal_ranges::store::{LookupRequest, LookupRpc, Store};
+    use shoal_store::{LookupRequest, LookupRpc, Store};
     use shoal_transport::RpcTransportExt;
     let cluster = Cluster::start(3, |_| {}).await;
     cluster.request(b"m", KvOp::put("m", "1")).await.unwrap();
@@ -674,7 +674,7 @@ async fn a_node_hosting_nothing_learns_every_range_by_gossip() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_is_added_on_a_new_node_by_snapshot_and_another_removed() {
     use shoal_consensus::{ConfChange, LearnerKind};
-    use shoal_ranges::store::{Comparison, Store};
+    use shoal_store::{Comparison, Store};
     let cluster = Cluster::start(3, |_| {}).await;
     cluster.put_numbered("e", 0..40, b"1").await;
     let dir = tempfile::tempdir().unwrap();

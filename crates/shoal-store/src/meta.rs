@@ -36,9 +36,9 @@
 //! to nodes whose gossip has not yet covered a key.
 
 use super::command::Rejection;
-use crate::DescriptorSet;
 use serde::{Deserialize, Serialize};
 use shoal_core::{codec, KeyRange, NodeId, RangeDescriptor, RangeEnd, RangeId};
+use shoal_ranges::DescriptorSet;
 use shoal_storage::{Engine, Scan, StorageError, WriteBatch};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -5,8 +5,8 @@ mod common;
 
 use common::{n, wait_for, Cluster};
 use shoal_core::ErrorCode;
-use shoal_ranges::store::{Expect, KvOp, KvRequest, KvResponse, KvRpc, WriteOutcome, FIRST_RANGE};
 use shoal_sim::linearizability::{check, History, Outcome, RegisterOp, Verdict};
+use shoal_store::{Expect, KvOp, KvRequest, KvResponse, KvRpc, WriteOutcome, FIRST_RANGE};
 use shoal_transport::RpcTransportExt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

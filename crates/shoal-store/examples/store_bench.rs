@@ -2,7 +2,7 @@
 //! (fsynced per round, group commit) and its fjall engine in a temp dir, driven by 64
 //! closed-loop clients through the node RPC service over TCP, as the gateway will.
 //!
-//! `cargo run --release -p shoal-ranges --example store_bench -- --json`
+//! `cargo run --release -p shoal-store --example store_bench -- --json`
 //!
 //! Phases, each `PHASE` long after a warm-up:
 //! 1. puts: 16-byte random keys, 256-byte values, `acks = majority`, to the range's leader;
@@ -27,7 +27,7 @@ use shoal_consensus::counting::CountingMachine;
 use shoal_consensus::driver::{DriverConfig, Peers, RaftDriver, RaftInbox};
 use shoal_consensus::{LogStore, Membership, Raft, RaftConfig, Wal, WalConfig};
 use shoal_core::{Clock, ErrorCode, NodeId, RangeDescriptor, RangeId};
-use shoal_ranges::store::{
+use shoal_store::{
     Consistency, KvOp, KvRequest, KvResponse, KvRpc, LookupRequest, LookupRpc, Store, StoreConfig,
     FIRST_RANGE,
 };
@@ -59,7 +59,7 @@ impl Keys {
             self.0 ^= self.0 << 17;
             key.extend_from_slice(&self.0.to_be_bytes());
         }
-        key[0] %= shoal_ranges::store::SYSTEM_KEY_PREFIX;
+        key[0] %= shoal_store::SYSTEM_KEY_PREFIX;
         key
     }
 }

@@ -11,10 +11,10 @@
 
 use shoal_consensus::RaftConfig;
 use shoal_core::{NodeId, RangeId, Rng};
-use shoal_ranges::store::sim::{SimRequest, SimResult, SimStore};
-use shoal_ranges::store::{Expect, WriteOp, WriteOutcome, META_RANGE};
 use shoal_sim::linearizability::{check, History, Outcome, RegisterOp, Verdict};
 use shoal_sim::{Latency, LinkConfig, NodeStatus, SimConfig, SimError, Simulation};
+use shoal_store::sim::{SimRequest, SimResult, SimStore};
+use shoal_store::{Expect, WriteOp, WriteOutcome, META_RANGE};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 

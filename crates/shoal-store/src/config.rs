@@ -1,10 +1,10 @@
 //! How a store runs.
 
-use crate::SplitMergePolicy;
 use shoal_consensus::driver::DriverConfig;
 use shoal_consensus::{RaftConfig, ReadMode};
 use shoal_core::NodeId;
 use shoal_membership::MembershipConfig;
+use shoal_ranges::SplitMergePolicy;
 use shoal_storage::EngineConfig;
 use shoal_transport::TransportConfig;
 use std::net::SocketAddr;

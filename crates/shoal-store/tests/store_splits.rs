@@ -4,7 +4,7 @@ mod common;
 
 use common::{n, wait_for, Cluster};
 use shoal_core::{RangeDescriptor, RangeId};
-use shoal_ranges::store::{Comparison, KvOp, KvResponse, META_RANGE};
+use shoal_store::{Comparison, KvOp, KvResponse, META_RANGE};
 use std::collections::BTreeMap;
 use std::time::Duration;
 

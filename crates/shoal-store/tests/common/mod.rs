@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use shoal_core::{Error, ErrorCode, NodeId, RangeDescriptor, RangeId};
-use shoal_ranges::store::{
+use shoal_store::{
     Acks, Comparison, KvOp, KvRequest, KvResponse, KvRpc, LookupRequest, LookupRpc, Store,
     StoreConfig, WriteOp,
 };
