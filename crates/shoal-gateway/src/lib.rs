@@ -1,16 +1,21 @@
 //! # shoal-gateway
 //!
 //! Shoal's stateless HTTP gateway: every request is routed to the leader of the range that
-//! holds its key, over the node RPC service ([`KvRouter`]), and answered in HTTP
-//! ([`routes`]; the API is listed in the `http` module's docs). It is embedded in every
-//! node: it looks ranges up through the node's store (gossip, then the meta range) and
-//! reaches peers at the addresses membership taught the store.
+//! holds its key ([`KvRouter`]) and answered in HTTP ([`routes`]; the API is listed in the
+//! `http` module's docs). It reaches the cluster through a narrow [`Backend`]:
+//!
+//! - embedded in a data node, the node's [`shoal_store::Store`]: ranges are looked up in
+//!   its own ranges, gossip and the meta range, and a request for a range this node leads
+//!   goes straight to the store, with no socket and no encoding;
+//! - standalone, a [`shoal_store::Topology`]: membership, descriptor gossip and the node RPC
+//!   client, with no engine, no WAL and no files.
 //!
 //! Writes are retried only when they certainly did not take effect; a write whose outcome
 //! cannot be known is a 504 that says so, never a status claiming it failed.
 
 #![warn(missing_docs)]
 
+mod backend;
 mod errors;
 mod http;
 mod keys;
@@ -19,6 +24,7 @@ mod router;
 mod security;
 mod tls;
 
+pub use backend::Backend;
 pub use errors::ApiError;
 pub use http::{
     bodies, openapi, parse_origin, routes, GatewayConfig, MAX_KEY_BYTES, VERSION_HEADER,

@@ -3,6 +3,7 @@
 //! members by state, WAL and engine figures), in the Prometheus (OpenMetrics) text format.
 //! Store figures are read when scraped.
 
+use crate::backend::Backend;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
@@ -13,7 +14,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use shoal_store::Store;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -150,31 +150,34 @@ impl Metrics {
     }
 
     /// The metrics as text, with the store's figures read now.
-    async fn render(&self, store: &Store) -> String {
-        let status = store.report(None).await;
-        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        self.ranges.set(gauge(status.hosted as u64));
-        self.leaderships.set(gauge(status.leaderships as u64));
-        self.wal_syncs.set(gauge(status.wal_syncs));
-        self.wal_bytes.set(gauge(status.wal_bytes));
-        self.engine_disk_bytes.set(gauge(status.engine_disk_bytes));
-        self.replica_mismatches
-            .set(gauge(status.replica_mismatches));
+    async fn render(&self, backend: &dyn Backend) -> String {
         // Ranges that left since the last scrape are dropped, not left at stale values.
         for family in [&self.terms, &self.commits, &self.applied, &self.range_bytes] {
             family.clear();
         }
-        for r in &status.ranges {
-            let labels = RangeLabels {
-                range: r.descriptor.id.get().to_string(),
-            };
-            self.terms.get_or_create(&labels).set(gauge(r.term));
-            self.commits.get_or_create(&labels).set(gauge(r.commit));
-            self.applied.get_or_create(&labels).set(gauge(r.applied));
-            self.range_bytes.get_or_create(&labels).set(gauge(r.bytes));
+        // A standalone gateway hosts nothing: its store figures stay zero.
+        if let Some(store) = backend.local() {
+            let status = store.report(None).await;
+            let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            self.ranges.set(gauge(status.hosted as u64));
+            self.leaderships.set(gauge(status.leaderships as u64));
+            self.wal_syncs.set(gauge(status.wal_syncs));
+            self.wal_bytes.set(gauge(status.wal_bytes));
+            self.engine_disk_bytes.set(gauge(status.engine_disk_bytes));
+            self.replica_mismatches
+                .set(gauge(status.replica_mismatches));
+            for r in &status.ranges {
+                let labels = RangeLabels {
+                    range: r.descriptor.id.get().to_string(),
+                };
+                self.terms.get_or_create(&labels).set(gauge(r.term));
+                self.commits.get_or_create(&labels).set(gauge(r.commit));
+                self.applied.get_or_create(&labels).set(gauge(r.applied));
+                self.range_bytes.get_or_create(&labels).set(gauge(r.bytes));
+            }
         }
         self.members.clear();
-        if let Ok(members) = store.members().await {
+        if let Ok(members) = backend.members().await {
             for m in members {
                 let labels = StateLabels {
                     state: format!("{:?}", m.state).to_lowercase(),
@@ -210,8 +213,8 @@ pub(crate) async fn track(
 }
 
 /// `GET /metrics`.
-pub(crate) async fn serve(metrics: Arc<Metrics>, store: Store) -> Response {
-    let text = metrics.render(&store).await;
+pub(crate) async fn serve(metrics: &Metrics, backend: &dyn Backend) -> Response {
+    let text = metrics.render(backend).await;
     let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -1,6 +1,7 @@
 //! Sends a key-value operation to the leader of the range holding its key, as a gateway
-//! must: it finds the range in shoal-routing's [`RangeCache`] (asking the node's store on a
-//! miss, coalesced), goes to the cached leader or else the range's voters in turn, follows
+//! must: it finds the range in shoal-routing's [`RangeCache`] (asking its [`Backend`] on a
+//! miss, coalesced), goes to the cached leader or else the range's voters in turn (straight
+//! to the store when that is this process's own node), follows
 //! `NotLeader` hints, replaces descriptors on `RangeKeyMismatch`, and backs off on transient
 //! errors, all within the request's deadline.
 //!
@@ -15,13 +16,14 @@
 //! not sent with less than [`MIN_WRITE_TIME`] left, so that running out of time before it
 //! left stays a certain failure.
 
+use crate::backend::Backend;
 use shoal_consensus::ConfChange;
 use shoal_core::{Error, ErrorCode, NodeId, RangeDescriptor, RangeId};
 use shoal_membership::{MemberEvent, MemberEventKind};
 use shoal_routing::{ErrorAction, RangeCache, RangeCacheConfig};
 use shoal_store::{
     ChangeReplicasRequest, ChangeReplicasRpc, DigestRpc, KvOp, KvRequest, KvResponse, KvRpc,
-    RangeDigest, RangeReport, SplitRequest, SplitResponse, SplitRpc, StatusRpc, Store, StoreError,
+    RangeDigest, RangeReport, SplitRequest, SplitResponse, SplitRpc, StatusRpc, StoreError,
 };
 use shoal_transport::{Rpc, RpcClient, RpcTransportExt};
 use std::sync::Arc;
@@ -42,7 +44,7 @@ pub const MIN_WRITE_TIME: Duration = Duration::from_millis(20);
 /// Routes operations to range leaders. Cheap to clone.
 #[derive(Clone)]
 pub struct KvRouter {
-    store: Store,
+    backend: Arc<dyn Backend>,
     client: Arc<RpcClient>,
     cache: Arc<RangeCache>,
 }
@@ -53,29 +55,30 @@ pub struct KvRouter {
 struct LookupError(String);
 
 impl KvRouter {
-    /// A router that looks ranges up through `store` (the node it is embedded in, which
-    /// answers from gossip or the meta range) and sends requests with the store's client.
-    /// Nodes membership declares dead or gone are evicted from its cache as it hears of
-    /// them, so requests go to the other replicas at once, and restored when they come back
-    /// (a task follows membership for
-    /// as long as the router or the store lasts; call from within a tokio runtime).
-    pub fn new(store: Store) -> Self {
-        let client = store.client();
+    /// A router that looks ranges up through `backend` (a data node's store, which answers
+    /// from its own ranges, gossip or the meta range; or a standalone gateway's topology)
+    /// and sends requests with its client, or straight to the store for ranges a data node
+    /// leads itself. Nodes membership declares dead or gone are evicted from its cache as
+    /// it hears of them, so requests go to the other replicas at once, and restored when
+    /// they come back (a task follows membership for as long as the router or the backend
+    /// lasts; call from within a tokio runtime).
+    pub fn new(backend: impl Backend) -> Self {
+        let client = backend.client();
         let cache = Arc::new(RangeCache::new(RangeCacheConfig::default()));
         tokio::spawn(evict_failed_nodes(
             Arc::downgrade(&cache),
-            store.subscribe_members(),
+            backend.subscribe_members(),
         ));
         Self {
-            store,
+            backend: Arc::new(backend),
             client,
             cache,
         }
     }
 
-    /// The store this router looks ranges up through.
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// What this router looks ranges up through.
+    pub fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
     }
 
     /// The range cache (for status and tests).
@@ -98,9 +101,9 @@ impl KvRouter {
             if Instant::now() >= deadline {
                 return Err(last);
             }
-            let store = self.store.clone();
+            let backend = self.backend.clone();
             let lookup = self.cache.resolve(key, move |k| async move {
-                store
+                backend
                     .lookup(&k)
                     .await
                     .map_err(|e| LookupError(e.to_string()))
@@ -128,14 +131,6 @@ impl KvRouter {
                 backoff(attempt, deadline).await;
                 continue;
             };
-            let Some(addr) = self.store.peer_addr(node) else {
-                last = Error::new(ErrorCode::Unreachable, format!("no address for {node}"));
-                self.cache
-                    .observe_error(key, &route, &ErrorCode::NotLeader { hint: None });
-                attempt += 1;
-                backoff(attempt, deadline).await;
-                continue;
-            };
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() || (write && remaining < MIN_WRITE_TIME) {
                 return Err(last);
@@ -146,11 +141,32 @@ impl KvRouter {
                 op: op.clone(),
             };
             let attempt_timeout = remaining.min(ATTEMPT_TIMEOUT);
-            let error = match self
-                .client
-                .call::<KvRpc>(addr, &request, attempt_timeout)
-                .await
-            {
+            let answer = match self.local(node) {
+                // This process's own store: no socket, no encoding.
+                Some(store) => {
+                    tokio::time::timeout(attempt_timeout, store.serve(request, attempt_timeout))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(Error::new(ErrorCode::Timeout, "no answer in time"))
+                        })
+                }
+                None => match self.backend.peer_addr(node) {
+                    Some(addr) => {
+                        self.client
+                            .call::<KvRpc>(addr, &request, attempt_timeout)
+                            .await
+                    }
+                    None => {
+                        last = Error::new(ErrorCode::Unreachable, format!("no address for {node}"));
+                        self.cache
+                            .observe_error(key, &route, &ErrorCode::NotLeader { hint: None });
+                        attempt += 1;
+                        backoff(attempt, deadline).await;
+                        continue;
+                    }
+                },
+            };
+            let error = match answer {
                 Ok(response) => {
                     // Only a write proves the node leads (a stale read is served by any
                     // replica).
@@ -232,7 +248,7 @@ impl KvRouter {
     {
         let descriptor = self.recorded(range).await?;
         let voters: Vec<NodeId> = descriptor.voters().collect();
-        let mut next = self.store.leader(range);
+        let mut next = self.backend.leader(range);
         let mut last = Error::new(ErrorCode::Unavailable, "no replica answered");
         for attempt in 0..voters.len().max(1) * 4 {
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -243,7 +259,7 @@ impl KvRouter {
                 Some(node) => node,
                 None => voters[attempt % voters.len().max(1)],
             };
-            let Some(addr) = self.store.peer_addr(node) else {
+            let Some(addr) = self.backend.peer_addr(node) else {
                 continue;
             };
             match self.client.call::<R>(addr, request, remaining).await {
@@ -271,7 +287,11 @@ impl KvRouter {
 
     /// Range `range` as the meta range records it (`RangeNotFound` if it does not).
     pub async fn recorded(&self, range: RangeId) -> Result<RangeDescriptor, Error> {
-        let descriptors = self.store.meta_descriptors().await.map_err(request_error)?;
+        let descriptors = self
+            .backend
+            .meta_descriptors()
+            .await
+            .map_err(request_error)?;
         descriptors
             .into_iter()
             .find(|d| d.id == range)
@@ -286,8 +306,8 @@ impl KvRouter {
         deadline: Instant,
     ) -> Result<(RangeDescriptor, Vec<(NodeId, Result<RangeReport, Error>)>), Error> {
         self.ask_replicas(range, deadline, |node| async move {
-            let status = if node == self.store.id() {
-                self.store.report(Some(range)).await
+            let status = if let Some(store) = self.local(node) {
+                store.report(Some(range)).await
             } else {
                 self.call::<StatusRpc>(node, &Some(range), deadline).await?
             };
@@ -309,8 +329,8 @@ impl KvRouter {
         deadline: Instant,
     ) -> Result<(RangeDescriptor, Vec<(NodeId, Result<RangeDigest, Error>)>), Error> {
         self.ask_replicas(range, deadline, |node| async move {
-            if node == self.store.id() {
-                self.store.replica_digest(range).await
+            if let Some(store) = self.local(node) {
+                store.replica_digest(range).await
             } else {
                 self.call::<DigestRpc>(node, &range, deadline).await
             }
@@ -348,11 +368,16 @@ impl KvRouter {
         deadline: Instant,
     ) -> Result<R::Response, Error> {
         let addr = self
-            .store
+            .backend
             .peer_addr(node)
             .ok_or_else(|| Error::new(ErrorCode::Unreachable, "no known address"))?;
         let remaining = deadline.saturating_duration_since(Instant::now());
         self.client.call::<R>(addr, request, remaining).await
+    }
+
+    /// This process's own store, if `node` is this data node.
+    fn local(&self, node: NodeId) -> Option<&shoal_store::Store> {
+        self.backend.local().filter(|store| store.id() == node)
     }
 
     /// The `attempt`-th voter of the cached range holding `key`, in turn, less the nodes

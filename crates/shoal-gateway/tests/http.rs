@@ -7,9 +7,10 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use shoal_core::NodeId;
-use shoal_gateway::{encode_bytes, routes, GatewayConfig, KvRouter, VERSION_HEADER};
-use shoal_store::{Store, StoreConfig};
+use shoal_gateway::{encode_bytes, routes, Backend, GatewayConfig, KvRouter, VERSION_HEADER};
+use shoal_store::{Store, StoreConfig, Topology, TopologyConfig, FIRST_RANGE};
 use shoal_transport::TransportConfig;
+use shoal_transport::{Direction, FaultAction};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -736,11 +737,11 @@ async fn cors_and_the_bearer_token_guard_the_api() {
     cluster.shutdown().await;
 }
 
-/// Serves a gateway over `store` on a free port; returns its URL.
-async fn serve_gateway(store: &Store, config: GatewayConfig) -> String {
+/// Serves a gateway over `backend` on a free port; returns its URL.
+async fn serve_gateway(backend: impl Backend, config: GatewayConfig) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = routes(KvRouter::new(store.clone()), config);
+    let app = routes(KvRouter::new(backend), config);
     tokio::spawn(shoal_gateway::serve(
         shoal_gateway::HttpListener::Plain(listener),
         app,
@@ -765,7 +766,7 @@ async fn a_write_whose_outcome_is_unknown_is_a_504_that_says_so() {
         .unwrap()
         .clone();
     let url = serve_gateway(
-        &leader_store,
+        leader_store,
         GatewayConfig {
             request_timeout: Duration::from_millis(300),
             ..GatewayConfig::default()
@@ -901,4 +902,240 @@ async fn fault_rules_exist_only_with_fault_injection_on() {
         .call(Method::GET, "/v1/admin/faults?probe=nowhere", &[], &[])
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+/// Sends one request to the gateway at `url`; returns the status, the version header and
+/// the body.
+async fn request_to(
+    http: &HttpClient,
+    url: &str,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (StatusCode, Option<u64>, Vec<u8>) {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(format!("{url}{path}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Full::new(Bytes::from(body.to_vec()))).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(30), http.request(request))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    let status = response.status();
+    let version = response
+        .headers()
+        .get(VERSION_HEADER)
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, version, body.to_vec())
+}
+
+/// A gateway at a URL.
+struct GatewayAt<'a> {
+    http: &'a HttpClient,
+    url: &'a str,
+}
+
+impl GatewayAt<'_> {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (StatusCode, Option<u64>, Vec<u8>) {
+        request_to(self.http, self.url, method, path, headers, body).await
+    }
+}
+
+/// A gateway embedded in a data node serves the ranges that node leads through the node's
+/// own store, with no TCP call to itself. The node's own address is cut off outbound, so a
+/// request it sent itself over TCP would be dropped (and counted), and the write would
+/// time out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_to_a_range_this_node_leads_makes_no_tcp_call_to_itself() {
+    let cluster = Cluster::start().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let leader = loop {
+        let leader = cluster
+            .stores
+            .iter()
+            .find(|s| s.leader(FIRST_RANGE) == Some(s.id()));
+        if let Some(leader) = leader {
+            break leader.clone();
+        }
+        assert!(Instant::now() < deadline, "range 1 never had a leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let term = leader.status(FIRST_RANGE).await.unwrap().term;
+    leader
+        .fault_filter()
+        .add_rule(leader.addr(), Direction::Outbound, FaultAction::Drop);
+    let url = serve_gateway(leader.clone(), GatewayConfig::default()).await;
+    for i in 0..50 {
+        let path = format!("/v1/kv/local-{i}");
+        let value = format!("v{i}");
+        let (status, _, body) = request_to(
+            &cluster.http,
+            &url,
+            Method::PUT,
+            &path,
+            &[],
+            value.as_bytes(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        let (status, _, body) = request_to(&cluster.http, &url, Method::GET, &path, &[], &[]).await;
+        assert_eq!((status, body), (StatusCode::OK, value.into_bytes()));
+    }
+    assert_eq!(leader.transport_stats().fault_dropped, 0);
+    // The node led the range throughout: every request was its own to serve.
+    assert_eq!(leader.leader(FIRST_RANGE), Some(leader.id()));
+    assert_eq!(leader.status(FIRST_RANGE).await.unwrap().term, term);
+    leader.fault_filter().clear();
+    cluster.shutdown().await;
+}
+
+/// A standalone gateway (a topology: membership, gossip and the RPC client, nothing on
+/// disk) joins a three-node cluster and serves every key-value route, and the cluster
+/// routes too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standalone_gateway_serves_every_kv_route() {
+    let cluster = Cluster::start().await;
+    let mut config = TopologyConfig::new(NodeId::new(9), "127.0.0.1:0".parse().unwrap());
+    config.transport = TransportConfig::local();
+    config.membership = shoal_membership::MembershipConfig::local();
+    config.leave_timeout = Duration::from_millis(300);
+    let topology = Topology::open(config).await.unwrap();
+    topology.join(vec![cluster.stores[1].addr()]).await.unwrap();
+    let url = serve_gateway(topology.clone(), GatewayConfig::default()).await;
+    let gateway = GatewayAt {
+        http: &cluster.http,
+        url: &url,
+    };
+    // Ready once it can route (gossip or the meta range told it where range 1 is).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while gateway.call(Method::GET, "/ready", &[], &[]).await.0 != StatusCode::OK {
+        assert!(Instant::now() < deadline, "the gateway never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Put, get (both consistencies), conditional puts.
+    let (status, _, _) = gateway
+        .call(Method::PUT, "/v1/kv/pear", &[], b"green")
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, version, body) = gateway.call(Method::GET, "/v1/kv/pear", &[], &[]).await;
+    assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"green"[..]));
+    let version = version.expect("a version").to_string();
+    let (status, _, body) = gateway
+        .call(Method::GET, "/v1/kv/pear?consistency=stale", &[], &[])
+        .await;
+    assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"green"[..]));
+    let (status, _, _) = gateway
+        .call(Method::PUT, "/v1/kv/pear", &[("if-match", "999999")], b"x")
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, _, _) = gateway
+        .call(
+            Method::PUT,
+            "/v1/kv/pear",
+            &[("if-match", &version)],
+            b"yellow",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = gateway
+        .call(Method::PUT, "/v1/kv/plum", &[("if-none-match", "*")], b"p")
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = gateway
+        .call(Method::PUT, "/v1/kv/plum", &[("if-none-match", "*")], b"q")
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, _, _) = gateway
+        .call(Method::PUT, "/v1/kv/quince?acks=leader", &[], b"q")
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    // Compare-and-set.
+    let (status, _, _) = gateway
+        .call(
+            Method::POST,
+            "/v1/kv/pear/cas",
+            &[],
+            br#"{"expect":{"value":"yellow"},"value":"ripe"}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = gateway
+        .call(
+            Method::POST,
+            "/v1/kv/pear/cas",
+            &[],
+            br#"{"expect":"absent","value":"again"}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    // Scans, across a split the gateway learns of by gossip or a mismatch.
+    split_at(&cluster, b"pf").await;
+    let (status, _, body) = gateway.call(Method::GET, "/v1/kv?prefix=p", &[], &[]).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let page: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let keys: Vec<&str> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["pear", "plum"], "{page}");
+    let (status, _, body) = gateway
+        .call(Method::GET, "/v1/kv?start=a&end=z&limit=1", &[], &[])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let page: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(page["entries"].as_array().unwrap().len(), 1, "{page}");
+    assert!(page["continuation"].is_string(), "{page}");
+    // Deletes, conditional and not.
+    let (status, _, _) = gateway
+        .call(
+            Method::DELETE,
+            "/v1/kv/plum",
+            &[("if-match", "999999")],
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, _, _) = gateway.call(Method::DELETE, "/v1/kv/plum", &[], &[]).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _, _) = gateway.call(Method::GET, "/v1/kv/plum", &[], &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // What it wrote, the data nodes' gateway reads.
+    let (status, _, body) = cluster.call(Method::GET, "/v1/kv/pear", &[], &[]).await;
+    assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"ripe"[..]));
+    // It lists the members (itself a gateway) and the ranges, and hosts none.
+    let (status, _, body) = gateway
+        .call(Method::GET, "/v1/cluster/members", &[], &[])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let members: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        members
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == 9 && m["role"] == "gateway"),
+        "{members}"
+    );
+    let (status, _, body) = gateway.call(Method::GET, "/v1/ranges", &[], &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let ranges: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(ranges.as_array().unwrap().len() >= 3, "{ranges}");
+    let (status, _, body) = gateway.call(Method::GET, "/metrics", &[], &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(String::from_utf8_lossy(&body).contains("shoal_ranges 0"));
+    topology.shutdown().await;
+    cluster.shutdown().await;
 }

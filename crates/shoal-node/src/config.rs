@@ -25,7 +25,7 @@ pub struct StartArgs {
     #[arg(long, env = "SHOAL_ID")]
     pub id: Option<u64>,
     /// Where the node keeps its data (required for a data node; a standalone gateway keeps
-    /// its membership state in a temporary directory if none is given).
+    /// nothing on disk and refuses it).
     #[arg(long, env = "SHOAL_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Node RPC and Raft over TCP, gossip over UDP, on this one address [default:
@@ -123,18 +123,9 @@ pub enum Role {
     Gateway,
 }
 
-/// A node's resolved settings, with the temporary directory a gateway without a data
-/// directory keeps its state in (removed when this is dropped).
-pub struct Resolved {
-    /// The settings.
-    pub settings: NodeSettings,
-    /// The temporary data directory, if one was made.
-    pub temp_dir: Option<tempfile::TempDir>,
-}
-
 impl StartArgs {
     /// The settings of a node of `role`: these flags over `file` over the defaults.
-    pub fn resolve_as(self, file: FileConfig, role: Role) -> Result<Resolved, String> {
+    pub fn resolve_as(self, file: FileConfig, role: Role) -> Result<NodeSettings, String> {
         let id = self
             .id
             .or(file.id)
@@ -142,17 +133,12 @@ impl StartArgs {
         if id == 0 {
             return Err("node ids start at 1".into());
         }
-        let mut temp_dir = None;
         let data_dir = match (self.data_dir.or(file.data_dir), role) {
-            (Some(dir), _) => dir,
-            (None, Role::Gateway) => {
-                let dir = tempfile::Builder::new()
-                    .prefix("shoal-gateway-")
-                    .tempdir()
-                    .map_err(|e| format!("a temporary data directory: {e}"))?;
-                let path = dir.path().to_path_buf();
-                temp_dir = Some(dir);
-                path
+            (Some(dir), Role::Data) => dir,
+            // A standalone gateway keeps nothing on disk.
+            (None, Role::Gateway) => PathBuf::new(),
+            (Some(_), Role::Gateway) => {
+                return Err("a gateway keeps no data: it takes no --data-dir".into())
             }
             (None, Role::Data) => {
                 return Err(
@@ -220,7 +206,7 @@ impl StartArgs {
         {
             settings.unsafe_skip_read_barrier = self.unsafe_skip_read_barrier;
         }
-        Ok(Resolved { settings, temp_dir })
+        Ok(settings)
     }
 }
 
@@ -255,8 +241,7 @@ mod tests {
         .unwrap();
         let settings = args(&["--data-dir", "/from/flag"])
             .resolve_as(file, Role::Data)
-            .unwrap()
-            .settings;
+            .unwrap();
         assert_eq!(settings.id, NodeId::new(2));
         assert_eq!(settings.data_dir, PathBuf::from("/from/flag"));
         assert_eq!(settings.http, "127.0.0.1:9000".parse().unwrap());
@@ -286,9 +271,14 @@ mod tests {
         let gateway = |flags: &[&str]| args(flags).resolve_as(none(), Role::Gateway);
         assert!(gateway(&["--id", "9", "--bootstrap", "9"]).is_err());
         assert!(gateway(&["--id", "9"]).err().unwrap().contains("--join"));
-        let resolved = gateway(&["--id", "9", "--join", "127.0.0.1:7400"]).unwrap();
-        assert!(!resolved.settings.hosts_ranges);
-        let temp = resolved.temp_dir.expect("a temporary data directory");
-        assert_eq!(resolved.settings.data_dir, temp.path());
+        assert!(
+            gateway(&["--id", "9", "--join", "127.0.0.1:7400", "--data-dir", "d"])
+                .err()
+                .unwrap()
+                .contains("no data")
+        );
+        let settings = gateway(&["--id", "9", "--join", "127.0.0.1:7400"]).unwrap();
+        assert!(!settings.hosts_ranges);
+        assert_eq!(settings.data_dir, PathBuf::new());
     }
 }

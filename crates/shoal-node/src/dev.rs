@@ -190,7 +190,9 @@ impl DevCluster {
         // re-joins through the first.
         if let Some(first) = layout.nodes.first() {
             for node in started.iter().skip(1) {
-                let _ = node.store().join(vec![first.listen]).await;
+                if let Some(store) = node.store() {
+                    let _ = store.join(vec![first.listen]).await;
+                }
             }
         }
         let cluster = DevCluster {

@@ -26,7 +26,8 @@ enum Command {
     /// Runs one node: its range store and its HTTP gateway.
     Start(StartArgs),
     /// Runs a standalone HTTP gateway: it joins the cluster's membership to learn where
-    /// ranges are, and hosts none (same flags as start; --join needed, --data-dir optional).
+    /// ranges are, and hosts none and keeps no files (the flags of start; --join needed, no
+    /// --data-dir).
     Gateway(StartArgs),
     /// Runs a local cluster in this process, on free loopback ports, until Ctrl-C. Running
     /// it again picks up the same data.
@@ -328,8 +329,8 @@ async fn run_node(args: StartArgs, role: Role, log_json: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let resolved = match args.resolve_as(file, role) {
-        Ok(resolved) => resolved,
+    let settings = match args.resolve_as(file, role) {
+        Ok(settings) => settings,
         Err(e) => {
             eprintln!("{command}: {e}");
             return ExitCode::FAILURE;
@@ -337,7 +338,7 @@ async fn run_node(args: StartArgs, role: Role, log_json: bool) -> ExitCode {
     };
     let mut stop = stop_signal();
     let node = tokio::select! {
-        started = Node::start(resolved.settings) => match started {
+        started = Node::start(settings) => match started {
             Ok(node) => node,
             Err(e) => {
                 eprintln!("{command}: {e}");
@@ -348,8 +349,6 @@ async fn run_node(args: StartArgs, role: Role, log_json: bool) -> ExitCode {
     };
     let _ = stop.await;
     node.shutdown().await;
-    // The temporary directory (a gateway's) goes once the node has stopped.
-    drop(resolved.temp_dir);
     ExitCode::SUCCESS
 }
 

@@ -1,9 +1,10 @@
 //! One node: its range store (node RPC, Raft and gossip on one port) and its embedded HTTP
-//! gateway, started and stopped together.
+//! gateway, started and stopped together; or a standalone gateway, whose HTTP routes reach
+//! the cluster through a topology with no store under it.
 
 use shoal_core::NodeId;
 use shoal_gateway::{routes, GatewayConfig, HttpListener, KvRouter, TlsListener};
-use shoal_store::{Store, StoreConfig, StoreError};
+use shoal_store::{Store, StoreConfig, StoreError, Topology};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use tokio::sync::oneshot;
@@ -17,7 +18,8 @@ pub const HTTP_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 pub struct NodeSettings {
     /// The node's id, unique in the cluster.
     pub id: NodeId,
-    /// Where its engine and WAL live.
+    /// Where its engine and WAL live (unused by a standalone gateway, which keeps nothing on
+    /// disk).
     pub data_dir: PathBuf,
     /// Node RPC, Raft and gossip (UDP on the same port number).
     pub listen: SocketAddr,
@@ -38,7 +40,8 @@ pub struct NodeSettings {
     /// Serve HTTPS with this certificate and key instead of HTTP.
     pub tls: Option<TlsFiles>,
     /// Whether the node hosts ranges (a data node), or only routes requests (a standalone
-    /// gateway: see `StoreConfig::hosts_ranges`).
+    /// gateway: a member of the cluster's membership that learns where ranges are by gossip
+    /// and the meta range, with no engine, no WAL and no files).
     pub hosts_ranges: bool,
     /// BREAKS LINEARIZABILITY (see `StoreConfig::unsafe_skip_read_barrier`).
     #[cfg(feature = "unsafe-test-switches")]
@@ -79,9 +82,17 @@ impl NodeSettings {
     }
 }
 
+/// What a node is under its gateway.
+enum Member {
+    /// A data node's store.
+    Data(Store),
+    /// A standalone gateway's view of the cluster.
+    Gateway(Topology),
+}
+
 /// A running node.
 pub struct Node {
-    store: Store,
+    member: Member,
     http_addr: SocketAddr,
     https: bool,
     stop_http: Option<oneshot::Sender<()>>,
@@ -115,36 +126,24 @@ impl Node {
         let listener = tokio::net::TcpListener::bind(settings.http)
             .await
             .map_err(StartError::Http)?;
-        let mut config = StoreConfig::new(settings.id, &settings.data_dir, settings.listen);
-        config.advertise = settings.advertise;
-        config.zone = settings.zone.clone();
-        config.hosts_ranges = settings.hosts_ranges;
-        #[cfg(feature = "unsafe-test-switches")]
-        if settings.unsafe_skip_read_barrier {
-            tracing::error!("UNSAFE: linearizable reads skip the read barrier (a test switch)");
-            config.unsafe_skip_read_barrier = true;
-        }
-        (settings.tune)(&mut config);
-        let store = Store::open(config).await.map_err(StartError::Store)?;
-        if !settings.join.is_empty() {
-            if let Err(e) = store.join(settings.join.clone()).await {
+        let member = if settings.hosts_ranges {
+            Member::Data(open_store(&settings).await?)
+        } else {
+            let mut config = StoreConfig::new(settings.id, PathBuf::new(), settings.listen);
+            config.advertise = settings.advertise;
+            (settings.tune)(&mut config);
+            let topology = Topology::open(config.topology())
+                .await
+                .map_err(StartError::Store)?;
+            if let Err(e) = topology.join(settings.join.clone()).await {
                 tracing::warn!(error = %e, "could not join yet; membership keeps trying");
             }
-        }
-        if !settings.bootstrap.is_empty() {
-            match store.bootstrap(&settings.bootstrap).await {
-                Ok(_) => tracing::info!(node = %settings.id, "bootstrapped the cluster"),
-                Err(StoreError::AlreadyBootstrapped) => {}
-                Err(e) => {
-                    store.shutdown().await;
-                    return Err(StartError::Store(e));
-                }
-            }
-        }
+            Member::Gateway(topology)
+        };
         let http_addr = match listener.local_addr() {
             Ok(addr) => addr,
             Err(e) => {
-                store.shutdown().await;
+                member.shutdown().await;
                 return Err(StartError::Http(e));
             }
         };
@@ -153,12 +152,16 @@ impl Node {
             Some(tls) => match TlsListener::new(listener, tls) {
                 Ok(listener) => HttpListener::Tls(listener),
                 Err(e) => {
-                    store.shutdown().await;
+                    member.shutdown().await;
                     return Err(StartError::Http(e));
                 }
             },
         };
-        let app = routes(KvRouter::new(store.clone()), settings.gateway.clone());
+        let router = match &member {
+            Member::Data(store) => KvRouter::new(store.clone()),
+            Member::Gateway(topology) => KvRouter::new(topology.clone()),
+        };
+        let app = routes(router, settings.gateway.clone());
         let (stop_http, stopped) = oneshot::channel::<()>();
         let http_task = tokio::spawn(shoal_gateway::serve(listener, app, async move {
             let _ = stopped.await;
@@ -168,12 +171,16 @@ impl Node {
         } else {
             "http"
         };
-        tracing::info!(node = %settings.id, rpc = %store.addr(), http = %http_addr, scheme, "node started");
+        let (rpc, role) = match &member {
+            Member::Data(store) => (store.addr(), "data"),
+            Member::Gateway(topology) => (topology.addr(), "gateway"),
+        };
+        tracing::info!(node = %settings.id, %rpc, http = %http_addr, scheme, role, "node started");
         if settings.gateway.fault_injection {
             tracing::warn!("fault injection is on: /v1/admin/faults can cut this node off");
         }
         Ok(Node {
-            store,
+            member,
             http_addr,
             https: settings.tls.is_some(),
             stop_http: Some(stop_http),
@@ -181,9 +188,12 @@ impl Node {
         })
     }
 
-    /// The node's store.
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// The node's store (`None` for a standalone gateway).
+    pub fn store(&self) -> Option<&Store> {
+        match &self.member {
+            Member::Data(store) => Some(store),
+            Member::Gateway(_) => None,
+        }
     }
 
     /// Where the gateway listens.
@@ -211,7 +221,55 @@ impl Node {
             tracing::warn!("HTTP requests still in flight after {HTTP_DRAIN:?}; stopping anyway");
             self.http_task.abort();
         }
-        self.store.shutdown().await;
-        tracing::info!(node = %self.store.id(), "node stopped");
+        let id = self.member.id();
+        self.member.shutdown().await;
+        tracing::info!(node = %id, "node stopped");
     }
+}
+
+impl Member {
+    fn id(&self) -> NodeId {
+        match self {
+            Member::Data(store) => store.id(),
+            Member::Gateway(topology) => topology.id(),
+        }
+    }
+
+    /// Leaves the cluster and stops (a data node after handing its leaderships over).
+    async fn shutdown(&self) {
+        match self {
+            Member::Data(store) => store.shutdown().await,
+            Member::Gateway(topology) => topology.shutdown().await,
+        }
+    }
+}
+
+/// Opens a data node's store, joins and bootstraps as `settings` say.
+async fn open_store(settings: &NodeSettings) -> Result<Store, StartError> {
+    let mut config = StoreConfig::new(settings.id, &settings.data_dir, settings.listen);
+    config.advertise = settings.advertise;
+    config.zone = settings.zone.clone();
+    #[cfg(feature = "unsafe-test-switches")]
+    if settings.unsafe_skip_read_barrier {
+        tracing::error!("UNSAFE: linearizable reads skip the read barrier (a test switch)");
+        config.unsafe_skip_read_barrier = true;
+    }
+    (settings.tune)(&mut config);
+    let store = Store::open(config).await.map_err(StartError::Store)?;
+    if !settings.join.is_empty() {
+        if let Err(e) = store.join(settings.join.clone()).await {
+            tracing::warn!(error = %e, "could not join yet; membership keeps trying");
+        }
+    }
+    if !settings.bootstrap.is_empty() {
+        match store.bootstrap(&settings.bootstrap).await {
+            Ok(_) => tracing::info!(node = %settings.id, "bootstrapped the cluster"),
+            Err(StoreError::AlreadyBootstrapped) => {}
+            Err(e) => {
+                store.shutdown().await;
+                return Err(StartError::Store(e));
+            }
+        }
+    }
+    Ok(store)
 }

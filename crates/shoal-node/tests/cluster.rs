@@ -43,9 +43,13 @@ impl Proc {
             .unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_shoal"));
         if self.gateway_only {
-            // Its state in the test's directory: a killed gateway cannot clean up a
-            // temporary one of its own.
-            command.arg("gateway").arg("--data-dir").arg(&self.data);
+            // It keeps nothing on disk: run it in an empty directory of its own, its
+            // temporary directory there too, which the test checks stays empty.
+            std::fs::create_dir_all(&self.data).unwrap();
+            command
+                .arg("gateway")
+                .current_dir(&self.data)
+                .env("TMPDIR", &self.data);
         } else {
             command.arg("start").arg("--data-dir").arg(&self.data);
             if self.founding {
@@ -526,6 +530,11 @@ async fn the_api_refuses_bad_requests_and_foreign_origins_and_the_cli_works() {
         3,
         "{members}"
     );
+    // It wrote nothing where it ran, nor in its temporary directory.
+    let written: Vec<_> = std::fs::read_dir(&cluster.procs[standalone].data)
+        .unwrap()
+        .collect();
+    assert!(written.is_empty(), "the gateway wrote {written:?}");
     // It cannot be given a replica: it would never catch up.
     let out = shoal_cli(&["range", "--url", &url, "add-replica", "1", "4"]);
     assert!(!out.status.success());

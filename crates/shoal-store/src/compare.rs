@@ -295,11 +295,8 @@ pub(crate) async fn compare(
     session: u64,
 ) -> Result<Comparison, StoreError> {
     let addr = inner
-        .peers
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&peer)
-        .copied()
+        .topology
+        .peer_addr(peer)
         .ok_or_else(|| StoreError::Raft(format!("no address for {peer}")))?;
     let engine = inner.engine.clone();
     let mut local = tokio::task::spawn_blocking(move || RangeTree::build(&engine, range))
@@ -314,6 +311,8 @@ pub(crate) async fn compare(
         request: None,
     };
     let _ = inner
+        .topology
+        .inner
         .client
         .call::<CompareRpc>(addr, &close, inner.config.request_timeout)
         .await;
@@ -366,6 +365,8 @@ async fn run_check(
                     request: Some(request),
                 };
                 let answer = inner
+                    .topology
+                    .inner
                     .client
                     .call::<CompareRpc>(addr, &ask, inner.config.request_timeout)
                     .await?;

@@ -1,5 +1,6 @@
 //! How a store runs.
 
+use super::topology::TopologyConfig;
 use shoal_consensus::driver::DriverConfig;
 use shoal_consensus::{RaftConfig, ReadMode};
 use shoal_core::NodeId;
@@ -51,11 +52,6 @@ pub struct StoreConfig {
     /// the node knowing nobody); while seeds stay missing the wait doubles, up to 30 s.
     /// Default 2 s; zero turns it off.
     pub rejoin_interval: Duration,
-    /// Whether this node hosts ranges (the default). A node that does not is a gateway
-    /// member: it joins membership and learns every range by gossip and the meta range, to
-    /// route requests, but never hosts a replica, never registers for placement, and
-    /// refuses to bootstrap; its membership metadata is [`super::GATEWAY_META`].
-    pub hosts_ranges: bool,
     /// How linearizable reads confirm leadership: [`ReadMode::Safe`] (a heartbeat round per
     /// batch of reads, the default) or [`ReadMode::Lease`] (none while the leader's lease
     /// holds; relies on bounded clock drift, see [`ReadMode`]).
@@ -89,6 +85,22 @@ pub struct StoreConfig {
 }
 
 impl StoreConfig {
+    /// The settings of this node's [`super::Topology`]: its listener, membership and
+    /// gossip.
+    pub fn topology(&self) -> TopologyConfig {
+        TopologyConfig {
+            node: self.node,
+            listen: self.listen,
+            advertise: self.advertise,
+            transport: self.transport.clone(),
+            membership: self.membership.clone(),
+            leave_timeout: self.leave_timeout,
+            rejoin_interval: self.rejoin_interval,
+            request_timeout: self.request_timeout,
+            max_key_len: self.engine.max_key_len,
+        }
+    }
+
     /// Defaults for node `node` over `data_dir`, listening on `listen`.
     pub fn new(node: NodeId, data_dir: impl Into<PathBuf>, listen: SocketAddr) -> Self {
         StoreConfig {
@@ -107,7 +119,6 @@ impl StoreConfig {
             leave_timeout: Duration::from_secs(5),
             handover_timeout: Duration::from_secs(5),
             rejoin_interval: Duration::from_secs(2),
-            hosts_ranges: true,
             #[cfg(feature = "unsafe-test-switches")]
             unsafe_skip_read_barrier: false,
             read_mode: ReadMode::Safe,

@@ -12,6 +12,7 @@
 //! from later ones.
 
 use super::node::Inner;
+use super::topology::TopologyInner;
 use shoal_core::{RangeDescriptor, RangeId};
 use shoal_membership::UserMessage;
 use shoal_ranges::DescriptorSet;
@@ -42,7 +43,7 @@ impl shoal_transport::Rpc for RangesRpc {
 }
 
 /// This node's set as chunks, for [`RangesRpc`].
-pub(crate) fn answer_pull(inner: &Inner) -> Result<Vec<Vec<u8>>, shoal_core::Error> {
+pub(crate) fn answer_pull(inner: &TopologyInner) -> Result<Vec<Vec<u8>>, shoal_core::Error> {
     let chunks = inner
         .known_ranges()
         .encode_fitting_chunks(MAX_PULL_BYTES)
@@ -51,9 +52,9 @@ pub(crate) fn answer_pull(inner: &Inner) -> Result<Vec<Vec<u8>>, shoal_core::Err
 }
 
 /// Pulls `from`'s whole set and merges it.
-pub(crate) async fn pull(inner: &Inner, from: std::net::SocketAddr) {
+pub(crate) async fn pull(inner: &TopologyInner, from: std::net::SocketAddr) {
     use shoal_transport::RpcTransportExt;
-    let max_key = inner.config.engine.max_key_len;
+    let max_key = inner.max_key_len;
     match inner
         .client
         .call::<RangesRpc>(from, &(), Duration::from_secs(5))
@@ -76,7 +77,7 @@ pub(crate) async fn pull(inner: &Inner, from: std::net::SocketAddr) {
 }
 
 /// Pulls a random live peer's set every [`PULL_EVERY`].
-pub(crate) async fn pull_now_and_then(inner: Arc<Inner>) {
+pub(crate) async fn pull_now_and_then(inner: Arc<TopologyInner>) {
     let mut ticker = tokio::time::interval(PULL_EVERY);
     let mut turn = inner.id.get() as usize;
     loop {
@@ -105,6 +106,7 @@ pub(crate) async fn announce(inner: Arc<Inner>) {
         .max_user_broadcast_bytes
         .saturating_sub(PREFIX.len());
     let max_key = inner.config.engine.max_key_len;
+    let topology = &inner.topology.inner;
     // What was last announced per range: its generation, the hint's term, and when.
     let mut announced: HashMap<RangeId, (u64, u64, tokio::time::Instant)> = HashMap::new();
     // The generation of each hosted descriptor last merged into the known set.
@@ -119,7 +121,7 @@ pub(crate) async fn announce(inner: Arc<Inner>) {
             // generation, not every check).
             let generation = descriptor.generation.get();
             if learned.insert(descriptor.id, generation) != Some(generation) {
-                inner.learn(&descriptor, 0);
+                topology.learn(&descriptor, 0);
             }
             let Some(leader) = inner.driver.leader(descriptor.id) else {
                 continue;
@@ -147,7 +149,7 @@ pub(crate) async fn announce(inner: Arc<Inner>) {
         if delta.is_empty() {
             continue;
         }
-        inner.known_ranges().merge(&delta);
+        topology.known_ranges().merge(&delta);
         let chunks = match delta.encode_fitting_chunks(max_bytes) {
             Ok(chunks) => chunks,
             Err(e) => {
@@ -161,7 +163,7 @@ pub(crate) async fn announce(inner: Arc<Inner>) {
         for chunk in chunks.chunks {
             let mut payload = PREFIX.to_vec();
             payload.extend_from_slice(&chunk);
-            if let Err(e) = inner.members.broadcast(payload).await {
+            if let Err(e) = topology.members.broadcast(payload).await {
                 tracing::debug!(error = %e, "a descriptor broadcast was refused");
             }
         }
@@ -169,8 +171,11 @@ pub(crate) async fn announce(inner: Arc<Inner>) {
 }
 
 /// Merges the descriptor chunks other nodes broadcast.
-pub(crate) async fn listen(inner: Arc<Inner>, mut messages: broadcast::Receiver<UserMessage>) {
-    let max_key = inner.config.engine.max_key_len;
+pub(crate) async fn listen(
+    inner: Arc<TopologyInner>,
+    mut messages: broadcast::Receiver<UserMessage>,
+) {
+    let max_key = inner.max_key_len;
     loop {
         match messages.recv().await {
             Ok(message) => {
@@ -195,28 +200,11 @@ pub(crate) async fn listen(inner: Arc<Inner>, mut messages: broadcast::Receiver<
 }
 
 impl Inner {
-    /// The descriptors known from gossip and from this node's own ranges.
-    pub(crate) fn known_ranges(&self) -> std::sync::MutexGuard<'_, DescriptorSet> {
-        self.known.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Merges one descriptor this node knows first-hand.
-    pub(crate) fn learn(&self, descriptor: &RangeDescriptor, term: u64) {
-        let max_key = self.config.engine.max_key_len;
-        let mut d = descriptor.clone();
-        if term == 0 {
-            d.leader_hint = None;
-        }
-        if let Ok(set) = DescriptorSet::from_descriptors_with_terms([(d, term)], max_key) {
-            self.known_ranges().merge(&set);
-        }
-    }
-
     /// Every descriptor this node has for `key`: the hosted range's (as applied here) and
     /// the freshest one gossip brought, if it differs. Routers take the highest generation.
     pub(crate) fn descriptors_for(&self, key: &[u8]) -> Vec<RangeDescriptor> {
         let mut found: Vec<RangeDescriptor> = self.shared.range_for(key).into_iter().collect();
-        if let Some(known) = self.known_ranges().winner(key) {
+        if let Some(known) = self.topology.inner.known_ranges().winner(key) {
             if !found
                 .iter()
                 .any(|d| d.id == known.id && d.generation >= known.generation)

@@ -49,7 +49,7 @@ pub(crate) async fn hand_over(inner: &Inner, timeout: Duration) -> HandOver {
         .map(|d| d.id)
         .filter(|&range| inner.leads(range))
         .collect();
-    let alive: HashSet<NodeId> = match inner.members.members().await {
+    let alive: HashSet<NodeId> = match inner.topology.inner.members.members().await {
         Ok(members) => members
             .into_iter()
             .filter(|m| m.state == MemberState::Alive && m.id != inner.id)

@@ -55,6 +55,7 @@ mod shared;
 #[cfg(feature = "sim")]
 pub mod sim;
 mod status;
+mod topology;
 
 pub use api::{
     Acks, ChangeReplicasRequest, ChangeReplicasRpc, Consistency, KvEntry, KvOp, KvRequest,
@@ -75,3 +76,4 @@ pub use meta::{
 };
 pub use node::{Store, StoreError, FIRST_RANGE, GATEWAY_META};
 pub use status::{NodeStatus, RangeReport, StatusRpc};
+pub use topology::{Topology, TopologyConfig};

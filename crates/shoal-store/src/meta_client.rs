@@ -4,6 +4,7 @@
 use super::api::{MetaRequest, MetaResponse, MetaRpc};
 use super::meta::{MetaAnswer, MetaOp, NodeRecord, MAX_RECORD, META_RANGE};
 use super::node::Inner;
+use super::topology::TopologyInner;
 use shoal_core::{Error, ErrorCode, Generation, NodeId, RangeDescriptor, RangeId};
 use shoal_transport::RpcTransportExt;
 use std::collections::HashMap;
@@ -14,18 +15,30 @@ use std::time::{Duration, Instant};
 /// that just became a range's leader records it then).
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Where meta requests start from: this node's topology, and its store when it has one
+/// (which knows the meta range's leader first-hand if it hosts a replica, and answers
+/// locally when it leads).
+#[derive(Clone, Copy)]
+pub(crate) struct MetaPath<'a> {
+    pub(crate) topology: &'a TopologyInner,
+    pub(crate) local: Option<&'a Inner>,
+}
+
 /// Where to ask the meta range next, after `attempt` failed tries: its leader as this node
 /// knows it, else its voters in turn, else (a node that knows nothing of it yet) every known
 /// peer in turn, each of which names the leader or hosts no replica.
-fn guess(inner: &Inner, attempt: usize) -> Option<NodeId> {
-    if inner.shared.descriptor(META_RANGE).is_some() {
-        if let Some(leader) = inner.leader_of(META_RANGE) {
-            if attempt == 0 {
-                return Some(leader);
+fn guess(path: MetaPath<'_>, attempt: usize) -> Option<NodeId> {
+    if let Some(inner) = path.local {
+        if inner.shared.descriptor(META_RANGE).is_some() {
+            if let Some(leader) = inner.leader_of(META_RANGE) {
+                if attempt == 0 {
+                    return Some(leader);
+                }
             }
         }
     }
-    let known = inner
+    let topology = path.topology;
+    let known = topology
         .known_ranges()
         .descriptors()
         .find(|d| d.id == META_RANGE)
@@ -41,7 +54,7 @@ fn guess(inner: &Inner, attempt: usize) -> Option<NodeId> {
             return Some(voters[attempt % voters.len()]);
         }
     }
-    let peers: Vec<NodeId> = inner
+    let peers: Vec<NodeId> = topology
         .peers
         .read()
         .unwrap_or_else(|p| p.into_inner())
@@ -57,22 +70,24 @@ fn guess(inner: &Inner, attempt: usize) -> Option<NodeId> {
 /// retrying it is harmless, since changes are idempotent (recording, registering) or cost
 /// only a gap (an allocation). An unknown outcome reported by the leader is returned.
 pub(crate) async fn call(
-    inner: &Inner,
+    path: MetaPath<'_>,
     request: MetaRequest,
     timeout: Duration,
 ) -> Result<MetaResponse, Error> {
+    let topology = path.topology;
     let deadline = Instant::now() + timeout;
     let mut hinted: Option<NodeId> = None;
     let mut attempt = 0usize;
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let node = hinted.take().or_else(|| guess(inner, attempt));
-        let result = match node {
-            Some(node) if node == inner.id => {
+        let node = hinted.take().or_else(|| guess(path, attempt));
+        let local = path.local.filter(|inner| Some(inner.id) == node);
+        let result = match (node, local) {
+            (Some(_), Some(inner)) => {
                 super::service::answer_meta(inner, request.clone(), remaining).await
             }
-            Some(node) => {
-                let addr = inner
+            (Some(node), None) => {
+                let addr = topology
                     .peers
                     .read()
                     .unwrap_or_else(|p| p.into_inner())
@@ -80,7 +95,7 @@ pub(crate) async fn call(
                     .copied();
                 match addr {
                     Some(addr) => {
-                        inner
+                        topology
                             .client
                             .call::<MetaRpc>(addr, &request, remaining)
                             .await
@@ -91,7 +106,7 @@ pub(crate) async fn call(
                     )),
                 }
             }
-            None => Err(Error::new(
+            (None, _) => Err(Error::new(
                 ErrorCode::Unavailable,
                 "no replica of the meta range is known",
             )),
@@ -104,7 +119,7 @@ pub(crate) async fn call(
             ErrorCode::NotLeader { hint } => {
                 if let Some(hint) = hint {
                     if let Some(addr) = hint.addr {
-                        inner
+                        topology
                             .peers
                             .write()
                             .unwrap_or_else(|p| p.into_inner())
@@ -137,16 +152,17 @@ pub(crate) async fn call(
 }
 
 /// Applies `op` in the meta range.
-pub(crate) async fn apply(inner: &Inner, op: MetaOp) -> Result<MetaAnswer, Error> {
-    match call(inner, MetaRequest::Apply(op), inner.request_limit()).await? {
+pub(crate) async fn apply(path: MetaPath<'_>, op: MetaOp) -> Result<MetaAnswer, Error> {
+    let limit = path.topology.request_limit();
+    match call(path, MetaRequest::Apply(op), limit).await? {
         MetaResponse::Applied(answer) => Ok(answer),
         other => Err(unexpected(&other)),
     }
 }
 
 /// A new range id, never handed out before.
-pub(crate) async fn allocate_range_id(inner: &Inner) -> Result<RangeId, Error> {
-    match apply(inner, MetaOp::AllocateRangeIds { count: 1 }).await? {
+pub(crate) async fn allocate_range_id(path: MetaPath<'_>) -> Result<RangeId, Error> {
+    match apply(path, MetaOp::AllocateRangeIds { count: 1 }).await? {
         MetaAnswer::Allocated { first } => Ok(first),
         other => Err(Error::new(
             ErrorCode::Internal,
@@ -157,27 +173,29 @@ pub(crate) async fn allocate_range_id(inner: &Inner) -> Result<RangeId, Error> {
 
 /// The recorded descriptor holding `key`, from the meta range, within `timeout`.
 pub(crate) async fn lookup(
-    inner: &Inner,
+    path: MetaPath<'_>,
     key: &[u8],
     timeout: Duration,
 ) -> Result<Option<RangeDescriptor>, Error> {
-    match call(inner, MetaRequest::Lookup { key: key.to_vec() }, timeout).await? {
+    match call(path, MetaRequest::Lookup { key: key.to_vec() }, timeout).await? {
         MetaResponse::Descriptor(found) => Ok(found),
         other => Err(unexpected(&other)),
     }
 }
 
 /// Every recorded descriptor.
-pub(crate) async fn descriptors(inner: &Inner) -> Result<Vec<RangeDescriptor>, Error> {
-    match call(inner, MetaRequest::Descriptors, inner.request_limit()).await? {
+pub(crate) async fn descriptors(path: MetaPath<'_>) -> Result<Vec<RangeDescriptor>, Error> {
+    let limit = path.topology.request_limit();
+    match call(path, MetaRequest::Descriptors, limit).await? {
         MetaResponse::Descriptors(found) => Ok(found),
         other => Err(unexpected(&other)),
     }
 }
 
 /// Every registered node.
-pub(crate) async fn nodes(inner: &Inner) -> Result<Vec<NodeRecord>, Error> {
-    match call(inner, MetaRequest::Nodes, inner.request_limit()).await? {
+pub(crate) async fn nodes(path: MetaPath<'_>) -> Result<Vec<NodeRecord>, Error> {
+    let limit = path.topology.request_limit();
+    match call(path, MetaRequest::Nodes, limit).await? {
         MetaResponse::Nodes(found) => Ok(found),
         other => Err(unexpected(&other)),
     }
@@ -198,8 +216,7 @@ fn unexpected(response: &MetaResponse) -> Error {
 /// logged and not tried again) cannot hold back the rest.
 pub(crate) async fn upkeep(inner: Arc<Inner>) {
     let mut recorded: HashMap<RangeId, Generation> = HashMap::new();
-    // A gateway member is not a place for replicas.
-    let mut registered = !inner.config.hosts_ranges;
+    let mut registered = false;
     let mut ticker = tokio::time::interval(UPKEEP_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -210,10 +227,10 @@ pub(crate) async fn upkeep(inner: Arc<Inner>) {
         if !registered {
             let record = NodeRecord {
                 id: inner.id,
-                addr: inner.addr,
+                addr: inner.topology.addr(),
                 zone: inner.config.zone.clone(),
             };
-            match apply(&inner, MetaOp::RegisterNode(record)).await {
+            match apply(inner.meta_path(), MetaOp::RegisterNode(record)).await {
                 Ok(_) => registered = true,
                 Err(e) => {
                     tracing::debug!(node = %inner.id, error = %e, "not registered in the meta range yet")
@@ -231,7 +248,7 @@ pub(crate) async fn upkeep(inner: Arc<Inner>) {
         if due.is_empty() {
             continue;
         }
-        match apply(&inner, MetaOp::Record(due.clone())).await {
+        match apply(inner.meta_path(), MetaOp::Record(due.clone())).await {
             Ok(_) => {
                 for d in due {
                     recorded.insert(d.id, d.generation);
@@ -239,7 +256,7 @@ pub(crate) async fn upkeep(inner: Arc<Inner>) {
             }
             Err(e) if e.code == ErrorCode::InvalidRequest => {
                 for d in due {
-                    match apply(&inner, MetaOp::Record(vec![d.clone()])).await {
+                    match apply(inner.meta_path(), MetaOp::Record(vec![d.clone()])).await {
                         Ok(_) => {}
                         Err(e) if e.code == ErrorCode::InvalidRequest => {
                             tracing::error!(node = %inner.id, range = %d.id, error = %e, "the meta range refuses this range's descriptor");

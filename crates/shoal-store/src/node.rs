@@ -8,38 +8,28 @@ use super::handover::HandOver;
 use super::hosting::{self, Groups, Resume};
 use super::machine::RangeMachine;
 use super::meta::{NodeRecord, MAX_ZONE_BYTES, META_RANGE};
-use super::meta_client;
+use super::meta_client::{self, MetaPath};
 use super::read_barriers::ReadBarriers;
-use super::seeds::Seeds;
 use super::service;
 use super::shared::{Shared, SplitDone};
-use shoal_consensus::driver::{
-    DriverError, LeaderChange, Peers, RaftDriver, RaftInbox, UnknownGroup,
-};
+use super::topology::Topology;
+use shoal_consensus::driver::{DriverError, LeaderChange, RaftDriver, RaftInbox, UnknownGroup};
 use shoal_consensus::{Membership, Status, Wait, Wal};
 use shoal_core::{codec, Clock, ErrorCode, KeyRange, LeaderHint, NodeId, RangeDescriptor, RangeId};
-use shoal_membership::driver::{MembershipInbox, MembershipNode, NodeOptions};
-use shoal_membership::{MemberEvent, MemberEventKind};
+use shoal_membership::MemberEvent;
 use shoal_ranges::policy::{Decision, InFlight, RangeStats as PolicyStats};
 use shoal_storage::{Engine, StorageError};
-use shoal_transport::{
-    FaultFilter, RegisterError, Router, RpcClient, RpcServer, TransportError, TransportStats,
-    UdpTransport,
-};
+use shoal_transport::{FaultFilter, RegisterError, RpcClient, RpcServer, TransportError};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
-/// How many listener ports [`Store::open`] tries, with port 0, for one whose UDP twin is
-/// free too.
-const PORT_ATTEMPTS: u32 = 16;
-
-/// The membership metadata of a node that hosts no ranges (see
-/// [`StoreConfig::hosts_ranges`]); data nodes publish none.
+/// The membership metadata of a member that hosts no ranges (a standalone gateway's
+/// [`Topology`]); data nodes publish none.
 pub const GATEWAY_META: &[u8] = b"role=gateway";
 
 /// The user range the first nodes bootstrap: every key below `0xff` (the meta range holds
@@ -86,19 +76,15 @@ pub enum StoreError {
 
 /// What the store's RPC handlers reach.
 pub(crate) struct Inner {
+    /// This node (its topology's id, kept here because every part logs it).
     pub(crate) id: NodeId,
     pub(crate) config: StoreConfig,
+    /// Membership, peers' addresses, seeds and every descriptor heard of.
+    pub(crate) topology: Topology,
     pub(crate) engine: Arc<Engine>,
     pub(crate) wal: Wal,
     pub(crate) driver: RaftDriver<RangeMachine>,
-    pub(crate) peers: Peers,
-    /// This node's membership: who is in the cluster and where, over gossip.
-    pub(crate) members: MembershipNode,
     pub(crate) shared: Arc<Shared>,
-    /// Every range's descriptor this node has heard of (its own and gossip's).
-    pub(crate) known: Mutex<shoal_ranges::DescriptorSet>,
-    pub(crate) addr: SocketAddr,
-    pub(crate) client: Arc<RpcClient>,
     /// Comparison sessions this node answers.
     pub(crate) compares: Mutex<CompareSessions>,
     /// Trees built for comparisons at once (each reads a whole range): a peer cannot make
@@ -108,8 +94,6 @@ pub(crate) struct Inner {
     pub(crate) replica_mismatches: AtomicU64,
     /// Linearizable reads' barriers, batched per range.
     pub(crate) read_barriers: ReadBarriers,
-    /// The seeds this node joined through, joined again while none is known alive.
-    pub(crate) seeds: Seeds,
     /// The last comparison session this node started.
     next_session: AtomicU64,
     server: Mutex<Option<RpcServer>>,
@@ -148,119 +132,52 @@ impl Store {
         let engine = Arc::new(engine);
 
         let inbox = RaftInbox::new(&config.driver);
-        let members_inbox = MembershipInbox::new();
-        let slot: Arc<OnceLock<Arc<Inner>>> = Arc::new(OnceLock::new());
-        // Gossip datagrams go on the same port number as the listener. With port 0 the
-        // system picks a free TCP port whose UDP twin may be in use: then another TCP port
-        // is picked, a few times.
-        // One fault filter (disabled unless rules are added) and one set of counters for the
-        // listener, the client and the gossip socket, so a rule cuts all traffic with a peer.
-        let stats = Arc::new(TransportStats::default());
-        let fault = FaultFilter::with_stats(stats.clone());
-        let mut attempts = 0;
-        let (server, udp) = loop {
-            let mut router = Router::new();
-            inbox.register(&mut router)?;
-            members_inbox.register(&mut router)?;
-            service::register(&mut router, slot.clone())?;
-            let server = RpcServer::bind_with(
-                config.listen,
-                id,
-                router,
-                config.transport.clone(),
-                stats.clone(),
-                fault.clone(),
-            )
-            .await?;
-            match UdpTransport::bind_with(
-                server.local_addr(),
-                id,
-                &config.transport,
-                stats.clone(),
-                fault.clone(),
-            )
-            .await
-            {
-                Ok(udp) => break (server, udp),
-                Err(TransportError::Io(e))
-                    if e.kind() == std::io::ErrorKind::AddrInUse
-                        && config.listen.port() == 0
-                        && attempts < PORT_ATTEMPTS =>
-                {
-                    attempts += 1;
-                    server.shutdown().await;
-                }
-                Err(e) => {
-                    server.shutdown().await;
-                    return Err(e.into());
-                }
-            }
-        };
-        let bound = server.local_addr();
-        let addr = config.advertise.unwrap_or(bound);
-        let client = Arc::new(RpcClient::with_parts(
-            id,
-            Some(addr),
-            config.transport.clone(),
-            stats.clone(),
-            fault.clone(),
-        )?);
-        let mut options = NodeOptions::new(id, bound, config.membership.clone());
-        options.advertise = Some(addr);
-        options.transport = config.transport.clone();
-        options.leave_timeout = config.leave_timeout;
-        if !config.hosts_ranges {
-            options.meta = GATEWAY_META.to_vec();
-        }
-        let members = MembershipNode::start_shared(options, members_inbox, client.clone(), udp)
-            .map_err(|e| StoreError::Membership(e.to_string()))?;
-        let peers = Peers::default();
-        peers
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, addr);
+        // Data nodes publish no membership metadata (gateway members publish GATEWAY_META).
+        let mut starting = Topology::start(&config.topology(), Vec::new()).await?;
+        inbox.register(&mut starting.router)?;
+        let topology = starting.topology.clone();
         let driver = RaftDriver::start(
             id,
-            client.clone(),
-            peers.clone(),
+            topology.client(),
+            topology.inner.peers.clone(),
             inbox,
             config.driver.clone(),
         );
         let inner = Arc::new(Inner {
             id,
             config,
+            topology,
             engine,
             wal,
             driver,
-            peers,
-            members,
             shared: Arc::new(Shared::default()),
-            known: Mutex::new(shoal_ranges::DescriptorSet::new()),
-            addr,
-            client,
             compares: Mutex::new(CompareSessions::default()),
             compare_builds: tokio::sync::Semaphore::new(2),
             replica_mismatches: AtomicU64::new(0),
             read_barriers: ReadBarriers::default(),
-            seeds: Seeds::default(),
             next_session: AtomicU64::new(0),
-            server: Mutex::new(Some(server)),
+            server: Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
         });
-        let _ = slot.set(inner.clone());
+        service::register(&mut starting.router, inner.clone())?;
+        let server = match starting.serve() {
+            Ok(server) => server,
+            Err(e) => {
+                Store { inner }.stop().await;
+                return Err(e);
+            }
+        };
+        *inner.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(server);
         let store = Store { inner };
         if let Err(e) = store.resume().await {
             // Leave nothing running (the listener would hold the port).
             store.stop().await;
             return Err(e);
         }
+        store.inner.topology.spawn_upkeep();
         let tasks = [
             tokio::spawn(start_split_ranges(store.inner.clone())),
             tokio::spawn(split_large_ranges(store.inner.clone())),
-            tokio::spawn(learn_peers(
-                store.inner.clone(),
-                store.inner.members.subscribe(),
-            )),
             tokio::spawn(host_on_demand(
                 store.inner.clone(),
                 store.inner.driver.subscribe_unknown_groups(),
@@ -268,12 +185,6 @@ impl Store {
             tokio::spawn(super::gossip::announce(store.inner.clone())),
             tokio::spawn(meta_client::upkeep(store.inner.clone())),
             tokio::spawn(sync_engine(store.inner.clone())),
-            tokio::spawn(super::seeds::rejoin(store.inner.clone())),
-            tokio::spawn(super::gossip::pull_now_and_then(store.inner.clone())),
-            tokio::spawn(super::gossip::listen(
-                store.inner.clone(),
-                store.inner.members.subscribe_messages(),
-            )),
         ];
         store
             .inner
@@ -312,11 +223,6 @@ impl Store {
     /// descriptors, meta first.
     pub async fn bootstrap(&self, voters: &[NodeId]) -> Result<[RangeDescriptor; 2], StoreError> {
         let inner = &self.inner;
-        if !inner.config.hosts_ranges {
-            return Err(StoreError::Config(
-                "a node that hosts no ranges cannot bootstrap a cluster".into(),
-            ));
-        }
         let engine = inner.engine.clone();
         let wal = inner.wal.clone();
         let founding = voters.to_vec();
@@ -351,61 +257,38 @@ impl Store {
 
     /// The address the store listens on (node RPC, Raft and snapshots).
     pub fn addr(&self) -> SocketAddr {
-        self.inner.addr
+        self.inner.topology.addr()
     }
 
-    /// Joins the cluster through `seeds` (any members' addresses): from then on membership
-    /// keeps every store's address known to every other. Returns how many seeds answered.
-    /// The seeds are remembered: while no live member is known at one of them, the store
-    /// joins through it again (see [`StoreConfig::rejoin_interval`]).
+    /// This node's view of the cluster: membership, peers' addresses, the descriptors
+    /// gossip brought.
+    pub fn topology(&self) -> &Topology {
+        &self.inner.topology
+    }
+
+    /// Joins the cluster through `seeds` (see [`Topology::join`]).
     pub async fn join(&self, seeds: Vec<SocketAddr>) -> Result<usize, StoreError> {
-        self.inner.seeds.remember(&seeds, self.inner.addr);
-        let _joining = self.inner.seeds.joining.lock().await;
-        let answered = self
-            .inner
-            .members
-            .join(seeds.clone())
-            .await
-            .map_err(|e| StoreError::Membership(e.to_string()))?;
-        // Learn the ranges at once rather than at the next pull.
-        if let Some(&seed) = seeds.first() {
-            super::gossip::pull(&self.inner, seed).await;
-        }
-        Ok(answered)
+        self.inner.topology.join(seeds).await
     }
 
     /// The cluster's members as this node sees them (itself included).
     pub async fn members(&self) -> Result<Vec<shoal_membership::Member>, StoreError> {
-        self.inner
-            .members
-            .members()
-            .await
-            .map_err(|e| StoreError::Membership(e.to_string()))
+        self.inner.topology.members().await
     }
 
     /// Membership's events from now on: members joining, suspected, failed, leaving.
     pub fn subscribe_members(&self) -> broadcast::Receiver<MemberEvent> {
-        self.inner.members.subscribe()
+        self.inner.topology.subscribe_members()
     }
 
     /// Records where a peer listens, for peers not (yet) known through membership.
     pub fn set_peer(&self, node: NodeId, addr: SocketAddr) {
-        self.inner
-            .peers
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(node, addr);
+        self.inner.topology.set_peer(node, addr)
     }
 
-    /// Where `node` listens, as this store knows it (through membership, or
-    /// [`Store::set_peer`]).
+    /// Where `node` listens, as this store knows it (see [`Topology::peer_addr`]).
     pub fn peer_addr(&self, node: NodeId) -> Option<SocketAddr> {
-        self.inner
-            .peers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&node)
-            .copied()
+        self.inner.topology.peer_addr(node)
     }
 
     /// The node's engine (for replica comparisons and tests).
@@ -415,20 +298,19 @@ impl Store {
 
     /// The client this store calls peers with (routers in the same process may share it).
     pub fn client(&self) -> Arc<RpcClient> {
-        self.inner.client.clone()
+        self.inner.topology.client()
     }
 
-    /// The fault-injection filter shared by the store's listener, client and gossip socket:
-    /// a rule for a peer's address cuts (or delays) Raft, RPC and gossip traffic with it
-    /// alike. Disabled, and free, until a rule is added; for fault-injection tests only.
+    /// The fault-injection filter shared by the store's listener, client and gossip socket
+    /// (see [`Topology::fault_filter`]).
     pub fn fault_filter(&self) -> &FaultFilter {
-        self.inner.client.fault_filter()
+        self.inner.topology.fault_filter()
     }
 
     /// The transport counters of the listener, the client and the gossip socket together
     /// (messages and bytes, and what the fault filter dropped or delayed).
     pub fn transport_stats(&self) -> shoal_transport::StatsSnapshot {
-        self.inner.client.stats().snapshot()
+        self.inner.topology.transport_stats()
     }
 
     /// How many times the node's WAL has synced (one sync covers every group's writes of a
@@ -448,14 +330,27 @@ impl Store {
         Ok(self.inner.lookup(key, self.inner.request_limit()).await?)
     }
 
+    /// Serves a key-value request for a range hosted here, in this process: what a
+    /// [`super::KvRpc`] to this node does, with no socket and no encoding (a router in the
+    /// same process sends its requests for ranges this node leads here). `timeout` is capped
+    /// at [`StoreConfig::request_timeout`].
+    pub async fn serve(
+        &self,
+        request: super::KvRequest,
+        timeout: Duration,
+    ) -> Result<super::KvResponse, shoal_core::Error> {
+        let timeout = timeout.min(self.inner.request_limit());
+        service::handle_kv(&self.inner, request, timeout).await
+    }
+
     /// Every descriptor the meta range records (a linearizable read of it).
     pub async fn meta_descriptors(&self) -> Result<Vec<RangeDescriptor>, StoreError> {
-        Ok(meta_client::descriptors(&self.inner).await?)
+        Ok(meta_client::descriptors(self.inner.meta_path()).await?)
     }
 
     /// Every node registered in the meta range (a linearizable read of it).
     pub async fn registered_nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
-        Ok(meta_client::nodes(&self.inner).await?)
+        Ok(meta_client::nodes(self.inner.meta_path()).await?)
     }
 
     /// A hosted range's Raft status.
@@ -553,7 +448,7 @@ impl Store {
                 "leaderships handed over"
             );
         }
-        self.inner.members.leave().await;
+        self.inner.topology.inner.members.leave().await;
         self.stop().await;
         let engine = self.inner.engine.clone();
         let _ =
@@ -569,7 +464,8 @@ impl Store {
     }
 
     async fn stop(&self) {
-        self.inner.members.shutdown().await;
+        let topology = &self.inner.topology.inner;
+        topology.stop_serving().await;
         let server = self
             .inner
             .server
@@ -589,7 +485,7 @@ impl Store {
         {
             task.abort();
         }
-        self.inner.client.shutdown().await;
+        topology.stop().await;
     }
 }
 
@@ -653,15 +549,10 @@ impl Inner {
         self.driver.leader(range).and_then(|l| l.id)
     }
 
-    /// Whether `node` is one of the cluster's nodes as this one knows them (through
-    /// membership or [`Store::set_peer`]): what may change the meta range. The transport
-    /// does not authenticate the id a connection claims (see shoal-transport's
-    /// `RequestContext::source`), so this keeps out routers and mistakes, not forgers.
+    /// Whether `node` is one of the cluster's nodes as this one knows them (see
+    /// [`super::topology::TopologyInner::is_member`]).
     pub(crate) fn is_member(&self, node: NodeId) -> bool {
-        self.peers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(&node)
+        self.topology.inner.is_member(node)
     }
 
     /// Whether this node leads a hosted range.
@@ -672,15 +563,20 @@ impl Inner {
     /// The longest a request may take: [`StoreConfig::request_timeout`], or
     /// [`DEFAULT_DEADLINE`] when that is zero.
     pub(crate) fn request_limit(&self) -> Duration {
-        if self.config.request_timeout.is_zero() {
-            DEFAULT_DEADLINE
-        } else {
-            self.config.request_timeout
-        }
+        self.topology.inner.request_limit()
     }
 
+    /// A hint naming `node` (if any) with its address as this node knows it.
     pub(crate) fn leader_hint(&self, node: Option<NodeId>) -> Option<LeaderHint> {
-        leader_hint(&self.peers, node)
+        self.topology.inner.leader_hint(node)
+    }
+
+    /// The meta range, reached from this node: answered here when this node leads it.
+    pub(crate) fn meta_path(&self) -> MetaPath<'_> {
+        MetaPath {
+            topology: &self.topology.inner,
+            local: Some(self),
+        }
     }
 
     /// The ranges that hold `key` (see [`Store::lookup`]), asking the meta range within
@@ -694,9 +590,9 @@ impl Inner {
         if !found.is_empty() {
             return Ok(found);
         }
-        let recorded = meta_client::lookup(self, key, timeout).await?;
+        let recorded = meta_client::lookup(self.meta_path(), key, timeout).await?;
         if let Some(d) = &recorded {
-            self.learn(d, 0);
+            self.topology.inner.learn(d, 0);
         }
         Ok(recorded.into_iter().collect())
     }
@@ -733,7 +629,7 @@ impl Inner {
                     })?
             }
         };
-        let right = meta_client::allocate_range_id(self)
+        let right = meta_client::allocate_range_id(self.meta_path())
             .await
             .map_err(StoreError::Request)?;
         let data = codec::encode(&Command::Split { at, right })
@@ -897,9 +793,6 @@ async fn split_large_ranges(inner: Arc<Inner>) {
 /// it or is gone). A group whose descriptor is unknown, or does not name this node, or whose
 /// span overlaps a range hosted here, is left alone: its messages are dropped.
 async fn host_on_demand(inner: Arc<Inner>, mut unknown: broadcast::Receiver<UnknownGroup>) {
-    if !inner.config.hosts_ranges {
-        return;
-    }
     loop {
         let group = match unknown.recv().await {
             Ok(u) => u.group,
@@ -910,6 +803,8 @@ async fn host_on_demand(inner: Arc<Inner>, mut unknown: broadcast::Receiver<Unkn
             continue;
         }
         let known = inner
+            .topology
+            .inner
             .known_ranges()
             .descriptors()
             .find(|d| d.id == group)
@@ -925,52 +820,6 @@ async fn host_on_demand(inner: Arc<Inner>, mut unknown: broadcast::Receiver<Unkn
             tracing::warn!(node = %inner.id, %group, error = %e, "could not host a new replica");
         }
     }
-}
-
-/// Keeps the peer addresses Raft and node RPC use up to date with membership: a member that
-/// joins or comes back is reachable at the address it gossips. Starts from the members
-/// known when it subscribed (membership runs, and answers joins, before this task does).
-async fn learn_peers(inner: Arc<Inner>, mut events: broadcast::Receiver<MemberEvent>) {
-    let peers = inner.peers.clone();
-    if let Ok(members) = inner.members.members().await {
-        let mut known = peers.write().unwrap_or_else(|p| p.into_inner());
-        for member in members.iter().filter(|m| m.id != inner.id) {
-            known.entry(member.id).or_insert(member.addr);
-        }
-    }
-    loop {
-        match events.recv().await {
-            Ok(event) => {
-                if matches!(
-                    event.kind,
-                    MemberEventKind::Joined
-                        | MemberEventKind::AliveAgain
-                        | MemberEventKind::Reclaimed
-                        | MemberEventKind::Updated
-                ) {
-                    peers
-                        .write()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(event.id, event.addr);
-                }
-            }
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                tracing::warn!(missed, "missed membership events; addresses may lag");
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
-        }
-    }
-}
-
-/// A hint naming `node` (if any) with its address as `peers` know it.
-pub(crate) fn leader_hint(peers: &Peers, node: Option<NodeId>) -> Option<LeaderHint> {
-    let node = node?;
-    let addr = peers
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&node)
-        .copied();
-    Some(LeaderHint { node, addr })
 }
 
 /// How long a request may take when its caller gave no deadline.

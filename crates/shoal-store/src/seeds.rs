@@ -8,7 +8,7 @@
 //!
 //! [`StoreConfig::rejoin_interval`]: super::StoreConfig::rejoin_interval
 
-use super::node::Inner;
+use super::topology::TopologyInner;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -47,8 +47,8 @@ impl Seeds {
 
 /// Every `rejoin_interval`, joins through the seeds no live member is known at; while the
 /// same seeds stay missing, the wait doubles up to [`MAX_REJOIN_INTERVAL`].
-pub(crate) async fn rejoin(inner: Arc<Inner>) {
-    let base = inner.config.rejoin_interval;
+pub(crate) async fn rejoin(inner: Arc<TopologyInner>) {
+    let base = inner.rejoin_interval;
     if base.is_zero() {
         return;
     }

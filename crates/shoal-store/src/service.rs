@@ -7,44 +7,39 @@ use super::api::{
 use super::command::{Applied, Command, Expect, Rejection, WriteOp};
 use super::compare::CompareRpc;
 use super::meta::{self, is_system_key, META_RANGE, SYSTEM_KEY_PREFIX};
-use super::node::{leader_hint, Inner, StoreError};
+use super::node::{Inner, StoreError};
+use super::topology::leader_hint;
 use shoal_consensus::driver::{DriverError, Peers};
 use shoal_consensus::{ConfChangeError, ProposeError, ReadError, Wait};
 use shoal_core::{codec, Error, ErrorCode, RangeDescriptor, RangeEnd, RangeId};
 use shoal_storage::{Scan, StorageError};
 use shoal_transport::{RegisterError, RequestContext, Router};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-type Slot = Arc<OnceLock<Arc<Inner>>>;
-
-fn inner(slot: &Slot) -> Result<Arc<Inner>, Error> {
-    slot.get()
-        .cloned()
-        .ok_or_else(|| Error::new(ErrorCode::Unavailable, "the store is starting"))
-}
-
-/// Registers the store's handlers on the node's router.
-pub(crate) fn register(router: &mut Router, slot: Slot) -> Result<(), RegisterError> {
-    let kv = slot.clone();
+/// Registers the store's handlers on the node's router. The store exists by now: its
+/// listener is served only once they are registered.
+pub(crate) fn register(router: &mut Router, inner: Arc<Inner>) -> Result<(), RegisterError> {
+    let kv = inner.clone();
     router.register::<KvRpc, _, _>(move |ctx, request| {
-        let slot = kv.clone();
-        async move { handle_kv(&inner(&slot)?, &ctx, request).await }
-    })?;
-    let lookup = slot.clone();
-    router.register::<LookupRpc, _, _>(move |ctx, request| {
-        let slot = lookup.clone();
+        let inner = kv.clone();
         async move {
-            let inner = inner(&slot)?;
+            let timeout = deadline(&inner, &ctx);
+            handle_kv(&inner, request, timeout).await
+        }
+    })?;
+    let lookup = inner.clone();
+    router.register::<LookupRpc, _, _>(move |ctx, request| {
+        let inner = lookup.clone();
+        async move {
             let timeout = deadline(&inner, &ctx);
             inner.lookup(&request.key, timeout).await
         }
     })?;
-    let meta = slot.clone();
+    let meta = inner.clone();
     router.register::<MetaRpc, _, _>(move |ctx, request| {
-        let slot = meta.clone();
+        let inner = meta.clone();
         async move {
-            let inner = inner(&slot)?;
             let timeout = deadline(&inner, &ctx);
             if matches!(request, MetaRequest::Apply(_)) && !inner.is_member(ctx.source) {
                 return Err(Error::new(
@@ -55,48 +50,32 @@ pub(crate) fn register(router: &mut Router, slot: Slot) -> Result<(), RegisterEr
             answer_meta(&inner, request, timeout).await
         }
     })?;
-    let status = slot.clone();
+    let status = inner.clone();
     router.register::<super::status::StatusRpc, _, _>(move |_ctx, range| {
-        let slot = status.clone();
-        async move {
-            let inner = inner(&slot)?;
-            Ok(super::status::report(&inner, range).await)
-        }
+        let inner = status.clone();
+        async move { Ok(super::status::report(&inner, range).await) }
     })?;
-    let ranges = slot.clone();
-    router.register::<super::gossip::RangesRpc, _, _>(move |_ctx, ()| {
-        let slot = ranges.clone();
-        async move {
-            let inner = inner(&slot)?;
-            super::gossip::answer_pull(&inner)
-        }
-    })?;
-    let compare = slot.clone();
+    let compare = inner.clone();
     router.register::<CompareRpc, _, _>(move |ctx, request| {
-        let slot = compare.clone();
-        async move { super::compare::answer(&inner(&slot)?, ctx.source, request).await }
+        let inner = compare.clone();
+        async move { super::compare::answer(&inner, ctx.source, request).await }
     })?;
-    let digest = slot.clone();
+    let digest = inner.clone();
     router.register::<super::compare::DigestRpc, _, _>(move |_ctx, range| {
-        let slot = digest.clone();
-        async move {
-            let inner = inner(&slot)?;
-            super::compare::digest(&inner, range).await
-        }
+        let inner = digest.clone();
+        async move { super::compare::digest(&inner, range).await }
     })?;
-    let replicas = slot.clone();
+    let replicas = inner.clone();
     router.register::<ChangeReplicasRpc, _, _>(move |_ctx, request| {
-        let slot = replicas.clone();
+        let inner = replicas.clone();
         async move {
-            let inner = inner(&slot)?;
             inner.change_replicas(request.range, request.change).await?;
             Ok(inner.shared.descriptor(request.range))
         }
     })?;
     router.register::<SplitRpc, _, _>(move |_ctx, request| {
-        let slot = slot.clone();
+        let inner = inner.clone();
         async move {
-            let inner = inner(&slot)?;
             match inner.split(request.range, request.at).await {
                 Ok((left, right)) => Ok(SplitResponse { left, right }),
                 Err(StoreError::Request(e)) => Err(e),
@@ -145,10 +124,12 @@ fn check_keys<'k>(
     Ok(())
 }
 
-async fn handle_kv(
+/// Serves one key-value request for a range hosted here, within `timeout` (what [`KvRpc`]
+/// runs, and what [`super::Store::serve`] runs in-process).
+pub(crate) async fn handle_kv(
     inner: &Arc<Inner>,
-    ctx: &RequestContext,
     request: KvRequest,
+    timeout: Duration,
 ) -> Result<KvResponse, Error> {
     let range = request.range;
     if range == META_RANGE {
@@ -169,7 +150,6 @@ async fn handle_kv(
             "the request's descriptor is older than the range's",
         ));
     }
-    let timeout = deadline(inner, ctx);
     match request.op {
         KvOp::Get { key, consistency } => {
             check_keys(inner, &descriptor, std::iter::once(key.as_slice()))?;
@@ -223,7 +203,7 @@ async fn read_barrier(
         return Ok(());
     }
     let driver = inner.driver.clone();
-    let peers = inner.peers.clone();
+    let peers = inner.topology.inner.peers.clone();
     let mode = inner.config.read_mode;
     let limit = inner.request_limit();
     inner

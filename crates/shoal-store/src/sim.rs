@@ -1,6 +1,6 @@
 //! A whole store in the deterministic simulator (feature `sim`): the node's real engine
 //! (fjall) and WAL on disk, its Raft groups in one [`RaftHost`], opened, bootstrapped and
-//! recovered by the same code as the tokio store ([`super::hosting`]), with splits starting
+//! recovered by the same code as the tokio store (the `hosting` module), with splits starting
 //! their right halves and replicas created on demand, all in virtual time. Messages are
 //! Raft messages, snapshot transfers (a whole transfer is one simulated message, lost or
 //! delivered as one) and leaders' descriptor announcements (gossip's part).

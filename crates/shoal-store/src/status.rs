@@ -100,7 +100,7 @@ pub(crate) async fn report(inner: &Inner, range: Option<RangeId>) -> NodeStatus 
     let wal = inner.wal.stats();
     NodeStatus {
         node: inner.id,
-        addr: inner.addr,
+        addr: inner.topology.addr(),
         ranges,
         hosted: descriptors.len(),
         leaderships,

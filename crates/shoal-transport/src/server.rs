@@ -77,6 +77,22 @@ impl RpcServer {
     ) -> Result<RpcServer, TransportError> {
         config.validate()?;
         let listener = TcpListener::bind(addr).await?;
+        Self::serve(listener, node, router, config, stats, fault)
+    }
+
+    /// Serves `router` as node `node` on a listener bound already. A node binds its port
+    /// first (and the UDP port beside it), builds what its handlers reach, registers them,
+    /// and only then serves: connections that arrive meanwhile wait in the listen backlog.
+    /// Call from within a tokio runtime.
+    pub fn serve(
+        listener: TcpListener,
+        node: NodeId,
+        router: Router,
+        config: TransportConfig,
+        stats: Arc<TransportStats>,
+        fault: FaultFilter,
+    ) -> Result<RpcServer, TransportError> {
+        config.validate()?;
         let local_addr = listener.local_addr()?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (drained_tx, drained) = mpsc::channel(1);

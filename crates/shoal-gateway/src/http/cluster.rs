@@ -46,7 +46,7 @@ fn snake(variant: impl std::fmt::Debug) -> String {
     responses((status = 200, description = "Every member, this node included.", body = Vec<Member>))
 )]
 pub(super) async fn members(State(app): State<App>) -> Result<Json<Vec<Member>>, ApiError> {
-    let members = app.router.store().members().await.map_err(store_error)?;
+    let members = app.router.backend().members().await.map_err(store_error)?;
     Ok(Json(
         members
             .iter()
@@ -96,12 +96,12 @@ fn range_body(d: &RangeDescriptor, leader: Option<u64>) -> Range {
     )
 )]
 pub(super) async fn ranges(State(app): State<App>) -> Result<Json<Vec<Range>>, ApiError> {
-    let store = app.router.store();
-    let descriptors = store.meta_descriptors().await.map_err(store_error)?;
+    let backend = app.router.backend();
+    let descriptors = backend.meta_descriptors().await.map_err(store_error)?;
     Ok(Json(
         descriptors
             .iter()
-            .map(|d| range_body(d, store.leader(d.id).map(|n| n.get())))
+            .map(|d| range_body(d, backend.leader(d.id).map(|n| n.get())))
             .collect(),
     ))
 }
@@ -340,7 +340,7 @@ pub(super) async fn change_replicas(
     };
     if let ReplicaChange::AddLearner(n) = change {
         // Only a live data node can host it: a learner elsewhere would never catch up.
-        let members = app.router.store().members().await.map_err(store_error)?;
+        let members = app.router.backend().members().await.map_err(store_error)?;
         let hosts = members
             .iter()
             .any(|m| m.id.get() == n && m.state == MemberState::Alive && m.meta != GATEWAY_META);
@@ -377,7 +377,7 @@ pub(super) async fn change_replicas(
         body = String, content_type = "application/openmetrics-text"))
 )]
 pub(super) async fn metrics_text(State(app): State<App>) -> Response {
-    crate::metrics::serve(app.metrics.clone(), app.router.store().clone()).await
+    crate::metrics::serve(&app.metrics, app.router.backend()).await
 }
 
 /// Whether the process is alive (needs no token).

@@ -98,9 +98,9 @@ fn enabled(app: &App) -> Result<(), ApiError> {
 }
 
 fn state(app: &App) -> FaultState {
-    let store = app.router.store();
-    let stats = store.transport_stats();
-    let rules = store
+    let backend = app.router.backend();
+    let stats = backend.transport_stats();
+    let rules = backend
         .fault_filter()
         .rules()
         .into_iter()
@@ -182,7 +182,7 @@ pub(super) async fn get_faults(
                 .ok_or_else(|| ApiError::bad_request("probe is not an address (host:port)"))?;
             let asked = app
                 .router
-                .store()
+                .backend()
                 .client()
                 .call::<StatusRpc>(peer, &Some(RangeId::new(0)), PROBE_TIMEOUT)
                 .await;
@@ -222,7 +222,7 @@ pub(super) async fn put_faults(
         .iter()
         .map(parse)
         .collect::<Result<Vec<_>, _>>()?;
-    app.router.store().fault_filter().replace(&rules);
+    app.router.backend().fault_filter().replace(&rules);
     tracing::warn!(rules = body.rules.len(), "fault rules replaced");
     Ok(Json(state(&app)))
 }
@@ -234,7 +234,7 @@ pub(super) async fn delete_faults(
 ) -> Result<Json<FaultState>, ApiError> {
     enabled(&app)?;
     query(&raw, &[])?;
-    app.router.store().fault_filter().clear();
+    app.router.backend().fault_filter().clear();
     tracing::warn!("fault rules cleared");
     Ok(Json(state(&app)))
 }
