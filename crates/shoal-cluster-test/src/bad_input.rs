@@ -4,8 +4,8 @@
 //! keys they aim at stay absent, a key that holds a value keeps it, and the ranges stay
 //! as they were.
 
-use hyper::Method;
-use shoal_node::client::Gateway;
+use shoal_client::Client;
+use shoal_client::Method;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -61,20 +61,20 @@ fn request(method: &str, path: &str, body: &[u8]) -> Vec<u8> {
 
 /// Sends every bad request to the gateway at `http` (`gateway` is a client of it); returns what went wrong (empty: every
 /// request was refused and nothing changed).
-pub async fn check(http: SocketAddr, gateway: &Gateway) -> Vec<String> {
+pub async fn check(http: SocketAddr, gateway: &Client) -> Vec<String> {
     let mut problems = Vec::new();
     let get = |path: String| {
         let gateway = gateway.clone();
         async move {
             gateway
-                .send(Method::GET, &path, &[], Vec::new(), Duration::from_secs(10))
+                .request_within(Method::GET, &path, &[], Vec::new(), Duration::from_secs(10))
                 .await
                 .map_err(|e| e.to_string())
         }
     };
     let held_path = format!("/v1/kv/{HELD}");
     let put = gateway
-        .send(
+        .request_within(
             Method::PUT,
             &held_path,
             &[],
@@ -191,7 +191,7 @@ pub async fn check(http: SocketAddr, gateway: &Gateway) -> Vec<String> {
 
 /// The ranges' ids, bounds and generations from a `/v1/ranges` answer (not their
 /// leaders, which may move on their own).
-fn spans(answer: Result<shoal_node::client::Answer, String>) -> Option<Vec<serde_json::Value>> {
+fn spans(answer: Result<shoal_client::Answer, String>) -> Option<Vec<serde_json::Value>> {
     let answer = answer.ok().filter(|a| a.status == 200)?;
     let ranges: Vec<serde_json::Value> = serde_json::from_slice(&answer.body).ok()?;
     Some(

@@ -11,9 +11,9 @@
 //!   is caught even when the total happens to hold.
 
 use crate::history::Recorder;
-use crate::workload::{classify, final_read, send, Clients, Pace, Tally, SETUP_PROCESS};
+use crate::workload::{classify, final_read, send, Clients, Pace, Reply, Tally, SETUP_PROCESS};
+use shoal_client::Client;
 use shoal_core::{DetRng, Rng};
-use shoal_node::client::Gateway;
 use shoal_sim::linearizability::{Outcome, RegisterOp};
 use std::sync::Mutex;
 
@@ -77,7 +77,7 @@ fn balances(body: &[u8]) -> Result<Vec<u64>, String> {
 
 /// Opens every bank (writes its starting balances), through any gateway that answers.
 pub async fn setup(
-    gateways: &[Gateway],
+    client: &Client,
     keys: u64,
     recorder: &Recorder,
     tally: &Tally,
@@ -85,10 +85,10 @@ pub async fn setup(
     for b in 0..banks(keys) {
         let key = bank_key(b);
         let mut written = false;
-        for attempt in 0..gateways.len() * 5 {
+        for _ in 0..5 {
             let (id, op) = recorder.invoke_with(SETUP_PROCESS, &key, RegisterOp::Write);
             let text = |v: u64| spell(v, &[START; ACCOUNTS]);
-            let sent = send(&gateways[attempt % gateways.len()], &key, op, &text).await;
+            let sent = send(client, &key, op, &text).await;
             let outcome = classify(op, sent, &writer);
             recorder.complete(id, SETUP_PROCESS, &key, op, outcome);
             tally.count(outcome);
@@ -124,19 +124,17 @@ pub async fn client(process: u64, seed: u64, shared: &Clients) {
     while std::time::Instant::now() < shared.until {
         let b = rng.below(count) as usize;
         let key = bank_key(b as u64);
-        let gateway = &shared.gateways[rng.below(shared.gateways.len() as u64) as usize];
         let transfer = seen[b].clone().filter(|_| rng.chance(0.6));
         match transfer {
             None => {
                 let (id, op) = shared
                     .recorder
                     .invoke_with(process, &key, |_| RegisterOp::Read);
-                let sent = send(gateway, &key, op, &|v| v.to_string()).await;
-                let body = sent
-                    .as_ref()
-                    .ok()
-                    .filter(|a| a.status == 200)
-                    .map(|a| a.body.clone());
+                let sent = send(&shared.client, &key, op, &|v| v.to_string()).await;
+                let body = match &sent {
+                    Ok(Reply::Value(Some(value))) => Some(value.clone()),
+                    _ => None,
+                };
                 let outcome = classify(op, sent, &writer);
                 shared.recorder.complete(id, process, &key, op, outcome);
                 shared.tally.count(outcome);
@@ -168,7 +166,7 @@ pub async fn client(process: u64, seed: u64, shared: &Clients) {
                         spell(v, &new)
                     }
                 };
-                let sent = send(gateway, &key, op, &text).await;
+                let sent = send(&shared.client, &key, op, &text).await;
                 let outcome = classify(op, sent, &writer);
                 shared.recorder.complete(id, process, &key, op, outcome);
                 shared.tally.count(outcome);
@@ -186,7 +184,7 @@ pub async fn client(process: u64, seed: u64, shared: &Clients) {
 /// Reads every bank at the end and checks its total; returns how many banks could not be
 /// read.
 pub async fn final_check(
-    gateways: &[Gateway],
+    client: &Client,
     keys: u64,
     recorder: &Recorder,
     tally: &Tally,
@@ -195,7 +193,7 @@ pub async fn final_check(
     let mut unread = 0;
     for b in 0..banks(keys) {
         let key = bank_key(b);
-        match final_read(gateways, &key, recorder, tally, &writer).await {
+        match final_read(client, &key, recorder, tally, &writer).await {
             Some(body) if body.is_empty() => {
                 note(violations, &key, "the bank is gone".into());
             }

@@ -1,8 +1,8 @@
 //! The cluster under test: real `shoal start` processes on loopback, each with its own data
 //! directory and log, that the nemesis kills, restarts, pauses and resumes.
 
-use hyper::Method;
-use shoal_node::client::Gateway;
+use shoal_client::Client;
+use shoal_client::Method;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -61,9 +61,14 @@ pub struct Cluster {
 }
 
 impl Node {
-    /// A client of its gateway.
-    pub fn gateway(&self) -> Gateway {
-        Gateway::new(&format!("http://{}", self.http), None, None).expect("a valid URL")
+    /// A client of its gateway alone (fault routes and checks are about this node).
+    pub fn gateway(&self) -> Client {
+        Client::connect(&self.url()).expect("a valid URL")
+    }
+
+    /// Its gateway's URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.http)
     }
 
     /// Whether its process runs (started, not killed; maybe paused).
@@ -186,7 +191,7 @@ impl Cluster {
                 }
             }
             let ready = gateway
-                .send(
+                .request_within(
                     Method::GET,
                     "/ready",
                     &[],
@@ -282,7 +287,7 @@ impl Cluster {
         let mut last = String::new();
         for _ in 0..5 {
             match gateway
-                .send(
+                .request_within(
                     method.clone(),
                     "/v1/admin/faults",
                     &[],
@@ -321,7 +326,7 @@ impl Cluster {
         let path = format!("/v1/admin/faults?probe={}", self.nodes[to].listen);
         let answer = self.nodes[from]
             .gateway()
-            .send(Method::GET, &path, &[], Vec::new(), Duration::from_secs(10))
+            .request_within(Method::GET, &path, &[], Vec::new(), Duration::from_secs(10))
             .await
             .ok()
             .filter(|a| a.status == 200)?;

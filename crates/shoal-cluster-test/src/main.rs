@@ -103,12 +103,13 @@ async fn run(options: Options) -> Result<bool, String> {
         eprintln!("cluster-test: nodes broken on purpose ({broken:?}): this run must fail");
     }
     let cluster = Cluster::start(&options.shoal, &out.join("nodes"), options.nodes, extra).await?;
-    let gateways: Vec<_> = cluster.nodes.iter().map(|n| n.gateway()).collect();
+    let first_gateway = cluster.nodes[0].gateway();
+    let client = workload::workload_client(cluster.nodes.iter().map(|n| n.url()).collect())?;
     let cluster = Arc::new(tokio::sync::Mutex::new(cluster));
     let recorder = Arc::new(Recorder::new());
     let tally = Arc::new(workload::Tally::default());
     if options.workload == Workload::Bank {
-        bank::setup(&gateways, options.keys, &recorder, &tally).await?;
+        bank::setup(&client, options.keys, &recorder, &tally).await?;
     }
     let violations = Arc::new(std::sync::Mutex::new(Vec::new()));
     let start = Instant::now();
@@ -118,7 +119,7 @@ async fn run(options: Options) -> Result<bool, String> {
     let shared = Arc::new(workload::Clients {
         workload: options.workload,
         violations: violations.clone(),
-        gateways: gateways.clone(),
+        client: client.clone(),
         keys: options.keys,
         interval,
         until,
@@ -207,24 +208,24 @@ async fn run(options: Options) -> Result<bool, String> {
                     let mut unread = 0;
                     for key in register::keys(options.keys) {
                         let parse = workload::parse_id;
-                        let read = workload::final_read(&gateways, &key, &recorder, &tally, &parse);
+                        let read = workload::final_read(&client, &key, &recorder, &tally, &parse);
                         unread += u64::from(read.await.is_none());
                     }
                     unread
                 }
                 Workload::Set => {
-                    let check = set::final_check(&gateways, &recorder, &tally).await;
+                    let check = set::final_check(&client, &recorder, &tally).await;
                     let unread = u64::from(!check.read);
                     set_check = Some(check);
                     unread
                 }
                 Workload::Bank => {
-                    bank::final_check(&gateways, options.keys, &recorder, &tally, &violations).await
+                    bank::final_check(&client, options.keys, &recorder, &tally, &violations).await
                 }
             };
             let http = cluster.lock().await.nodes[0].http;
-            bad_input = Some(bad_input::check(http, &gateways[0]).await);
-            let ranges = replicas::check(&gateways[0], Duration::from_secs(60))
+            bad_input = Some(bad_input::check(http, &first_gateway).await);
+            let ranges = replicas::check(&first_gateway, Duration::from_secs(60))
                 .await
                 .unwrap_or_else(|e| {
                     problem = Some(format!("the replica check: {e}"));

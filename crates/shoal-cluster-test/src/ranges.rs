@@ -1,9 +1,9 @@
 //! The ranges as a node's gateway lists them (`GET /v1/ranges`): their ids, key bounds and
 //! leaders, for the nemesis (which range holds a key, who leads it).
 
-use hyper::Method;
-use shoal_gateway::decode_key;
-use shoal_node::client::Gateway;
+use shoal_client::decode_key;
+use shoal_client::Client;
+use shoal_client::Method;
 use std::time::Duration;
 
 /// One range: its id, its keys (`end` `None`: to the end of the key space) and its leader
@@ -29,9 +29,9 @@ impl RangeBounds {
 
 /// The ranges `gateway` lists, or `None` if it does not answer within `timeout` or the
 /// answer is malformed.
-pub async fn list(gateway: &Gateway, timeout: Duration) -> Option<Vec<RangeBounds>> {
+pub async fn list(gateway: &Client, timeout: Duration) -> Option<Vec<RangeBounds>> {
     let answer = gateway
-        .send(Method::GET, "/v1/ranges", &[], Vec::new(), timeout)
+        .request_within(Method::GET, "/v1/ranges", &[], Vec::new(), timeout)
         .await
         .ok()
         .filter(|a| a.status == 200)?;

@@ -1,5 +1,5 @@
-//! The register workload: clients read, write and compare-and-set a few keys through
-//! random nodes' gateways; every key's history must be linearizable. Written values are
+//! The register workload: clients read, write and compare-and-set a few keys through the
+//! nodes' gateways in turn; every key's history must be linearizable. Written values are
 //! the writing operation's id, so a read names the write it saw.
 
 use crate::workload::{classify, parse_id, send, Clients, Pace};
@@ -18,10 +18,10 @@ pub fn keys(keys: u64) -> Vec<String> {
 }
 
 /// One client: until `until`, an operation every `interval` (or as fast as answers
-/// come), each through a random node's gateway.
+/// come), each through the next gateway that answers.
 pub async fn client(process: u64, seed: u64, shared: &Clients) {
     let Clients {
-        gateways,
+        client,
         keys,
         interval,
         until,
@@ -45,7 +45,6 @@ pub async fn client(process: u64, seed: u64, shared: &Clients) {
                 new: Some(0),
             },
         };
-        let gateway = &gateways[rng.below(gateways.len() as u64) as usize];
         // Written values are the operation's id: unique, so a read names its write.
         let id_op = |id: u64| match op {
             RegisterOp::Write(_) => RegisterOp::Write(id),
@@ -56,7 +55,7 @@ pub async fn client(process: u64, seed: u64, shared: &Clients) {
             other => other,
         };
         let (id, op) = recorder.invoke_with(process, &key, id_op);
-        let sent = send(gateway, &key, op, &|v| v.to_string()).await;
+        let sent = send(client, &key, op, &|v| v.to_string()).await;
         let outcome = classify(op, sent, &|body| parse_id(body));
         recorder.complete(id, process, &key, op, outcome);
         tally.count(outcome);

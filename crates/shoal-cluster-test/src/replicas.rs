@@ -3,9 +3,9 @@
 //! and value, at its applied index); the check waits until the replicas of each range stand
 //! at one applied index, and then requires one root.
 
-use hyper::Method;
 use serde::Serialize;
-use shoal_node::client::Gateway;
+use shoal_client::Client;
+use shoal_client::Method;
 use std::time::{Duration, Instant};
 
 /// One range's replicas as last seen.
@@ -20,9 +20,9 @@ pub struct RangeCheck {
     pub replicas: Vec<serde_json::Value>,
 }
 
-async fn get(gateway: &Gateway, path: &str) -> Option<serde_json::Value> {
+async fn get(gateway: &Client, path: &str) -> Option<serde_json::Value> {
     let answer = gateway
-        .send(Method::GET, path, &[], Vec::new(), Duration::from_secs(5))
+        .request_within(Method::GET, path, &[], Vec::new(), Duration::from_secs(5))
         .await
         .ok()?;
     (answer.status == 200)
@@ -31,7 +31,7 @@ async fn get(gateway: &Gateway, path: &str) -> Option<serde_json::Value> {
 }
 
 /// Checks every range, waiting up to `within` for each to settle.
-pub async fn check(gateway: &Gateway, within: Duration) -> Result<Vec<RangeCheck>, String> {
+pub async fn check(gateway: &Client, within: Duration) -> Result<Vec<RangeCheck>, String> {
     let deadline = Instant::now() + within;
     let ranges = loop {
         if let Some(ranges) = get(gateway, "/v1/ranges").await {

@@ -12,10 +12,7 @@
 
 use crate::history::Recorder;
 use crate::workload::{classify, parse_id, send, Clients, Pace, Tally, FINAL_PROCESS};
-use hyper::Method;
-use shoal_core::{DetRng, Rng};
-use shoal_gateway::{decode_key, encode_bytes};
-use shoal_node::client::Gateway;
+use shoal_client::{Client, ScanRequest};
 use shoal_sim::linearizability::{Outcome, RegisterOp};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -37,19 +34,18 @@ pub fn split_keys(clients: u64) -> Vec<String> {
         .collect()
 }
 
-/// One client: adds a fresh element every `interval`, each through a random gateway.
-pub async fn client(process: u64, seed: u64, shared: &Clients) {
-    let mut rng = DetRng::from_seed(seed);
+/// One client: adds a fresh element every `interval`, each through the next gateway that
+/// answers.
+pub async fn client(process: u64, _seed: u64, shared: &Clients) {
     let mut pace = Pace::new(shared.interval);
     let mut n = 0;
     while std::time::Instant::now() < shared.until {
         let key = element(process, n);
         n += 1;
-        let gateway = &shared.gateways[rng.below(shared.gateways.len() as u64) as usize];
         let (id, op) = shared
             .recorder
             .invoke_with(process, &key, RegisterOp::Write);
-        let sent = send(gateway, &key, op, &|v| v.to_string()).await;
+        let sent = send(&shared.client, &key, op, &|v| v.to_string()).await;
         let outcome = classify(op, sent, &|_| None);
         shared.recorder.complete(id, process, &key, op, outcome);
         shared.tally.count(outcome);
@@ -76,7 +72,7 @@ pub struct SetCheck {
 
 /// Reads the whole set with a linearizable scan (pages through any gateway that answers),
 /// records it as a read of each added key, and compares it with the adds.
-pub async fn final_check(gateways: &[Gateway], recorder: &Recorder, tally: &Tally) -> SetCheck {
+pub async fn final_check(client: &Client, recorder: &Recorder, tally: &Tally) -> SetCheck {
     // Every add, by key: its id and how it ended.
     let adds: HashMap<String, (u64, Outcome)> = recorder.writes();
     let mut keys: Vec<&String> = adds.keys().collect();
@@ -85,7 +81,7 @@ pub async fn final_check(gateways: &[Gateway], recorder: &Recorder, tally: &Tall
         .iter()
         .map(|key| recorder.invoke_with(FINAL_PROCESS, key, |_| RegisterOp::Read))
         .collect();
-    let scanned = scan(gateways).await;
+    let scanned = scan(client).await;
     let mut check = SetCheck {
         read: scanned.is_some(),
         ..SetCheck::default()
@@ -131,49 +127,32 @@ pub async fn final_check(gateways: &[Gateway], recorder: &Recorder, tally: &Tall
 }
 
 /// Every key under the set's prefix and its value, read page by page with linearizable
-/// scans (each page through any gateway that answers); `None` if some page could not be
-/// read.
-async fn scan(gateways: &[Gateway]) -> Option<BTreeMap<String, Vec<u8>>> {
+/// scans (each page through any gateway that answers, a few tries); `None` if some page
+/// could not be read.
+async fn scan(client: &Client) -> Option<BTreeMap<String, Vec<u8>>> {
     let mut found = BTreeMap::new();
-    let mut continuation: Option<String> = None;
+    let mut request = ScanRequest::prefix(PREFIX);
+    request.page_size = Some(1000);
+    let mut scan = client.scan(request);
     loop {
-        let mut path = format!(
-            "/v1/kv?prefix={}&limit=1000&consistency=linearizable",
-            encode_bytes(PREFIX.as_bytes())
-        );
-        if let Some(c) = &continuation {
-            // The page gives it percent-encoded, as a query value wants it.
-            path.push_str(&format!("&continuation={c}"));
-        }
         let mut page = None;
-        for attempt in 0..gateways.len() * 3 {
-            let answer = gateways[attempt % gateways.len()]
-                .send(Method::GET, &path, &[], Vec::new(), Duration::from_secs(10))
-                .await;
-            if let Some(answer) = answer.ok().filter(|a| a.status == 200) {
-                page = serde_json::from_slice::<serde_json::Value>(&answer.body).ok();
-                break;
+        for _ in 0..3 {
+            // A failed page leaves the scan where it was: asking again resumes it.
+            match scan.next_page().await {
+                Ok(next) => {
+                    page = Some(next);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        let page = page?;
-        for entry in page["entries"].as_array()? {
-            let key = decode_key(entry["key"].as_str()?).ok()?;
-            let value = decode_value(entry["value"].as_str()?)?;
-            found.insert(String::from_utf8(key).ok()?, value);
-        }
-        match page["continuation"].as_str() {
-            Some(c) => continuation = Some(c.to_owned()),
+        match page? {
+            Some(entries) => {
+                for entry in entries {
+                    found.insert(String::from_utf8(entry.key).ok()?, entry.value);
+                }
+            }
             None => return Some(found),
         }
-    }
-}
-
-/// A percent-encoded value (which, unlike a key, may be empty).
-fn decode_value(text: &str) -> Option<Vec<u8>> {
-    if text.is_empty() {
-        Some(Vec::new())
-    } else {
-        decode_key(text).ok()
     }
 }

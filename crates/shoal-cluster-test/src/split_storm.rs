@@ -3,10 +3,10 @@
 //! range's descriptor under the clients' feet: routing caches go stale, leaders of the new
 //! halves are elected, requests in flight are retried or refused.
 
-use hyper::Method;
+use shoal_client::encode_bytes;
+use shoal_client::Client;
+use shoal_client::Method;
 use shoal_core::{DetRng, Rng};
-use shoal_gateway::encode_bytes;
-use shoal_node::client::Gateway;
 use std::time::{Duration, Instant};
 
 /// What a storm did.
@@ -22,7 +22,7 @@ pub struct Storm {
 /// ms, each at a key strictly inside its range (keys already at a range's start are
 /// skipped).
 pub async fn storm(
-    gateway: &Gateway,
+    gateway: &Client,
     candidates: &[String],
     rng: &mut DetRng,
     until: Instant,
@@ -42,7 +42,7 @@ pub async fn storm(
                 storm.asked += 1;
                 let body = serde_json::json!({ "at": encode_bytes(key) });
                 let split = gateway
-                    .send(
+                    .request_within(
                         Method::POST,
                         &format!("/v1/admin/ranges/{}/split", span.id),
                         &[],

@@ -1,23 +1,35 @@
 //! What the clients do, and how an answer becomes an outcome. Every workload sends its
-//! operations through random nodes' gateways and records each; errors are classified as
+//! operations through one shared shoal-client over every node's gateway (in rotation,
+//! passing over those that stop answering) and records each; errors are classified as
 //! Jepsen's etcd client does: `fail` only when the operation certainly did not take effect,
 //! `info` (unknown) whenever it may have; when in doubt, `info`.
 //!
 //! The workloads are [`crate::register`], [`crate::set`] and [`crate::bank`].
 
 use crate::history::Recorder;
-use hyper::Method;
-use shoal_gateway::encode_bytes;
-use shoal_node::client::{key_path, Answer, Gateway, SendError};
+use shoal_client::{Client, ClientConfig, Error, Expect, Swap};
 use shoal_sim::linearizability::{Outcome, RegisterOp};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How long a client waits for one answer, as Jepsen's etcd client does: a paused node's
-/// gateway holds its clients this long (the gateway's own deadline is 10 s, so a slow
-/// answer from a live gateway can also end as unknown).
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client waits for one gateway's answer, as Jepsen's etcd client does (the
+/// gateway's own deadline is 10 s, so a slow answer from a live gateway can also end as
+/// unknown). A gateway that does not answer in time is passed over for a while by every
+/// client (they share one [`Client`]), so a paused node holds up one operation, not all.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long one operation may take, every attempt included: a read fails over to the other
+/// gateways, and a write refused as unavailable (certainly not done) is sent again.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The workload's client: every node's gateway, in rotation, shared by all the clients.
+pub fn workload_client(urls: Vec<String>) -> Result<Client, String> {
+    let mut config = ClientConfig::new(urls);
+    config.attempt_timeout = ATTEMPT_TIMEOUT;
+    config.request_timeout = OPERATION_TIMEOUT;
+    Client::new(config).map_err(|e| e.to_string())
+}
 
 /// Operations by how they ended, for the progress line.
 #[derive(Default)]
@@ -48,8 +60,8 @@ pub struct Clients {
     pub workload: crate::options::Workload,
     /// Violations a workload finds as it goes (a bank read whose total is wrong).
     pub violations: Arc<std::sync::Mutex<Vec<String>>>,
-    /// Every node's gateway.
-    pub gateways: Vec<Gateway>,
+    /// The client of every node's gateway.
+    pub client: Client,
     /// Registers.
     pub keys: u64,
     /// Each client's time between operations.
@@ -111,25 +123,21 @@ pub const FINAL_PROCESS: u64 = u64::MAX;
 /// [`FINAL_PROCESS`] are the only ids at or above it.
 pub const SETUP_PROCESS: u64 = u64::MAX - 1;
 
-/// Reads `key` once the faults have healed, through each node in turn until one answers,
-/// so that the history ends with what the cluster holds; returns the body read (`None`
-/// when no node could answer; an absent key is `Some` of an empty body).
+/// Reads `key` once the faults have healed, through any gateway that answers (a few
+/// tries), so that the history ends with what the cluster holds; returns the value read
+/// (`None` when no gateway could answer; an absent key is `Some` of an empty value).
 pub async fn final_read(
-    gateways: &[Gateway],
+    client: &Client,
     key: &str,
     recorder: &Recorder,
     tally: &Tally,
     parse: &(dyn Fn(&[u8]) -> Option<u64> + Sync),
 ) -> Option<Vec<u8>> {
-    for attempt in 0..gateways.len() * 3 {
+    for _ in 0..3 {
         let (id, op) = recorder.invoke_with(FINAL_PROCESS, key, |_| RegisterOp::Read);
-        let sent = send(&gateways[attempt % gateways.len()], key, op, &|v| {
-            v.to_string()
-        })
-        .await;
+        let sent = send(client, key, op, &|v| v.to_string()).await;
         let body = match &sent {
-            Ok(answer) if answer.status == 200 => Some(answer.body.clone()),
-            Ok(answer) if answer.status == 404 => Some(Vec::new()),
+            Ok(Reply::Value(value)) => Some(value.clone().unwrap_or_default()),
             _ => None,
         };
         let outcome = classify(op, sent, parse);
@@ -142,50 +150,41 @@ pub async fn final_read(
     None
 }
 
+/// What an operation got back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// A read's value (`None`: the key has none).
+    Value(Option<Vec<u8>>),
+    /// A write done.
+    Written,
+    /// A compare-and-set done (`true`) or whose expectation failed (`false`).
+    Swapped(bool),
+}
+
 /// Sends `op` on `key`, the values written spelled by `text` (a register's value is its
 /// writer's id; a bank's carries the balances too).
 pub async fn send(
-    gateway: &Gateway,
+    client: &Client,
     key: &str,
     op: RegisterOp,
     text: &(dyn Fn(u64) -> String + Sync),
-) -> Result<Answer, SendError> {
-    let path = key_path(key);
+) -> Result<Reply, Error> {
+    let key = key.as_bytes();
     match op {
-        RegisterOp::Read => {
-            gateway
-                .send(Method::GET, &path, &[], Vec::new(), CLIENT_TIMEOUT)
-                .await
-        }
+        RegisterOp::Read => Ok(Reply::Value(client.get(key).await?.map(|v| v.value))),
         RegisterOp::Write(v) => {
-            gateway
-                .send(
-                    Method::PUT,
-                    &path,
-                    &[],
-                    text(v).into_bytes(),
-                    CLIENT_TIMEOUT,
-                )
-                .await
+            client.put(key, text(v)).await?;
+            Ok(Reply::Written)
         }
         RegisterOp::Cas { expected, new } => {
             let expect = match expected {
-                Some(v) => serde_json::json!({ "value": encode_bytes(text(v).as_bytes()) }),
-                None => serde_json::json!("absent"),
+                Some(v) => Expect::Value(text(v).into_bytes()),
+                None => Expect::Absent,
             };
-            let body = serde_json::json!({
-                "expect": expect,
-                "value": new.map(|v| encode_bytes(text(v).as_bytes())),
-            });
-            gateway
-                .send(
-                    Method::POST,
-                    &format!("{path}/cas"),
-                    &[],
-                    body.to_string().into_bytes(),
-                    CLIENT_TIMEOUT,
-                )
-                .await
+            let swap = client
+                .compare_and_set(key, expect, new.map(|v| text(v).into_bytes()))
+                .await?;
+            Ok(Reply::Swapped(swap != Swap::Mismatch))
         }
         RegisterOp::Delete => unreachable!("no workload deletes"),
     }
@@ -194,46 +193,45 @@ pub async fn send(
 /// An answer (or its absence) as an outcome; `parse` reads the writer's id from a value.
 pub fn classify(
     op: RegisterOp,
-    sent: Result<Answer, SendError>,
+    sent: Result<Reply, Error>,
     parse: &(dyn Fn(&[u8]) -> Option<u64> + Sync),
 ) -> Outcome {
-    let read = matches!(op, RegisterOp::Read);
-    let answer = match sent {
-        Ok(answer) => answer,
-        // A read changes nothing: one that got no answer may as well have failed.
-        Err(_) if read => return Outcome::Failed,
-        Err(SendError::NotSent(_)) => return Outcome::Failed,
-        Err(SendError::Lost(_)) => return Outcome::Unknown,
-    };
-    match (op, answer.status) {
-        (RegisterOp::Read, 200) => match parse(&answer.body) {
+    match sent {
+        Ok(Reply::Value(Some(value))) => match parse(&value) {
             Some(v) => Outcome::Read(Some(v)),
             // Not a value any client wrote: keep it, so the check fails loudly.
             None => Outcome::Read(Some(u64::MAX)),
         },
-        (RegisterOp::Read, 404) => Outcome::Read(None),
-        (RegisterOp::Read, _) => Outcome::Failed,
-        (RegisterOp::Write(_), 200) => Outcome::Written,
-        (RegisterOp::Cas { .. }, 200) => Outcome::Swapped(true),
-        (RegisterOp::Cas { .. }, 409) => Outcome::Swapped(false),
-        // The gateway's definite refusals: not carried out.
-        (_, 400 | 401 | 403 | 404 | 409 | 413 | 503) => Outcome::Failed,
-        // 504 says the outcome is unknown; anything else unexpected counts as unknown too.
-        _ => Outcome::Unknown,
+        Ok(Reply::Value(None)) => Outcome::Read(None),
+        Ok(Reply::Written) => Outcome::Written,
+        Ok(Reply::Swapped(done)) => Outcome::Swapped(done),
+        // A read changes nothing: one that got no answer may as well have failed.
+        Err(_) if matches!(op, RegisterOp::Read) => Outcome::Failed,
+        // The client's definite refusals: not carried out.
+        Err(e) if e.is_definite() => Outcome::Failed,
+        // It may have happened: when in doubt, unknown.
+        Err(_) => Outcome::Unknown,
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{classify, parse_id};
-    use shoal_node::client::{Answer, SendError};
+    use super::{classify, parse_id, Reply};
+    use shoal_client::Error;
     use shoal_sim::linearizability::{Outcome, RegisterOp};
 
-    fn answer(status: u16, body: &str) -> Result<Answer, SendError> {
-        Ok(Answer {
-            status,
-            version: None,
-            body: body.as_bytes().to_vec(),
+    fn refused(retriable: bool) -> Result<Reply, Error> {
+        Err(Error::Refused {
+            status: Some(503),
+            code: "unavailable".into(),
+            message: String::new(),
+            retriable,
+        })
+    }
+
+    fn unknown() -> Result<Reply, Error> {
+        Err(Error::OutcomeUnknown {
+            message: "timeout".into(),
         })
     }
 
@@ -244,47 +242,29 @@ mod tests {
             expected: None,
             new: Some(1),
         };
+        let classify = |op, sent| classify(op, sent, &parse_id);
+        assert_eq!(classify(write, Ok(Reply::Written)), Outcome::Written);
+        assert_eq!(classify(write, refused(true)), Outcome::Failed);
+        assert_eq!(classify(write, refused(false)), Outcome::Failed);
+        assert_eq!(classify(write, unknown()), Outcome::Unknown);
+        let protocol = Err(Error::Protocol {
+            message: "garbled".into(),
+        });
+        assert_eq!(classify(write, protocol), Outcome::Unknown);
         assert_eq!(
-            classify(write, answer(200, ""), &parse_id),
-            Outcome::Written
-        );
-        assert_eq!(classify(write, answer(503, ""), &parse_id), Outcome::Failed);
-        assert_eq!(
-            classify(write, answer(504, ""), &parse_id),
-            Outcome::Unknown
-        );
-        assert_eq!(
-            classify(write, answer(500, ""), &parse_id),
-            Outcome::Unknown
-        );
-        assert_eq!(
-            classify(write, Err(SendError::NotSent("refused".into())), &parse_id),
-            Outcome::Failed
-        );
-        assert_eq!(
-            classify(write, Err(SendError::Lost("timeout".into())), &parse_id),
-            Outcome::Unknown
-        );
-        assert_eq!(
-            classify(cas, answer(409, ""), &parse_id),
+            classify(cas, Ok(Reply::Swapped(false))),
             Outcome::Swapped(false)
         );
         assert_eq!(
-            classify(cas, answer(200, ""), &parse_id),
+            classify(cas, Ok(Reply::Swapped(true))),
             Outcome::Swapped(true)
         );
         let read = RegisterOp::Read;
         assert_eq!(
-            classify(read, answer(200, "17"), &parse_id),
+            classify(read, Ok(Reply::Value(Some(b"17".to_vec())))),
             Outcome::Read(Some(17))
         );
-        assert_eq!(
-            classify(read, answer(404, ""), &parse_id),
-            Outcome::Read(None)
-        );
-        assert_eq!(
-            classify(read, Err(SendError::Lost("timeout".into())), &parse_id),
-            Outcome::Failed
-        );
+        assert_eq!(classify(read, Ok(Reply::Value(None))), Outcome::Read(None));
+        assert_eq!(classify(read, unknown()), Outcome::Failed);
     }
 }

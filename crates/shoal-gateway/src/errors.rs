@@ -67,7 +67,7 @@ impl From<Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = crate::http::bodies::ErrorBody {
+        let body = shoal_client::bodies::ErrorBody {
             error: self.code.to_string(),
             message: self.message,
         };

@@ -18,7 +18,6 @@
 mod backend;
 mod errors;
 mod http;
-mod keys;
 mod metrics;
 mod router;
 mod security;
@@ -26,12 +25,10 @@ mod tls;
 
 pub use backend::Backend;
 pub use errors::ApiError;
-pub use http::{
-    bodies, openapi, parse_origin, routes, GatewayConfig, MAX_KEY_BYTES, VERSION_HEADER,
-};
-pub use keys::{decode_key, encode_bytes, KeyError};
+pub use http::{openapi, parse_origin, routes, GatewayConfig, MAX_KEY_BYTES};
 pub use metrics::Metrics;
 pub use router::{KvRouter, ATTEMPT_TIMEOUT};
+pub use shoal_client::{bodies, decode_key, encode_bytes, KeyError, VERSION_HEADER};
 pub use tls::{server_config, TlsError, TlsListener};
 
 /// Where the gateway takes connections: plain TCP, or TCP with TLS.

@@ -9,7 +9,6 @@ use hyper_util::rt::TokioExecutor;
 use shoal_core::NodeId;
 use shoal_gateway::{encode_bytes, routes, Backend, GatewayConfig, KvRouter, VERSION_HEADER};
 use shoal_store::{Store, StoreConfig, Topology, TopologyConfig, FIRST_RANGE};
-use shoal_transport::TransportConfig;
 use shoal_transport::{Direction, FaultAction};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -29,15 +28,7 @@ struct Cluster {
 }
 
 fn config(id: u64, dir: &std::path::Path) -> StoreConfig {
-    let mut config = StoreConfig::new(NodeId::new(id), dir, "127.0.0.1:0".parse().unwrap());
-    config.raft.heartbeat_interval = Duration::from_millis(50);
-    config.raft.election_timeout = Duration::from_millis(500);
-    config.raft.max_clock_drift = Duration::from_millis(50);
-    config.transport = TransportConfig::local();
-    config.membership = shoal_membership::MembershipConfig::local();
-    config.leave_timeout = Duration::from_millis(300);
-    config.handover_timeout = Duration::ZERO;
-    config
+    StoreConfig::local(NodeId::new(id), dir)
 }
 
 impl Cluster {
@@ -1006,11 +997,9 @@ async fn a_put_to_a_range_this_node_leads_makes_no_tcp_call_to_itself() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standalone_gateway_serves_every_kv_route() {
     let cluster = Cluster::start().await;
-    let mut config = TopologyConfig::new(NodeId::new(9), "127.0.0.1:0".parse().unwrap());
-    config.transport = TransportConfig::local();
-    config.membership = shoal_membership::MembershipConfig::local();
-    config.leave_timeout = Duration::from_millis(300);
-    let topology = Topology::open(config).await.unwrap();
+    let topology = Topology::open(TopologyConfig::local(NodeId::new(9)))
+        .await
+        .unwrap();
     topology.join(vec![cluster.stores[1].addr()]).await.unwrap();
     let url = serve_gateway(topology.clone(), GatewayConfig::default()).await;
     let gateway = GatewayAt {
@@ -1137,5 +1126,141 @@ async fn a_standalone_gateway_serves_every_kv_route() {
     assert_eq!(status, StatusCode::OK);
     assert!(String::from_utf8_lossy(&body).contains("shoal_ranges 0"));
     topology.shutdown().await;
+    cluster.shutdown().await;
+}
+
+/// shoal-client against a real gateway: every typed operation, and failover. The first
+/// gateway it knows accepts connections and never answers, as a paused node's does: a write
+/// sent there is an unknown outcome, never a failure; the gateway is then passed over, and
+/// every later operation goes to the live one without touching it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_fails_over_and_its_operations_do_what_they_say() {
+    use shoal_client::{
+        Client, ClientConfig, Condition, Error, Expect, PutOutcome, ScanRequest, Swap, WriteOptions,
+    };
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let cluster = Cluster::start().await;
+    // A gateway that takes connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counting = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            counting.fetch_add(1, Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    let mut config = ClientConfig::new([silent_url, cluster.url.clone()]);
+    config.attempt_timeout = Duration::from_millis(500);
+    config.request_timeout = Duration::from_secs(20);
+    config.avoid_for = Duration::from_secs(600);
+    let client = Client::new(config).unwrap();
+    // The first attempt goes to the silent gateway: the write may have happened.
+    let first = client.put(b"fruit", "apple").await.unwrap_err();
+    assert!(matches!(first, Error::OutcomeUnknown { .. }), "{first}");
+    assert!(!first.is_definite());
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    // From now on the live gateway serves everything.
+    let v1 = client.put(b"fruit", "banana").await.unwrap();
+    let read = client.get(b"fruit").await.unwrap().unwrap();
+    assert_eq!((read.value.as_slice(), read.version), (&b"banana"[..], v1));
+    let stale = client
+        .get_with(b"fruit", shoal_client::Consistency::Stale)
+        .await
+        .unwrap();
+    assert!(stale.is_some());
+    assert_eq!(client.get(b"nothing").await.unwrap(), None);
+    let over = |version| WriteOptions {
+        condition: Some(Condition::Version(version)),
+        ..WriteOptions::default()
+    };
+    let wrong = client.put_with(b"fruit", "x", over(v1 + 1000)).await;
+    assert!(
+        matches!(wrong, Err(Error::ConditionFailed { .. })),
+        "{wrong:?}"
+    );
+    let PutOutcome::Written { version: v2 } =
+        client.put_with(b"fruit", "cherry", over(v1)).await.unwrap()
+    else {
+        panic!("a majority write is written");
+    };
+    assert!(v2 > v1);
+    let absent = WriteOptions {
+        condition: Some(Condition::Absent),
+        ..WriteOptions::default()
+    };
+    assert!(client.put_with(b"fresh", "1", absent).await.is_ok());
+    assert!(client.put_with(b"fresh", "2", absent).await.is_err());
+    let leader_acked = WriteOptions {
+        acks: shoal_client::Acks::Leader,
+        condition: None,
+    };
+    assert_eq!(
+        client.put_with(b"quick", "q", leader_acked).await.unwrap(),
+        PutOutcome::Accepted
+    );
+    // Compare-and-set: a mismatch changes nothing; a match sets, or deletes.
+    let miss = client
+        .compare_and_set(
+            b"fruit",
+            Expect::Value(b"apple".to_vec()),
+            Some(b"x".to_vec()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(miss, Swap::Mismatch);
+    let set = client
+        .compare_and_set(
+            b"fruit",
+            Expect::Value(b"cherry".to_vec()),
+            Some(b"date".to_vec()),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(set, Swap::Set { .. }), "{set:?}");
+    let gone = client
+        .compare_and_set(b"fresh", Expect::Absent, None)
+        .await
+        .unwrap();
+    assert_eq!(gone, Swap::Mismatch);
+    assert_eq!(
+        client
+            .compare_and_set(b"fresh", Expect::Value(b"1".to_vec()), None)
+            .await
+            .unwrap(),
+        Swap::Deleted { existed: true }
+    );
+    // Deletes say whether there was a value.
+    assert!(client.delete(b"quick").await.unwrap());
+    assert!(!client.delete(b"quick").await.unwrap());
+    // Scans page through a split, binary keys and empty values included.
+    for i in 0..25u8 {
+        client.put(&[b'p', i, 0xfe], Vec::new()).await.unwrap();
+    }
+    split_at(&cluster, &[b'p', 12]).await;
+    let mut request = ScanRequest::prefix(b"p".to_vec());
+    request.page_size = Some(4);
+    let mut scan = client.scan(request);
+    let mut pages = 0;
+    let mut keys = Vec::new();
+    while let Some(page) = scan.next_page().await.unwrap() {
+        pages += 1;
+        assert!(page.len() <= 4);
+        keys.extend(page.into_iter().map(|e| {
+            assert!(e.value.is_empty());
+            e.key
+        }));
+    }
+    let expected: Vec<Vec<u8>> = (0..25u8).map(|i| vec![b'p', i, 0xfe]).collect();
+    assert_eq!(keys, expected);
+    assert!(pages >= 7, "{pages} pages");
+    // Not once more to the silent gateway.
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    // Raw routes, through the same failover.
+    let ranges: serde_json::Value = client.get_json("/v1/ranges").await.unwrap();
+    assert!(ranges.as_array().unwrap().len() >= 3, "{ranges}");
     cluster.shutdown().await;
 }

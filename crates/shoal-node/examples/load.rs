@@ -9,17 +9,11 @@
 //! competes with the cluster for the processor. The last line is one JSON object: `rps`,
 //! `p50_ms`, `p99_ms`, `errors`, `cpu_percent`, and the settings.
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper::{Method, Request};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use shoal_client::{Client, ClientConfig};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
 struct Settings {
     url: String,
@@ -106,29 +100,8 @@ fn cpu_time() -> Option<Duration> {
     Some(Duration::from_millis((utime + stime) * 10))
 }
 
-async fn send(client: &HttpClient, method: Method, url: &str, body: Bytes) -> Result<(), String> {
-    let request = Request::builder()
-        .method(method)
-        .uri(url)
-        .body(Full::new(body))
-        .map_err(|e| e.to_string())?;
-    let response = client.request(request).await.map_err(|e| e.to_string())?;
-    let status = response.status();
-    // Read the body whole so the connection can be reused.
-    response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?;
-    if status.is_success() {
-        Ok(())
-    } else {
-        Err(status.to_string())
-    }
-}
-
-fn key_url(base: &str, i: u64) -> String {
-    format!("{base}/v1/kv/load-{i:08}")
+fn key(i: u64) -> Vec<u8> {
+    format!("load-{i:08}").into_bytes()
 }
 
 #[tokio::main]
@@ -140,14 +113,22 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let client: HttpClient = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(s.conns)
-        .build_http();
-    let value = Bytes::from(vec![b'v'; s.value_bytes]);
+    // One attempt per request, as a closed-loop load generator measures: a failure is
+    // counted, not retried.
+    let mut config = ClientConfig::new([s.url.as_str()]);
+    config.request_timeout = config.attempt_timeout;
+    let client = match Client::new(config) {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("load: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let value = vec![b'v'; s.value_bytes];
     if !s.put {
         // The keys the gets read, written once.
         for i in 0..s.keys {
-            if let Err(e) = send(&client, Method::PUT, &key_url(&s.url, i), value.clone()).await {
+            if let Err(e) = client.put(&key(i), value.clone()).await {
                 eprintln!("load: writing the keys to read: {e}");
                 return ExitCode::FAILURE;
             }
@@ -158,9 +139,12 @@ async fn main() -> ExitCode {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..s.conns {
-        let client = client.clone();
+        // A client each: its own connection, kept open between requests.
+        let Ok(client) = Client::new(client.config().clone()) else {
+            return ExitCode::FAILURE;
+        };
         let stop = stop.clone();
-        let (url, keys, put, value) = (s.url.clone(), s.keys, s.put, value.clone());
+        let (keys, put, value) = (s.keys, s.put, value.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = 0u64;
@@ -169,12 +153,12 @@ async fn main() -> ExitCode {
                 next ^= next << 13;
                 next ^= next >> 7;
                 next ^= next << 17;
-                let target = key_url(&url, next % keys);
+                let target = key(next % keys);
                 let sent = Instant::now();
                 let result = if put {
-                    send(&client, Method::PUT, &target, value.clone()).await
+                    client.put(&target, value.clone()).await.map(|_| ())
                 } else {
-                    send(&client, Method::GET, &target, Bytes::new()).await
+                    client.get(&target).await.map(|_| ())
                 };
                 match result {
                     Ok(()) => latencies.push(sent.elapsed()),

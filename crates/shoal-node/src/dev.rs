@@ -2,9 +2,9 @@
 //! `DIR/node-N`; the ports chosen the first time (free loopback ports) are kept in
 //! `DIR/cluster.json`, so running it again picks up the same data at the same addresses.
 
-use crate::client::Gateway;
 use crate::node::{Node, NodeSettings, TlsFiles};
 use serde::{Deserialize, Serialize};
+use shoal_client::{Client, ClientConfig};
 use shoal_core::NodeId;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -216,9 +216,14 @@ impl DevCluster {
     }
 
     /// A client of node `i`'s gateway (trusting the cluster's certificate with `--tls`).
-    pub fn gateway(&self, i: usize) -> Result<Gateway, String> {
-        let ca = self.tls.as_ref().map(|t| t.cert.as_path());
-        Gateway::new(&self.nodes[i].url(), None, ca)
+    pub fn gateway(&self, i: usize) -> Result<Client, String> {
+        let mut config = ClientConfig::new([self.nodes[i].url()]);
+        if let Some(tls) = &self.tls {
+            let pem =
+                std::fs::read(&tls.cert).map_err(|e| format!("{}: {e}", tls.cert.display()))?;
+            config.ca_cert_pem = Some(pem);
+        }
+        Client::new(config).map_err(|e| e.to_string())
     }
 
     async fn wait_ready(&self, within: Duration) -> Result<(), String> {
@@ -229,7 +234,7 @@ impl DevCluster {
         loop {
             let mut ready = true;
             for gateway in &gateways {
-                if !matches!(gateway.status_of("/ready").await, Ok(200)) {
+                if !matches!(gateway.get_raw("/ready").await, Ok(a) if a.status == 200) {
                     ready = false;
                     break;
                 }

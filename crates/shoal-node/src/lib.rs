@@ -1,14 +1,13 @@
 //! # shoal-node
 //!
 //! The pieces of the `shoal` binary, thin on purpose: a [`node::Node`] is a range store
-//! (shoal-store) with its embedded HTTP gateway (shoal-gateway); [`dev::DevCluster`] runs a
-//! local cluster of them in one process; [`client`] speaks the HTTP API for the
-//! command-line client.
+//! (shoal-store) with its embedded HTTP gateway (shoal-gateway), or a standalone gateway;
+//! [`dev::DevCluster`] runs a local cluster of them in one process. The command-line client
+//! speaks the HTTP API through shoal-client.
 
 #![warn(missing_docs)]
 
 pub mod certs;
-pub mod client;
 pub mod config;
 pub mod dev;
 pub mod node;

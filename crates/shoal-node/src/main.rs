@@ -1,8 +1,8 @@
 //! `shoal`: run a node, a local development cluster, or talk to a cluster's gateway.
 
 use clap::{Parser, Subcommand};
-use hyper::Method;
-use shoal_node::client::{key_path, Gateway};
+use shoal_client::Method;
+use shoal_client::{Client, ClientConfig, Consistency, Expect, ScanRequest, Swap};
 use shoal_node::config::{FileConfig, Role, StartArgs};
 use shoal_node::dev::{DevCluster, DevOptions};
 use shoal_node::node::Node;
@@ -87,8 +87,18 @@ struct GatewayArg {
 }
 
 impl GatewayArg {
-    fn gateway(&self) -> Result<Gateway, String> {
-        Gateway::new(&self.url, self.token.clone(), self.ca_cert.as_deref())
+    /// A client of the gateway, with its token and the certificates to trust.
+    fn client(&self) -> Result<Client, String> {
+        let mut config = ClientConfig::new([self.url.as_str()]);
+        config.token = self.token.clone();
+        // One gateway: an answer may be slow (a split, a range electing), not lost.
+        config.attempt_timeout = Duration::from_secs(30);
+        config.request_timeout = Duration::from_secs(30);
+        if let Some(path) = &self.ca_cert {
+            let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            config.ca_cert_pem = Some(pem);
+        }
+        Client::new(config).map_err(|e| format!("{}: {e}", self.url))
     }
 }
 
@@ -352,17 +362,12 @@ async fn run_node(args: StartArgs, role: Role, log_json: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// A JSON answer from `path` of `gateway`.
-async fn get_json(gateway: &Gateway, path: &str) -> Result<serde_json::Value, String> {
-    let answer = gateway.request(Method::GET, path, &[], Vec::new()).await?;
-    if answer.status != 200 {
-        return Err(format!(
-            "{path}: {}: {}",
-            answer.status,
-            String::from_utf8_lossy(&answer.body)
-        ));
-    }
-    serde_json::from_slice(&answer.body).map_err(|e| format!("{path}: {e}"))
+/// A JSON answer from `path` of the gateway.
+async fn get_json(client: &Client, path: &str) -> Result<serde_json::Value, String> {
+    client
+        .get_json(path)
+        .await
+        .map_err(|e| format!("{path}: {e}"))
 }
 
 /// How far behind its leader (in entries) a learner may be when `add-replica` promotes it
@@ -371,7 +376,7 @@ const PROMOTE_LAG: u64 = 100;
 
 /// A POST of `body` to `path`; the answer's JSON, or the gateway's error.
 async fn post_json(
-    gateway: &Gateway,
+    client: &Client,
     path: &str,
     body: serde_json::Value,
 ) -> Result<serde_json::Value, String> {
@@ -380,7 +385,10 @@ async fn post_json(
     } else {
         body.to_string().into_bytes()
     };
-    let answer = gateway.request(Method::POST, path, &[], body).await?;
+    let answer = client
+        .request(Method::POST, path, &[], body)
+        .await
+        .map_err(|e| format!("{path}: {e}"))?;
     if answer.status != 200 {
         return Err(format!(
             "{path}: {}: {}",
@@ -388,17 +396,17 @@ async fn post_json(
             String::from_utf8_lossy(&answer.body)
         ));
     }
-    serde_json::from_slice(&answer.body).map_err(|e| format!("{path}: {e}"))
+    answer.json().map_err(|e| format!("{path}: {e}"))
 }
 
 /// `shoal range ...`.
 async fn range(gateway: &GatewayArg, command: RangeCommand) -> Result<(), String> {
-    let gateway = gateway.gateway()?;
+    let gateway = gateway.client()?;
     match command {
         RangeCommand::Split { id, at } => {
             let body = at.map_or(
                 serde_json::Value::Null,
-                |at| serde_json::json!({ "at": shoal_gateway::encode_bytes(at.as_bytes()) }),
+                |at| serde_json::json!({ "at": shoal_client::encode_bytes(at.as_bytes()) }),
             );
             let done = post_json(&gateway, &format!("/v1/admin/ranges/{id}/split"), body).await?;
             println!("{done}");
@@ -469,7 +477,7 @@ async fn range(gateway: &GatewayArg, command: RangeCommand) -> Result<(), String
 const STATUS_DETAIL_RANGES: usize = 64;
 
 async fn cluster_status(gateway: &GatewayArg, json: bool) -> Result<(), String> {
-    let gateway = gateway.gateway()?;
+    let gateway = gateway.client()?;
     let members = get_json(&gateway, "/v1/cluster/members").await?;
     let mut ranges = get_json(&gateway, "/v1/ranges").await?;
     if let Some(list) = ranges.as_array_mut() {
@@ -562,26 +570,35 @@ async fn cluster_status(gateway: &GatewayArg, json: bool) -> Result<(), String> 
 
 /// Runs a key-value command; `false` when a compare-and-set's expectation failed.
 async fn kv(gateway: &GatewayArg, command: KvCommand) -> Result<bool, String> {
-    let gateway = gateway.gateway()?;
-    let answer = match &command {
+    let client = gateway.client()?;
+    let failed = |e: shoal_client::Error| e.to_string();
+    match command {
         KvCommand::Put { key, value } => {
-            gateway
-                .request(Method::PUT, &key_path(key), &[], value.clone().into_bytes())
-                .await?
+            let version = client.put(key.as_bytes(), value).await.map_err(failed)?;
+            println!("{}", serde_json::json!({ "version": version }));
         }
         KvCommand::Get { key, stale } => {
-            let mut target = key_path(key);
-            if *stale {
-                target.push_str("?consistency=stale");
-            }
-            gateway
-                .request(Method::GET, &target, &[], Vec::new())
-                .await?
+            let consistency = if stale {
+                Consistency::Stale
+            } else {
+                Consistency::Linearizable
+            };
+            let read = client
+                .get_with(key.as_bytes(), consistency)
+                .await
+                .map_err(failed)?
+                .ok_or_else(|| format!("{key}: no value"))?;
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(&read.value)
+                .map_err(|e| e.to_string())?;
+            println!();
+            eprintln!("version {}", read.version);
         }
         KvCommand::Del { key } => {
-            gateway
-                .request(Method::DELETE, &key_path(key), &[], Vec::new())
-                .await?
+            if !client.delete(key.as_bytes()).await.map_err(failed)? {
+                return Err(format!("{key}: no value"));
+            }
         }
         KvCommand::Cas {
             key,
@@ -590,68 +607,49 @@ async fn kv(gateway: &GatewayArg, command: KvCommand) -> Result<bool, String> {
             expect_value,
             delete,
         } => {
-            let encode = |s: &str| shoal_gateway::encode_bytes(s.as_bytes());
             let expect = match (expect_version, expect_value) {
-                (Some(v), _) => serde_json::json!({ "version": v }),
-                (None, Some(v)) => serde_json::json!({ "value": encode(v) }),
-                (None, None) => serde_json::json!("absent"),
+                (Some(v), _) => Expect::Version(v),
+                (None, Some(v)) => Expect::Value(v.into_bytes()),
+                (None, None) => Expect::Absent,
             };
             let new = match (value, delete) {
-                (Some(v), false) => serde_json::json!(encode(v)),
-                (None, true) => serde_json::Value::Null,
+                (Some(v), false) => Some(v.into_bytes()),
+                (None, true) => None,
                 _ => return Err("give a value, or --delete".into()),
             };
-            let body = serde_json::json!({ "expect": expect, "value": new });
-            let target = format!("{}/cas", key_path(key));
-            gateway
-                .request(Method::POST, &target, &[], body.to_string().into_bytes())
-                .await?
+            match client
+                .compare_and_set(key.as_bytes(), expect, new)
+                .await
+                .map_err(failed)?
+            {
+                Swap::Set { version } => println!("{}", serde_json::json!({ "version": version })),
+                Swap::Deleted { existed } => {
+                    println!("{}", serde_json::json!({ "deleted": existed }))
+                }
+                Swap::Mismatch => {
+                    eprintln!("{key}: the expectation failed; nothing changed");
+                    return Ok(false);
+                }
+            }
         }
         KvCommand::Scan { prefix, limit } => {
-            let target = format!(
-                "/v1/kv?prefix={}&limit={limit}",
-                shoal_gateway::encode_bytes(prefix.as_bytes())
-            );
-            gateway
-                .request(Method::GET, &target, &[], Vec::new())
-                .await?
-        }
-    };
-    if matches!(command, KvCommand::Cas { .. }) && answer.status == 409 {
-        eprintln!("{}", String::from_utf8_lossy(&answer.body));
-        return Ok(false);
-    }
-    if !(200..300).contains(&answer.status) {
-        return Err(format!(
-            "{}: {}",
-            answer.status,
-            String::from_utf8_lossy(&answer.body)
-        ));
-    }
-    match command {
-        KvCommand::Get { .. } => {
-            use std::io::Write;
-            std::io::stdout()
-                .write_all(&answer.body)
-                .map_err(|e| e.to_string())?;
-            println!();
-            if let Some(version) = answer.version {
-                eprintln!("version {version}");
+            let mut request = ScanRequest::prefix(prefix);
+            request.page_size = Some(limit.clamp(1, 10_000));
+            let mut scan = client.scan(request);
+            let mut left = limit as usize;
+            while left > 0 {
+                let Some(page) = scan.next_page().await.map_err(failed)? else {
+                    break;
+                };
+                for entry in page.into_iter().take(left) {
+                    println!(
+                        "{}\t{}",
+                        shoal_client::encode_bytes(&entry.key),
+                        shoal_client::encode_bytes(&entry.value)
+                    );
+                    left -= 1;
+                }
             }
-        }
-        KvCommand::Scan { .. } => {
-            let body: serde_json::Value =
-                serde_json::from_slice(&answer.body).map_err(|e| e.to_string())?;
-            for entry in body["entries"].as_array().into_iter().flatten() {
-                println!(
-                    "{}\t{}",
-                    entry["key"].as_str().unwrap_or_default(),
-                    entry["value"].as_str().unwrap_or_default()
-                );
-            }
-        }
-        KvCommand::Put { .. } | KvCommand::Del { .. } | KvCommand::Cas { .. } => {
-            println!("{}", String::from_utf8_lossy(&answer.body));
         }
     }
     Ok(true)

@@ -5,8 +5,7 @@
 //! origin not listed is refused; malformed requests get 4xx and change nothing; a standalone
 //! `shoal gateway` routes requests without hosting a range.
 
-use hyper::Method;
-use shoal_node::client::{key_path, Answer, Gateway};
+use shoal_client::{key_path, Answer, Client, ClientConfig, Method};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -73,8 +72,8 @@ impl Proc {
         self.child = Some(child);
     }
 
-    fn gateway(&self) -> Gateway {
-        Gateway::new(&format!("http://{}", self.http), None, None).unwrap()
+    fn gateway(&self) -> Client {
+        gateway(&format!("http://{}", self.http))
     }
 
     fn logs(&self) -> String {
@@ -135,7 +134,7 @@ impl Cluster {
     async fn wait_ready(&self, p: &Proc) {
         let gateway = p.gateway();
         wait_for(&format!("node {} to be ready", p.id), || async {
-            matches!(gateway.status_of("/ready").await, Ok(200)).then_some(())
+            matches!(gateway.get_raw("/ready").await, Ok(a) if a.status == 200).then_some(())
         })
         .await;
     }
@@ -233,14 +232,14 @@ async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
     }
 }
 
-async fn put(gateway: &Gateway, key: &str, value: &str) -> Answer {
+async fn put(gateway: &Client, key: &str, value: &str) -> Answer {
     gateway
         .request(Method::PUT, &key_path(key), &[], value.as_bytes().to_vec())
         .await
         .unwrap()
 }
 
-async fn get(gateway: &Gateway, key: &str) -> Answer {
+async fn get(gateway: &Client, key: &str) -> Answer {
     gateway
         .request(Method::GET, &key_path(key), &[], Vec::new())
         .await
@@ -353,7 +352,7 @@ async fn the_api_refuses_bad_requests_and_foreign_origins_and_the_cli_works() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = Cluster::start(dir).await;
     let g = cluster.procs[1].gateway();
-    let url = g.url().to_string();
+    let url = g.config().endpoints[0].clone();
     assert_eq!(put(&g, "stable", "before").await.status, 200);
 
     // CORS: a preflight from an origin not listed is refused; the listed one is answered.
@@ -564,7 +563,7 @@ async fn a_replica_moves_to_a_new_node_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = Cluster::start(dir).await;
     let g = cluster.procs[1].gateway();
-    let url = g.url().to_string();
+    let url = g.config().endpoints[0].clone();
     for i in 0..30 {
         assert_eq!(put(&g, &format!("m{i:02}"), "x").await.status, 200);
     }
@@ -589,4 +588,13 @@ async fn a_replica_moves_to_a_new_node_through_the_cli() {
         assert_eq!(answer.status, 200);
     }
     assert_eq!(put(&g, "m-after", "y").await.status, 200);
+}
+
+/// A client of one gateway, for the test's requests (each up to 30 s: a test machine may be
+/// slow).
+fn gateway(url: &str) -> Client {
+    let mut config = ClientConfig::new([url]);
+    config.attempt_timeout = Duration::from_secs(30);
+    config.request_timeout = Duration::from_secs(30);
+    Client::new(config).unwrap()
 }

@@ -3,8 +3,7 @@
 //! same data at the same address; `shoal dev --tls` serves HTTPS that the CLI trusts with
 //! the certificate it made.
 
-use hyper::Method;
-use shoal_node::client::{key_path, Gateway};
+use shoal_client::{key_path, Client, ClientConfig, Method};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -61,7 +60,7 @@ fn stop(mut child: Child) -> std::process::ExitStatus {
 async fn shoal_dev_serves_stops_cleanly_and_keeps_its_data() {
     let dir = tempfile::tempdir().unwrap();
     let (child, url) = start_dev(dir.path(), &["--nodes", "3"]);
-    let gateway = Gateway::new(&url, None, None).unwrap();
+    let gateway = gateway(&url);
     let put = gateway
         .request(Method::PUT, &key_path("greeting"), &[], b"hello".to_vec())
         .await
@@ -117,15 +116,19 @@ async fn shoal_dev_tls_serves_https_with_the_certificate_it_made() {
     let (child, url) = start_dev(dir.path(), &["--nodes", "1", "--tls"]);
     assert!(url.starts_with("https://"), "{url}");
     let cert = dir.path().join("tls").join("cert.pem");
-    let gateway = Gateway::new(&url, None, Some(&cert)).unwrap();
+    let mut config = ClientConfig::new([url.as_str()]);
+    config.ca_cert_pem = Some(std::fs::read(&cert).unwrap());
+    let gateway = Client::new(config).unwrap();
     let put = gateway
         .request(Method::PUT, &key_path("secret"), &[], b"s3cr3t".to_vec())
         .await
         .unwrap();
     assert_eq!(put.status, 200, "{}", String::from_utf8_lossy(&put.body));
     // Plain HTTP to the HTTPS port gets no answer; the CLI trusts the certificate given.
-    let plain = Gateway::new(&url.replace("https://", "http://"), None, None).unwrap();
-    assert!(plain.status_of("/health").await.is_err());
+    let mut config = ClientConfig::new([url.replace("https://", "http://")]);
+    config.request_timeout = Duration::from_secs(3);
+    let plain = Client::new(config).unwrap();
+    assert!(plain.get_raw("/health").await.is_err());
     let cli = Command::new(env!("CARGO_BIN_EXE_shoal"))
         .args(["kv", "--url", &url, "--ca-cert"])
         .arg(&cert)
@@ -145,4 +148,13 @@ async fn shoal_dev_tls_serves_https_with_the_certificate_it_made() {
         .unwrap();
     assert!(!untrusted.status.success());
     assert!(stop(child).success());
+}
+
+/// A client of one gateway, for the test's requests (each up to 30 s: a test machine may be
+/// slow).
+fn gateway(url: &str) -> Client {
+    let mut config = ClientConfig::new([url]);
+    config.attempt_timeout = Duration::from_secs(30);
+    config.request_timeout = Duration::from_secs(30);
+    Client::new(config).unwrap()
 }

@@ -85,6 +85,25 @@ pub struct StoreConfig {
 }
 
 impl StoreConfig {
+    /// A preset for clusters on one machine (tests, examples, a laptop): any free loopback
+    /// port, Raft heartbeats every 50 ms and elections after 500 ms (clocks on one machine
+    /// drift by at most 50 ms), the transport's and membership's local presets
+    /// ([`TransportConfig::local`], [`MembershipConfig::local`]), a 300 ms leave notice, no
+    /// leadership hand-over on shutdown (a local cluster usually stops whole), and 64 KiB
+    /// snapshot chunks. Everything else is as [`StoreConfig::new`] has it.
+    pub fn local(node: NodeId, data_dir: impl Into<PathBuf>) -> Self {
+        let mut config = StoreConfig::new(node, data_dir, SocketAddr::from(([127, 0, 0, 1], 0)));
+        config.raft.heartbeat_interval = Duration::from_millis(50);
+        config.raft.election_timeout = Duration::from_millis(500);
+        config.raft.max_clock_drift = Duration::from_millis(50);
+        config.transport = TransportConfig::local();
+        config.membership = MembershipConfig::local();
+        config.leave_timeout = Duration::from_millis(300);
+        config.handover_timeout = Duration::ZERO;
+        config.snapshot_chunk_bytes = 64 << 10;
+        config
+    }
+
     /// The settings of this node's [`super::Topology`]: its listener, membership and
     /// gossip.
     pub fn topology(&self) -> TopologyConfig {

@@ -58,6 +58,17 @@ pub struct TopologyConfig {
 }
 
 impl TopologyConfig {
+    /// A preset for a member on one machine (tests, examples): any free loopback port, the
+    /// transport's and membership's local presets, a 300 ms leave notice; as
+    /// [`super::StoreConfig::local`] has them.
+    pub fn local(node: NodeId) -> Self {
+        let mut config = TopologyConfig::new(node, SocketAddr::from(([127, 0, 0, 1], 0)));
+        config.transport = TransportConfig::local();
+        config.membership = MembershipConfig::local();
+        config.leave_timeout = Duration::from_millis(300);
+        config
+    }
+
     /// Defaults for member `node`, listening on `listen`.
     pub fn new(node: NodeId, listen: SocketAddr) -> Self {
         TopologyConfig {

@@ -1,19 +1,19 @@
 //! The cluster routes: members, ranges and their replicas' state, splits and replica
 //! changes, metrics, health and readiness.
 
-use super::bodies::{
-    ErrorBody, Member, Range, RangeDigests, RangeStatus, Replica, ReplicaChange, ReplicaDigest,
-    ReplicaStatus, ReplicasChanged, SplitDone, SplitRequest, Status,
-};
 use super::params::{decode_bytes, query, user_key};
 use super::App;
 use crate::errors::ApiError;
-use crate::keys::encode_bytes;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use shoal_client::bodies::{
+    ErrorBody, Member, Range, RangeDigests, RangeStatus, Replica, ReplicaChange, ReplicaDigest,
+    ReplicaStatus, ReplicasChanged, SplitDone, SplitRequest, Status,
+};
+use shoal_client::encode_bytes;
 use shoal_consensus::{ConfChange, LearnerKind};
 use shoal_core::{ErrorCode, NodeId, RangeDescriptor, RangeId};
 use shoal_membership::MemberState;

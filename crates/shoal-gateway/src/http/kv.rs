@@ -1,20 +1,21 @@
 //! The key-value routes: one key (`/v1/kv/{key}`), its compare-and-set, and scans.
 
-use super::bodies::{
-    Accepted, CasExpect, CasRequest, Deleted, Entry, ErrorBody, ScanPage, Written,
-};
 use super::params::{
     acks, condition, conditional_needs_majority, consistency, decode_bytes, path_key, prefix_end,
     query, text, user_key,
 };
-use super::{App, SCAN_PAGE_BYTES, VERSION_HEADER};
+use super::{App, SCAN_PAGE_BYTES};
 use crate::errors::ApiError;
-use crate::keys::encode_bytes;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use shoal_client::bodies::{
+    Accepted, CasExpect, CasRequest, Deleted, Entry, ErrorBody, ScanPage, Written,
+};
+use shoal_client::encode_bytes;
+use shoal_client::VERSION_HEADER;
 use shoal_store::{Acks, Expect, KvOp, KvResponse, WriteOp, WriteOutcome, MAX_SCAN_LIMIT};
 
 /// The default number of entries a scan returns.

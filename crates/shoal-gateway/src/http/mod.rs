@@ -48,7 +48,6 @@
 //! and malformed JSON are 400s; a key over 4 KiB or a value over 1 MiB is a 413; nothing is
 //! written for any of them.
 
-pub mod bodies;
 mod cluster;
 mod faults;
 mod kv;
@@ -63,9 +62,6 @@ use std::time::{Duration, Instant};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-
-/// The version header of a read.
-pub const VERSION_HEADER: &str = "x-shoal-version";
 
 /// The longest key, in bytes (the store's limit).
 pub const MAX_KEY_BYTES: usize = 4096;

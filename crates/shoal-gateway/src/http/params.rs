@@ -3,8 +3,8 @@
 
 use super::MAX_KEY_BYTES;
 use crate::errors::ApiError;
-use crate::keys::decode_key;
 use axum::http::{header, HeaderMap, StatusCode, Uri};
+use shoal_client::decode_key;
 use shoal_store::{Acks, Consistency, Expect, SYSTEM_KEY_PREFIX};
 use std::collections::HashMap;
 

@@ -20,17 +20,7 @@ pub fn n(raw: u64) -> NodeId {
 
 /// Raft timings for tests: quick elections, but with room for a loaded 2-core machine.
 pub fn config(id: NodeId, dir: &std::path::Path) -> StoreConfig {
-    let mut config = StoreConfig::new(id, dir, "127.0.0.1:0".parse().unwrap());
-    config.raft.heartbeat_interval = Duration::from_millis(50);
-    config.raft.election_timeout = Duration::from_millis(500);
-    config.raft.max_clock_drift = Duration::from_millis(50);
-    config.transport = TransportConfig::local();
-    config.membership = shoal_membership::MembershipConfig::local();
-    config.leave_timeout = Duration::from_millis(300);
-    // Clusters stop whole: handing leaderships to nodes that stop too helps nobody.
-    config.handover_timeout = Duration::ZERO;
-    config.snapshot_chunk_bytes = 64 << 10;
-    config
+    StoreConfig::local(id, dir)
 }
 
 pub struct Cluster {

@@ -1,33 +1,37 @@
-//! The JSON bodies of the HTTP API, typed so that the OpenAPI document describes exactly
-//! what the handlers send and accept. Keys and values in JSON are percent-encoded strings
-//! (see [`crate::encode_bytes`]).
+//! The JSON bodies of the HTTP API: one set of types that the gateway serves (and describes
+//! in its OpenAPI document, with the `openapi` feature) and this client reads, so the two
+//! cannot drift apart. Keys and values in JSON are percent-encoded strings (see
+//! [`crate::encode_bytes`]).
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 /// A write's new version (`acks=majority`).
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Written {
     /// The key's version after the write.
     pub version: u64,
 }
 
 /// A write sent with `acks=leader` or `acks=none`: accepted, not known to be committed.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Accepted {
     /// Always true.
     pub accepted: bool,
 }
 
 /// A compare-and-set that deleted.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Deleted {
     /// Whether the key had a value.
     pub deleted: bool,
 }
 
 /// What a compare-and-set expects the key to hold now.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum CasExpect {
     /// The key at this version.
@@ -40,18 +44,20 @@ pub enum CasExpect {
 
 /// A compare-and-set. Both fields are required: a string value sets it, `null` deletes (a
 /// missing `value` is a malformed request, never a delete).
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CasRequest {
     /// The expectation.
     pub expect: CasExpect,
     /// The new value (percent-encoded), or `null` to delete.
-    #[schema(value_type = Option<String>, required = true)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, required = true))]
     pub value: serde_json::Value,
 }
 
 /// One key of a scan.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Entry {
     /// The key, percent-encoded.
     pub key: String,
@@ -62,7 +68,8 @@ pub struct Entry {
 }
 
 /// A page of a scan.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScanPage {
     /// Keys in order.
     pub entries: Vec<Entry>,
@@ -71,7 +78,8 @@ pub struct ScanPage {
 }
 
 /// A member of the cluster, as this node's membership sees it.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Member {
     /// Its node id.
     pub id: u64,
@@ -86,7 +94,8 @@ pub struct Member {
 }
 
 /// A replica as a range's descriptor names it.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Replica {
     /// Its node.
     pub node: u64,
@@ -95,7 +104,8 @@ pub struct Replica {
 }
 
 /// A range as the meta range records it.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Range {
     /// Its id.
     pub id: u64,
@@ -112,7 +122,8 @@ pub struct Range {
 }
 
 /// A split's request: where, or nothing (an empty body) for the size median.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SplitRequest {
     /// The right half's first key (percent-encoded), strictly inside the range.
@@ -120,7 +131,8 @@ pub struct SplitRequest {
 }
 
 /// A change of a range's replicas: exactly one of the fields.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum ReplicaChange {
     /// Adds a learner on this node (it is created there and brought up by a snapshot).
@@ -132,14 +144,16 @@ pub enum ReplicaChange {
 }
 
 /// A range after a change of its replicas.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReplicasChanged {
     /// The range as its leader applied the change; `null` if the leader removed itself.
     pub range: Option<Range>,
 }
 
 /// A split's halves.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SplitDone {
     /// The left half (the range's id, a new generation).
     pub left: Range,
@@ -148,7 +162,8 @@ pub struct SplitDone {
 }
 
 /// One replica of a range, as its own node reports it.
-#[derive(Debug, Default, Serialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReplicaStatus {
     /// Its node.
     pub node: u64,
@@ -181,7 +196,8 @@ pub struct ReplicaStatus {
 }
 
 /// A range with each replica's state, asked of the replicas' nodes.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RangeStatus {
     /// Its id.
     pub id: u64,
@@ -198,7 +214,8 @@ pub struct RangeStatus {
 }
 
 /// A range's replicas, each digested by its own node.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RangeDigests {
     /// The range.
     pub id: u64,
@@ -213,7 +230,8 @@ pub struct RangeDigests {
 
 /// One replica's digest: the Merkle root of its data (BLAKE3 over every key's version and
 /// value) at its applied index.
-#[derive(Debug, Default, Serialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReplicaDigest {
     /// Its node.
     pub node: u64,
@@ -228,14 +246,16 @@ pub struct ReplicaDigest {
 }
 
 /// `/health` and `/ready`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Status {
     /// `ok` or `ready`.
     pub status: String,
 }
 
 /// Every error's body.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// A short stable name: `bad_request`, `not_found`, `condition_failed`, `too_large`,
     /// `unavailable`, `outcome_unknown`, `unauthorized`, `origin_not_allowed`,
