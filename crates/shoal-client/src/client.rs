@@ -4,12 +4,13 @@
 use crate::bodies::{CasExpect, ScanPage, Written};
 use crate::endpoint::{Answer, Endpoint, Failure};
 use crate::error::Error;
+use crate::health::Health;
 use crate::keys::{decode_key, encode_bytes};
 use hyper::Method;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How a [`Client`] reaches the cluster.
@@ -35,6 +36,12 @@ pub struct ClientConfig {
     /// How long a gateway that could not be reached, or did not answer, is passed over
     /// while others are available. Default 5 s.
     pub avoid_for: Duration,
+    /// How long a request may wait for its gateway before new requests go to the others
+    /// (while any other is not in doubt itself), and a read is sent to another gateway too
+    /// (the first answer wins): a paused process still accepts connections, so a request
+    /// left waiting is the first sign. Answers take milliseconds; an election, which every
+    /// gateway waits out alike, takes about a second. Default 200 ms.
+    pub stalled_after: Duration,
 }
 
 impl ClientConfig {
@@ -52,6 +59,7 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(15),
             connect_timeout: Duration::from_secs(1),
             avoid_for: Duration::from_secs(5),
+            stalled_after: Duration::from_millis(200),
         }
     }
 
@@ -68,6 +76,7 @@ impl ClientConfig {
         if self.attempt_timeout.is_zero()
             || self.request_timeout.is_zero()
             || self.connect_timeout.is_zero()
+            || self.stalled_after.is_zero()
         {
             return refuse("timeouts must be above zero");
         }
@@ -354,8 +363,8 @@ pub struct Client {
 struct Inner {
     config: ClientConfig,
     endpoints: Vec<Endpoint>,
-    /// Until when each gateway is passed over (it failed to connect or to answer).
-    avoid_until: Mutex<Vec<Option<Instant>>>,
+    /// What this client knows of each gateway's health.
+    health: Vec<Health>,
     /// Where the next request starts looking, so load spreads over the gateways.
     next: AtomicUsize,
 }
@@ -375,7 +384,7 @@ impl Client {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Client {
             inner: Arc::new(Inner {
-                avoid_until: Mutex::new(vec![None; endpoints.len()]),
+                health: endpoints.iter().map(|_| Health::default()).collect(),
                 next: AtomicUsize::new(0),
                 endpoints,
                 config,
@@ -651,19 +660,20 @@ impl Client {
             if now >= deadline {
                 return Err(last.unwrap_or_else(|| Error::not_sent("no time left to send it")));
             }
+            let request = Request {
+                method: &method,
+                path,
+                headers: &headers,
+                body: &body,
+                deadline: deadline.min(now + config.attempt_timeout),
+            };
             let i = self.pick(now);
+            let (i, sent) = if retry == Retry::Safe && inner.endpoints.len() > 1 {
+                self.attempt_hedged(i, &request).await
+            } else {
+                (i, self.attempt(i, &request).await)
+            };
             let endpoint = &inner.endpoints[i];
-            let attempt_deadline = deadline.min(now + config.attempt_timeout);
-            let sent = endpoint
-                .send(
-                    method.clone(),
-                    path,
-                    &headers,
-                    body.clone(),
-                    config.connect_timeout,
-                    attempt_deadline,
-                )
-                .await;
             attempt += 1;
             match sent {
                 // Refused before anything happened (no leader yet, overloaded): another
@@ -673,11 +683,9 @@ impl Client {
                 }
                 Ok(answer) => return Ok(answer),
                 Err(Failure::NotSent(message)) => {
-                    self.avoid(i);
                     last = Some(Error::not_sent(format!("{}: {message}", endpoint.url)));
                 }
                 Err(Failure::Lost(message)) => {
-                    self.avoid(i);
                     let message = format!("{}: {message}", endpoint.url);
                     if retry == Retry::IfNotDone {
                         return Err(Error::OutcomeUnknown { message });
@@ -700,29 +708,97 @@ impl Client {
         }
     }
 
-    /// The gateway for the next attempt: the next in rotation not being passed over, else
-    /// the next in rotation.
-    fn pick(&self, now: Instant) -> usize {
+    /// One attempt of `request` on gateway `i`, keeping its health: the request is in
+    /// flight until it ends, and a failure to connect or to answer passes the gateway over
+    /// for [`ClientConfig::avoid_for`].
+    async fn attempt(&self, i: usize, request: &Request<'_>) -> Result<Answer, Failure> {
         let inner = &self.inner;
-        let n = inner.endpoints.len();
-        let start = inner.next.fetch_add(1, Ordering::Relaxed);
-        let avoid = inner.avoid_until.lock().unwrap_or_else(|p| p.into_inner());
+        let in_flight = inner.health[i].sending(Instant::now());
+        let sent = inner.endpoints[i]
+            .send(
+                request.method.clone(),
+                request.path,
+                request.headers,
+                request.body.to_vec(),
+                inner.config.connect_timeout,
+                request.deadline,
+            )
+            .await;
+        drop(in_flight);
+        if sent.is_err() {
+            inner.health[i].avoid(Instant::now() + inner.config.avoid_for);
+        }
+        sent
+    }
+
+    /// One attempt of a request that changes nothing, on gateway `i`; once it has waited
+    /// [`ClientConfig::stalled_after`], the same request goes to another gateway not in
+    /// doubt too, and the first answer wins (a hedged request: a read held up by a paused
+    /// gateway does not wait for it).
+    async fn attempt_hedged(
+        &self,
+        i: usize,
+        request: &Request<'_>,
+    ) -> (usize, Result<Answer, Failure>) {
+        let first = self.attempt(i, request);
+        tokio::pin!(first);
+        let j = loop {
+            tokio::select! {
+                answer = &mut first => return (i, answer),
+                _ = tokio::time::sleep(self.inner.config.stalled_after) => {
+                    if let Some(j) = self.other_than(i, Instant::now()) {
+                        break j;
+                    }
+                }
+            }
+        };
+        let second = self.attempt(j, request);
+        tokio::pin!(second);
+        tokio::select! {
+            answer = &mut first => match answer {
+                Ok(answer) => (i, Ok(answer)),
+                Err(_) => (j, second.await),
+            },
+            answer = &mut second => match answer {
+                Ok(answer) => (j, Ok(answer)),
+                Err(_) => (i, first.await),
+            },
+        }
+    }
+
+    /// The gateway for the next attempt: the next in rotation not in doubt (see
+    /// [`Health::doubtful`]), else the next in rotation.
+    fn pick(&self, now: Instant) -> usize {
+        let n = self.inner.endpoints.len();
+        let start = self.inner.next.fetch_add(1, Ordering::Relaxed);
         (0..n)
             .map(|k| (start + k) % n)
-            .find(|&i| avoid[i].is_none_or(|until| until <= now))
+            .find(|&i| !self.doubtful(i, now))
             .unwrap_or(start % n)
     }
 
-    /// Passes over gateway `i` for a while.
-    fn avoid(&self, i: usize) {
-        let until = Instant::now() + self.inner.config.avoid_for;
-        let mut avoid = self
-            .inner
-            .avoid_until
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        avoid[i] = Some(until);
+    /// A gateway other than `i` not in doubt, if there is one.
+    fn other_than(&self, i: usize, now: Instant) -> Option<usize> {
+        let n = self.inner.endpoints.len();
+        let start = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|k| (start + k) % n)
+            .find(|&j| j != i && !self.doubtful(j, now))
     }
+
+    fn doubtful(&self, i: usize, now: Instant) -> bool {
+        self.inner.health[i].doubtful(now, self.inner.config.stalled_after)
+    }
+}
+
+/// One request as every attempt sends it.
+struct Request<'a> {
+    method: &'a Method,
+    path: &'a str,
+    headers: &'a [(&'a str, String)],
+    body: &'a [u8],
+    /// When the attempt gives up.
+    deadline: Instant,
 }
 
 /// The path of `key` in the key-value API, percent-encoded.
@@ -899,7 +975,7 @@ mod tests {
         let client = Client::new(config).unwrap();
         let e = client.put(b"k", "v").await.unwrap_err();
         assert!(e.is_definite() && e.is_retriable(), "{e}");
-        let avoided = client.inner.avoid_until.lock().unwrap().clone();
-        assert!(avoided.iter().all(Option::is_some), "{avoided:?}");
+        let now = Instant::now();
+        assert!(client.inner.health.iter().all(|h| h.avoided(now)));
     }
 }

@@ -9,8 +9,9 @@
 //! ([`Error::OutcomeUnknown`]) must be read back first. The client retries by itself only
 //! what is safe: reads anywhere, and writes that certainly were not carried out (no
 //! gateway reached, or a 503), on another gateway. A gateway that does not answer within
-//! [`ClientConfig::attempt_timeout`] (stopped, cut off) is passed over for a while, so one
-//! paused node does not hold up every request. HTTPS with the certificates to trust, and a
+//! [`ClientConfig::attempt_timeout`] (stopped, cut off) is passed over for a while, and one
+//! with a request waiting longer than [`ClientConfig::stalled_after`] gets no new ones while
+//! others answer, so one paused node does not hold up every request. HTTPS with the certificates to trust, and a
 //! bearer token, are settings.
 //!
 //! The JSON bodies ([`bodies`]) and the key encoding ([`encode_bytes`]) are the gateway's
@@ -49,6 +50,7 @@ pub mod bodies;
 mod client;
 mod endpoint;
 mod error;
+mod health;
 mod keys;
 
 pub use client::{

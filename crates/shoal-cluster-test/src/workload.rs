@@ -23,11 +23,19 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// gateways, and a write refused as unavailable (certainly not done) is sent again.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long an operation may wait for its gateway before the clients send new ones to the
+/// others, and a read goes to another gateway too: answers take a few milliseconds here, so
+/// a wait this long most likely means a stopped node (or an election, which every gateway
+/// waits out alike). Set low because at the clients' rate every client has sent to a paused
+/// node within a fraction of a second: a wait longer than this leaves them all stuck there.
+const STALLED_AFTER: Duration = Duration::from_millis(20);
+
 /// The workload's client: every node's gateway, in rotation, shared by all the clients.
 pub fn workload_client(urls: Vec<String>) -> Result<Client, String> {
     let mut config = ClientConfig::new(urls);
     config.attempt_timeout = ATTEMPT_TIMEOUT;
     config.request_timeout = OPERATION_TIMEOUT;
+    config.stalled_after = STALLED_AFTER;
     Client::new(config).map_err(|e| e.to_string())
 }
 

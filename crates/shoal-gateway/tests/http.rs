@@ -1264,3 +1264,39 @@ async fn the_client_fails_over_and_its_operations_do_what_they_say() {
     assert!(ranges.as_array().unwrap().len() >= 3, "{ranges}");
     cluster.shutdown().await;
 }
+
+/// A paused gateway still takes connections, so a request to it just waits. Once one has
+/// waited longer than `stalled_after`, the client sends new requests to the other gateways:
+/// while the first is still waiting, others complete through the live gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_sends_around_a_gateway_that_stopped_answering() {
+    use shoal_client::{Client, ClientConfig};
+    let cluster = Cluster::start().await;
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    let mut config = ClientConfig::new([silent_url, cluster.url.clone()]);
+    config.attempt_timeout = Duration::from_secs(60);
+    config.request_timeout = Duration::from_secs(60);
+    config.stalled_after = Duration::from_millis(100);
+    let client = Client::new(config).unwrap();
+    // The first request goes to the silent gateway and waits there.
+    let stuck = tokio::spawn({
+        let client = client.clone();
+        async move { client.put(b"stuck", "?").await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..20 {
+        let key = format!("around-{i}");
+        client.put(key.as_bytes(), "v").await.unwrap();
+        assert!(client.get(key.as_bytes()).await.unwrap().is_some());
+    }
+    assert!(!stuck.is_finished(), "the first request still waits");
+    stuck.abort();
+    cluster.shutdown().await;
+}
