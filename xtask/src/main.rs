@@ -16,6 +16,8 @@
 //!   `--broken skip-read-barrier` it builds `shoal` with the `unsafe-test-switches` feature
 //!   (in `target/broken`) and runs nodes broken on purpose: the run must fail.
 
+#![warn(missing_docs)]
+
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 

@@ -64,3 +64,8 @@ pub use keys::{decode_key, encode_bytes, KeyError};
 
 /// The response header that carries a key's version.
 pub const VERSION_HEADER: &str = "x-shoal-version";
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

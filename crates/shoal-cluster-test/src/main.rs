@@ -9,6 +9,8 @@
 //! node's log under `--out`; exits non-zero on a violation, or when the faults asked for
 //! never took effect.
 
+#![warn(missing_docs)]
+
 mod bad_input;
 mod bank;
 mod cluster;

@@ -128,3 +128,8 @@ pub use ready::{LeaderInfo, PersistedToken, ReadState, Ready};
 pub use snapshot::{MachineError, SnapshotMeta, SnapshotSink, SnapshotSource, StateMachine};
 pub use store::{HardState, LogStore, MemLogStore, StoreError};
 pub use wal::{Recovery, TornTail, Wal, WalConfig, WalStats, WalStore};
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

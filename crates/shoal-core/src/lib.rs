@@ -45,3 +45,8 @@ pub use id::{CorrelationId, Generation, NodeId, RangeId};
 pub use key_range::{EscapedKey, KeyRange, KeyRangeError, RangeEnd};
 pub use rng::{DetRng, Rng};
 pub use time::{Clock, Instant, ManualClock, SystemClock};
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -73,3 +73,8 @@ pub use packet::PacketError;
 pub use stats::MembershipStats;
 pub use swim::{Swim, SwimError};
 pub use sync::MAX_RELIABLE_BYTES;
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

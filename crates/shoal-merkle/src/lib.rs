@@ -95,3 +95,8 @@ pub use session::{SessionStats, Step, SyncOutcome, SyncSession};
 pub use shape::{TreeShape, MAX_BUCKET_BITS};
 pub use store::{ItemLimits, MemStore, SyncStore};
 pub use tree::{Entry, MerkleTree};
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -11,3 +11,8 @@ pub mod certs;
 pub mod config;
 pub mod dev;
 pub mod node;
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

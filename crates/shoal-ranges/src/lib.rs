@@ -46,3 +46,8 @@ pub use gossip::{precedence, Chunks, DescriptorSet, GossipError, MAX_HINT_TERM};
 pub use placement::{plan_placement, NodeInfo, PlacementAction, PlacementConfig};
 pub use policy::{ConfigError, Decision, InFlight, RangeStats, SplitMergePolicy, SplitReason};
 pub use table::{RangeTable, RangeTableError};
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -57,3 +57,8 @@ pub use range_cache::{
 };
 pub use rendezvous::{Candidate, Rendezvous};
 pub use ring::HashRing;
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

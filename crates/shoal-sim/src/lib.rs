@@ -63,3 +63,8 @@ pub use node::{Node, Outputs};
 pub use seed::{parse_seed, seed_from_env_or, EXPLORE_ENV, SEED_ENV};
 pub use simulation::{NodeStatus, SimConfig, SimError, SimStats, Simulation};
 pub use trace::{Trace, TraceKind};
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

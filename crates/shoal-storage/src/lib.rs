@@ -59,6 +59,8 @@
 //! The on-disk layout is described in the `layout` module's source
 //! (`crates/shoal-storage/src/layout.rs`) and in `docs/architecture.md`.
 
+#![warn(missing_docs)]
+
 mod batch;
 mod config;
 mod engine;
@@ -84,3 +86,8 @@ pub use snapshot::{snapshot_header, SnapshotStream, MAX_CHUNK_BYTES};
 pub use staging::StagedSnapshot;
 pub use structure::{SplitMode, SplitSpec, SplitStats};
 pub use view::RangeView;
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

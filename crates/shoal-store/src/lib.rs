@@ -77,3 +77,8 @@ pub use meta::{
 pub use node::{Store, StoreError, FIRST_RANGE, GATEWAY_META};
 pub use status::{NodeStatus, RangeReport, StatusRpc};
 pub use topology::{Topology, TopologyConfig};
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -81,3 +81,8 @@ pub use server::RpcServer;
 pub use service::{BoxFuture, RegisterError, RequestContext, Router, Rpc};
 pub use stats::{StatsSnapshot, TransportStats};
 pub use transport::{Datagram, DatagramTransport, RpcTransport, RpcTransportExt};
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
