@@ -103,7 +103,7 @@ pub enum StartError {
     Config(#[from] crate::config::ConfigError),
     /// The log store could not be read.
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] crate::store::LogStoreError),
     /// Bootstrapping a store that already holds a log.
     #[error("the log store is not empty; the group is already bootstrapped or joined")]
     AlreadyInitialized,

@@ -3,7 +3,7 @@
 
 use crate::entry::{Entry, LogIndex, Term};
 use crate::snapshot::SnapshotMeta;
-use crate::store::{LogStore, StoreError};
+use crate::store::{LogStore, LogStoreError};
 use std::collections::VecDeque;
 
 /// A log entry that contradicts a committed one: only a broken or malicious leader sends it.
@@ -69,20 +69,20 @@ impl<S: LogStore> RaftLog<S> {
         self.term(self.last_index()).unwrap_or(0)
     }
 
-    pub(crate) fn term(&self, index: LogIndex) -> Result<Term, StoreError> {
+    pub(crate) fn term(&self, index: LogIndex) -> Result<Term, LogStoreError> {
         if index >= self.offset {
             return self
                 .unstable
                 .get((index - self.offset) as usize)
                 .map(|e| e.term)
-                .ok_or(StoreError::Unavailable(index));
+                .ok_or(LogStoreError::Unavailable(index));
         }
         if let Some(snap) = &self.pending_snapshot {
             return match index.cmp(&snap.index) {
                 std::cmp::Ordering::Equal => Ok(snap.term),
-                std::cmp::Ordering::Less => Err(StoreError::Compacted(index)),
+                std::cmp::Ordering::Less => Err(LogStoreError::Compacted(index)),
                 // Unreachable: offset is just past the snapshot.
-                std::cmp::Ordering::Greater => Err(StoreError::Unavailable(index)),
+                std::cmp::Ordering::Greater => Err(LogStoreError::Unavailable(index)),
             };
         }
         self.store.term(index)
@@ -105,15 +105,15 @@ impl<S: LogStore> RaftLog<S> {
         lo: LogIndex,
         hi: LogIndex,
         max_bytes: u64,
-    ) -> Result<Vec<Entry>, StoreError> {
+    ) -> Result<Vec<Entry>, LogStoreError> {
         if lo >= hi {
             return Ok(Vec::new());
         }
         if lo < self.first_index() {
-            return Err(StoreError::Compacted(lo));
+            return Err(LogStoreError::Compacted(lo));
         }
         if hi > self.last_index() + 1 {
-            return Err(StoreError::Unavailable(hi - 1));
+            return Err(LogStoreError::Unavailable(hi - 1));
         }
         let mut out = Vec::new();
         let mut used = 0;
@@ -278,7 +278,7 @@ impl<S: LogStore> RaftLog<S> {
     }
 
     /// Entries between the snapshot point and the end, for rebuilding state at start.
-    pub(crate) fn stored_entries(&self) -> Result<Vec<Entry>, StoreError> {
+    pub(crate) fn stored_entries(&self) -> Result<Vec<Entry>, LogStoreError> {
         self.entries(self.first_index(), self.last_index() + 1, u64::MAX)
     }
 

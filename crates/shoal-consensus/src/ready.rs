@@ -4,7 +4,7 @@ use crate::entry::{Entry, LogIndex, Term};
 use crate::error::ReadError;
 use crate::message::Message;
 use crate::snapshot::SnapshotMeta;
-use crate::store::{HardState, LogStore, StoreError};
+use crate::store::{HardState, LogStore, LogStoreError};
 use shoal_core::NodeId;
 
 /// The work a driver does for a group, in this order:
@@ -67,7 +67,7 @@ impl Ready {
     /// the hard state, the compaction. Does not sync: the driver syncs once for every ready
     /// and group it wrote (group commit). The state machine's side of a received snapshot
     /// (installing its data) is the driver's, and comes first.
-    pub fn write_to(&self, store: &mut impl LogStore) -> Result<(), StoreError> {
+    pub fn write_to(&self, store: &mut impl LogStore) -> Result<(), LogStoreError> {
         if let Some(snapshot) = &self.snapshot {
             store.install_snapshot(snapshot.clone())?;
         }

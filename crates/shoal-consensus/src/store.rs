@@ -27,7 +27,7 @@ pub struct HardState {
 
 /// Why a log store could not answer or write.
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub enum LogStoreError {
     /// The index is before the log's first entry (dropped by compaction).
     #[error("index {0} is compacted")]
     Compacted(LogIndex),
@@ -64,28 +64,32 @@ pub trait LogStore {
     /// The last entry held (`first_index() - 1` when empty).
     fn last_index(&self) -> LogIndex;
     /// The term of the entry at `index`, for `first_index() - 1 <= index <= last_index()`.
-    fn term(&self, index: LogIndex) -> Result<Term, StoreError>;
+    fn term(&self, index: LogIndex) -> Result<Term, LogStoreError>;
     /// Entries in `lo..hi`, stopping before the total [`Entry::size`] would pass `max_bytes`
     /// (but always at least one entry when `lo < hi`).
-    fn entries(&self, lo: LogIndex, hi: LogIndex, max_bytes: u64)
-        -> Result<Vec<Entry>, StoreError>;
+    fn entries(
+        &self,
+        lo: LogIndex,
+        hi: LogIndex,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, LogStoreError>;
 
     /// Appends `entries` (consecutive), first dropping any held entry at or after
     /// `entries[0].index`. The first index must be at most `last_index() + 1`.
-    fn append(&mut self, entries: &[Entry]) -> Result<(), StoreError>;
+    fn append(&mut self, entries: &[Entry]) -> Result<(), LogStoreError>;
     /// Drops every entry at or after `from`.
-    fn truncate(&mut self, from: LogIndex) -> Result<(), StoreError>;
+    fn truncate(&mut self, from: LogIndex) -> Result<(), LogStoreError>;
     /// Records the hard state.
-    fn set_hard_state(&mut self, state: HardState) -> Result<(), StoreError>;
+    fn set_hard_state(&mut self, state: HardState) -> Result<(), LogStoreError>;
     /// Records a snapshot the state machine took and drops the entries through `through`
     /// (at most `snapshot.index`; entries after `through` stay for followers that lag a
     /// little), keeping the term of `through`.
-    fn compact(&mut self, snapshot: &SnapshotMeta, through: LogIndex) -> Result<(), StoreError>;
+    fn compact(&mut self, snapshot: &SnapshotMeta, through: LogIndex) -> Result<(), LogStoreError>;
     /// Replaces the whole log by a snapshot: the log becomes empty and starts after
     /// `meta.index`.
-    fn install_snapshot(&mut self, meta: SnapshotMeta) -> Result<(), StoreError>;
+    fn install_snapshot(&mut self, meta: SnapshotMeta) -> Result<(), LogStoreError>;
     /// Makes every write so far durable. The in-memory store has nothing to do.
-    fn sync(&mut self) -> Result<(), StoreError>;
+    fn sync(&mut self) -> Result<(), LogStoreError>;
 }
 
 /// A log store in memory: for tests, the simulator and benchmarks, and for groups whose
@@ -105,19 +109,23 @@ impl MemLogStore {
         Self::default()
     }
 
-    fn position(&self, index: LogIndex) -> Result<usize, StoreError> {
+    fn position(&self, index: LogIndex) -> Result<usize, LogStoreError> {
         position(self.base.0, self.entries.len(), index)
     }
 }
 
 /// Where entry `index` sits in a log holding `len` entries after `base`: compacted before
 /// it, unavailable past it.
-pub(crate) fn position(base: LogIndex, len: usize, index: LogIndex) -> Result<usize, StoreError> {
+pub(crate) fn position(
+    base: LogIndex,
+    len: usize,
+    index: LogIndex,
+) -> Result<usize, LogStoreError> {
     if index <= base {
-        return Err(StoreError::Compacted(index));
+        return Err(LogStoreError::Compacted(index));
     }
     if index > base + len as u64 {
-        return Err(StoreError::Unavailable(index));
+        return Err(LogStoreError::Unavailable(index));
     }
     Ok((index - base - 1) as usize)
 }
@@ -139,7 +147,7 @@ impl LogStore for MemLogStore {
         self.base.0 + self.entries.len() as u64
     }
 
-    fn term(&self, index: LogIndex) -> Result<Term, StoreError> {
+    fn term(&self, index: LogIndex) -> Result<Term, LogStoreError> {
         if index == self.base.0 {
             return Ok(self.base.1);
         }
@@ -151,7 +159,7 @@ impl LogStore for MemLogStore {
         lo: LogIndex,
         hi: LogIndex,
         max_bytes: u64,
-    ) -> Result<Vec<Entry>, StoreError> {
+    ) -> Result<Vec<Entry>, LogStoreError> {
         if lo >= hi {
             return Ok(Vec::new());
         }
@@ -160,12 +168,12 @@ impl LogStore for MemLogStore {
         Ok(take_within(self.entries.range(start..end), max_bytes))
     }
 
-    fn append(&mut self, entries: &[Entry]) -> Result<(), StoreError> {
+    fn append(&mut self, entries: &[Entry]) -> Result<(), LogStoreError> {
         let Some(first) = entries.first() else {
             return Ok(());
         };
         if first.index <= self.base.0 || first.index > self.last_index() + 1 {
-            return Err(StoreError::InvalidWrite(format!(
+            return Err(LogStoreError::InvalidWrite(format!(
                 "append at {} to a log of {}..={}",
                 first.index,
                 self.first_index(),
@@ -178,18 +186,18 @@ impl LogStore for MemLogStore {
         Ok(())
     }
 
-    fn truncate(&mut self, from: LogIndex) -> Result<(), StoreError> {
+    fn truncate(&mut self, from: LogIndex) -> Result<(), LogStoreError> {
         let keep = from.saturating_sub(self.base.0 + 1);
         self.entries.truncate(keep as usize);
         Ok(())
     }
 
-    fn set_hard_state(&mut self, state: HardState) -> Result<(), StoreError> {
+    fn set_hard_state(&mut self, state: HardState) -> Result<(), LogStoreError> {
         self.hard_state = state;
         Ok(())
     }
 
-    fn compact(&mut self, snapshot: &SnapshotMeta, through: LogIndex) -> Result<(), StoreError> {
+    fn compact(&mut self, snapshot: &SnapshotMeta, through: LogIndex) -> Result<(), LogStoreError> {
         if snapshot.index > self.snapshot.index {
             self.snapshot = snapshot.clone();
         }
@@ -197,7 +205,7 @@ impl LogStore for MemLogStore {
             return Ok(());
         }
         if through > self.last_index() {
-            return Err(StoreError::InvalidWrite(format!(
+            return Err(LogStoreError::InvalidWrite(format!(
                 "compact through {through} past the last index {}",
                 self.last_index()
             )));
@@ -208,14 +216,14 @@ impl LogStore for MemLogStore {
         Ok(())
     }
 
-    fn install_snapshot(&mut self, meta: SnapshotMeta) -> Result<(), StoreError> {
+    fn install_snapshot(&mut self, meta: SnapshotMeta) -> Result<(), LogStoreError> {
         self.entries.clear();
         self.base = (meta.index, meta.term);
         self.snapshot = meta;
         Ok(())
     }
 
-    fn sync(&mut self) -> Result<(), StoreError> {
+    fn sync(&mut self) -> Result<(), LogStoreError> {
         Ok(())
     }
 }

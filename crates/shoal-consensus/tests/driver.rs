@@ -13,7 +13,7 @@ mod common;
 
 use common::machine::CommandLog;
 use shoal_consensus::{
-    LogStore, Membership, Raft, RaftConfig, ReadMode, Role, Status, Wal, WalConfig,
+    HostError, LogStore, Membership, Raft, RaftConfig, ReadMode, Role, Status, Wal, WalConfig,
 };
 use shoal_core::{Clock, NodeId, RangeId};
 use shoal_transport::{Router, RpcClient, RpcServer, TransportConfig};
@@ -243,7 +243,7 @@ async fn requests_for_unknown_groups_fail_clearly() {
         .is_err());
     assert!(matches!(
         driver.status(RangeId::new(5)).await,
-        Err(DriverError::UnknownGroup(g)) if g == RangeId::new(5)
+        Err(DriverError::Host(HostError::UnknownGroup(g))) if g == RangeId::new(5)
     ));
     driver.shutdown().await;
     assert!(matches!(
@@ -394,10 +394,13 @@ async fn a_log_store_error_stops_only_its_group() {
     // The proposal in flight when the group failed may have reached followers (here there
     // are none, but the driver cannot know they did not commit it): its outcome is unknown.
     let error = node.driver.propose(g1, "lost".into()).await.unwrap_err();
-    assert!(matches!(error, DriverError::Indeterminate), "{error}");
+    assert!(
+        matches!(error, DriverError::Host(HostError::Indeterminate)),
+        "{error}"
+    );
     let status = node.driver.status(g1).await.unwrap_err();
     assert!(
-        matches!(&status, DriverError::GroupFailed { group, .. } if *group == g1),
+        matches!(&status, DriverError::Host(HostError::GroupFailed { group, .. }) if *group == g1),
         "{status}"
     );
     assert!(
@@ -406,11 +409,11 @@ async fn a_log_store_error_stops_only_its_group() {
     );
     assert!(matches!(
         node.driver.read_index(g1, ReadMode::Safe).await,
-        Err(DriverError::GroupFailed { .. })
+        Err(DriverError::Host(HostError::GroupFailed { .. }))
     ));
     assert!(matches!(
         node.driver.propose(g1, "refused".into()).await,
-        Err(DriverError::GroupFailed { .. })
+        Err(DriverError::Host(HostError::GroupFailed { .. }))
     ));
     assert_eq!(first.commands(), vec![Bytes::from("before")]);
     assert_eq!(

@@ -1,38 +1,47 @@
-//! A write batch for one range, and what each of its operations did.
+//! A write batch for one range, and what each of its operations did. The operations and
+//! outcomes are serde types: a replicated store carries them in its log and on the wire as
+//! they are (byte fields as one length and the bytes, through `serde_bytes`).
+
+use serde::{Deserialize, Serialize};
 
 /// What a conditional write expects of the key's current state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Condition {
     /// The key does not exist.
     Absent,
     /// The key exists at exactly this version.
     Version(u64),
     /// The key exists with exactly this value.
-    Value(Vec<u8>),
+    Value(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 /// One operation of a [`WriteBatch`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WriteOp {
     /// Sets `key` to `value`.
     Put {
         /// The key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         /// The new value.
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     /// Removes `key` (nothing happens if it is absent).
     Delete {
         /// The key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
     },
     /// Sets (`Some`) or removes (`None`) `key` only if `expect` holds; otherwise leaves it.
     CompareAndSet {
         /// The key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         /// What the key must be now.
         expect: Condition,
         /// What it becomes: a value, or removed.
+        #[serde(with = "serde_bytes")]
         new: Option<Vec<u8>>,
     },
 }
@@ -137,7 +146,7 @@ impl WriteBatch {
 }
 
 /// What one operation of an applied batch did, in the batch's order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WriteOutcome {
     /// The key now holds the new value at this version.
     Written {

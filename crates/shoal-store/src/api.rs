@@ -8,7 +8,7 @@
 //! `InvalidRequest`, and `OutcomeUnknown` for a write whose fate cannot be known (never
 //! reported as a failure).
 
-use super::command::{Expect, WriteOp, WriteOutcome};
+use super::command::{Condition, WriteOp, WriteOutcome};
 use super::meta::{MetaAnswer, MetaOp, NodeRecord};
 use serde::{Deserialize, Serialize};
 use shoal_core::{Generation, RangeDescriptor, RangeId};
@@ -172,7 +172,7 @@ impl KvOp {
     }
 
     /// A compare-and-set.
-    pub fn cas(key: impl Into<Vec<u8>>, expect: Expect, new: Option<Vec<u8>>) -> KvOp {
+    pub fn cas(key: impl Into<Vec<u8>>, expect: Condition, new: Option<Vec<u8>>) -> KvOp {
         KvOp::Write {
             ops: vec![WriteOp::CompareAndSet {
                 key: key.into(),

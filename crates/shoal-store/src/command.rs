@@ -1,6 +1,7 @@
 //! What a range's Raft log carries, and what applying an entry answers.
 //!
-//! Commands are the store's own serde types, encoded with shoal-core's codec. Applying one is
+//! Commands are the store's own serde types, encoded with shoal-core's codec; the writes in
+//! them, and their outcomes, are shoal-storage's (the engine applies them as they are). Applying one is
 //! deterministic: every replica reaches the same answer. A command that cannot apply (a key
 //! outside the range, a value over the limit, a split at a key the range does not hold) is a
 //! deterministic rejection: it is applied as an empty batch, so the applied index advances
@@ -9,6 +10,7 @@
 use super::meta::{MetaAnswer, MetaOp};
 use serde::{Deserialize, Serialize};
 use shoal_core::{RangeDescriptor, RangeId};
+pub use shoal_storage::{Condition, WriteOp, WriteOutcome};
 
 /// A replicated command for one range.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,81 +30,6 @@ pub enum Command {
     },
     /// A change to the meta range (refused by every other range).
     Meta(MetaOp),
-}
-
-/// One write.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum WriteOp {
-    /// Sets `key` to `value`.
-    Put {
-        /// The key.
-        #[serde(with = "serde_bytes")]
-        key: Vec<u8>,
-        /// The value.
-        #[serde(with = "serde_bytes")]
-        value: Vec<u8>,
-    },
-    /// Removes `key`.
-    Delete {
-        /// The key.
-        #[serde(with = "serde_bytes")]
-        key: Vec<u8>,
-    },
-    /// Sets `key` to `new` (or removes it, with `None`) if `expect` holds.
-    CompareAndSet {
-        /// The key.
-        #[serde(with = "serde_bytes")]
-        key: Vec<u8>,
-        /// What must hold.
-        expect: Expect,
-        /// The new value, or `None` to delete.
-        #[serde(with = "serde_bytes")]
-        new: Option<Vec<u8>>,
-    },
-}
-
-impl WriteOp {
-    /// The key it writes.
-    pub fn key(&self) -> &[u8] {
-        match self {
-            WriteOp::Put { key, .. }
-            | WriteOp::Delete { key }
-            | WriteOp::CompareAndSet { key, .. } => key,
-        }
-    }
-}
-
-/// A compare-and-set's condition.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Expect {
-    /// The key holds no value.
-    Absent,
-    /// The key holds a value at this version.
-    Version(u64),
-    /// The key holds exactly this value.
-    Value(#[serde(with = "serde_bytes")] Vec<u8>),
-}
-
-/// What became of one write.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum WriteOutcome {
-    /// Written; the key's new version.
-    Written {
-        /// The version.
-        version: u64,
-    },
-    /// Deleted (`existed`: whether there was a value).
-    Deleted {
-        /// Whether the key held a value.
-        existed: bool,
-    },
-    /// A compare-and-set whose condition failed: the key holds another version.
-    Mismatch {
-        /// The version it holds.
-        current_version: u64,
-    },
-    /// A compare-and-set on a key that holds no value (and the condition wanted one).
-    Missing,
 }
 
 /// Why a command was rejected (deterministically, on every replica).
@@ -175,5 +102,50 @@ mod tests {
         assert_eq!(fast, plain);
         let back: WriteOp = codec::decode(&plain, plain.len()).unwrap();
         assert_eq!(back.key(), b"some key");
+    }
+
+    /// The log's and node RPC's encoding of writes and their outcomes, pinned: replicas of
+    /// different builds replay one another's entries.
+    #[test]
+    fn writes_and_outcomes_keep_their_encoding() {
+        let command = Command::Write(vec![
+            WriteOp::Put {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+            },
+            WriteOp::Delete { key: b"d".to_vec() },
+            WriteOp::CompareAndSet {
+                key: b"c".to_vec(),
+                expect: Condition::Value(b"old".to_vec()),
+                new: Some(b"new".to_vec()),
+            },
+            WriteOp::CompareAndSet {
+                key: b"a".to_vec(),
+                expect: Condition::Absent,
+                new: None,
+            },
+            WriteOp::CompareAndSet {
+                key: b"n".to_vec(),
+                expect: Condition::Version(300),
+                new: None,
+            },
+        ]);
+        let applied = Applied::Written(vec![
+            WriteOutcome::Written { version: 7 },
+            WriteOutcome::Deleted { existed: true },
+            WriteOutcome::Mismatch {
+                current_version: 300,
+            },
+            WriteOutcome::Missing,
+        ]);
+        let hex = |bytes: Vec<u8>| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        assert_eq!(
+            hex(codec::encode(&command).unwrap()),
+            "000500016b017601016402016302036f6c6401036e6577020161000002016e01fb2c0100"
+        );
+        assert_eq!(
+            hex(codec::encode(&applied).unwrap()),
+            "00040007010102fb2c0103"
+        );
     }
 }

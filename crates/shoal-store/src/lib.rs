@@ -62,7 +62,7 @@ pub use api::{
     KvResponse, KvRpc, LookupRequest, LookupRpc, MetaRequest, MetaResponse, MetaRpc, SplitRequest,
     SplitResponse, SplitRpc, Versioned, MAX_SCAN_LIMIT,
 };
-pub use command::{Applied, Command, Expect, Rejection, WriteOp, WriteOutcome};
+pub use command::{Applied, Command, Condition, Rejection, WriteOp, WriteOutcome};
 pub use compare::{
     CompareRequest, CompareResponse, CompareRpc, Comparison, DigestRpc, RangeDigest,
 };

@@ -6,7 +6,7 @@
 //! streams: read lazily from a point-in-time view on the leader, written into a staged ingest
 //! on the follower and installed atomically.
 
-use super::command::{Applied, Command, Expect, Rejection, WriteOp, WriteOutcome};
+use super::command::{Applied, Command, Rejection, WriteOp, WriteOutcome};
 use super::meta::{self, MetaOp, META_RANGE};
 use super::shared::{Shared, SplitDone};
 use bytes::Bytes;
@@ -16,8 +16,8 @@ use shoal_consensus::{
 };
 use shoal_core::{codec, RangeDescriptor, RangeId, ReplicaDescriptor};
 use shoal_storage::{
-    Condition, Durability, Engine, Ingest, SnapshotStream, SplitMode, SplitSpec, SplitStats,
-    StagedSnapshot, StorageError, WriteBatch,
+    Durability, Engine, Ingest, SnapshotStream, SplitMode, SplitSpec, SplitStats, StagedSnapshot,
+    StorageError, WriteBatch,
 };
 use std::sync::Arc;
 
@@ -119,7 +119,7 @@ impl RangeMachine {
             Ok(outcomes) => {
                 self.applied = index;
                 self.tag_missing &= batch.tag().is_none();
-                return Ok(Ok(outcomes.into_iter().map(outcome).collect()));
+                return Ok(Ok(outcomes));
             }
             Err(StorageError::KeyOutsideRange { .. }) => Rejection::KeyOutsideRange(Box::new(
                 self.descriptor
@@ -147,18 +147,7 @@ impl RangeMachine {
     fn apply_write(&mut self, index: LogIndex, ops: Vec<WriteOp>) -> Result<Applied, MachineError> {
         let mut batch = WriteBatch::with_capacity(ops.len());
         for op in ops {
-            match op {
-                WriteOp::Put { key, value } => batch.put(key, value),
-                WriteOp::Delete { key } => batch.delete(key),
-                WriteOp::CompareAndSet { key, expect, new } => {
-                    let expect = match expect {
-                        Expect::Absent => Condition::Absent,
-                        Expect::Version(v) => Condition::Version(v),
-                        Expect::Value(v) => Condition::Value(v),
-                    };
-                    batch.compare_and_set(key, expect, new)
-                }
-            };
+            batch.push(op);
         }
         Ok(match self.commit(index, batch)? {
             Ok(outcomes) => Applied::Written(outcomes),
@@ -314,17 +303,6 @@ pub(crate) fn decode_descriptor(tag: &[u8]) -> Result<Option<RangeDescriptor>, S
     codec::decode(tag, MAX_TAG_BYTES)
         .map(Some)
         .map_err(|e| format!("range tag: {e}"))
-}
-
-fn outcome(o: shoal_storage::WriteOutcome) -> WriteOutcome {
-    match o {
-        shoal_storage::WriteOutcome::Written { version } => WriteOutcome::Written { version },
-        shoal_storage::WriteOutcome::Deleted { existed } => WriteOutcome::Deleted { existed },
-        shoal_storage::WriteOutcome::Mismatch { current_version } => {
-            WriteOutcome::Mismatch { current_version }
-        }
-        shoal_storage::WriteOutcome::Missing => WriteOutcome::Missing,
-    }
 }
 
 impl StateMachine for RangeMachine {

@@ -44,7 +44,7 @@ pub enum StoreError {
     Storage(#[from] StorageError),
     /// The WAL failed.
     #[error("raft log: {0}")]
-    Log(#[from] shoal_consensus::StoreError),
+    Log(#[from] shoal_consensus::LogStoreError),
     /// The listener could not start.
     #[error(transparent)]
     Transport(#[from] TransportError),

@@ -4,13 +4,13 @@ use super::api::{
     Acks, ChangeReplicasRpc, Consistency, KvEntry, KvOp, KvRequest, KvResponse, KvRpc, LookupRpc,
     MetaRequest, MetaResponse, MetaRpc, SplitResponse, SplitRpc, Versioned, MAX_SCAN_LIMIT,
 };
-use super::command::{Applied, Command, Expect, Rejection, WriteOp};
+use super::command::{Applied, Command, Condition, Rejection, WriteOp};
 use super::compare::CompareRpc;
 use super::meta::{self, is_system_key, META_RANGE, SYSTEM_KEY_PREFIX};
 use super::node::{Inner, StoreError};
 use super::topology::leader_hint;
 use shoal_consensus::driver::{DriverError, Peers};
-use shoal_consensus::{ConfChangeError, ProposeError, ReadError, Wait};
+use shoal_consensus::{ConfChangeError, HostError, ProposeError, ReadError, Wait};
 use shoal_core::{codec, Error, ErrorCode, RangeDescriptor, RangeEnd, RangeId};
 use shoal_storage::{Scan, StorageError};
 use shoal_transport::{RegisterError, RequestContext, Router};
@@ -365,7 +365,7 @@ async fn write(
         };
         let expected = match op {
             WriteOp::CompareAndSet {
-                expect: Expect::Value(v),
+                expect: Condition::Value(v),
                 ..
             } => Some(v),
             _ => None,
@@ -448,23 +448,33 @@ fn rejection_error(rejection: Rejection) -> Error {
 pub(crate) fn write_error(inner: &Inner, error: DriverError) -> Error {
     let message = error.to_string();
     let code = match error {
-        DriverError::Propose(ProposeError::NotLeader { leader }) => ErrorCode::NotLeader {
-            hint: inner.leader_hint(leader),
-        },
-        DriverError::Propose(ProposeError::TransferInProgress { to }) => ErrorCode::NotLeader {
-            hint: inner.leader_hint(Some(to)),
-        },
-        DriverError::Propose(ProposeError::TooLarge { .. }) => ErrorCode::TooLarge,
-        DriverError::Propose(ProposeError::Overloaded) => ErrorCode::Overloaded,
+        DriverError::Host(HostError::Propose(ProposeError::NotLeader { leader })) => {
+            ErrorCode::NotLeader {
+                hint: inner.leader_hint(leader),
+            }
+        }
+        DriverError::Host(HostError::Propose(ProposeError::TransferInProgress { to })) => {
+            ErrorCode::NotLeader {
+                hint: inner.leader_hint(Some(to)),
+            }
+        }
+        DriverError::Host(HostError::Propose(ProposeError::TooLarge { .. })) => ErrorCode::TooLarge,
+        DriverError::Host(HostError::Propose(ProposeError::Overloaded)) => ErrorCode::Overloaded,
         // Busy with another change: refused before it was proposed, worth retrying.
-        DriverError::Propose(ProposeError::ConfChange(
+        DriverError::Host(HostError::Propose(ProposeError::ConfChange(
             ConfChangeError::ChangePending | ConfChangeError::InJointConfig,
-        )) => ErrorCode::Overloaded,
-        DriverError::Propose(ProposeError::ConfChange(_)) => ErrorCode::InvalidRequest,
-        DriverError::UnknownGroup(range) => ErrorCode::RangeNotFound { range },
+        ))) => ErrorCode::Overloaded,
+        DriverError::Host(HostError::Propose(ProposeError::ConfChange(_))) => {
+            ErrorCode::InvalidRequest
+        }
+        DriverError::Host(HostError::UnknownGroup(range)) => ErrorCode::RangeNotFound { range },
         // Definitely not applied: another entry took its place, or the group is down.
-        DriverError::Dropped | DriverError::GroupFailed { .. } => ErrorCode::Unavailable,
-        DriverError::Indeterminate | DriverError::TimedOut => ErrorCode::OutcomeUnknown,
+        DriverError::Host(HostError::Dropped | HostError::GroupFailed { .. }) => {
+            ErrorCode::Unavailable
+        }
+        DriverError::Host(HostError::Indeterminate) | DriverError::TimedOut => {
+            ErrorCode::OutcomeUnknown
+        }
         DriverError::Stopped => ErrorCode::ShuttingDown,
         _ => ErrorCode::Internal,
     };
@@ -475,11 +485,15 @@ pub(crate) fn write_error(inner: &Inner, error: DriverError) -> Error {
 fn read_error(peers: &Peers, error: DriverError) -> Error {
     let message = error.to_string();
     let code = match error {
-        DriverError::Read(ReadError::NotLeader { leader }) => ErrorCode::NotLeader {
-            hint: leader_hint(peers, leader),
-        },
-        DriverError::Read(_) | DriverError::GroupFailed { .. } => ErrorCode::Unavailable,
-        DriverError::UnknownGroup(range) => ErrorCode::RangeNotFound { range },
+        DriverError::Host(HostError::Read(ReadError::NotLeader { leader })) => {
+            ErrorCode::NotLeader {
+                hint: leader_hint(peers, leader),
+            }
+        }
+        DriverError::Host(HostError::Read(_) | HostError::GroupFailed { .. }) => {
+            ErrorCode::Unavailable
+        }
+        DriverError::Host(HostError::UnknownGroup(range)) => ErrorCode::RangeNotFound { range },
         DriverError::TimedOut => ErrorCode::Timeout,
         DriverError::Stopped => ErrorCode::ShuttingDown,
         _ => ErrorCode::Internal,

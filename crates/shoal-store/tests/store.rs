@@ -6,7 +6,7 @@ mod common;
 use common::{n, wait_for, Cluster};
 use shoal_core::{ErrorCode, RangeId};
 use shoal_store::{
-    Acks, Consistency, Expect, KvOp, KvResponse, Versioned, WriteOp, WriteOutcome, FIRST_RANGE,
+    Acks, Condition, Consistency, KvOp, KvResponse, Versioned, WriteOp, WriteOutcome, FIRST_RANGE,
     META_RANGE,
 };
 
@@ -48,7 +48,11 @@ async fn three_stores_serve_reads_writes_and_compare_and_set() {
     let stale = cluster
         .request(
             b"apple",
-            KvOp::cas("apple", Expect::Version(version + 100), Some(b"x".to_vec())),
+            KvOp::cas(
+                "apple",
+                Condition::Version(version + 100),
+                Some(b"x".to_vec()),
+            ),
         )
         .await
         .unwrap();
@@ -63,7 +67,7 @@ async fn three_stores_serve_reads_writes_and_compare_and_set() {
             b"apple",
             KvOp::cas(
                 "apple",
-                Expect::Value(b"red".to_vec()),
+                Condition::Value(b"red".to_vec()),
                 Some(b"green".to_vec()),
             ),
         )
@@ -76,7 +80,7 @@ async fn three_stores_serve_reads_writes_and_compare_and_set() {
     let created = cluster
         .request(
             b"pear",
-            KvOp::cas("pear", Expect::Absent, Some(b"new".to_vec())),
+            KvOp::cas("pear", Condition::Absent, Some(b"new".to_vec())),
         )
         .await
         .unwrap();
@@ -87,7 +91,7 @@ async fn three_stores_serve_reads_writes_and_compare_and_set() {
     let missing = cluster
         .request(
             b"plum",
-            KvOp::cas("plum", Expect::Version(1), Some(b"x".to_vec())),
+            KvOp::cas("plum", Condition::Version(1), Some(b"x".to_vec())),
         )
         .await
         .unwrap();

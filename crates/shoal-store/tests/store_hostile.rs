@@ -8,8 +8,8 @@ mod common;
 use common::{n, Cluster};
 use shoal_core::{ErrorCode, Generation, RangeId};
 use shoal_store::{
-    Comparison, Consistency, DigestRpc, Expect, KvOp, KvRequest, KvResponse, KvRpc, LookupRequest,
-    LookupRpc, SplitRequest, SplitRpc, StatusRpc,
+    Comparison, Condition, Consistency, DigestRpc, KvOp, KvRequest, KvResponse, KvRpc,
+    LookupRequest, LookupRpc, SplitRequest, SplitRpc, StatusRpc,
 };
 use shoal_transport::{Rpc, RpcTransport, RpcTransportExt};
 use std::time::Duration;
@@ -53,7 +53,7 @@ async fn forged_and_garbled_requests_get_errors_and_change_nothing_they_should_n
         encode(&kv(KvOp::delete("h003"))),
         encode(&kv(KvOp::cas(
             "h004",
-            Expect::Version(1),
+            Condition::Version(1),
             Some(b"y".to_vec()),
         ))),
         encode(&kv(KvOp::Scan {

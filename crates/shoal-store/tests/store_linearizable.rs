@@ -6,7 +6,7 @@ mod common;
 use common::{n, wait_for, Cluster};
 use shoal_core::ErrorCode;
 use shoal_sim::linearizability::{check, History, Outcome, RegisterOp, Verdict};
-use shoal_store::{Expect, KvOp, KvRequest, KvResponse, KvRpc, WriteOutcome, FIRST_RANGE};
+use shoal_store::{Condition, KvOp, KvRequest, KvResponse, KvRpc, WriteOutcome, FIRST_RANGE};
 use shoal_transport::RpcTransportExt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -81,8 +81,8 @@ async fn client(cluster: Arc<Cluster>, history: Arc<Mutex<History>>, process: u6
                 // Compare-and-set from the value this client last saw (or from absence).
                 let expected = seen.get(&k).copied();
                 let expect = match expected {
-                    Some(v) => Expect::Value(v.to_string().into_bytes()),
-                    None => Expect::Absent,
+                    Some(v) => Condition::Value(v.to_string().into_bytes()),
+                    None => Condition::Absent,
                 };
                 (
                     RegisterOp::Cas {

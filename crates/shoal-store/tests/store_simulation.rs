@@ -14,7 +14,7 @@ use shoal_core::{NodeId, RangeId, Rng};
 use shoal_sim::linearizability::{check, History, Outcome, RegisterOp, Verdict};
 use shoal_sim::{Latency, LinkConfig, NodeStatus, SimConfig, SimError, Simulation};
 use shoal_store::sim::{SimRequest, SimResult, SimStore};
-use shoal_store::{Expect, WriteOp, WriteOutcome, META_RANGE};
+use shoal_store::{Condition, WriteOp, WriteOutcome, META_RANGE};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -210,7 +210,7 @@ impl Run {
                 } else {
                     Some(self.rng.below(token.max(1)))
                 };
-                let expect = expected.map_or(Expect::Absent, |v| Expect::Value(encode(v)));
+                let expect = expected.map_or(Condition::Absent, |v| Condition::Value(encode(v)));
                 (
                     RegisterOp::Cas {
                         expected,

@@ -27,7 +27,7 @@
 //!
 //! A log-store or state-machine error fails only the group it happened in: that group stops
 //! (it is no longer ticked or stepped, and its proposals, reads and status answer
-//! [`DriverError::GroupFailed`]) while the node's other groups go on.
+//! [`HostError::GroupFailed`]) while the node's other groups go on.
 //!
 //! ```no_run
 //! # async fn example<M: shoal_consensus::StateMachine + Send + 'static>() {
@@ -52,7 +52,6 @@
 //! ```
 
 use crate::entry::LogIndex;
-use crate::error::{ProposeError, ReadError, TransferError};
 use crate::host::{HostError, HostEvent, RaftHost, Wait};
 use crate::membership::ConfChange;
 use crate::message::Message;
@@ -60,7 +59,7 @@ use crate::multi::AddGroupError;
 use crate::raft::{Raft, ReadMode, Status};
 use crate::ready::LeaderInfo;
 use crate::snapshot::{SnapshotMeta, StateMachine};
-use crate::store::StoreError;
+use crate::store::LogStoreError;
 use crate::wal::WalStore;
 use bytes::Bytes;
 use shoal_core::{Clock, NodeId, RangeId, SystemClock};
@@ -136,52 +135,21 @@ impl Default for DriverConfig {
 /// Why a driver request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
-    /// The group refused the proposal (not the leader, too large, overloaded, …).
+    /// The host refused the request, or settled it without applying it: not the leader,
+    /// too large, overloaded, a group not hosted here or stopped by a failure, a proposal
+    /// dropped from the log or of unknown outcome (see [`HostError`]).
     #[error(transparent)]
-    Propose(#[from] ProposeError),
-    /// The read could not be served.
-    #[error(transparent)]
-    Read(#[from] ReadError),
-    /// The leadership transfer was refused.
-    #[error(transparent)]
-    Transfer(#[from] TransferError),
-    /// The node does not host the group.
-    #[error("group {0} is not hosted here")]
-    UnknownGroup(RangeId),
+    Host(#[from] HostError),
     /// The group could not be added.
     #[error(transparent)]
     AddGroup(#[from] AddGroupError),
-    /// Another entry took the proposal's place in the log: it did not and will not take
-    /// effect.
-    #[error("the proposal was replaced in the log by a new leader and did not take effect")]
-    Dropped,
-    /// The outcome cannot be known here any more (a snapshot replaced the log meanwhile, or
-    /// the group failed or was removed after the proposal's entry may have reached
-    /// followers): the proposal may or may not have taken effect. Retry only what is safe to
-    /// apply twice.
-    #[error("the proposal's outcome is unknown (the log was replaced or the group failed)")]
-    Indeterminate,
     /// The request's deadline passed before it was settled. A proposal may still take
-    /// effect: its outcome is unknown, as for [`DriverError::Indeterminate`].
+    /// effect: its outcome is unknown, as for [`HostError::Indeterminate`].
     #[error("the deadline passed before the request was settled")]
     TimedOut,
     /// A log store error.
     #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The group's log store or state machine failed, so the group stopped; the node's other
-    /// groups go on (until they write, if the failure was the shared WAL's: after an I/O
-    /// error the WAL refuses every write, so each group fails at its next write until the
-    /// WAL is reopened). Proposals waiting when it failed are answered
-    /// [`DriverError::Indeterminate`], since a leader sends entries before persisting them
-    /// and followers may commit them; later requests get this error. Add the group again with
-    /// [`RaftDriver::add_group`] over a working store to bring it back.
-    #[error("group {group} stopped after a failure: {error}")]
-    GroupFailed {
-        /// The group.
-        group: RangeId,
-        /// The error.
-        error: String,
-    },
+    Store(#[from] LogStoreError),
     /// The group's configuration allows messages larger than one RPC may carry.
     #[error(
         "the group's messages may take {largest} B, over the driver's max_rpc_bytes of {max} B"
@@ -195,20 +163,6 @@ pub enum DriverError {
     /// The driver has stopped.
     #[error("the Raft driver has stopped")]
     Stopped,
-}
-
-impl From<HostError> for DriverError {
-    fn from(error: HostError) -> Self {
-        match error {
-            HostError::UnknownGroup(group) => DriverError::UnknownGroup(group),
-            HostError::GroupFailed { group, error } => DriverError::GroupFailed { group, error },
-            HostError::Propose(e) => DriverError::Propose(e),
-            HostError::Read(e) => DriverError::Read(e),
-            HostError::Transfer(e) => DriverError::Transfer(e),
-            HostError::Dropped => DriverError::Dropped,
-            HostError::Indeterminate => DriverError::Indeterminate,
-        }
-    }
 }
 
 /// A snapshot chunk that arrived, with where its answer goes.
@@ -509,7 +463,7 @@ where
 
     /// Stops hosting a group and hands back its replica and state machine (remove its log
     /// from the WAL and its data from the state machine's store as needed). Its waiting
-    /// proposals end [`DriverError::Indeterminate`].
+    /// proposals end [`HostError::Indeterminate`].
     pub async fn remove_group(&self, group: RangeId) -> Result<(Raft<WalStore>, M), DriverError> {
         self.request(|reply| Command::RemoveGroup { group, reply })
             .await
@@ -614,8 +568,8 @@ where
             .unwrap_or(Err(DriverError::TimedOut))
     }
 
-    /// A group's status. Fails with [`DriverError::UnknownGroup`] for a group not hosted
-    /// here, [`DriverError::GroupFailed`] for one stopped by a failure, and
+    /// A group's status. Fails with [`HostError::UnknownGroup`] for a group not hosted
+    /// here, [`HostError::GroupFailed`] for one stopped by a failure, and
     /// [`DriverError::Stopped`] once the driver has stopped.
     pub async fn status(&self, group: RangeId) -> Result<Status, DriverError> {
         self.request(|reply| Command::Status { group, reply }).await
@@ -730,7 +684,7 @@ where
         // Accepted proposals may already be on followers, which can commit them: their
         // outcome is unknown, not a failure.
         for (_, reply) in self.proposals.drain() {
-            let _ = reply.send(Err(DriverError::Indeterminate));
+            let _ = reply.send(Err(HostError::Indeterminate.into()));
         }
         for (_, reply) in self.reads.drain() {
             let _ = reply.send(Err(DriverError::Stopped));
@@ -802,7 +756,7 @@ where
                     .blocking(move |host| host.remove_group(group))
                     .await
                     .flatten()
-                    .ok_or(DriverError::UnknownGroup(group));
+                    .ok_or(HostError::UnknownGroup(group).into());
                 self.set_leader(group, LeaderInfo { id: None, term: 0 });
                 let _ = reply.send(result);
             }

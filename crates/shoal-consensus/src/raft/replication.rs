@@ -6,7 +6,7 @@ use crate::entry::{Entry, EntryPayload, LogIndex, Term};
 use crate::error::ProposeError;
 use crate::message::{AppendResult, MessageBody};
 use crate::progress::ReplicaState;
-use crate::store::{LogStore, StoreError};
+use crate::store::{LogStore, LogStoreError};
 use bytes::Bytes;
 use shoal_core::NodeId;
 
@@ -100,7 +100,7 @@ impl<S: LogStore> Raft<S> {
         let prev_index = next - 1;
         let prev_term = match self.log.term(prev_index) {
             Ok(term) => term,
-            Err(StoreError::Compacted(_)) => {
+            Err(LogStoreError::Compacted(_)) => {
                 self.send_snapshot(peer);
                 return false;
             }
@@ -114,7 +114,7 @@ impl<S: LogStore> Raft<S> {
             .entries(next, last + 1, self.config.max_append_bytes)
         {
             Ok(entries) => entries,
-            Err(StoreError::Compacted(_)) => {
+            Err(LogStoreError::Compacted(_)) => {
                 self.send_snapshot(peer);
                 return false;
             }

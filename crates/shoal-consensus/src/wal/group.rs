@@ -8,7 +8,7 @@
 
 use crate::entry::{Entry, LogIndex, Term};
 use crate::snapshot::SnapshotMeta;
-use crate::store::{HardState, StoreError};
+use crate::store::{HardState, LogStoreError};
 use std::collections::VecDeque;
 
 /// Where an entry is on disk: the record that holds it and its position among the record's
@@ -92,18 +92,18 @@ impl GroupLog {
         self.slots.front().map(|s| s.at.segment)
     }
 
-    fn position(&self, index: LogIndex) -> Result<usize, StoreError> {
+    fn position(&self, index: LogIndex) -> Result<usize, LogStoreError> {
         crate::store::position(self.base.0, self.slots.len(), index)
     }
 
-    pub fn term(&self, index: LogIndex) -> Result<Term, StoreError> {
+    pub fn term(&self, index: LogIndex) -> Result<Term, LogStoreError> {
         if index == self.base.0 {
             return Ok(self.base.1);
         }
         Ok(self.slots[self.position(index)?].term)
     }
 
-    pub fn location(&self, index: LogIndex) -> Result<Location, StoreError> {
+    pub fn location(&self, index: LogIndex) -> Result<Location, LogStoreError> {
         Ok(self.slots[self.position(index)?].at)
     }
 

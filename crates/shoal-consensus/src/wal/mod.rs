@@ -22,7 +22,7 @@
 //! segment is truncated there and the loss is reported in [`Recovery::torn`] (nothing after
 //! it was ever acknowledged as synced, since a sync covers a prefix of the file). A bad
 //! record with data after it, or in an **earlier** segment, is not a torn write but
-//! corruption of synced data: opening fails with [`StoreError::Corrupt`] rather than
+//! corruption of synced data: opening fails with [`LogStoreError::Corrupt`] rather than
 //! silently dropping what followed.
 //!
 //! # Memory
@@ -40,7 +40,7 @@ pub use record::RecordError;
 
 use crate::entry::{Entry, LogIndex, Term};
 use crate::snapshot::SnapshotMeta;
-use crate::store::{HardState, LogStore, StoreError};
+use crate::store::{HardState, LogStore, LogStoreError};
 use group::{GroupLog, Location};
 use record::{Record, HEADER_BYTES};
 use shoal_core::RangeId;
@@ -129,7 +129,7 @@ pub struct Wal {
 
 /// One group's [`LogStore`] inside a [`Wal`]. Once [`Wal::remove_group`] removed its group,
 /// the handle (and every clone of it) reads an empty log and refuses writes with
-/// [`StoreError::GroupRemoved`], even if the group is added again.
+/// [`LogStoreError::GroupRemoved`], even if the group is added again.
 #[derive(Clone, Debug)]
 pub struct WalStore {
     group: RangeId,
@@ -204,7 +204,10 @@ fn list_segments(dir: &Path) -> std::io::Result<Vec<u64>> {
 impl Wal {
     /// Opens (or creates) the WAL in `dir` and replays it. See the module docs for what
     /// recovery truncates and what it refuses.
-    pub fn open(dir: impl AsRef<Path>, config: WalConfig) -> Result<(Wal, Recovery), StoreError> {
+    pub fn open(
+        dir: impl AsRef<Path>,
+        config: WalConfig,
+    ) -> Result<(Wal, Recovery), LogStoreError> {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir)?;
         let ids = list_segments(&dir)?;
@@ -230,7 +233,7 @@ impl Wal {
                         };
                         replay(&mut groups, record, at, config.cache_bytes_per_group).map_err(
                             |e| {
-                                StoreError::Corrupt(format!(
+                                LogStoreError::Corrupt(format!(
                                     "WAL segment {} at offset {offset}: {e}",
                                     path.display()
                                 ))
@@ -255,7 +258,7 @@ impl Wal {
                         break;
                     }
                     Err(reason) => {
-                        return Err(StoreError::Corrupt(format!(
+                        return Err(LogStoreError::Corrupt(format!(
                             "WAL segment {} is damaged at offset {offset} ({reason}) and data follows, so this is not a torn write",
                             path.display()
                         )));
@@ -265,7 +268,7 @@ impl Wal {
             segments.insert(id, File::open(&path)?);
         }
         if let Some((group, _)) = groups.iter().find(|(_, g)| !g.base_known) {
-            return Err(StoreError::Corrupt(format!(
+            return Err(LogStoreError::Corrupt(format!(
                 "group {group}: entries follow a deleted segment with no record of the term before them"
             )));
         }
@@ -340,7 +343,7 @@ impl Wal {
 
     /// Removes a group and everything it wrote (durable at the next sync; its segments are
     /// deleted once no other group needs them). Its store handles refuse writes from now on.
-    pub fn remove_group(&self, group: RangeId) -> Result<(), StoreError> {
+    pub fn remove_group(&self, group: RangeId) -> Result<(), LogStoreError> {
         let mut inner = self.lock();
         inner.write(&Record::RemoveGroup { group })?;
         inner.groups.remove(&group);
@@ -348,7 +351,7 @@ impl Wal {
     }
 
     /// Makes every write so far durable, for every group, with one `fdatasync`.
-    pub fn sync(&self) -> Result<(), StoreError> {
+    pub fn sync(&self) -> Result<(), LogStoreError> {
         self.lock().sync()
     }
 
@@ -424,23 +427,23 @@ fn replay(
 }
 
 impl Inner {
-    fn check(&self) -> Result<(), StoreError> {
+    fn check(&self) -> Result<(), LogStoreError> {
         match &self.failed {
-            Some(e) => Err(StoreError::Io(std::io::Error::other(format!(
+            Some(e) => Err(LogStoreError::Io(std::io::Error::other(format!(
                 "the WAL failed earlier and takes no more writes: {e}"
             )))),
             None => Ok(()),
         }
     }
 
-    fn fail(&mut self, e: std::io::Error) -> StoreError {
+    fn fail(&mut self, e: std::io::Error) -> LogStoreError {
         tracing::error!(error = %e, "WAL I/O failed; refusing further writes");
         self.failed = Some(e.to_string());
-        StoreError::Io(e)
+        LogStoreError::Io(e)
     }
 
     /// Buffers one record in the current segment; returns where it starts and its length.
-    fn write(&mut self, record: &Record) -> Result<(u64, u32), StoreError> {
+    fn write(&mut self, record: &Record) -> Result<(u64, u32), LogStoreError> {
         self.check()?;
         let offset = self.written + self.buf.len() as u64;
         let len = record::encode(
@@ -449,7 +452,7 @@ impl Inner {
             &mut self.scratch,
             self.config.max_record_bytes,
         )
-        .map_err(|e| StoreError::InvalidWrite(format!("record too large for the WAL: {e}")))?;
+        .map_err(|e| LogStoreError::InvalidWrite(format!("record too large for the WAL: {e}")))?;
         self.stats.records += 1;
         self.stats.bytes += len as u64;
         if self.buf.len() >= self.config.write_buffer_bytes {
@@ -459,7 +462,7 @@ impl Inner {
     }
 
     /// Writes the buffer to the file, without syncing.
-    fn flush(&mut self) -> Result<(), StoreError> {
+    fn flush(&mut self) -> Result<(), LogStoreError> {
         if self.buf.is_empty() {
             return Ok(());
         }
@@ -472,7 +475,7 @@ impl Inner {
         Ok(())
     }
 
-    fn sync(&mut self) -> Result<(), StoreError> {
+    fn sync(&mut self) -> Result<(), LogStoreError> {
         self.check()?;
         self.flush()?;
         if self.dirty {
@@ -490,7 +493,7 @@ impl Inner {
 
     /// Starts the next segment with a checkpoint of every group, then deletes the segments
     /// no group needs any more.
-    fn rotate(&mut self) -> Result<(), StoreError> {
+    fn rotate(&mut self) -> Result<(), LogStoreError> {
         let id = self.current + 1;
         let path = segment_path(&self.dir, id);
         let opened = OpenOptions::new()
@@ -575,32 +578,32 @@ impl Inner {
         &mut self,
         group: RangeId,
         incarnation: u64,
-    ) -> Result<&mut GroupLog, StoreError> {
+    ) -> Result<&mut GroupLog, LogStoreError> {
         self.groups
             .get_mut(&group)
             .filter(|g| g.incarnation == incarnation)
-            .ok_or(StoreError::GroupRemoved(group))
+            .ok_or(LogStoreError::GroupRemoved(group))
     }
 
     /// Reads back the entries of the record at `at`.
-    fn read_record(&self, at: Location) -> Result<Vec<Entry>, StoreError> {
+    fn read_record(&self, at: Location) -> Result<Vec<Entry>, LogStoreError> {
         let mut bytes = vec![0; at.len as usize];
         if at.segment == self.current && at.offset >= self.written {
             let start = (at.offset - self.written) as usize;
             bytes.copy_from_slice(&self.buf[start..start + at.len as usize]);
         } else {
             let file = self.segments.get(&at.segment).ok_or_else(|| {
-                StoreError::Corrupt(format!("WAL segment {} is gone", at.segment))
+                LogStoreError::Corrupt(format!("WAL segment {} is gone", at.segment))
             })?;
             file.read_exact_at(&mut bytes, at.offset)?;
         }
         match record::decode(&bytes, self.config.max_record_bytes) {
             Ok((Record::Entries { entries, .. }, _)) => Ok(entries),
-            Ok((other, _)) => Err(StoreError::Corrupt(format!(
+            Ok((other, _)) => Err(LogStoreError::Corrupt(format!(
                 "expected entries at segment {} offset {}, found {other:?}",
                 at.segment, at.offset
             ))),
-            Err(e) => Err(StoreError::Corrupt(format!(
+            Err(e) => Err(LogStoreError::Corrupt(format!(
                 "WAL segment {} offset {}: {e}",
                 at.segment, at.offset
             ))),
@@ -646,7 +649,7 @@ impl LogStore for WalStore {
         self.lock().group(self.group, self.incarnation).last_index()
     }
 
-    fn term(&self, index: LogIndex) -> Result<Term, StoreError> {
+    fn term(&self, index: LogIndex) -> Result<Term, LogStoreError> {
         self.lock().group(self.group, self.incarnation).term(index)
     }
 
@@ -655,7 +658,7 @@ impl LogStore for WalStore {
         lo: LogIndex,
         hi: LogIndex,
         max_bytes: u64,
-    ) -> Result<Vec<Entry>, StoreError> {
+    ) -> Result<Vec<Entry>, LogStoreError> {
         let mut inner = self.lock();
         let g = inner.group(self.group, self.incarnation);
         if lo >= hi {
@@ -685,7 +688,7 @@ impl LogStore for WalStore {
                         .filter(|e| e.index == index)
                         .cloned()
                         .ok_or_else(|| {
-                            StoreError::Corrupt(format!(
+                            LogStoreError::Corrupt(format!(
                                 "entry {index} is not where the index says"
                             ))
                         })?
@@ -701,7 +704,7 @@ impl LogStore for WalStore {
         Ok(out)
     }
 
-    fn append(&mut self, entries: &[Entry]) -> Result<(), StoreError> {
+    fn append(&mut self, entries: &[Entry]) -> Result<(), LogStoreError> {
         let Some(first) = entries.first() else {
             return Ok(());
         };
@@ -710,7 +713,7 @@ impl LogStore for WalStore {
         let g = inner.group(self.group, self.incarnation);
         if !g.can_append_at(first.index) || entries.windows(2).any(|w| w[1].index != w[0].index + 1)
         {
-            return Err(StoreError::InvalidWrite(format!(
+            return Err(LogStoreError::InvalidWrite(format!(
                 "append at {} to a log of {}..={}",
                 first.index,
                 g.first_index(),
@@ -736,7 +739,7 @@ impl LogStore for WalStore {
         Ok(())
     }
 
-    fn truncate(&mut self, from: LogIndex) -> Result<(), StoreError> {
+    fn truncate(&mut self, from: LogIndex) -> Result<(), LogStoreError> {
         let mut inner = self.lock();
         if from > inner.live_group(self.group, self.incarnation)?.last_index() {
             return Ok(());
@@ -751,7 +754,7 @@ impl LogStore for WalStore {
         Ok(())
     }
 
-    fn set_hard_state(&mut self, state: HardState) -> Result<(), StoreError> {
+    fn set_hard_state(&mut self, state: HardState) -> Result<(), LogStoreError> {
         let mut inner = self.lock();
         if inner.live_group(self.group, self.incarnation)?.hard_state == state {
             return Ok(());
@@ -764,11 +767,11 @@ impl LogStore for WalStore {
         Ok(())
     }
 
-    fn compact(&mut self, snapshot: &SnapshotMeta, through: LogIndex) -> Result<(), StoreError> {
+    fn compact(&mut self, snapshot: &SnapshotMeta, through: LogIndex) -> Result<(), LogStoreError> {
         let mut inner = self.lock();
         let g = inner.live_group(self.group, self.incarnation)?;
         if through > g.last_index() {
-            return Err(StoreError::InvalidWrite(format!(
+            return Err(LogStoreError::InvalidWrite(format!(
                 "compact through {through} past the last index {}",
                 g.last_index()
             )));
@@ -792,7 +795,7 @@ impl LogStore for WalStore {
         Ok(())
     }
 
-    fn install_snapshot(&mut self, meta: SnapshotMeta) -> Result<(), StoreError> {
+    fn install_snapshot(&mut self, meta: SnapshotMeta) -> Result<(), LogStoreError> {
         let mut inner = self.lock();
         inner.live_group(self.group, self.incarnation)?;
         inner.write(&Record::InstallSnapshot {
@@ -805,7 +808,7 @@ impl LogStore for WalStore {
         Ok(())
     }
 
-    fn sync(&mut self) -> Result<(), StoreError> {
+    fn sync(&mut self) -> Result<(), LogStoreError> {
         self.lock().sync()
     }
 }

@@ -151,7 +151,7 @@ fn damage_with_synced_records_after_it_refuses_to_open_but_a_bad_last_record_is_
     bad[first_len - 1] ^= 1;
     std::fs::write(&path, &bad).unwrap();
     match Wal::open(dir.path(), WalConfig::default()) {
-        Err(StoreError::Corrupt(msg)) => assert!(msg.contains("data follows"), "{msg}"),
+        Err(LogStoreError::Corrupt(msg)) => assert!(msg.contains("data follows"), "{msg}"),
         other => panic!("expected corruption, got {other:?}"),
     }
     assert_eq!(std::fs::read(&path).unwrap(), bad, "nothing was cut");
@@ -183,7 +183,7 @@ fn damage_in_an_older_segment_refuses_to_open() {
     bytes[20] ^= 1;
     std::fs::write(&path, &bytes).unwrap();
     match Wal::open(dir.path(), small()) {
-        Err(StoreError::Corrupt(msg)) => assert!(msg.contains("not a torn write"), "{msg}"),
+        Err(LogStoreError::Corrupt(msg)) => assert!(msg.contains("not a torn write"), "{msg}"),
         other => panic!("expected corruption, got {other:?}"),
     }
 }
@@ -258,8 +258,8 @@ fn a_removed_group_is_gone_after_reopening() {
 /// out of its reach.
 #[test]
 fn a_removed_groups_old_handles_refuse_writes_and_never_bring_it_back() {
-    fn removed(result: Result<(), StoreError>) -> bool {
-        matches!(result, Err(StoreError::GroupRemoved(g)) if g == G1)
+    fn removed(result: Result<(), LogStoreError>) -> bool {
+        matches!(result, Err(LogStoreError::GroupRemoved(g)) if g == G1)
     }
     let dir = tempfile::tempdir().unwrap();
     {
@@ -315,13 +315,13 @@ fn invalid_writes_are_refused_and_change_nothing() {
     assert!(
         matches!(
             s.append(&entries(5, 6, 1)),
-            Err(StoreError::InvalidWrite(_))
+            Err(LogStoreError::InvalidWrite(_))
         ),
         "a gap"
     );
     assert!(matches!(
         s.compact(&meta(9, 1), 9),
-        Err(StoreError::InvalidWrite(_))
+        Err(LogStoreError::InvalidWrite(_))
     ));
     let big = Entry {
         index: 3,
@@ -329,7 +329,7 @@ fn invalid_writes_are_refused_and_change_nothing() {
         payload: EntryPayload::Command(vec![0; 1000].into()),
     };
     assert!(
-        matches!(s.append(&[big]), Err(StoreError::InvalidWrite(_))),
+        matches!(s.append(&[big]), Err(LogStoreError::InvalidWrite(_))),
         "over the record limit"
     );
     assert_eq!(wal.stats().records, records);
@@ -438,7 +438,7 @@ fn a_checksummed_record_that_makes_no_sense_is_refused_not_trusted() {
     file.extend(&bytes);
     std::fs::write(&path, &file).unwrap();
     match Wal::open(dir.path(), WalConfig::default()) {
-        Err(StoreError::Corrupt(msg)) => assert!(msg.contains("not consecutive"), "{msg}"),
+        Err(LogStoreError::Corrupt(msg)) => assert!(msg.contains("not consecutive"), "{msg}"),
         other => panic!("expected corruption, got {other:?}"),
     }
 }

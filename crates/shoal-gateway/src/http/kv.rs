@@ -16,7 +16,7 @@ use shoal_client::bodies::{
 };
 use shoal_client::encode_bytes;
 use shoal_client::VERSION_HEADER;
-use shoal_store::{Acks, Expect, KvOp, KvResponse, WriteOp, WriteOutcome, MAX_SCAN_LIMIT};
+use shoal_store::{Acks, Condition, KvOp, KvResponse, WriteOp, WriteOutcome, MAX_SCAN_LIMIT};
 
 /// The default number of entries a scan returns.
 const DEFAULT_SCAN_LIMIT: u32 = 100;
@@ -148,7 +148,7 @@ pub(super) async fn delete_key(
     let acks = acks(&q)?;
     let op = match condition(&headers)? {
         None => WriteOp::Delete { key: key.clone() },
-        Some(Expect::Absent) => {
+        Some(Condition::Absent) => {
             return Err(ApiError::bad_request(
                 "If-None-Match: * on a delete deletes nothing",
             ))
@@ -196,9 +196,9 @@ pub(super) async fn cas_key(
     let body: CasRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("the body is not a compare-and-set: {e}")))?;
     let expect = match body.expect {
-        CasExpect::Version(v) => Expect::Version(v),
-        CasExpect::Value(v) => Expect::Value(decode_bytes(&v)?),
-        CasExpect::Absent => Expect::Absent,
+        CasExpect::Version(v) => Condition::Version(v),
+        CasExpect::Value(v) => Condition::Value(decode_bytes(&v)?),
+        CasExpect::Absent => Condition::Absent,
     };
     let new = match &body.value {
         serde_json::Value::Null => None,

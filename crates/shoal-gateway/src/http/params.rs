@@ -5,7 +5,7 @@ use super::MAX_KEY_BYTES;
 use crate::errors::ApiError;
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use shoal_client::decode_key;
-use shoal_store::{Acks, Consistency, Expect, SYSTEM_KEY_PREFIX};
+use shoal_store::{Acks, Condition, Consistency, SYSTEM_KEY_PREFIX};
 use std::collections::HashMap;
 
 /// The query's parameters, still percent-encoded, refusing any not in `allowed` and any
@@ -93,7 +93,7 @@ pub(super) fn acks(params: &HashMap<&str, &str>) -> Result<Acks, ApiError> {
 }
 
 /// The condition a conditional write's headers ask for.
-pub(super) fn condition(headers: &HeaderMap) -> Result<Option<Expect>, ApiError> {
+pub(super) fn condition(headers: &HeaderMap) -> Result<Option<Condition>, ApiError> {
     let if_match = headers.get(header::IF_MATCH);
     let if_none_match = headers.get(header::IF_NONE_MATCH);
     match (if_match, if_none_match) {
@@ -107,9 +107,9 @@ pub(super) fn condition(headers: &HeaderMap) -> Result<Option<Expect>, ApiError>
                 .trim_matches('"')
                 .parse::<u64>()
                 .map_err(|_| ApiError::bad_request("If-Match must be a version number"))?;
-            Ok(Some(Expect::Version(version)))
+            Ok(Some(Condition::Version(version)))
         }
-        (None, Some(v)) if v.as_bytes() == b"*" => Ok(Some(Expect::Absent)),
+        (None, Some(v)) if v.as_bytes() == b"*" => Ok(Some(Condition::Absent)),
         (None, Some(_)) => Err(ApiError::bad_request("If-None-Match must be *")),
         (None, None) => Ok(None),
     }
