@@ -78,7 +78,7 @@ impl Load {
 
     /// The leader settled the proposals in `events`: their clients are answered and propose
     /// again.
-    fn settled(&mut self, events: Vec<HostEvent<CountingSnapshot>>) {
+    fn settled(&mut self, events: Vec<HostEvent<CountingSnapshot, Bytes>>) {
         for event in events {
             if let HostEvent::Proposal { token, result } = event {
                 result.expect("applied");
@@ -141,7 +141,7 @@ impl<S: LogStore> Cluster<S> {
 
     /// One round: every host ticks and runs a round (persisting, applying); then messages
     /// are delivered. `settled` sees the leader's events.
-    fn round(&mut self, settled: &mut impl FnMut(Vec<HostEvent<CountingSnapshot>>)) {
+    fn round(&mut self, settled: &mut impl FnMut(Vec<HostEvent<CountingSnapshot, Bytes>>)) {
         let now = self.clock.now();
         let mut inbox: Vec<Message> = Vec::new();
         for node in &mut self.nodes {

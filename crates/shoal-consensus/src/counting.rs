@@ -36,6 +36,7 @@ impl SnapshotSink for CountingSnapshot {
 }
 
 impl StateMachine for CountingMachine {
+    type Response = Bytes;
     type Source = CountingSnapshot;
     type Sink = CountingSnapshot;
     type Staged = LogIndex;

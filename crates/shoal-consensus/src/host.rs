@@ -76,14 +76,14 @@ pub enum HostError {
 
 /// What a round settled, for the driver to pass on.
 #[derive(Debug)]
-pub enum HostEvent<Source> {
+pub enum HostEvent<Source, Response> {
     /// A proposal made with [`RaftHost::propose`] ended: applied (with the state machine's
     /// answer), [`HostError::Dropped`], or [`HostError::Indeterminate`].
     Proposal {
         /// The proposal's token.
         token: u64,
         /// How it ended.
-        result: Result<Bytes, HostError>,
+        result: Result<Response, HostError>,
     },
     /// A read barrier asked with [`RaftHost::read`] ended: `Ok(index)` once the state
     /// machine has applied through `index`, every write committed before the read.
@@ -161,7 +161,7 @@ pub struct RaftHost<S: LogStore, M: StateMachine> {
     /// Snapshot transfers finished, for the next round to hand to their groups.
     received: Vec<(Message, M::Staged)>,
     failed: HashMap<RangeId, String>,
-    events: Vec<HostEvent<M::Source>>,
+    events: Vec<HostEvent<M::Source, M::Response>>,
     stats: HostStats,
 }
 
@@ -299,7 +299,7 @@ impl<S: LogStore, M: StateMachine> RaftHost<S, M> {
         if wait == Wait::Appended {
             self.events.push(HostEvent::Proposal {
                 token,
-                result: Ok(Bytes::new()),
+                result: Ok(M::Response::default()),
             });
         } else {
             self.proposals
@@ -427,7 +427,7 @@ impl<S: LogStore, M: StateMachine> RaftHost<S, M> {
     }
 
     /// Takes what rounds settled so far.
-    pub fn take_events(&mut self) -> Vec<HostEvent<M::Source>> {
+    pub fn take_events(&mut self) -> Vec<HostEvent<M::Source, M::Response>> {
         std::mem::take(&mut self.events)
     }
 
@@ -499,7 +499,7 @@ impl<S: LogStore, M: StateMachine> RaftHost<S, M> {
             if let Some((_, token, _)) = pending.remove(&index) {
                 self.events.push(HostEvent::Proposal {
                     token,
-                    result: Ok(Bytes::new()),
+                    result: Ok(M::Response::default()),
                 });
             }
         }

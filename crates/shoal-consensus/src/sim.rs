@@ -251,6 +251,7 @@ impl SnapshotSink for RegistersSink {
 }
 
 impl StateMachine for SimMachine {
+    type Response = Bytes;
     type Source = RegistersSource;
     type Sink = RegistersSink;
     type Staged = Registers;
@@ -686,7 +687,7 @@ impl SimReplica {
         }
     }
 
-    fn handle_events(&mut self, events: Vec<HostEvent<RegistersSource>>, out: &mut SimOutputs) {
+    fn handle_events(&mut self, events: Vec<HostEvent<RegistersSource, Bytes>>, out: &mut SimOutputs) {
         for event in events {
             match event {
                 HostEvent::Proposal { token, result } => {

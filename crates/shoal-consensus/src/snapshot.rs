@@ -77,13 +77,17 @@ pub trait StateMachine {
     type Sink: SnapshotSink<Staged = Self::Staged> + 'static;
     /// A received snapshot waiting to be installed.
     type Staged: Send + 'static;
+    /// What applying an entry answers its proposer, handed over as it is (nothing is
+    /// encoded to cross from the state machine to the caller). `Default` is the answer to a
+    /// proposal settled before it is applied ([`crate::Wait::Persisted`]).
+    type Response: Default + Send + 'static;
 
     /// Applies one committed entry (every kind: commands, no-ops and membership entries, so
-    /// the applied index can be tracked) and returns the answer for whoever proposed it (empty
-    /// when there is nothing to say). Must be deterministic. An entry at or below
-    /// [`StateMachine::applied_index`] is already reflected (a snapshot installed before a
-    /// crash can be ahead of the log) and must be skipped. An error stops the group.
-    fn apply(&mut self, entry: &Entry) -> Result<Bytes, MachineError>;
+    /// the applied index can be tracked) and returns the answer for whoever proposed it
+    /// (the default when there is nothing to say). Must be deterministic. An entry at or
+    /// below [`StateMachine::applied_index`] is already reflected (a snapshot installed
+    /// before a crash can be ahead of the log) and must be skipped. An error stops the group.
+    fn apply(&mut self, entry: &Entry) -> Result<Self::Response, MachineError>;
     /// The index of the last entry applied.
     fn applied_index(&self) -> LogIndex;
     /// Makes everything applied durable and returns the index it is durable through: the log

@@ -57,8 +57,9 @@ pub enum Rejection {
     Undecodable,
 }
 
-/// What applying an entry answers its proposer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// What applying an entry answers its proposer: the range machine's
+/// [`shoal_consensus::StateMachine::Response`], handed to the proposer as it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Applied {
     /// The writes' outcomes, in order.
     Written(Vec<WriteOutcome>),
@@ -73,7 +74,9 @@ pub enum Applied {
     Meta(MetaAnswer),
     /// The command was rejected; nothing changed but the applied index.
     Rejected(Rejection),
-    /// Not a command (a no-op or membership entry).
+    /// Not a command (a no-op or membership entry), or a proposal answered before it was
+    /// applied (acks below a majority).
+    #[default]
     Nothing,
 }
 

@@ -309,8 +309,9 @@ impl StateMachine for RangeMachine {
     type Source = RangeSnapshot;
     type Sink = RangeSink;
     type Staged = StagedSnapshot;
+    type Response = Applied;
 
-    fn apply(&mut self, entry: &Entry) -> Result<Bytes, MachineError> {
+    fn apply(&mut self, entry: &Entry) -> Result<Applied, MachineError> {
         if self.descriptor.is_none() {
             return Err(Self::failed(
                 "a replica without data was handed an entry before a snapshot",
@@ -334,9 +335,7 @@ impl StateMachine for RangeMachine {
                 }
             },
         };
-        codec::encode(&applied)
-            .map(Bytes::from)
-            .map_err(|e| MachineError::Failed(e.to_string()))
+        Ok(applied)
     }
 
     fn applied_index(&self) -> LogIndex {

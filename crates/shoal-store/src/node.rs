@@ -634,7 +634,7 @@ impl Inner {
             .map_err(StoreError::Request)?;
         let data = codec::encode(&Command::Split { at, right })
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let answer = self
+        let applied = self
             .driver
             .propose_within(
                 range,
@@ -644,8 +644,6 @@ impl Inner {
             )
             .await
             .map_err(|e| StoreError::Request(service::write_error(self, e)))?;
-        let applied: Applied =
-            codec::decode(&answer, answer.len()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         match applied {
             Applied::Split { left, right } => Ok((*left, *right)),
             Applied::Rejected(Rejection::InvalidSplit(why)) => {

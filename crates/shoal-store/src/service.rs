@@ -395,13 +395,11 @@ async fn write(
         .into();
     match acks {
         Acks::Majority => {
-            let answer = inner
+            let applied = inner
                 .driver
                 .propose_within(range, data, Wait::Applied, timeout)
                 .await
                 .map_err(|e| write_error(inner, e))?;
-            let applied: Applied = codec::decode(&answer, answer.len())
-                .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
             match applied {
                 Applied::Written(outcomes) => Ok(KvResponse::Written(outcomes)),
                 Applied::Rejected(rejection) => Err(rejection_error(rejection)),
@@ -574,13 +572,11 @@ pub(crate) async fn answer_meta(
     let data: bytes::Bytes = codec::encode(&Command::Meta(op))
         .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?
         .into();
-    let answer = inner
+    let applied = inner
         .driver
         .propose_within(META_RANGE, data, Wait::Applied, timeout)
         .await
         .map_err(|e| write_error(inner, e))?;
-    let applied: Applied = codec::decode(&answer, answer.len())
-        .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
     match applied {
         Applied::Meta(answer) => Ok(MetaResponse::Applied(answer)),
         Applied::Rejected(rejection) => Err(rejection_error(rejection)),

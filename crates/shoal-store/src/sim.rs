@@ -495,7 +495,7 @@ impl SimStore {
 
     fn handle_events(
         &mut self,
-        events: Vec<HostEvent<RangeSnapshot>>,
+        events: Vec<HostEvent<RangeSnapshot, Applied>>,
         out: &mut Outputs<StoreMessage, StoreTimer>,
     ) {
         for event in events {
@@ -505,15 +505,13 @@ impl SimStore {
                         continue;
                     }
                     let result = match result {
-                        Ok(answer) => match codec::decode::<Applied>(&answer, answer.len()) {
-                            Ok(Applied::Written(outcomes)) => SimResult::Written(outcomes),
-                            Ok(Applied::Split { .. }) => SimResult::Split,
-                            Ok(Applied::Meta(MetaAnswer::Allocated { first })) => {
-                                SimResult::Allocated(first)
-                            }
-                            Ok(Applied::Rejected(r)) => SimResult::Failed(r.to_string()),
-                            _ => SimResult::Unknown,
-                        },
+                        Ok(Applied::Written(outcomes)) => SimResult::Written(outcomes),
+                        Ok(Applied::Split { .. }) => SimResult::Split,
+                        Ok(Applied::Meta(MetaAnswer::Allocated { first })) => {
+                            SimResult::Allocated(first)
+                        }
+                        Ok(Applied::Rejected(r)) => SimResult::Failed(r.to_string()),
+                        Ok(_) => SimResult::Unknown,
                         Err(HostError::Dropped) => SimResult::Failed("dropped".into()),
                         Err(_) => SimResult::Unknown,
                     };

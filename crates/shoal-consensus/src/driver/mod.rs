@@ -302,12 +302,12 @@ enum Command<M: StateMachine> {
         group: RangeId,
         data: Bytes,
         wait: Wait,
-        reply: Reply<Bytes>,
+        reply: Reply<M::Response>,
     },
     ConfChange {
         group: RangeId,
         change: ConfChange,
-        reply: Reply<Bytes>,
+        reply: Reply<M::Response>,
     },
     TransferLeader {
         group: RangeId,
@@ -471,18 +471,18 @@ where
 
     /// Proposes a command to a group this node leads; resolves with the state machine's
     /// answer once it is committed and applied here.
-    pub async fn propose(&self, group: RangeId, data: Bytes) -> Result<Bytes, DriverError> {
+    pub async fn propose(&self, group: RangeId, data: Bytes) -> Result<M::Response, DriverError> {
         self.propose_with(group, data, Wait::Applied).await
     }
 
     /// [`RaftDriver::propose`], answered as `wait` says: [`Wait::Persisted`] resolves (with
-    /// an empty answer) once the leader's own log holds the entry durably.
+    /// the default answer) once the leader's own log holds the entry durably.
     pub async fn propose_with(
         &self,
         group: RangeId,
         data: Bytes,
         wait: Wait,
-    ) -> Result<Bytes, DriverError> {
+    ) -> Result<M::Response, DriverError> {
         self.request(|reply| Command::Propose {
             group,
             data,
@@ -500,7 +500,7 @@ where
         data: Bytes,
         wait: Wait,
         timeout: Duration,
-    ) -> Result<Bytes, DriverError> {
+    ) -> Result<M::Response, DriverError> {
         tokio::time::timeout(timeout, self.propose_with(group, data, wait))
             .await
             .unwrap_or(Err(DriverError::TimedOut))
@@ -618,7 +618,7 @@ where
 struct Node<M: StateMachine> {
     host: Option<RaftHost<WalStore, M>>,
     outbound: Option<Outbound>,
-    proposals: HashMap<u64, Reply<Bytes>>,
+    proposals: HashMap<u64, Reply<M::Response>>,
     reads: HashMap<u64, Reply<LogIndex>>,
     /// Messages for groups not hosted yet (see [`EarlyMessages`]).
     early: EarlyMessages,
@@ -886,7 +886,7 @@ where
         true
     }
 
-    fn event(&mut self, event: HostEvent<M::Source>) {
+    fn event(&mut self, event: HostEvent<M::Source, M::Response>) {
         match event {
             HostEvent::Proposal { token, result } => {
                 if let Some(reply) = self.proposals.remove(&token) {

@@ -118,6 +118,7 @@ impl SnapshotSink for CommandSink {
 }
 
 impl StateMachine for CommandLog {
+    type Response = Bytes;
     type Source = CommandSource;
     type Sink = CommandSink;
     type Staged = LogState;
