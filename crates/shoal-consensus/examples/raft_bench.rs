@@ -21,14 +21,14 @@ use shoal_consensus::{
     HostEvent, LogStore, MemLogStore, Membership, Message, Raft, RaftConfig, RaftHost, Wal,
     WalConfig, WalStore,
 };
-use shoal_core::{Clock, NodeId, RangeId, SystemClock};
+use shoal_core::{Clock, GroupId, NodeId, SystemClock};
 use shoal_sim::{NodeStatus, SimConfig, Simulation};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-const GROUP: RangeId = RangeId::new(1);
+const GROUP: GroupId = GroupId::new(1);
 const RUN: Duration = Duration::from_secs(2);
 
 struct Cluster<S: LogStore> {

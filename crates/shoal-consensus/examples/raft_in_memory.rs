@@ -4,7 +4,7 @@
 //! Run it with `cargo run -p shoal-consensus --example raft_in_memory`.
 
 use shoal_consensus::{EntryPayload, MemLogStore, Membership, Raft, RaftConfig};
-use shoal_core::{Instant, NodeId, RangeId};
+use shoal_core::{GroupId, Instant, NodeId};
 use std::error::Error;
 use std::time::Duration;
 
@@ -57,7 +57,7 @@ impl Cluster {
 
 fn main() -> Result<(), Box<dyn Error>> {
     let ids: Vec<NodeId> = (1..=3).map(NodeId::new).collect();
-    let (group, cfg, zero) = (RangeId::new(1), RaftConfig::default(), Instant::ZERO);
+    let (group, cfg, zero) = (GroupId::new(1), RaftConfig::default(), Instant::ZERO);
     let mut c = Cluster::default();
     for &id in &ids {
         let mut store = MemLogStore::new();

@@ -37,7 +37,7 @@ use crate::ready::{LeaderInfo, Ready};
 use crate::snapshot::{SnapshotMeta, SnapshotSource, StateMachine};
 use crate::store::LogStore;
 use bytes::Bytes;
-use shoal_core::{Instant, NodeId, RangeId};
+use shoal_core::{GroupId, Instant, NodeId};
 use std::collections::{BTreeMap, HashMap};
 
 /// Why a request to a host failed, or how a proposal ended other than applied.
@@ -45,12 +45,12 @@ use std::collections::{BTreeMap, HashMap};
 pub enum HostError {
     /// The node does not host the group.
     #[error("group {0} is not hosted here")]
-    UnknownGroup(RangeId),
+    UnknownGroup(GroupId),
     /// The group stopped after its log store or state machine failed.
     #[error("group {group} stopped after a failure: {error}")]
     GroupFailed {
         /// The group.
-        group: RangeId,
+        group: GroupId,
         /// What failed.
         error: String,
     },
@@ -96,7 +96,7 @@ pub enum HostEvent<Source, Response> {
     /// The leader of a group, as this node sees it, changed.
     Leader {
         /// The group.
-        group: RangeId,
+        group: GroupId,
         /// Its leader and term.
         leader: LeaderInfo,
     },
@@ -105,7 +105,7 @@ pub enum HostEvent<Source, Response> {
     /// [`RaftHost::report_snapshot`].
     SendSnapshot {
         /// The group.
-        group: RangeId,
+        group: GroupId,
         /// The [`MessageBody::Snapshot`] to deliver once the data is whole.
         message: Message,
         /// The data.
@@ -114,7 +114,7 @@ pub enum HostEvent<Source, Response> {
     /// A group stopped after its log store or state machine failed.
     GroupFailed {
         /// The group.
-        group: RangeId,
+        group: GroupId,
         /// What failed.
         error: String,
     },
@@ -149,18 +149,18 @@ pub struct HostStats {
 /// Every Raft group of one node with its state machine, and the ready loop over them.
 pub struct RaftHost<S: LogStore, M: StateMachine> {
     multi: MultiRaft<S>,
-    machines: HashMap<RangeId, M>,
+    machines: HashMap<GroupId, M>,
     /// Proposals waiting to apply, per group by index: (term, token, when to answer).
-    proposals: HashMap<RangeId, BTreeMap<LogIndex, (Term, u64, Wait)>>,
+    proposals: HashMap<GroupId, BTreeMap<LogIndex, (Term, u64, Wait)>>,
     /// Reads asked and not confirmed yet: token → group.
-    reads: HashMap<u64, RangeId>,
+    reads: HashMap<u64, GroupId>,
     /// Reads confirmed, waiting for their group to apply through their index.
-    waiting_reads: Vec<(RangeId, LogIndex, u64)>,
+    waiting_reads: Vec<(GroupId, LogIndex, u64)>,
     /// Received snapshots the core accepted, until a ready installs them.
-    staged: HashMap<RangeId, (SnapshotMeta, M::Staged)>,
+    staged: HashMap<GroupId, (SnapshotMeta, M::Staged)>,
     /// Snapshot transfers finished, for the next round to hand to their groups.
     received: Vec<(Message, M::Staged)>,
-    failed: HashMap<RangeId, String>,
+    failed: HashMap<GroupId, String>,
     events: Vec<HostEvent<M::Source, M::Response>>,
     stats: HostStats,
 }
@@ -199,7 +199,7 @@ impl<S: LogStore, M: StateMachine> RaftHost<S, M> {
 
     /// Stops hosting a group and hands back its replica and state machine. Its waiting
     /// proposals end [`HostError::Indeterminate`] and its reads fail.
-    pub fn remove_group(&mut self, group: RangeId) -> Option<(Raft<S>, M)> {
+    pub fn remove_group(&mut self, group: GroupId) -> Option<(Raft<S>, M)> {
         let raft = self.multi.remove_group(group)?;
         let mut machine = self.machines.remove(&group)?;
         if let Some((_, staged)) = self.staged.remove(&group) {
@@ -210,17 +210,17 @@ impl<S: LogStore, M: StateMachine> RaftHost<S, M> {
     }
 
     /// A hosted group's replica.
-    pub fn raft(&self, group: RangeId) -> Option<&Raft<S>> {
+    pub fn raft(&self, group: GroupId) -> Option<&Raft<S>> {
         self.multi.group(group)
     }
 
     /// A hosted group's replica, to campaign, reconfigure or transfer leadership.
-    pub fn raft_mut(&mut self, group: RangeId) -> Option<&mut Raft<S>> {
+    pub fn raft_mut(&mut self, group: GroupId) -> Option<&mut Raft<S>> {
         self.multi.group_mut(group)
     }
 
     /// A hosted group's state machine.
-    pub fn machine(&self, group: RangeId) -> Option<&M> {
+    pub fn machine(&self, group: GroupId) -> Option<&M> {
         self.machines.get(&group)
     }
 
@@ -240,7 +240,7 @@ impl<S: LogStore, M: StateMachine> RaftHost<S, M> {
     }
 
     /// A group's status, or why there is none.
-    pub fn status(&self, group: RangeId) -> Result<Status, HostError> {
+    pub fn status(&self, group: GroupId) -> Result<Status, HostError> {
         self.multi
             .group(group)
             .map(Raft::status)
@@ -277,7 +277,7 @@ impl<S: LogStore, M: StateMachine> RaftHost<S, M> {
     /// [`HostEvent::Proposal`] with `token`; the entry's index and term are returned now.
     pub fn propose(
         &mut self,
-        group: RangeId,
+        group: GroupId,
         data: Bytes,
         token: u64,
     ) -> Result<(LogIndex, Term), HostError> {
@@ -287,7 +287,7 @@ impl<S: LogStore, M: StateMachine> RaftHost<S, M> {
     /// [`RaftHost::propose`], answered as `wait` says.
     pub fn propose_with(
         &mut self,
-        group: RangeId,
+        group: GroupId,
         data: Bytes,
         token: u64,
         wait: Wait,
@@ -314,7 +314,7 @@ impl<S: LogStore, M: StateMachine> RaftHost<S, M> {
     /// [`RaftHost::propose`] (with an empty answer once applied).
     pub fn propose_conf_change(
         &mut self,
-        group: RangeId,
+        group: GroupId,
         change: ConfChange,
         token: u64,
     ) -> Result<(LogIndex, Term), HostError> {
@@ -330,7 +330,7 @@ impl<S: LogStore, M: StateMachine> RaftHost<S, M> {
     }
 
     /// Hands a group's leadership to `target` (see [`Raft::transfer_leader`]).
-    pub fn transfer_leader(&mut self, group: RangeId, target: NodeId) -> Result<(), HostError> {
+    pub fn transfer_leader(&mut self, group: GroupId, target: NodeId) -> Result<(), HostError> {
         let Some(raft) = self.multi.group_mut(group) else {
             return Err(self.missing(group));
         };
@@ -338,7 +338,7 @@ impl<S: LogStore, M: StateMachine> RaftHost<S, M> {
     }
 
     /// Makes this node's replica of a group campaign now (see [`Raft::campaign`]).
-    pub fn campaign(&mut self, group: RangeId) -> Result<(), HostError> {
+    pub fn campaign(&mut self, group: GroupId) -> Result<(), HostError> {
         let Some(raft) = self.multi.group_mut(group) else {
             return Err(self.missing(group));
         };
@@ -348,7 +348,7 @@ impl<S: LogStore, M: StateMachine> RaftHost<S, M> {
 
     /// Asks for a linearizable read barrier on a group (see [`ReadMode`]); it ends as a
     /// [`HostEvent::Read`] with `token`, which must be unique among reads in flight.
-    pub fn read(&mut self, group: RangeId, mode: ReadMode, token: u64) -> Result<(), HostError> {
+    pub fn read(&mut self, group: GroupId, mode: ReadMode, token: u64) -> Result<(), HostError> {
         let Some(raft) = self.multi.group_mut(group) else {
             return Err(self.missing(group));
         };
@@ -361,7 +361,7 @@ impl<S: LogStore, M: StateMachine> RaftHost<S, M> {
     /// transfer's chunks into.
     pub fn receive_snapshot(
         &mut self,
-        group: RangeId,
+        group: GroupId,
         meta: &SnapshotMeta,
     ) -> Result<M::Sink, HostError> {
         let missing = self.missing(group);
@@ -415,7 +415,7 @@ impl<S: LogStore, M: StateMachine> RaftHost<S, M> {
 
     /// How a [`HostEvent::SendSnapshot`] went: `Ok(index)` once the follower holds the
     /// snapshot at `index` whole, `Err(())` if the transfer failed.
-    pub fn report_snapshot(&mut self, group: RangeId, peer: NodeId, result: Result<LogIndex, ()>) {
+    pub fn report_snapshot(&mut self, group: GroupId, peer: NodeId, result: Result<LogIndex, ()>) {
         if let Some(raft) = self.multi.group_mut(group) {
             raft.report_snapshot(peer, result);
         }
@@ -486,7 +486,7 @@ impl<S: LogStore, M: StateMachine> RaftHost<S, M> {
     /// Answers proposals waiting only for the leader's own log, now durable through `last`
     /// (index, term). Entries of `last`'s term below it are this leader's own, so they are
     /// the proposals'; older terms' may have been replaced, and wait to apply.
-    fn answer_persisted(&mut self, group: RangeId, last: (LogIndex, Term)) {
+    fn answer_persisted(&mut self, group: GroupId, last: (LogIndex, Term)) {
         let Some(pending) = self.proposals.get_mut(&group) else {
             return;
         };
@@ -506,7 +506,7 @@ impl<S: LogStore, M: StateMachine> RaftHost<S, M> {
     }
 
     /// Step 2 for one group: the snapshot into the state machine, then the log writes.
-    fn persist(&mut self, group: RangeId, ready: &Ready) -> Result<(), String> {
+    fn persist(&mut self, group: GroupId, ready: &Ready) -> Result<(), String> {
         if let Some(meta) = &ready.snapshot {
             let machine = self.machines.get_mut(&group).expect("hosted");
             let staged = match self.staged.remove(&group) {
@@ -542,7 +542,7 @@ impl<S: LogStore, M: StateMachine> RaftHost<S, M> {
     }
 
     /// Steps 4 to 6 for one persisted ready.
-    fn apply(&mut self, group: RangeId, ready: Ready) -> Result<(), String> {
+    fn apply(&mut self, group: GroupId, ready: Ready) -> Result<(), String> {
         let machine = self.machines.get_mut(&group).expect("hosted");
         let pending = self.proposals.entry(group).or_default();
         for entry in &ready.committed {
@@ -591,7 +591,7 @@ impl<S: LogStore, M: StateMachine> RaftHost<S, M> {
     }
 
     /// Opens a snapshot source for `peer` of `group`, or reports the transfer failed.
-    fn open_snapshot(&mut self, group: RangeId, peer: NodeId) {
+    fn open_snapshot(&mut self, group: GroupId, peer: NodeId) {
         let machine = self.machines.get_mut(&group).expect("hosted");
         let raft = self.multi.group_mut(group).expect("hosted");
         let source = match machine.snapshot() {
@@ -635,7 +635,7 @@ impl<S: LogStore, M: StateMachine> RaftHost<S, M> {
     }
 
     /// Why a group is not hosted: it failed, or it was never added (or was removed).
-    fn missing(&self, group: RangeId) -> HostError {
+    fn missing(&self, group: GroupId) -> HostError {
         match self.failed.get(&group) {
             Some(error) => HostError::GroupFailed {
                 group,
@@ -651,7 +651,7 @@ impl<S: LogStore, M: StateMachine> RaftHost<S, M> {
     /// [`HostError::Indeterminate`] (their entries may already be on followers, which can
     /// commit them), its reads fail, and requests for it answer [`HostError::GroupFailed`]
     /// until it is added again.
-    fn fail_group(&mut self, group: RangeId, error: String) {
+    fn fail_group(&mut self, group: GroupId, error: String) {
         tracing::error!(node = %self.id(), %group, %error, "a group failed and stops");
         self.multi.remove_group(group);
         if let Some(mut machine) = self.machines.remove(&group) {
@@ -671,7 +671,7 @@ impl<S: LogStore, M: StateMachine> RaftHost<S, M> {
     }
 
     /// Ends a departed group's proposals (indeterminate) and reads (`read_error`).
-    fn settle_group(&mut self, group: RangeId, read_error: HostError) {
+    fn settle_group(&mut self, group: GroupId, read_error: HostError) {
         for (_, (_, token, _)) in self.proposals.remove(&group).into_iter().flatten() {
             self.events.push(HostEvent::Proposal {
                 token,

@@ -41,7 +41,7 @@
 //!
 //! ```
 //! use shoal_consensus::{Membership, MemLogStore, Raft, RaftConfig, LogStore};
-//! use shoal_core::{Instant, NodeId, RangeId};
+//! use shoal_core::{Instant, NodeId, GroupId};
 //! use std::time::Duration;
 //!
 //! let ids: Vec<NodeId> = (1..=3).map(NodeId::new).collect();
@@ -50,7 +50,7 @@
 //!     .map(|&id| {
 //!         let mut store = MemLogStore::new();
 //!         Raft::bootstrap(&mut store, Membership::new(ids.clone())).unwrap();
-//!         Raft::new(id, RangeId::new(1), RaftConfig::default(), store, 0, id.get(), Instant::ZERO)
+//!         Raft::new(id, GroupId::new(1), RaftConfig::default(), store, 0, id.get(), Instant::ZERO)
 //!             .unwrap()
 //!     })
 //!     .collect();

@@ -3,7 +3,7 @@
 use crate::entry::{Entry, LogIndex, Term, MAX_INDEX, MAX_TERM};
 use crate::snapshot::SnapshotMeta;
 use serde::{Deserialize, Serialize};
-use shoal_core::{NodeId, RangeId};
+use shoal_core::{GroupId, NodeId};
 
 /// What [`MessageBody::approx_size`] allows for everything but entries and memberships: the
 /// addressing, terms and indexes. Their varints take less with realistic values (small ids
@@ -15,8 +15,8 @@ pub(crate) const MESSAGE_OVERHEAD: u64 = 64;
 /// connection per peer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
-    /// The Raft group (the range this group replicates).
-    pub group: RangeId,
+    /// The Raft group.
+    pub group: GroupId,
     /// The sender.
     pub from: NodeId,
     /// The recipient.
@@ -254,7 +254,7 @@ mod tests {
 
     fn message(term: Term, body: MessageBody) -> Message {
         Message {
-            group: RangeId::new(1),
+            group: GroupId::new(1),
             from: NodeId::new(1),
             to: NodeId::new(2),
             term,

@@ -1,6 +1,6 @@
 //! Many Raft groups on one node, as one sans-IO state machine.
 //!
-//! A node hosts a replica of many groups (one per range). [`MultiRaft`] routes each message
+//! A node hosts a replica of many groups (a range store, one per range). [`MultiRaft`] routes each message
 //! to its group by [`Message::group`], ticks every group with one call, and collects every
 //! group's ready in one pass, so a driver persists all of them and then syncs once: with
 //! the groups' stores in one [`crate::Wal`], that is one `fdatasync` for the whole node per
@@ -11,7 +11,7 @@ use crate::message::Message;
 use crate::raft::Raft;
 use crate::ready::{PersistedToken, Ready};
 use crate::store::LogStore;
-use shoal_core::{Instant, NodeId, RangeId};
+use shoal_core::{GroupId, Instant, NodeId};
 use std::collections::BTreeMap;
 
 /// Input a [`MultiRaft`] dropped, by kind.
@@ -34,13 +34,13 @@ pub enum AddGroupError {
     },
     /// The node already hosts the group.
     #[error("group {0} is already hosted here")]
-    Exists(RangeId),
+    Exists(GroupId),
 }
 
 /// Every Raft group one node hosts.
 pub struct MultiRaft<S: LogStore> {
     id: NodeId,
-    groups: BTreeMap<RangeId, Raft<S>>,
+    groups: BTreeMap<GroupId, Raft<S>>,
     stats: MultiRaftStats,
 }
 
@@ -75,17 +75,17 @@ impl<S: LogStore> MultiRaft<S> {
     }
 
     /// Stops hosting a group and hands its replica back.
-    pub fn remove_group(&mut self, group: RangeId) -> Option<Raft<S>> {
+    pub fn remove_group(&mut self, group: GroupId) -> Option<Raft<S>> {
         self.groups.remove(&group)
     }
 
     /// A hosted group.
-    pub fn group(&self, group: RangeId) -> Option<&Raft<S>> {
+    pub fn group(&self, group: GroupId) -> Option<&Raft<S>> {
         self.groups.get(&group)
     }
 
     /// A hosted group, to propose, read or reconfigure.
-    pub fn group_mut(&mut self, group: RangeId) -> Option<&mut Raft<S>> {
+    pub fn group_mut(&mut self, group: GroupId) -> Option<&mut Raft<S>> {
         self.groups.get_mut(&group)
     }
 
@@ -140,7 +140,7 @@ impl<S: LogStore> MultiRaft<S> {
 
     /// The ready of every group that has one. Persist them all, sync once, then report
     /// each with [`MultiRaft::on_persisted`].
-    pub fn ready(&mut self) -> Vec<(RangeId, Ready)> {
+    pub fn ready(&mut self) -> Vec<(GroupId, Ready)> {
         self.groups
             .iter_mut()
             .filter(|(_, raft)| raft.has_ready())
@@ -149,7 +149,7 @@ impl<S: LogStore> MultiRaft<S> {
     }
 
     /// A group's ready is on disk. A group removed meanwhile is ignored.
-    pub fn on_persisted(&mut self, group: RangeId, token: PersistedToken) {
+    pub fn on_persisted(&mut self, group: GroupId, token: PersistedToken) {
         if let Some(raft) = self.groups.get_mut(&group) {
             raft.on_persisted(token);
         }

@@ -18,7 +18,7 @@ use crate::raft::{Raft, ReadMode};
 use crate::snapshot::{MachineError, SnapshotMeta, SnapshotSink, SnapshotSource, StateMachine};
 use crate::store::{LogStore, MemLogStore};
 use bytes::Bytes;
-use shoal_core::{Instant, NodeId, RangeId};
+use shoal_core::{GroupId, Instant, NodeId};
 use shoal_sim::linearizability::{History, Outcome, RegisterOp as ClientOp};
 use shoal_sim::{Node, Outputs};
 use std::cell::{Cell, RefCell};
@@ -27,7 +27,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 /// The group every simulated replica belongs to.
-pub const SIM_GROUP: RangeId = RangeId::new(1);
+pub const SIM_GROUP: GroupId = GroupId::new(1);
 
 /// An operation on the register state machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -687,7 +687,11 @@ impl SimReplica {
         }
     }
 
-    fn handle_events(&mut self, events: Vec<HostEvent<RegistersSource, Bytes>>, out: &mut SimOutputs) {
+    fn handle_events(
+        &mut self,
+        events: Vec<HostEvent<RegistersSource, Bytes>>,
+        out: &mut SimOutputs,
+    ) {
         for event in events {
             match event {
                 HostEvent::Proposal { token, result } => {

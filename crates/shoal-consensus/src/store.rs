@@ -9,7 +9,7 @@
 use crate::entry::{Entry, LogIndex, Term};
 use crate::snapshot::SnapshotMeta;
 use serde::{Deserialize, Serialize};
-use shoal_core::{NodeId, RangeId};
+use shoal_core::{GroupId, NodeId};
 use std::collections::VecDeque;
 
 /// What must survive a restart besides the log (§5.1, §5.2): the current term, the vote
@@ -46,7 +46,7 @@ pub enum LogStoreError {
     /// The group was removed from its shared log ([`crate::Wal::remove_group`]) after this
     /// store handle was taken: a write through it would bring the group back half-made.
     #[error("group {0} was removed from the WAL; this store handle is stale")]
-    GroupRemoved(RangeId),
+    GroupRemoved(GroupId),
 }
 
 /// A group's durable log.

@@ -15,7 +15,7 @@ use common::machine::CommandLog;
 use shoal_consensus::{
     HostError, LogStore, Membership, Raft, RaftConfig, ReadMode, Role, Status, Wal, WalConfig,
 };
-use shoal_core::{Clock, NodeId, RangeId};
+use shoal_core::{Clock, GroupId, NodeId};
 use shoal_transport::{Router, RpcClient, RpcServer, TransportConfig};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -84,7 +84,7 @@ async fn host(
     node: &TestNode,
     id: NodeId,
     voters: &[NodeId],
-    group: RangeId,
+    group: GroupId,
     config: RaftConfig,
     campaign: bool,
 ) -> Result<CommandLog, DriverError> {
@@ -124,7 +124,7 @@ async fn three_nodes_run_eight_groups_over_tcp_with_one_wal_each() {
     }
     for g in 1..=GROUPS {
         for (i, node) in nodes.iter_mut().enumerate() {
-            let group = RangeId::new(g);
+            let group = GroupId::new(g);
             let mut store = node.wal.store(group);
             Raft::bootstrap(&mut store, Membership::new(ids.clone())).unwrap();
             store.sync().unwrap();
@@ -149,7 +149,7 @@ async fn three_nodes_run_eight_groups_over_tcp_with_one_wal_each() {
     }
 
     for g in 1..=GROUPS {
-        let group = RangeId::new(g);
+        let group = GroupId::new(g);
         let leader = wait_for("a leader", async || {
             for (i, node) in nodes.iter().enumerate() {
                 if node
@@ -233,26 +233,26 @@ async fn requests_for_unknown_groups_fail_clearly() {
         config,
     );
     let err = driver
-        .propose(RangeId::new(5), Bytes::from_static(b"x"))
+        .propose(GroupId::new(5), Bytes::from_static(b"x"))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("not hosted"), "{err}");
     assert!(driver
-        .read_index(RangeId::new(5), ReadMode::Safe)
+        .read_index(GroupId::new(5), ReadMode::Safe)
         .await
         .is_err());
     assert!(matches!(
-        driver.status(RangeId::new(5)).await,
-        Err(DriverError::Host(HostError::UnknownGroup(g))) if g == RangeId::new(5)
+        driver.status(GroupId::new(5)).await,
+        Err(DriverError::Host(HostError::UnknownGroup(g))) if g == GroupId::new(5)
     ));
     driver.shutdown().await;
     assert!(matches!(
-        driver.propose(RangeId::new(5), Bytes::new()).await,
+        driver.propose(GroupId::new(5), Bytes::new()).await,
         Err(DriverError::Stopped)
     ));
     // A stopped driver is told apart from a group that is not hosted.
     assert!(matches!(
-        driver.status(RangeId::new(5)).await,
+        driver.status(GroupId::new(5)).await,
         Err(DriverError::Stopped)
     ));
 }
@@ -292,7 +292,7 @@ async fn a_round_of_appends_larger_than_a_transport_frame_reaches_the_followers(
         election_timeout: Duration::from_secs(10),
         ..RaftConfig::default()
     };
-    let group = RangeId::new(1);
+    let group = GroupId::new(1);
     let mut machines = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
         let machine = host(node, ids[i], &ids, group, raft_config.clone(), i == 0)
@@ -378,7 +378,7 @@ async fn a_round_of_appends_larger_than_a_transport_frame_reaches_the_followers(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_store_error_stops_only_its_group() {
     let id = NodeId::new(1);
-    let (g1, g2) = (RangeId::new(1), RangeId::new(2));
+    let (g1, g2) = (GroupId::new(1), GroupId::new(2));
     let node = start_node(id, &Peers::default(), &DriverConfig::default()).await;
     let first = host(&node, id, &[id], g1, raft_config(), true)
         .await
@@ -443,7 +443,7 @@ async fn a_log_store_error_stops_only_its_group() {
         max_append_bytes: 16 << 20,
         ..raft_config()
     };
-    let refused = host(&node, id, &[id], RangeId::new(3), oversized, true).await;
+    let refused = host(&node, id, &[id], GroupId::new(3), oversized, true).await;
     assert!(
         matches!(refused, Err(DriverError::MessagesTooLarge { .. })),
         "{:?}",
@@ -469,7 +469,7 @@ async fn the_rpc_limit_follows_the_transports_frame_limit() {
         max_proposal_bytes: 1 << 20,
         ..raft_config()
     };
-    host(&node, id, &[id], RangeId::new(1), fits, true)
+    host(&node, id, &[id], GroupId::new(1), fits, true)
         .await
         .unwrap();
     let too_big = RaftConfig {
@@ -477,7 +477,7 @@ async fn the_rpc_limit_follows_the_transports_frame_limit() {
         max_proposal_bytes: 1 << 20,
         ..raft_config()
     };
-    match host(&node, id, &[id], RangeId::new(2), too_big, true).await {
+    match host(&node, id, &[id], GroupId::new(2), too_big, true).await {
         Err(DriverError::MessagesTooLarge { max, .. }) => assert_eq!(max, (2 << 20) / 4 * 3),
         other => panic!("{:?}", other.err()),
     }
@@ -497,7 +497,7 @@ async fn a_lagging_follower_catches_up_by_a_snapshot_streamed_over_tcp() {
     for &id in &ids {
         nodes.push(start_node(id, &peers, &config).await);
     }
-    let group = RangeId::new(1);
+    let group = GroupId::new(1);
     let compacting = RaftConfig {
         snapshot_after_entries: 20,
         compaction_trailing_entries: 2,

@@ -396,7 +396,7 @@ fn bad_input_is_dropped_and_counted() {
     // For another group: the host hands it back (its driver may create the group), and the
     // replica drops it if it gets it anyway.
     let mut other = msg(1, 2, 99, MessageBody::TimeoutNow);
-    other.group = shoal_core::RangeId::new(99);
+    other.group = shoal_core::GroupId::new(99);
     let now = net.now;
     let back = net.hosts.get_mut(&n(2)).unwrap().step(now, other.clone());
     assert_eq!(back, Some(other.clone()));

@@ -5,11 +5,11 @@
 use shoal_consensus::{
     EntryPayload, LogStore, Membership, Message, Raft, RaftConfig, Wal, WalConfig, WalStore,
 };
-use shoal_core::{Instant, NodeId, RangeId};
+use shoal_core::{GroupId, Instant, NodeId};
 use std::path::Path;
 use std::time::Duration;
 
-const GROUP: RangeId = RangeId::new(9);
+const GROUP: GroupId = GroupId::new(9);
 
 fn open(dir: &Path, id: NodeId, now: Instant) -> Raft<WalStore> {
     let (wal, recovery) = Wal::open(dir, WalConfig::default()).unwrap();

@@ -1,8 +1,8 @@
 //! Identifier newtypes shared by every layer.
 //!
 //! Each id is a `u64` in a newtype so that a node id can never be passed where a range id is
-//! expected. They serialize as bare integers and print with a one-letter prefix (`n3`, `r7`)
-//! so logs stay readable.
+//! expected. They serialize as bare integers and print with a short prefix (`n3`, `r7`,
+//! `grp2`) so logs stay readable.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -59,6 +59,26 @@ id_newtype!(
     RangeId,
     "r"
 );
+
+id_newtype!(
+    /// A Raft group (shoal-consensus): one replicated log and its state machine, among the
+    /// many a node may host. A range's group has the range's number ([`RangeId`] converts
+    /// both ways); a Raft user without ranges numbers its groups as it likes.
+    GroupId,
+    "grp"
+);
+
+impl From<RangeId> for GroupId {
+    fn from(range: RangeId) -> Self {
+        GroupId(range.get())
+    }
+}
+
+impl From<GroupId> for RangeId {
+    fn from(group: GroupId) -> Self {
+        RangeId::new(group.get())
+    }
+}
 
 id_newtype!(
     /// Matches a response to its request on a multiplexed connection. Unique per connection

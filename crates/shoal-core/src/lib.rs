@@ -41,7 +41,7 @@ pub use descriptor::{DescriptorError, RangeDescriptor, ReplicaDescriptor, Replic
 pub use envelope::{MethodId, RequestHeader, ResponseHeader, PROTOCOL_VERSION};
 pub use error::{Error, ErrorCode, LeaderHint};
 pub use hlc::{Hlc, HlcError, HlcTimestamp};
-pub use id::{CorrelationId, Generation, NodeId, RangeId};
+pub use id::{CorrelationId, Generation, GroupId, NodeId, RangeId};
 pub use key_range::{EscapedKey, KeyRange, KeyRangeError, RangeEnd};
 pub use rng::{DetRng, Rng};
 pub use time::{Clock, Instant, ManualClock, SystemClock};

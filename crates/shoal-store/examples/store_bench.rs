@@ -26,7 +26,7 @@ use bytes::Bytes;
 use shoal_consensus::counting::CountingMachine;
 use shoal_consensus::driver::{DriverConfig, Peers, RaftDriver, RaftInbox};
 use shoal_consensus::{LogStore, Membership, Raft, RaftConfig, Wal, WalConfig};
-use shoal_core::{Clock, ErrorCode, NodeId, RangeDescriptor, RangeId};
+use shoal_core::{Clock, ErrorCode, GroupId, NodeId, RangeDescriptor, RangeId};
 use shoal_store::{
     Consistency, KvOp, KvRequest, KvResponse, KvRpc, LookupRequest, LookupRpc, Store, StoreConfig,
     FIRST_RANGE,
@@ -417,7 +417,7 @@ impl Rpc for ProposeRpc {
 async fn raft_only() -> f64 {
     let peers = Peers::default();
     let ids: Vec<NodeId> = (1..=3).map(n).collect();
-    let group = RangeId::new(1);
+    let group = GroupId::new(1);
     let mut nodes = Vec::new();
     for &id in &ids {
         let config = DriverConfig::default();

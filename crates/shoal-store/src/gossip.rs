@@ -123,7 +123,7 @@ pub(crate) async fn announce(inner: Arc<Inner>) {
             if learned.insert(descriptor.id, generation) != Some(generation) {
                 topology.learn(&descriptor, 0);
             }
-            let Some(leader) = inner.driver.leader(descriptor.id) else {
+            let Some(leader) = inner.driver.leader(descriptor.id.into()) else {
                 continue;
             };
             if leader.id != Some(inner.id) {

@@ -13,7 +13,9 @@ use super::shared::Shared;
 use shoal_consensus::{
     HardState, LogStore, Membership, Raft, RaftConfig, SnapshotMeta, Wal, WalStore,
 };
-use shoal_core::{codec, Instant, KeyRange, NodeId, RangeDescriptor, RangeId, ReplicaDescriptor};
+use shoal_core::{
+    codec, GroupId, Instant, KeyRange, NodeId, RangeDescriptor, RangeId, ReplicaDescriptor,
+};
 use shoal_storage::{Durability, Engine, RangeInfo, RangeStatus, WriteBatch};
 use std::sync::Arc;
 
@@ -88,9 +90,9 @@ pub(crate) fn recover(engine: &Engine, wal: &Wal) -> Result<Vec<Resume>, StoreEr
     for group in logs {
         if !resume
             .iter()
-            .any(|r| matches!(r, Resume::Range { id, .. } if *id == group))
+            .any(|r| matches!(r, Resume::Range { id, .. } if GroupId::from(*id) == group))
         {
-            resume.push(Resume::Uninitialized(group));
+            resume.push(Resume::Uninitialized(group.into()));
         }
     }
     Ok(resume)
@@ -134,7 +136,7 @@ pub(crate) fn bootstrap(
     // that start after it.
     engine.persist(Durability::Sync)?;
     for d in [&meta_descriptor, &first] {
-        start_range_log(&mut wal.store(d.id), membership.clone())?;
+        start_range_log(&mut wal.store(d.id.into()), membership.clone())?;
     }
     Ok(([meta_descriptor, first], membership))
 }
@@ -179,7 +181,7 @@ pub(crate) fn start_split_half(
     membership: Membership,
 ) -> Result<(), StoreError> {
     engine.persist(Durability::Sync)?;
-    write_range_log_start(&mut wal.store(right), membership)
+    write_range_log_start(&mut wal.store(right.into()), membership)
 }
 
 /// Keys a background recount reads between two pauses.
@@ -232,7 +234,7 @@ impl Groups<'_> {
         now: Instant,
     ) -> Result<(Raft<WalStore>, RangeMachine), StoreError> {
         let applied = self.engine.range(range)?.applied_index;
-        let mut store = self.wal.store(range);
+        let mut store = self.wal.store(range.into());
         if applied == RANGE_INIT_INDEX
             && store.last_index() == 0
             && store.snapshot_meta().index == 0
@@ -248,7 +250,7 @@ impl Groups<'_> {
         }
         let raft = Raft::new(
             self.id,
-            range,
+            range.into(),
             self.raft.clone(),
             store,
             applied,
@@ -286,9 +288,9 @@ impl Groups<'_> {
     ) -> Result<(Raft<WalStore>, RangeMachine), StoreError> {
         let raft = Raft::new(
             self.id,
-            range,
+            range.into(),
             self.raft.clone(),
-            self.wal.store(range),
+            self.wal.store(range.into()),
             0,
             seed(self.id, range),
             now,

@@ -242,7 +242,7 @@ impl Store {
             if voters.first() == Some(&inner.id) {
                 inner
                     .driver
-                    .campaign(descriptor.id)
+                    .campaign(descriptor.id.into())
                     .await
                     .map_err(|e| StoreError::Raft(e.to_string()))?;
             }
@@ -355,7 +355,7 @@ impl Store {
 
     /// A hosted range's Raft status.
     pub async fn status(&self, range: RangeId) -> Result<Status, DriverError> {
-        self.inner.driver.status(range).await
+        self.inner.driver.status(range.into()).await
     }
 
     /// The leader of a hosted range, as this node last saw it.
@@ -498,7 +498,7 @@ impl Inner {
         change: shoal_consensus::ConfChange,
     ) -> Result<(), shoal_core::Error> {
         self.driver
-            .propose_conf_change(range, change)
+            .propose_conf_change(range.into(), change)
             .await
             .map_err(|e| service::write_error(self, e))
     }
@@ -546,7 +546,7 @@ impl Inner {
 
     /// The leader of a hosted range as this node sees it (no round trip through the driver).
     pub(crate) fn leader_of(&self, range: RangeId) -> Option<NodeId> {
-        self.driver.leader(range).and_then(|l| l.id)
+        self.driver.leader(range.into()).and_then(|l| l.id)
     }
 
     /// Whether `node` is one of the cluster's nodes as this one knows them (see
@@ -637,7 +637,7 @@ impl Inner {
         let applied = self
             .driver
             .propose_within(
-                range,
+                range.into(),
                 data.into(),
                 Wait::Applied,
                 self.config.request_timeout,
@@ -686,7 +686,7 @@ async fn start_split_range(inner: &Arc<Inner>, split: SplitDone) -> Result<(), S
         .await?;
     // The parent's leader leads the new half at once rather than after an election timeout.
     if inner.leads(parent) {
-        let _ = inner.driver.campaign(range).await;
+        let _ = inner.driver.campaign(range.into()).await;
     }
     // The split estimated both halves' stats: count them, off every group's path.
     let engine = inner.engine.clone();
@@ -792,8 +792,8 @@ async fn split_large_ranges(inner: Arc<Inner>) {
 /// span overlaps a range hosted here, is left alone: its messages are dropped.
 async fn host_on_demand(inner: Arc<Inner>, mut unknown: broadcast::Receiver<UnknownGroup>) {
     loop {
-        let group = match unknown.recv().await {
-            Ok(u) => u.group,
+        let group: RangeId = match unknown.recv().await {
+            Ok(u) => u.group.into(),
             Err(broadcast::error::RecvError::Lagged(_)) => continue,
             Err(broadcast::error::RecvError::Closed) => return,
         };

@@ -213,7 +213,7 @@ async fn read_barrier(
             let peers = peers.clone();
             async move {
                 driver
-                    .read_index_within(range, mode, limit)
+                    .read_index_within(range.into(), mode, limit)
                     .await
                     .map(|_| ())
                     .map_err(|e| read_error(&peers, e))
@@ -397,7 +397,7 @@ async fn write(
         Acks::Majority => {
             let applied = inner
                 .driver
-                .propose_within(range, data, Wait::Applied, timeout)
+                .propose_within(range.into(), data, Wait::Applied, timeout)
                 .await
                 .map_err(|e| write_error(inner, e))?;
             match applied {
@@ -412,7 +412,7 @@ async fn write(
         Acks::Leader => {
             inner
                 .driver
-                .propose_within(range, data, Wait::Persisted, timeout)
+                .propose_within(range.into(), data, Wait::Persisted, timeout)
                 .await
                 .map_err(|e| write_error(inner, e))?;
             Ok(KvResponse::Accepted)
@@ -420,7 +420,7 @@ async fn write(
         Acks::None => {
             inner
                 .driver
-                .propose_within(range, data, Wait::Appended, timeout)
+                .propose_within(range.into(), data, Wait::Appended, timeout)
                 .await
                 .map_err(|e| write_error(inner, e))?;
             Ok(KvResponse::Accepted)
@@ -465,7 +465,9 @@ pub(crate) fn write_error(inner: &Inner, error: DriverError) -> Error {
         DriverError::Host(HostError::Propose(ProposeError::ConfChange(_))) => {
             ErrorCode::InvalidRequest
         }
-        DriverError::Host(HostError::UnknownGroup(range)) => ErrorCode::RangeNotFound { range },
+        DriverError::Host(HostError::UnknownGroup(group)) => ErrorCode::RangeNotFound {
+            range: group.into(),
+        },
         // Definitely not applied: another entry took its place, or the group is down.
         DriverError::Host(HostError::Dropped | HostError::GroupFailed { .. }) => {
             ErrorCode::Unavailable
@@ -491,7 +493,9 @@ fn read_error(peers: &Peers, error: DriverError) -> Error {
         DriverError::Host(HostError::Read(_) | HostError::GroupFailed { .. }) => {
             ErrorCode::Unavailable
         }
-        DriverError::Host(HostError::UnknownGroup(range)) => ErrorCode::RangeNotFound { range },
+        DriverError::Host(HostError::UnknownGroup(group)) => ErrorCode::RangeNotFound {
+            range: group.into(),
+        },
         DriverError::TimedOut => ErrorCode::Timeout,
         DriverError::Stopped => ErrorCode::ShuttingDown,
         _ => ErrorCode::Internal,
@@ -574,7 +578,7 @@ pub(crate) async fn answer_meta(
         .into();
     let applied = inner
         .driver
-        .propose_within(META_RANGE, data, Wait::Applied, timeout)
+        .propose_within(META_RANGE.into(), data, Wait::Applied, timeout)
         .await
         .map_err(|e| write_error(inner, e))?;
     match applied {

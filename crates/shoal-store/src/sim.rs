@@ -253,7 +253,7 @@ impl SimStore {
         let d = running.shared.range_for(key)?;
         running
             .host
-            .raft(d.id)
+            .raft(d.id.into())
             .is_some_and(|r| r.is_leader())
             .then_some(d)
     }
@@ -262,7 +262,7 @@ impl SimStore {
     pub fn leads_range(&self, range: RangeId) -> bool {
         self.running
             .as_ref()
-            .and_then(|r| r.host.raft(range))
+            .and_then(|r| r.host.raft(range.into()))
             .is_some_and(|r| r.is_leader())
     }
 
@@ -271,7 +271,7 @@ impl SimStore {
         self.running
             .as_ref()?
             .host
-            .raft(range)
+            .raft(range.into())
             .map(|r| r.applied_index())
     }
 
@@ -283,7 +283,7 @@ impl SimStore {
                 r.host
                     .rafts()
                     .filter(|raft| raft.is_leader())
-                    .map(|raft| (raft.group(), raft.term()))
+                    .map(|raft| (raft.group().into(), raft.term()))
                     .collect()
             })
             .unwrap_or_default()
@@ -350,7 +350,7 @@ impl SimStore {
                 }
                 running
                     .host
-                    .read(d.id, ReadMode::Safe, token)
+                    .read(d.id.into(), ReadMode::Safe, token)
                     .map_err(|e| e.to_string())?;
                 self.pending
                     .insert(token, Pending::Read { range: d.id, key });
@@ -361,7 +361,7 @@ impl SimStore {
         let data = codec::encode(&command).map_err(|e| e.to_string())?;
         running
             .host
-            .propose(range, data.into(), token)
+            .propose(range.into(), data.into(), token)
             .map_err(|e| e.to_string())?;
         self.pending.insert(token, pending);
         self.drive(out);
@@ -403,7 +403,7 @@ impl SimStore {
                 host.add_group(raft, machine).map_err(|e| e.to_string())?;
                 // The first founder campaigns at once, as `Store::bootstrap` does.
                 if campaign {
-                    host.campaign(id).map_err(|e| e.to_string())?;
+                    host.campaign(id.into()).map_err(|e| e.to_string())?;
                 }
             }
         } else {
@@ -479,10 +479,10 @@ impl SimStore {
                 Ok(()) => {
                     if running
                         .host
-                        .raft(split.parent)
+                        .raft(split.parent.into())
                         .is_some_and(|r| r.is_leader())
                     {
-                        let _ = running.host.campaign(right);
+                        let _ = running.host.campaign(right.into());
                     }
                     hosting::recount_halves(&running.engine, split.parent, right, false);
                 }
@@ -552,11 +552,15 @@ impl SimStore {
                             }
                         }
                     }
-                    self.transfers.insert((group, peer), index);
+                    self.transfers.insert((group.into(), peer), index);
                     out.send(peer, StoreMessage::Snapshot { message, chunks });
                     out.set_timer(
                         self.raft.election_timeout * 3,
-                        StoreTimer::SnapshotTimeout { group, peer, index },
+                        StoreTimer::SnapshotTimeout {
+                            group: group.into(),
+                            peer,
+                            index,
+                        },
                     );
                 }
                 HostEvent::Leader { .. } => {}
@@ -583,7 +587,7 @@ impl SimStore {
         if let Some(running) = self.running.as_mut() {
             running
                 .host
-                .report_snapshot(group, peer, if ok { Ok(index) } else { Err(()) });
+                .report_snapshot(group.into(), peer, if ok { Ok(index) } else { Err(()) });
         }
         self.drive(out);
     }
@@ -618,7 +622,7 @@ impl SimStore {
         let Some(running) = self.running.as_mut() else {
             return;
         };
-        let group = message.group;
+        let group = RangeId::from(message.group);
         let Some(descriptor) = self.known.descriptors().find(|d| d.id == group) else {
             return;
         };
@@ -647,7 +651,12 @@ impl SimStore {
             .shared
             .descriptors()
             .into_iter()
-            .filter(|d| running.host.raft(d.id).is_some_and(|r| r.is_leader()))
+            .filter(|d| {
+                running
+                    .host
+                    .raft(d.id.into())
+                    .is_some_and(|r| r.is_leader())
+            })
             .collect();
         if led.is_empty() {
             return;
@@ -697,7 +706,7 @@ impl Node for SimStore {
                 }
             }
             StoreMessage::Snapshot { message, chunks } => {
-                let group = message.group;
+                let group = RangeId::from(message.group);
                 let MessageBody::Snapshot { meta } = &message.body else {
                     return;
                 };

@@ -79,7 +79,7 @@ pub(crate) async fn report(inner: &Inner, range: Option<RangeId>) -> NodeStatus 
         .iter()
         .filter(|d| range.is_none_or(|r| r == d.id))
     {
-        let Ok(raft) = inner.driver.status(descriptor.id).await else {
+        let Ok(raft) = inner.driver.status(descriptor.id.into()).await else {
             continue;
         };
         let engine = inner.engine.range(descriptor.id).ok();

@@ -7,7 +7,7 @@
 //! bounded number per group for a bounded time, and stepped when the group is added.
 
 use crate::message::Message;
-use shoal_core::{Instant, RangeId};
+use shoal_core::{GroupId, Instant};
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ const MAX_BYTES: u64 = 64 << 20;
 /// Messages for groups not hosted yet, by group, oldest first.
 #[derive(Default)]
 pub(super) struct EarlyMessages {
-    by_group: HashMap<RangeId, VecDeque<(Instant, Message)>>,
+    by_group: HashMap<GroupId, VecDeque<(Instant, Message)>>,
     /// Bytes kept.
     bytes: u64,
     /// Messages dropped because a bound was reached.
@@ -58,7 +58,7 @@ impl EarlyMessages {
     }
 
     /// The messages kept for `group` that are still fresh, oldest first.
-    pub(super) fn take(&mut self, group: RangeId, now: Instant) -> Vec<Message> {
+    pub(super) fn take(&mut self, group: GroupId, now: Instant) -> Vec<Message> {
         let kept = self.by_group.remove(&group).unwrap_or_default();
         let freed: u64 = kept.iter().map(|(_, m)| m.body.approx_size()).sum();
         self.bytes = self.bytes.saturating_sub(freed);
@@ -88,7 +88,7 @@ mod tests {
 
     fn message(group: u64) -> Message {
         Message {
-            group: RangeId::new(group),
+            group: GroupId::new(group),
             from: NodeId::new(1),
             to: NodeId::new(2),
             term: 1,
@@ -105,11 +105,11 @@ mod tests {
             early.keep(t0, message(7));
         }
         assert_eq!(early.dropped, 10);
-        assert_eq!(early.take(RangeId::new(7), t0).len(), PER_GROUP);
-        assert!(early.take(RangeId::new(7), t0).is_empty(), "taken once");
+        assert_eq!(early.take(GroupId::new(7), t0).len(), PER_GROUP);
+        assert!(early.take(GroupId::new(7), t0).is_empty(), "taken once");
         early.keep(t0, message(8));
         assert!(
-            early.take(RangeId::new(8), t0 + KEEP_FOR).is_empty(),
+            early.take(GroupId::new(8), t0 + KEEP_FOR).is_empty(),
             "too old"
         );
         for g in 0..GROUPS as u64 + 5 {

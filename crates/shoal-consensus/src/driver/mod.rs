@@ -62,7 +62,7 @@ use crate::snapshot::{SnapshotMeta, StateMachine};
 use crate::store::LogStoreError;
 use crate::wal::WalStore;
 use bytes::Bytes;
-use shoal_core::{Clock, NodeId, RangeId, SystemClock};
+use shoal_core::{Clock, GroupId, NodeId, SystemClock};
 use shoal_transport::{RegisterError, Router, Rpc, RpcTransport};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -265,7 +265,7 @@ impl RaftInbox {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LeaderChange {
     /// The group.
-    pub group: RangeId,
+    pub group: GroupId,
     /// Its leader and term now (no leader: an election is under way, or the group stopped
     /// or left this node).
     pub leader: LeaderInfo,
@@ -277,14 +277,14 @@ pub struct LeaderChange {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UnknownGroup {
     /// The group.
-    pub group: RangeId,
+    pub group: GroupId,
     /// Who sent the latest message.
     pub from: NodeId,
 }
 
 /// The leader of every hosted group, as last seen: read without going through the driver's
 /// queue.
-type Leaders = Arc<RwLock<HashMap<RangeId, LeaderInfo>>>;
+type Leaders = Arc<RwLock<HashMap<GroupId, LeaderInfo>>>;
 
 type Reply<T> = oneshot::Sender<Result<T, DriverError>>;
 
@@ -295,40 +295,40 @@ enum Command<M: StateMachine> {
         reply: Reply<()>,
     },
     RemoveGroup {
-        group: RangeId,
+        group: GroupId,
         reply: Reply<(Raft<WalStore>, M)>,
     },
     Propose {
-        group: RangeId,
+        group: GroupId,
         data: Bytes,
         wait: Wait,
         reply: Reply<M::Response>,
     },
     ConfChange {
-        group: RangeId,
+        group: GroupId,
         change: ConfChange,
         reply: Reply<M::Response>,
     },
     TransferLeader {
-        group: RangeId,
+        group: GroupId,
         target: NodeId,
         reply: Reply<()>,
     },
     Campaign {
-        group: RangeId,
+        group: GroupId,
         reply: Reply<()>,
     },
     Read {
-        group: RangeId,
+        group: GroupId,
         mode: ReadMode,
         reply: Reply<LogIndex>,
     },
     Status {
-        group: RangeId,
+        group: GroupId,
         reply: Reply<Status>,
     },
     ReceiveSnapshot {
-        group: RangeId,
+        group: GroupId,
         meta: SnapshotMeta,
         reply: Reply<M::Sink>,
     },
@@ -337,7 +337,7 @@ enum Command<M: StateMachine> {
         staged: M::Staged,
     },
     ReportSnapshot {
-        group: RangeId,
+        group: GroupId,
         peer: NodeId,
         result: Result<LogIndex, ()>,
     },
@@ -464,14 +464,14 @@ where
     /// Stops hosting a group and hands back its replica and state machine (remove its log
     /// from the WAL and its data from the state machine's store as needed). Its waiting
     /// proposals end [`HostError::Indeterminate`].
-    pub async fn remove_group(&self, group: RangeId) -> Result<(Raft<WalStore>, M), DriverError> {
+    pub async fn remove_group(&self, group: GroupId) -> Result<(Raft<WalStore>, M), DriverError> {
         self.request(|reply| Command::RemoveGroup { group, reply })
             .await
     }
 
     /// Proposes a command to a group this node leads; resolves with the state machine's
     /// answer once it is committed and applied here.
-    pub async fn propose(&self, group: RangeId, data: Bytes) -> Result<M::Response, DriverError> {
+    pub async fn propose(&self, group: GroupId, data: Bytes) -> Result<M::Response, DriverError> {
         self.propose_with(group, data, Wait::Applied).await
     }
 
@@ -479,7 +479,7 @@ where
     /// the default answer) once the leader's own log holds the entry durably.
     pub async fn propose_with(
         &self,
-        group: RangeId,
+        group: GroupId,
         data: Bytes,
         wait: Wait,
     ) -> Result<M::Response, DriverError> {
@@ -496,7 +496,7 @@ where
     /// (the proposal may still take effect).
     pub async fn propose_within(
         &self,
-        group: RangeId,
+        group: GroupId,
         data: Bytes,
         wait: Wait,
         timeout: Duration,
@@ -510,7 +510,7 @@ where
     /// node leads; resolves once it is committed and applied here.
     pub async fn propose_conf_change(
         &self,
-        group: RangeId,
+        group: GroupId,
         change: ConfChange,
     ) -> Result<(), DriverError> {
         self.request(|reply| Command::ConfChange {
@@ -525,7 +525,7 @@ where
     /// Hands a group's leadership to `target`, a voter that has caught up (see
     /// [`Raft::transfer_leader`]). Resolves once the hand-over has started; watch
     /// [`RaftDriver::leader`] or [`RaftDriver::subscribe_leaders`] for its end.
-    pub async fn transfer_leader(&self, group: RangeId, target: NodeId) -> Result<(), DriverError> {
+    pub async fn transfer_leader(&self, group: GroupId, target: NodeId) -> Result<(), DriverError> {
         self.request(|reply| Command::TransferLeader {
             group,
             target,
@@ -536,7 +536,7 @@ where
 
     /// Makes this node's replica of a group campaign now (to elect a leader at once after
     /// bootstrapping, say).
-    pub async fn campaign(&self, group: RangeId) -> Result<(), DriverError> {
+    pub async fn campaign(&self, group: GroupId) -> Result<(), DriverError> {
         self.request(|reply| Command::Campaign { group, reply })
             .await
     }
@@ -549,7 +549,7 @@ where
     /// relies on). On a follower, both go through the leader.
     pub async fn read_index(
         &self,
-        group: RangeId,
+        group: GroupId,
         mode: ReadMode,
     ) -> Result<LogIndex, DriverError> {
         self.request(|reply| Command::Read { group, mode, reply })
@@ -559,7 +559,7 @@ where
     /// [`RaftDriver::read_index`] with a deadline: past `timeout`, [`DriverError::TimedOut`].
     pub async fn read_index_within(
         &self,
-        group: RangeId,
+        group: GroupId,
         mode: ReadMode,
         timeout: Duration,
     ) -> Result<LogIndex, DriverError> {
@@ -571,13 +571,13 @@ where
     /// A group's status. Fails with [`HostError::UnknownGroup`] for a group not hosted
     /// here, [`HostError::GroupFailed`] for one stopped by a failure, and
     /// [`DriverError::Stopped`] once the driver has stopped.
-    pub async fn status(&self, group: RangeId) -> Result<Status, DriverError> {
+    pub async fn status(&self, group: GroupId) -> Result<Status, DriverError> {
         self.request(|reply| Command::Status { group, reply }).await
     }
 
     /// The leader of a hosted group as this node last saw it, without a round trip through
     /// the driver's queue. `None` for a group not hosted here (or not heard of yet).
-    pub fn leader(&self, group: RangeId) -> Option<LeaderInfo> {
+    pub fn leader(&self, group: GroupId) -> Option<LeaderInfo> {
         self.leaders
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -628,7 +628,7 @@ struct Node<M: StateMachine> {
     leader_changes: broadcast::Sender<LeaderChange>,
     unknown_groups: broadcast::Sender<UnknownGroup>,
     /// When each unknown group was last told of.
-    unknown_told: HashMap<RangeId, shoal_core::Instant>,
+    unknown_told: HashMap<GroupId, shoal_core::Instant>,
     /// For snapshot senders to report back.
     commands: mpsc::Sender<Command<M>>,
     transport: Arc<dyn RpcTransport>,
@@ -920,7 +920,7 @@ where
         }
     }
 
-    fn set_leader(&mut self, group: RangeId, leader: LeaderInfo) {
+    fn set_leader(&mut self, group: GroupId, leader: LeaderInfo) {
         {
             let mut leaders = self.leaders.write().unwrap_or_else(|p| p.into_inner());
             if leader.id.is_none() && leader.term == 0 {

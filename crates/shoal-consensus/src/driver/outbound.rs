@@ -130,12 +130,12 @@ mod tests {
     use super::*;
     use crate::entry::{Entry, EntryPayload};
     use crate::message::MessageBody;
-    use shoal_core::RangeId;
+    use shoal_core::GroupId;
 
     /// An append to n2 carrying one command of `len` bytes.
     fn append(len: usize) -> Message {
         Message {
-            group: RangeId::new(1),
+            group: GroupId::new(1),
             from: NodeId::new(1),
             to: NodeId::new(2),
             term: 1,

@@ -9,7 +9,7 @@ use crate::message::{Message, MessageBody};
 use crate::snapshot::{SnapshotMeta, SnapshotSink, SnapshotSource, StateMachine};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use shoal_core::{NodeId, RangeId};
+use shoal_core::{GroupId, NodeId};
 use shoal_transport::{Rpc, RpcTransport, RpcTransportExt};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -51,7 +51,7 @@ pub enum ChunkAnswer {
 
 /// Streams one snapshot to its follower, a chunk at a time, and reports how it went.
 pub(super) async fn send_snapshot<M: StateMachine + Send + 'static>(
-    group: RangeId,
+    group: GroupId,
     message: Message,
     source: M::Source,
     transport: Arc<dyn RpcTransport>,
@@ -157,9 +157,9 @@ pub(super) async fn receive_snapshots<M: StateMachine + Send + 'static>(
     mut chunks: mpsc::Receiver<InboundChunk>,
     commands: mpsc::Sender<Command<M>>,
 ) {
-    let mut incoming: HashMap<RangeId, Incoming<M::Sink>> = HashMap::new();
+    let mut incoming: HashMap<GroupId, Incoming<M::Sink>> = HashMap::new();
     while let Some(chunk) = chunks.recv().await {
-        let abandoned: Vec<RangeId> = incoming
+        let abandoned: Vec<GroupId> = incoming
             .iter()
             .filter(|(_, t)| t.last_chunk.elapsed() >= ABANDONED_AFTER)
             .map(|(&g, _)| g)
@@ -183,7 +183,7 @@ fn discard_off_runtime<K: Send + 'static>(sink: Option<K>) {
 }
 
 async fn receive_chunk<M: StateMachine + Send + 'static>(
-    incoming: &mut HashMap<RangeId, Incoming<M::Sink>>,
+    incoming: &mut HashMap<GroupId, Incoming<M::Sink>>,
     source: NodeId,
     request: ChunkRequest,
     commands: &mpsc::Sender<Command<M>>,

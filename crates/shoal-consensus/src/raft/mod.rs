@@ -27,7 +27,7 @@ use crate::ReadError;
 pub use reads::ReadMode;
 use reads::ReadQueue;
 use serde::{Deserialize, Serialize};
-use shoal_core::{DetRng, Instant, NodeId, RangeId, Rng};
+use shoal_core::{DetRng, GroupId, Instant, NodeId, Rng};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
@@ -72,7 +72,7 @@ pub struct Status {
     /// This replica.
     pub id: NodeId,
     /// Its group.
-    pub group: RangeId,
+    pub group: GroupId,
     /// Its current term.
     pub term: Term,
     /// Its role.
@@ -106,7 +106,7 @@ struct Transfer {
 /// One replica of one Raft group. See the crate docs for the driver loop.
 pub struct Raft<S: LogStore> {
     id: NodeId,
-    group: RangeId,
+    group: GroupId,
     config: RaftConfig,
     log: RaftLog<S>,
     term: Term,
@@ -182,7 +182,7 @@ impl<S: LogStore> Raft<S> {
     /// before it is gone. `seed` drives the election-timeout jitter.
     pub fn new(
         id: NodeId,
-        group: RangeId,
+        group: GroupId,
         config: RaftConfig,
         store: S,
         applied: LogIndex,
@@ -260,7 +260,7 @@ impl<S: LogStore> Raft<S> {
     }
 
     /// The group.
-    pub fn group(&self) -> RangeId {
+    pub fn group(&self) -> GroupId {
         self.group
     }
 

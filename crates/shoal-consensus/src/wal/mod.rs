@@ -43,7 +43,7 @@ use crate::snapshot::SnapshotMeta;
 use crate::store::{HardState, LogStore, LogStoreError};
 use group::{GroupLog, Location};
 use record::{Record, HEADER_BYTES};
-use shoal_core::RangeId;
+use shoal_core::GroupId;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -100,7 +100,7 @@ pub struct Recovery {
     /// The torn write cut off the end, if there was one.
     pub torn: Option<TornTail>,
     /// Groups with state in the WAL.
-    pub groups: Vec<RangeId>,
+    pub groups: Vec<GroupId>,
 }
 
 /// Counters since open.
@@ -132,7 +132,7 @@ pub struct Wal {
 /// [`LogStoreError::GroupRemoved`], even if the group is added again.
 #[derive(Clone, Debug)]
 pub struct WalStore {
-    group: RangeId,
+    group: GroupId,
     /// The group's life this handle belongs to (see `GroupLog::incarnation`).
     incarnation: u64,
     inner: Arc<Mutex<Inner>>,
@@ -142,7 +142,7 @@ pub struct WalStore {
 struct Inner {
     dir: PathBuf,
     config: WalConfig,
-    groups: HashMap<RangeId, GroupLog>,
+    groups: HashMap<GroupId, GroupLog>,
     /// Read handles of every live segment, the current one included.
     segments: BTreeMap<u64, File>,
     current: u64,
@@ -211,7 +211,7 @@ impl Wal {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir)?;
         let ids = list_segments(&dir)?;
-        let mut groups: HashMap<RangeId, GroupLog> = HashMap::new();
+        let mut groups: HashMap<GroupId, GroupLog> = HashMap::new();
         let mut recovery = Recovery {
             segments: ids.len(),
             ..Recovery::default()
@@ -315,7 +315,7 @@ impl Wal {
     /// The store of `group`, with whatever the WAL holds for it (nothing for a new group).
     /// For a group removed with [`Wal::remove_group`], this starts it afresh; handles taken
     /// before the removal stay refused.
-    pub fn store(&self, group: RangeId) -> WalStore {
+    pub fn store(&self, group: GroupId) -> WalStore {
         let mut inner = self.lock();
         let existing = inner.groups.get(&group).map(|g| g.incarnation);
         let incarnation = match existing {
@@ -335,15 +335,15 @@ impl Wal {
     }
 
     /// Groups with state in the WAL.
-    pub fn groups(&self) -> Vec<RangeId> {
-        let mut groups: Vec<RangeId> = self.lock().groups.keys().copied().collect();
+    pub fn groups(&self) -> Vec<GroupId> {
+        let mut groups: Vec<GroupId> = self.lock().groups.keys().copied().collect();
         groups.sort_unstable();
         groups
     }
 
     /// Removes a group and everything it wrote (durable at the next sync; its segments are
     /// deleted once no other group needs them). Its store handles refuse writes from now on.
-    pub fn remove_group(&self, group: RangeId) -> Result<(), LogStoreError> {
+    pub fn remove_group(&self, group: GroupId) -> Result<(), LogStoreError> {
         let mut inner = self.lock();
         inner.write(&Record::RemoveGroup { group })?;
         inner.groups.remove(&group);
@@ -376,7 +376,7 @@ fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
 /// A whole, checksummed record that still makes no sense (only a bug or a forged file can
 /// write one) is refused rather than trusted.
 fn replay(
-    groups: &mut HashMap<RangeId, GroupLog>,
+    groups: &mut HashMap<GroupId, GroupLog>,
     record: Record,
     at: Location,
     cache: u64,
@@ -563,7 +563,7 @@ impl Inner {
 
     /// A group's state as a handle of `incarnation` sees it: a group removed since the
     /// handle was taken (and perhaps added again) reads as empty.
-    fn group(&self, group: RangeId, incarnation: u64) -> &GroupLog {
+    fn group(&self, group: GroupId, incarnation: u64) -> &GroupLog {
         static REMOVED: std::sync::LazyLock<GroupLog> = std::sync::LazyLock::new(GroupLog::default);
         self.groups
             .get(&group)
@@ -576,7 +576,7 @@ impl Inner {
     /// memory and in the WAL (where recovery would then find entries with no start).
     fn live_group(
         &mut self,
-        group: RangeId,
+        group: GroupId,
         incarnation: u64,
     ) -> Result<&mut GroupLog, LogStoreError> {
         self.groups
@@ -617,7 +617,7 @@ impl WalStore {
     }
 
     /// The group this store belongs to.
-    pub fn group(&self) -> RangeId {
+    pub fn group(&self) -> GroupId {
         self.group
     }
 

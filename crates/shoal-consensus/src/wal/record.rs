@@ -9,7 +9,7 @@ use crate::entry::{Entry, LogIndex, Term};
 use crate::snapshot::SnapshotMeta;
 use crate::store::HardState;
 use serde::{Deserialize, Serialize};
-use shoal_core::RangeId;
+use shoal_core::GroupId;
 
 /// Bytes before a record's payload: length and checksum.
 pub(crate) const HEADER_BYTES: usize = 8;
@@ -20,28 +20,28 @@ pub(crate) enum Record {
     /// Consecutive entries appended, replacing any held at or after the first one.
     Entries {
         /// The group.
-        group: RangeId,
+        group: GroupId,
         /// The entries.
         entries: Vec<Entry>,
     },
     /// A new hard state.
     HardState {
         /// The group.
-        group: RangeId,
+        group: GroupId,
         /// The state.
         state: HardState,
     },
     /// Entries at or after `from` dropped.
     Truncate {
         /// The group.
-        group: RangeId,
+        group: GroupId,
         /// The first dropped index.
         from: LogIndex,
     },
     /// A snapshot recorded and the log compacted through `through`, whose term is `term`.
     Compact {
         /// The group.
-        group: RangeId,
+        group: GroupId,
         /// The snapshot.
         snapshot: SnapshotMeta,
         /// The last dropped index.
@@ -52,7 +52,7 @@ pub(crate) enum Record {
     /// The log replaced by a snapshot.
     InstallSnapshot {
         /// The group.
-        group: RangeId,
+        group: GroupId,
         /// The snapshot.
         meta: SnapshotMeta,
     },
@@ -60,7 +60,7 @@ pub(crate) enum Record {
     /// older segments are needed only for the entries they hold.
     Checkpoint {
         /// The group.
-        group: RangeId,
+        group: GroupId,
         /// Its hard state.
         hard_state: HardState,
         /// Its latest snapshot.
@@ -71,13 +71,13 @@ pub(crate) enum Record {
     /// The group removed from this WAL.
     RemoveGroup {
         /// The group.
-        group: RangeId,
+        group: GroupId,
     },
 }
 
 impl Record {
     /// The group the record is about.
-    pub(crate) fn group(&self) -> RangeId {
+    pub(crate) fn group(&self) -> GroupId {
         match self {
             Record::Entries { group, .. }
             | Record::HardState { group, .. }
@@ -165,7 +165,7 @@ mod tests {
 
     fn sample() -> Record {
         Record::Entries {
-            group: RangeId::new(3),
+            group: GroupId::new(3),
             entries: vec![Entry {
                 index: 5,
                 term: 2,

@@ -5,8 +5,8 @@ use crate::store::MemLogStore;
 use proptest::prelude::*;
 use shoal_core::NodeId;
 
-const G1: RangeId = RangeId::new(1);
-const G2: RangeId = RangeId::new(2);
+const G1: GroupId = GroupId::new(1);
+const G2: GroupId = GroupId::new(2);
 
 fn entry(index: LogIndex, term: Term) -> Entry {
     Entry {

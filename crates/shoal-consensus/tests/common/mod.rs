@@ -12,11 +12,11 @@ use shoal_consensus::{
     Entry, HostEvent, MemLogStore, Membership, Message, MessageBody, Raft, RaftConfig, RaftHost,
     ReadMode, ReadState, Ready, SnapshotSink, SnapshotSource,
 };
-use shoal_core::{Instant, NodeId, RangeId};
+use shoal_core::{GroupId, Instant, NodeId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-pub const GROUP: RangeId = RangeId::new(7);
+pub const GROUP: GroupId = GroupId::new(7);
 
 pub fn n(raw: u64) -> NodeId {
     NodeId::new(raw)

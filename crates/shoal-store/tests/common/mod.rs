@@ -210,7 +210,8 @@ impl Cluster {
     }
 
     /// Sends `op` to `descriptor`'s range, following `NotLeader` hints and retrying
-    /// transient errors, but returning `RangeKeyMismatch` (the caller regroups).
+    /// transient errors (a replica that has not started the range yet included), but
+    /// returning `RangeKeyMismatch` (the caller regroups).
     pub async fn request_in(
         &self,
         descriptor: &RangeDescriptor,
@@ -247,6 +248,14 @@ impl Cluster {
                         | ErrorCode::Unreachable
                         | ErrorCode::Timeout
                         | ErrorCode::ShuttingDown => target = None,
+                        // A replica the descriptor names that does not host the range yet:
+                        // the right half of a split starts on each replica as it applies
+                        // the split, a moment after. Ask the next replica.
+                        ErrorCode::RangeNotFound { .. } => {
+                            let at = descriptor.replicas.iter().position(|r| r.node == node);
+                            let next = at.map_or(0, |at| (at + 1) % descriptor.replicas.len());
+                            target = Some(descriptor.replicas[next].node);
+                        }
                         _ => return Err(e),
                     }
                     last_error = Some(e);
