@@ -279,18 +279,7 @@ impl Scan {
         }
         let query: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let path = format!("/v1/kv?{}", query.join("&"));
-        let answer = self
-            .client
-            .execute(
-                Method::GET,
-                &path,
-                &[],
-                Vec::new(),
-                Retry::Safe,
-                Unavailable::Retry,
-                self.client.inner.config.request_timeout,
-            )
-            .await?;
+        let answer = self.client.typed_read(&path).await?;
         if answer.status != 200 {
             return Err(error_from(&answer, true));
         }
@@ -418,17 +407,7 @@ impl Client {
             path.push_str("?consistency=");
             path.push_str(consistency.query());
         }
-        let answer = self
-            .execute(
-                Method::GET,
-                &path,
-                &[],
-                Vec::new(),
-                Retry::Safe,
-                Unavailable::Retry,
-                self.inner.config.request_timeout,
-            )
-            .await?;
+        let answer = self.typed_read(&path).await?;
         match answer.status {
             200 => {
                 let version = answer.version.ok_or_else(|| Error::Protocol {
@@ -464,14 +443,11 @@ impl Client {
     ) -> Result<PutOutcome, Error> {
         let path = write_path(key, options.acks)?;
         let answer = self
-            .execute(
+            .typed_write(
                 Method::PUT,
                 &path,
                 &condition_headers(options.condition),
                 value.into(),
-                Retry::IfNotDone,
-                Unavailable::Retry,
-                self.inner.config.request_timeout,
             )
             .await?;
         match answer.status {
@@ -493,14 +469,11 @@ impl Client {
     pub async fn delete_with(&self, key: &[u8], options: WriteOptions) -> Result<bool, Error> {
         let path = write_path(key, options.acks)?;
         let answer = self
-            .execute(
+            .typed_write(
                 Method::DELETE,
                 &path,
                 &condition_headers(options.condition),
                 Vec::new(),
-                Retry::IfNotDone,
-                Unavailable::Retry,
-                self.inner.config.request_timeout,
             )
             .await?;
         match answer.status {
@@ -534,17 +507,7 @@ impl Client {
         let body = serde_json::to_vec(&body).map_err(|e| Error::Config {
             message: e.to_string(),
         })?;
-        let answer = self
-            .execute(
-                Method::POST,
-                &path,
-                &[],
-                body,
-                Retry::IfNotDone,
-                Unavailable::Retry,
-                self.inner.config.request_timeout,
-            )
-            .await?;
+        let answer = self.typed_write(Method::POST, &path, &[], body).await?;
         match answer.status {
             200 if deletes => Ok(Swap::Deleted {
                 existed: answer.json::<crate::bodies::Deleted>()?.deleted,
@@ -565,6 +528,43 @@ impl Client {
             continuation: None,
             started: false,
         }
+    }
+
+    /// A typed operation's read: failed over and hedged as reads are, a 503 tried again.
+    async fn typed_read(&self, path: &str) -> Result<Answer, Error> {
+        let timeout = self.inner.config.request_timeout;
+        self.execute(
+            Method::GET,
+            path,
+            &[],
+            Vec::new(),
+            Retry::Safe,
+            Unavailable::Retry,
+            timeout,
+        )
+        .await
+    }
+
+    /// A typed operation's write: sent again only when certainly not done (not sent, or a
+    /// 503).
+    async fn typed_write(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> Result<Answer, Error> {
+        let timeout = self.inner.config.request_timeout;
+        self.execute(
+            method,
+            path,
+            headers,
+            body,
+            Retry::IfNotDone,
+            Unavailable::Retry,
+            timeout,
+        )
+        .await
     }
 
     /// A GET of any route of the API (`/v1/ranges`, `/metrics`, ...): the answer as it
