@@ -80,8 +80,13 @@ impl ClientConfig {
         {
             return refuse("timeouts must be above zero");
         }
-        if self.token.as_deref() == Some("") {
-            return refuse("the token is empty");
+        if let Some(token) = &self.token {
+            if token.is_empty() {
+                return refuse("the token is empty");
+            }
+            if hyper::header::HeaderValue::from_str(&format!("Bearer {token}")).is_err() {
+                return refuse("the token cannot be sent in an HTTP header");
+            }
         }
         Ok(())
     }
@@ -321,6 +326,9 @@ impl Scan {
         Ok(all)
     }
 }
+
+/// The least time left for which a write is still sent.
+const MIN_WRITE_TIME: Duration = Duration::from_millis(100);
 
 /// Whether a request may be sent again after it may have left.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -657,7 +665,13 @@ impl Client {
         let mut attempt: u32 = 0;
         loop {
             let now = Instant::now();
-            if now >= deadline {
+            // A write is not sent with too little time left for an answer: running out of
+            // time before it left stays a certain failure (the gateway does the same).
+            let floor = match retry {
+                Retry::Safe => Duration::ZERO,
+                Retry::IfNotDone => MIN_WRITE_TIME,
+            };
+            if now + floor >= deadline {
                 return Err(last.unwrap_or_else(|| Error::not_sent("no time left to send it")));
             }
             let request = Request {
@@ -684,6 +698,14 @@ impl Client {
                 Ok(answer) => return Ok(answer),
                 Err(Failure::NotSent(message)) => {
                     last = Some(Error::not_sent(format!("{}: {message}", endpoint.url)));
+                }
+                Err(Failure::Invalid(message)) => {
+                    return Err(Error::Refused {
+                        status: None,
+                        code: "bad_request".into(),
+                        message,
+                        retriable: false,
+                    })
                 }
                 Err(Failure::Lost(message)) => {
                     let message = format!("{}: {message}", endpoint.url);
@@ -725,7 +747,7 @@ impl Client {
             )
             .await;
         drop(in_flight);
-        if sent.is_err() {
+        if matches!(sent, Err(Failure::NotSent(_) | Failure::Lost(_))) {
             inner.health[i].avoid(Instant::now() + inner.config.avoid_for);
         }
         sent
@@ -760,7 +782,13 @@ impl Client {
                 Err(_) => (j, second.await),
             },
             answer = &mut second => match answer {
-                Ok(answer) => (j, Ok(answer)),
+                Ok(answer) => {
+                    // The other gateway answered while this one still waits: pass it over
+                    // for a while (dropping its attempt forgets the request in flight, which
+                    // alone would make it look healthy again).
+                    self.inner.health[i].avoid(Instant::now() + self.inner.config.avoid_for);
+                    (j, Ok(answer))
+                }
                 Err(_) => (i, first.await),
             },
         }
@@ -961,6 +989,22 @@ mod tests {
             Client::connect("https://127.0.0.1:1").is_err(),
             "HTTPS needs roots"
         );
+        let mut token = ClientConfig::new(["http://127.0.0.1:1"]);
+        token.token = Some("line\nbreak".into());
+        assert!(
+            Client::new(token).is_err(),
+            "a token that is no header value"
+        );
+    }
+
+    /// A request that is not valid HTTP is the caller's mistake: refused at once, not
+    /// retried, and no gateway is passed over for it.
+    #[tokio::test]
+    async fn a_request_that_is_not_valid_http_is_refused_at_once() {
+        let client = Client::connect("http://127.0.0.1:1").unwrap();
+        let e = client.get_raw("/v1/kv/a b").await.unwrap_err();
+        assert!(e.is_definite() && !e.is_retriable(), "{e}");
+        assert!(!client.inner.health[0].avoided(Instant::now()));
     }
 
     /// A gateway that cannot be reached is passed over, and the next one takes the request.

@@ -54,6 +54,9 @@ pub(crate) enum Failure {
     NotSent(String),
     /// The request may have left and been acted on, but no answer came.
     Lost(String),
+    /// The request cannot be sent at all (a path or header that is not valid HTTP): a
+    /// caller's mistake, the same on every gateway.
+    Invalid(String),
 }
 
 /// A gateway's address and TLS settings.
@@ -161,7 +164,7 @@ impl Endpoint {
         }
         let request = builder
             .body(Full::new(Bytes::from(body)))
-            .map_err(|e| Failure::NotSent(format!("bad request: {e}")))?;
+            .map_err(|e| Failure::Invalid(format!("not a valid HTTP request: {e}")))?;
         let deadline = tokio::time::Instant::from_std(deadline);
         let mut sender = match self.take_idle() {
             Some(sender) => sender,

@@ -280,13 +280,7 @@ fn random_and_mutated_raft_batches_are_refused_or_handled_within_bounds() {
     };
     let corpus = recorded_batches(&config);
     assert!(corpus.len() > 50, "{} batches", corpus.len());
-    let base = shoal_sim::seed_from_env_or(0x5EED_0102);
-    let seeds = if std::env::var(shoal_sim::SEED_ENV).is_ok() {
-        1
-    } else {
-        4
-    };
-    for seed in base..base + seeds {
+    for seed in shoal_sim::seeds_from_env_or(0x5EED_0102, 4) {
         let mut mutator = shoal_sim::Mutator::new(seed);
         let mut net = Net::new(3, config.clone());
         net.elect(1);

@@ -370,16 +370,11 @@ fn run_seed(seed: u64, workload: Workload) -> Result<Outcome, SimError> {
 }
 
 fn seeds() -> Vec<u64> {
-    if let Ok(seed) = std::env::var(shoal_sim::SEED_ENV) {
-        return vec![shoal_sim::parse_seed(&seed).expect("the seed is a number")];
-    }
     let count = std::env::var("SHOAL_RAFT_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(200);
-    // Fixed in CI; SHOAL_SIM_EXPLORE=1 draws a fresh base.
-    let base = shoal_sim::seed_from_env_or(0x5EED_0003);
-    (0..count).map(|i| base.wrapping_add(i)).collect()
+    shoal_sim::seeds_from_env_or(0x5EED_0003, count)
 }
 
 /// Appends a failure (with its seed) to `raft-sim-failures.txt` in Cargo's test temp

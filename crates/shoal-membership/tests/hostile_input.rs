@@ -195,13 +195,7 @@ fn random_and_mutated_packets_are_refused_or_handled_within_bounds() {
         corpus.datagrams.len()
     );
     assert!(!corpus.requests.is_empty() && !corpus.responses.is_empty());
-    let base = shoal_sim::seed_from_env_or(0x5EED_0101);
-    let seeds = if std::env::var(shoal_sim::SEED_ENV).is_ok() {
-        1
-    } else {
-        SEEDS
-    };
-    for seed in base..base + seeds {
+    for seed in shoal_sim::seeds_from_env_or(0x5EED_0101, SEEDS) {
         let mut mutator = Mutator::new(seed);
         let mut target = Target::new(seed);
         let from = sim_addr(id(2));

@@ -224,13 +224,7 @@ fn leave_is_seen_as_left_and_a_restart_rejoins() {
 /// Fixed seeds in CI (`SHOAL_SIM_SEED` replays one, `SHOAL_SIM_EXPLORE=1` draws a fresh base).
 #[test]
 fn random_faults_then_heal_converge() {
-    let base = shoal_sim::seed_from_env_or(0x5EED_0001);
-    let count = if std::env::var(shoal_sim::SEED_ENV).is_ok() {
-        1
-    } else {
-        3
-    };
-    for seed in base..base + count {
+    for seed in shoal_sim::seeds_from_env_or(0x5EED_0001, 3) {
         random_faults_then_heal_converge_with(seed);
     }
 }

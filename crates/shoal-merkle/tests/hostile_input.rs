@@ -71,8 +71,7 @@ fn keys_and_values(store: &MemStore) -> BTreeSet<(Vec<u8>, Vec<u8>)> {
 fn responders_answer_or_refuse_mutated_requests() {
     let (requests, _) = recorded();
     assert!(requests.len() > 5, "{} requests", requests.len());
-    let base = shoal_sim::seed_from_env_or(0x5EED_0301);
-    for seed in base..base + 4 {
+    for seed in shoal_sim::seeds_from_env_or(0x5EED_0301, 4) {
         let mut mutator = shoal_sim::Mutator::new(seed);
         let (_, mut b) = replicas();
         let mut responder = Responder::new(NodeId::new(2), SyncConfig::default());
@@ -119,8 +118,7 @@ fn sessions_take_or_refuse_mutated_answers_and_store_nothing_forged() {
         .union(&keys_and_values(&b0))
         .cloned()
         .collect();
-    let base = shoal_sim::seed_from_env_or(0x5EED_0302);
-    for seed in base..base + 4 {
+    for seed in shoal_sim::seeds_from_env_or(0x5EED_0302, 4) {
         let mut mutator = shoal_sim::Mutator::new(seed);
         let (mut a, _) = replicas();
         let mut session = SyncSession::new(SyncConfig::default());

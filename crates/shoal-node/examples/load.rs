@@ -113,8 +113,9 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // One attempt per request, as a closed-loop load generator measures: a failure is
-    // counted, not retried.
+    // Each request within one attempt's time (5 s): a failure is counted, not retried past
+    // it (shoal-client still retries, within that time, what certainly was not done: a
+    // 503 or a connection that could not be made).
     let mut config = ClientConfig::new([s.url.as_str()]);
     config.request_timeout = config.attempt_timeout;
     let client = match Client::new(config) {

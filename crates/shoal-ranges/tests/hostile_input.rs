@@ -61,8 +61,7 @@ fn recorded_chunks() -> Vec<Vec<u8>> {
 fn mutated_gossip_chunks_decode_or_are_refused_and_merge_as_a_semilattice() {
     let corpus = recorded_chunks();
     assert!(corpus.len() >= 10, "{} chunks", corpus.len());
-    let base = shoal_sim::seed_from_env_or(0x5EED_0401);
-    for seed in base..base + 4 {
+    for seed in shoal_sim::seeds_from_env_or(0x5EED_0401, 4) {
         let mut mutator = shoal_sim::Mutator::new(seed);
         let mut accepted = Vec::new();
         for _ in 0..5_000 {

@@ -60,7 +60,7 @@ pub use latency::Latency;
 pub use mutation::Mutator;
 pub use network::{DropReason, Fate, LinkConfig, NetworkModel};
 pub use node::{Node, Outputs};
-pub use seed::{parse_seed, seed_from_env_or, EXPLORE_ENV, SEED_ENV};
+pub use seed::{parse_seed, seed_from_env_or, seeds_from_env_or, EXPLORE_ENV, SEED_ENV};
 pub use simulation::{NodeStatus, SimConfig, SimError, SimStats, Simulation};
 pub use trace::{Trace, TraceKind};
 

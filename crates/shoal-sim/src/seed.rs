@@ -36,6 +36,20 @@ pub fn seed_from_env_or(fixed: u64) -> u64 {
     seed
 }
 
+/// The seeds a simulation test runs: `SHOAL_SIM_SEED` alone if it is set (to replay one);
+/// otherwise `count` seeds from a base that is `fixed` (CI), or fresh with
+/// `SHOAL_SIM_EXPLORE` (see [`seed_from_env_or`]). Every simulation test takes its seeds
+/// here, so every one replays and explores the same way.
+pub fn seeds_from_env_or(fixed: u64, count: u64) -> Vec<u64> {
+    let replay = std::env::var(SEED_ENV)
+        .ok()
+        .and_then(|text| parse_seed(&text))
+        .is_some();
+    let base = seed_from_env_or(fixed);
+    let count = if replay { 1 } else { count };
+    (0..count).map(|i| base.wrapping_add(i)).collect()
+}
+
 /// Parses a seed written in decimal or as `0x`-prefixed hex.
 pub fn parse_seed(text: &str) -> Option<u64> {
     let text = text.trim();

@@ -334,13 +334,7 @@ fn the_trace_records_each_kind_of_event() {
 /// simulator: invariants checked after every step.
 #[test]
 fn random_faults_never_break_the_gossip_invariants() {
-    let base = shoal_sim::seed_from_env_or(0x5EED_0002);
-    let count = if std::env::var(shoal_sim::SEED_ENV).is_ok() {
-        1
-    } else {
-        16
-    };
-    for seed in base..base + count {
+    for seed in shoal_sim::seeds_from_env_or(0x5EED_0002, 16) {
         random_faults_never_break_the_gossip_invariants_with(seed);
     }
 }

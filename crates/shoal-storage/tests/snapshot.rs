@@ -236,9 +236,8 @@ fn mutated_snapshot_streams_are_refused_or_ingested_consistently() {
     let bodies: Vec<Vec<u8>> = good.iter().map(|c| c[..c.len() - 32].to_vec()).collect();
     let d2 = tempfile::tempdir().unwrap();
     let dst = Engine::open(d2.path(), EngineConfig::default()).unwrap();
-    let base = shoal_sim::seed_from_env_or(0x5EED_0501);
     let mut finished = 0;
-    for seed in base..base + 2 {
+    for seed in shoal_sim::seeds_from_env_or(0x5EED_0501, 2) {
         let mut mutator = shoal_sim::Mutator::new(seed);
         for case in 0..100 {
             let victim = case % good.len();

@@ -54,12 +54,14 @@ fn guess(path: MetaPath<'_>, attempt: usize) -> Option<NodeId> {
             return Some(voters[attempt % voters.len()]);
         }
     }
+    // Not this node itself without its store: it hosts no replica to answer from.
     let peers: Vec<NodeId> = topology
         .peers
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .keys()
         .copied()
+        .filter(|&node| path.local.is_some() || node != topology.id)
         .collect();
     (!peers.is_empty()).then(|| peers[attempt % peers.len()])
 }

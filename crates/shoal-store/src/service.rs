@@ -24,7 +24,7 @@ pub(crate) fn register(router: &mut Router, inner: Arc<Inner>) -> Result<(), Reg
     router.register::<KvRpc, _, _>(move |ctx, request| {
         let inner = kv.clone();
         async move {
-            let timeout = deadline(&inner, &ctx);
+            let timeout = deadline(inner.request_limit(), &ctx);
             handle_kv(&inner, request, timeout).await
         }
     })?;
@@ -32,7 +32,7 @@ pub(crate) fn register(router: &mut Router, inner: Arc<Inner>) -> Result<(), Reg
     router.register::<LookupRpc, _, _>(move |ctx, request| {
         let inner = lookup.clone();
         async move {
-            let timeout = deadline(&inner, &ctx);
+            let timeout = deadline(inner.request_limit(), &ctx);
             inner.lookup(&request.key, timeout).await
         }
     })?;
@@ -40,7 +40,7 @@ pub(crate) fn register(router: &mut Router, inner: Arc<Inner>) -> Result<(), Reg
     router.register::<MetaRpc, _, _>(move |ctx, request| {
         let inner = meta.clone();
         async move {
-            let timeout = deadline(&inner, &ctx);
+            let timeout = deadline(inner.request_limit(), &ctx);
             if matches!(request, MetaRequest::Apply(_)) && !inner.is_member(ctx.source) {
                 return Err(Error::new(
                     ErrorCode::InvalidRequest,
@@ -86,11 +86,10 @@ pub(crate) fn register(router: &mut Router, inner: Arc<Inner>) -> Result<(), Reg
     Ok(())
 }
 
-/// How long this request may take: the caller's deadline, less a margin for the answer to
-/// get back, within the store's limit.
-fn deadline(inner: &Inner, ctx: &RequestContext) -> Duration {
+/// How long a request may take: the caller's deadline, less a margin for the answer to get
+/// back, within `limit` (the node's own).
+pub(crate) fn deadline(limit: Duration, ctx: &RequestContext) -> Duration {
     let caller = ctx.timeout.saturating_sub(ctx.timeout / 10);
-    let limit = inner.request_limit();
     if caller.is_zero() {
         limit
     } else {

@@ -237,12 +237,7 @@ impl Topology {
         router.register::<LookupRpc, _, _>(move |ctx, request| {
             let topology = looked.clone();
             async move {
-                let limit = topology.inner.request_limit();
-                let timeout = if ctx.timeout.is_zero() {
-                    limit
-                } else {
-                    ctx.timeout.min(limit)
-                };
+                let timeout = super::service::deadline(topology.inner.request_limit(), &ctx);
                 topology.inner.lookup(&request.key, timeout).await
             }
         })?;
@@ -380,8 +375,10 @@ impl Topology {
             .and_then(|d| d.leader_hint)
     }
 
-    /// Leaves the cluster (telling the others) and stops serving. A data node's store
-    /// stops its topology itself ([`super::Store::shutdown`]).
+    /// Leaves the cluster (telling the others) and stops serving: for a topology opened
+    /// alone ([`Topology::open`]). A data node's store stops its topology itself
+    /// ([`super::Store::shutdown`]); calling this on a store's topology cuts the store off
+    /// the cluster.
     pub async fn shutdown(&self) {
         self.inner.members.leave().await;
         self.inner.stop_serving().await;

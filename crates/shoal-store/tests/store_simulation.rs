@@ -517,11 +517,7 @@ fn run_seed(seed: u64, stale_reads: bool) -> Result<String, String> {
 
 #[test]
 fn whole_stores_stay_linearizable_and_lose_nothing_under_faults_and_splits() {
-    let seeds: Vec<u64> = match std::env::var(shoal_sim::SEED_ENV) {
-        Ok(s) => vec![shoal_sim::parse_seed(&s).expect("a seed")],
-        Err(_) => vec![1, 2, 3],
-    };
-    for seed in seeds {
+    for seed in shoal_sim::seeds_from_env_or(1, 3) {
         match run_seed(seed, false) {
             Ok(summary) => eprintln!("{summary}"),
             Err(e) => panic!(

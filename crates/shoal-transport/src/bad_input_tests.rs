@@ -486,9 +486,8 @@ fn frame_corpus() -> Vec<Vec<u8>> {
 #[test]
 fn random_and_mutated_frames_parse_to_results() {
     let corpus = frame_corpus();
-    let base = shoal_sim::seed_from_env_or(0x5EED_0201);
     let mut parsed = 0;
-    for seed in base..base + 4 {
+    for seed in shoal_sim::seeds_from_env_or(0x5EED_0201, 4) {
         let mut mutator = shoal_sim::Mutator::new(seed);
         for _ in 0..20_000 {
             let input = mutator.next_input(&corpus);

@@ -20,7 +20,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use shoal_core::RangeId;
+use shoal_core::{ErrorCode, RangeId};
 use shoal_store::StatusRpc;
 use shoal_transport::{Direction, FaultAction, RpcTransportExt};
 use std::net::SocketAddr;
@@ -186,9 +186,15 @@ pub(super) async fn get_faults(
                 .client()
                 .call::<StatusRpc>(peer, &Some(RangeId::new(0)), PROBE_TIMEOUT)
                 .await;
+            // Any answer from the peer, an error included (a gateway member has no status
+            // to give), means it was reached.
+            let reachable = match &asked {
+                Ok(_) => true,
+                Err(e) => !matches!(e.code, ErrorCode::Unreachable | ErrorCode::Timeout),
+            };
             Some(Probe {
                 peer,
-                reachable: asked.is_ok(),
+                reachable,
                 error: asked.err().map(|e| e.to_string()),
             })
         }
