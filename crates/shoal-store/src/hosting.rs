@@ -4,6 +4,7 @@
 //! ([`super::Store`]) runs it on the blocking pool and hands the groups to its driver, the
 //! whole-store simulation runs it in virtual time.
 
+use super::events::RangeEvents;
 use super::machine::{
     decode_descriptor, membership_of, replicas_of, RangeMachine, RANGE_INIT_INDEX, RANGE_INIT_TERM,
 };
@@ -29,8 +30,10 @@ pub(crate) struct Groups<'a> {
     pub engine: &'a Arc<Engine>,
     /// The node's WAL.
     pub wal: &'a Wal,
-    /// What the machines tell the store.
+    /// What the machines and the store share.
     pub shared: &'a Arc<Shared>,
+    /// Where the machines report splits.
+    pub events: &'a RangeEvents,
     /// Target bytes per snapshot chunk.
     pub chunk_bytes: usize,
 }
@@ -273,6 +276,7 @@ impl Groups<'_> {
             descriptor,
             membership,
             self.shared.clone(),
+            self.events.clone(),
             self.chunk_bytes,
         )?;
         Ok((raft, machine))
@@ -300,6 +304,7 @@ impl Groups<'_> {
             self.engine.clone(),
             range,
             self.shared.clone(),
+            self.events.clone(),
             self.chunk_bytes,
         );
         Ok((raft, machine))

@@ -41,6 +41,7 @@ mod api;
 mod command;
 mod compare;
 mod config;
+mod events;
 mod gossip;
 mod handover;
 mod hosting;

@@ -7,8 +7,9 @@
 //! on the follower and installed atomically.
 
 use super::command::{Applied, Command, Rejection, WriteOp, WriteOutcome};
+use super::events::{RangeEvent, RangeEvents, SplitDone};
 use super::meta::{self, MetaOp, META_RANGE};
-use super::shared::{Shared, SplitDone};
+use super::shared::Shared;
 use bytes::Bytes;
 use shoal_consensus::{
     Entry, EntryPayload, LogIndex, MachineError, Membership, SnapshotMeta, SnapshotSink,
@@ -46,6 +47,8 @@ pub struct RangeMachine {
     /// first entry that writes it): the next commit writes it.
     tag_missing: bool,
     shared: Arc<Shared>,
+    /// Where splits applied here are reported to the store.
+    events: RangeEvents,
     chunk_bytes: usize,
 }
 
@@ -57,6 +60,7 @@ impl RangeMachine {
         descriptor: RangeDescriptor,
         membership: Membership,
         shared: Arc<Shared>,
+        events: RangeEvents,
         chunk_bytes: usize,
     ) -> Result<Self, StorageError> {
         let info = engine.range(descriptor.id)?;
@@ -69,6 +73,7 @@ impl RangeMachine {
             applied: info.applied_index,
             tag_missing: info.tag.is_empty(),
             shared,
+            events,
             chunk_bytes,
         })
     }
@@ -79,6 +84,7 @@ impl RangeMachine {
         engine: Arc<Engine>,
         range: RangeId,
         shared: Arc<Shared>,
+        events: RangeEvents,
         chunk_bytes: usize,
     ) -> Self {
         Self {
@@ -89,6 +95,7 @@ impl RangeMachine {
             applied: 0,
             tag_missing: false,
             shared,
+            events,
             chunk_bytes,
         }
     }
@@ -206,11 +213,13 @@ impl RangeMachine {
         self.applied = index;
         self.descriptor = Some(left_desc.clone());
         self.shared.set_descriptor(left_desc.clone());
-        self.shared.split_done(SplitDone {
+        // A closed channel means the store is stopping; after a restart, recovery resumes
+        // the ranges the engine holds (`hosting::recover`).
+        let _ = self.events.send(RangeEvent::Split(SplitDone {
             parent: self.range,
             right: right_desc.clone(),
             membership: self.membership.clone(),
-        });
+        }));
         Ok(Applied::Split {
             left: Box::new(left_desc),
             right: Box::new(right_desc),

@@ -4,6 +4,7 @@
 use super::command::{Applied, Command, Rejection};
 use super::compare::{compare, CompareSessions, Comparison};
 use super::config::StoreConfig;
+use super::events::{self, RangeEvent, RangeEvents, SplitDone};
 use super::handover::HandOver;
 use super::hosting::{self, Groups, Resume};
 use super::machine::RangeMachine;
@@ -11,7 +12,7 @@ use super::meta::{NodeRecord, MAX_ZONE_BYTES, META_RANGE};
 use super::meta_client::{self, MetaPath};
 use super::read_barriers::ReadBarriers;
 use super::service;
-use super::shared::{Shared, SplitDone};
+use super::shared::Shared;
 use super::topology::Topology;
 use shoal_consensus::driver::{DriverError, LeaderChange, RaftDriver, RaftInbox, UnknownGroup};
 use shoal_consensus::{Membership, Status, Wait, Wal};
@@ -85,6 +86,8 @@ pub(crate) struct Inner {
     pub(crate) wal: Wal,
     pub(crate) driver: RaftDriver<RangeMachine>,
     pub(crate) shared: Arc<Shared>,
+    /// Where the range machines report splits (the store's task receives them).
+    events: RangeEvents,
     /// Comparison sessions this node answers.
     pub(crate) compares: Mutex<CompareSessions>,
     /// Trees built for comparisons at once (each reads a whole range): a peer cannot make
@@ -132,6 +135,7 @@ impl Store {
         let engine = Arc::new(engine);
 
         let inbox = RaftInbox::new(&config.driver);
+        let (events, range_events) = events::channel();
         // Data nodes publish no membership metadata (gateway members publish GATEWAY_META).
         let mut starting = Topology::start(&config.topology(), Vec::new()).await?;
         inbox.register(&mut starting.router)?;
@@ -151,6 +155,7 @@ impl Store {
             wal,
             driver,
             shared: Arc::new(Shared::default()),
+            events,
             compares: Mutex::new(CompareSessions::default()),
             compare_builds: tokio::sync::Semaphore::new(2),
             replica_mismatches: AtomicU64::new(0),
@@ -176,7 +181,7 @@ impl Store {
         }
         store.inner.topology.spawn_upkeep();
         let tasks = [
-            tokio::spawn(start_split_ranges(store.inner.clone())),
+            tokio::spawn(handle_range_events(store.inner.clone(), range_events)),
             tokio::spawn(split_large_ranges(store.inner.clone())),
             tokio::spawn(host_on_demand(
                 store.inner.clone(),
@@ -511,6 +516,7 @@ impl Inner {
             engine: &self.engine,
             wal: &self.wal,
             shared: &self.shared,
+            events: &self.events,
             chunk_bytes: self.config.snapshot_chunk_bytes,
         }
     }
@@ -654,13 +660,18 @@ impl Inner {
     }
 }
 
-/// Starts the group of every split's right half as this node applies the split.
-async fn start_split_ranges(inner: Arc<Inner>) {
-    loop {
-        inner.shared.wake.notified().await;
-        for split in inner.shared.take_splits() {
-            if let Err(e) = start_split_range(&inner, split).await {
-                tracing::error!(node = %inner.id, error = %e, "could not start a split's right half");
+/// Acts on what the range machines report, in order: starts the group of every split's
+/// right half as this node applies the split.
+async fn handle_range_events(
+    inner: Arc<Inner>,
+    mut events: tokio::sync::mpsc::UnboundedReceiver<RangeEvent>,
+) {
+    while let Some(event) = events.recv().await {
+        match event {
+            RangeEvent::Split(split) => {
+                if let Err(e) = start_split_range(&inner, split).await {
+                    tracing::error!(node = %inner.id, error = %e, "could not start a split's right half");
+                }
             }
         }
     }

@@ -16,6 +16,7 @@
 //! with [`SimStore::take_completions`].
 
 use super::command::{Applied, Command, WriteOp, WriteOutcome};
+use super::events::{self, RangeEvent, RangeEvents};
 use super::hosting::{self, Groups, Resume};
 use super::machine::{RangeMachine, RangeSnapshot};
 use super::meta::{MetaAnswer, MetaOp, META_RANGE};
@@ -139,6 +140,9 @@ struct Running {
     wal: Wal,
     host: RaftHost<WalStore, RangeMachine>,
     shared: Arc<Shared>,
+    /// Where the machines report splits, and where the store takes them from.
+    events: RangeEvents,
+    range_events: tokio::sync::mpsc::UnboundedReceiver<RangeEvent>,
 }
 
 impl Running {
@@ -161,6 +165,7 @@ impl Running {
             engine: &self.engine,
             wal: &self.wal,
             shared: &self.shared,
+            events: &self.events,
             chunk_bytes,
         }
     }
@@ -382,6 +387,7 @@ impl SimStore {
             .map_err(|e| format!("wal: {e}"))?;
         let engine = Arc::new(engine);
         let shared = Arc::new(Shared::default());
+        let (events, range_events) = events::channel();
         let mut host = RaftHost::new(self.id);
         let groups = Groups {
             id: self.id,
@@ -389,6 +395,7 @@ impl SimStore {
             engine: &engine,
             wal: &wal,
             shared: &shared,
+            events: &events,
             chunk_bytes: self.chunk_bytes,
         };
         let fresh = engine.ranges().is_empty() && wal.groups().is_empty();
@@ -425,6 +432,8 @@ impl SimStore {
             wal,
             host,
             shared,
+            events,
+            range_events,
         })
     }
 
@@ -456,7 +465,7 @@ impl SimStore {
         let Some(running) = self.running.as_mut() else {
             return;
         };
-        for split in running.shared.take_splits() {
+        while let Ok(RangeEvent::Split(split)) = running.range_events.try_recv() {
             let right = split.right.id;
             let started = hosting::start_split_half(
                 &running.engine,
