@@ -20,7 +20,8 @@ use shoal_merkle::{
 use shoal_storage::{Engine, RangeView, Scan};
 use shoal_transport::{Rpc, RpcTransportExt};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A replica's Merkle root at its applied index (to compare replicas from outside, as
@@ -49,7 +50,8 @@ pub struct RangeDigest {
 /// thread, at most two builds at a time.
 async fn build_tree(inner: &Inner, range: RangeId) -> Result<RangeTree, shoal_core::Error> {
     let _permit = inner
-        .compare_builds
+        .comparisons
+        .builds
         .acquire()
         .await
         .map_err(|_| shoal_core::Error::new(shoal_core::ErrorCode::ShuttingDown, "stopping"))?;
@@ -225,6 +227,47 @@ pub(crate) struct CompareSessions {
     sessions: HashMap<(NodeId, u64), (Instant, RangeTree, Responder)>,
 }
 
+/// This node's part in replica comparisons, owned in one place: the sessions it answers,
+/// how many trees it builds at once, the comparisons it started, and the mismatches found.
+pub(crate) struct Comparisons {
+    /// Comparison sessions this node answers.
+    sessions: Mutex<CompareSessions>,
+    /// Trees built for comparisons at once (each reads a whole range): a peer cannot make
+    /// this node build more.
+    builds: tokio::sync::Semaphore,
+    /// The last comparison session this node started.
+    started: AtomicU64,
+    /// Comparisons that found two replicas differing at one applied index.
+    mismatches: AtomicU64,
+}
+
+impl Default for Comparisons {
+    fn default() -> Self {
+        Comparisons {
+            sessions: Mutex::default(),
+            builds: tokio::sync::Semaphore::new(2),
+            started: AtomicU64::new(0),
+            mismatches: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Comparisons {
+    /// A session number this node has not used.
+    pub(crate) fn next_session(&self) -> u64 {
+        self.started.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Comparisons so far that found two replicas differing at one applied index.
+    pub(crate) fn mismatches(&self) -> u64 {
+        self.mismatches.load(Ordering::Relaxed)
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, CompareSessions> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// Answers one request of a comparison session from `asker`.
 pub(crate) async fn answer(
     inner: &Arc<Inner>,
@@ -233,7 +276,7 @@ pub(crate) async fn answer(
 ) -> Result<CompareResponse, shoal_core::Error> {
     let key = (asker, request.session);
     let Some(sync_request) = request.request else {
-        let mut sessions = inner.compares.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sessions = inner.comparisons.sessions();
         let applied = sessions
             .sessions
             .remove(&key)
@@ -244,7 +287,7 @@ pub(crate) async fn answer(
         });
     };
     let fresh = {
-        let mut sessions = inner.compares.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sessions = inner.comparisons.sessions();
         sessions
             .sessions
             .retain(|_, (at, _, _)| at.elapsed() < SESSION_TTL);
@@ -253,7 +296,7 @@ pub(crate) async fn answer(
     if fresh {
         let tree = build_tree(inner, request.range).await?;
         let responder = Responder::read_only(inner.id, SyncConfig::default());
-        let mut sessions = inner.compares.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sessions = inner.comparisons.sessions();
         if sessions.sessions.len() >= MAX_SESSIONS {
             let oldest = sessions
                 .sessions
@@ -268,7 +311,7 @@ pub(crate) async fn answer(
             .sessions
             .insert(key, (Instant::now(), tree, responder));
     }
-    let mut sessions = inner.compares.lock().unwrap_or_else(|p| p.into_inner());
+    let mut sessions = inner.comparisons.sessions();
     let (at, tree, responder) = sessions
         .sessions
         .get_mut(&key)
@@ -331,9 +374,7 @@ pub(crate) async fn compare(
             round_trips,
         });
     }
-    inner
-        .replica_mismatches
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    inner.comparisons.mismatches.fetch_add(1, Ordering::Relaxed);
     tracing::error!(
         node = %inner.id, %range, %peer, applied,
         differing = outcome.differing.len(),

@@ -2,7 +2,7 @@
 //! the RPC listener that serves them.
 
 use super::command::{Applied, Command, Rejection};
-use super::compare::{compare, CompareSessions, Comparison};
+use super::compare::{compare, Comparison, Comparisons};
 use super::config::StoreConfig;
 use super::events::{self, RangeEvent, RangeEvents, SplitDone};
 use super::handover::HandOver;
@@ -23,7 +23,6 @@ use shoal_storage::{Engine, StorageError};
 use shoal_transport::{FaultFilter, RegisterError, RpcClient, RpcServer, TransportError};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -88,17 +87,10 @@ pub(crate) struct Inner {
     pub(crate) shared: Arc<Shared>,
     /// Where the range machines report splits (the store's task receives them).
     events: RangeEvents,
-    /// Comparison sessions this node answers.
-    pub(crate) compares: Mutex<CompareSessions>,
-    /// Trees built for comparisons at once (each reads a whole range): a peer cannot make
-    /// this node build more.
-    pub(crate) compare_builds: tokio::sync::Semaphore,
-    /// Comparisons that found two replicas differing at one applied index.
-    pub(crate) replica_mismatches: AtomicU64,
+    /// Replica comparisons: sessions answered and started, builds, mismatches.
+    pub(crate) comparisons: Comparisons,
     /// Linearizable reads' barriers, batched per range.
     pub(crate) read_barriers: ReadBarriers,
-    /// The last comparison session this node started.
-    next_session: AtomicU64,
     server: Mutex<Option<RpcServer>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -156,11 +148,8 @@ impl Store {
             driver,
             shared: Arc::new(Shared::default()),
             events,
-            compares: Mutex::new(CompareSessions::default()),
-            compare_builds: tokio::sync::Semaphore::new(2),
-            replica_mismatches: AtomicU64::new(0),
+            comparisons: Comparisons::default(),
             read_barriers: ReadBarriers::default(),
-            next_session: AtomicU64::new(0),
             server: Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
         });
@@ -410,7 +399,7 @@ impl Store {
         range: RangeId,
         peer: NodeId,
     ) -> Result<Comparison, StoreError> {
-        let session = self.inner.next_session.fetch_add(1, Ordering::Relaxed) + 1;
+        let session = self.inner.comparisons.next_session();
         compare(&self.inner, range, peer, session).await
     }
 
@@ -427,7 +416,7 @@ impl Store {
     /// Comparisons so far that found two replicas differing at one applied index (there
     /// should be none).
     pub fn replica_mismatches(&self) -> u64 {
-        self.inner.replica_mismatches.load(Ordering::Relaxed)
+        self.inner.comparisons.mismatches()
     }
 
     /// Hands each range this node leads to a caught-up follower and waits, at most

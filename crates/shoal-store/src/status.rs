@@ -108,8 +108,6 @@ pub(crate) async fn report(inner: &Inner, range: Option<RangeId>) -> NodeStatus 
         wal_bytes: wal.bytes,
         wal_syncs: wal.syncs,
         engine_disk_bytes: inner.engine.disk_space().unwrap_or(0),
-        replica_mismatches: inner
-            .replica_mismatches
-            .load(std::sync::atomic::Ordering::Relaxed),
+        replica_mismatches: inner.comparisons.mismatches(),
     }
 }
