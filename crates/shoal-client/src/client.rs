@@ -578,16 +578,7 @@ impl Client {
     /// A GET of any route of the API (`/v1/ranges`, `/metrics`, ...): the answer as it
     /// came, whatever its status, after failing over as a read may.
     pub async fn get_raw(&self, path: &str) -> Result<Answer, Error> {
-        self.execute(
-            Method::GET,
-            path,
-            &[],
-            Vec::new(),
-            Retry::Safe,
-            Unavailable::Answer,
-            self.inner.config.request_timeout,
-        )
-        .await
+        self.request(Method::GET, path, &[], Vec::new()).await
     }
 
     /// A GET of a JSON route, decoded; an error status is an error.
