@@ -55,7 +55,7 @@ async fn build_tree(inner: &Inner, range: RangeId) -> Result<RangeTree, shoal_co
         .acquire()
         .await
         .map_err(|_| shoal_core::Error::new(shoal_core::ErrorCode::ShuttingDown, "stopping"))?;
-    let engine = inner.engine.clone();
+    let engine = inner.groups.engine().clone();
     tokio::task::spawn_blocking(move || RangeTree::build(&engine, range))
         .await
         .map_err(|e| shoal_core::Error::new(shoal_core::ErrorCode::Internal, e.to_string()))?
@@ -341,7 +341,7 @@ pub(crate) async fn compare(
         .topology
         .peer_addr(peer)
         .ok_or_else(|| StoreError::Raft(format!("no address for {peer}")))?;
-    let engine = inner.engine.clone();
+    let engine = inner.groups.engine().clone();
     let mut local = tokio::task::spawn_blocking(move || RangeTree::build(&engine, range))
         .await
         .map_err(|e| StoreError::Corrupt(e.to_string()))??;

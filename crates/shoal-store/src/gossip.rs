@@ -116,14 +116,14 @@ pub(crate) async fn announce(inner: Arc<Inner>) {
         ticker.tick().await;
         let now = tokio::time::Instant::now();
         let mut delta = DescriptorSet::new();
-        for descriptor in inner.shared.descriptors() {
+        for descriptor in inner.groups.descriptors() {
             // What this node hosts it knows first-hand, whoever leads (merged once per
             // generation, not every check).
             let generation = descriptor.generation.get();
             if learned.insert(descriptor.id, generation) != Some(generation) {
                 topology.learn(&descriptor, 0);
             }
-            let Some(leader) = inner.driver.leader(descriptor.id.into()) else {
+            let Some(leader) = inner.groups.driver().leader(descriptor.id.into()) else {
                 continue;
             };
             if leader.id != Some(inner.id) {
@@ -203,7 +203,8 @@ impl Inner {
     /// Every descriptor this node has for `key`: the hosted range's (as applied here) and
     /// the freshest one gossip brought, if it differs. Routers take the highest generation.
     pub(crate) fn descriptors_for(&self, key: &[u8]) -> Vec<RangeDescriptor> {
-        let mut found: Vec<RangeDescriptor> = self.shared.range_for(key).into_iter().collect();
+        let mut found: Vec<RangeDescriptor> =
+            self.groups.hosted_range_for(key).into_iter().collect();
         if let Some(known) = self.topology.inner.known_ranges().winner(key) {
             if !found
                 .iter()

@@ -27,7 +27,7 @@ pub struct HandOver {
 /// replicates to in step, the least behind first (the transfer brings it up to date before
 /// it campaigns).
 async fn successor(inner: &Inner, range: RangeId, alive: &HashSet<NodeId>) -> Option<NodeId> {
-    let status = inner.driver.status(range.into()).await.ok()?;
+    let status = inner.groups.driver().status(range.into()).await.ok()?;
     status
         .replicas
         .iter()
@@ -43,7 +43,7 @@ async fn successor(inner: &Inner, range: RangeId, alive: &HashSet<NodeId>) -> Op
 pub(crate) async fn hand_over(inner: &Inner, timeout: Duration) -> HandOver {
     let deadline = Instant::now() + timeout;
     let led: Vec<RangeId> = inner
-        .shared
+        .groups
         .descriptors()
         .iter()
         .map(|d| d.id)
@@ -62,7 +62,12 @@ pub(crate) async fn hand_over(inner: &Inner, timeout: Duration) -> HandOver {
         let Some(target) = successor(inner, range, &alive).await else {
             continue;
         };
-        match inner.driver.transfer_leader(range.into(), target).await {
+        match inner
+            .groups
+            .driver()
+            .transfer_leader(range.into(), target)
+            .await
+        {
             Ok(()) => moving.push(range),
             Err(e) => tracing::debug!(%range, %target, error = %e, "leadership not handed over"),
         }

@@ -21,7 +21,7 @@ use shoal_storage::{Durability, Engine, RangeInfo, RangeStatus, WriteBatch};
 use std::sync::Arc;
 
 /// What opening a group needs: the node, its Raft settings, engine, WAL and shared state.
-pub(crate) struct Groups<'a> {
+pub(crate) struct GroupOpener<'a> {
     /// This node.
     pub id: NodeId,
     /// Every group's Raft settings.
@@ -158,7 +158,7 @@ pub(crate) fn start_range_log(
 
 /// [`start_range_log`] without the sync: the group's first round that acknowledges anything
 /// syncs the WAL first, and a crash before that leaves no log for the range, which
-/// [`Groups::open_range`] starts again.
+/// [`GroupOpener::open_range`] starts again.
 fn write_range_log_start(store: &mut WalStore, membership: Membership) -> Result<(), StoreError> {
     let hard_state = store.hard_state();
     store.install_snapshot(SnapshotMeta {
@@ -223,7 +223,7 @@ fn seed(id: NodeId, range: RangeId) -> u64 {
     id.get().wrapping_mul(0x9e37_79b9) ^ range.get()
 }
 
-impl Groups<'_> {
+impl GroupOpener<'_> {
     /// The group of a range the engine hosts, from its applied index. `descriptor` and
     /// `membership` are known for a range just bootstrapped or split; otherwise the
     /// membership comes from the log and the descriptor from the engine's tag (or, for a

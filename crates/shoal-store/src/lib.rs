@@ -43,6 +43,7 @@ mod compare;
 mod config;
 mod events;
 mod gossip;
+mod groups;
 mod handover;
 mod hosting;
 mod machine;

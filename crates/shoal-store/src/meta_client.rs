@@ -29,7 +29,7 @@ pub(crate) struct MetaPath<'a> {
 /// peer in turn, each of which names the leader or hosts no replica.
 fn guess(path: MetaPath<'_>, attempt: usize) -> Option<NodeId> {
     if let Some(inner) = path.local {
-        if inner.shared.descriptor(META_RANGE).is_some() {
+        if inner.groups.descriptor(META_RANGE).is_some() {
             if let Some(leader) = inner.leader_of(META_RANGE) {
                 if attempt == 0 {
                     return Some(leader);
@@ -224,7 +224,7 @@ pub(crate) async fn upkeep(inner: Arc<Inner>) {
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = inner.shared.changed.notified() => {}
+            _ = inner.groups.descriptors_changed() => {}
         }
         if !registered {
             let record = NodeRecord {
@@ -240,7 +240,7 @@ pub(crate) async fn upkeep(inner: Arc<Inner>) {
             }
         }
         let due: Vec<RangeDescriptor> = inner
-            .shared
+            .groups
             .descriptors()
             .into_iter()
             .filter(|d| recorded.get(&d.id) != Some(&d.generation))

@@ -4,19 +4,18 @@
 use super::command::{Applied, Command, Rejection};
 use super::compare::{compare, Comparison, Comparisons};
 use super::config::StoreConfig;
-use super::events::{self, RangeEvent, RangeEvents, SplitDone};
+use super::events::{self, RangeEvent};
+use super::groups::RangeGroups;
 use super::handover::HandOver;
-use super::hosting::{self, Groups, Resume};
-use super::machine::RangeMachine;
+use super::hosting;
 use super::meta::{NodeRecord, MAX_ZONE_BYTES, META_RANGE};
 use super::meta_client::{self, MetaPath};
 use super::read_barriers::ReadBarriers;
 use super::service;
-use super::shared::Shared;
 use super::topology::Topology;
 use shoal_consensus::driver::{DriverError, LeaderChange, RaftDriver, RaftInbox, UnknownGroup};
-use shoal_consensus::{Membership, Status, Wait, Wal};
-use shoal_core::{codec, Clock, ErrorCode, KeyRange, LeaderHint, NodeId, RangeDescriptor, RangeId};
+use shoal_consensus::{Status, Wait, Wal};
+use shoal_core::{codec, Clock, ErrorCode, LeaderHint, NodeId, RangeDescriptor, RangeId};
 use shoal_membership::MemberEvent;
 use shoal_ranges::policy::{Decision, InFlight, RangeStats as PolicyStats};
 use shoal_storage::{Engine, StorageError};
@@ -81,12 +80,8 @@ pub(crate) struct Inner {
     pub(crate) config: StoreConfig,
     /// Membership, peers' addresses, seeds and every descriptor heard of.
     pub(crate) topology: Topology,
-    pub(crate) engine: Arc<Engine>,
-    pub(crate) wal: Wal,
-    pub(crate) driver: RaftDriver<RangeMachine>,
-    pub(crate) shared: Arc<Shared>,
-    /// Where the range machines report splits (the store's task receives them).
-    events: RangeEvents,
+    /// Every hosted range's group, with the engine, WAL and driver they run on.
+    pub(crate) groups: RangeGroups,
     /// Replica comparisons: sessions answered and started, builds, mismatches.
     pub(crate) comparisons: Comparisons,
     /// Linearizable reads' barriers, batched per range.
@@ -130,7 +125,10 @@ impl Store {
         let (events, range_events) = events::channel();
         // Data nodes publish no membership metadata (gateway members publish GATEWAY_META).
         let mut starting = Topology::start(&config.topology(), Vec::new()).await?;
-        inbox.register(&mut starting.router)?;
+        if let Err(e) = inbox.register(&mut starting.router) {
+            starting.abandon().await;
+            return Err(e.into());
+        }
         let topology = starting.topology.clone();
         let driver = RaftDriver::start(
             id,
@@ -139,21 +137,21 @@ impl Store {
             inbox,
             config.driver.clone(),
         );
+        let groups = RangeGroups::new(&config, engine, wal, driver, events);
         let inner = Arc::new(Inner {
             id,
             config,
             topology,
-            engine,
-            wal,
-            driver,
-            shared: Arc::new(Shared::default()),
-            events,
+            groups,
             comparisons: Comparisons::default(),
             read_barriers: ReadBarriers::default(),
             server: Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
         });
-        service::register(&mut starting.router, inner.clone())?;
+        if let Err(e) = service::register(&mut starting.router, inner.clone()) {
+            Store { inner }.stop().await;
+            return Err(e.into());
+        }
         let server = match starting.serve() {
             Ok(server) => server,
             Err(e) => {
@@ -163,7 +161,7 @@ impl Store {
         };
         *inner.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(server);
         let store = Store { inner };
-        if let Err(e) = store.resume().await {
+        if let Err(e) = store.inner.groups.resume().await {
             // Leave nothing running (the listener would hold the port).
             store.stop().await;
             return Err(e);
@@ -174,7 +172,7 @@ impl Store {
             tokio::spawn(split_large_ranges(store.inner.clone())),
             tokio::spawn(host_on_demand(
                 store.inner.clone(),
-                store.inner.driver.subscribe_unknown_groups(),
+                store.inner.groups.driver().subscribe_unknown_groups(),
             )),
             tokio::spawn(super::gossip::announce(store.inner.clone())),
             tokio::spawn(meta_client::upkeep(store.inner.clone())),
@@ -189,26 +187,6 @@ impl Store {
         Ok(store)
     }
 
-    /// Resumes every range the engine hosts (see [`hosting::recover`]).
-    async fn resume(&self) -> Result<(), StoreError> {
-        let engine = self.inner.engine.clone();
-        let wal = self.inner.wal.clone();
-        let resume = tokio::task::spawn_blocking(move || hosting::recover(&engine, &wal))
-            .await
-            .map_err(|e| StoreError::Corrupt(e.to_string()))??;
-        for group in resume {
-            match group {
-                Resume::Range {
-                    id,
-                    span,
-                    descriptor,
-                } => self.inner.host_range(id, span, descriptor, None).await?,
-                Resume::Uninitialized(id) => self.inner.host_uninitialized(id).await?,
-            }
-        }
-        Ok(())
-    }
-
     /// Creates the cluster on this node: the meta range (range 0, the system keys from
     /// `0xff` on) and the first user range (range 1, every key below `0xff`), both
     /// replicated by `voters` (this node among them), the meta range holding both
@@ -216,32 +194,7 @@ impl Store {
     /// campaigns at once. Refused if the store already holds ranges. Returns the two
     /// descriptors, meta first.
     pub async fn bootstrap(&self, voters: &[NodeId]) -> Result<[RangeDescriptor; 2], StoreError> {
-        let inner = &self.inner;
-        let engine = inner.engine.clone();
-        let wal = inner.wal.clone();
-        let founding = voters.to_vec();
-        let ([meta_descriptor, first], membership) =
-            tokio::task::spawn_blocking(move || hosting::bootstrap(&engine, &wal, &founding))
-                .await
-                .map_err(|e| StoreError::Corrupt(e.to_string()))??;
-        for descriptor in [&meta_descriptor, &first] {
-            inner
-                .host_range(
-                    descriptor.id,
-                    descriptor.range.clone(),
-                    Some(descriptor.clone()),
-                    Some(membership.clone()),
-                )
-                .await?;
-            if voters.first() == Some(&inner.id) {
-                inner
-                    .driver
-                    .campaign(descriptor.id.into())
-                    .await
-                    .map_err(|e| StoreError::Raft(e.to_string()))?;
-            }
-        }
-        Ok([meta_descriptor, first])
+        self.inner.groups.bootstrap(voters).await
     }
 
     /// This node.
@@ -287,7 +240,7 @@ impl Store {
 
     /// The node's engine (for replica comparisons and tests).
     pub fn engine(&self) -> &Arc<Engine> {
-        &self.inner.engine
+        self.inner.groups.engine()
     }
 
     /// The client this store calls peers with (routers in the same process may share it).
@@ -310,12 +263,12 @@ impl Store {
     /// How many times the node's WAL has synced (one sync covers every group's writes of a
     /// round).
     pub fn wal_syncs(&self) -> u64 {
-        self.inner.wal.stats().syncs
+        self.inner.groups.wal_stats().syncs
     }
 
     /// The descriptors of every range this node hosts, as applied here.
     pub fn descriptors(&self) -> Vec<RangeDescriptor> {
-        self.inner.shared.descriptors()
+        self.inner.groups.descriptors()
     }
 
     /// The ranges that hold `key`, as a router needs them: the hosted range and the newest
@@ -349,7 +302,7 @@ impl Store {
 
     /// A hosted range's Raft status.
     pub async fn status(&self, range: RangeId) -> Result<Status, DriverError> {
-        self.inner.driver.status(range.into()).await
+        self.inner.groups.driver().status(range.into()).await
     }
 
     /// The leader of a hosted range, as this node last saw it.
@@ -359,7 +312,7 @@ impl Store {
 
     /// Every change of leader of the ranges this node hosts.
     pub fn subscribe_leaders(&self) -> broadcast::Receiver<LeaderChange> {
-        self.inner.driver.subscribe_leaders()
+        self.inner.groups.driver().subscribe_leaders()
     }
 
     /// Splits `range`, which this node must lead, at `at` (strictly inside it) or at its
@@ -444,10 +397,9 @@ impl Store {
         }
         self.inner.topology.inner.members.leave().await;
         self.stop().await;
-        let engine = self.inner.engine.clone();
-        let _ =
-            tokio::task::spawn_blocking(move || engine.persist(shoal_storage::Durability::Sync))
-                .await;
+        if let Err(e) = self.inner.groups.sync_engine().await {
+            tracing::warn!(node = %self.inner.id, error = %e, "could not sync the engine at shutdown");
+        }
     }
 
     /// Stops at once, as a crash would in-process: no final sync of the engine (its
@@ -469,7 +421,7 @@ impl Store {
         if let Some(server) = server {
             server.shutdown().await;
         }
-        self.inner.driver.shutdown().await;
+        self.inner.groups.shutdown().await;
         for task in self
             .inner
             .tasks
@@ -491,57 +443,11 @@ impl Inner {
         range: RangeId,
         change: shoal_consensus::ConfChange,
     ) -> Result<(), shoal_core::Error> {
-        self.driver
+        self.groups
+            .driver()
             .propose_conf_change(range.into(), change)
             .await
             .map_err(|e| service::write_error(self, e))
-    }
-
-    /// What opening this node's groups needs (see [`hosting::Groups`]).
-    fn groups(&self) -> Groups<'_> {
-        Groups {
-            id: self.id,
-            raft: &self.config.raft,
-            engine: &self.engine,
-            wal: &self.wal,
-            shared: &self.shared,
-            events: &self.events,
-            chunk_bytes: self.config.snapshot_chunk_bytes,
-        }
-    }
-
-    /// Starts the group of a range the engine hosts (see [`Groups::open_range`]).
-    async fn host_range(
-        &self,
-        range: RangeId,
-        span: KeyRange,
-        descriptor: Option<RangeDescriptor>,
-        membership: Option<Membership>,
-    ) -> Result<(), StoreError> {
-        let now = self.driver.clock().now();
-        let (raft, machine) = self
-            .groups()
-            .open_range(range, span, descriptor, membership, now)?;
-        self.driver
-            .add_group(raft, machine)
-            .await
-            .map_err(|e| StoreError::Raft(e.to_string()))
-    }
-
-    /// Starts a replica of `range` that holds no data yet and waits for a snapshot (see
-    /// [`Groups::open_uninitialized`]).
-    pub(crate) async fn host_uninitialized(&self, range: RangeId) -> Result<(), StoreError> {
-        let now = self.driver.clock().now();
-        let (raft, machine) = self.groups().open_uninitialized(range, now)?;
-        self.driver
-            .add_group(raft, machine)
-            .await
-            .map_err(|e| StoreError::Raft(e.to_string()))
-    }
-
-    /// The leader of a hosted range as this node sees it (no round trip through the driver).
-    pub(crate) fn leader_of(&self, range: RangeId) -> Option<NodeId> {
-        self.driver.leader(range.into()).and_then(|l| l.id)
     }
 
     /// Whether `node` is one of the cluster's nodes as this one knows them (see
@@ -550,9 +456,14 @@ impl Inner {
         self.topology.inner.is_member(node)
     }
 
+    /// The leader of a hosted range as this node sees it.
+    pub(crate) fn leader_of(&self, range: RangeId) -> Option<NodeId> {
+        self.groups.leader_of(range)
+    }
+
     /// Whether this node leads a hosted range.
     pub(crate) fn leads(&self, range: RangeId) -> bool {
-        self.leader_of(range) == Some(self.id)
+        self.groups.leads(range)
     }
 
     /// The longest a request may take: [`StoreConfig::request_timeout`], or
@@ -600,7 +511,7 @@ impl Inner {
         let request = |code: ErrorCode, message: &str| {
             StoreError::Request(shoal_core::Error::new(code, message))
         };
-        if self.shared.descriptor(range).is_none() {
+        if self.groups.descriptor(range).is_none() {
             return Err(request(
                 ErrorCode::RangeNotFound { range },
                 "not hosted here",
@@ -615,7 +526,7 @@ impl Inner {
         let at = match at {
             Some(at) => at,
             None => {
-                let engine = self.engine.clone();
+                let engine = self.groups.engine().clone();
                 tokio::task::spawn_blocking(move || engine.split_key(range))
                     .await
                     .map_err(|e| StoreError::Corrupt(e.to_string()))??
@@ -630,7 +541,8 @@ impl Inner {
         let data = codec::encode(&Command::Split { at, right })
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let applied = self
-            .driver
+            .groups
+            .driver()
             .propose_within(
                 range.into(),
                 data.into(),
@@ -658,40 +570,12 @@ async fn handle_range_events(
     while let Some(event) = events.recv().await {
         match event {
             RangeEvent::Split(split) => {
-                if let Err(e) = start_split_range(&inner, split).await {
+                if let Err(e) = inner.groups.start_split_half(split).await {
                     tracing::error!(node = %inner.id, error = %e, "could not start a split's right half");
                 }
             }
         }
     }
-}
-
-async fn start_split_range(inner: &Arc<Inner>, split: SplitDone) -> Result<(), StoreError> {
-    let SplitDone {
-        parent,
-        right,
-        membership,
-    } = split;
-    let range = right.id;
-    let (engine, wal) = (inner.engine.clone(), inner.wal.clone());
-    let log_membership = membership.clone();
-    tokio::task::spawn_blocking(move || {
-        hosting::start_split_half(&engine, &wal, range, log_membership)
-    })
-    .await
-    .map_err(|e| StoreError::Corrupt(e.to_string()))??;
-    let span = right.range.clone();
-    inner
-        .host_range(range, span, Some(right), Some(membership))
-        .await?;
-    // The parent's leader leads the new half at once rather than after an election timeout.
-    if inner.leads(parent) {
-        let _ = inner.driver.campaign(range.into()).await;
-    }
-    // The split estimated both halves' stats: count them, off every group's path.
-    let engine = inner.engine.clone();
-    tokio::task::spawn_blocking(move || hosting::recount_halves(&engine, parent, range, true));
-    Ok(())
 }
 
 /// Syncs the engine's buffered writes every [`StoreConfig::engine_sync_interval`], off the
@@ -705,11 +589,7 @@ async fn sync_engine(inner: Arc<Inner>) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let engine = inner.engine.clone();
-        let synced =
-            tokio::task::spawn_blocking(move || engine.persist(shoal_storage::Durability::Sync))
-                .await;
-        if let Ok(Err(e)) = synced {
+        if let Err(e) = inner.groups.sync_engine().await {
             tracing::warn!(node = %inner.id, error = %e, "could not sync the engine");
         }
     }
@@ -728,9 +608,9 @@ async fn split_large_ranges(inner: Arc<Inner>) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let now = inner.driver.clock().now();
+        let now = inner.groups.driver().clock().now();
         let led: Vec<RangeDescriptor> = inner
-            .shared
+            .groups
             .descriptors()
             .into_iter()
             .filter(|d| d.id != META_RANGE)
@@ -738,12 +618,12 @@ async fn split_large_ranges(inner: Arc<Inner>) {
             .collect();
         let mut stats = HashMap::new();
         for d in &led {
-            let Ok(info) = inner.engine.range(d.id) else {
+            let Ok(info) = inner.groups.engine().range(d.id) else {
                 continue;
             };
             let size_bytes = info.stats.live_bytes;
             let size_median_key = if size_bytes > policy.split_bytes {
-                let engine = inner.engine.clone();
+                let engine = inner.groups.engine().clone();
                 let range = d.id;
                 tokio::task::spawn_blocking(move || engine.split_key(range))
                     .await
@@ -797,7 +677,7 @@ async fn host_on_demand(inner: Arc<Inner>, mut unknown: broadcast::Receiver<Unkn
             Err(broadcast::error::RecvError::Lagged(_)) => continue,
             Err(broadcast::error::RecvError::Closed) => return,
         };
-        if inner.shared.descriptor(group).is_some() {
+        if inner.groups.descriptor(group).is_some() {
             continue;
         }
         let known = inner
@@ -810,11 +690,11 @@ async fn host_on_demand(inner: Arc<Inner>, mut unknown: broadcast::Receiver<Unkn
         let Some(descriptor) = known else {
             continue;
         };
-        if !hosting::wants_replica(&descriptor, inner.id, &inner.engine) {
+        if !hosting::wants_replica(&descriptor, inner.id, inner.groups.engine()) {
             continue;
         }
         tracing::info!(node = %inner.id, %group, "hosting a new replica; it waits for a snapshot");
-        if let Err(e) = inner.host_uninitialized(group).await {
+        if let Err(e) = inner.groups.host_uninitialized(group).await {
             tracing::warn!(node = %inner.id, %group, error = %e, "could not host a new replica");
         }
     }

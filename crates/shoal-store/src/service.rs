@@ -70,7 +70,7 @@ pub(crate) fn register(router: &mut Router, inner: Arc<Inner>) -> Result<(), Reg
         let inner = replicas.clone();
         async move {
             inner.change_replicas(request.range, request.change).await?;
-            Ok(inner.shared.descriptor(request.range))
+            Ok(inner.groups.descriptor(request.range))
         }
     })?;
     router.register::<SplitRpc, _, _>(move |_ctx, request| {
@@ -137,7 +137,7 @@ pub(crate) async fn handle_kv(
             "the meta range holds the system's keys: read it with MetaRpc",
         ));
     }
-    let descriptor = inner.shared.descriptor(range).ok_or_else(|| {
+    let descriptor = inner.groups.descriptor(range).ok_or_else(|| {
         Error::new(
             ErrorCode::RangeNotFound { range },
             "no replica of the range here",
@@ -154,7 +154,8 @@ pub(crate) async fn handle_kv(
             check_keys(inner, &descriptor, std::iter::once(key.as_slice()))?;
             read_barrier(inner, range, consistency, timeout).await?;
             let value = inner
-                .engine
+                .groups
+                .engine()
                 .get(range, &key)
                 .map_err(|e| storage_error(inner, range, &key, e))?;
             Ok(KvResponse::Value(value.map(|v| Versioned {
@@ -201,7 +202,7 @@ async fn read_barrier(
     if inner.config.unsafe_skip_read_barrier {
         return Ok(());
     }
-    let driver = inner.driver.clone();
+    let driver = inner.groups.driver().clone();
     let peers = inner.topology.inner.peers.clone();
     let mode = inner.config.read_mode;
     let limit = inner.request_limit();
@@ -259,7 +260,7 @@ async fn scan(
     read_barrier(inner, range, consistency, timeout).await?;
     // The range as it is now, at one point in time: it may have split while the read waited
     // for its barrier, so its span comes from the view, not from the request's descriptor.
-    let engine = inner.engine.clone();
+    let engine = inner.groups.engine().clone();
     let view = tokio::task::spawn_blocking(move || engine.view(range))
         .await
         .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?
@@ -395,7 +396,8 @@ async fn write(
     match acks {
         Acks::Majority => {
             let applied = inner
-                .driver
+                .groups
+                .driver()
                 .propose_within(range.into(), data, Wait::Applied, timeout)
                 .await
                 .map_err(|e| write_error(inner, e))?;
@@ -410,7 +412,8 @@ async fn write(
         }
         Acks::Leader => {
             inner
-                .driver
+                .groups
+                .driver()
                 .propose_within(range.into(), data, Wait::Persisted, timeout)
                 .await
                 .map_err(|e| write_error(inner, e))?;
@@ -418,7 +421,8 @@ async fn write(
         }
         Acks::None => {
             inner
-                .driver
+                .groups
+                .driver()
                 .propose_within(range.into(), data, Wait::Appended, timeout)
                 .await
                 .map_err(|e| write_error(inner, e))?;
@@ -530,7 +534,7 @@ pub(crate) async fn answer_meta(
     request: MetaRequest,
     timeout: Duration,
 ) -> Result<MetaResponse, Error> {
-    if inner.shared.descriptor(META_RANGE).is_none() {
+    if inner.groups.descriptor(META_RANGE).is_none() {
         return Err(Error::new(
             ErrorCode::RangeNotFound { range: META_RANGE },
             "no replica of the meta range here",
@@ -576,7 +580,8 @@ pub(crate) async fn answer_meta(
         .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?
         .into();
     let applied = inner
-        .driver
+        .groups
+        .driver()
         .propose_within(META_RANGE.into(), data, Wait::Applied, timeout)
         .await
         .map_err(|e| write_error(inner, e))?;
@@ -599,7 +604,7 @@ async fn read_meta(
         + 'static,
 ) -> Result<MetaResponse, Error> {
     read_barrier(inner, META_RANGE, Consistency::Linearizable, timeout).await?;
-    let engine = inner.engine.clone();
+    let engine = inner.groups.engine().clone();
     let internal = |e: String| Error::new(ErrorCode::Internal, e);
     tokio::task::spawn_blocking(move || read(&engine))
         .await

@@ -17,7 +17,7 @@
 
 use super::command::{Applied, Command, WriteOp, WriteOutcome};
 use super::events::{self, RangeEvent, RangeEvents};
-use super::hosting::{self, Groups, Resume};
+use super::hosting::{self, GroupOpener, Resume};
 use super::machine::{RangeMachine, RangeSnapshot};
 use super::meta::{MetaAnswer, MetaOp, META_RANGE};
 use super::shared::Shared;
@@ -158,8 +158,13 @@ impl Running {
     }
 
     /// What opening a group on this store needs.
-    fn groups<'a>(&'a self, id: NodeId, raft: &'a RaftConfig, chunk_bytes: usize) -> Groups<'a> {
-        Groups {
+    fn groups<'a>(
+        &'a self,
+        id: NodeId,
+        raft: &'a RaftConfig,
+        chunk_bytes: usize,
+    ) -> GroupOpener<'a> {
+        GroupOpener {
             id,
             raft,
             engine: &self.engine,
@@ -389,7 +394,7 @@ impl SimStore {
         let shared = Arc::new(Shared::default());
         let (events, range_events) = events::channel();
         let mut host = RaftHost::new(self.id);
-        let groups = Groups {
+        let groups = GroupOpener {
             id: self.id,
             raft: &self.raft,
             engine: &engine,

@@ -72,17 +72,17 @@ pub struct NodeStatus {
 
 /// The status of `range`, or of every hosted range.
 pub(crate) async fn report(inner: &Inner, range: Option<RangeId>) -> NodeStatus {
-    let descriptors = inner.shared.descriptors();
+    let descriptors = inner.groups.descriptors();
     let leaderships = descriptors.iter().filter(|d| inner.leads(d.id)).count();
     let mut ranges = Vec::new();
     for descriptor in descriptors
         .iter()
         .filter(|d| range.is_none_or(|r| r == d.id))
     {
-        let Ok(raft) = inner.driver.status(descriptor.id.into()).await else {
+        let Ok(raft) = inner.groups.driver().status(descriptor.id.into()).await else {
             continue;
         };
-        let engine = inner.engine.range(descriptor.id).ok();
+        let engine = inner.groups.engine().range(descriptor.id).ok();
         ranges.push(RangeReport {
             descriptor: descriptor.clone(),
             role: raft.role,
@@ -97,7 +97,7 @@ pub(crate) async fn report(inner: &Inner, range: Option<RangeId>) -> NodeStatus 
             bytes: engine.as_ref().map_or(0, |e| e.stats.live_bytes),
         });
     }
-    let wal = inner.wal.stats();
+    let wal = inner.groups.wal_stats();
     NodeStatus {
         node: inner.id,
         addr: inner.topology.addr(),
@@ -107,7 +107,7 @@ pub(crate) async fn report(inner: &Inner, range: Option<RangeId>) -> NodeStatus 
         wal_records: wal.records,
         wal_bytes: wal.bytes,
         wal_syncs: wal.syncs,
-        engine_disk_bytes: inner.engine.disk_space().unwrap_or(0),
+        engine_disk_bytes: inner.groups.engine().disk_space().unwrap_or(0),
         replica_mismatches: inner.comparisons.mismatches(),
     }
 }

@@ -135,6 +135,13 @@ impl Starting {
             client.fault_filter().clone(),
         )?)
     }
+
+    /// Undoes a start that will not be served (a handler could not be registered): leaves
+    /// membership's tasks and the client's connections stopped, the listener closed.
+    pub(crate) async fn abandon(self) {
+        self.topology.inner.stop_serving().await;
+        self.topology.inner.stop().await;
+    }
 }
 
 impl Topology {
@@ -145,8 +152,18 @@ impl Topology {
     pub async fn open(config: TopologyConfig) -> Result<Topology, StoreError> {
         let mut starting = Topology::start(&config, GATEWAY_META.to_vec()).await?;
         let topology = starting.topology.clone();
-        topology.register_standalone(&mut starting.router)?;
-        let server = starting.serve()?;
+        if let Err(e) = topology.register_standalone(&mut starting.router) {
+            starting.abandon().await;
+            return Err(e);
+        }
+        let server = match starting.serve() {
+            Ok(server) => server,
+            Err(e) => {
+                topology.inner.stop_serving().await;
+                topology.inner.stop().await;
+                return Err(e);
+            }
+        };
         *topology
             .inner
             .server
@@ -209,7 +226,11 @@ impl Topology {
                 tasks: Mutex::new(Vec::new()),
             }),
         };
-        topology.register(&mut router)?;
+        if let Err(e) = topology.register(&mut router) {
+            topology.inner.stop_serving().await;
+            topology.inner.stop().await;
+            return Err(e);
+        }
         Ok(Starting {
             topology,
             router,

@@ -1,0 +1,229 @@
+//! A node's range groups as one part with one owner: the engine that holds their data, the
+//! WAL that holds their logs, the Raft driver that runs them, the descriptors their machines
+//! applied and the channel their machines report on. The rest of the store asks this part
+//! (for a descriptor, a leader, the driver to propose through) rather than reaching into its
+//! state; only this part starts groups.
+
+use super::config::StoreConfig;
+use super::events::{RangeEvents, SplitDone};
+use super::hosting::{self, GroupOpener, Resume};
+use super::machine::RangeMachine;
+use super::node::StoreError;
+use super::shared::Shared;
+use shoal_consensus::driver::RaftDriver;
+use shoal_consensus::{Membership, RaftConfig, Wal, WalStats};
+use shoal_core::{Clock, KeyRange, NodeId, RangeDescriptor, RangeId};
+use shoal_storage::{Durability, Engine};
+use std::sync::Arc;
+
+/// Every Raft group a node hosts, with the engine, WAL and driver they run on.
+pub(crate) struct RangeGroups {
+    id: NodeId,
+    raft: RaftConfig,
+    chunk_bytes: usize,
+    engine: Arc<Engine>,
+    wal: Wal,
+    driver: RaftDriver<RangeMachine>,
+    shared: Arc<Shared>,
+    events: RangeEvents,
+}
+
+/// Runs `work` on the blocking pool, a panic there reported as a corrupt store.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("a storage task panicked: {e}")))?
+}
+
+impl RangeGroups {
+    /// The groups of node `config.node`, none started yet ([`RangeGroups::resume`] starts
+    /// those the engine holds).
+    pub(crate) fn new(
+        config: &StoreConfig,
+        engine: Arc<Engine>,
+        wal: Wal,
+        driver: RaftDriver<RangeMachine>,
+        events: RangeEvents,
+    ) -> RangeGroups {
+        RangeGroups {
+            id: config.node,
+            raft: config.raft.clone(),
+            chunk_bytes: config.snapshot_chunk_bytes,
+            engine,
+            wal,
+            driver,
+            shared: Arc::new(Shared::default()),
+            events,
+        }
+    }
+
+    /// The engine that holds every hosted range's data.
+    pub(crate) fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// The driver that runs the groups (proposals, reads, status, leadership).
+    pub(crate) fn driver(&self) -> &RaftDriver<RangeMachine> {
+        &self.driver
+    }
+
+    /// The WAL's counters.
+    pub(crate) fn wal_stats(&self) -> WalStats {
+        self.wal.stats()
+    }
+
+    /// A hosted range's descriptor as applied here.
+    pub(crate) fn descriptor(&self, range: RangeId) -> Option<RangeDescriptor> {
+        self.shared.descriptor(range)
+    }
+
+    /// Every hosted range's descriptor as applied here.
+    pub(crate) fn descriptors(&self) -> Vec<RangeDescriptor> {
+        self.shared.descriptors()
+    }
+
+    /// The hosted range that holds `key`, if any.
+    pub(crate) fn hosted_range_for(&self, key: &[u8]) -> Option<RangeDescriptor> {
+        self.shared.range_for(key)
+    }
+
+    /// Resolves when a hosted range's descriptor is new or changed (at most one wake-up is
+    /// stored while nobody waits).
+    pub(crate) async fn descriptors_changed(&self) {
+        self.shared.changed.notified().await
+    }
+
+    /// The leader of a hosted range as this node sees it (no round trip through the driver).
+    pub(crate) fn leader_of(&self, range: RangeId) -> Option<NodeId> {
+        self.driver.leader(range.into()).and_then(|l| l.id)
+    }
+
+    /// Whether this node leads a hosted range.
+    pub(crate) fn leads(&self, range: RangeId) -> bool {
+        self.leader_of(range) == Some(self.id)
+    }
+
+    /// What opening a group needs (see [`GroupOpener`]).
+    fn opener(&self) -> GroupOpener<'_> {
+        GroupOpener {
+            id: self.id,
+            raft: &self.raft,
+            engine: &self.engine,
+            wal: &self.wal,
+            shared: &self.shared,
+            events: &self.events,
+            chunk_bytes: self.chunk_bytes,
+        }
+    }
+
+    /// Resumes every range the engine hosts (see [`hosting::recover`]).
+    pub(crate) async fn resume(&self) -> Result<(), StoreError> {
+        let (engine, wal) = (self.engine.clone(), self.wal.clone());
+        for group in blocking(move || hosting::recover(&engine, &wal)).await? {
+            match group {
+                Resume::Range {
+                    id,
+                    span,
+                    descriptor,
+                } => self.host_range(id, span, descriptor, None).await?,
+                Resume::Uninitialized(id) => self.host_uninitialized(id).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the meta range and the first user range here (see
+    /// [`super::Store::bootstrap`]) and starts their groups; the first of `voters`
+    /// campaigns at once.
+    pub(crate) async fn bootstrap(
+        &self,
+        voters: &[NodeId],
+    ) -> Result<[RangeDescriptor; 2], StoreError> {
+        let (engine, wal) = (self.engine.clone(), self.wal.clone());
+        let founding = voters.to_vec();
+        let ([meta, first], membership) =
+            blocking(move || hosting::bootstrap(&engine, &wal, &founding)).await?;
+        for descriptor in [&meta, &first] {
+            self.host_range(
+                descriptor.id,
+                descriptor.range.clone(),
+                Some(descriptor.clone()),
+                Some(membership.clone()),
+            )
+            .await?;
+            if voters.first() == Some(&self.id) {
+                self.driver
+                    .campaign(descriptor.id.into())
+                    .await
+                    .map_err(|e| StoreError::Raft(e.to_string()))?;
+            }
+        }
+        Ok([meta, first])
+    }
+
+    /// Starts the group of a range the engine hosts (see [`GroupOpener::open_range`]).
+    async fn host_range(
+        &self,
+        range: RangeId,
+        span: KeyRange,
+        descriptor: Option<RangeDescriptor>,
+        membership: Option<Membership>,
+    ) -> Result<(), StoreError> {
+        let now = self.driver.clock().now();
+        let (raft, machine) = self
+            .opener()
+            .open_range(range, span, descriptor, membership, now)?;
+        self.driver
+            .add_group(raft, machine)
+            .await
+            .map_err(|e| StoreError::Raft(e.to_string()))
+    }
+
+    /// Starts a replica of `range` that holds no data yet and waits for a snapshot (see
+    /// [`GroupOpener::open_uninitialized`]).
+    pub(crate) async fn host_uninitialized(&self, range: RangeId) -> Result<(), StoreError> {
+        let now = self.driver.clock().now();
+        let (raft, machine) = self.opener().open_uninitialized(range, now)?;
+        self.driver
+            .add_group(raft, machine)
+            .await
+            .map_err(|e| StoreError::Raft(e.to_string()))
+    }
+
+    /// Starts the group of a split's right half as this node applies the split; the
+    /// parent's leader campaigns for it at once rather than after an election timeout.
+    pub(crate) async fn start_split_half(&self, split: SplitDone) -> Result<(), StoreError> {
+        let SplitDone {
+            parent,
+            right,
+            membership,
+        } = split;
+        let range = right.id;
+        let (engine, wal) = (self.engine.clone(), self.wal.clone());
+        let log_membership = membership.clone();
+        blocking(move || hosting::start_split_half(&engine, &wal, range, log_membership)).await?;
+        let span = right.range.clone();
+        self.host_range(range, span, Some(right), Some(membership))
+            .await?;
+        if self.leads(parent) {
+            let _ = self.driver.campaign(range.into()).await;
+        }
+        // The split estimated both halves' stats: count them, off every group's path.
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || hosting::recount_halves(&engine, parent, range, true));
+        Ok(())
+    }
+
+    /// Makes every write the engine buffered durable, on the blocking pool.
+    pub(crate) async fn sync_engine(&self) -> Result<(), StoreError> {
+        let engine = self.engine.clone();
+        blocking(move || Ok(engine.persist(Durability::Sync)?)).await
+    }
+
+    /// Stops every group (the engine and WAL close when the last handle goes).
+    pub(crate) async fn shutdown(&self) {
+        self.driver.shutdown().await;
+    }
+}
