@@ -20,6 +20,8 @@ struct Cluster {
     _dirs: Vec<tempfile::TempDir>,
     url: String,
     http: HttpClient,
+    /// The client library, pointed at the gateway.
+    client: shoal_client::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     /// The bearer token every request presents, if the gateway wants one.
     token: Option<String>,
@@ -70,6 +72,7 @@ impl Cluster {
             _dirs: dirs,
             url: format!("http://{addr}"),
             http: Client::builder(TokioExecutor::new()).build_http(),
+            client: shoal_client::Client::connect(&format!("http://{addr}")).unwrap(),
             stop: Some(stop),
             token,
             router,
@@ -101,11 +104,12 @@ impl Cluster {
         if let Some(bearer) = &bearer {
             all.push(("authorization", bearer));
         }
-        self.call_bare(method, path, &all, body).await.0
+        send(&self.client, method, path, &all, body).await
     }
 
-    /// Sends exactly the request given; returns what [`Cluster::call`] does, and the
-    /// response's headers.
+    /// Sends exactly the request given, with hyper rather than the client library (which
+    /// hands its callers no response headers): returns what [`Cluster::call`] does, and
+    /// the response's headers, for the tests of CORS and of the token guard.
     async fn call_bare(
         &self,
         method: Method,
@@ -767,14 +771,7 @@ async fn a_write_whose_outcome_is_unknown_is_a_504_that_says_so() {
     for store in cluster.stores.iter().filter(|s| s.id() != leader) {
         store.crash().await;
     }
-    let request = Request::builder()
-        .method(Method::PUT)
-        .uri(format!("{url}/v1/kv/doubtful"))
-        .body(Full::new(Bytes::from_static(b"maybe")))
-        .unwrap();
-    let response = cluster.http.request(request).await.unwrap();
-    let status = response.status();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let (status, _, body) = request_to(&url, Method::PUT, "/v1/kv/doubtful", &[], b"maybe").await;
     let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
     assert_eq!(body["error"], "outcome_unknown", "{body}");
@@ -895,43 +892,58 @@ async fn fault_rules_exist_only_with_fault_injection_on() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
-/// Sends one request to the gateway at `url`; returns the status, the version header and
-/// the body.
+/// Sends one request to the gateway at `url` with the client library (the one parser of
+/// the gateway's answers); returns the status, the version header and the body.
 async fn request_to(
-    http: &HttpClient,
     url: &str,
     method: Method,
     path: &str,
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (StatusCode, Option<u64>, Vec<u8>) {
-    let mut request = Request::builder()
-        .method(method)
-        .uri(format!("{url}{path}"));
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let request = request.body(Full::new(Bytes::from(body.to_vec()))).unwrap();
-    let response = tokio::time::timeout(Duration::from_secs(30), http.request(request))
+    let client = shoal_client::Client::connect(url).unwrap();
+    send(&client, method, path, headers, body).await
+}
+
+/// Sends one request through `client` (no retries beyond what it does for any request),
+/// within 30 s.
+async fn send(
+    client: &shoal_client::Client,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (StatusCode, Option<u64>, Vec<u8>) {
+    let headers: Vec<(&str, String)> = headers.iter().map(|(n, v)| (*n, v.to_string())).collect();
+    let answer = client
+        .request_within(
+            method,
+            path,
+            &headers,
+            body.to_vec(),
+            Duration::from_secs(30),
+        )
         .await
-        .expect("an answer in time")
-        .unwrap();
-    let status = response.status();
-    let version = response
-        .headers()
-        .get(VERSION_HEADER)
-        .and_then(|v| v.to_str().ok()?.parse().ok());
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, version, body.to_vec())
+        .expect("an answer in time");
+    (
+        StatusCode::from_u16(answer.status).unwrap(),
+        answer.version,
+        answer.body,
+    )
 }
 
 /// A gateway at a URL.
-struct GatewayAt<'a> {
-    http: &'a HttpClient,
-    url: &'a str,
+struct GatewayAt {
+    client: shoal_client::Client,
 }
 
-impl GatewayAt<'_> {
+impl GatewayAt {
+    fn new(url: &str) -> GatewayAt {
+        GatewayAt {
+            client: shoal_client::Client::connect(url).unwrap(),
+        }
+    }
+
     async fn call(
         &self,
         method: Method,
@@ -939,7 +951,7 @@ impl GatewayAt<'_> {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> (StatusCode, Option<u64>, Vec<u8>) {
-        request_to(self.http, self.url, method, path, headers, body).await
+        send(&self.client, method, path, headers, body).await
     }
 }
 
@@ -970,17 +982,9 @@ async fn a_put_to_a_range_this_node_leads_makes_no_tcp_call_to_itself() {
     for i in 0..50 {
         let path = format!("/v1/kv/local-{i}");
         let value = format!("v{i}");
-        let (status, _, body) = request_to(
-            &cluster.http,
-            &url,
-            Method::PUT,
-            &path,
-            &[],
-            value.as_bytes(),
-        )
-        .await;
+        let (status, _, body) = request_to(&url, Method::PUT, &path, &[], value.as_bytes()).await;
         assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
-        let (status, _, body) = request_to(&cluster.http, &url, Method::GET, &path, &[], &[]).await;
+        let (status, _, body) = request_to(&url, Method::GET, &path, &[], &[]).await;
         assert_eq!((status, body), (StatusCode::OK, value.into_bytes()));
     }
     assert_eq!(leader.transport_stats().fault_dropped, 0);
@@ -1002,10 +1006,7 @@ async fn a_standalone_gateway_serves_every_kv_route() {
         .unwrap();
     topology.join(vec![cluster.stores[1].addr()]).await.unwrap();
     let url = serve_gateway(topology.clone(), GatewayConfig::default()).await;
-    let gateway = GatewayAt {
-        http: &cluster.http,
-        url: &url,
-    };
+    let gateway = GatewayAt::new(&url);
     // Ready once it can route (gossip or the meta range told it where range 1 is).
     let deadline = Instant::now() + Duration::from_secs(30);
     while gateway.call(Method::GET, "/ready", &[], &[]).await.0 != StatusCode::OK {
