@@ -3,7 +3,7 @@
 
 use crate::batch::{Condition, WriteBatch, WriteOp, WriteOutcome};
 use crate::config::{Durability, EngineConfig};
-use crate::error::{check_key_len, Result, StorageError};
+use crate::error::{check_key_len, check_stored_key, Result, StorageError};
 use crate::layout::{
     self, decode_value, encode_value, range_key, RangeRecord, StagedRecord, DATA, FORMAT_KEY,
     FORMAT_VERSION, META, RANGE_PREFIX, STAGING,
@@ -205,8 +205,9 @@ impl Engine {
         self.read_registry().get(range)
     }
 
+    /// Refuses a key to store or split at: empty, or over the limit.
     pub(crate) fn check_key(&self, key: &[u8]) -> Result<()> {
-        check_key_len(key, self.config.max_key_len)
+        check_stored_key(key, self.config.max_key_len)
     }
 
     pub(crate) fn check_value(&self, value: &[u8]) -> Result<()> {
@@ -220,7 +221,8 @@ impl Engine {
     }
 
     pub(crate) fn check_span(&self, span: &KeyRange) -> Result<()> {
-        self.check_key(span.start())?;
+        // A span may start at the empty key (the first range does); its end is a key.
+        check_key_len(span.start(), self.config.max_key_len)?;
         if let Some(end) = span.end().as_key() {
             self.check_key(end)?;
         }
@@ -309,8 +311,8 @@ impl Engine {
     /// above the range's applied index. The data changes and the new applied index commit
     /// in one fjall batch, with the configured [`Durability`].
     ///
-    /// The whole batch is refused, changing nothing, if any key or value is over the limit
-    /// or any key lies outside the range. A failed condition is not an error: that
+    /// The whole batch is refused, changing nothing, if any key is empty, any key or value
+    /// is over the limit, or any key lies outside the range. A failed condition is not an error: that
     /// operation is skipped, reported in its [`WriteOutcome`], and the rest apply.
     pub fn apply(
         &self,
@@ -431,7 +433,7 @@ impl Engine {
 
     /// The value and version of `key` in range `range`, if it exists.
     pub fn get(&self, range: RangeId, key: &[u8]) -> Result<Option<Versioned>> {
-        self.check_key(key)?;
+        check_key_len(key, self.config.max_key_len)?;
         let slot = self.slot(range)?;
         // Read under the range's lock (shared with other reads): a snapshot install replaces
         // the range's keys only after marking it swapping under this lock, so a get never

@@ -28,6 +28,10 @@ pub enum StorageError {
         /// The configured maximum.
         max: usize,
     },
+    /// The empty key: it can be neither stored (the LSM tree underneath has no room for it)
+    /// nor a split point.
+    #[error("the empty key cannot be stored")]
+    EmptyKey,
     /// A value longer than the configured maximum.
     #[error("value of {len} bytes exceeds the maximum of {max}")]
     ValueTooLarge {
@@ -121,7 +125,44 @@ impl From<fjall::Error> for StorageError {
     }
 }
 
-/// Refuses `key` if it is longer than `max` bytes.
+impl StorageError {
+    /// Whether this is a refusal of the input itself: the same request gets the same
+    /// refusal from every engine with the same configuration and range, and nothing
+    /// changed. A replicated state machine turns these into the same rejection on every
+    /// replica; any other error is the engine's or the disk's own.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            StorageError::KeyTooLarge { .. }
+            | StorageError::ValueTooLarge { .. }
+            | StorageError::EmptyKey
+            | StorageError::InvalidScan(_)
+            | StorageError::KeyOutsideRange { .. }
+            | StorageError::VersionsExhausted(_)
+            | StorageError::InvalidSplitMerge(_)
+            | StorageError::RangeExists(_)
+            | StorageError::RangeOverlap { .. } => true,
+            StorageError::Locked { .. }
+            | StorageError::Corrupt(_)
+            | StorageError::Engine(_)
+            | StorageError::RangeNotFound(_)
+            | StorageError::RangeNotReady(_)
+            | StorageError::SnapshotInProgress(_)
+            | StorageError::NoStagedSnapshot(_)
+            | StorageError::StaleApply { .. }
+            | StorageError::BadSnapshot(_) => false,
+        }
+    }
+}
+
+/// Refuses a key to store: the empty key, or one longer than `max` bytes.
+pub(crate) fn check_stored_key(key: &[u8], max: usize) -> Result<()> {
+    if key.is_empty() {
+        return Err(StorageError::EmptyKey);
+    }
+    check_key_len(key, max)
+}
+
+/// Refuses `key` if it is longer than `max` bytes (a bound or a key to read may be empty).
 pub(crate) fn check_key_len(key: &[u8], max: usize) -> Result<()> {
     if key.len() > max {
         return Err(StorageError::KeyTooLarge {

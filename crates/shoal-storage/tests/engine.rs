@@ -4,7 +4,7 @@
 use shoal_core::{KeyRange, RangeId};
 use shoal_storage::{
     Condition, Durability, Engine, EngineConfig, RangeStats, Scan, SplitMode, SplitSpec,
-    SplitStats, StorageError, WriteBatch, WriteOutcome,
+    SplitStats, StorageError, WriteBatch, WriteOp, WriteOutcome,
 };
 use std::path::Path;
 
@@ -126,6 +126,26 @@ fn bad_input_is_refused_and_changes_nothing() {
             max: 4096
         })
     ));
+    // The empty key, which the tree underneath cannot hold, in every kind of write.
+    for empty in [
+        WriteOp::Put {
+            key: Vec::new(),
+            value: b"v".to_vec(),
+        },
+        WriteOp::Delete { key: Vec::new() },
+        WriteOp::CompareAndSet {
+            key: Vec::new(),
+            expect: Condition::Absent,
+            new: Some(b"v".to_vec()),
+        },
+    ] {
+        let mut b = WriteBatch::new();
+        b.put("ok", "fine").push(empty);
+        let refused = engine.apply(R1, 2, &b).unwrap_err();
+        assert!(matches!(refused, StorageError::EmptyKey), "{refused}");
+        assert!(refused.is_refusal());
+    }
+    assert_eq!(engine.get(R1, b"").unwrap(), None);
     let mut b = WriteBatch::new();
     b.put("ok", "fine").put("big", vec![0u8; (1 << 20) + 1]);
     assert!(matches!(

@@ -52,6 +52,10 @@ pub enum Rejection {
     /// A meta operation that cannot apply: sent to another range, or malformed.
     #[error("invalid meta operation: {0}")]
     InvalidMeta(String),
+    /// Input the engine refuses on every replica (the empty key, say): the proposer should
+    /// have refused it before proposing.
+    #[error("refused by the engine: {0}")]
+    Refused(String),
     /// Bytes that do not decode as a command (no honest proposer sends them).
     #[error("undecodable command")]
     Undecodable,

@@ -137,6 +137,9 @@ impl RangeMachine {
                 Rejection::TooLarge(e.to_string())
             }
             Err(StorageError::VersionsExhausted(_)) => Rejection::VersionsExhausted,
+            // Any other refusal of the input is the same on every replica: a rejection too,
+            // never a failed group.
+            Err(e) if e.is_refusal() => Rejection::Refused(e.to_string()),
             Err(e) => return Err(Self::failed(e)),
         };
         let mut empty = WriteBatch::new();
@@ -208,6 +211,8 @@ impl RangeMachine {
         match self.engine.split_with(self.range, &spec, mode) {
             Ok(()) => {}
             Err(StorageError::InvalidSplitMerge(why)) => return refuse(self, why),
+            // A split key the engine refuses (empty, too long) is refused on every replica.
+            Err(e) if e.is_refusal() => return refuse(self, e.to_string()),
             Err(e) => return Err(Self::failed(e)),
         }
         self.applied = index;
@@ -459,9 +464,10 @@ impl SnapshotSink for RangeSink {
                 .engine
                 .ingest_shared(self.range, span)
                 .map_err(|e| match e {
-                    StorageError::RangeOverlap { .. } | StorageError::SnapshotInProgress(_) => {
-                        MachineError::BadSnapshot(e.to_string())
-                    }
+                    // A span the engine refuses (a hostile or garbled header) is the
+                    // stream's fault, not the group's.
+                    StorageError::SnapshotInProgress(_) => MachineError::BadSnapshot(e.to_string()),
+                    e if e.is_refusal() => MachineError::BadSnapshot(e.to_string()),
                     e => MachineError::Failed(e.to_string()),
                 })?;
             self.ingest = Some(ingest);
@@ -477,5 +483,105 @@ impl SnapshotSink for RangeSink {
         ingest
             .stage()
             .map_err(|e| MachineError::BadSnapshot(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Committed commands the engine refuses: each is the same rejection on every replica
+    //! (an empty batch at the entry's index), never a failed group or a panic.
+
+    use super::*;
+    use shoal_core::{KeyRange, NodeId};
+    use shoal_storage::{Condition, EngineConfig};
+
+    fn machine(dir: &std::path::Path) -> (Arc<Engine>, RangeMachine) {
+        let engine = Arc::new(Engine::open(dir, EngineConfig::default()).unwrap());
+        let range = RangeId::new(1);
+        engine
+            .create_range(range, KeyRange::full(), RANGE_INIT_INDEX)
+            .unwrap();
+        let descriptor = RangeDescriptor::new(
+            range,
+            KeyRange::full(),
+            vec![ReplicaDescriptor::voter(NodeId::new(1))],
+        )
+        .unwrap();
+        let (events, _) = super::super::events::channel();
+        let machine = RangeMachine::hosted(
+            engine.clone(),
+            descriptor.clone(),
+            membership_of(&descriptor),
+            Arc::new(Shared::default()),
+            events,
+            1 << 20,
+        )
+        .unwrap();
+        (engine, machine)
+    }
+
+    fn entry(index: LogIndex, command: &Command) -> Entry {
+        Entry {
+            index,
+            term: 1,
+            payload: EntryPayload::Command(codec::encode(command).unwrap().into()),
+        }
+    }
+
+    #[test]
+    fn refused_input_is_a_rejection_at_its_index_and_the_range_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, mut machine) = machine(dir.path());
+        let max_key = EngineConfig::default().max_key_len;
+        let empty_writes = [
+            WriteOp::Put {
+                key: Vec::new(),
+                value: b"x".to_vec(),
+            },
+            WriteOp::Delete { key: Vec::new() },
+            WriteOp::CompareAndSet {
+                key: Vec::new(),
+                expect: Condition::Absent,
+                new: Some(b"x".to_vec()),
+            },
+        ];
+        let mut index = RANGE_INIT_INDEX;
+        for op in empty_writes {
+            index += 1;
+            let applied = machine
+                .apply(&entry(index, &Command::Write(vec![op.clone()])))
+                .unwrap();
+            assert!(
+                matches!(applied, Applied::Rejected(Rejection::Refused(_))),
+                "{op:?}: {applied:?}"
+            );
+            assert_eq!(machine.applied_index(), index);
+        }
+        for at in [Vec::new(), vec![b'k'; max_key + 1]] {
+            index += 1;
+            let split = Command::Split {
+                at: at.clone(),
+                right: RangeId::new(2),
+            };
+            let applied = machine.apply(&entry(index, &split)).unwrap();
+            assert!(
+                matches!(applied, Applied::Rejected(Rejection::InvalidSplit(_))),
+                "split at {} bytes: {applied:?}",
+                at.len()
+            );
+            assert_eq!(machine.applied_index(), index);
+        }
+        // Nothing was written, and the range takes honest writes at the next index.
+        index += 1;
+        let put = Command::Write(vec![WriteOp::Put {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+        }]);
+        assert!(matches!(
+            machine.apply(&entry(index, &put)).unwrap(),
+            Applied::Written(_)
+        ));
+        let info = engine.range(RangeId::new(1)).unwrap();
+        assert_eq!((info.applied_index, info.stats.live_keys), (index, 1));
     }
 }

@@ -503,6 +503,30 @@ impl Inner {
         Ok(recorded.into_iter().collect())
     }
 
+    /// Refuses a split key that is empty, over the key limit, or not strictly inside the
+    /// hosted range `range`.
+    fn check_split_key(&self, range: RangeId, at: &[u8]) -> Result<(), shoal_core::Error> {
+        let invalid = |why: &str| shoal_core::Error::new(ErrorCode::InvalidRequest, why);
+        let max_key = self.config.engine.max_key_len;
+        if at.len() > max_key {
+            return Err(shoal_core::Error::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "a split key of {} bytes over the limit of {max_key}",
+                    at.len()
+                ),
+            ));
+        }
+        let descriptor = self
+            .groups
+            .descriptor(range)
+            .ok_or_else(|| invalid("the range is not hosted here"))?;
+        if at.is_empty() || !descriptor.contains_key(at) || at == descriptor.range.start() {
+            return Err(invalid("a split key must lie strictly inside the range"));
+        }
+        Ok(())
+    }
+
     pub(crate) async fn split(
         &self,
         range: RangeId,
@@ -524,7 +548,13 @@ impl Inner {
             ));
         }
         let at = match at {
-            Some(at) => at,
+            // Refused here, before an id is allocated or anything proposed (the machine
+            // would refuse it too, on every replica).
+            Some(at) => {
+                self.check_split_key(range, &at)
+                    .map_err(StoreError::Request)?;
+                at
+            }
             None => {
                 let engine = self.groups.engine().clone();
                 tokio::task::spawn_blocking(move || engine.split_key(range))

@@ -41,11 +41,8 @@ pub(crate) fn register(router: &mut Router, inner: Arc<Inner>) -> Result<(), Reg
         let inner = meta.clone();
         async move {
             let timeout = deadline(inner.request_limit(), &ctx);
-            if matches!(request, MetaRequest::Apply(_)) && !inner.is_member(ctx.source) {
-                return Err(Error::new(
-                    ErrorCode::InvalidRequest,
-                    "only the cluster's nodes change the meta range",
-                ));
+            if matches!(request, MetaRequest::Apply(_)) {
+                only_members(&inner, ctx.source, "change the meta range")?;
             }
             answer_meta(&inner, request, timeout).await
         }
@@ -66,16 +63,26 @@ pub(crate) fn register(router: &mut Router, inner: Arc<Inner>) -> Result<(), Reg
         async move { super::compare::digest(&inner, range).await }
     })?;
     let replicas = inner.clone();
-    router.register::<ChangeReplicasRpc, _, _>(move |_ctx, request| {
+    router.register::<ChangeReplicasRpc, _, _>(move |ctx, request| {
         let inner = replicas.clone();
         async move {
+            only_members(&inner, ctx.source, "change a range's replicas")?;
+            if let shoal_consensus::ConfChange::AddNode { node, .. } = &request.change {
+                if !inner.is_member(*node) {
+                    return Err(Error::new(
+                        ErrorCode::InvalidRequest,
+                        format!("{node} is not one of the cluster's nodes"),
+                    ));
+                }
+            }
             inner.change_replicas(request.range, request.change).await?;
             Ok(inner.groups.descriptor(request.range))
         }
     })?;
-    router.register::<SplitRpc, _, _>(move |_ctx, request| {
+    router.register::<SplitRpc, _, _>(move |ctx, request| {
         let inner = inner.clone();
         async move {
+            only_members(&inner, ctx.source, "split a range")?;
             match inner.split(request.range, request.at).await {
                 Ok((left, right)) => Ok(SplitResponse { left, right }),
                 Err(StoreError::Request(e)) => Err(e),
@@ -84,6 +91,19 @@ pub(crate) fn register(router: &mut Router, inner: Arc<Inner>) -> Result<(), Reg
         }
     })?;
     Ok(())
+}
+
+/// Refuses a caller that does not claim to be one of the cluster's nodes (the claim is the
+/// transport handshake's: see the security notes in `docs/operations.md`).
+fn only_members(inner: &Inner, caller: shoal_core::NodeId, what: &str) -> Result<(), Error> {
+    if inner.is_member(caller) {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorCode::InvalidRequest,
+            format!("only the cluster's nodes {what}"),
+        ))
+    }
 }
 
 /// How long a request may take: the caller's deadline, less a margin for the answer to get
@@ -101,7 +121,8 @@ fn mismatch(descriptors: Vec<RangeDescriptor>, why: &str) -> Error {
     Error::new(ErrorCode::RangeKeyMismatch { descriptors }, why)
 }
 
-/// Refuses keys over the engine's limit, values over it, and keys outside `descriptor`.
+/// Refuses the empty key (which no range can store), keys over the engine's limit, and keys
+/// outside `descriptor`.
 fn check_keys<'k>(
     inner: &Inner,
     descriptor: &RangeDescriptor,
@@ -109,6 +130,12 @@ fn check_keys<'k>(
 ) -> Result<(), Error> {
     let max_key = inner.config.engine.max_key_len;
     for key in keys {
+        if key.is_empty() {
+            return Err(Error::new(
+                ErrorCode::InvalidRequest,
+                "the empty key is not a key",
+            ));
+        }
         if key.len() > max_key {
             return Err(Error::new(
                 ErrorCode::TooLarge,
@@ -440,6 +467,7 @@ fn rejection_error(rejection: Rejection) -> Error {
         Rejection::VersionsExhausted
         | Rejection::InvalidSplit(_)
         | Rejection::InvalidMeta(_)
+        | Rejection::Refused(_)
         | Rejection::Undecodable => Error::new(ErrorCode::InvalidRequest, message),
     }
 }
