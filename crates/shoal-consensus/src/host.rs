@@ -337,6 +337,19 @@ impl<S: LogStore, M: StateMachine> RaftHost<S, M> {
         Ok(raft.transfer_leader(target)?)
     }
 
+    /// Asks each of `groups` hosted here to compact its log as far as it may (see
+    /// [`Raft::request_compaction`]); groups not hosted are passed over. Returns how many
+    /// had anything to compact.
+    pub fn request_compaction(&mut self, groups: &[GroupId]) -> usize {
+        let mut asked = 0;
+        for &group in groups {
+            if let Some(raft) = self.multi.group_mut(group) {
+                asked += usize::from(raft.request_compaction());
+            }
+        }
+        asked
+    }
+
     /// Makes this node's replica of a group campaign now (see [`Raft::campaign`]).
     pub fn campaign(&mut self, group: GroupId) -> Result<(), HostError> {
         let Some(raft) = self.multi.group_mut(group) else {

@@ -127,7 +127,7 @@ pub use raft::{Raft, RaftStats, ReadMode, Role, Status};
 pub use ready::{LeaderInfo, PersistedToken, ReadState, Ready};
 pub use snapshot::{MachineError, SnapshotMeta, SnapshotSink, SnapshotSource, StateMachine};
 pub use store::{HardState, LogStore, LogStoreError, MemLogStore};
-pub use wal::{Recovery, TornTail, Wal, WalConfig, WalStats, WalStore};
+pub use wal::{Recovery, TornTail, Wal, WalConfig, WalDiskUsage, WalStats, WalStore};
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

@@ -637,3 +637,52 @@ fn compaction_follows_the_state_machine_and_late_followers_get_a_fresh_snapshot(
     assert_eq!(net.commands(3), net.commands(1));
     assert_eq!(net.commands(3).len(), 60);
 }
+
+/// A quiet group's log is compacted on request, not only every `snapshot_after_entries`: a
+/// follower drops every entry its state machine made durable; the leader drops what its
+/// followers hold, but keeps what a lagging one still needs (within
+/// `compaction_trailing_entries`), so that it catches up from the log, not a snapshot.
+#[test]
+fn a_requested_compaction_empties_a_quiet_log_but_keeps_what_a_follower_needs() {
+    let mut net = Net::new(3, full_config());
+    net.elect(1);
+    for i in 0..10 {
+        net.node(1).propose(format!("quiet-{i}").into()).unwrap();
+        net.settle();
+    }
+    for id in 1..=3 {
+        assert!(net.node(id).request_compaction(), "node {id}");
+    }
+    net.settle();
+    for id in 1..=3 {
+        let raft = net.node(id);
+        assert_eq!(
+            raft.store().first_index(),
+            raft.applied_index() + 1,
+            "node {id} kept entries"
+        );
+        // Nothing left to compact: asking again is a no-op.
+        assert!(!raft.request_compaction(), "node {id}");
+    }
+
+    // Node 3 falls behind; the leader keeps its entries, the other follower does not.
+    net.isolate(3);
+    for i in 0..10 {
+        net.node(1).propose(format!("lagging-{i}").into()).unwrap();
+        net.settle();
+    }
+    let behind = net.node(3).last_index();
+    assert!(net.node(1).request_compaction());
+    assert!(net.node(2).request_compaction());
+    net.settle();
+    assert_eq!(net.node(1).store().first_index(), behind + 1);
+    assert_eq!(
+        net.node(2).store().first_index(),
+        net.node(2).applied_index() + 1
+    );
+    net.heal();
+    net.run_for(Duration::from_secs(2), STEP);
+    assert_eq!(net.snapshots_sent, 0, "caught up from the log");
+    assert_eq!(net.commands(3), net.commands(1));
+    assert_eq!(net.commands(3).len(), 20);
+}

@@ -53,6 +53,7 @@ pub struct Metrics {
     members: Family<StateLabels, Gauge>,
     wal_syncs: Gauge,
     wal_bytes: Gauge,
+    wal_segments: Gauge,
     engine_disk_bytes: Gauge,
     replica_mismatches: Gauge,
 }
@@ -86,6 +87,7 @@ impl Metrics {
             members: Family::default(),
             wal_syncs: Gauge::default(),
             wal_bytes: Gauge::default(),
+            wal_segments: Gauge::default(),
             engine_disk_bytes: Gauge::default(),
             replica_mismatches: Gauge::default(),
             registry: Registry::default(),
@@ -126,6 +128,11 @@ impl Metrics {
         registry.register("wal_syncs", "WAL syncs so far", m.wal_syncs.clone());
         registry.register("wal_bytes", "WAL bytes on disk", m.wal_bytes.clone());
         registry.register(
+            "wal_segments",
+            "WAL segment files on disk",
+            m.wal_segments.clone(),
+        );
+        registry.register(
             "engine_disk_bytes",
             "Storage engine bytes on disk",
             m.engine_disk_bytes.clone(),
@@ -163,6 +170,7 @@ impl Metrics {
             self.leaderships.set(gauge(status.leaderships as u64));
             self.wal_syncs.set(gauge(status.wal_syncs));
             self.wal_bytes.set(gauge(status.wal_bytes));
+            self.wal_segments.set(gauge(status.wal_segments as u64));
             self.engine_disk_bytes.set(gauge(status.engine_disk_bytes));
             self.replica_mismatches
                 .set(gauge(status.replica_mismatches));

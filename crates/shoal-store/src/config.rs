@@ -2,7 +2,7 @@
 
 use super::topology::TopologyConfig;
 use shoal_consensus::driver::DriverConfig;
-use shoal_consensus::{RaftConfig, ReadMode};
+use shoal_consensus::{RaftConfig, ReadMode, WalConfig};
 use shoal_core::NodeId;
 use shoal_membership::MembershipConfig;
 use shoal_ranges::SplitMergePolicy;
@@ -33,6 +33,18 @@ pub struct StoreConfig {
     /// synced writes of their own; a crash that loses buffered batches only makes the range
     /// replay them from the log.
     pub engine: EngineConfig,
+    /// The WAL's settings (its segment size: the WAL holds a few segments, see
+    /// [`StoreConfig::log_compaction_interval`]).
+    pub wal: WalConfig,
+    /// How often the groups whose entries keep WAL segments older than the current one on
+    /// disk are asked to compact their logs through what the engine has synced (quiet ranges
+    /// included: their few entries would otherwise keep the oldest segment, and every one
+    /// after it, for ever). A leader keeps what a lagging follower needs, up to
+    /// [`RaftConfig::compaction_trailing_entries`]. So the WAL holds about two segments
+    /// ([`WalConfig::segment_bytes`]) plus lagging followers' tails. Default 10 s; zero
+    /// turns it off (logs are then compacted only every
+    /// [`RaftConfig::snapshot_after_entries`]).
+    pub log_compaction_interval: Duration,
     /// The transport's settings.
     pub transport: TransportConfig,
     /// Membership (SWIM) settings: gossip runs over UDP on the listener's port number.
@@ -132,6 +144,8 @@ impl StoreConfig {
                 durability: shoal_storage::Durability::Buffered,
                 ..EngineConfig::default()
             },
+            wal: WalConfig::default(),
+            log_compaction_interval: Duration::from_secs(10),
             transport: TransportConfig::default(),
             membership: MembershipConfig::default(),
             advertise: None,

@@ -11,7 +11,7 @@ use super::machine::RangeMachine;
 use super::node::StoreError;
 use super::shared::Shared;
 use shoal_consensus::driver::RaftDriver;
-use shoal_consensus::{Membership, RaftConfig, Wal, WalStats};
+use shoal_consensus::{Membership, RaftConfig, Wal, WalDiskUsage, WalStats};
 use shoal_core::{Clock, KeyRange, NodeId, RangeDescriptor, RangeId};
 use shoal_storage::{Durability, Engine};
 use std::sync::Arc;
@@ -72,6 +72,11 @@ impl RangeGroups {
     /// The WAL's counters.
     pub(crate) fn wal_stats(&self) -> WalStats {
         self.wal.stats()
+    }
+
+    /// What the WAL takes on disk now.
+    pub(crate) fn wal_disk_usage(&self) -> WalDiskUsage {
+        self.wal.disk_usage()
     }
 
     /// A hosted range's descriptor as applied here.
@@ -220,6 +225,22 @@ impl RangeGroups {
     pub(crate) async fn sync_engine(&self) -> Result<(), StoreError> {
         let engine = self.engine.clone();
         blocking(move || Ok(engine.persist(Durability::Sync)?)).await
+    }
+
+    /// Asks every group whose entries keep a WAL segment older than the current one on disk
+    /// to compact its log as far as it may (see [`shoal_consensus::Raft::request_compaction`]),
+    /// after one sync of the engine, so that each group's own persist finds nothing left to
+    /// write inside the driver's round. Returns how many groups had anything to compact.
+    pub(crate) async fn compact_logs(&self) -> Result<usize, StoreError> {
+        let groups = self.wal.groups_in_old_segments();
+        if groups.is_empty() {
+            return Ok(0);
+        }
+        self.sync_engine().await?;
+        self.driver
+            .compact_logs(groups)
+            .await
+            .map_err(|e| StoreError::Raft(e.to_string()))
     }
 
     /// Stops every group (the engine and WAL close when the last handle goes).

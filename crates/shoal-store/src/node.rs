@@ -112,9 +112,10 @@ impl Store {
         let engine_dir = config.data_dir.join("engine");
         let wal_dir = config.data_dir.join("wal");
         let engine_config = config.engine.clone();
+        let wal_config = config.wal.clone();
         let (engine, wal) = tokio::task::spawn_blocking(move || {
             let engine = Engine::open(engine_dir, engine_config)?;
-            let (wal, _) = Wal::open(wal_dir, shoal_consensus::WalConfig::default())?;
+            let (wal, _) = Wal::open(wal_dir, wal_config)?;
             Ok::<_, StoreError>((engine, wal))
         })
         .await
@@ -177,6 +178,7 @@ impl Store {
             tokio::spawn(super::gossip::announce(store.inner.clone())),
             tokio::spawn(meta_client::upkeep(store.inner.clone())),
             tokio::spawn(sync_engine(store.inner.clone())),
+            tokio::spawn(compact_logs(store.inner.clone())),
         ];
         store
             .inner
@@ -621,6 +623,28 @@ async fn sync_engine(inner: Arc<Inner>) {
         ticker.tick().await;
         if let Err(e) = inner.groups.sync_engine().await {
             tracing::warn!(node = %inner.id, error = %e, "could not sync the engine");
+        }
+    }
+}
+
+/// Every [`StoreConfig::log_compaction_interval`], asks the groups whose entries keep old
+/// WAL segments on disk to compact their logs (see [`RangeGroups::compact_logs`]).
+async fn compact_logs(inner: Arc<Inner>) {
+    let every = inner.config.log_compaction_interval;
+    if every.is_zero() {
+        return;
+    }
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        match inner.groups.compact_logs().await {
+            Ok(0) => {}
+            Ok(asked) => {
+                tracing::debug!(node = %inner.id, asked, "asked groups to compact their logs")
+            }
+            Err(e) => tracing::warn!(node = %inner.id, error = %e, "could not compact logs"),
         }
     }
 }

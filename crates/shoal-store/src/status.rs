@@ -58,10 +58,14 @@ pub struct NodeStatus {
     pub hosted: usize,
     /// How many of them it leads.
     pub leaderships: usize,
-    /// WAL records written, bytes written and syncs since the node started.
+    /// WAL records written since the node started.
     pub wal_records: u64,
-    /// WAL bytes written.
+    /// WAL bytes written since the node started.
+    pub wal_written_bytes: u64,
+    /// WAL bytes on disk now (every segment).
     pub wal_bytes: u64,
+    /// WAL segment files on disk now.
+    pub wal_segments: usize,
     /// WAL `fdatasync` calls.
     pub wal_syncs: u64,
     /// Bytes the engine's directory takes on disk.
@@ -98,6 +102,7 @@ pub(crate) async fn report(inner: &Inner, range: Option<RangeId>) -> NodeStatus 
         });
     }
     let wal = inner.groups.wal_stats();
+    let disk = inner.groups.wal_disk_usage();
     NodeStatus {
         node: inner.id,
         addr: inner.topology.addr(),
@@ -105,7 +110,9 @@ pub(crate) async fn report(inner: &Inner, range: Option<RangeId>) -> NodeStatus 
         hosted: descriptors.len(),
         leaderships,
         wal_records: wal.records,
-        wal_bytes: wal.bytes,
+        wal_written_bytes: wal.bytes,
+        wal_bytes: disk.bytes,
+        wal_segments: disk.segments,
         wal_syncs: wal.syncs,
         engine_disk_bytes: inner.groups.engine().disk_space().unwrap_or(0),
         replica_mismatches: inner.comparisons.mismatches(),

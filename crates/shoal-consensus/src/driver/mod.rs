@@ -318,6 +318,10 @@ enum Command<M: StateMachine> {
         group: GroupId,
         reply: Reply<()>,
     },
+    CompactLogs {
+        groups: Vec<GroupId>,
+        reply: Reply<usize>,
+    },
     Read {
         group: GroupId,
         mode: ReadMode,
@@ -538,6 +542,15 @@ where
     /// bootstrapping, say).
     pub async fn campaign(&self, group: GroupId) -> Result<(), DriverError> {
         self.request(|reply| Command::Campaign { group, reply })
+            .await
+    }
+
+    /// Asks each of `groups` to compact its log as far as it may (see
+    /// [`crate::Raft::request_compaction`]): what a store does for the groups whose entries
+    /// keep old WAL segments on disk ([`crate::Wal::groups_in_old_segments`]). Resolves
+    /// with how many had anything to compact; the compactions happen in the next rounds.
+    pub async fn compact_logs(&self, groups: Vec<GroupId>) -> Result<usize, DriverError> {
+        self.request(|reply| Command::CompactLogs { groups, reply })
             .await
     }
 
@@ -804,6 +817,9 @@ where
             }
             Command::Campaign { group, reply } => {
                 let _ = reply.send(self.host().campaign(group).map_err(Into::into));
+            }
+            Command::CompactLogs { groups, reply } => {
+                let _ = reply.send(Ok(self.host().request_compaction(&groups)));
             }
             Command::Read { group, mode, reply } => {
                 let token = self.token();

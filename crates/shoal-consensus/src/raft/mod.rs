@@ -148,6 +148,9 @@ pub struct Raft<S: LogStore> {
     /// The index of the latest snapshot (taken or installed).
     snapshot_index: LogIndex,
     snapshot_wanted: bool,
+    /// The wanted snapshot was asked for from outside ([`Raft::request_compaction`]): a
+    /// follower compacts through it, keeping no trailing entries.
+    compaction_requested: bool,
     /// Followers the driver is to stream a snapshot to.
     send_snapshots: Vec<NodeId>,
     compact: Option<(SnapshotMeta, LogIndex)>,
@@ -229,6 +232,7 @@ impl<S: LogStore> Raft<S> {
             },
             snapshot_index: snapshot.index,
             snapshot_wanted: false,
+            compaction_requested: false,
             send_snapshots: Vec::new(),
             compact: None,
             stats: RaftStats::default(),

@@ -18,17 +18,20 @@ impl<S: LogStore> Raft<S> {
     /// little catch up from the log).
     pub fn snapshot_taken(&mut self, index: LogIndex) {
         self.snapshot_wanted = false;
+        let requested = std::mem::take(&mut self.compaction_requested);
         let index = index.min(self.log.applied);
-        if index <= self.snapshot_index {
+        // The same point again is worth it only to drop entries kept behind it.
+        if index < self.snapshot_index || (index == self.snapshot_index && !requested) {
             return;
         }
         let Some(meta) = self.snapshot_meta(index) else {
             tracing::warn!(id = %self.id, index, "snapshot at a compacted index; ignored");
             return;
         };
-        let through = index
-            .saturating_sub(self.config.compaction_trailing_entries)
-            .min(self.log.persisted);
+        let through = self.compaction_point(index, requested);
+        if through < self.log.first_index() && index == self.snapshot_index {
+            return;
+        }
         self.snapshot_index = index;
         let keep_from = self
             .membership_history
@@ -37,6 +40,46 @@ impl<S: LogStore> Raft<S> {
             .unwrap_or(0);
         self.membership_history.drain(..keep_from);
         self.compact = Some((meta, through));
+    }
+
+    /// Asks for the log to be compacted as far as it may be, now: the state machine is
+    /// asked to persist ([`crate::Ready::snapshot_wanted`]) even if few entries were applied
+    /// since the last snapshot. A driver asks this of groups whose entries keep old WAL
+    /// segments on disk (a quiet range's few entries would otherwise do so for ever).
+    /// Returns whether there is anything to compact.
+    pub fn request_compaction(&mut self) -> bool {
+        let durable = self.log.applied.min(self.log.persisted);
+        if self.log.first_index() > durable {
+            return false;
+        }
+        self.snapshot_wanted = true;
+        self.compaction_requested = true;
+        true
+    }
+
+    /// Where to compact the log through once the state machine is durable through `index`.
+    /// A leader keeps what its followers still need, but never more than
+    /// [`crate::RaftConfig::compaction_trailing_entries`] (a follower further behind is sent
+    /// a snapshot). A follower keeps that many trailing entries too (useful should it lead),
+    /// unless the compaction was requested ([`Raft::request_compaction`]). Never past what
+    /// the log has persisted.
+    fn compaction_point(&self, index: LogIndex, requested: bool) -> LogIndex {
+        let trailing = index.saturating_sub(self.config.compaction_trailing_entries);
+        let floor = if self.role == super::Role::Leader {
+            let needed = self
+                .progress
+                .iter()
+                .filter(|(&node, _)| node != self.id)
+                .map(|(_, pr)| pr.match_index)
+                .min()
+                .unwrap_or(index);
+            needed.max(trailing)
+        } else if requested {
+            index
+        } else {
+            trailing
+        };
+        floor.min(index).min(self.log.persisted)
     }
 
     /// The metadata of a snapshot of the state machine at `index` (the index a

@@ -120,6 +120,15 @@ pub struct WalStats {
     pub disk_reads: u64,
 }
 
+/// What a [`Wal`] takes on disk (see [`Wal::disk_usage`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalDiskUsage {
+    /// Segment files, the current one included.
+    pub segments: usize,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
 /// A write-ahead log shared by many groups. Cheap to clone; every clone and every
 /// [`WalStore`] is a handle on the same log.
 #[derive(Clone, Debug)]
@@ -154,6 +163,9 @@ struct Inner {
     scratch: Vec<u8>,
     /// Written to the file but not yet synced.
     dirty: bool,
+    /// A compaction, snapshot install or group removal was written since segments were last
+    /// deleted: once it is synced, segments older than the current one may be free.
+    freed: bool,
     /// The first I/O error, after which nothing more is written.
     failed: Option<String>,
     /// The incarnation the next group created by `Wal::store` gets.
@@ -294,6 +306,7 @@ impl Wal {
             scratch: Vec::new(),
             dirty: false,
             failed: None,
+            freed: false,
             next_incarnation: 1,
             stats: WalStats {
                 segments_created: u64::from(ids.is_empty()),
@@ -347,6 +360,7 @@ impl Wal {
         let mut inner = self.lock();
         inner.write(&Record::RemoveGroup { group })?;
         inner.groups.remove(&group);
+        inner.freed = true;
         Ok(())
     }
 
@@ -358,6 +372,34 @@ impl Wal {
     /// Counters since open.
     pub fn stats(&self) -> WalStats {
         self.lock().stats
+    }
+
+    /// What the WAL takes on disk now: its segments and their bytes (the current segment's
+    /// buffered tail included).
+    pub fn disk_usage(&self) -> WalDiskUsage {
+        let wal = self.lock();
+        let older: u64 = wal
+            .segments
+            .iter()
+            .filter(|(&id, _)| id != wal.current)
+            .map(|(_, file)| file.metadata().map_or(0, |m| m.len()))
+            .sum();
+        WalDiskUsage {
+            segments: wal.segments.len(),
+            bytes: older + wal.written + wal.buf.len() as u64,
+        }
+    }
+
+    /// The groups holding entries in a segment older than the current one: what keeps old
+    /// segments on disk. Once each compacts through those entries, the segments go at the
+    /// next sync.
+    pub fn groups_in_old_segments(&self) -> Vec<GroupId> {
+        let wal = self.lock();
+        wal.groups
+            .iter()
+            .filter(|(_, g)| g.first_segment().is_some_and(|s| s < wal.current))
+            .map(|(&id, _)| id)
+            .collect()
     }
 
     /// Ids of the segments on disk, oldest first.
@@ -487,6 +529,10 @@ impl Inner {
         }
         if self.written >= self.config.segment_bytes {
             self.rotate()?;
+        } else if self.freed && self.segments.len() > 1 {
+            // What dropped the entries is durable now, and the current segment's checkpoint
+            // (synced when it started) holds every group's state as of then.
+            self.delete_unneeded();
         }
         Ok(())
     }
@@ -538,6 +584,7 @@ impl Inner {
     /// rotation's checkpoint is synced, so what those segments held about hard states and
     /// snapshots is in a newer segment.
     fn delete_unneeded(&mut self) {
+        self.freed = false;
         let keep_from = self
             .groups
             .values()
@@ -792,6 +839,7 @@ impl LogStore for WalStore {
         let g = inner.live_group(self.group, self.incarnation)?;
         g.record_snapshot(snapshot);
         g.compact(through, term);
+        inner.freed = true;
         Ok(())
     }
 
@@ -805,6 +853,7 @@ impl LogStore for WalStore {
         inner
             .live_group(self.group, self.incarnation)?
             .install(meta);
+        inner.freed = true;
         Ok(())
     }
 

@@ -236,6 +236,60 @@ fn segments_are_deleted_once_compacted_and_recovery_still_matches() {
     assert_eq!((other.first_index(), other.last_index()), (3, 2));
 }
 
+/// A quiet group's few old entries kept every segment after them until it compacted; once
+/// it does, the sync that makes the compaction durable deletes the old segments at once,
+/// with no rotation needed, and reopening (the busy group's entries now start after a gap
+/// the deleted segments held) rebuilds both logs.
+#[test]
+fn a_compaction_frees_old_segments_at_its_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = MemLogStore::new();
+    {
+        let (wal, _) = Wal::open(dir.path(), small()).unwrap();
+        let (mut busy, mut quiet) = (wal.store(G1), wal.store(G2));
+        quiet.append(&entries(1, 3, 1)).unwrap();
+        quiet.sync().unwrap();
+        for i in 0..120u64 {
+            let batch = entries(i * 3 + 1, i * 3 + 4, 1);
+            busy.append(&batch).unwrap();
+            model.append(&batch).unwrap();
+            busy.sync().unwrap();
+        }
+        assert!(wal.segments().len() > 5, "{:?}", wal.segments());
+        let mut pinning = wal.groups_in_old_segments();
+        pinning.sort_unstable();
+        assert_eq!(pinning, vec![G1, G2]);
+        // The busy group appends again (into the current segment) and compacts everything
+        // before that; the quiet one compacts everything.
+        let through = model.last_index();
+        let term = model.term(through).unwrap();
+        let batch = entries(through + 1, through + 4, 2);
+        busy.append(&batch).unwrap();
+        model.append(&batch).unwrap();
+        busy.compact(&meta(through, term), through).unwrap();
+        model.compact(&meta(through, term), through).unwrap();
+        quiet.compact(&meta(2, 1), 2).unwrap();
+        assert!(
+            wal.segments().len() > 5,
+            "deleted before the compaction was synced"
+        );
+        quiet.sync().unwrap();
+        assert_eq!(wal.segments().len(), 1, "{:?}", wal.segments());
+        assert!(wal.groups_in_old_segments().is_empty());
+        assert_eq!(wal.disk_usage().segments, 1);
+    }
+    let (wal, recovery) = Wal::open(dir.path(), small()).unwrap();
+    assert_eq!(recovery.groups, vec![G1, G2]);
+    let busy = wal.store(G1);
+    assert_eq!(
+        (busy.first_index(), busy.last_index()),
+        (model.first_index(), model.last_index())
+    );
+    assert_eq!(all(&busy), all(&model));
+    let quiet = wal.store(G2);
+    assert_eq!((quiet.first_index(), quiet.last_index()), (3, 2));
+}
+
 #[test]
 fn a_removed_group_is_gone_after_reopening() {
     let dir = tempfile::tempdir().unwrap();
