@@ -1,10 +1,11 @@
 //! Raft in the deterministic simulator: replicas on a lossy, duplicating, reordering network
 //! crash and restart, get partitioned, change membership (learners added, promoted, voters
-//! removed), hand leadership over and snapshot, while clients propose. After every step the
-//! shared history checks election safety, state machine safety (which covers log matching
-//! of committed entries), leader completeness and monotonic term/commit/applied; log
-//! matching of whole logs is checked every few hundred steps. At the end, with faults
-//! healed, every member must have applied every acknowledged proposal and agree.
+//! removed), hand leadership over, snapshot and compact on request, while clients propose.
+//! After every step the shared history checks election safety, state machine safety (which
+//! covers log matching of committed entries), leader completeness and monotonic
+//! term/commit/applied; log matching of whole logs is checked every few hundred steps. At
+//! the end, with faults healed, every member must have applied every acknowledged proposal
+//! and agree.
 //!
 //! `SHOAL_RAFT_SEEDS=N` runs N seeds per test (default 200, a few seconds; thousands before a
 //! release), and `SHOAL_SIM_SEED=s` replays one. A failure prints its seed and appends it to
@@ -204,6 +205,15 @@ fn run_seed(seed: u64, workload: Workload) -> Result<Outcome, SimError> {
                 ReadMode::Safe
             };
             sim.act(target, |r, _, out| r.read(op_id, key, mode, out));
+        }
+        // A driver asks replicas to compact whenever their entries keep old WAL segments:
+        // here, any replica, at any moment (a leader must keep what its followers need).
+        if rng.chance(0.1) {
+            let target = all[rng.below(all.len() as u64) as usize];
+            sim.act(target, |r, _, out| {
+                let _ = r.raft_mut().map(|raft| raft.request_compaction());
+                r.drive(out);
+            });
         }
         if !rng.chance(0.15) {
             continue;
