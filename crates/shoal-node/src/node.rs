@@ -265,6 +265,10 @@ async fn open_store(settings: &NodeSettings) -> Result<Store, StartError> {
         match store.bootstrap(&settings.bootstrap).await {
             Ok(_) => tracing::info!(node = %settings.id, "bootstrapped the cluster"),
             Err(StoreError::AlreadyBootstrapped) => {}
+            Err(StoreError::ClusterExists) => tracing::warn!(
+                node = %settings.id,
+                "the cluster exists already and this data directory is new: joining it, not bootstrapping"
+            ),
             Err(e) => {
                 store.shutdown().await;
                 return Err(StartError::Store(e));

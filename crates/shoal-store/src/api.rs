@@ -11,7 +11,7 @@
 use super::command::{Condition, WriteOp, WriteOutcome};
 use super::meta::{MetaAnswer, MetaOp, NodeRecord};
 use serde::{Deserialize, Serialize};
-use shoal_core::{Generation, RangeDescriptor, RangeId};
+use shoal_core::{Generation, NodeId, RangeDescriptor, RangeId};
 use shoal_transport::Rpc;
 
 /// Key-value operations on one range.
@@ -89,6 +89,8 @@ pub enum MetaRequest {
     Descriptors,
     /// Every registered node.
     Nodes,
+    /// Every node's store binding.
+    Bindings,
 }
 
 /// The meta range's answer.
@@ -102,6 +104,8 @@ pub enum MetaResponse {
     Descriptors(Vec<RangeDescriptor>),
     /// The registered nodes, in id order.
     Nodes(Vec<NodeRecord>),
+    /// Every node's store id, in node id order.
+    Bindings(Vec<(NodeId, u64)>),
 }
 
 /// What a router asks.

@@ -46,6 +46,7 @@ mod gossip;
 mod groups;
 mod handover;
 mod hosting;
+mod identity;
 mod machine;
 mod meta;
 mod meta_client;

@@ -11,7 +11,9 @@
 //!
 //! - `0xff 'd' id generation` (big-endian): a range descriptor (leader hint cleared);
 //! - `0xff 'n' id`: a node's [`NodeRecord`];
-//! - `0xff 'a' "range-id"`: the next range id the allocator hands out.
+//! - `0xff 'a' "range-id"`: the next range id the allocator hands out;
+//! - `0xff 's' id`: the store id a node is bound to (see `identity.rs`), `u64` big-endian;
+//! - `0xff 'c' "cluster"`: the cluster's id, drawn by the first store bound.
 //!
 //! # Descriptors, guarded by generation
 //!
@@ -68,6 +70,8 @@ pub const MAX_BOUND_BYTES: usize = 64 << 10;
 const DESCRIPTOR_PREFIX: &[u8] = b"\xffd";
 const NODE_PREFIX: &[u8] = b"\xffn";
 const NEXT_RANGE_ID: &[u8] = b"\xffarange-id";
+const BINDING_PREFIX: &[u8] = b"\xffs";
+const CLUSTER_ID: &[u8] = b"\xffccluster";
 
 /// Entries read per page when the meta range is read whole.
 const PAGE: usize = 1024;
@@ -112,6 +116,17 @@ pub enum MetaOp {
     },
     /// Registers (or updates) a node.
     RegisterNode(NodeRecord),
+    /// Binds `node` to the store `store` if it is bound to none yet, and sets the cluster's
+    /// id to `cluster` if it has none yet; answers [`MetaAnswer::Bound`] with the cluster's
+    /// id, or [`MetaAnswer::BoundElsewhere`] if the node is bound to another store.
+    BindStore {
+        /// The node.
+        node: NodeId,
+        /// Its store's id (never zero).
+        store: u64,
+        /// A cluster id to set if the cluster has none (never zero).
+        cluster: u64,
+    },
 }
 
 /// What a [`MetaOp`] answers.
@@ -130,6 +145,16 @@ pub enum MetaAnswer {
     },
     /// The node is registered.
     Registered,
+    /// The node is bound to the store asked for, in the cluster named.
+    Bound {
+        /// The cluster's id.
+        cluster: u64,
+    },
+    /// The node is bound to another store: the one asking is not the node's.
+    BoundElsewhere {
+        /// The store the node is bound to.
+        store: u64,
+    },
 }
 
 fn descriptor_key(d: &RangeDescriptor) -> Vec<u8> {
@@ -138,6 +163,42 @@ fn descriptor_key(d: &RangeDescriptor) -> Vec<u8> {
     key.extend_from_slice(&d.id.get().to_be_bytes());
     key.extend_from_slice(&d.generation.get().to_be_bytes());
     key
+}
+
+fn binding_key(id: NodeId) -> Vec<u8> {
+    let mut key = BINDING_PREFIX.to_vec();
+    key.extend_from_slice(&id.get().to_be_bytes());
+    key
+}
+
+/// A `u64` stored big-endian under `key`, if any.
+fn read_u64(engine: &Engine, range: RangeId, key: &[u8]) -> Result<Option<u64>, MetaReadError> {
+    match engine.get(range, key)? {
+        Some(v) => <[u8; 8]>::try_from(v.value.as_slice())
+            .map(|b| Some(u64::from_be_bytes(b)))
+            .map_err(|_| MetaReadError::Corrupt(format!("the value under {key:?}"))),
+        None => Ok(None),
+    }
+}
+
+/// Every node's store binding, in id order.
+pub(crate) fn read_bindings(
+    engine: &Engine,
+    range: RangeId,
+) -> Result<Vec<(NodeId, u64)>, MetaReadError> {
+    read_prefix(engine, range, BINDING_PREFIX)?
+        .into_iter()
+        .map(|e| {
+            let id = e.key[BINDING_PREFIX.len()..]
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| MetaReadError::Corrupt("a binding's key".into()))?;
+            let store = <[u8; 8]>::try_from(e.value.as_slice())
+                .map(u64::from_be_bytes)
+                .map_err(|_| MetaReadError::Corrupt("a binding's store".into()))?;
+            Ok((NodeId::new(id), store))
+        })
+        .collect()
 }
 
 fn node_key(id: NodeId) -> Vec<u8> {
@@ -275,6 +336,11 @@ pub(crate) fn check(op: &MetaOp) -> Result<(), Rejection> {
                 return refuse(format!("a zone name over {MAX_ZONE_BYTES} bytes"));
             }
         }
+        MetaOp::BindStore { store, cluster, .. } => {
+            if *store == 0 || *cluster == 0 {
+                return refuse("store and cluster ids are never zero".into());
+            }
+        }
     }
     Ok(())
 }
@@ -354,6 +420,27 @@ pub(crate) fn evaluate(
                 codec::encode(&record).map_err(|e| MetaReadError::Corrupt(e.to_string()))?;
             batch.put(node_key(record.id), value);
             Ok(Ok((batch, MetaAnswer::Registered)))
+        }
+        MetaOp::BindStore {
+            node,
+            store,
+            cluster,
+        } => {
+            if let Some(bound) = read_u64(engine, range, &binding_key(node))? {
+                if bound != store {
+                    return Ok(Ok((batch, MetaAnswer::BoundElsewhere { store: bound })));
+                }
+            } else {
+                batch.put(binding_key(node), store.to_be_bytes().to_vec());
+            }
+            let cluster = match read_u64(engine, range, CLUSTER_ID)? {
+                Some(existing) => existing,
+                None => {
+                    batch.put(CLUSTER_ID.to_vec(), cluster.to_be_bytes().to_vec());
+                    cluster
+                }
+            };
+            Ok(Ok((batch, MetaAnswer::Bound { cluster })))
         }
     }
 }

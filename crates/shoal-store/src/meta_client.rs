@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 /// that just became a range's leader records it then).
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How many upkeep wakes apart the store bindings are read again.
+const BINDINGS_EVERY: u64 = 5;
+
 /// Where meta requests start from: this node's topology, and its store when it has one
 /// (which knows the meta range's leader first-hand if it hosts a replica, and answers
 /// locally when it leads).
@@ -194,6 +197,55 @@ pub(crate) async fn descriptors(path: MetaPath<'_>) -> Result<Vec<RangeDescripto
     }
 }
 
+/// Every node's store binding.
+pub(crate) async fn bindings(path: MetaPath<'_>) -> Result<Vec<(NodeId, u64)>, Error> {
+    let limit = path.topology.request_limit();
+    match call(path, MetaRequest::Bindings, limit).await? {
+        MetaResponse::Bindings(found) => Ok(found),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// Binds this node to its store in the meta range (see `identity.rs`): admitted, or refused
+/// (for good: logged as an error) when the node id belongs to another store. `Ok(false)`
+/// while the meta range cannot be reached.
+async fn bind_store(inner: &Inner) -> Result<bool, Error> {
+    let identity = &inner.identity;
+    let op = MetaOp::BindStore {
+        node: inner.id,
+        store: identity.store(),
+        cluster: identity
+            .cluster()
+            .unwrap_or_else(super::identity::random_u64),
+    };
+    match apply(inner.meta_path(), op).await? {
+        MetaAnswer::Bound { cluster } => {
+            if let Err(e) = identity.bound(cluster) {
+                tracing::error!(node = %inner.id, error = %e, "this store is not the cluster's");
+            }
+            Ok(true)
+        }
+        MetaAnswer::BoundElsewhere { store } => {
+            let why = format!(
+                "node {} belongs to store {store:016x}, and this data directory is store {:016x}: \
+                 the node's data is gone. This store hosts nothing and the other nodes refuse \
+                 its Raft traffic; remove node {} from its ranges and start this machine under a \
+                 new node id",
+                inner.id,
+                identity.store(),
+                inner.id
+            );
+            tracing::error!(node = %inner.id, "{why}");
+            identity.refuse(why);
+            Ok(true)
+        }
+        other => Err(Error::new(
+            ErrorCode::Internal,
+            format!("a store binding answered {other:?}"),
+        )),
+    }
+}
+
 /// Every registered node.
 pub(crate) async fn nodes(path: MetaPath<'_>) -> Result<Vec<NodeRecord>, Error> {
     let limit = path.topology.request_limit();
@@ -219,6 +271,8 @@ fn unexpected(response: &MetaResponse) -> Error {
 pub(crate) async fn upkeep(inner: Arc<Inner>) {
     let mut recorded: HashMap<RangeId, Generation> = HashMap::new();
     let mut registered = false;
+    let mut bound = false;
+    let mut ticks: u64 = 0;
     let mut ticker = tokio::time::interval(UPKEEP_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -226,7 +280,23 @@ pub(crate) async fn upkeep(inner: Arc<Inner>) {
             _ = ticker.tick() => {}
             _ = inner.groups.descriptors_changed() => {}
         }
-        if !registered {
+        ticks += 1;
+        if !bound {
+            match bind_store(&inner).await {
+                Ok(done) => bound = done,
+                Err(e) => {
+                    tracing::debug!(node = %inner.id, error = %e, "store not bound in the meta range yet")
+                }
+            }
+        }
+        // The bindings other nodes' traffic is checked against, read again every few wakes.
+        if ticks % BINDINGS_EVERY == 1 {
+            if let Ok(found) = bindings(inner.meta_path()).await {
+                inner.topology.inner.set_bindings(found);
+            }
+        }
+        // A refused store does not overwrite the record of the node whose id it carries.
+        if !registered && bound && inner.identity.may_host() {
             let record = NodeRecord {
                 id: inner.id,
                 addr: inner.topology.addr(),

@@ -8,6 +8,7 @@ use super::events::{self, RangeEvent};
 use super::groups::RangeGroups;
 use super::handover::HandOver;
 use super::hosting;
+use super::identity::Identity;
 use super::meta::{NodeRecord, MAX_ZONE_BYTES, META_RANGE};
 use super::meta_client::{self, MetaPath};
 use super::read_barriers::ReadBarriers;
@@ -19,7 +20,9 @@ use shoal_core::{codec, Clock, ErrorCode, LeaderHint, NodeId, RangeDescriptor, R
 use shoal_membership::MemberEvent;
 use shoal_ranges::policy::{Decision, InFlight, RangeStats as PolicyStats};
 use shoal_storage::{Engine, StorageError};
-use shoal_transport::{FaultFilter, RegisterError, RpcClient, RpcServer, TransportError};
+use shoal_transport::{
+    FaultFilter, RegisterError, RpcClient, RpcServer, RpcTransportExt, TransportError,
+};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -68,6 +71,13 @@ pub enum StoreError {
     /// The store already holds ranges: bootstrapping again would fork the cluster.
     #[error("the store is already bootstrapped")]
     AlreadyBootstrapped,
+    /// This store's data directory is new and the cluster it is asked to found exists
+    /// already with this node id bound to another store: the node lost its data, and
+    /// bootstrapping would give it replicas whose logs vouch for nothing the cluster wrote.
+    #[error(
+        "the cluster exists already and this node id belongs to another store: its data is gone"
+    )]
+    ClusterExists,
     /// A request failed with a code a router acts on.
     #[error(transparent)]
     Request(#[from] shoal_core::Error),
@@ -80,6 +90,8 @@ pub(crate) struct Inner {
     pub(crate) config: StoreConfig,
     /// Membership, peers' addresses, seeds and every descriptor heard of.
     pub(crate) topology: Topology,
+    /// This store's id, its cluster's, and whether the meta range admitted it.
+    pub(crate) identity: Identity,
     /// Every hosted range's group, with the engine, WAL and driver they run on.
     pub(crate) groups: RangeGroups,
     /// Replica comparisons: sessions answered and started, builds, mismatches.
@@ -113,19 +125,24 @@ impl Store {
         let wal_dir = config.data_dir.join("wal");
         let engine_config = config.engine.clone();
         let wal_config = config.wal.clone();
-        let (engine, wal) = tokio::task::spawn_blocking(move || {
+        let data_dir = config.data_dir.clone();
+        let (engine, wal, identity) = tokio::task::spawn_blocking(move || {
             let engine = Engine::open(engine_dir, engine_config)?;
             let (wal, _) = Wal::open(wal_dir, wal_config)?;
-            Ok::<_, StoreError>((engine, wal))
+            let had_data = !engine.ranges().is_empty() || !wal.groups().is_empty();
+            let identity = Identity::load_or_create(&data_dir, id, had_data)?;
+            Ok::<_, StoreError>((engine, wal, identity))
         })
         .await
         .map_err(|e| StoreError::Corrupt(format!("opening panicked: {e}")))??;
         let engine = Arc::new(engine);
 
-        let inbox = RaftInbox::new(&config.driver);
+        let mut inbox = RaftInbox::new(&config.driver);
         let (events, range_events) = events::channel();
-        // Data nodes publish no membership metadata (gateway members publish GATEWAY_META).
-        let mut starting = Topology::start(&config.topology(), Vec::new()).await?;
+        // A data node's membership metadata names its store (gateways publish GATEWAY_META).
+        let mut starting = Topology::start(&config.topology(), identity.member_meta()).await?;
+        let admitting = starting.topology.clone();
+        inbox.admit(Arc::new(move |node| admitting.inner.admits(node)));
         if let Err(e) = inbox.register(&mut starting.router) {
             starting.abandon().await;
             return Err(e.into());
@@ -143,6 +160,7 @@ impl Store {
             id,
             config,
             topology,
+            identity,
             groups,
             comparisons: Comparisons::default(),
             read_barriers: ReadBarriers::default(),
@@ -195,7 +213,21 @@ impl Store {
     /// descriptors. Every founding node calls it with the same voters; the first of them
     /// campaigns at once. Refused if the store already holds ranges. Returns the two
     /// descriptors, meta first.
+    ///
+    /// A store whose data directory was empty when it opened first asks the cluster's meta
+    /// range (through the peers it knows, within a few seconds) which store its node id is
+    /// bound to: bound to another one, the node lost its data and does not bootstrap
+    /// ([`StoreError::ClusterExists`]). A founding node that never ran before finds no
+    /// binding (or no meta range yet) and bootstraps as its peers did. A store refused
+    /// anyway (the meta range was out of reach) finds its Raft traffic refused by the other
+    /// nodes once they see which store speaks for it.
     pub async fn bootstrap(&self, voters: &[NodeId]) -> Result<[RangeDescriptor; 2], StoreError> {
+        if !self.inner.groups.descriptors().is_empty() {
+            return Err(StoreError::AlreadyBootstrapped);
+        }
+        if self.inner.identity.fresh() && self.inner.bound_elsewhere().await {
+            return Err(StoreError::ClusterExists);
+        }
         self.inner.groups.bootstrap(voters).await
     }
 
@@ -468,6 +500,57 @@ impl Inner {
         self.groups.leads(range)
     }
 
+    /// Whether the meta range, asked within [`BIND_CHECK_TIMEOUT`], binds this node id to
+    /// another store. It is asked only if a peer (each asked within 2 s) hosts a replica of
+    /// it that knows a leader: founding nodes started one after another find none, or
+    /// none bound to their id, at once. Out of reach, it says no.
+    async fn bound_elsewhere(&self) -> bool {
+        // Membership's members (known as soon as a join returns) and every address learned.
+        let mut peers: Vec<SocketAddr> = self
+            .topology
+            .members()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| m.id != self.id)
+            .map(|m| m.addr)
+            .collect();
+        peers.extend(
+            self.topology
+                .inner
+                .peers
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .filter(|(&node, _)| node != self.id)
+                .map(|(_, &addr)| addr),
+        );
+        peers.sort_unstable();
+        peers.dedup();
+        let client = self.topology.client();
+        let mut led = false;
+        for addr in peers {
+            let status = client
+                .call::<super::status::StatusRpc>(addr, &Some(META_RANGE), Duration::from_secs(2))
+                .await;
+            if status.is_ok_and(|s| s.ranges.iter().any(|r| r.leader.is_some())) {
+                led = true;
+                break;
+            }
+        }
+        if !led {
+            return false;
+        }
+        let asked =
+            tokio::time::timeout(BIND_CHECK_TIMEOUT, meta_client::bindings(self.meta_path())).await;
+        match asked {
+            Ok(Ok(bindings)) => bindings
+                .iter()
+                .any(|&(node, store)| node == self.id && store != self.identity.store()),
+            _ => false,
+        }
+    }
+
     /// The longest a request may take: [`StoreConfig::request_timeout`], or
     /// [`DEFAULT_DEADLINE`] when that is zero.
     pub(crate) fn request_limit(&self) -> Duration {
@@ -734,6 +817,12 @@ async fn host_on_demand(inner: Arc<Inner>, mut unknown: broadcast::Receiver<Unkn
         if inner.groups.descriptor(group).is_some() {
             continue;
         }
+        // A store the meta range has not bound (new on this start), or refused (its node
+        // id belongs to another store), takes no replica it is sent.
+        if !inner.identity.may_host() {
+            tracing::debug!(node = %inner.id, %group, admission = ?inner.identity.admission(), "not hosting: the store is not admitted");
+            continue;
+        }
         let known = inner
             .topology
             .inner
@@ -753,6 +842,9 @@ async fn host_on_demand(inner: Arc<Inner>, mut unknown: broadcast::Receiver<Unkn
         }
     }
 }
+
+/// How long a new store asks the meta range for its binding before bootstrapping.
+const BIND_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long a request may take when its caller gave no deadline.
 pub(crate) const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);

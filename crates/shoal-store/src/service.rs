@@ -603,6 +603,12 @@ pub(crate) async fn answer_meta(
             })
             .await
         }
+        MetaRequest::Bindings => {
+            return read_meta(inner, timeout, |engine| {
+                meta::read_bindings(engine, META_RANGE).map(MetaResponse::Bindings)
+            })
+            .await
+        }
     };
     let data: bytes::Bytes = codec::encode(&Command::Meta(op))
         .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?

@@ -72,6 +72,13 @@ pub struct NodeStatus {
     pub engine_disk_bytes: u64,
     /// Replica comparisons that found a difference (there should be none).
     pub replica_mismatches: u64,
+    /// This node's store id (see `identity` in the data directory).
+    pub store_id: u64,
+    /// Whether the meta range has bound this store to the node since it opened.
+    pub store_bound: bool,
+    /// Why the cluster refuses this store (its node id is bound to another store: the
+    /// node's data is gone), if it does.
+    pub refused: Option<String>,
 }
 
 /// The status of `range`, or of every hosted range.
@@ -116,5 +123,11 @@ pub(crate) async fn report(inner: &Inner, range: Option<RangeId>) -> NodeStatus 
         wal_syncs: wal.syncs,
         engine_disk_bytes: inner.groups.engine().disk_space().unwrap_or(0),
         replica_mismatches: inner.comparisons.mismatches(),
+        store_id: inner.identity.store(),
+        store_bound: inner.identity.is_bound(),
+        refused: match inner.identity.admission() {
+            super::identity::Admission::Refused(why) => Some(why),
+            _ => None,
+        },
     }
 }

@@ -105,12 +105,22 @@ pub(crate) struct TopologyInner {
     pub(crate) seeds: Seeds,
     /// Every range's descriptor this node has heard of (its own and gossip's).
     known: Mutex<DescriptorSet>,
+    /// Stores: which store each node's membership metadata says speaks for it, and which
+    /// store the meta range binds it to (see `identity.rs`).
+    stores: std::sync::RwLock<Stores>,
     pub(crate) max_key_len: usize,
     pub(crate) rejoin_interval: Duration,
     pub(crate) request_timeout: Duration,
     /// A standalone topology's own listener; a data node's store owns its listener.
     server: Mutex<Option<RpcServer>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Which store speaks for each node, and which the meta range binds it to.
+#[derive(Debug, Default)]
+struct Stores {
+    speaking: std::collections::HashMap<NodeId, u64>,
+    bound: std::collections::HashMap<NodeId, u64>,
 }
 
 /// A topology whose listening socket is bound but not yet served: its owner registers its
@@ -219,6 +229,7 @@ impl Topology {
                 peers,
                 seeds: Seeds::default(),
                 known: Mutex::new(DescriptorSet::new()),
+                stores: std::sync::RwLock::new(Stores::default()),
                 max_key_len: config.max_key_len,
                 rejoin_interval: config.rejoin_interval,
                 request_timeout: config.request_timeout,
@@ -459,6 +470,35 @@ impl TopologyInner {
         }
     }
 
+    /// Whether traffic from `node` is taken: not when the store its membership metadata
+    /// names differs from the one the meta range binds it to (it came back without its
+    /// data, so its votes and acknowledgements would vouch for a log it no longer has).
+    /// A node whose store or binding is not known yet is taken.
+    pub(crate) fn admits(&self, node: NodeId) -> bool {
+        let stores = self.stores.read().unwrap_or_else(|p| p.into_inner());
+        match (stores.speaking.get(&node), stores.bound.get(&node)) {
+            (Some(speaking), Some(bound)) => speaking == bound,
+            _ => true,
+        }
+    }
+
+    /// The meta range's store bindings, read now.
+    pub(crate) fn set_bindings(&self, bindings: Vec<(NodeId, u64)>) {
+        let mut stores = self.stores.write().unwrap_or_else(|p| p.into_inner());
+        stores.bound = bindings.into_iter().collect();
+    }
+
+    /// Records the store `node`'s membership metadata names, if it names one.
+    fn heard_speaker(&self, node: NodeId, meta: &[u8]) {
+        if let Some(store) = super::identity::store_in_meta(meta) {
+            self.stores
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .speaking
+                .insert(node, store);
+        }
+    }
+
     /// Whether `node` is one of the cluster's nodes as this one knows them (through
     /// membership or [`Topology::set_peer`]): what may change the meta range. The transport
     /// does not authenticate the id a connection claims (see shoal-transport's
@@ -544,6 +584,7 @@ async fn learn_peers(inner: Arc<TopologyInner>, mut events: broadcast::Receiver<
         let mut known = inner.peers.write().unwrap_or_else(|p| p.into_inner());
         for member in members.iter().filter(|m| m.id != inner.id) {
             known.entry(member.id).or_insert(member.addr);
+            inner.heard_speaker(member.id, &member.meta);
         }
     }
     loop {
@@ -561,6 +602,7 @@ async fn learn_peers(inner: Arc<TopologyInner>, mut events: broadcast::Receiver<
                         .write()
                         .unwrap_or_else(|p| p.into_inner())
                         .insert(event.id, event.addr);
+                    inner.heard_speaker(event.id, &event.meta);
                 }
             }
             Err(broadcast::error::RecvError::Lagged(missed)) => {

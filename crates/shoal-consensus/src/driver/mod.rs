@@ -176,12 +176,16 @@ struct InboundChunk {
 /// it on the node's [`Router`] before building the server or endpoint, then hand it to
 /// [`RaftDriver::start`].
 pub struct RaftInbox {
+    admission: Option<Admission>,
     tx: mpsc::Sender<Vec<Message>>,
     rx: mpsc::Receiver<Vec<Message>>,
     chunks_tx: mpsc::Sender<InboundChunk>,
     chunks_rx: mpsc::Receiver<InboundChunk>,
     stats: Arc<InboxStats>,
 }
+
+/// Whether traffic from a node is taken at all (see [`RaftInbox::admit`]).
+pub type Admission = Arc<dyn Fn(NodeId) -> bool + Send + Sync>;
 
 /// Inbound traffic the driver dropped.
 #[derive(Debug, Default)]
@@ -192,6 +196,9 @@ pub struct InboxStats {
     pub spoofed: AtomicU64,
     /// Snapshot chunks refused (out of order, damaged, of no transfer under way).
     pub refused_chunks: AtomicU64,
+    /// Batches and chunks from a node the admission check refused (see
+    /// [`RaftInbox::admit`]).
+    pub refused: AtomicU64,
 }
 
 impl RaftInbox {
@@ -200,6 +207,7 @@ impl RaftInbox {
         let (tx, rx) = mpsc::channel(config.inbox.max(1));
         let (chunks_tx, chunks_rx) = mpsc::channel(64);
         RaftInbox {
+            admission: None,
             tx,
             rx,
             chunks_tx,
@@ -208,14 +216,37 @@ impl RaftInbox {
         }
     }
 
+    /// Takes Raft traffic (messages and snapshot chunks) only from nodes `admit` accepts;
+    /// the rest is refused and counted in [`InboxStats::refused`]. A store refuses a node
+    /// whose data is not the replica's any more (it came back with an empty disk), whose
+    /// votes and acknowledgements would otherwise count. Set before [`RaftInbox::register`].
+    pub fn admit(&mut self, admit: Admission) {
+        self.admission = Some(admit);
+    }
+
     /// Registers the [`RaftBatch`] and [`SnapshotChunk`] handlers.
     pub fn register(&self, router: &mut Router) -> Result<(), RegisterError> {
         let tx = self.tx.clone();
         let stats = self.stats.clone();
+        let admission = self.admission.clone();
+        let refused = |admission: &Option<Admission>, source: NodeId, stats: &InboxStats| {
+            let refused = admission.as_ref().is_some_and(|admit| !admit(source));
+            if refused {
+                stats.refused.fetch_add(1, Ordering::Relaxed);
+            }
+            refused
+        };
         router.register::<RaftBatch, _, _>(move |ctx, mut batch| {
             let tx = tx.clone();
             let stats = stats.clone();
+            let admission = admission.clone();
             async move {
+                if refused(&admission, ctx.source, &stats) {
+                    return Err(shoal_core::Error::new(
+                        shoal_core::ErrorCode::InvalidRequest,
+                        format!("{} is not admitted: its store is not the one bound to it", ctx.source),
+                    ));
+                }
                 let before = batch.len();
                 batch.retain(|m| m.from == ctx.source);
                 let spoofed = (before - batch.len()) as u64;
@@ -231,10 +262,15 @@ impl RaftInbox {
         })?;
         let chunks = self.chunks_tx.clone();
         let stats = self.stats.clone();
+        let admission = self.admission.clone();
         router.register::<SnapshotChunk, _, _>(move |ctx, request| {
             let chunks = chunks.clone();
             let stats = stats.clone();
+            let admission = admission.clone();
             async move {
+                if refused(&admission, ctx.source, &stats) {
+                    return Ok(ChunkAnswer::Refused("the sender is not admitted".into()));
+                }
                 if request.message.from != ctx.source {
                     stats.spoofed.fetch_add(1, Ordering::Relaxed);
                     return Ok(ChunkAnswer::Refused("sender mismatch".into()));
