@@ -12,7 +12,7 @@ use super::node::StoreError;
 use super::shared::Shared;
 use shoal_consensus::driver::RaftDriver;
 use shoal_consensus::{Membership, RaftConfig, Wal, WalDiskUsage, WalStats};
-use shoal_core::{Clock, KeyRange, NodeId, RangeDescriptor, RangeId};
+use shoal_core::{Clock, Generation, KeyRange, NodeId, RangeDescriptor, RangeId};
 use shoal_storage::{Durability, Engine};
 use std::sync::Arc;
 
@@ -26,6 +26,10 @@ pub(crate) struct RangeGroups {
     driver: RaftDriver<RangeMachine>,
     shared: Arc<Shared>,
     events: RangeEvents,
+    /// Replicas destroyed here, with the generation of the descriptor that left this node
+    /// out: a replica of the range is created again only for a newer generation (one that
+    /// adds this node back), never for the stale messages or gossip of the old one.
+    tombstones: std::sync::Mutex<std::collections::HashMap<RangeId, Generation>>,
 }
 
 /// Runs `work` on the blocking pool, a panic there reported as a corrupt store.
@@ -56,6 +60,7 @@ impl RangeGroups {
             driver,
             shared: Arc::new(Shared::default()),
             events,
+            tombstones: Default::default(),
         }
     }
 
@@ -184,6 +189,54 @@ impl RangeGroups {
             .add_group(raft, machine)
             .await
             .map_err(|e| StoreError::Raft(e.to_string()))
+    }
+
+    /// Whether a replica of the range `descriptor` describes may be created here: not if
+    /// this node destroyed one at that generation or a later one.
+    pub(crate) fn may_recreate(&self, descriptor: &RangeDescriptor) -> bool {
+        self.tombstones
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&descriptor.id)
+            .is_none_or(|&gone| descriptor.generation > gone)
+    }
+
+    /// Destroys this node's replica of `range`, which the range's descriptor at
+    /// `generation` leaves out: its group leaves the driver (it no longer ticks, campaigns
+    /// or serves), its keys leave the engine (its span is free for another range), its log
+    /// leaves the WAL, and a tombstone keeps it from being created again for that
+    /// generation. The engine goes first: a crash before the log goes leaves a log with no
+    /// data, which starts as a replica waiting for a snapshot and is found removed again.
+    pub(crate) async fn destroy(
+        &self,
+        range: RangeId,
+        generation: Generation,
+    ) -> Result<(), StoreError> {
+        self.tombstones
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(range)
+            .and_modify(|g| *g = (*g).max(generation))
+            .or_insert(generation);
+        match self.driver.remove_group(range.into()).await {
+            Ok(_) => {}
+            Err(shoal_consensus::driver::DriverError::Host(
+                shoal_consensus::HostError::UnknownGroup(_),
+            )) => {}
+            Err(e) => return Err(StoreError::Raft(e.to_string())),
+        }
+        self.shared.remove_descriptor(range);
+        let (engine, wal) = (self.engine.clone(), self.wal.clone());
+        blocking(move || {
+            match engine.remove_range(range) {
+                Ok(()) | Err(shoal_storage::StorageError::RangeNotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+            wal.remove_group(range.into())?;
+            wal.sync()?;
+            Ok(())
+        })
+        .await
     }
 
     /// Starts a replica of `range` that holds no data yet and waits for a snapshot (see

@@ -197,6 +197,7 @@ impl Store {
             tokio::spawn(meta_client::upkeep(store.inner.clone())),
             tokio::spawn(sync_engine(store.inner.clone())),
             tokio::spawn(compact_logs(store.inner.clone())),
+            tokio::spawn(collect_removed_replicas(store.inner.clone())),
         ];
         store
             .inner
@@ -710,6 +711,49 @@ async fn sync_engine(inner: Arc<Inner>) {
     }
 }
 
+/// How often hosted replicas are checked for having been removed from their ranges.
+const REPLICA_GC_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Destroys the replicas this node hosts that their ranges no longer name (see
+/// [`RangeGroups::destroy`]): removed by a change this replica applied, or (while this node
+/// was down or cut off) by one it never saw, which a newer descriptor of the range, heard by
+/// gossip, shows. Checked every [`REPLICA_GC_INTERVAL`].
+async fn collect_removed_replicas(inner: Arc<Inner>) {
+    let mut ticker = tokio::time::interval(REPLICA_GC_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let removed: Vec<(RangeId, shoal_core::Generation)> = {
+            let known = inner.topology.inner.known_ranges();
+            inner
+                .groups
+                .descriptors()
+                .into_iter()
+                .filter_map(|hosted| {
+                    let newest = known
+                        .descriptors()
+                        .find(|d| d.id == hosted.id && d.generation > hosted.generation)
+                        .unwrap_or(&hosted);
+                    newest
+                        .role_of(inner.id)
+                        .is_none()
+                        .then_some((hosted.id, newest.generation))
+                })
+                .collect()
+        };
+        for (range, generation) in removed {
+            match inner.groups.destroy(range, generation).await {
+                Ok(()) => {
+                    tracing::info!(node = %inner.id, %range, %generation, "destroyed a replica its range no longer names")
+                }
+                Err(e) => {
+                    tracing::warn!(node = %inner.id, %range, error = %e, "could not destroy a removed replica")
+                }
+            }
+        }
+    }
+}
+
 /// Every [`StoreConfig::log_compaction_interval`], asks the groups whose entries keep old
 /// WAL segments on disk to compact their logs (see [`RangeGroups::compact_logs`]).
 async fn compact_logs(inner: Arc<Inner>) {
@@ -833,7 +877,9 @@ async fn host_on_demand(inner: Arc<Inner>, mut unknown: broadcast::Receiver<Unkn
         let Some(descriptor) = known else {
             continue;
         };
-        if !hosting::wants_replica(&descriptor, inner.id, inner.groups.engine()) {
+        if !hosting::wants_replica(&descriptor, inner.id, inner.groups.engine())
+            || !inner.groups.may_recreate(&descriptor)
+        {
             continue;
         }
         tracing::info!(node = %inner.id, %group, "hosting a new replica; it waits for a snapshot");

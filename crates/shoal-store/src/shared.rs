@@ -28,6 +28,14 @@ impl Shared {
         }
     }
 
+    /// Forgets a range no longer hosted here.
+    pub(crate) fn remove_descriptor(&self, range: RangeId) {
+        self.descriptors
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&range);
+    }
+
     pub(crate) fn descriptor(&self, range: RangeId) -> Option<RangeDescriptor> {
         self.descriptors
             .read()

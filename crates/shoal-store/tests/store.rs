@@ -674,7 +674,8 @@ async fn a_node_hosting_nothing_learns_every_range_by_gossip() {
 
 /// A range gains a replica on a node that joined later: the new replica is created on
 /// demand when the leader's messages arrive, brought up by a snapshot, promoted, and holds
-/// the same data; another replica is then removed, and writes go on.
+/// the same data; another replica is then removed (and destroyed on its node), writes go on,
+/// and the removed node is added back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_is_added_on_a_new_node_by_snapshot_and_another_removed() {
     use shoal_consensus::{ConfChange, LearnerKind};
@@ -738,6 +739,46 @@ async fn a_replica_is_added_on_a_new_node_by_snapshot_and_another_removed() {
         .unwrap();
     wait_for("the new replica to apply the write", async || {
         fourth.engine().get(FIRST_RANGE, b"e100").ok()?.map(|_| ())
+    })
+    .await;
+    // The removed replica is destroyed: no group, no data; its span is free again.
+    let removed = cluster.store(leaving).clone();
+    wait_for("the removed replica to be destroyed", async || {
+        (removed.descriptors().iter().all(|d| d.id != FIRST_RANGE)
+            && removed.engine().range(FIRST_RANGE).is_err())
+        .then_some(())
+    })
+    .await;
+    assert!(removed.status(FIRST_RANGE).await.is_err());
+    // Added back (a newer generation), it hosts the range again, from a snapshot.
+    let leader = wait_for("a leader of range 1", async || {
+        (1..=4)
+            .map(n)
+            .filter(|&id| id != n(4))
+            .find(|&id| cluster.store(id).leader(FIRST_RANGE) == Some(id))
+            .or_else(|| (fourth.leader(FIRST_RANGE) == Some(n(4))).then_some(n(4)))
+    })
+    .await;
+    let leader_store = if leader == n(4) {
+        fourth.clone()
+    } else {
+        cluster.store(leader).clone()
+    };
+    wait_for("the replica to be added back", async || {
+        leader_store
+            .change_replicas(
+                FIRST_RANGE,
+                ConfChange::AddNode {
+                    node: leaving,
+                    kind: LearnerKind::Promotable,
+                },
+            )
+            .await
+            .ok()
+    })
+    .await;
+    wait_for("the re-added replica to catch up", async || {
+        removed.engine().get(FIRST_RANGE, b"e100").ok()?.map(|_| ())
     })
     .await;
     fourth.shutdown().await;
