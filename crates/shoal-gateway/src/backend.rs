@@ -31,8 +31,10 @@ pub trait Backend: Send + Sync + 'static {
     /// generation (empty if none is known).
     async fn lookup(&self, key: &[u8]) -> Result<Vec<RangeDescriptor>, StoreError>;
 
-    /// Every range the meta range records (a linearizable read of it).
-    async fn meta_descriptors(&self) -> Result<Vec<RangeDescriptor>, StoreError>;
+    /// Every range, each once at its newest generation: the meta range's record (a
+    /// linearizable read) joined with the newer descriptors this member heard, so a
+    /// split's right half shows before the meta range records it.
+    async fn ranges(&self) -> Result<Vec<RangeDescriptor>, StoreError>;
 
     /// The leader of `range` as this member knows it, if it does (advisory: the router
     /// confirms it by asking).
@@ -74,8 +76,8 @@ impl Backend for Store {
         Store::lookup(self, key).await
     }
 
-    async fn meta_descriptors(&self) -> Result<Vec<RangeDescriptor>, StoreError> {
-        Store::meta_descriptors(self).await
+    async fn ranges(&self) -> Result<Vec<RangeDescriptor>, StoreError> {
+        Store::ranges(self).await
     }
 
     fn leader(&self, range: RangeId) -> Option<NodeId> {
@@ -121,8 +123,8 @@ impl Backend for Topology {
         Topology::lookup(self, key).await
     }
 
-    async fn meta_descriptors(&self) -> Result<Vec<RangeDescriptor>, StoreError> {
-        Topology::meta_descriptors(self).await
+    async fn ranges(&self) -> Result<Vec<RangeDescriptor>, StoreError> {
+        Topology::ranges(self).await
     }
 
     fn leader(&self, range: RangeId) -> Option<NodeId> {

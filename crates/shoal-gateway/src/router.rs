@@ -285,13 +285,10 @@ impl KvRouter {
         Err(last)
     }
 
-    /// Range `range` as the meta range records it (`RangeNotFound` if it does not).
+    /// Range `range` at its newest known generation (the meta range's record joined with
+    /// what this member heard; `RangeNotFound` if neither knows it).
     pub async fn recorded(&self, range: RangeId) -> Result<RangeDescriptor, Error> {
-        let descriptors = self
-            .backend
-            .meta_descriptors()
-            .await
-            .map_err(request_error)?;
+        let descriptors = self.backend.ranges().await.map_err(request_error)?;
         descriptors
             .into_iter()
             .find(|d| d.id == range)

@@ -14,7 +14,8 @@ use std::time::Duration;
 #[derive(Parser)]
 #[command(name = "shoal", version, about)]
 struct Cli {
-    /// Logs as JSON lines instead of text (levels by RUST_LOG, default info).
+    /// Logs as JSON lines instead of text (levels by RUST_LOG; by default Shoal's at info,
+    /// its dependencies' at warn).
     #[arg(long, global = true, env = "SHOAL_LOG_JSON")]
     log_json: bool,
     #[command(subcommand)]
@@ -194,7 +195,7 @@ enum KvCommand {
 
 fn init_logs(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     // Colours only on a terminal: logs sent to a file or a collector stay plain text.
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let builder = tracing_subscriber::fmt()
@@ -242,6 +243,13 @@ async fn wait_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
+
+/// Log levels when `RUST_LOG` is not set: Shoal's own at info; its dependencies' (the
+/// storage engine's per-flush lines, say) only at warn, which is what an operator needs.
+const DEFAULT_LOG_FILTER: &str = "warn,shoal=info,shoal_core=info,shoal_transport=info,\
+shoal_membership=info,shoal_routing=info,shoal_ranges=info,shoal_merkle=info,\
+shoal_consensus=info,shoal_storage=info,shoal_store=info,shoal_client=info,\
+shoal_gateway=info,shoal_node=info";
 
 #[tokio::main]
 async fn main() -> ExitCode {

@@ -141,6 +141,19 @@ impl RangeGroups {
                 Resume::Uninitialized(id) => self.host_uninitialized(id).await?,
             }
         }
+        // Split halves whose exact count a restart cut short are counted now, paced, off
+        // every group's path.
+        let estimated: Vec<RangeId> = self
+            .engine
+            .ranges()
+            .into_iter()
+            .filter(|r| r.stats.estimated)
+            .map(|r| r.id)
+            .collect();
+        if !estimated.is_empty() {
+            let engine = self.engine.clone();
+            tokio::task::spawn_blocking(move || hosting::recount(&engine, &estimated, true));
+        }
         Ok(())
     }
 

@@ -199,12 +199,18 @@ const RECOUNT_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
 /// half that moved on meanwhile (split again, took a snapshot, left) keeps its estimate
 /// until its next recount.
 pub(crate) fn recount_halves(engine: &Engine, left: RangeId, right: RangeId, pause: bool) {
+    recount(engine, &[left, right], pause);
+}
+
+/// Counts the stats of `ranges` exactly (see [`recount_halves`]): after a restart, those
+/// a split left estimated whose count had not finished.
+pub(crate) fn recount(engine: &Engine, ranges: &[RangeId], pause: bool) {
     let mut pace = || {
         if pause {
             std::thread::sleep(RECOUNT_PAUSE);
         }
     };
-    for range in [left, right] {
+    for &range in ranges {
         if let Err(e) = engine.recount_stats_paced(range, RECOUNT_STEP, &mut pace) {
             tracing::debug!(%range, error = %e, "could not recount a split half's stats");
         }

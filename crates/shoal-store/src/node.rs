@@ -330,6 +330,13 @@ impl Store {
         Ok(meta_client::descriptors(self.inner.meta_path()).await?)
     }
 
+    /// Every range, each once at its newest generation: the meta range's record joined
+    /// with what this node heard ([`Topology::ranges_from`]).
+    pub async fn ranges(&self) -> Result<Vec<RangeDescriptor>, StoreError> {
+        let recorded = self.meta_descriptors().await?;
+        Ok(self.inner.topology.ranges_from(recorded))
+    }
+
     /// Every node registered in the meta range (a linearizable read of it).
     pub async fn registered_nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
         Ok(meta_client::nodes(self.inner.meta_path()).await?)

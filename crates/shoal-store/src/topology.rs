@@ -397,6 +397,38 @@ impl Topology {
         Ok(super::meta_client::descriptors(self.inner.meta_path()).await?)
     }
 
+    /// Every range, each once: [`Topology::ranges_from`] the meta range's record.
+    pub async fn ranges(&self) -> Result<Vec<RangeDescriptor>, StoreError> {
+        let recorded = self.meta_descriptors().await?;
+        Ok(self.ranges_from(recorded))
+    }
+
+    /// Every range, each once, from `recorded` (the meta range's descriptors) joined with
+    /// what this node heard (gossip, its own ranges) by the descriptor semilattice, each
+    /// range at its newest generation, by id. Right after a split the meta range still
+    /// records the parent's older generation for the right half's keys and not the right
+    /// half; the join shows the right half as soon as this node has heard of it, and never
+    /// lists a range twice.
+    pub fn ranges_from(&self, recorded: Vec<RangeDescriptor>) -> Vec<RangeDescriptor> {
+        let mut joined =
+            match DescriptorSet::from_descriptors(recorded.clone(), self.inner.max_key_len) {
+                Ok(set) => set,
+                Err(_) => DescriptorSet::new(),
+            };
+        joined.merge(&self.inner.known_ranges());
+        let mut newest: std::collections::BTreeMap<shoal_core::RangeId, RangeDescriptor> =
+            std::collections::BTreeMap::new();
+        for d in joined.descriptors().chain(recorded.iter()) {
+            match newest.get(&d.id) {
+                Some(kept) if kept.generation >= d.generation => {}
+                _ => {
+                    newest.insert(d.id, d.clone());
+                }
+            }
+        }
+        newest.into_values().collect()
+    }
+
     /// The leader of `range` as gossip last told it (advisory: a router confirms it by
     /// asking).
     pub fn leader_hint(&self, range: shoal_core::RangeId) -> Option<NodeId> {

@@ -91,13 +91,13 @@ fn range_body(d: &RangeDescriptor, leader: Option<u64>) -> Range {
     path = "/v1/ranges",
     tag = "cluster",
     responses(
-        (status = 200, description = "Every range, in no set order; `leader` where this node knows it.", body = Vec<Range>),
+        (status = 200, description = "Every range once (its newest generation), by id; `leader` where this node knows it.", body = Vec<Range>),
         (status = 503, description = "The meta range cannot be read now.", body = ErrorBody),
     )
 )]
 pub(super) async fn ranges(State(app): State<App>) -> Result<Json<Vec<Range>>, ApiError> {
     let backend = app.router.backend();
-    let descriptors = backend.meta_descriptors().await.map_err(store_error)?;
+    let descriptors = backend.ranges().await.map_err(store_error)?;
     Ok(Json(
         descriptors
             .iter()
