@@ -48,6 +48,14 @@ pub struct RaftConfig {
     /// Entries kept before a new snapshot's index when compacting, so followers that lag a
     /// little catch up from the log rather than a snapshot. Default 1,000.
     pub compaction_trailing_entries: u64,
+    /// Let an idle group go quiet (CockroachDB's quiescence, TiKV's hibernation): a leader
+    /// with nothing in flight, every follower holding its whole log, tells them so
+    /// ([`crate::MessageBody::Quiesce`]) and stops heartbeating; they stop their election
+    /// timers. Any proposal, read, change or message wakes it. A quiet follower does not
+    /// notice its leader's death by itself: the driver must call
+    /// [`crate::Raft::peer_down`] when a failure detector (membership) says a node is
+    /// down. Default false.
+    pub quiesce: bool,
 }
 
 impl Default for RaftConfig {
@@ -67,6 +75,7 @@ impl Default for RaftConfig {
             promote_max_lag: 1000,
             snapshot_after_entries: 100_000,
             compaction_trailing_entries: 1000,
+            quiesce: false,
         }
     }
 }

@@ -268,6 +268,17 @@ impl<S: LogStore, M: StateMachine> RaftHost<S, M> {
         self.multi.tick(now);
     }
 
+    /// A failure detector says `node` is down: the quiet groups it led wake (see
+    /// [`Raft::peer_down`]).
+    pub fn peer_down(&mut self, node: NodeId) {
+        self.multi.peer_down(node);
+    }
+
+    /// How many groups are quiesced ([`crate::RaftConfig::quiesce`]).
+    pub fn quiet_groups(&self) -> usize {
+        self.multi.quiet_groups()
+    }
+
     /// The earliest time any group needs a tick.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.multi.next_deadline()

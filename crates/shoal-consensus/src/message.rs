@@ -122,6 +122,14 @@ pub enum MessageBody {
         /// The read index.
         index: Option<LogIndex>,
     },
+    /// The group is idle: every follower holds the leader's whole log, committed through
+    /// `commit`, and nothing is in flight. The leader stops heartbeating; a follower whose
+    /// log ends at `commit` stops its election timer until the leader (or anything local)
+    /// wakes it ([`crate::RaftConfig::quiesce`]). Not answered.
+    Quiesce {
+        /// The leader's commit index, which is also its last index.
+        commit: LogIndex,
+    },
 }
 
 /// How a follower answered an append.
@@ -190,7 +198,7 @@ impl Message {
                     .or_else(|| over_index("hint_index", hint_index))
                     .or_else(|| over_term("hint_term", hint_term)),
             },
-            B::Heartbeat { commit, .. } => over_index("commit", *commit),
+            B::Heartbeat { commit, .. } | B::Quiesce { commit } => over_index("commit", *commit),
             B::Snapshot { meta, .. } => over_index("snapshot index", meta.index)
                 .or_else(|| over_term("snapshot term", meta.term)),
             B::ReadIndexResponse {
@@ -232,6 +240,7 @@ impl MessageBody {
             MessageBody::TimeoutNow => "TimeoutNow",
             MessageBody::ReadIndex { .. } => "ReadIndex",
             MessageBody::ReadIndexResponse { .. } => "ReadIndexResponse",
+            MessageBody::Quiesce { .. } => "Quiesce",
         }
     }
 

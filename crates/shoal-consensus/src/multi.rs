@@ -6,13 +6,19 @@
 //! the groups' stores in one [`crate::Wal`], that is one `fdatasync` for the whole node per
 //! round (group commit across groups). [`batch_by_node`] then packs the round's messages
 //! into one batch per peer.
+//!
+//! Ticks and readies visit only the *active* groups: those that are awake, and quiet ones
+//! touched since their last ready (a message stepped, a proposal made through
+//! [`MultiRaft::group_mut`], a ready persisted). A quiesced group
+//! ([`crate::RaftConfig::quiesce`]) with nothing left for the driver drops out, so a round
+//! costs in proportion to the groups with work, not to every group hosted.
 
 use crate::message::Message;
 use crate::raft::Raft;
 use crate::ready::{PersistedToken, Ready};
 use crate::store::LogStore;
 use shoal_core::{GroupId, Instant, NodeId};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Input a [`MultiRaft`] dropped, by kind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -41,6 +47,9 @@ pub enum AddGroupError {
 pub struct MultiRaft<S: LogStore> {
     id: NodeId,
     groups: BTreeMap<GroupId, Raft<S>>,
+    /// The groups ticks and readies visit (see the module docs); ordered, so rounds are
+    /// deterministic.
+    active: BTreeSet<GroupId>,
     stats: MultiRaftStats,
 }
 
@@ -50,6 +59,7 @@ impl<S: LogStore> MultiRaft<S> {
         MultiRaft {
             id,
             groups: BTreeMap::new(),
+            active: BTreeSet::new(),
             stats: MultiRaftStats::default(),
         }
     }
@@ -70,12 +80,14 @@ impl<S: LogStore> MultiRaft<S> {
         if self.groups.contains_key(&raft.group()) {
             return Err(AddGroupError::Exists(raft.group()));
         }
+        self.active.insert(raft.group());
         self.groups.insert(raft.group(), raft);
         Ok(())
     }
 
     /// Stops hosting a group and hands its replica back.
     pub fn remove_group(&mut self, group: GroupId) -> Option<Raft<S>> {
+        self.active.remove(&group);
         self.groups.remove(&group)
     }
 
@@ -86,7 +98,9 @@ impl<S: LogStore> MultiRaft<S> {
 
     /// A hosted group, to propose, read or reconfigure.
     pub fn group_mut(&mut self, group: GroupId) -> Option<&mut Raft<S>> {
-        self.groups.get_mut(&group)
+        let raft = self.groups.get_mut(&group)?;
+        self.active.insert(group);
+        Some(raft)
     }
 
     /// Every hosted group, by id.
@@ -113,7 +127,10 @@ impl<S: LogStore> MultiRaft<S> {
     /// dropped (the group may have moved away, or not arrived yet).
     pub fn step(&mut self, now: Instant, message: Message) {
         match self.groups.get_mut(&message.group) {
-            Some(raft) => raft.step(now, message),
+            Some(raft) => {
+                self.active.insert(message.group);
+                raft.step(now, message)
+            }
             None => {
                 self.stats.unknown_group += 1;
                 tracing::debug!(node = %self.id, group = %message.group, from = %message.from, "dropped a message for a group not hosted here");
@@ -121,37 +138,77 @@ impl<S: LogStore> MultiRaft<S> {
         }
     }
 
-    /// Ticks every group.
+    /// Ticks every active group (see the module docs).
     pub fn tick(&mut self, now: Instant) {
-        for raft in self.groups.values_mut() {
+        let groups = &mut self.groups;
+        self.active.retain(|group| {
+            let Some(raft) = groups.get_mut(group) else {
+                return false;
+            };
             raft.tick(now);
+            !raft.is_quiet() || raft.has_ready()
+        });
+    }
+
+    /// A failure detector says `node` is down: every quiet group it leads here wakes
+    /// ([`Raft::peer_down`]).
+    pub fn peer_down(&mut self, node: NodeId) {
+        for (&group, raft) in self.groups.iter_mut() {
+            raft.peer_down(node);
+            if !raft.is_quiet() {
+                self.active.insert(group);
+            }
         }
+    }
+
+    /// How many groups are quiesced.
+    pub fn quiet_groups(&self) -> usize {
+        self.groups.values().filter(|r| r.is_quiet()).count()
     }
 
     /// The earliest time any group needs a tick.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.groups.values().map(Raft::next_deadline).min()
+        self.active
+            .iter()
+            .filter_map(|g| self.groups.get(g))
+            .map(Raft::next_deadline)
+            .min()
     }
 
     /// Whether any group has work for the driver.
     pub fn has_ready(&self) -> bool {
-        self.groups.values().any(Raft::has_ready)
+        self.active
+            .iter()
+            .filter_map(|g| self.groups.get(g))
+            .any(Raft::has_ready)
     }
 
     /// The ready of every group that has one. Persist them all, sync once, then report
     /// each with [`MultiRaft::on_persisted`].
     pub fn ready(&mut self) -> Vec<(GroupId, Ready)> {
-        self.groups
-            .iter_mut()
-            .filter(|(_, raft)| raft.has_ready())
-            .map(|(&group, raft)| (group, raft.ready()))
-            .collect()
+        let mut readies = Vec::new();
+        let mut idle = Vec::new();
+        for &group in &self.active {
+            let Some(raft) = self.groups.get_mut(&group) else {
+                continue;
+            };
+            if raft.has_ready() {
+                readies.push((group, raft.ready()));
+            } else if raft.is_quiet() {
+                idle.push(group);
+            }
+        }
+        for group in idle {
+            self.active.remove(&group);
+        }
+        readies
     }
 
     /// A group's ready is on disk. A group removed meanwhile is ignored.
     pub fn on_persisted(&mut self, group: GroupId, token: PersistedToken) {
         if let Some(raft) = self.groups.get_mut(&group) {
             raft.on_persisted(token);
+            self.active.insert(group);
         }
     }
 }

@@ -63,6 +63,8 @@ struct Outcome {
     snapshots_installed: u64,
     /// Reads answered (and checked for linearizability).
     reads: usize,
+    /// Slices after which some live replica was quiet.
+    quiesced: usize,
 }
 
 fn invariant(sim: &Simulation<SimReplica>, history: &SharedHistory) -> Result<(), String> {
@@ -133,6 +135,30 @@ fn leader(sim: &Simulation<SimReplica>) -> Option<NodeId> {
         .map(|(_, id)| id)
 }
 
+/// A perfect failure detector: every live replica hears of every node that is down or
+/// that it cannot reach.
+fn tell_who_is_down(sim: &mut Simulation<SimReplica>, all: &[NodeId]) {
+    let status: Vec<(NodeId, bool)> = all
+        .iter()
+        .map(|&n| (n, sim.status(n) == Some(NodeStatus::Up)))
+        .collect();
+    for &(me, up) in &status {
+        if !up {
+            continue;
+        }
+        for &(other, other_up) in &status {
+            if other != me && (!other_up || sim.network_mut().is_blocked(other, me)) {
+                sim.act(me, |r, _, out| {
+                    if let Some(raft) = r.raft_mut() {
+                        raft.peer_down(other);
+                    }
+                    r.drive(out);
+                });
+            }
+        }
+    }
+}
+
 /// What a seed's clients and operator do besides proposing.
 #[derive(Clone, Copy, Debug)]
 struct Workload {
@@ -140,13 +166,20 @@ struct Workload {
     churn: bool,
     /// Linearizable reads (ReadIndex or lease) from random replicas.
     reads: bool,
+    /// Groups quiesce when idle: clients go quiet one second in two, and a perfect failure
+    /// detector tells every live replica, after each slice, which nodes are down or cut
+    /// off from it ([`shoal_consensus::Raft::peer_down`]), as membership does for a store.
+    quiesce: bool,
 }
 
 fn run_seed(seed: u64, workload: Workload) -> Result<Outcome, SimError> {
     let churn = workload.churn;
     let history = SimHistory::shared();
     let mut setup = shoal_core::DetRng::from_seed(seed);
-    let config = config(&mut setup);
+    let config = RaftConfig {
+        quiesce: workload.quiesce,
+        ..config(&mut setup)
+    };
     let mut sim = Simulation::new(
         seed,
         SimConfig {
@@ -176,9 +209,17 @@ fn run_seed(seed: u64, workload: Workload) -> Result<Outcome, SimError> {
     let check = |sim: &Simulation<SimReplica>| invariant(sim, &history);
 
     // Faults and churn.
-    for _ in 0..400 {
+    for slice in 0..400 {
         sim.run_for(SLICE, check)?;
-        for _ in 0..3 {
+        if workload.quiesce {
+            tell_who_is_down(&mut sim, &all);
+            let quiet = sim
+                .nodes()
+                .any(|(_, r, s)| s == NodeStatus::Up && r.raft().is_some_and(|r| r.is_quiet()));
+            outcome.quiesced += usize::from(quiet);
+        }
+        let idle = workload.quiesce && (slice / 20) % 2 == 1;
+        for _ in 0..if idle { 0 } else { 3 } {
             let target = all[rng.below(all.len() as u64) as usize];
             op_id += 1;
             let cmd = RegisterCommand {
@@ -195,7 +236,7 @@ fn run_seed(seed: u64, workload: Workload) -> Result<Outcome, SimError> {
             };
             sim.act(target, |r, _, out| r.propose(cmd, out));
         }
-        for _ in 0..if workload.reads { 2 } else { 0 } {
+        for _ in 0..if workload.reads && !idle { 2 } else { 0 } {
             let target = all[rng.below(all.len() as u64) as usize];
             op_id += 1;
             let key = rng.below(KEYS);
@@ -414,6 +455,7 @@ fn run_seeds(workload: Workload) -> Outcome {
                 totals.conf_changes += o.conf_changes;
                 totals.snapshots_installed += o.snapshots_installed;
                 totals.reads += o.reads;
+                totals.quiesced += o.quiesced;
             }
             Err(e) => {
                 record_failure(&e.to_string());
@@ -430,6 +472,7 @@ fn raft_stays_safe_and_live_under_crashes_partitions_loss_and_transfers() {
     let totals = run_seeds(Workload {
         churn: false,
         reads: true,
+        quiesce: false,
     });
     assert!(totals.acknowledged > 0 && totals.snapshots_installed > 0 && totals.reads > 0);
 }
@@ -440,9 +483,23 @@ fn raft_stays_safe_and_live_under_faults_and_membership_churn() {
     let totals = run_seeds(Workload {
         churn: true,
         reads: true,
+        quiesce: false,
     });
     assert!(totals.acknowledged > 0 && totals.conf_changes > 0 && totals.snapshots_installed > 0);
     assert!(totals.reads > 0);
+}
+
+/// Idle groups quiesce, under the same faults and churn: a quiet leader that crashes or
+/// is cut off is replaced once the failure detector says so, and nothing is lost.
+#[test]
+fn raft_stays_safe_and_live_when_idle_groups_quiesce() {
+    let totals = run_seeds(Workload {
+        churn: true,
+        reads: true,
+        quiesce: true,
+    });
+    assert!(totals.acknowledged > 0 && totals.conf_changes > 0 && totals.reads > 0);
+    assert!(totals.quiesced > 0, "no group ever went quiet");
 }
 
 /// Seeds that once failed. In the first two, a voter was removed while cut off and kept
@@ -453,6 +510,7 @@ fn regression_seeds() {
         let workload = Workload {
             churn: true,
             reads: false,
+            quiesce: false,
         };
         if let Err(e) = run_seed(seed, workload) {
             panic!("{e}");
@@ -463,6 +521,7 @@ fn regression_seeds() {
     let workload = Workload {
         churn: false,
         reads: true,
+        quiesce: false,
     };
     if let Err(e) = run_seed(14_482_594_386_317_032_024, workload) {
         panic!("{e}");

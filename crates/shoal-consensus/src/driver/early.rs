@@ -27,25 +27,26 @@ pub(super) struct EarlyMessages {
     by_group: HashMap<GroupId, VecDeque<(Instant, Message)>>,
     /// Bytes kept.
     bytes: u64,
+    /// When the oldest message kept arrived (none kept: `None`), so that an expiry with
+    /// nothing to expire costs nothing.
+    oldest: Option<Instant>,
     /// Messages dropped because a bound was reached.
     pub(super) dropped: u64,
 }
 
 impl EarlyMessages {
-    /// Keeps `message`, received at `now`, for a group not hosted.
+    /// Keeps `message`, received at `now`, for a group not hosted. Past a bound it is
+    /// dropped: the ticks' [`EarlyMessages::expire`] makes room, not each message (which
+    /// would cost a pass over everything kept per message while a flood lasts).
     pub(super) fn keep(&mut self, now: Instant, message: Message) {
         let size = message.body.approx_size();
         let full = self.bytes.saturating_add(size) > MAX_BYTES
             || (!self.by_group.contains_key(&message.group) && self.by_group.len() >= GROUPS);
         if full {
-            self.expire(now);
-            if self.bytes.saturating_add(size) > MAX_BYTES
-                || (!self.by_group.contains_key(&message.group) && self.by_group.len() >= GROUPS)
-            {
-                self.dropped += 1;
-                return;
-            }
+            self.dropped += 1;
+            return;
         }
+        self.oldest.get_or_insert(now);
         let kept = self.by_group.entry(message.group).or_default();
         kept.push_back((now, message));
         self.bytes += size;
@@ -68,15 +69,25 @@ impl EarlyMessages {
             .collect()
     }
 
-    /// Forgets what was kept too long.
+    /// Forgets what was kept too long (nothing to do, and no pass over what is kept, until
+    /// the oldest message is that old).
     pub(super) fn expire(&mut self, now: Instant) {
+        match self.oldest {
+            Some(oldest) if now.saturating_duration_since(oldest) >= KEEP_FOR => {}
+            _ => return,
+        }
         let mut bytes = 0;
+        let mut oldest: Option<Instant> = None;
         self.by_group.retain(|_, kept| {
             kept.retain(|(at, _)| now.saturating_duration_since(*at) < KEEP_FOR);
             bytes += kept.iter().map(|(_, m)| m.body.approx_size()).sum::<u64>();
+            if let Some(&(at, _)) = kept.front() {
+                oldest = Some(oldest.map_or(at, |o| o.min(at)));
+            }
             !kept.is_empty()
         });
         self.bytes = bytes;
+        self.oldest = oldest;
     }
 }
 

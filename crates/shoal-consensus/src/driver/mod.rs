@@ -190,6 +190,8 @@ pub type Admission = Arc<dyn Fn(NodeId) -> bool + Send + Sync>;
 /// Inbound traffic the driver dropped.
 #[derive(Debug, Default)]
 pub struct InboxStats {
+    /// Raft messages taken in (each message of a batch counts).
+    pub received: AtomicU64,
     /// Batches dropped because the inbox was full.
     pub full: AtomicU64,
     /// Messages (and snapshot chunks) whose `from` was not the sender the transport reported.
@@ -254,8 +256,13 @@ impl RaftInbox {
                     stats.spoofed.fetch_add(spoofed, Ordering::Relaxed);
                     tracing::warn!(source = %ctx.source, spoofed, "dropped Raft messages claiming another sender");
                 }
-                if !batch.is_empty() && tx.try_send(batch).is_err() {
-                    stats.full.fetch_add(1, Ordering::Relaxed);
+                let count = batch.len() as u64;
+                if !batch.is_empty() {
+                    if tx.try_send(batch).is_err() {
+                        stats.full.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        stats.received.fetch_add(count, Ordering::Relaxed);
+                    }
                 }
                 Ok(())
             }
@@ -356,6 +363,12 @@ enum Command<M: StateMachine> {
     },
     CompactLogs {
         groups: Vec<GroupId>,
+        reply: Reply<usize>,
+    },
+    PeerDown {
+        node: NodeId,
+    },
+    QuietGroups {
         reply: Reply<usize>,
     },
     Read {
@@ -482,6 +495,24 @@ where
         rx.await.map_err(|_| DriverError::Stopped)?
     }
 
+    /// [`RaftDriver::request`] for a change (a proposal): once the command was handed to the
+    /// driver, an answer that never comes (the driver stopped, or panicked, with it in
+    /// hand) is [`HostError::Indeterminate`], never [`DriverError::Stopped`], since the
+    /// entry may have been appended and may yet commit: a caller that retried on "stopped"
+    /// could apply it twice.
+    async fn request_change<T>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Command<M>,
+    ) -> Result<T, DriverError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(make(reply))
+            .await
+            .map_err(|_| DriverError::Stopped)?;
+        rx.await
+            .map_err(|_| DriverError::Host(HostError::Indeterminate))?
+    }
+
     /// The clock the driver reads: create replicas with `Raft::new(…, driver.clock().now())`
     /// so their timers agree with the driver's.
     pub fn clock(&self) -> SystemClock {
@@ -523,7 +554,7 @@ where
         data: Bytes,
         wait: Wait,
     ) -> Result<M::Response, DriverError> {
-        self.request(|reply| Command::Propose {
+        self.request_change(|reply| Command::Propose {
             group,
             data,
             wait,
@@ -553,7 +584,7 @@ where
         group: GroupId,
         change: ConfChange,
     ) -> Result<(), DriverError> {
-        self.request(|reply| Command::ConfChange {
+        self.request_change(|reply| Command::ConfChange {
             group,
             change,
             reply,
@@ -588,6 +619,21 @@ where
     pub async fn compact_logs(&self, groups: Vec<GroupId>) -> Result<usize, DriverError> {
         self.request(|reply| Command::CompactLogs { groups, reply })
             .await
+    }
+
+    /// Tells the groups that `node` is down (membership declared it suspect, dead or
+    /// gone): quiet groups it led wake and elect another leader
+    /// ([`crate::Raft::peer_down`]). Required with [`crate::RaftConfig::quiesce`].
+    pub async fn peer_down(&self, node: NodeId) -> Result<(), DriverError> {
+        self.commands
+            .send(Command::PeerDown { node })
+            .await
+            .map_err(|_| DriverError::Stopped)
+    }
+
+    /// How many of this node's groups are quiesced.
+    pub async fn quiet_groups(&self) -> Result<usize, DriverError> {
+        self.request(|reply| Command::QuietGroups { reply }).await
     }
 
     /// A linearizable read barrier: resolves once this node's state machine for `group`
@@ -856,6 +902,10 @@ where
             }
             Command::CompactLogs { groups, reply } => {
                 let _ = reply.send(Ok(self.host().request_compaction(&groups)));
+            }
+            Command::PeerDown { node } => self.host().peer_down(node),
+            Command::QuietGroups { reply } => {
+                let _ = reply.send(Ok(self.host().quiet_groups()));
             }
             Command::Read { group, mode, reply } => {
                 let token = self.token();

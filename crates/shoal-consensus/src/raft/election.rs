@@ -30,6 +30,7 @@ impl<S: LogStore> Raft<S> {
     }
 
     fn start_campaign_round(&mut self) {
+        self.quiet = false;
         self.leader_contact = None;
         self.set_leader(None);
         self.votes.clear();

@@ -8,6 +8,7 @@
 //! sleeps, spawns or touches a socket; it reads its [`LogStore`] but never writes it.
 
 mod election;
+mod quiesce;
 mod reads;
 mod reconfig;
 mod replication;
@@ -24,6 +25,7 @@ use crate::ready::{LeaderInfo, PersistedToken, ReadState, Ready};
 use crate::snapshot::SnapshotMeta;
 use crate::store::{HardState, LogStore};
 use crate::ReadError;
+use quiesce::QUIET_DEADLINE;
 pub use reads::ReadMode;
 use reads::ReadQueue;
 use serde::{Deserialize, Serialize};
@@ -79,6 +81,8 @@ pub struct Status {
     pub role: Role,
     /// The leader it follows (itself when leading).
     pub leader: Option<NodeId>,
+    /// Whether the replica is quiesced ([`RaftConfig::quiesce`]).
+    pub quiet: bool,
     /// The commit index.
     pub commit: LogIndex,
     /// The last index handed out for applying.
@@ -154,6 +158,9 @@ pub struct Raft<S: LogStore> {
     /// Followers the driver is to stream a snapshot to.
     send_snapshots: Vec<NodeId>,
     compact: Option<(SnapshotMeta, LogIndex)>,
+    /// Quiesced ([`RaftConfig::quiesce`]): a leader sends no heartbeats, a follower runs no
+    /// election timer, until something wakes it.
+    quiet: bool,
     stats: RaftStats,
 }
 
@@ -235,6 +242,7 @@ impl<S: LogStore> Raft<S> {
             compaction_requested: false,
             send_snapshots: Vec::new(),
             compact: None,
+            quiet: false,
             stats: RaftStats::default(),
             config,
         };
@@ -367,6 +375,7 @@ impl<S: LogStore> Raft<S> {
             term: self.term,
             role: self.role,
             leader: self.leader,
+            quiet: self.quiet,
             commit: self.log.committed,
             applied: self.log.applied,
             last_index: last,
@@ -377,8 +386,12 @@ impl<S: LogStore> Raft<S> {
         }
     }
 
-    /// The earliest time at which [`Raft::tick`] has something to do.
+    /// The earliest time at which [`Raft::tick`] has something to do (an hour away while
+    /// quiet: only an input wakes a quiet replica).
     pub fn next_deadline(&self) -> Instant {
+        if self.quiet {
+            return self.now + QUIET_DEADLINE;
+        }
         match self.role {
             Role::Leader => {
                 let mut at = self.heartbeat_deadline;
@@ -398,9 +411,15 @@ impl<S: LogStore> Raft<S> {
     pub fn tick(&mut self, now: Instant) {
         self.now = self.now.max(now);
         let now = self.now;
+        if self.quiet {
+            return;
+        }
         if self.role == Role::Leader {
             if now >= self.heartbeat_deadline {
                 self.heartbeat_deadline = now + self.config.heartbeat_interval;
+                if self.may_quiesce() {
+                    return self.quiesce();
+                }
                 self.broadcast_heartbeat();
             }
             if self.config.check_quorum && now >= self.quorum_check_deadline {
@@ -453,6 +472,28 @@ impl<S: LogStore> Raft<S> {
             self.stats.dropped_unknown_sender += 1;
             tracing::debug!(id = %self.id, from = %m.from, kind = m.body.name(), "dropped a message from a non-member");
             return;
+        }
+        // A quiet leader wakes for anything but the answers to its last heartbeats (a vote
+        // request from a restarted replica, say, gets it heartbeating again, which brings
+        // that replica back under it). A quiet follower stays quiet for vote requests (its
+        // leader is live as far as it knows) and wakes when its leader speaks.
+        if self.quiet
+            && self.role == Role::Leader
+            && !matches!(m.body, MessageBody::HeartbeatResponse { .. })
+        {
+            self.wake();
+        }
+        // A quiet follower asked for a vote by its own leader: the leader restarted (it
+        // campaigns, so it no longer leads), faster than a failure detector could tell.
+        if self.quiet
+            && self.role != Role::Leader
+            && self.leader == Some(m.from)
+            && matches!(
+                m.body,
+                MessageBody::PreVote { .. } | MessageBody::Vote { .. }
+            )
+        {
+            self.peer_down(m.from);
         }
         if !self.step_term(&m) {
             return;
@@ -525,6 +566,11 @@ impl<S: LogStore> Raft<S> {
             MessageBody::ReadIndex { ctx } => self.handle_forwarded_read(from, ctx),
             MessageBody::ReadIndexResponse { ctx, index } => {
                 self.handle_read_index_response(ctx, index)
+            }
+            MessageBody::Quiesce { commit } => {
+                if self.follow(from) {
+                    self.handle_quiesce(from, commit);
+                }
             }
         }
     }
@@ -714,6 +760,7 @@ impl<S: LogStore> Raft<S> {
             }
         }
         self.leader_contact = Some(self.now);
+        self.quiet = false;
         self.reset_election_deadline();
         true
     }
@@ -725,6 +772,8 @@ impl<S: LogStore> Raft<S> {
         }
         match self.role {
             Role::Leader => true,
+            // Quiet, a follower's leader is live until membership says otherwise.
+            _ if self.quiet => self.leader.is_some(),
             _ => {
                 self.leader.is_some()
                     && self
@@ -748,6 +797,7 @@ impl<S: LogStore> Raft<S> {
         }
         let was_leader = self.role == Role::Leader;
         self.role = Role::Follower;
+        self.quiet = false;
         self.set_leader(leader);
         self.leader_contact = leader.map(|_| self.now);
         self.votes.clear();

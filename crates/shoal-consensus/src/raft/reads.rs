@@ -57,6 +57,11 @@ impl ReadQueue {
         self.round_needed
     }
 
+    /// No read in progress.
+    pub(super) fn is_idle(&self) -> bool {
+        self.waiting_commit.is_empty() && self.pending.is_empty() && !self.round_needed
+    }
+
     pub(super) fn reset(&mut self) {
         *self = ReadQueue::default();
     }
@@ -76,6 +81,7 @@ impl<S: LogStore> Raft<S> {
     /// index), or a failure. On a follower the request is forwarded to the leader (follower
     /// reads); learners may read this way too.
     pub fn read(&mut self, ctx: u64, mode: ReadMode) {
+        self.wake();
         match self.role {
             Role::Leader => self.leader_read(ctx, None, mode),
             _ => match self.leader {

@@ -18,6 +18,7 @@ impl<S: LogStore> Raft<S> {
         &mut self,
         change: ConfChange,
     ) -> Result<(LogIndex, Term), ProposeError> {
+        self.wake();
         let result = self.check_conf_change(&change).map(|next| {
             let index = self.append_entry(EntryPayload::Membership(next));
             (index, self.term)
@@ -103,6 +104,7 @@ impl<S: LogStore> Raft<S> {
     /// brought up to date, then told to campaign at once. Abandoned after an election
     /// timeout.
     pub fn transfer_leader(&mut self, target: NodeId) -> Result<(), TransferError> {
+        self.wake();
         if self.role != Role::Leader {
             return Err(TransferError::NotLeader);
         }

@@ -15,6 +15,7 @@ impl<S: LogStore> Raft<S> {
     /// committed once an applied entry at that index carries that term (if the entry applied
     /// there has another term, the proposal was lost to a leader change: retry it).
     pub fn propose(&mut self, data: Bytes) -> Result<(LogIndex, Term), ProposeError> {
+        self.wake();
         let size = data.len() as u64;
         let result = self.check_proposal(size).map(|()| {
             let index = self.append_entry(EntryPayload::Command(data));
