@@ -138,7 +138,10 @@ impl StoreConfig {
             node,
             data_dir: data_dir.into(),
             listen,
-            raft: RaftConfig::default(),
+            raft: RaftConfig {
+                quiesce: true,
+                ..RaftConfig::default()
+            },
             driver: DriverConfig::default(),
             engine: EngineConfig {
                 durability: shoal_storage::Durability::Buffered,

@@ -112,9 +112,26 @@ pub(crate) async fn announce(inner: Arc<Inner>) {
     // The generation of each hosted descriptor last merged into the known set.
     let mut learned: HashMap<RangeId, u64> = HashMap::new();
     let mut ticker = tokio::time::interval(CHECK_EVERY);
+    // A pass over every hosted range is skipped while no descriptor and no leader changed,
+    // for up to half of REANNOUNCE: idle ranges cost no pass every CHECK_EVERY.
+    let mut leaders = inner.groups.driver().subscribe_leaders();
+    let mut passed: Option<(u64, tokio::time::Instant)> = None;
     loop {
         ticker.tick().await;
         let now = tokio::time::Instant::now();
+        let mut leaders_changed = false;
+        while let Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) =
+            leaders.try_recv()
+        {
+            leaders_changed = true;
+        }
+        let version = inner.groups.descriptors_version();
+        if !leaders_changed
+            && passed.is_some_and(|(v, at)| v == version && now.duration_since(at) < REANNOUNCE / 2)
+        {
+            continue;
+        }
+        passed = Some((version, now));
         let mut delta = DescriptorSet::new();
         for descriptor in inner.groups.descriptors() {
             // What this node hosts it knows first-hand, whoever leads (merged once per

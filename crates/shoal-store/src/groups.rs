@@ -94,6 +94,19 @@ impl RangeGroups {
         self.shared.descriptors()
     }
 
+    /// The descriptors of the hosted ranges this node leads (filtered before they are
+    /// copied: a size check over thousands of ranges copies only its own).
+    pub(crate) fn led_descriptors(&self) -> Vec<RangeDescriptor> {
+        self.shared.descriptors_where(|d| {
+            self.driver.leader(d.id.into()).and_then(|l| l.id) == Some(self.id)
+        })
+    }
+
+    /// Counts changes to the hosted ranges' descriptors (see [`Shared::version`]).
+    pub(crate) fn descriptors_version(&self) -> u64 {
+        self.shared.version()
+    }
+
     /// The hosted range that holds `key`, if any.
     pub(crate) fn hosted_range_for(&self, key: &[u8]) -> Option<RangeDescriptor> {
         self.shared.range_for(key)
@@ -163,12 +176,13 @@ impl RangeGroups {
     pub(crate) async fn bootstrap(
         &self,
         voters: &[NodeId],
-    ) -> Result<[RangeDescriptor; 2], StoreError> {
+        splits: Vec<Vec<u8>>,
+    ) -> Result<Vec<RangeDescriptor>, StoreError> {
         let (engine, wal) = (self.engine.clone(), self.wal.clone());
         let founding = voters.to_vec();
-        let ([meta, first], membership) =
-            blocking(move || hosting::bootstrap(&engine, &wal, &founding)).await?;
-        for descriptor in [&meta, &first] {
+        let (descriptors, membership) =
+            blocking(move || hosting::bootstrap(&engine, &wal, &founding, &splits)).await?;
+        for descriptor in &descriptors {
             self.host_range(
                 descriptor.id,
                 descriptor.range.clone(),
@@ -183,7 +197,7 @@ impl RangeGroups {
                     .map_err(|e| StoreError::Raft(e.to_string()))?;
             }
         }
-        Ok([meta, first])
+        Ok(descriptors)
     }
 
     /// Starts the group of a range the engine hosts (see [`GroupOpener::open_range`]).

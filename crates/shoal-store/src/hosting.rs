@@ -15,7 +15,8 @@ use shoal_consensus::{
     HardState, LogStore, Membership, Raft, RaftConfig, SnapshotMeta, Wal, WalStore,
 };
 use shoal_core::{
-    codec, GroupId, Instant, KeyRange, NodeId, RangeDescriptor, RangeId, ReplicaDescriptor,
+    codec, GroupId, Instant, KeyRange, NodeId, RangeDescriptor, RangeEnd, RangeId,
+    ReplicaDescriptor,
 };
 use shoal_storage::{Durability, Engine, RangeInfo, RangeStatus, WriteBatch};
 use std::sync::Arc;
@@ -110,7 +111,8 @@ pub(crate) fn bootstrap(
     engine: &Engine,
     wal: &Wal,
     voters: &[NodeId],
-) -> Result<([RangeDescriptor; 2], Membership), StoreError> {
+    splits: &[Vec<u8>],
+) -> Result<(Vec<RangeDescriptor>, Membership), StoreError> {
     if !engine.ranges().is_empty() || !wal.groups().is_empty() {
         return Err(StoreError::AlreadyBootstrapped);
     }
@@ -120,28 +122,69 @@ pub(crate) fn bootstrap(
         .collect();
     let meta_descriptor = RangeDescriptor::new(META_RANGE, meta_keys(), replicas.clone())
         .map_err(|e| StoreError::Raft(e.to_string()))?;
-    let first = RangeDescriptor::new(FIRST_RANGE, user_keys(), replicas)
-        .map_err(|e| StoreError::Raft(e.to_string()))?;
+    let mut descriptors = vec![meta_descriptor];
+    for (i, span) in user_spans(splits, engine.config().max_key_len)?
+        .into_iter()
+        .enumerate()
+    {
+        let id = RangeId::new(FIRST_RANGE.get() + i as u64);
+        descriptors.push(
+            RangeDescriptor::new(id, span, replicas.clone())
+                .map_err(|e| StoreError::Raft(e.to_string()))?,
+        );
+    }
     let membership = Membership::new(voters.iter().copied());
     let tag =
         |d: &RangeDescriptor| codec::encode(d).map_err(|e| StoreError::Corrupt(e.to_string()));
-    let mut meta_batch = meta::bootstrap_batch(&[meta_descriptor.clone(), first.clone()])
-        .map_err(StoreError::Corrupt)?;
-    meta_batch.set_tag(tag(&meta_descriptor)?);
-    let mut first_batch = WriteBatch::new();
-    first_batch.set_tag(tag(&first)?);
-    for d in [&meta_descriptor, &first] {
+    let next_id = FIRST_RANGE.get() + descriptors.len() as u64 - 1;
+    let mut meta_batch =
+        meta::bootstrap_batch(&descriptors, next_id).map_err(StoreError::Corrupt)?;
+    meta_batch.set_tag(tag(&descriptors[0])?);
+    for d in &descriptors {
         engine.create_range(d.id, d.range.clone(), RANGE_INIT_INDEX - 1)?;
     }
     engine.apply(META_RANGE, RANGE_INIT_INDEX, &meta_batch)?;
-    engine.apply(FIRST_RANGE, RANGE_INIT_INDEX, &first_batch)?;
+    for d in &descriptors[1..] {
+        let mut batch = WriteBatch::new();
+        batch.set_tag(tag(d)?);
+        engine.apply(d.id, RANGE_INIT_INDEX, &batch)?;
+    }
     // The starting point is never replayed from a log: it must be on disk before the logs
     // that start after it.
     engine.persist(Durability::Sync)?;
-    for d in [&meta_descriptor, &first] {
-        start_range_log(&mut wal.store(d.id.into()), membership.clone())?;
+    for d in &descriptors {
+        write_range_log_start(&mut wal.store(d.id.into()), membership.clone())?;
     }
-    Ok(([meta_descriptor, first], membership))
+    wal.store(META_RANGE.into()).sync()?;
+    Ok((descriptors, membership))
+}
+
+/// The user key space (below `0xff`) cut at `splits`: one span per range. The split keys
+/// must be non-empty, strictly ascending, user keys of at most `max_key_len` bytes.
+fn user_spans(splits: &[Vec<u8>], max_key_len: usize) -> Result<Vec<KeyRange>, StoreError> {
+    let refuse = |why: String| Err(StoreError::Config(why));
+    let mut spans = Vec::with_capacity(splits.len() + 1);
+    let mut start: Vec<u8> = Vec::new();
+    for key in splits {
+        if key.is_empty() || meta::is_system_key(key) || key.len() > max_key_len {
+            return refuse(format!(
+                "a bootstrap split key must be a non-empty user key of at most {max_key_len} bytes"
+            ));
+        }
+        if *key <= start {
+            return refuse("bootstrap split keys must be strictly ascending".to_string());
+        }
+        spans.push(
+            KeyRange::new(start.clone(), RangeEnd::Key(key.clone()))
+                .map_err(|e| StoreError::Config(e.to_string()))?,
+        );
+        start = key.clone();
+    }
+    spans.push(
+        KeyRange::new(start, user_keys().end().clone())
+            .map_err(|e| StoreError::Config(e.to_string()))?,
+    );
+    Ok(spans)
 }
 
 /// Starts a range's log (a founding range's, or a split's right half's): empty, after a

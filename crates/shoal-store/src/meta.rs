@@ -290,7 +290,10 @@ pub(crate) fn read_nodes(
 
 /// The batch a bootstrap writes into the meta range: the founding descriptors, and the
 /// allocator past them.
-pub(crate) fn bootstrap_batch(descriptors: &[RangeDescriptor]) -> Result<WriteBatch, String> {
+pub(crate) fn bootstrap_batch(
+    descriptors: &[RangeDescriptor],
+    next_id: u64,
+) -> Result<WriteBatch, String> {
     let mut batch = WriteBatch::new();
     for d in descriptors {
         let mut d = d.clone();
@@ -302,7 +305,7 @@ pub(crate) fn bootstrap_batch(descriptors: &[RangeDescriptor]) -> Result<WriteBa
     }
     batch.put(
         NEXT_RANGE_ID.to_vec(),
-        FIRST_ALLOCATED_ID.to_be_bytes().to_vec(),
+        next_id.max(FIRST_ALLOCATED_ID).to_be_bytes().to_vec(),
     );
     Ok(batch)
 }

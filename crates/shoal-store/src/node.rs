@@ -198,6 +198,10 @@ impl Store {
             tokio::spawn(sync_engine(store.inner.clone())),
             tokio::spawn(compact_logs(store.inner.clone())),
             tokio::spawn(collect_removed_replicas(store.inner.clone())),
+            tokio::spawn(wake_ranges_of_down_members(
+                store.inner.clone(),
+                store.inner.topology.subscribe_members(),
+            )),
         ];
         store
             .inner
@@ -223,13 +227,30 @@ impl Store {
     /// anyway (the meta range was out of reach) finds its Raft traffic refused by the other
     /// nodes once they see which store speaks for it.
     pub async fn bootstrap(&self, voters: &[NodeId]) -> Result<[RangeDescriptor; 2], StoreError> {
+        let mut founded = self.bootstrap_split(voters, Vec::new()).await?.into_iter();
+        match (founded.next(), founded.next()) {
+            (Some(meta), Some(first)) => Ok([meta, first]),
+            _ => Err(StoreError::Corrupt("a bootstrap founded no range".into())),
+        }
+    }
+
+    /// [`Store::bootstrap`] with the user key space already cut at `splits` (non-empty,
+    /// strictly ascending user keys): ranges 1, 2, … one per span, in key order, as if
+    /// split before any data (a table's known key prefixes, say, or a test of many
+    /// ranges). Every founding node passes the same keys. Returns the meta range's
+    /// descriptor, then each user range's.
+    pub async fn bootstrap_split(
+        &self,
+        voters: &[NodeId],
+        splits: Vec<Vec<u8>>,
+    ) -> Result<Vec<RangeDescriptor>, StoreError> {
         if !self.inner.groups.descriptors().is_empty() {
             return Err(StoreError::AlreadyBootstrapped);
         }
         if self.inner.identity.fresh() && self.inner.bound_elsewhere().await {
             return Err(StoreError::ClusterExists);
         }
-        self.inner.groups.bootstrap(voters).await
+        self.inner.groups.bootstrap(voters, splits).await
     }
 
     /// This node.
@@ -340,6 +361,23 @@ impl Store {
     /// Every node registered in the meta range (a linearizable read of it).
     pub async fn registered_nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
         Ok(meta_client::nodes(self.inner.meta_path()).await?)
+    }
+
+    /// Raft messages this node has taken in since it opened (every range's, heartbeats
+    /// included).
+    pub fn raft_messages_received(&self) -> u64 {
+        self.inner
+            .groups
+            .driver()
+            .inbox_stats()
+            .received
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many of the ranges this node hosts are quiesced (idle: no ticks, no heartbeats;
+    /// see [`shoal_consensus::RaftConfig::quiesce`]).
+    pub async fn quiet_ranges(&self) -> Result<usize, DriverError> {
+        self.inner.groups.driver().quiet_groups().await
     }
 
     /// A hosted range's Raft status.
@@ -718,6 +756,48 @@ async fn sync_engine(inner: Arc<Inner>) {
     }
 }
 
+/// How often the groups are told again of every member that is not alive (beside the
+/// membership events, which a lagging subscriber may miss).
+const DOWN_MEMBERS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Tells the groups of every member membership suspects, declares dead or saw leave
+/// ([`RaftDriver::peer_down`]), so quiet ranges led there wake and elect another leader
+/// ([`shoal_consensus::RaftConfig::quiesce`]): at once on the event, and again every
+/// [`DOWN_MEMBERS_INTERVAL`] for every member not alive then.
+async fn wake_ranges_of_down_members(
+    inner: Arc<Inner>,
+    mut events: broadcast::Receiver<MemberEvent>,
+) {
+    use shoal_membership::{MemberEventKind, MemberState};
+    let mut ticker = tokio::time::interval(DOWN_MEMBERS_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let down: Vec<NodeId> = tokio::select! {
+            event = events.recv() => match event {
+                Ok(event) if matches!(
+                    event.kind,
+                    MemberEventKind::Suspect | MemberEventKind::Dead | MemberEventKind::Left
+                ) => vec![event.id],
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = ticker.tick() => match inner.topology.members().await {
+                Ok(members) => members
+                    .into_iter()
+                    .filter(|m| m.id != inner.id && m.state != MemberState::Alive)
+                    .map(|m| m.id)
+                    .collect(),
+                Err(_) => continue,
+            },
+        };
+        for node in down {
+            if inner.groups.driver().peer_down(node).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
 /// How often hosted replicas are checked for having been removed from their ranges.
 const REPLICA_GC_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -732,14 +812,24 @@ async fn collect_removed_replicas(inner: Arc<Inner>) {
         ticker.tick().await;
         let removed: Vec<(RangeId, shoal_core::Generation)> = {
             let known = inner.topology.inner.known_ranges();
+            // One pass over what gossip knows, then one lookup per hosted replica.
+            let mut heard: std::collections::HashMap<RangeId, &RangeDescriptor> =
+                std::collections::HashMap::new();
+            for d in known.descriptors() {
+                let kept = heard.entry(d.id).or_insert(d);
+                if d.generation > kept.generation {
+                    *kept = d;
+                }
+            }
             inner
                 .groups
                 .descriptors()
                 .into_iter()
                 .filter_map(|hosted| {
-                    let newest = known
-                        .descriptors()
-                        .find(|d| d.id == hosted.id && d.generation > hosted.generation)
+                    let newest = heard
+                        .get(&hosted.id)
+                        .copied()
+                        .filter(|d| d.generation > hosted.generation)
                         .unwrap_or(&hosted);
                     newest
                         .role_of(inner.id)
@@ -799,10 +889,9 @@ async fn split_large_ranges(inner: Arc<Inner>) {
         let now = inner.groups.driver().clock().now();
         let led: Vec<RangeDescriptor> = inner
             .groups
-            .descriptors()
+            .led_descriptors()
             .into_iter()
             .filter(|d| d.id != META_RANGE)
-            .filter(|d| inner.leads(d.id))
             .collect();
         let mut stats = HashMap::new();
         for d in &led {

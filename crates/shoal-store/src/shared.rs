@@ -3,6 +3,7 @@
 
 use shoal_core::{RangeDescriptor, RangeId};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 use tokio::sync::Notify;
 
@@ -13,6 +14,9 @@ pub(crate) struct Shared {
     descriptors: RwLock<BTreeMap<RangeId, RangeDescriptor>>,
     /// Wakes the meta range upkeep when a hosted range's descriptor is new or changed.
     pub(crate) changed: Notify,
+    /// Counts changes to the descriptors (a range hosted, changed or gone), so periodic
+    /// work over all of them can skip a pass when nothing changed.
+    version: AtomicU64,
 }
 
 impl Shared {
@@ -23,9 +27,15 @@ impl Shared {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(descriptor.id, descriptor);
+        self.version.fetch_add(1, Ordering::Relaxed);
         if before.is_none_or(|b| b.generation != generation) {
             self.changed.notify_one();
         }
+    }
+
+    /// Changes to the descriptors so far (any change bumps it).
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(Ordering::Relaxed)
     }
 
     /// Forgets a range no longer hosted here.
@@ -34,6 +44,7 @@ impl Shared {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&range);
+        self.version.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn descriptor(&self, range: RangeId) -> Option<RangeDescriptor> {
@@ -50,6 +61,20 @@ impl Shared {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The hosted ranges' descriptors that `keep` accepts, in range id order.
+    pub(crate) fn descriptors_where(
+        &self,
+        keep: impl Fn(&RangeDescriptor) -> bool,
+    ) -> Vec<RangeDescriptor> {
+        self.descriptors
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|d| keep(d))
             .cloned()
             .collect()
     }

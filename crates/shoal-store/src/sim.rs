@@ -405,8 +405,8 @@ impl SimStore {
         };
         let fresh = engine.ranges().is_empty() && wal.groups().is_empty();
         if fresh && !self.founders.is_empty() {
-            let (descriptors, membership) =
-                hosting::bootstrap(&engine, &wal, &self.founders).map_err(|e| e.to_string())?;
+            let (descriptors, membership) = hosting::bootstrap(&engine, &wal, &self.founders, &[])
+                .map_err(|e| e.to_string())?;
             for d in descriptors {
                 let id = d.id;
                 let (raft, machine) = groups
