@@ -483,16 +483,13 @@ where
         }
     }
 
+    /// Hands a command to the driver and waits for its answer; a driver that stopped
+    /// before taking it, or without answering, is [`DriverError::Stopped`].
     async fn request<T>(
         &self,
         make: impl FnOnce(Reply<T>) -> Command<M>,
     ) -> Result<T, DriverError> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(make(reply))
-            .await
-            .map_err(|_| DriverError::Stopped)?;
-        rx.await.map_err(|_| DriverError::Stopped)?
+        self.request_or(make, DriverError::Stopped).await
     }
 
     /// [`RaftDriver::request`] for a change (a proposal): once the command was handed to the
@@ -504,13 +501,22 @@ where
         &self,
         make: impl FnOnce(Reply<T>) -> Command<M>,
     ) -> Result<T, DriverError> {
+        self.request_or(make, DriverError::Host(HostError::Indeterminate))
+            .await
+    }
+
+    /// Hands a command over; `unanswered` if the driver takes it but never answers.
+    async fn request_or<T>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Command<M>,
+        unanswered: DriverError,
+    ) -> Result<T, DriverError> {
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(make(reply))
             .await
             .map_err(|_| DriverError::Stopped)?;
-        rx.await
-            .map_err(|_| DriverError::Host(HostError::Indeterminate))?
+        rx.await.map_err(|_| unanswered)?
     }
 
     /// The clock the driver reads: create replicas with `Raft::new(…, driver.clock().now())`
